@@ -1,0 +1,1 @@
+//! conntrack: not built yet (see the issue tracker).

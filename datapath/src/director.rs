@@ -1,0 +1,1 @@
+//! director: not built yet (see the issue tracker).

@@ -1,0 +1,1 @@
+//! flows: not built yet (see the issue tracker).

@@ -1,0 +1,28 @@
+//! # datapath — the L4 load-balancer pipeline
+//!
+//! The real pipeline of the appliance, in its order: **shield → flows → director/NAT**.
+//! Pure code: no I/O, no wall clock, no ambient randomness. Time (`now`, virtual
+//! nanoseconds) and randomness (seeds) are passed in, so a run is a deterministic function
+//! of (tables, state, time, packets).
+//!
+//! ## Map of the code
+//! - [`packet`] — link types, 802.1Q/802.1ad tags ([`packet::vlan`]), the parser
+//!   ([`packet::parse`]) and the compact [`packet::PacketMeta`] it fills once per packet,
+//!   with a named [`packet::InvalidReason`] for every malformed case.
+//! - [`verdict`] — [`verdict::Verdict`], [`verdict::DropReason`], [`verdict::Stage`]:
+//!   the one vocabulary every stage answers in.
+//! - [`flows`] — the flowmgr language: parser, evaluator, iptables/nft compilers.
+//! - [`shield`] — PacketShield: invalid/deny/allow stages, TCP port protection, SYN cookies.
+//! - [`director`] — LVS/IPVS virtual services and schedulers.
+//! - [`nat`], [`conntrack`] — address rewriting and connection tracking for it.
+
+pub mod conntrack;
+pub mod director;
+pub mod flows;
+pub mod nat;
+pub mod packet;
+pub mod shield;
+pub mod verdict;
+
+pub use packet::{InvalidReason, PacketMeta};
+pub use verdict::{DropReason, Stage, TimeNs, Verdict};

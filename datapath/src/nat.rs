@@ -1,0 +1,1 @@
+//! nat: not built yet (see the issue tracker).

@@ -1,0 +1,1 @@
+//! shield: not built yet (see the issue tracker).

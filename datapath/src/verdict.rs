@@ -1,0 +1,135 @@
+//! One verdict type for the whole pipeline, and the stages that give it.
+//!
+//! Every stage returns `ControlFlow<Verdict>`: `Continue(())` hands the packet to the next
+//! stage, `Break(verdict)` decides it. The pipeline counts every verdict per stage and reason.
+
+use serde::Serialize;
+
+use crate::packet::InvalidReason;
+
+/// Virtual time in nanoseconds since the start of a run. The datapath never reads a clock:
+/// every call that depends on time takes `now: TimeNs`.
+pub type TimeNs = u64;
+
+/// One second in [`TimeNs`].
+pub const NS_PER_SEC: TimeNs = 1_000_000_000;
+
+/// Pipeline stages in processing order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Packet parsing / invalid-packet classification.
+    Parse,
+    /// PacketShield.
+    Shield,
+    /// Flow manager.
+    Flows,
+    /// LVS director.
+    Director,
+    /// iptables-style NAT (DNAT / SNAT / MASQUERADE).
+    Nat,
+    /// Routing / forwarding decision after all stages.
+    Forward,
+}
+
+impl Stage {
+    /// Stable name as in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Parse => "parse",
+            Self::Shield => "shield",
+            Self::Flows => "flows",
+            Self::Director => "director",
+            Self::Nat => "nat",
+            Self::Forward => "forward",
+        }
+    }
+}
+
+/// Why a packet was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DropReason {
+    /// The packet is invalid (see the reason).
+    Invalid(InvalidReason),
+    /// Source on the shield denylist.
+    Denylist,
+    /// ACK carrying a SYN cookie that does not validate.
+    BadCookie,
+    /// ACK carrying a SYN cookie older than two counter periods.
+    StaleCookie,
+    /// TTL / hop limit not among the learned values for the source.
+    Ttl,
+    /// Per-source or per-context rate exceeded (surge).
+    Rate,
+    /// Unmatched traffic with the "unmatched drop" mode on.
+    Unmatched,
+    /// A bounded table was full and its overflow policy is "drop new".
+    TableFull,
+    /// Not a known session and not a SYN on a protected port.
+    NoSession,
+    /// A flow with policy `deny` matched.
+    FlowDeny,
+    /// The director had no usable real server.
+    NoDestination,
+    /// The director's connection table was full.
+    ConnTableFull,
+    /// Reply traffic with no connection to translate it back.
+    NoReverseTranslation,
+}
+
+impl DropReason {
+    /// Stable name as in reports (`invalid:<reason>` for invalid packets).
+    pub fn name(self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Self::Invalid(r) => format!("invalid:{}", r.name()).into(),
+            Self::Denylist => "denylist".into(),
+            Self::BadCookie => "bad_cookie".into(),
+            Self::StaleCookie => "stale_cookie".into(),
+            Self::Ttl => "ttl".into(),
+            Self::Rate => "rate".into(),
+            Self::Unmatched => "unmatched".into(),
+            Self::TableFull => "table_full".into(),
+            Self::NoSession => "no_session".into(),
+            Self::FlowDeny => "flow_deny".into(),
+            Self::NoDestination => "no_destination".into(),
+            Self::ConnTableFull => "conn_table_full".into(),
+            Self::NoReverseTranslation => "no_reverse_translation".into(),
+        }
+    }
+}
+
+/// What happened to a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Accepted unchanged (to the local stack / routing).
+    Pass,
+    /// Dropped.
+    Drop(DropReason),
+    /// Consumed; the datapath answered it itself (SYN cookie SYN-ACK, RST, proxy handshake).
+    Reply,
+    /// Forwarded, possibly rewritten (director / NAT).
+    Forward,
+}
+
+impl Verdict {
+    /// `pass`, `drop`, `reply` or `forward`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Drop(_) => "drop",
+            Self::Reply => "reply",
+            Self::Forward => "forward",
+        }
+    }
+
+    /// The drop reason, if dropped.
+    pub fn drop_reason(self) -> Option<DropReason> {
+        match self {
+            Self::Drop(r) => Some(r),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Captures: not built yet.

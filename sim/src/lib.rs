@@ -1,0 +1,15 @@
+//! # sim — the lbsim command and its library
+//!
+//! Drives the [`datapath`] pipeline: reads captures, runs them through the pipeline in
+//! virtual time, and reports what happened.
+//!
+//! ## Map of the code
+//! - [`capture`] — streaming pcap / pcapng / gzip reader: format by magic number, errors
+//!   with file, packet index and byte offset.
+//! - [`replay`] — `sim replay`: parse every packet of one or more captures, summarise, and
+//!   write per-packet JSON records.
+//! - [`record`] — the per-packet record (the common currency of replay, run and diff).
+
+pub mod capture;
+pub mod record;
+pub mod replay;

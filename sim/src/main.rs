@@ -1,0 +1,33 @@
+//! The `sim` command line.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// lbsim: a deterministic simulator and test bench for an L4 load-balancer pipeline.
+#[derive(Parser, Debug)]
+#[command(name = "sim", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Parse every packet of one or more captures and print a tcpreplay-style summary.
+    Replay(sim::replay::ReplayArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Replay(args) => sim::replay::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
