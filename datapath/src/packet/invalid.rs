@@ -19,6 +19,8 @@ pub enum InvalidReason {
     TruncatedVlan,
     /// More VLAN tags than [`crate::packet::MAX_VLAN_TAGS`].
     TooManyVlanTags,
+    /// An MPLS label stack is cut short.
+    TruncatedMpls,
     /// The IPv4 header is cut short (fewer than 20 bytes, or fewer than IHL×4).
     TruncatedIpv4,
     /// The IPv6 fixed header is cut short.
@@ -75,11 +77,12 @@ pub enum InvalidReason {
 
 impl InvalidReason {
     /// Every reason, in declaration order (for fixed-size counter arrays and reports).
-    pub const ALL: [InvalidReason; 30] = [
+    pub const ALL: [InvalidReason; 31] = [
         Self::UnsupportedLink,
         Self::TruncatedLink,
         Self::TruncatedVlan,
         Self::TooManyVlanTags,
+        Self::TruncatedMpls,
         Self::TruncatedIpv4,
         Self::TruncatedIpv6,
         Self::TruncatedIpv6Extension,
@@ -123,6 +126,7 @@ impl InvalidReason {
             Self::TruncatedLink => "truncated_link",
             Self::TruncatedVlan => "truncated_vlan",
             Self::TooManyVlanTags => "too_many_vlan_tags",
+            Self::TruncatedMpls => "truncated_mpls",
             Self::TruncatedIpv4 => "truncated_ipv4",
             Self::TruncatedIpv6 => "truncated_ipv6",
             Self::TruncatedIpv6Extension => "truncated_ipv6_extension",

@@ -9,7 +9,7 @@
 //! then can an IP length that runs past the frame be called invalid, and only then are L4
 //! checksums verified (never on fragments, whose checksum covers the reassembled datagram).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use smoltcp::wire::{
     EthernetFrame, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket, checksum,
@@ -23,6 +23,14 @@ use super::{
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
+const ETHERTYPE_MPLS_UNICAST: u16 = 0x8847;
+const ETHERTYPE_MPLS_MULTICAST: u16 = 0x8848;
+const MPLS_LABEL_LEN: usize = 4;
+/// Labels walked before giving up on finding IP under an MPLS stack.
+const MAX_MPLS_LABELS: usize = 8;
+/// RFC 4385 pseudowire control word (first nibble 0).
+const PW_CONTROL_WORD_LEN: usize = 4;
+const ETHERNET_LEN: usize = 14;
 const SLL_HEADER_LEN: usize = 16;
 const SLL2_HEADER_LEN: usize = 20;
 const NULL_HEADER_LEN: usize = 4;
@@ -189,6 +197,50 @@ impl<'a> Parser<'a> {
         match ethertype {
             ETHERTYPE_IPV4 => self.ipv4(offset),
             ETHERTYPE_IPV6 => self.ipv6(offset),
+            ETHERTYPE_MPLS_UNICAST | ETHERTYPE_MPLS_MULTICAST => self.mpls(offset, ethertype),
+            other => {
+                self.meta.l3 = L3::Other(other);
+                Ok(())
+            }
+        }
+    }
+
+    /// Walk an MPLS label stack to its bottom; IP underneath is recognised by its version
+    /// nibble (as routers and Wireshark do). Anything else under the stack (pseudowires) is
+    /// reported as non-IP with the MPLS EtherType.
+    fn mpls(&mut self, mut offset: usize, ethertype: u16) -> Step {
+        for _ in 0..MAX_MPLS_LABELS {
+            let Some(label) = self.frame.get(offset..offset + MPLS_LABEL_LEN) else {
+                return Err(InvalidReason::TruncatedMpls);
+            };
+            offset += MPLS_LABEL_LEN;
+            let bottom_of_stack = label[2] & 1 != 0;
+            if bottom_of_stack {
+                return match self.frame.get(offset).map(|b| b >> 4) {
+                    Some(4) => self.ipv4(offset),
+                    Some(6) => self.ipv6(offset),
+                    Some(0) if self.frame.len() >= offset + PW_CONTROL_WORD_LEN + ETHERNET_LEN => {
+                        self.ethernet_pseudowire(offset + PW_CONTROL_WORD_LEN)
+                    }
+                    _ => {
+                        self.meta.l3 = L3::Other(ethertype);
+                        Ok(())
+                    }
+                };
+            }
+        }
+        self.meta.l3 = L3::Other(ethertype);
+        Ok(())
+    }
+
+    /// Ethernet over MPLS (RFC 4448) after its control word: the inner frame's VLAN tags and
+    /// IP header are the ones the packet is classified by. No MPLS is walked inside it.
+    fn ethernet_pseudowire(&mut self, offset: usize) -> Step {
+        let ethertype = be16(self.frame, offset + 12);
+        let (offset, ethertype) = self.vlan_tags(offset + ETHERNET_LEN, ethertype)?;
+        match ethertype {
+            ETHERTYPE_IPV4 => self.ipv4(offset),
+            ETHERTYPE_IPV6 => self.ipv6(offset),
             other => {
                 self.meta.l3 = L3::Other(other);
                 Ok(())
@@ -211,8 +263,8 @@ impl<'a> Parser<'a> {
         }
         let packet = Ipv4Packet::new_unchecked(bytes);
         let header_len = usize::from(packet.header_len());
-        self.meta.src = Some(IpAddr::V4(Ipv4Addr::from(packet.src_addr())));
-        self.meta.dst = Some(IpAddr::V4(Ipv4Addr::from(packet.dst_addr())));
+        self.meta.src = Some(IpAddr::V4(packet.src_addr()));
+        self.meta.dst = Some(IpAddr::V4(packet.dst_addr()));
         self.meta.proto = Some(u8::from(packet.next_header()));
         self.meta.ttl = packet.hop_limit();
         let total_len = usize::from(packet.total_len());
@@ -274,8 +326,8 @@ impl<'a> Parser<'a> {
             return Err(InvalidReason::TruncatedIpv6);
         }
         let packet = Ipv6Packet::new_unchecked(bytes);
-        self.meta.src = Some(IpAddr::V6(Ipv6Addr::from(packet.src_addr())));
-        self.meta.dst = Some(IpAddr::V6(Ipv6Addr::from(packet.dst_addr())));
+        self.meta.src = Some(IpAddr::V6(packet.src_addr()));
+        self.meta.dst = Some(IpAddr::V6(packet.dst_addr()));
         self.meta.ttl = packet.hop_limit();
         let total_len = IPV6_HEADER_LEN + usize::from(packet.payload_len());
         self.meta.ip_len = total_len as u32;
