@@ -10,6 +10,7 @@
 //! Only the *outermost* IP header is described (tunnels are not entered).
 
 pub mod builder;
+pub mod fragments;
 mod invalid;
 mod link;
 mod parse;

@@ -1,0 +1,229 @@
+//! Fragment overlap detection: the one invalid-packet check that needs state across packets.
+//!
+//! Tracks the byte ranges seen per datagram (source, destination, protocol, id) and flags a
+//! fragment that partly overlaps data already seen ([`InvalidReason::FragmentOverlap`], the
+//! Teardrop / RFC 5722 case). Exact duplicates are counted but are not invalid (networks
+//! duplicate packets). It does not reassemble: payload bytes are never kept.
+//!
+//! Bounded: at most [`FRAGMENT_TRACKER_CAPACITY`] datagrams, each with at most
+//! [`MAX_RANGES_PER_DATAGRAM`] ranges, forgotten after [`FRAGMENT_TIMEOUT_NS`] (Linux's
+//! `ipfrag_time`). Overflow policy when full after purging expired entries: the new
+//! datagram is not tracked (`untracked` counter); its fragments pass unchecked.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use super::{InvalidReason, PacketMeta};
+use crate::verdict::{NS_PER_SEC, TimeNs};
+
+/// Datagrams tracked at once.
+pub const FRAGMENT_TRACKER_CAPACITY: usize = 8_192;
+/// Ranges remembered per datagram; more fragments than this make the datagram untracked.
+pub const MAX_RANGES_PER_DATAGRAM: usize = 64;
+/// A datagram is forgotten this long after its last fragment (Linux `ipfrag_time`).
+pub const FRAGMENT_TIMEOUT_NS: TimeNs = 30 * NS_PER_SEC;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct DatagramKey {
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    id: u32,
+}
+
+#[derive(Debug)]
+struct Datagram {
+    /// Half-open byte ranges, unsorted.
+    ranges: Vec<(u32, u32)>,
+    /// Total length once the last fragment (MF clear) was seen.
+    end: Option<u32>,
+    last_seen: TimeNs,
+}
+
+/// Counters of the fragment tracker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FragmentCounters {
+    /// Fragments observed.
+    pub fragments: u64,
+    /// Fragments flagged as overlapping.
+    pub overlaps: u64,
+    /// Exact duplicate fragments (not invalid).
+    pub duplicates: u64,
+    /// Datagrams whose fragments all arrived.
+    pub completed: u64,
+    /// Datagrams forgotten after the timeout.
+    pub expired: u64,
+    /// Fragments not checked because the table (or a datagram's range list) was full.
+    pub untracked: u64,
+}
+
+/// Bounded per-datagram range tracker. Time is passed in; nothing reads a clock.
+#[derive(Debug, Default)]
+pub struct FragmentTracker {
+    datagrams: HashMap<DatagramKey, Datagram>,
+    counters: FragmentCounters,
+}
+
+impl FragmentTracker {
+    /// An empty tracker.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> FragmentCounters {
+        self.counters
+    }
+
+    /// Datagrams currently tracked.
+    pub fn len(&self) -> usize {
+        self.datagrams.len()
+    }
+
+    /// Whether nothing is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.datagrams.is_empty()
+    }
+
+    /// Look at one packet; returns `Some(FragmentOverlap)` when it overlaps earlier data of
+    /// its datagram. Non-fragments and already-invalid packets are ignored.
+    pub fn observe(&mut self, now: TimeNs, meta: &PacketMeta) -> Option<InvalidReason> {
+        let (Some(src), Some(dst), Some(proto)) = (meta.src, meta.dst, meta.proto) else {
+            return None;
+        };
+        if !meta.frag.is_fragment || meta.invalid.is_some() {
+            return None;
+        }
+        self.counters.fragments += 1;
+        let key = DatagramKey {
+            src,
+            dst,
+            proto,
+            id: meta.frag.id,
+        };
+        let start = meta.frag.offset;
+        let range = (start, start + meta.payload_len);
+        if !self.datagrams.contains_key(&key) && !self.make_room(now) {
+            self.counters.untracked += 1;
+            return None;
+        }
+        let datagram = self.datagrams.entry(key).or_insert_with(|| Datagram {
+            ranges: Vec::new(),
+            end: None,
+            last_seen: now,
+        });
+        datagram.last_seen = now;
+        if datagram.ranges.contains(&range) {
+            self.counters.duplicates += 1;
+            return None;
+        }
+        if datagram
+            .ranges
+            .iter()
+            .any(|&(a, b)| range.0 < b && a < range.1)
+        {
+            self.counters.overlaps += 1;
+            return Some(InvalidReason::FragmentOverlap);
+        }
+        if datagram.ranges.len() == MAX_RANGES_PER_DATAGRAM {
+            self.counters.untracked += 1;
+            return None;
+        }
+        datagram.ranges.push(range);
+        if !meta.frag.more {
+            datagram.end = Some(range.1);
+        }
+        if is_complete(datagram) {
+            self.datagrams.remove(&key);
+            self.counters.completed += 1;
+        }
+        None
+    }
+
+    /// Free a slot if the table is full, by forgetting expired datagrams.
+    fn make_room(&mut self, now: TimeNs) -> bool {
+        if self.datagrams.len() < FRAGMENT_TRACKER_CAPACITY {
+            return true;
+        }
+        let before = self.datagrams.len();
+        self.datagrams
+            .retain(|_, d| now.saturating_sub(d.last_seen) < FRAGMENT_TIMEOUT_NS);
+        self.counters.expired += (before - self.datagrams.len()) as u64;
+        self.datagrams.len() < FRAGMENT_TRACKER_CAPACITY
+    }
+}
+
+fn is_complete(datagram: &Datagram) -> bool {
+    let Some(end) = datagram.end else {
+        return false;
+    };
+    let covered: u64 = datagram.ranges.iter().map(|&(a, b)| u64::from(b - a)).sum();
+    // Ranges never overlap, so full coverage of [0, end) is a matter of total length.
+    covered == u64::from(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::FragInfo;
+
+    fn fragment(id: u32, offset: u32, len: u32, more: bool) -> PacketMeta {
+        PacketMeta {
+            src: Some("192.0.2.1".parse().unwrap()),
+            dst: Some("192.0.2.2".parse().unwrap()),
+            proto: Some(17),
+            payload_len: len,
+            frag: FragInfo {
+                is_fragment: true,
+                offset,
+                more,
+                id,
+            },
+            ..PacketMeta::default()
+        }
+    }
+
+    #[test]
+    fn in_order_fragments_complete_without_error() {
+        let mut t = FragmentTracker::new();
+        assert_eq!(t.observe(0, &fragment(7, 0, 1480, true)), None);
+        assert_eq!(t.observe(1, &fragment(7, 1480, 1480, true)), None);
+        assert_eq!(t.observe(2, &fragment(7, 2960, 100, false)), None);
+        assert_eq!((t.len(), t.counters().completed), (0, 1));
+    }
+
+    #[test]
+    fn teardrop_overlap_is_flagged_and_duplicates_are_not() {
+        let mut t = FragmentTracker::new();
+        assert_eq!(t.observe(0, &fragment(9, 0, 36, true)), None);
+        assert_eq!(t.observe(0, &fragment(9, 0, 36, true)), None);
+        assert_eq!(
+            t.observe(0, &fragment(9, 24, 4, false)),
+            Some(InvalidReason::FragmentOverlap)
+        );
+        let c = t.counters();
+        assert_eq!((c.duplicates, c.overlaps), (1, 1));
+    }
+
+    #[test]
+    fn different_datagrams_do_not_interfere() {
+        let mut t = FragmentTracker::new();
+        assert_eq!(t.observe(0, &fragment(1, 0, 100, true)), None);
+        assert_eq!(t.observe(0, &fragment(2, 0, 100, true)), None);
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn a_full_table_purges_expired_then_stops_tracking() {
+        let mut t = FragmentTracker::new();
+        for id in 0..FRAGMENT_TRACKER_CAPACITY as u32 {
+            t.observe(0, &fragment(id, 0, 8, true));
+        }
+        assert_eq!(t.len(), FRAGMENT_TRACKER_CAPACITY);
+        t.observe(1, &fragment(u32::MAX, 0, 8, true));
+        assert_eq!(t.counters().untracked, 1);
+        t.observe(FRAGMENT_TIMEOUT_NS, &fragment(u32::MAX, 0, 8, true));
+        assert_eq!(t.counters().expired, FRAGMENT_TRACKER_CAPACITY as u64);
+        assert_eq!(t.len(), 1);
+    }
+}
