@@ -81,13 +81,28 @@ pub struct FlowRow {
     pub bytes: u64,
 }
 
-/// Summary of one capture file (or of all of them).
+/// What was read from one file.
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct FileSummary {
+    /// The path as given.
+    pub name: String,
+    /// `pcap`, `pcapng`, `pcap.gz`, `pcapng.gz`, or `unreadable`.
+    pub format: String,
+    /// Packets read from this file.
+    pub packets: u64,
+    /// First timestamp (ns since epoch).
+    pub first_ts_ns: Option<u64>,
+    /// Last timestamp (ns since epoch).
+    pub last_ts_ns: Option<u64>,
+    /// The error that stopped reading, after all earlier packets were counted.
+    pub error: Option<String>,
+}
+
+/// Summary of one or more capture files.
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
 pub struct ReplaySummary {
-    /// File name(s).
-    pub files: Vec<String>,
-    /// Container format of each file.
-    pub formats: Vec<String>,
+    /// Each file, in the order given.
+    pub files: Vec<FileSummary>,
     /// Link types seen, by pcap LINKTYPE number, with packet counts.
     pub link_types: BTreeMap<u32, u64>,
     /// Packets read.
@@ -98,10 +113,6 @@ pub struct ReplaySummary {
     pub captured_bytes: u64,
     /// Packets whose capture was cut by the snap length.
     pub snapped: u64,
-    /// First timestamp (ns since epoch).
-    pub first_ts_ns: Option<u64>,
-    /// Last timestamp (ns since epoch).
-    pub last_ts_ns: Option<u64>,
     /// Per-protocol counts.
     pub protocols: ProtoCounts,
     /// IPv4 packets.
@@ -122,8 +133,13 @@ pub struct ReplaySummary {
     pub flows: u64,
     /// Top flows by packets.
     pub top_flows: Vec<FlowRow>,
-    /// Errors that stopped reading a file (after all earlier packets were counted).
-    pub errors: Vec<String>,
+}
+
+impl ReplaySummary {
+    /// Errors that stopped reading files.
+    pub fn errors(&self) -> impl Iterator<Item = &str> {
+        self.files.iter().filter_map(|f| f.error.as_deref())
+    }
 }
 
 type FlowKey = (u8, IpAddr, u16, IpAddr, u16);
@@ -144,8 +160,11 @@ impl SummaryBuilder {
         s.captured_bytes += u64::from(meta.cap_len);
         s.snapped += u64::from(meta.cap_len < meta.wire_len);
         *s.link_types.entry(link.linktype()).or_default() += 1;
-        s.first_ts_ns = Some(s.first_ts_ns.map_or(ts_ns, |t| t.min(ts_ns)));
-        s.last_ts_ns = Some(s.last_ts_ns.map_or(ts_ns, |t| t.max(ts_ns)));
+        if let Some(file) = s.files.last_mut() {
+            file.packets += 1;
+            file.first_ts_ns = Some(file.first_ts_ns.map_or(ts_ns, |t| t.min(ts_ns)));
+            file.last_ts_ns = Some(file.last_ts_ns.map_or(ts_ns, |t| t.max(ts_ns)));
+        }
         s.vlan_tagged += u64::from(meta.vlan_len > 0);
         s.fragments += u64::from(meta.frag.is_fragment);
         if let Some(reason) = meta.invalid {
@@ -206,7 +225,6 @@ impl SummaryBuilder {
 
     /// Record a file that was read (or failed part-way).
     pub fn add_file(&mut self, name: &str, format: Option<Format>, gzip: bool) {
-        self.summary.files.push(name.to_string());
         let format = match (format, gzip) {
             (Some(Format::Pcap), false) => "pcap",
             (Some(Format::Pcap), true) => "pcap.gz",
@@ -214,12 +232,20 @@ impl SummaryBuilder {
             (Some(Format::PcapNg), true) => "pcapng.gz",
             (None, _) => "unreadable",
         };
-        self.summary.formats.push(format.to_string());
+        let name = name.to_string();
+        let format = format.to_string();
+        self.summary.files.push(FileSummary {
+            name,
+            format,
+            ..FileSummary::default()
+        });
     }
 
-    /// Record an error that stopped a file.
+    /// Record the error that stopped the current file.
     pub fn add_error(&mut self, error: &CaptureError) {
-        self.summary.errors.push(error.to_string());
+        if let Some(file) = self.summary.files.last_mut() {
+            file.error = Some(error.to_string());
+        }
     }
 
     /// Finish with the `top` largest flows (ties broken by the flow key, so the order is
@@ -363,13 +389,14 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
             ""
         }
     );
-    for error in &summary.errors {
+    for error in summary.errors() {
         eprintln!("error: {error}");
     }
-    Ok(if summary.errors.is_empty() {
-        ExitCode::SUCCESS
-    } else {
+    let failed = summary.errors().next().is_some();
+    Ok(if failed {
         ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     })
 }
 
@@ -380,33 +407,34 @@ pub fn render_summary(s: &ReplaySummary) -> String {
         out.push_str(&text);
         out.push('\n');
     };
-    for (file, format) in s.files.iter().zip(&s.formats) {
-        line(format!("File:       {file} ({format})"));
+    for file in &s.files {
+        let span_ns = match (file.first_ts_ns, file.last_ts_ns) {
+            (Some(a), Some(b)) => b - a,
+            _ => 0,
+        };
+        line(format!(
+            "File:       {} ({}): {} packets over {}.{:06} s of capture time",
+            file.name,
+            file.format,
+            file.packets,
+            span_ns / 1_000_000_000,
+            (span_ns % 1_000_000_000) / 1_000
+        ));
     }
     let links: Vec<String> = s
         .link_types
         .iter()
-        .map(|(l, n)| format!("{l}×{n}"))
+        .map(|(l, n)| format!("{} ({l}) {n}", LinkType::from_linktype(*l).name()))
         .collect();
-    line(format!(
-        "Link types: {}",
-        if links.is_empty() {
-            "-".into()
-        } else {
-            links.join(", ")
-        }
-    ));
-    let span_ns = match (s.first_ts_ns, s.last_ts_ns) {
-        (Some(a), Some(b)) => b - a,
-        _ => 0,
+    let links = if links.is_empty() {
+        "-".to_string()
+    } else {
+        links.join(", ")
     };
+    line(format!("Link types: {links}"));
     line(format!(
-        "Actual:     {} packets ({} bytes, {} captured) in {}.{:06} seconds of capture time",
-        s.packets,
-        s.bytes,
-        s.captured_bytes,
-        span_ns / 1_000_000_000,
-        (span_ns % 1_000_000_000) / 1_000
+        "Actual:     {} packets ({} bytes on the wire, {} captured)",
+        s.packets, s.bytes, s.captured_bytes
     ));
     line(format!(
         "Network:    {} IPv4, {} IPv6, {} VLAN-tagged, {} fragments, {} snapped",
@@ -435,7 +463,7 @@ pub fn render_summary(s: &ReplaySummary) -> String {
             flow_label(row)
         ));
     }
-    for error in &s.errors {
+    for error in s.errors() {
         line(format!("Error:      {error}"));
     }
     out

@@ -39,6 +39,21 @@ impl LinkType {
         }
     }
 
+    /// Short name as reports print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Null => "null",
+            Self::Ethernet => "ethernet",
+            Self::RawIp => "raw",
+            Self::Loop => "loop",
+            Self::LinuxSll => "linux_sll",
+            Self::Ipv4 => "ipv4",
+            Self::Ipv6 => "ipv6",
+            Self::LinuxSll2 => "linux_sll2",
+            Self::Unsupported(_) => "unsupported",
+        }
+    }
+
     /// The pcap LINKTYPE number.
     pub fn linktype(self) -> u32 {
         match self {

@@ -1,0 +1,144 @@
+//! `sim replay`: summary snapshots of real captures, the per-packet record schema, and how a
+//! damaged file is reported.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use datapath::packet::ParseOptions;
+use sim::replay::{render_summary, replay_files};
+
+/// Captures relative to the `sim/` package directory (the test's working directory).
+fn real(name: &str) -> PathBuf {
+    PathBuf::from("../pcaps/real").join(name)
+}
+
+fn summary_of(names: &[&str]) -> String {
+    let files: Vec<PathBuf> = names.iter().map(|n| real(n)).collect();
+    let outcome = replay_files::<Vec<u8>>(&files, &ParseOptions::default(), None, 5).unwrap();
+    render_summary(&outcome.summary)
+}
+
+#[test]
+fn summary_qinq_and_vlan() {
+    insta::assert_snapshot!(summary_of(&[
+        "zeek__q-in-q.pcap",
+        "zeek__vlan-qinqinq.pcap"
+    ]));
+}
+
+#[test]
+fn summary_pcapng_multi_interface_with_bad_checksums() {
+    insta::assert_snapshot!(summary_of(&["zeek__pcapng-multi-interface.pcapng"]));
+}
+
+#[test]
+fn summary_fragments_and_ipv6() {
+    insta::assert_snapshot!(summary_of(&[
+        "zeek__fragmented-1.pcap",
+        "zeek__ipv6-fragmented-dns.pcap"
+    ]));
+}
+
+#[test]
+fn summary_malformed_ipv4() {
+    insta::assert_snapshot!(summary_of(&[
+        "zeek__ip-bogus-header-len.pcap",
+        "zeek__ip4-bad-chksum.pcap",
+        "zeek__ipv4-truncated-broken-header.pcap",
+        "tcpdump__ipv4_invalid_total_length.pcap",
+        "zeek__syn-bad.pcap",
+    ]));
+}
+
+fn sim() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sim"))
+}
+
+#[test]
+fn packets_jsonl_has_one_record_per_packet_with_the_documented_keys() {
+    let out = std::env::temp_dir().join(format!("lbsim-replay-{}.jsonl", std::process::id()));
+    let status = sim()
+        .args(["replay", "--packets"])
+        .arg(&out)
+        .arg(real("zeek__icmp_dot1q.pcap"))
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!records.is_empty());
+    let keys = [
+        "index",
+        "ts_ns",
+        "vlan",
+        "src",
+        "dst",
+        "proto",
+        "sport",
+        "dport",
+        "tcp_flags",
+        "icmp_type",
+        "ttl",
+        "invalid",
+    ];
+    for (i, record) in records.iter().enumerate() {
+        for key in keys {
+            assert!(
+                record.get(key).is_some(),
+                "record {i} lacks {key}: {record}"
+            );
+        }
+        assert_eq!(record["index"], i as u64);
+    }
+    // The capture starts with ARP (no IP fields); the ICMP echoes follow.
+    assert!(records[0]["src"].is_null() && records[0]["proto"].is_null());
+    let first = records
+        .iter()
+        .find(|r| r["proto"] == "icmp")
+        .expect("an ICMP packet");
+    assert!(
+        first["vlan"].as_array().is_some_and(|v| !v.is_empty()),
+        "{first}"
+    );
+    assert!(first["icmp_type"].is_u64());
+    std::fs::remove_file(&out).ok();
+}
+
+#[test]
+fn json_summary_parses_and_counts_packets() {
+    let output = sim()
+        .args(["replay", "--json"])
+        .arg(real("tcpdump__tcp-handshake-nano.pcap"))
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(summary["packets"].as_u64().unwrap() > 0);
+    assert_eq!(summary["protocols"]["tcp"], summary["packets"]);
+}
+
+#[test]
+fn a_damaged_capture_is_reported_with_file_packet_and_offset_after_counting_earlier_packets() {
+    let original = std::fs::read(real("zeek__q-in-q.pcap")).unwrap();
+    let cut = std::env::temp_dir().join(format!("lbsim-cut-{}.pcap", std::process::id()));
+    std::fs::write(&cut, &original[..original.len() - 7]).unwrap();
+    let output = sim().args(["replay", "--json"]).arg(&cut).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let packets = summary["packets"].as_u64().unwrap();
+    assert!(packets > 0);
+    assert!(
+        stderr.contains(&format!("packet {packets} at byte offset")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("lbsim-cut-"), "{stderr}");
+    std::fs::remove_file(&cut).ok();
+}
