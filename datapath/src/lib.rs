@@ -15,12 +15,15 @@
 //! - [`shield`] — PacketShield: invalid/deny/allow stages, TCP port protection, SYN cookies.
 //! - [`director`] — LVS/IPVS virtual services and schedulers.
 //! - [`nat`], [`conntrack`] — address rewriting and connection tracking for it.
+//! - [`pipeline`] — composes the stages: `Pipeline::process(now, iface, link, frame)` →
+//!   [`pipeline::PacketOutcome`], emitted frames, counters per stage and reason.
 
 pub mod conntrack;
 pub mod director;
 pub mod flows;
 pub mod nat;
 pub mod packet;
+pub mod pipeline;
 pub mod shield;
 pub mod verdict;
 
