@@ -4,12 +4,14 @@
 //! virtual time, and reports what happened.
 //!
 //! ## Map of the code
+//! - [`appliance`] — the appliance file (`flows`, `[shield]`, `[[director]]`) → a pipeline.
 //! - [`capture`] — streaming pcap / pcapng / gzip reader: format by magic number, errors
 //!   with file, packet index and byte offset.
 //! - [`replay`] — `sim replay`: parse every packet of one or more captures, summarise, and
 //!   write per-packet JSON records.
 //! - [`record`] — the per-packet record (the common currency of replay, run and diff).
 
+pub mod appliance;
 pub mod capture;
 pub mod record;
 pub mod replay;
