@@ -222,6 +222,12 @@ impl CaptureReader {
         self.gzip
     }
 
+    /// Bytes of buffer currently allocated: bounded by the largest record plus one read
+    /// chunk, whatever the file size.
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path

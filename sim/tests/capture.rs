@@ -340,3 +340,67 @@ fn mutated_real_captures_never_panic_and_keep_earlier_packets() {
         }
     }
 }
+
+/// An endless-looking pcap produced on the fly: header, then `packets` copies of a frame.
+struct GeneratedPcap {
+    header_left: Vec<u8>,
+    record: Vec<u8>,
+    packets_left: u64,
+    at: usize,
+}
+
+impl std::io::Read for GeneratedPcap {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.header_left.is_empty() {
+            let n = self.header_left.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.header_left[..n]);
+            self.header_left.drain(..n);
+            return Ok(n);
+        }
+        let mut written = 0;
+        while written < buf.len() && self.packets_left > 0 {
+            let n = (self.record.len() - self.at).min(buf.len() - written);
+            buf[written..written + n].copy_from_slice(&self.record[self.at..self.at + n]);
+            written += n;
+            self.at += n;
+            if self.at == self.record.len() {
+                self.at = 0;
+                self.packets_left -= 1;
+            }
+        }
+        Ok(written)
+    }
+}
+
+#[test]
+fn memory_stays_bounded_while_streaming_a_large_capture() {
+    let frame = vec![0xabu8; 1000];
+    let mut record = Vec::new();
+    for field in [1u32, 0, frame.len() as u32, frame.len() as u32] {
+        record.extend(field.to_le_bytes());
+    }
+    record.extend(&frame);
+    let header = pcap(false, false, 1, &[]);
+    let packets = 100_000u64; // ~100 MB through the reader
+    let source = GeneratedPcap {
+        header_left: header,
+        record,
+        packets_left: packets,
+        at: 0,
+    };
+    let mut reader =
+        CaptureReader::from_reader(PathBuf::from("generated.pcap"), Box::new(source)).unwrap();
+    let mut count = 0u64;
+    let mut largest = 0;
+    while let Some(packet) = reader.next_packet().unwrap() {
+        assert_eq!(packet.data.len(), 1000);
+        count += 1;
+        largest = largest.max(reader.buffer_capacity());
+    }
+    assert_eq!(count, packets);
+    // One read chunk plus at most one record, whatever the stream length.
+    assert!(
+        largest <= 2 * 256 * 1024 + MAX_CAPLEN as usize,
+        "buffer grew to {largest} bytes"
+    );
+}
