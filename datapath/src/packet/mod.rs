@@ -10,6 +10,7 @@
 //! Only the *outermost* IP header is described (tunnels are not entered).
 
 pub mod builder;
+pub mod checksum;
 pub mod fragments;
 mod invalid;
 mod link;
@@ -18,7 +19,7 @@ pub mod vlan;
 
 pub use invalid::InvalidReason;
 pub use link::LinkType;
-pub use parse::{ParseOptions, parse, parse_with};
+pub use parse::{ParseOptions, parse, parse_into, parse_with};
 
 use std::net::IpAddr;
 

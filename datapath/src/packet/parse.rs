@@ -11,10 +11,9 @@
 
 use std::net::IpAddr;
 
-use smoltcp::wire::{
-    EthernetFrame, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket, checksum,
-};
+use smoltcp::wire::{EthernetFrame, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket};
 
+use super::checksum;
 use super::vlan::{TAG_LEN, VlanTag, is_vlan_tpid};
 use super::{
     FragInfo, IfaceId, InvalidReason, L3, LinkType, MAX_VLAN_TAGS, PacketMeta, TcpInfo, TcpOptions,
@@ -74,8 +73,23 @@ pub fn parse_with(
     wire_len: u32,
     iface: IfaceId,
 ) -> PacketMeta {
+    let mut meta = PacketMeta::default();
+    parse_into(options, link, frame, wire_len, iface, &mut meta);
+    meta
+}
+
+/// Parse a frame into a caller-owned `PacketMeta` (overwritten whole), avoiding the copy of
+/// a returned value on the hot path.
+pub fn parse_into(
+    options: &ParseOptions,
+    link: LinkType,
+    frame: &[u8],
+    wire_len: u32,
+    iface: IfaceId,
+    meta: &mut PacketMeta,
+) {
     let cap_len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
-    let mut meta = PacketMeta {
+    *meta = PacketMeta {
         iface,
         wire_len: wire_len.max(cap_len),
         cap_len,
@@ -84,13 +98,12 @@ pub fn parse_with(
     let mut parser = Parser {
         options,
         frame,
-        meta: &mut meta,
+        meta,
         snapped: wire_len > cap_len,
     };
     if let Err(reason) = parser.run(link) {
-        meta.invalid = Some(reason);
+        parser.meta.invalid = Some(reason);
     }
-    meta
 }
 
 type Step<T = ()> = Result<T, InvalidReason>;
@@ -279,7 +292,9 @@ impl<'a> Parser<'a> {
             return Err(InvalidReason::Ipv4TotalLengthTooShort);
         }
         let complete = self.check_datagram_fits(bytes.len(), total_len)?;
-        if self.options.verify_ipv4_checksum && checksum::data(&bytes[..header_len]) != !0 {
+        if self.options.verify_ipv4_checksum
+            && !checksum::is_valid(checksum::partial(&bytes[..header_len]))
+        {
             return Err(InvalidReason::BadIpv4Checksum);
         }
         check_ipv4_options(&bytes[IPV4_MIN_HEADER_LEN..header_len])?;
@@ -502,7 +517,7 @@ impl<'a> Parser<'a> {
             let message = &segment[..message_len as usize];
             let ok = match self.meta.proto {
                 Some(ip_proto::ICMPV6) => self.l4_checksum_ok(ip_proto::ICMPV6, message),
-                _ => checksum::data(message) == !0,
+                _ => checksum::is_valid(checksum::partial(message)),
             };
             if !ok {
                 return Err(InvalidReason::BadIcmpChecksum);
@@ -526,14 +541,14 @@ impl<'a> Parser<'a> {
         let len = segment.len() as u32;
         let pseudo = match (self.meta.src, self.meta.dst) {
             (Some(IpAddr::V4(s)), Some(IpAddr::V4(d))) => {
-                checksum::pseudo_header_v4(&s, &d, IpProtocol::from(proto), len)
+                checksum::pseudo_header_v4(s, d, proto, len)
             }
             (Some(IpAddr::V6(s)), Some(IpAddr::V6(d))) => {
-                checksum::pseudo_header_v6(&s, &d, IpProtocol::from(proto), len)
+                checksum::pseudo_header_v6(s, d, proto, len)
             }
             _ => return false,
         };
-        checksum::combine(&[pseudo, checksum::data(segment)]) == !0
+        checksum::is_valid(pseudo + checksum::partial(segment))
     }
 }
 
