@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use serde::Serialize;
 
 use crate::packet::fragments::{FragmentCounters, FragmentTracker};
-use crate::packet::{IfaceId, InvalidReason, LinkType, PacketMeta, ParseOptions, parse_with};
+use crate::packet::{IfaceId, InvalidReason, LinkType, PacketMeta, ParseOptions, parse_into};
 use crate::verdict::{DropReason, Stage, TimeNs, Verdict};
 
 /// What happened to one packet.
@@ -53,36 +53,90 @@ pub struct EmittedFrame {
     pub frame: Vec<u8>,
 }
 
-/// Verdict counters per stage and reason.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+/// Verdict counters per stage and reason: fixed arrays, so counting never allocates.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PipelineCounters {
     /// Packets processed.
     pub packets: u64,
-    /// Packets dropped as invalid, by reason (indexed by [`InvalidReason::index`]).
-    pub invalid: Vec<u64>,
-    /// Decisions per (stage, verdict name, drop reason name or "").
-    pub decisions: std::collections::BTreeMap<(Stage, &'static str, String), u64>,
+    /// Decisions per stage (by [`Stage::index`]) and verdict kind ([`Verdict::kind_index`]).
+    pub verdicts: [[u64; 4]; Stage::ALL.len()],
+    /// Drops per stage and reason (by [`DropReason::index`]).
+    pub drops: [[u64; DropReason::COUNT]; Stage::ALL.len()],
     /// Fragment tracker counters.
     pub fragments: FragmentCounters,
 }
 
+impl Default for PipelineCounters {
+    fn default() -> Self {
+        Self {
+            packets: 0,
+            verdicts: [[0; 4]; Stage::ALL.len()],
+            drops: [[0; DropReason::COUNT]; Stage::ALL.len()],
+            fragments: FragmentCounters::default(),
+        }
+    }
+}
+
+/// One non-zero counter, for reports: `stage`, `verdict`, optional drop `reason`, `count`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DecisionRow {
+    /// Deciding stage.
+    pub stage: Stage,
+    /// Verdict kind.
+    pub verdict: &'static str,
+    /// Drop reason name, for drops.
+    pub reason: Option<String>,
+    /// Packets.
+    pub count: u64,
+}
+
 impl PipelineCounters {
     fn count(&mut self, outcome: &PacketOutcome) {
-        let reason = outcome
-            .verdict
-            .drop_reason()
-            .map(|r| r.name().into_owned())
-            .unwrap_or_default();
-        *self
-            .decisions
-            .entry((outcome.stage, outcome.verdict.name(), reason))
-            .or_default() += 1;
-        if let Verdict::Drop(DropReason::Invalid(r)) = outcome.verdict {
-            if self.invalid.len() < InvalidReason::COUNT {
-                self.invalid.resize(InvalidReason::COUNT, 0);
-            }
-            self.invalid[r.index()] += 1;
+        let stage = outcome.stage.index();
+        self.verdicts[stage][outcome.verdict.kind_index()] += 1;
+        if let Some(reason) = outcome.verdict.drop_reason() {
+            self.drops[stage][reason.index()] += 1;
         }
+    }
+
+    /// Packets dropped as invalid with this reason.
+    pub fn invalid(&self, reason: InvalidReason) -> u64 {
+        self.drops[Stage::Parse.index()][DropReason::Invalid(reason).index()]
+    }
+
+    /// Every non-zero counter in a fixed order (stage, verdict, reason): drops broken down
+    /// by reason, other verdicts as totals.
+    pub fn rows(&self) -> Vec<DecisionRow> {
+        let mut rows = Vec::new();
+        for stage in Stage::ALL {
+            for (kind, name) in Verdict::KINDS.iter().enumerate() {
+                let count = self.verdicts[stage.index()][kind];
+                if count == 0 {
+                    continue;
+                }
+                if *name != "drop" {
+                    rows.push(DecisionRow {
+                        stage,
+                        verdict: name,
+                        reason: None,
+                        count,
+                    });
+                    continue;
+                }
+                for (index, &count) in self.drops[stage.index()].iter().enumerate() {
+                    let reason = DropReason::from_index(index).map(|r| r.name().into_owned());
+                    if count > 0 {
+                        rows.push(DecisionRow {
+                            stage,
+                            verdict: name,
+                            reason,
+                            count,
+                        });
+                    }
+                }
+            }
+        }
+        rows
     }
 }
 
@@ -127,9 +181,10 @@ impl Pipeline {
     ) -> PacketOutcome {
         self.emitted.clear();
         self.counters.packets += 1;
-        let mut meta = parse_with(&self.parse_options, link, &frame, wire_len, iface);
+        let meta = &mut self.last_meta;
+        parse_into(&self.parse_options, link, &frame, wire_len, iface, meta);
         if meta.invalid.is_none() {
-            meta.invalid = self.fragments.observe(now, &meta);
+            meta.invalid = self.fragments.observe(now, meta);
         }
         let outcome = match meta.invalid {
             Some(reason) => {
@@ -142,7 +197,6 @@ impl Pipeline {
         };
         self.counters.fragments = self.fragments.counters();
         self.counters.count(&outcome);
-        self.last_meta = meta;
         outcome
     }
 
@@ -196,13 +250,23 @@ mod tests {
         );
         assert!(pipeline.emitted().is_empty());
         let c = pipeline.counters();
+        assert_eq!((c.packets, c.invalid(InvalidReason::TcpNoFlags)), (2, 1));
+        let rows: Vec<_> = c
+            .rows()
+            .into_iter()
+            .map(|r| (r.stage, r.verdict, r.reason, r.count))
+            .collect();
         assert_eq!(
-            (c.packets, c.invalid[InvalidReason::TcpNoFlags.index()]),
-            (2, 1)
-        );
-        assert_eq!(
-            c.decisions[&(Stage::Parse, "drop", "invalid:tcp_no_flags".to_string())],
-            1
+            rows,
+            vec![
+                (
+                    Stage::Parse,
+                    "drop",
+                    Some("invalid:tcp_no_flags".to_string()),
+                    1
+                ),
+                (Stage::Forward, "pass", None, 1),
+            ]
         );
     }
 }

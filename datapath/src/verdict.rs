@@ -33,6 +33,21 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// Every stage, in processing order.
+    pub const ALL: [Stage; 6] = [
+        Self::Parse,
+        Self::Shield,
+        Self::Flows,
+        Self::Director,
+        Self::Nat,
+        Self::Forward,
+    ];
+
+    /// Dense index for counter arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// Stable name as in reports.
     pub fn name(self) -> &'static str {
         match self {
@@ -80,6 +95,44 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    /// The reasons other than `Invalid(_)`, in declaration order.
+    pub const OTHERS: [DropReason; 12] = [
+        Self::Denylist,
+        Self::BadCookie,
+        Self::StaleCookie,
+        Self::Ttl,
+        Self::Rate,
+        Self::Unmatched,
+        Self::TableFull,
+        Self::NoSession,
+        Self::FlowDeny,
+        Self::NoDestination,
+        Self::ConnTableFull,
+        Self::NoReverseTranslation,
+    ];
+
+    /// Number of distinct reasons (size of a counter array indexed by [`DropReason::index`]).
+    pub const COUNT: usize = InvalidReason::COUNT + Self::OTHERS.len();
+
+    /// Dense index: invalid reasons first, then the others in declaration order.
+    pub fn index(self) -> usize {
+        match self {
+            Self::Invalid(r) => r.index(),
+            other => {
+                let at = Self::OTHERS.iter().position(|r| *r == other).unwrap_or(0);
+                InvalidReason::COUNT + at
+            }
+        }
+    }
+
+    /// The reason at a dense index (inverse of [`DropReason::index`]).
+    pub fn from_index(index: usize) -> Option<Self> {
+        match InvalidReason::ALL.get(index) {
+            Some(r) => Some(Self::Invalid(*r)),
+            None => Self::OTHERS.get(index - InvalidReason::COUNT).copied(),
+        }
+    }
+
     /// Stable name as in reports (`invalid:<reason>` for invalid packets).
     pub fn name(self) -> std::borrow::Cow<'static, str> {
         match self {
@@ -115,6 +168,19 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The verdict names, in the order of [`Verdict::kind_index`].
+    pub const KINDS: [&'static str; 4] = ["pass", "drop", "reply", "forward"];
+
+    /// Dense index of the verdict's kind (ignoring the drop reason).
+    pub fn kind_index(self) -> usize {
+        match self {
+            Self::Pass => 0,
+            Self::Drop(_) => 1,
+            Self::Reply => 2,
+            Self::Forward => 3,
+        }
+    }
+
     /// `pass`, `drop`, `reply` or `forward`.
     pub fn name(self) -> &'static str {
         match self {
@@ -131,5 +197,19 @@ impl Verdict {
             Self::Drop(r) => Some(r),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_reason_indexes_are_dense_and_invertible() {
+        for index in 0..DropReason::COUNT {
+            let reason = DropReason::from_index(index).expect("every index has a reason");
+            assert_eq!(reason.index(), index, "{reason:?}");
+        }
+        assert_eq!(DropReason::from_index(DropReason::COUNT), None);
     }
 }
