@@ -14,11 +14,14 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use datapath::packet::{InvalidReason, L3, LinkType, PacketMeta, ParseOptions, parse_with};
+use datapath::packet::{InvalidReason, L3, LinkType, PacketMeta, ParseOptions, parse_into};
 use serde::Serialize;
 
+use crate::appliance::{ApplianceConfig, build_pipeline};
 use crate::capture::{CaptureError, CaptureReader, Format};
 use crate::record::{PacketRecord, ProtoField};
+use datapath::pipeline::{DecisionRow, PacketOutcome, Pipeline};
+use std::net::SocketAddr;
 
 /// Distinct flows tracked for the top-flows table; beyond it packets count as untracked.
 pub const FLOW_TABLE_CAPACITY: usize = 1 << 20;
@@ -41,6 +44,13 @@ pub struct ReplayArgs {
     /// Do not verify TCP/UDP/ICMP checksums (captures taken with checksum offload).
     #[arg(long)]
     pub no_l4_checksum: bool,
+    /// Run every packet through the pipeline this appliance file describes; records gain
+    /// `stage`, `verdict`, `reason`, `flow`, `backend`, and the summary per-stage counters.
+    #[arg(long, value_name = "APPLIANCE.toml")]
+    pub appliance: Option<PathBuf>,
+    /// Seed for the pipeline's secrets (SYN cookies), with --appliance.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 /// Packet counts by protocol.
@@ -133,6 +143,9 @@ pub struct ReplaySummary {
     pub flows: u64,
     /// Top flows by packets.
     pub top_flows: Vec<FlowRow>,
+    /// Pipeline decisions per stage, verdict and reason (with `--appliance`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<Vec<DecisionRow>>,
 }
 
 impl ReplaySummary {
@@ -275,6 +288,59 @@ impl SummaryBuilder {
     }
 }
 
+/// One packet's record in replay output: the packet fields plus, when a pipeline ran, its
+/// decision.
+#[derive(Debug, Serialize)]
+pub struct ReplayRecord<'a> {
+    /// The parsed packet.
+    #[serde(flatten)]
+    pub packet: PacketRecord<'a>,
+    /// Deciding stage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<&'static str>,
+    /// `pass`, `drop`, `reply` or `forward`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<&'static str>,
+    /// Drop reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Flow index that classified the packet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<u16>,
+    /// Real server chosen by the director.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<SocketAddr>,
+}
+
+impl<'a> ReplayRecord<'a> {
+    /// Write the record as one JSON line.
+    pub fn write_jsonl<W: Write + ?Sized>(&self, out: &mut W) -> io::Result<()> {
+        serde_json::to_writer(&mut *out, self)?;
+        out.write_all(b"\n")
+    }
+
+    fn new(packet: PacketRecord<'a>, outcome: Option<&PacketOutcome>) -> Self {
+        let Some(outcome) = outcome else {
+            return Self {
+                packet,
+                stage: None,
+                verdict: None,
+                reason: None,
+                flow: None,
+                backend: None,
+            };
+        };
+        Self {
+            packet,
+            stage: Some(outcome.stage.name()),
+            verdict: Some(outcome.verdict.name()),
+            reason: outcome.verdict.drop_reason().map(|r| r.name().into_owned()),
+            flow: outcome.flow,
+            backend: outcome.backend,
+        }
+    }
+}
+
 /// Result of replaying captures: the summary plus how fast parsing went.
 #[derive(Debug)]
 pub struct ReplayOutcome {
@@ -284,66 +350,118 @@ pub struct ReplayOutcome {
     pub elapsed_sec: f64,
 }
 
-/// Replay captures: parse every packet, optionally write records to `records`.
+/// Replay captures: parse every packet (through `pipeline` when given), optionally writing
+/// records to `records`.
 pub fn replay_files<W: Write>(
     files: &[PathBuf],
     options: &ParseOptions,
+    mut pipeline: Option<&mut Pipeline>,
     mut records: Option<&mut W>,
     top: usize,
 ) -> io::Result<ReplayOutcome> {
     let started = Instant::now();
-    let mut builder = SummaryBuilder::default();
+    let mut run = ReplayRun {
+        options,
+        clock: VirtualClock::default(),
+        builder: SummaryBuilder::default(),
+    };
     let name_files = files.len() > 1;
     for path in files {
         let name = path.display().to_string();
         let file_label = name_files.then_some(name.as_str());
-        replay_one(
+        run.replay_one(
             path,
             &name,
             file_label,
-            options,
-            &mut builder,
+            pipeline.as_deref_mut(),
             records.as_deref_mut(),
         )?;
     }
     let elapsed_sec = started.elapsed().as_secs_f64();
+    let mut summary = run.builder.finish(top);
+    summary.pipeline = pipeline.map(|p| p.counters().rows());
     Ok(ReplayOutcome {
-        summary: builder.finish(top),
+        summary,
         elapsed_sec,
     })
 }
 
-fn replay_one<W: Write>(
-    path: &Path,
-    name: &str,
-    file_label: Option<&str>,
-    options: &ParseOptions,
-    builder: &mut SummaryBuilder,
-    mut records: Option<&mut W>,
-) -> io::Result<()> {
-    let mut reader = match CaptureReader::open(path) {
-        Ok(reader) => reader,
-        Err(error) => {
-            builder.add_file(name, None, false);
-            builder.add_error(&error);
-            return Ok(());
-        }
-    };
-    builder.add_file(name, Some(reader.format()), reader.is_gzip());
-    loop {
-        match reader.next_packet() {
-            Ok(Some(packet)) => {
-                let meta = parse_with(options, packet.link, packet.data, packet.orig_len, 0);
-                builder.add(packet.ts_ns, packet.link, &meta);
-                if let Some(out) = records.as_deref_mut() {
-                    PacketRecord::new(file_label, packet.index, packet.ts_ns, &meta)
-                        .write_jsonl(out)?;
-                }
-            }
-            Ok(None) => return Ok(()),
+/// Capture timestamps turned into the pipeline's virtual time: nanoseconds since the first
+/// packet, never going backwards (captures may be slightly out of order).
+#[derive(Debug, Default)]
+struct VirtualClock {
+    first_ts_ns: Option<u64>,
+    now: u64,
+}
+
+impl VirtualClock {
+    fn at(&mut self, ts_ns: u64) -> u64 {
+        let first = *self.first_ts_ns.get_or_insert(ts_ns);
+        self.now = self.now.max(ts_ns.saturating_sub(first));
+        self.now
+    }
+}
+
+struct ReplayRun<'o> {
+    options: &'o ParseOptions,
+    clock: VirtualClock,
+    builder: SummaryBuilder,
+}
+
+impl ReplayRun<'_> {
+    fn replay_one<W: Write>(
+        &mut self,
+        path: &Path,
+        name: &str,
+        file_label: Option<&str>,
+        mut pipeline: Option<&mut Pipeline>,
+        mut records: Option<&mut W>,
+    ) -> io::Result<()> {
+        let mut reader = match CaptureReader::open(path) {
+            Ok(reader) => reader,
             Err(error) => {
-                builder.add_error(&error);
+                self.builder.add_file(name, None, false);
+                self.builder.add_error(&error);
                 return Ok(());
+            }
+        };
+        self.builder
+            .add_file(name, Some(reader.format()), reader.is_gzip());
+        let mut meta = PacketMeta::default();
+        loop {
+            let packet = match reader.next_packet() {
+                Ok(Some(packet)) => packet,
+                Ok(None) => return Ok(()),
+                Err(error) => {
+                    self.builder.add_error(&error);
+                    return Ok(());
+                }
+            };
+            let (index, ts_ns, link) = (packet.index, packet.ts_ns, packet.link);
+            let outcome = match pipeline.as_deref_mut() {
+                Some(pipeline) => {
+                    let now = self.clock.at(ts_ns);
+                    let iface = u16::try_from(packet.interface).unwrap_or(u16::MAX);
+                    let frame = packet.data.to_vec();
+                    Some(pipeline.process(now, iface, link, frame, packet.orig_len))
+                }
+                None => {
+                    parse_into(
+                        self.options,
+                        link,
+                        packet.data,
+                        packet.orig_len,
+                        0,
+                        &mut meta,
+                    );
+                    None
+                }
+            };
+            let meta = pipeline.as_deref().map_or(&meta, |p| p.last_meta());
+            self.builder.add(ts_ns, link, meta);
+            if let Some(out) = records.as_deref_mut() {
+                let packet = PacketRecord::new(file_label, index, ts_ns, meta);
+                ReplayRecord::new(packet, outcome.as_ref()).write_jsonl(out)?;
             }
         }
     }
@@ -364,7 +482,23 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
             Some(Box::new(BufWriter::with_capacity(1 << 20, file)))
         }
     };
-    let outcome = replay_files(&args.files, &options, sink.as_mut(), args.top)?;
+    let mut pipeline = match &args.appliance {
+        Some(path) => {
+            let config = ApplianceConfig::load(path)?;
+            let base = path.parent().unwrap_or(Path::new("."));
+            let mut config = config;
+            config.no_l4_checksum |= args.no_l4_checksum;
+            Some(build_pipeline(&config, base, args.seed, &[])?)
+        }
+        None => None,
+    };
+    let outcome = replay_files(
+        &args.files,
+        &options,
+        pipeline.as_mut(),
+        sink.as_mut(),
+        args.top,
+    )?;
     if let Some(out) = sink.as_mut() {
         out.flush()?;
     }
@@ -444,6 +578,17 @@ pub fn render_summary(s: &ReplaySummary) -> String {
     line(format!("Invalid:    {} packets", s.invalid));
     for (reason, count) in &s.invalid_by_reason {
         line(format!("  {:<30} {count}", reason.name()));
+    }
+    if let Some(rows) = &s.pipeline {
+        line("Pipeline:   stage    verdict  reason".to_string());
+        for row in rows {
+            let reason = row.reason.as_deref().unwrap_or("-");
+            let stage = row.stage.name();
+            line(format!(
+                "  {stage:<17} {:<8} {reason:<30} {}",
+                row.verdict, row.count
+            ));
+        }
     }
     line(format!(
         "Flows:      {} distinct (unidirectional 5-tuples)",

@@ -14,7 +14,7 @@ fn real(name: &str) -> PathBuf {
 
 fn summary_of(names: &[&str]) -> String {
     let files: Vec<PathBuf> = names.iter().map(|n| real(n)).collect();
-    let outcome = replay_files::<Vec<u8>>(&files, &ParseOptions::default(), None, 5).unwrap();
+    let outcome = replay_files::<Vec<u8>>(&files, &ParseOptions::default(), None, None, 5).unwrap();
     render_summary(&outcome.summary)
 }
 
@@ -141,4 +141,57 @@ fn a_damaged_capture_is_reported_with_file_packet_and_offset_after_counting_earl
     );
     assert!(stderr.contains("lbsim-cut-"), "{stderr}");
     std::fs::remove_file(&cut).ok();
+}
+
+#[test]
+fn with_an_appliance_every_record_carries_the_pipeline_decision() {
+    let dir = std::env::temp_dir().join(format!("lbsim-replay-app-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let appliance = dir.join("appliance.toml");
+    std::fs::write(&appliance, "no_l4_checksum = false\n").unwrap();
+    let records = dir.join("out.jsonl");
+    let output = sim()
+        .args(["replay", "--json", "--appliance"])
+        .arg(&appliance)
+        .arg("--packets")
+        .arg(&records)
+        .arg(real("zeek__pcapng-multi-interface.pcapng"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let rows = summary["pipeline"].as_array().expect("pipeline rows");
+    let total: u64 = rows.iter().map(|r| r["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, summary["packets"].as_u64().unwrap());
+    for line in std::fs::read_to_string(&records).unwrap().lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        let verdict = record["verdict"].as_str().expect("verdict");
+        match record["invalid"].as_str() {
+            Some(reason) => {
+                assert_eq!((record["stage"].as_str(), verdict), (Some("parse"), "drop"));
+                assert_eq!(
+                    record["reason"].as_str().unwrap(),
+                    format!("invalid:{reason}")
+                );
+            }
+            None => assert_eq!(verdict, "pass"),
+        }
+    }
+    std::fs::write(&appliance, "[shields]\n").unwrap();
+    let output = sim()
+        .args(["replay", "--appliance"])
+        .arg(&appliance)
+        .arg(real("zeek__q-in-q.pcap"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("appliance.toml:1:2: unknown field `shields`"),
+        "{stderr}"
+    );
 }
