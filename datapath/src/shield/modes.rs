@@ -260,11 +260,13 @@ impl ModeState {
         } else {
             counts
         };
+        // The window that just closed is judged as of its end.
+        let closed_end_ns = self.window_start_ns + window;
         self.window_start_ns += elapsed_windows * window;
         if counts.half_open_created >= thresholds.half_open_min
             && half_open_percent(&counts) > thresholds.half_open_ratio_on_percent
         {
-            self.trigger(now, Mode::SynCookies);
+            self.trigger(closed_end_ns, Mode::SynCookies);
         }
         for mode in [
             Mode::SynCookies,
