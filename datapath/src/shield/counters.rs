@@ -151,4 +151,7 @@ pub struct TableStats {
     pub sources_high_water: usize,
     /// Sources evicted (least recently seen first) to make room.
     pub sources_evicted: u64,
+    /// Bytes held by the shield's state: both slot arrays (allocated once, at build),
+    /// boxed proxy state of live proxied connections, and mode timelines.
+    pub state_bytes: usize,
 }

@@ -433,6 +433,18 @@ impl Shield {
             sources_capacity: self.state.sources.capacity(),
             sources_high_water: self.state.sources.high_water(),
             sources_evicted: self.state.sources_evicted,
+            state_bytes: self.state.sessions.slot_bytes()
+                + self.state.sources.slot_bytes()
+                + self.state.proxied * std::mem::size_of::<proxy::ProxyState>()
+                + self
+                    .state
+                    .contexts
+                    .iter()
+                    .map(|c| {
+                        std::mem::size_of::<ContextState>()
+                            + c.modes.timeline().len() * std::mem::size_of::<ModeChange>()
+                    })
+                    .sum::<usize>(),
         }
     }
 }

@@ -164,6 +164,11 @@ impl<K: Hash + Eq + Copy, V> BoundedTable<K, V> {
         self.high_water
     }
 
+    /// Bytes of the slot array (fixed at construction).
+    pub fn slot_bytes(&self) -> usize {
+        self.slots.len() * std::mem::size_of::<Option<(K, V)>>()
+    }
+
     /// Number of slots.
     pub fn capacity(&self) -> usize {
         self.slots.len()
