@@ -442,7 +442,7 @@ impl Shield {
                     .iter()
                     .map(|c| {
                         std::mem::size_of::<ContextState>()
-                            + c.modes.timeline().len() * std::mem::size_of::<ModeChange>()
+                            + std::mem::size_of_val(c.modes.timeline())
                     })
                     .sum::<usize>(),
         }
