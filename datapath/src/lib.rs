@@ -12,7 +12,8 @@
 //! - [`verdict`] — [`verdict::Verdict`], [`verdict::DropReason`], [`verdict::Stage`]:
 //!   the one vocabulary every stage answers in.
 //! - [`flows`] — the flowmgr language: parser, evaluator, iptables/nft compilers.
-//! - [`shield`] — PacketShield: invalid/deny/allow stages, TCP port protection, SYN cookies.
+//! - [`shield`] — PacketShield: instances and contexts, invalid/deny/allow stages, TCP port
+//!   protection, protection modes, Linux-style SYN cookies and the SYN proxy.
 //! - [`director`] — LVS/IPVS virtual services and schedulers.
 //! - [`nat`], [`conntrack`] — address rewriting and connection tracking for it.
 //! - [`pipeline`] — composes the stages: `Pipeline::process(now, iface, link, frame)` →

@@ -1,1 +1,0 @@
-//! shield: not built yet (see the issue tracker).

@@ -1,0 +1,331 @@
+//! SYN cookies computed the way Linux computes them (`net/ipv4/syncookies.c`,
+//! `net/ipv6/syncookies.c`), written from the published algorithm, not copied.
+//!
+//! ```text
+//! cookie = H(secret0; 4-tuple, 0) + client_isn + (count << 24)
+//!        + ((H(secret1; 4-tuple, count) + mss_index) & COOKIE_MASK)
+//! ```
+//! `count` is a minute counter ([`COOKIE_PERIOD_NS`]); a cookie is valid while the counter
+//! has advanced by less than [`MAX_COOKIE_AGE_PERIODS`]. The MSS is rounded *down* to one of
+//! four table values and its index travels in the low 24 bits. Window scale, SACK and ECN are
+//! kept only through the TCP timestamp the cookie SYN-ACK carries (the kernel's
+//! `cookie_init_timestamp` / `cookie_timestamp_decode`): the low 6 bits of TSval.
+//!
+//! Differences from the kernel, on purpose: the keyed hash is SipHash-2-4 from the
+//! `siphasher` crate with secrets derived from the scenario seed (the kernel draws random
+//! secrets once per boot); and secrets rotate every [`SECRET_ROTATION_PERIODS`] counter
+//! periods, derived per epoch so no state is kept. A cookie whose counter age is two or more
+//! is told apart from a forged one ([`CookieError::Stale`] vs [`CookieError::Bad`]) by
+//! checking it against the secrets of the period it claims. This module does no I/O and
+//! builds no packets.
+
+use std::hash::Hasher;
+use std::net::IpAddr;
+
+use siphasher::sip::SipHasher24;
+
+use crate::verdict::{NS_PER_SEC, TimeNs};
+
+/// Bits of the cookie below the counter.
+pub const COOKIE_BITS: u32 = 24;
+/// Mask of the bits below the counter.
+pub const COOKIE_MASK: u32 = (1 << COOKIE_BITS) - 1;
+/// One counter period: a minute, as the kernel's `TCP_SYNCOOKIE_PERIOD`.
+pub const COOKIE_PERIOD_NS: TimeNs = 60 * NS_PER_SEC;
+/// A cookie is valid while `now_count - cookie_count < MAX_COOKIE_AGE_PERIODS`
+/// (the kernel's `MAX_SYNCOOKIE_AGE`).
+pub const MAX_COOKIE_AGE_PERIODS: u32 = 2;
+/// Secrets are derived afresh every this many counter periods.
+pub const SECRET_ROTATION_PERIODS: u64 = 64;
+/// MSS values an IPv4 cookie can carry (index 0..=3).
+pub const MSS_TABLE_V4: [u16; 4] = [536, 1300, 1440, 1460];
+/// MSS values an IPv6 cookie can carry (index 0..=3).
+pub const MSS_TABLE_V6: [u16; 4] = [1220, 1420, 1440, 8940];
+
+/// Low bits of the cookie timestamp: window-scale shift (15 = none).
+pub const TS_OPT_WSCALE_MASK: u32 = 0xf;
+/// Cookie timestamp bit: SACK was offered.
+pub const TS_OPT_SACK: u32 = 1 << 4;
+/// Cookie timestamp bit: ECN was offered.
+pub const TS_OPT_ECN: u32 = 1 << 5;
+/// Number of option bits at the bottom of the cookie timestamp.
+pub const TS_BITS: u32 = 6;
+
+/// The 4-tuple a cookie is bound to, in the client → server direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CookieFlow {
+    /// Client address.
+    pub src: IpAddr,
+    /// Server (protected) address.
+    pub dst: IpAddr,
+    /// Client port.
+    pub sport: u16,
+    /// Server port.
+    pub dport: u16,
+}
+
+impl CookieFlow {
+    fn mss_table(&self) -> &'static [u16; 4] {
+        if self.src.is_ipv6() {
+            &MSS_TABLE_V6
+        } else {
+            &MSS_TABLE_V4
+        }
+    }
+}
+
+/// Why a cookie ACK was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CookieError {
+    /// The cookie does not decode for this 4-tuple and ISN.
+    Bad,
+    /// The cookie is well formed but its counter is two or more periods old.
+    Stale,
+}
+
+/// TCP options a cookie keeps through the timestamp.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CookieOptions {
+    /// The client's window-scale shift, if it offered one.
+    pub window_scale: Option<u8>,
+    /// SACK permitted.
+    pub sack_permitted: bool,
+    /// ECN offered.
+    pub ecn: bool,
+}
+
+/// The SYN cookie generator and checker for one shield.
+#[derive(Clone, Debug)]
+pub struct SynCookies {
+    seed: u64,
+    /// (epoch, keys for hash 0 and hash 1) of the last derivation.
+    cache: [(u64, [(u64, u64); 2]); 2],
+}
+
+impl SynCookies {
+    /// Cookies keyed by secrets derived from `seed`.
+    pub fn new(seed: u64) -> Self {
+        let mut cookies = Self {
+            seed,
+            cache: [(0, [(0, 0); 2]); 2],
+        };
+        cookies.cache[0] = (0, cookies.derive(0));
+        cookies.cache[1] = (1, cookies.derive(1));
+        cookies
+    }
+
+    /// The minute counter at `now`.
+    pub fn counter(now: TimeNs) -> u64 {
+        now / COOKIE_PERIOD_NS
+    }
+
+    fn derive(&self, epoch: u64) -> [(u64, u64); 2] {
+        let mut keys = [(0, 0); 2];
+        for (which, key) in keys.iter_mut().enumerate() {
+            let mut half = [0u64; 2];
+            for (part, value) in half.iter_mut().enumerate() {
+                let mut hasher = SipHasher24::new_with_keys(self.seed, 0x6c62_7369_6d2d_636b);
+                hasher.write(b"lbsim syncookie secret");
+                hasher.write_u64(epoch);
+                hasher.write_u8(which as u8);
+                hasher.write_u8(part as u8);
+                *value = hasher.finish();
+            }
+            *key = (half[0], half[1]);
+        }
+        keys
+    }
+
+    fn keys(&mut self, epoch: u64) -> [(u64, u64); 2] {
+        let slot = (epoch & 1) as usize;
+        if self.cache[slot].0 != epoch {
+            self.cache[slot] = (epoch, self.derive(epoch));
+        }
+        self.cache[slot].1
+    }
+
+    /// The keyed hash of the 4-tuple and counter with secret `which` (0 or 1) of the
+    /// epoch that `count` belongs to.
+    fn hash(&mut self, flow: &CookieFlow, count: u64, which: usize, epoch_count: u64) -> u32 {
+        let (k0, k1) = self.keys(epoch_count / SECRET_ROTATION_PERIODS)[which];
+        let mut hasher = SipHasher24::new_with_keys(k0, k1);
+        match (flow.src, flow.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                hasher.write(&s.octets());
+                hasher.write(&d.octets());
+            }
+            (s, d) => {
+                hasher.write(&ip_bytes(s));
+                hasher.write(&ip_bytes(d));
+            }
+        }
+        hasher.write_u32(u32::from(flow.sport) << 16 | u32::from(flow.dport));
+        hasher.write_u32(count as u32);
+        hasher.finish() as u32
+    }
+
+    /// The MSS index and table value for an offered MSS, rounded down (never below the
+    /// first entry).
+    pub fn mss_index(flow: &CookieFlow, offered_mss: u16) -> (u32, u16) {
+        let table = flow.mss_table();
+        let index = table.iter().rposition(|&m| offered_mss >= m).unwrap_or(0);
+        (index as u32, table[index])
+    }
+
+    /// The cookie (our ISN) for a SYN with client ISN `client_isn` and offered MSS, and the
+    /// MSS it encodes.
+    pub fn generate(
+        &mut self,
+        now: TimeNs,
+        flow: &CookieFlow,
+        client_isn: u32,
+        offered_mss: u16,
+    ) -> (u32, u16) {
+        let count = Self::counter(now);
+        let (index, mss) = Self::mss_index(flow, offered_mss);
+        let cookie = self.cookie_at(count, flow, client_isn, index);
+        (cookie, mss)
+    }
+
+    fn cookie_at(&mut self, count: u64, flow: &CookieFlow, client_isn: u32, index: u32) -> u32 {
+        let hash0 = self.hash(flow, 0, 0, count);
+        let hash1 = self.hash(flow, count, 1, count);
+        hash0
+            .wrapping_add(client_isn)
+            .wrapping_add((count as u32) << COOKIE_BITS)
+            .wrapping_add(hash1.wrapping_add(index) & COOKIE_MASK)
+    }
+
+    /// Check the cookie ACK of a handshake: `client_isn` is the ACK's sequence number − 1,
+    /// `cookie` its acknowledgement number − 1. Returns the MSS the cookie carries.
+    pub fn check(
+        &mut self,
+        now: TimeNs,
+        flow: &CookieFlow,
+        client_isn: u32,
+        cookie: u32,
+    ) -> Result<u16, CookieError> {
+        let count = Self::counter(now);
+        let epoch = count / SECRET_ROTATION_PERIODS;
+        let mut verdict = Err(CookieError::Bad);
+        for candidate in [Some(epoch), epoch.checked_sub(1)].into_iter().flatten() {
+            if let Some((age, data)) = self.strip(count, candidate, flow, client_isn, cookie) {
+                verdict = if age < u64::from(MAX_COOKIE_AGE_PERIODS) {
+                    Ok(flow.mss_table()[data as usize])
+                } else {
+                    Err(CookieError::Stale)
+                };
+                break;
+            }
+        }
+        verdict
+    }
+
+    /// Strip the cookie with the secrets of `epoch`: if its counter and data bits are
+    /// consistent with a cookie issued in that epoch, its counter age (in periods, mod 256
+    /// as in the kernel) and its data bits (the MSS index).
+    fn strip(
+        &mut self,
+        count: u64,
+        epoch: u64,
+        flow: &CookieFlow,
+        client_isn: u32,
+        cookie: u32,
+    ) -> Option<(u64, u32)> {
+        let hash0 = self.hash(flow, 0, 0, epoch * SECRET_ROTATION_PERIODS);
+        let rest = cookie.wrapping_sub(hash0.wrapping_add(client_isn));
+        let age = u64::from((count as u32).wrapping_sub(rest >> COOKIE_BITS) & 0xff);
+        let issued = count.checked_sub(age)?;
+        if issued / SECRET_ROTATION_PERIODS != epoch {
+            return None;
+        }
+        let hash1 = self.hash(flow, issued, 1, issued);
+        let data = rest.wrapping_sub(hash1) & COOKIE_MASK;
+        (data < 4).then_some((age, data))
+    }
+
+    /// The TSval of a cookie SYN-ACK: the millisecond clock with its low 6 bits replaced by
+    /// the options, never ahead of the clock.
+    pub fn timestamp(now: TimeNs, options: CookieOptions) -> u32 {
+        let ts_now = (now / 1_000_000) as u32;
+        let mut bits = options.window_scale.map_or(TS_OPT_WSCALE_MASK, |w| {
+            u32::from(w.min(14)) & TS_OPT_WSCALE_MASK
+        });
+        if options.sack_permitted {
+            bits |= TS_OPT_SACK;
+        }
+        if options.ecn {
+            bits |= TS_OPT_ECN;
+        }
+        let mut ts = (ts_now >> TS_BITS) << TS_BITS | bits;
+        if ts > ts_now {
+            ts = ts.wrapping_sub(1 << TS_BITS);
+        }
+        ts
+    }
+
+    /// The options a cookie timestamp carries back (the ACK's TSecr).
+    pub fn decode_timestamp(tsecr: u32) -> CookieOptions {
+        let shift = tsecr & TS_OPT_WSCALE_MASK;
+        CookieOptions {
+            window_scale: (shift != TS_OPT_WSCALE_MASK).then_some(shift as u8),
+            sack_permitted: tsecr & TS_OPT_SACK != 0,
+            ecn: tsecr & TS_OPT_ECN != 0,
+        }
+    }
+}
+
+fn ip_bytes(address: IpAddr) -> [u8; 16] {
+    match address {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow() -> CookieFlow {
+        CookieFlow {
+            src: "198.51.100.7".parse().unwrap(),
+            dst: "192.0.2.10".parse().unwrap(),
+            sport: 40_000,
+            dport: 443,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_mss_rounding() {
+        let mut cookies = SynCookies::new(7);
+        let (cookie, mss) = cookies.generate(5 * NS_PER_SEC, &flow(), 1000, 1400);
+        assert_eq!(mss, 1300);
+        assert_eq!(
+            cookies.check(6 * NS_PER_SEC, &flow(), 1000, cookie),
+            Ok(1300)
+        );
+        assert_eq!(
+            cookies.check(6 * NS_PER_SEC, &flow(), 1100, cookie),
+            Err(CookieError::Bad)
+        );
+        assert_eq!(
+            cookies.check(125 * NS_PER_SEC, &flow(), 1000, cookie),
+            Err(CookieError::Stale)
+        );
+    }
+
+    #[test]
+    fn timestamp_keeps_options_and_never_runs_ahead() {
+        let options = CookieOptions {
+            window_scale: Some(7),
+            sack_permitted: true,
+            ecn: false,
+        };
+        let now = 1_234_567 * 1_000_000;
+        let ts = SynCookies::timestamp(now, options);
+        assert!(ts <= 1_234_567);
+        assert_eq!(SynCookies::decode_timestamp(ts), options);
+        let none = SynCookies::timestamp(now, CookieOptions::default());
+        assert_eq!(SynCookies::decode_timestamp(none), CookieOptions::default());
+    }
+}
