@@ -116,6 +116,8 @@ pub struct Condition {
     pub test: Test,
     /// Where the keyword (or its `not`) is.
     pub span: Span,
+    /// Where the value (address, port, name, …) is.
+    pub value_span: Span,
 }
 
 impl fmt::Display for Condition {

@@ -56,6 +56,7 @@ pub(crate) fn parse_lenient(source: &str) -> (FlowFile, Vec<FlowError>) {
         let tokens = tokenize(line, line_number);
         parser.line(&tokens, end_span(line, line_number));
     }
+    parser.errors.sort_by_key(|error| error.span);
     (parser.file, parser.errors)
 }
 
@@ -597,6 +598,7 @@ impl Parser {
             negated: not_span.is_some(),
             test,
             span: not_span.unwrap_or(keyword.span),
+            value_span: argument.span,
         });
     }
 

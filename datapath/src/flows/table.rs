@@ -251,7 +251,8 @@ impl Builder<'_> {
                         FlowErrorKind::BadMark,
                         span,
                         format!(
-                            "director `{name}` has mark {mark:#x}: expected 0x1..{TABLE_MARK_BASE:#x} (marks from {TABLE_MARK_BASE:#x} up route tables)"
+                            "director `{name}` has mark {mark:#x}: expected 0x1..={:#x} (marks from {TABLE_MARK_BASE:#x} up route tables)",
+                            TABLE_MARK_BASE - 1
                         ),
                     ));
                     0
@@ -284,7 +285,7 @@ impl Builder<'_> {
             self.errors.push(
                 FlowError::new(
                     FlowErrorKind::UnknownInterface,
-                    condition.span,
+                    condition.value_span,
                     format!("unknown interface `{name}`"),
                 )
                 .with_note(format!("known interfaces: {}", names.join(", "))),
