@@ -9,9 +9,12 @@
 //!   with file, packet index and byte offset.
 //! - [`replay`] — `sim replay`: parse every packet of one or more captures, summarise, and
 //!   write per-packet JSON records.
+//! - [`flows_cli`] — `sim flows check|compile|eval`: lint, compile and evaluate flowmgr
+//!   files, errors rendered rustc-style.
 //! - [`record`] — the per-packet record (the common currency of replay, run and diff).
 
 pub mod appliance;
 pub mod capture;
+pub mod flows_cli;
 pub mod record;
 pub mod replay;

@@ -16,12 +16,15 @@ struct Cli {
 enum Command {
     /// Parse every packet of one or more captures and print a tcpreplay-style summary.
     Replay(sim::replay::ReplayArgs),
+    /// Check, compile and evaluate flowmgr (flow manager) files.
+    Flows(sim::flows_cli::FlowsArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Replay(args) => sim::replay::run(&args),
+        Command::Flows(args) => sim::flows_cli::run(&args),
     };
     match result {
         Ok(code) => code,

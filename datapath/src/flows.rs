@@ -1,1 +1,0 @@
-//! flows: not built yet (see the issue tracker).
