@@ -13,8 +13,12 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
+use std::ops::ControlFlow;
+
+use crate::flows::{FlowAction, FlowCounters, FlowTable};
 use crate::packet::fragments::{FragmentCounters, FragmentTracker};
 use crate::packet::{IfaceId, InvalidReason, LinkType, PacketMeta, ParseOptions, parse_into};
+use crate::shield::{EmitBuffer, Shield, Toward};
 use crate::verdict::{DropReason, Stage, TimeNs, Verdict};
 
 /// What happened to one packet.
@@ -99,9 +103,10 @@ impl PipelineCounters {
         }
     }
 
-    /// Packets dropped as invalid with this reason.
+    /// Packets dropped as invalid with this reason (by the shield or, without one, at parse).
     pub fn invalid(&self, reason: InvalidReason) -> u64 {
-        self.drops[Stage::Parse.index()][DropReason::Invalid(reason).index()]
+        let index = DropReason::Invalid(reason).index();
+        self.drops.iter().map(|stage| stage[index]).sum()
     }
 
     /// Every non-zero counter in a fixed order (stage, verdict, reason): drops broken down
@@ -140,6 +145,15 @@ impl PipelineCounters {
     }
 }
 
+/// The flow manager as a pipeline stage: the immutable table and the counters it fills.
+#[derive(Debug)]
+pub struct FlowStage {
+    /// The compiled flow table.
+    pub table: FlowTable,
+    /// Its hit counters.
+    pub counters: FlowCounters,
+}
+
 /// The composed pipeline. Tables inside stages are immutable once built; state (sessions,
 /// connections, counters) changes only through `process` and the stages' timed operations.
 #[derive(Debug)]
@@ -149,12 +163,21 @@ pub struct Pipeline {
     counters: PipelineCounters,
     emitted: Vec<EmittedFrame>,
     last_meta: PacketMeta,
+    shield: Option<Shield>,
+    shield_emit: EmitBuffer,
+    flows: Option<FlowStage>,
 }
 
 impl Default for Pipeline {
     fn default() -> Self {
         Self::new(ParseOptions::default())
     }
+}
+
+/// Where a packet goes after the shield, as far as the later stages are concerned.
+struct Classified {
+    outcome: PacketOutcome,
+    forward: bool,
 }
 
 impl Pipeline {
@@ -166,7 +189,23 @@ impl Pipeline {
             counters: PipelineCounters::default(),
             emitted: Vec::new(),
             last_meta: PacketMeta::default(),
+            shield: None,
+            shield_emit: EmitBuffer::new(),
+            flows: None,
         }
+    }
+
+    /// Add the shield stage.
+    pub fn with_shield(mut self, shield: Shield) -> Self {
+        self.shield = Some(shield);
+        self
+    }
+
+    /// Add the flow-manager stage.
+    pub fn with_flows(mut self, table: FlowTable) -> Self {
+        let counters = table.counters();
+        self.flows = Some(FlowStage { table, counters });
+        self
     }
 
     /// Process one frame at virtual time `now`. `wire_len` is the original length when the
@@ -176,7 +215,7 @@ impl Pipeline {
         now: TimeNs,
         iface: IfaceId,
         link: LinkType,
-        frame: Vec<u8>,
+        mut frame: Vec<u8>,
         wire_len: u32,
     ) -> PacketOutcome {
         self.emitted.clear();
@@ -186,18 +225,116 @@ impl Pipeline {
         if meta.invalid.is_none() {
             meta.invalid = self.fragments.observe(now, meta);
         }
-        let outcome = match meta.invalid {
-            Some(reason) => {
-                PacketOutcome::decided(Stage::Parse, Verdict::Drop(DropReason::Invalid(reason)))
-            }
-            None => {
-                self.emitted.push(EmittedFrame { iface, frame });
-                PacketOutcome::decided(Stage::Forward, Verdict::Pass)
-            }
-        };
         self.counters.fragments = self.fragments.counters();
+        let outcome = match self.shield_stage(now, link, &mut frame) {
+            Some(outcome) => outcome,
+            None => self.after_shield(iface, frame),
+        };
         self.counters.count(&outcome);
         outcome
+    }
+
+    /// Run the shield (or, without one, the bare invalid-packet check). `Some` when the
+    /// packet was decided here. Frames the shield sends toward the server go through the
+    /// later stages like passed client frames; those toward the client go out directly.
+    fn shield_stage(
+        &mut self,
+        now: TimeNs,
+        link: LinkType,
+        frame: &mut [u8],
+    ) -> Option<PacketOutcome> {
+        let invalid = self.last_meta.invalid;
+        let Some(shield) = self.shield.as_mut() else {
+            let reason = invalid?;
+            return Some(PacketOutcome::decided(
+                Stage::Parse,
+                Verdict::Drop(DropReason::Invalid(reason)),
+            ));
+        };
+        shield.set_ethernet(link == LinkType::Ethernet);
+        let flow = shield.process(now, frame, &self.last_meta, &mut self.shield_emit);
+        let emitted: Vec<_> = self.shield_emit.frames().to_vec();
+        for sent in emitted {
+            match sent.toward {
+                Toward::Client => self.emitted.push(EmittedFrame {
+                    iface: sent.iface,
+                    frame: sent.bytes,
+                }),
+                Toward::Server => self.forward_shield_frame(now, link, sent.iface, sent.bytes),
+            }
+        }
+        match flow {
+            ControlFlow::Break(verdict) => Some(PacketOutcome::decided(Stage::Shield, verdict)),
+            // No shield instance on this interface: invalid packets still never pass.
+            ControlFlow::Continue(()) => invalid.map(|reason| {
+                PacketOutcome::decided(Stage::Parse, Verdict::Drop(DropReason::Invalid(reason)))
+            }),
+        }
+    }
+
+    /// A frame the shield originates toward the server (SYN proxy): classify it like a
+    /// client frame, without touching the current packet's description.
+    fn forward_shield_frame(
+        &mut self,
+        _now: TimeNs,
+        link: LinkType,
+        iface: IfaceId,
+        frame: Vec<u8>,
+    ) {
+        let mut meta = PacketMeta::default();
+        parse_into(
+            &self.parse_options,
+            link,
+            &frame,
+            frame.len() as u32,
+            iface,
+            &mut meta,
+        );
+        let classified = self.classify(&meta);
+        if classified.forward {
+            self.emitted.push(EmittedFrame { iface, frame });
+        }
+    }
+
+    /// Flows, then (when it lands) the director; forward what survives.
+    fn after_shield(&mut self, iface: IfaceId, frame: Vec<u8>) -> PacketOutcome {
+        let meta = std::mem::take(&mut self.last_meta);
+        let classified = self.classify(&meta);
+        self.last_meta = meta;
+        if classified.forward {
+            self.emitted.push(EmittedFrame { iface, frame });
+        }
+        classified.outcome
+    }
+
+    fn classify(&mut self, meta: &PacketMeta) -> Classified {
+        let Some(flows) = self.flows.as_mut() else {
+            return Classified {
+                outcome: PacketOutcome::decided(Stage::Forward, Verdict::Pass),
+                forward: true,
+            };
+        };
+        let Some(hit) = flows.table.classify_counted(meta, &mut flows.counters) else {
+            return Classified {
+                outcome: PacketOutcome::decided(Stage::Forward, Verdict::Pass),
+                forward: true,
+            };
+        };
+        let verdict = match hit.action {
+            FlowAction::Drop => Verdict::Drop(DropReason::FlowDeny),
+            FlowAction::Accept | FlowAction::Mark(_) | FlowAction::Skip => Verdict::Pass,
+        };
+        let outcome = PacketOutcome {
+            stage: Stage::Flows,
+            verdict,
+            flow: u16::try_from(hit.flow).ok(),
+            flow_rule: u16::try_from(hit.rule).ok(),
+            backend: None,
+        };
+        Classified {
+            forward: verdict == Verdict::Pass,
+            outcome,
+        }
     }
 
     /// The parsed description of the last packet processed.
@@ -218,6 +355,16 @@ impl Pipeline {
     /// Counters so far.
     pub fn counters(&self) -> &PipelineCounters {
         &self.counters
+    }
+
+    /// The shield stage, if configured (for its per-context counters and mode timelines).
+    pub fn shield(&self) -> Option<&Shield> {
+        self.shield.as_ref()
+    }
+
+    /// The flow stage, if configured (table and hit counters).
+    pub fn flows(&self) -> Option<&FlowStage> {
+        self.flows.as_ref()
     }
 }
 
