@@ -221,13 +221,13 @@ pub fn render(directors: &Directors, format: ListFormat) -> String {
                 ListFormat::Stats => {
                     writeln!(
                         text,
-                        "  -> {address:<29}{}",
+                        "  -> {address:<28}{}",
                         numbers(stats_values(&server.stats))
                     )
                 }
                 ListFormat::Rate => {
                     let rates = service.rates[id + 1].rates();
-                    writeln!(text, "  -> {address:<29}{}", numbers(rate_values(rates)))
+                    writeln!(text, "  -> {address:<28}{}", numbers(rate_values(rates)))
                 }
             };
         }
