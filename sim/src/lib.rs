@@ -8,8 +8,10 @@
 //!   with file, packet index and byte offset.
 //! - [`replay`] — `sim replay`: parse every packet of one or more captures, summarise, and
 //!   write per-packet JSON records.
+//! - [`director_cli`] — `sim director which`: which real server a new connection gets.
 //! - [`record`] — the per-packet record (the common currency of replay, run and diff).
 
 pub mod capture;
+pub mod director_cli;
 pub mod record;
 pub mod replay;

@@ -16,12 +16,15 @@ struct Cli {
 enum Command {
     /// Parse every packet of one or more captures and print a tcpreplay-style summary.
     Replay(sim::replay::ReplayArgs),
+    /// LVS director tools (`which`: the real server a new connection would get).
+    Director(sim::director_cli::DirectorArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Replay(args) => sim::replay::run(&args),
+        Command::Director(args) => sim::director_cli::run(&args),
     };
     match result {
         Ok(code) => code,
