@@ -120,16 +120,18 @@ pub fn rewrite(
     to: SocketAddr,
 ) -> Result<(), RewriteError> {
     let layout = layout(meta, end)?;
-    let new_address: Vec<u8> = match (to.ip(), layout.address_len) {
-        (IpAddr::V4(v4), 4) => v4.octets().to_vec(),
-        (IpAddr::V6(v6), 16) => v6.octets().to_vec(),
+    let mut new_buffer = [0u8; 16];
+    match (to.ip(), layout.address_len) {
+        (IpAddr::V4(v4), 4) => new_buffer[..4].copy_from_slice(&v4.octets()),
+        (IpAddr::V6(v6), 16) => new_buffer.copy_from_slice(&v6.octets()),
         _ => return Err(RewriteError::FamilyMismatch),
-    };
+    }
+    let new_address = &new_buffer[..layout.address_len];
     let range = layout.address_at..layout.address_at + layout.address_len;
-    let old_address = frame
-        .get(range.clone())
-        .ok_or(RewriteError::Truncated)?
-        .to_vec();
+    let mut old_buffer = [0u8; 16];
+    let current = frame.get(range.clone()).ok_or(RewriteError::Truncated)?;
+    old_buffer[..layout.address_len].copy_from_slice(current);
+    let old_address = &old_buffer[..layout.address_len];
     let mut l4_checksum = match layout.l4_checksum_at {
         Some(at) => Some(read_u16(frame, at)?),
         None => None,
@@ -141,17 +143,17 @@ pub fn rewrite(
         l4_checksum = l4_checksum
             .map(|c| checksum_adjust(c, &old_port.to_be_bytes(), &to.port().to_be_bytes()));
     }
-    frame[range].copy_from_slice(&new_address);
+    frame[range].copy_from_slice(new_address);
     if let Some(at) = layout.ip_checksum_at {
         let checksum = read_u16(frame, at)?;
         write_u16(
             frame,
             at,
-            checksum_adjust(checksum, &old_address, &new_address),
+            checksum_adjust(checksum, old_address, new_address),
         )?;
     }
     if let (Some(at), Some(checksum)) = (layout.l4_checksum_at, l4_checksum) {
-        let adjusted = checksum_adjust(checksum, &old_address, &new_address);
+        let adjusted = checksum_adjust(checksum, old_address, new_address);
         let value = match (udp_without_checksum, layout.udp, adjusted) {
             (true, _, _) => 0,
             (false, true, 0) => 0xffff,

@@ -18,6 +18,44 @@ use std::net::{IpAddr, SocketAddr};
 use super::dest::{DestId, Forward};
 use crate::verdict::{NS_PER_SEC, TimeNs};
 
+/// A fast, deterministic hasher for the lookup-only indexes (FxHash's multiply-rotate).
+/// The indexes are never iterated, so hash order never reaches any output.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_u8(&mut self, value: u8) {
+        self.write_u64(u64::from(value));
+    }
+
+    fn write_u16(&mut self, value: u16) {
+        self.write_u64(u64::from(value));
+    }
+
+    fn write_u32(&mut self, value: u32) {
+        self.write_u64(u64::from(value));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// `BuildHasher` for [`FastHasher`].
+pub type FastHash = std::hash::BuildHasherDefault<FastHasher>;
+
 /// Default capacity of the connection table.
 pub const CONNECTION_TABLE_CAPACITY: usize = 1 << 20;
 /// Default capacity of the persistence-template table.
@@ -285,14 +323,14 @@ pub struct ConnectionTable {
     pub connections: Vec<Option<Connection>>,
     free_connections: Vec<u32>,
     /// Client-side index.
-    pub by_client: HashMap<ClientKey, u32>,
+    pub by_client: HashMap<ClientKey, u32, FastHash>,
     /// Real-side index (NAT only).
-    pub by_real: HashMap<RealKey, u32>,
+    pub by_real: HashMap<RealKey, u32, FastHash>,
     /// Template slots.
     pub templates: Vec<Option<Template>>,
     free_templates: Vec<u32>,
     /// Template index (hashed templates only).
-    pub by_template_key: HashMap<TemplateKey, u32>,
+    pub by_template_key: HashMap<TemplateKey, u32, FastHash>,
     /// One pending expiry check per entry, ordered by (time, entry).
     pub timers: BTreeSet<(TimeNs, TimerEntry)>,
     /// Connection capacity.
@@ -313,11 +351,11 @@ impl ConnectionTable {
         Self {
             connections: Vec::new(),
             free_connections: Vec::new(),
-            by_client: HashMap::new(),
-            by_real: HashMap::new(),
+            by_client: HashMap::default(),
+            by_real: HashMap::default(),
             templates: Vec::new(),
             free_templates: Vec::new(),
-            by_template_key: HashMap::new(),
+            by_template_key: HashMap::default(),
             timers: BTreeSet::new(),
             connection_capacity,
             template_capacity,
