@@ -332,3 +332,105 @@ pub fn apply(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::builder::PacketBuilder;
+    use crate::packet::{LinkType, parse};
+    use std::net::Ipv4Addr;
+
+    fn meta(frame: &[u8]) -> PacketMeta {
+        parse(LinkType::Ethernet, frame, frame.len() as u32, 0)
+    }
+
+    #[test]
+    fn dnat_then_reply_is_reversed_with_valid_checksums() {
+        let rule = NatRule {
+            matcher: NatMatch {
+                proto: Some(ip_proto::TCP),
+                destination_port: Some(80),
+                ..NatMatch::default()
+            },
+            action: NatAction::Dnat {
+                address: "10.0.1.2".parse().unwrap(),
+                port: Some(8080),
+            },
+        };
+        let mut nat = Nat::new(vec![rule], None, ConnTrack::new(16));
+        let (client, vip) = (Ipv4Addr::new(198, 51, 100, 7), Ipv4Addr::new(192, 0, 2, 10));
+        let mut request = PacketBuilder::eth()
+            .ipv4(client, vip)
+            .tcp(4000, 80)
+            .syn()
+            .build();
+        let outcome = {
+            let m = meta(&request);
+            nat.process(0, &mut request, &m)
+        }
+        .unwrap();
+        assert!(matches!(outcome, NatOutcome::Translated(_)));
+        let rewritten = meta(&request);
+        assert_eq!(rewritten.invalid, None);
+        assert_eq!(
+            (rewritten.dst, rewritten.dport),
+            (Some("10.0.1.2".parse().unwrap()), Some(8080))
+        );
+        let real = Ipv4Addr::new(10, 0, 1, 2);
+        let mut reply = PacketBuilder::eth()
+            .ipv4(real, client)
+            .tcp(8080, 4000)
+            .syn_ack()
+            .build();
+        {
+            let m = meta(&reply);
+            nat.process(1, &mut reply, &m)
+        }
+        .unwrap();
+        let back = meta(&reply);
+        assert_eq!(back.invalid, None);
+        assert_eq!((back.src, back.sport), (Some(IpAddr::V4(vip)), Some(80)));
+    }
+
+    #[test]
+    fn masquerade_moves_colliding_source_ports_and_full_table_refuses() {
+        let rule = NatRule {
+            matcher: NatMatch::default(),
+            action: NatAction::Masquerade,
+        };
+        let mut nat = Nat::new(
+            vec![rule],
+            Some("203.0.113.1".parse().unwrap()),
+            ConnTrack::new(2),
+        );
+        let server = Ipv4Addr::new(192, 0, 2, 99);
+        let mut ports = Vec::new();
+        for host in [1u8, 2] {
+            let mut frame = PacketBuilder::eth()
+                .ipv4(Ipv4Addr::new(10, 0, 0, host), server)
+                .udp(5000, 53)
+                .build();
+            let NatOutcome::Translated(flow) = {
+                let m = meta(&frame);
+                nat.process(0, &mut frame, &m)
+            }
+            .unwrap() else {
+                panic!("translated");
+            };
+            assert_eq!(meta(&frame).invalid, None);
+            ports.push(flow.source.port());
+        }
+        assert_eq!(ports, [5000, 5001]);
+        let mut third = PacketBuilder::eth()
+            .ipv4(Ipv4Addr::new(10, 0, 0, 3), server)
+            .udp(5000, 53)
+            .build();
+        let outcome = {
+            let m = meta(&third);
+            nat.process(0, &mut third, &m)
+        }
+        .unwrap();
+        assert_eq!(outcome, NatOutcome::TableFull);
+        assert_eq!(nat.conntrack.counters.overflows, 1);
+    }
+}
