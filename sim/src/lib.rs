@@ -11,10 +11,12 @@
 //!   write per-packet JSON records.
 //! - [`flows_cli`] — `sim flows check|compile|eval`: lint, compile and evaluate flowmgr
 //!   files, errors rendered rustc-style.
+//! - [`director_cli`] — `sim director which`: which real server a new connection gets.
 //! - [`record`] — the per-packet record (the common currency of replay, run and diff).
 
 pub mod appliance;
 pub mod capture;
 pub mod flows_cli;
+pub mod director_cli;
 pub mod record;
 pub mod replay;

@@ -18,6 +18,8 @@ enum Command {
     Replay(sim::replay::ReplayArgs),
     /// Check, compile and evaluate flowmgr (flow manager) files.
     Flows(sim::flows_cli::FlowsArgs),
+    /// LVS director tools (`which`: the real server a new connection would get).
+    Director(sim::director_cli::DirectorArgs),
 }
 
 fn main() -> ExitCode {
@@ -25,6 +27,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Replay(args) => sim::replay::run(&args),
         Command::Flows(args) => sim::flows_cli::run(&args),
+        Command::Director(args) => sim::director_cli::run(&args),
     };
     match result {
         Ok(code) => code,

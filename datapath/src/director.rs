@@ -1,1 +1,0 @@
-//! director: not built yet (see the issue tracker).

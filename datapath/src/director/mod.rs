@@ -1,0 +1,735 @@
+//! LVS/IPVS director: virtual services, schedulers, persistence, connection table and
+//! NAT/DR/TUN forwarding, reproducing the Linux IPVS code (`net/netfilter/ipvs/`).
+//!
+//! - [`config`] — the `[[director]]` appliance-file table and its validation.
+//! - [`dest`] — real servers, connection counting, the kernel list order.
+//! - [`scheduler`] — rr wrr lc wlc sed nq sh dh mh lblc lblcr fo ovf.
+//! - [`connection`] — the bounded connection / template table and the TCP state machine.
+//! - [`hash`] — `hash_32` and `hsiphash`, bit-exact.
+//! - [`listing`] — `ipvsadm -L -n [--stats|--rate]`.
+//!
+//! [`Directors::process`] is the datapath entry: a pure function of (tables, state, `now`,
+//! packet). It returns `Continue` for packets that are not for a virtual service (or that
+//! IPVS hands to the local stack: a TCP non-SYN with no connection) and `Break(Decision)`
+//! otherwise; the [`Decision`] carries the verdict, the real server and the rewritten flow.
+//! Expiry of connections and templates, lblc garbage collection and the rate estimators run
+//! on the virtual time passed in; nothing reads a clock. Health changes
+//! ([`Directors::set_weight`], [`Directors::set_down`], [`Directors::set_up`]) also take
+//! `now`. This module does not parse packets and does not route.
+
+pub mod config;
+pub mod connection;
+pub mod dest;
+mod forward;
+pub mod hash;
+pub mod listing;
+mod persistence;
+pub mod scheduler;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+
+use self::config::{ConfigError, DirectorConfig, ServiceKey, ServiceSpec};
+use self::connection::{
+    ClientKey, Connection, ConnectionTable, Direction, ProtocolState, RealKey, TcpState,
+    TimerEntry, UDP_TIMEOUT, next_tcp_state,
+};
+use self::dest::{BindKind, DestId, DestStats, Dests, Forward, RealServer};
+use self::listing::RateEstimator;
+use self::scheduler::{DestChange, SchedulePacket, Scheduler};
+use crate::conntrack::FlowKey;
+use crate::packet::{PacketMeta, ip_proto, tcp_flags};
+use crate::verdict::{DropReason, NS_PER_SEC, TimeNs, Verdict};
+
+pub use self::connection::{CONNECTION_TABLE_CAPACITY, TEMPLATE_TABLE_CAPACITY};
+
+/// Timeout a new connection has before its first state transition (`ip_vs_conn_new`).
+const INITIAL_TIMEOUT: TimeNs = 3 * NS_PER_SEC;
+
+/// Global IPVS settings (sysctls) and table sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirectorOptions {
+    /// `net.ipv4.vs.expire_nodest_conn`: drop packets of (and expire) connections whose
+    /// server was removed. Kernel default off.
+    pub expire_nodest_conn: bool,
+    /// `net.ipv4.vs.expire_quiescent_template`: a template whose server has weight 0 is
+    /// not used for new connections. Kernel default off.
+    pub expire_quiescent_template: bool,
+    /// Connection table capacity.
+    pub connection_capacity: usize,
+    /// Template table capacity.
+    pub template_capacity: usize,
+    /// Frames start with an Ethernet header (DR rewrites the destination MAC).
+    pub ethernet: bool,
+}
+
+impl Default for DirectorOptions {
+    fn default() -> Self {
+        Self {
+            expire_nodest_conn: false,
+            expire_quiescent_template: false,
+            connection_capacity: CONNECTION_TABLE_CAPACITY,
+            template_capacity: TEMPLATE_TABLE_CAPACITY,
+            ethernet: true,
+        }
+    }
+}
+
+/// A virtual service at run time.
+#[derive(Clone, Debug)]
+pub struct Service {
+    /// The validated configuration.
+    pub spec: ServiceSpec,
+    /// Real servers.
+    pub dests: Dests,
+    /// Scheduler state.
+    pub scheduler: Scheduler,
+    /// Service counters.
+    pub stats: DestStats,
+    /// Rate estimators: index 0 the service, then one per server id.
+    pub rates: Vec<RateEstimator>,
+}
+
+impl Service {
+    fn new(spec: ServiceSpec) -> Self {
+        let mut dests = Dests::default();
+        for real in &spec.reals {
+            let mut server = RealServer::new(real.address, real.weight, real.forward);
+            server.upper_threshold = real.upper_threshold;
+            server.lower_threshold = real.lower_threshold;
+            if let Some(mac) = real.mac {
+                server.mac = mac;
+            }
+            dests.add(server);
+        }
+        let scheduler = Scheduler::new(spec.scheduler, spec.flags, spec.maglev_table_size, &dests);
+        let rates = vec![RateEstimator::default(); dests.servers.len() + 1];
+        Self {
+            spec,
+            dests,
+            scheduler,
+            stats: DestStats::default(),
+            rates,
+        }
+    }
+
+    /// The service's virtual port (0 for fwmark and port-zero services).
+    pub fn port(&self) -> u16 {
+        match self.spec.key {
+            ServiceKey::Tuple { port, .. } => port,
+            ServiceKey::Fwmark(_) => 0,
+        }
+    }
+}
+
+/// What the director decided about a packet it handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Index of the virtual service ([`Directors::service`]).
+    pub service: usize,
+    /// The real server, when one was chosen or the packet belongs to a connection.
+    pub backend: Option<SocketAddr>,
+    /// The flow as it leaves (NAT: rewritten; DR/TUN: the inner flow, unchanged).
+    pub rewritten: Option<FlowKey>,
+    /// Client → server or server → client.
+    pub direction: Direction,
+    /// This packet created the connection.
+    pub new_connection: bool,
+}
+
+/// Director-wide counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DirectorCounters {
+    /// Packets forwarded.
+    pub forwarded: u64,
+    /// Packets dropped: no usable real server.
+    pub no_destination: u64,
+    /// Packets dropped: connection or template table full.
+    pub table_full: u64,
+    /// Packets to a virtual service with no connection that IPVS leaves to the local
+    /// stack (TCP without SYN).
+    pub not_scheduled: u64,
+    /// Packets dropped because their server was removed (`expire_nodest_conn`).
+    pub nodest_dropped: u64,
+    /// Packets that could not be rewritten.
+    pub rewrite_failed: u64,
+}
+
+/// Why a health operation failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HealthError {
+    /// No such director.
+    #[error("no director named {0:?}")]
+    UnknownService(String),
+    /// No such real server in the director.
+    #[error("director {0:?} has no real server {1}")]
+    UnknownServer(String, SocketAddr),
+    /// Negative weight.
+    #[error("weight {0} is negative")]
+    Weight(i32),
+}
+
+/// All virtual services of an appliance and their shared connection table.
+#[derive(Clone, Debug)]
+pub struct Directors {
+    services: Vec<Service>,
+    by_key: HashMap<ServiceKey, usize>,
+    table: ConnectionTable,
+    options: DirectorOptions,
+    next_estimate: TimeNs,
+    /// Counters.
+    pub counters: DirectorCounters,
+}
+
+impl Directors {
+    /// Validate a `[[director]]` array and build the run-time state.
+    pub fn build(
+        configs: &[DirectorConfig],
+        options: DirectorOptions,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self::from_specs(config::build_all(configs)?, options))
+    }
+
+    /// Build from already validated services.
+    pub fn from_specs(specs: Vec<ServiceSpec>, options: DirectorOptions) -> Self {
+        let services: Vec<Service> = specs.into_iter().map(Service::new).collect();
+        let by_key = services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.spec.key, i))
+            .collect();
+        Self {
+            services,
+            by_key,
+            table: ConnectionTable::new(options.connection_capacity, options.template_capacity),
+            options,
+            next_estimate: listing::ESTIMATOR_INTERVAL,
+            counters: DirectorCounters::default(),
+        }
+    }
+
+    /// Services in configuration order.
+    pub fn services(&self) -> &[Service] {
+        &self.services
+    }
+
+    /// A service by index.
+    pub fn service(&self, index: usize) -> &Service {
+        &self.services[index]
+    }
+
+    /// A service index by name.
+    pub fn service_index(&self, name: &str) -> Option<usize> {
+        self.services.iter().position(|s| s.spec.name == name)
+    }
+
+    /// The connection table (read-only).
+    pub fn table(&self) -> &ConnectionTable {
+        &self.table
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &DirectorOptions {
+        &self.options
+    }
+
+    /// `ip_vs_service_find`: fwmark first, then `proto VIP:port`, then port zero.
+    pub fn find_service(
+        &self,
+        proto: u8,
+        destination: SocketAddr,
+        fwmark: Option<u32>,
+    ) -> Option<usize> {
+        if let Some(mark) = fwmark.filter(|&m| m != 0)
+            && let Some(&index) = self.by_key.get(&ServiceKey::Fwmark(mark))
+        {
+            return Some(index);
+        }
+        let tuple = |port| ServiceKey::Tuple {
+            proto,
+            vip: destination.ip(),
+            port,
+        };
+        self.by_key
+            .get(&tuple(destination.port()))
+            .or_else(|| self.by_key.get(&tuple(0)))
+            .copied()
+    }
+
+    /// Handle one packet. `fwmark` is the packet's firewall mark (set by flows).
+    ///
+    /// `Continue(())`: not for the director. `Break(decision)`: decided; a forwarded frame
+    /// has been rewritten in place (TUN makes it longer) — `meta` then describes the
+    /// original frame, `decision.rewritten` the new flow.
+    pub fn process(
+        &mut self,
+        now: TimeNs,
+        frame: &mut Vec<u8>,
+        meta: &PacketMeta,
+        fwmark: Option<u32>,
+    ) -> ControlFlow<Decision, ()> {
+        self.advance(now);
+        if meta.invalid.is_some() {
+            return ControlFlow::Continue(());
+        }
+        let Some(flow) = FlowKey::from_meta(meta) else {
+            return ControlFlow::Continue(());
+        };
+        let client_key = ClientKey {
+            proto: flow.proto,
+            client: flow.source,
+            virtual_address: flow.destination,
+        };
+        if let Some(&slot) = self.table.by_client.get(&client_key) {
+            if let Some(decision) = self.existing_input(now, slot, frame, meta, &flow) {
+                return ControlFlow::Break(decision);
+            }
+        } else if let Some(&slot) = self.table.by_real.get(&RealKey {
+            proto: flow.proto,
+            real: flow.source,
+            client: flow.destination,
+        }) {
+            return ControlFlow::Break(self.reply(now, slot, frame, meta, &flow));
+        }
+        let Some(service) = self.find_service(flow.proto, flow.destination, fwmark) else {
+            return ControlFlow::Continue(());
+        };
+        let syn = meta.tcp_flags & (tcp_flags::SYN | tcp_flags::RST) == tcp_flags::SYN;
+        if flow.proto == ip_proto::TCP && !syn {
+            self.counters.not_scheduled += 1;
+            return ControlFlow::Continue(());
+        }
+        ControlFlow::Break(self.new_connection(now, service, frame, meta, &flow))
+    }
+
+    fn decision(&mut self, verdict: Verdict, service: usize, direction: Direction) -> Decision {
+        match verdict {
+            Verdict::Drop(DropReason::NoDestination) => self.counters.no_destination += 1,
+            Verdict::Drop(DropReason::ConnTableFull) => self.counters.table_full += 1,
+            Verdict::Forward => self.counters.forwarded += 1,
+            _ => {}
+        }
+        Decision {
+            verdict,
+            service,
+            backend: None,
+            rewritten: None,
+            direction,
+            new_connection: false,
+        }
+    }
+
+    fn existing_input(
+        &mut self,
+        now: TimeNs,
+        slot: u32,
+        frame: &mut Vec<u8>,
+        meta: &PacketMeta,
+        flow: &FlowKey,
+    ) -> Option<Decision> {
+        let connection = self.table.connections[slot as usize].as_ref()?;
+        let (service, dest) = (connection.service, connection.dest);
+        let available = self.services[service].dests.get(dest).available;
+        if !available && self.options.expire_nodest_conn {
+            self.expire_connection(slot);
+            self.counters.nodest_dropped += 1;
+            return Some(self.decision(
+                Verdict::Drop(DropReason::NoDestination),
+                service,
+                Direction::Input,
+            ));
+        }
+        let reusable = matches!(
+            connection.state,
+            ProtocolState::Tcp(TcpState::TimeWait | TcpState::Close)
+        );
+        if meta.tcp_flags & tcp_flags::SYN != 0 && connection.template.is_none() && reusable {
+            self.expire_connection(slot);
+            return None;
+        }
+        self.transition(now, slot, Direction::Input, meta.tcp_flags);
+        Some(self.forward_connection(slot, frame, meta, flow, false))
+    }
+
+    fn forward_connection(
+        &mut self,
+        slot: u32,
+        frame: &mut Vec<u8>,
+        meta: &PacketMeta,
+        flow: &FlowKey,
+        new_connection: bool,
+    ) -> Decision {
+        let connection = self.table.connections[slot as usize]
+            .as_ref()
+            .expect("live connection");
+        let (service, dest, real, forward) = (
+            connection.service,
+            connection.dest,
+            connection.real,
+            connection.forward,
+        );
+        let mac = self.services[service].dests.get(dest).mac;
+        let bytes = u64::from(meta.ip_len);
+        account(&mut self.services[service].stats, bytes, true);
+        account(
+            &mut self.services[service].dests.get_mut(dest).stats,
+            bytes,
+            true,
+        );
+        let result =
+            forward::forward_input(frame, meta, flow, forward, real, mac, self.options.ethernet);
+        self.finish(service, real, Direction::Input, new_connection, result)
+    }
+
+    fn finish(
+        &mut self,
+        service: usize,
+        real: SocketAddr,
+        direction: Direction,
+        new_connection: bool,
+        result: Result<FlowKey, crate::nat::RewriteError>,
+    ) -> Decision {
+        let verdict = match result {
+            Ok(_) => Verdict::Forward,
+            Err(_) => {
+                self.counters.rewrite_failed += 1;
+                Verdict::Drop(DropReason::Invalid(
+                    crate::packet::InvalidReason::TruncatedIpv4,
+                ))
+            }
+        };
+        Decision {
+            backend: Some(real),
+            rewritten: result.ok(),
+            new_connection,
+            ..self.decision(verdict, service, direction)
+        }
+    }
+
+    fn reply(
+        &mut self,
+        now: TimeNs,
+        slot: u32,
+        frame: &mut [u8],
+        meta: &PacketMeta,
+        flow: &FlowKey,
+    ) -> Decision {
+        self.transition(now, slot, Direction::Output, meta.tcp_flags);
+        let connection = self.table.connections[slot as usize]
+            .as_ref()
+            .expect("live connection");
+        let (service, dest, real, virtual_address) = (
+            connection.service,
+            connection.dest,
+            connection.real,
+            connection.key.virtual_address,
+        );
+        let bytes = u64::from(meta.ip_len);
+        account(&mut self.services[service].stats, bytes, false);
+        account(
+            &mut self.services[service].dests.get_mut(dest).stats,
+            bytes,
+            false,
+        );
+        let result = forward::forward_reply(frame, meta, flow, virtual_address);
+        self.finish(service, real, Direction::Output, false, result)
+    }
+
+    /// `set_tcp_state` / `udp_state_transition`, with the active/inactive accounting.
+    fn transition(&mut self, now: TimeNs, slot: u32, direction: Direction, flags: u8) {
+        let Some(connection) = self.table.connections[slot as usize].as_mut() else {
+            return;
+        };
+        match connection.state {
+            ProtocolState::Tcp(old) => {
+                let mut direction = direction;
+                if connection.no_output {
+                    if direction == Direction::Output {
+                        connection.no_output = false;
+                    } else {
+                        direction = Direction::InputOnly;
+                    }
+                }
+                let new = next_tcp_state(old, direction, flags);
+                if new != old {
+                    let server = self.services[connection.service]
+                        .dests
+                        .get_mut(connection.dest);
+                    if !connection.inactive && !new.is_active() {
+                        server.set_activity(false);
+                        connection.inactive = true;
+                    } else if connection.inactive && new.is_active() {
+                        server.set_activity(true);
+                        connection.inactive = false;
+                    }
+                }
+                connection.state = ProtocolState::Tcp(new);
+                connection.timeout = new.timeout();
+            }
+            ProtocolState::Udp => connection.timeout = UDP_TIMEOUT,
+        }
+        connection.expires = now + connection.timeout;
+    }
+
+    fn new_connection(
+        &mut self,
+        now: TimeNs,
+        service: usize,
+        frame: &mut Vec<u8>,
+        meta: &PacketMeta,
+        flow: &FlowKey,
+    ) -> Decision {
+        if !self.table.reserve_connection() {
+            return self.decision(
+                Verdict::Drop(DropReason::ConnTableFull),
+                service,
+                Direction::Input,
+            );
+        }
+        let packet = SchedulePacket {
+            source: flow.source.ip(),
+            source_port: flow.source.port(),
+            destination: flow.destination.ip(),
+        };
+        let scheduled = if self.services[service].spec.persistence.is_some() {
+            self.schedule_persistent(now, service, &packet, flow)
+        } else {
+            let svc = &mut self.services[service];
+            let dest = svc.scheduler.schedule(now, &svc.dests, &packet);
+            dest.map(|d| (d, None)).ok_or(DropReason::NoDestination)
+        };
+        let (dest, template) = match scheduled {
+            Ok(found) => found,
+            Err(reason) => return self.decision(Verdict::Drop(reason), service, Direction::Input),
+        };
+        let slot = self.create_connection(now, service, dest, template, flow);
+        self.transition(now, slot, Direction::Input, meta.tcp_flags);
+        self.forward_connection(slot, frame, meta, flow, true)
+    }
+
+    fn create_connection(
+        &mut self,
+        now: TimeNs,
+        service: usize,
+        dest: DestId,
+        template: Option<u32>,
+        flow: &FlowKey,
+    ) -> u32 {
+        let svc = &mut self.services[service];
+        let persistent = template.is_some();
+        let server = svc.dests.get_mut(dest);
+        let (virtual_port, service_port) = (
+            flow.destination.port(),
+            match svc.spec.key {
+                ServiceKey::Tuple { port, .. } => port,
+                ServiceKey::Fwmark(_) => 0,
+            },
+        );
+        let port = match (persistent, server.address.port()) {
+            (false, 0) => virtual_port,
+            (false, port) => port,
+            (true, port) if virtual_port == service_port && port != 0 => port,
+            (true, _) => virtual_port,
+        };
+        server.bind(BindKind::Inactive);
+        server.stats.connections += 1;
+        svc.stats.connections += 1;
+        let connection = Connection {
+            key: ClientKey {
+                proto: flow.proto,
+                client: flow.source,
+                virtual_address: flow.destination,
+            },
+            service,
+            dest,
+            real: SocketAddr::new(server.address.ip(), port),
+            forward: server.forward,
+            state: if flow.proto == ip_proto::TCP {
+                ProtocolState::Tcp(TcpState::None)
+            } else {
+                ProtocolState::Udp
+            },
+            inactive: true,
+            no_output: server.forward != Forward::Nat,
+            template,
+            timeout: INITIAL_TIMEOUT,
+            expires: now + INITIAL_TIMEOUT,
+        };
+        if let Some(template_slot) = template
+            && let Some(t) = self.table.templates[template_slot as usize].as_mut()
+        {
+            t.controlled += 1;
+            t.expires = now + t.timeout;
+        }
+        self.table.insert_connection(connection)
+    }
+
+    /// Run every timer due by `now`: connection and template expiry, lblc garbage
+    /// collection, rate estimators. `process` calls it; call it directly to let time pass
+    /// without packets.
+    pub fn advance(&mut self, now: TimeNs) {
+        while let Some((at, entry)) = self.table.pop_due(now) {
+            match entry {
+                TimerEntry::Connection(slot) => self.connection_timer(at, now, slot),
+                TimerEntry::Template(slot) => self.template_timer(at, now, slot),
+            }
+        }
+        while self.next_estimate <= now {
+            for service in &mut self.services {
+                listing::estimate(service);
+            }
+            self.next_estimate += listing::ESTIMATOR_INTERVAL;
+        }
+        for service in &mut self.services {
+            service.scheduler.tick(now);
+        }
+    }
+
+    fn connection_timer(&mut self, _at: TimeNs, now: TimeNs, slot: u32) {
+        let Some(connection) = self.table.connections[slot as usize].as_ref() else {
+            return;
+        };
+        if connection.expires > now {
+            let expires = connection.expires;
+            self.table
+                .timers
+                .insert((expires, TimerEntry::Connection(slot)));
+            return;
+        }
+        self.expire_connection(slot);
+    }
+
+    fn expire_connection(&mut self, slot: u32) {
+        let Some(connection) = self.table.remove_connection(slot) else {
+            return;
+        };
+        let kind = if connection.inactive {
+            BindKind::Inactive
+        } else {
+            BindKind::Active
+        };
+        self.services[connection.service]
+            .dests
+            .get_mut(connection.dest)
+            .unbind(kind);
+        if let Some(template) = connection.template
+            && let Some(t) = self.table.templates[template as usize].as_mut()
+        {
+            t.controlled = t.controlled.saturating_sub(1);
+        }
+    }
+
+    fn template_timer(&mut self, at: TimeNs, now: TimeNs, slot: u32) {
+        let Some(template) = self.table.templates[slot as usize].as_mut() else {
+            return;
+        };
+        if template.expires > now {
+            let expires = template.expires;
+            self.table
+                .timers
+                .insert((expires, TimerEntry::Template(slot)));
+            return;
+        }
+        if template.controlled > 0 {
+            template.timeout = connection::TEMPLATE_RECHECK;
+            template.expires = at.max(template.expires) + template.timeout;
+            let expires = template.expires;
+            self.table
+                .timers
+                .insert((expires, TimerEntry::Template(slot)));
+            return;
+        }
+        if let Some(template) = self.table.remove_template(slot) {
+            self.services[template.service]
+                .dests
+                .get_mut(template.dest)
+                .unbind(BindKind::Template);
+        }
+    }
+
+    fn locate(&self, service: &str, real: SocketAddr) -> Result<(usize, DestId), HealthError> {
+        let index = self
+            .service_index(service)
+            .ok_or_else(|| HealthError::UnknownService(service.into()))?;
+        let dest = self.services[index]
+            .dests
+            .find(real)
+            .ok_or_else(|| HealthError::UnknownServer(service.into(), real))?;
+        Ok((index, dest))
+    }
+
+    /// Re-weight a real server at `now` (`ipvsadm -e -w`); 0 makes it quiescent.
+    pub fn set_weight(
+        &mut self,
+        now: TimeNs,
+        service: &str,
+        real: SocketAddr,
+        weight: i32,
+    ) -> Result<(), HealthError> {
+        if weight < 0 {
+            return Err(HealthError::Weight(weight));
+        }
+        self.advance(now);
+        let (index, dest) = self.locate(service, real)?;
+        let svc = &mut self.services[index];
+        let server = svc.dests.get_mut(dest);
+        if weight != 0 {
+            server.last_weight = weight;
+        }
+        server.weight = weight;
+        if server.available {
+            svc.scheduler
+                .dest_changed(&svc.dests, DestChange::Updated(dest));
+        }
+        Ok(())
+    }
+
+    /// Take a real server out of its service at `now` (`ipvsadm -d`, what a failed health
+    /// check does). Its connections continue unless `expire_nodest_conn` is set.
+    pub fn set_down(
+        &mut self,
+        now: TimeNs,
+        service: &str,
+        real: SocketAddr,
+    ) -> Result<(), HealthError> {
+        self.advance(now);
+        let (index, dest) = self.locate(service, real)?;
+        let svc = &mut self.services[index];
+        if let Some(position) = svc.dests.unlink(dest) {
+            svc.scheduler
+                .dest_changed(&svc.dests, DestChange::Removed(dest, position));
+        }
+        Ok(())
+    }
+
+    /// Put a real server back at `now` (`ipvsadm -a`: it is prepended to the list).
+    pub fn set_up(
+        &mut self,
+        now: TimeNs,
+        service: &str,
+        real: SocketAddr,
+    ) -> Result<(), HealthError> {
+        self.advance(now);
+        let (index, dest) = self.locate(service, real)?;
+        let svc = &mut self.services[index];
+        if !svc.dests.order.contains(&dest) {
+            svc.dests.relink(dest);
+            svc.scheduler
+                .dest_changed(&svc.dests, DestChange::Added(dest));
+        }
+        Ok(())
+    }
+}
+
+fn account(stats: &mut DestStats, bytes: u64, inbound: bool) {
+    if inbound {
+        stats.packets_in += 1;
+        stats.bytes_in += bytes;
+    } else {
+        stats.packets_out += 1;
+        stats.bytes_out += bytes;
+    }
+}
