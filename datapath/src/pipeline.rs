@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use std::ops::ControlFlow;
 
+use crate::director::Directors;
 use crate::flows::{FlowAction, FlowCounters, FlowTable};
 use crate::packet::fragments::{FragmentCounters, FragmentTracker};
 use crate::packet::{IfaceId, InvalidReason, LinkType, PacketMeta, ParseOptions, parse_into};
@@ -166,6 +167,7 @@ pub struct Pipeline {
     shield: Option<Shield>,
     shield_emit: EmitBuffer,
     flows: Option<FlowStage>,
+    directors: Option<Directors>,
 }
 
 impl Default for Pipeline {
@@ -192,6 +194,7 @@ impl Pipeline {
             shield: None,
             shield_emit: EmitBuffer::new(),
             flows: None,
+            directors: None,
         }
     }
 
@@ -205,6 +208,12 @@ impl Pipeline {
     pub fn with_flows(mut self, table: FlowTable) -> Self {
         let counters = table.counters();
         self.flows = Some(FlowStage { table, counters });
+        self
+    }
+
+    /// Add the director stage.
+    pub fn with_directors(mut self, directors: Directors) -> Self {
+        self.directors = Some(directors);
         self
     }
 
@@ -228,7 +237,7 @@ impl Pipeline {
         self.counters.fragments = self.fragments.counters();
         let outcome = match self.shield_stage(now, link, &mut frame) {
             Some(outcome) => outcome,
-            None => self.after_shield(iface, frame),
+            None => self.after_shield(now, iface, frame),
         };
         self.counters.count(&outcome);
         outcome
@@ -272,34 +281,22 @@ impl Pipeline {
         }
     }
 
-    /// A frame the shield originates toward the server (SYN proxy): classify it like a
-    /// client frame, without touching the current packet's description.
-    fn forward_shield_frame(
-        &mut self,
-        _now: TimeNs,
-        link: LinkType,
-        iface: IfaceId,
-        frame: Vec<u8>,
-    ) {
+    /// A frame the shield originates toward the server (SYN proxy): it goes through the
+    /// later stages like a client frame, without touching the current packet's description.
+    fn forward_shield_frame(&mut self, now: TimeNs, link: LinkType, iface: IfaceId, frame: Vec<u8>) {
         let mut meta = PacketMeta::default();
-        parse_into(
-            &self.parse_options,
-            link,
-            &frame,
-            frame.len() as u32,
-            iface,
-            &mut meta,
-        );
-        let classified = self.classify(&meta);
+        parse_into(&self.parse_options, link, &frame, frame.len() as u32, iface, &mut meta);
+        let mut frame = frame;
+        let classified = self.classify(now, &meta, &mut frame);
         if classified.forward {
             self.emitted.push(EmittedFrame { iface, frame });
         }
     }
 
-    /// Flows, then (when it lands) the director; forward what survives.
-    fn after_shield(&mut self, iface: IfaceId, frame: Vec<u8>) -> PacketOutcome {
+    /// Flows, then the director; forward what survives.
+    fn after_shield(&mut self, now: TimeNs, iface: IfaceId, mut frame: Vec<u8>) -> PacketOutcome {
         let meta = std::mem::take(&mut self.last_meta);
-        let classified = self.classify(&meta);
+        let classified = self.classify(now, &meta, &mut frame);
         self.last_meta = meta;
         if classified.forward {
             self.emitted.push(EmittedFrame { iface, frame });
@@ -307,34 +304,36 @@ impl Pipeline {
         classified.outcome
     }
 
-    fn classify(&mut self, meta: &PacketMeta) -> Classified {
-        let Some(flows) = self.flows.as_mut() else {
-            return Classified {
-                outcome: PacketOutcome::decided(Stage::Forward, Verdict::Pass),
-                forward: true,
-            };
-        };
-        let Some(hit) = flows.table.classify_counted(meta, &mut flows.counters) else {
-            return Classified {
-                outcome: PacketOutcome::decided(Stage::Forward, Verdict::Pass),
-                forward: true,
-            };
-        };
-        let verdict = match hit.action {
-            FlowAction::Drop => Verdict::Drop(DropReason::FlowDeny),
-            FlowAction::Accept | FlowAction::Mark(_) | FlowAction::Skip => Verdict::Pass,
-        };
-        let outcome = PacketOutcome {
-            stage: Stage::Flows,
-            verdict,
-            flow: u16::try_from(hit.flow).ok(),
-            flow_rule: u16::try_from(hit.rule).ok(),
-            backend: None,
-        };
-        Classified {
-            forward: verdict == Verdict::Pass,
-            outcome,
+    /// Flow manager then director. A `deny` flow drops; a `director`/`table` flow sets the
+    /// firewall mark the director looks services up by; the director forwards (rewritten)
+    /// or drops; anything else passes unchanged.
+    fn classify(&mut self, now: TimeNs, meta: &PacketMeta, frame: &mut Vec<u8>) -> Classified {
+        let mut outcome = PacketOutcome::decided(Stage::Forward, Verdict::Pass);
+        let mut fwmark = None;
+        if let Some(flows) = self.flows.as_mut()
+            && let Some(hit) = flows.table.classify_counted(meta, &mut flows.counters)
+        {
+            outcome.stage = Stage::Flows;
+            outcome.flow = u16::try_from(hit.flow).ok();
+            outcome.flow_rule = u16::try_from(hit.rule).ok();
+            match hit.action {
+                FlowAction::Drop => {
+                    outcome.verdict = Verdict::Drop(DropReason::FlowDeny);
+                    return Classified { outcome, forward: false };
+                }
+                FlowAction::Mark(mark) => fwmark = Some(mark),
+                FlowAction::Accept | FlowAction::Skip => {}
+            }
         }
+        if let Some(directors) = self.directors.as_mut()
+            && let ControlFlow::Break(decision) = directors.process(now, frame, meta, fwmark)
+        {
+            outcome.stage = Stage::Director;
+            outcome.verdict = decision.verdict;
+            outcome.backend = decision.backend;
+        }
+        let forward = matches!(outcome.verdict, Verdict::Pass | Verdict::Forward);
+        Classified { outcome, forward }
     }
 
     /// The parsed description of the last packet processed.
@@ -365,6 +364,21 @@ impl Pipeline {
     /// The flow stage, if configured (table and hit counters).
     pub fn flows(&self) -> Option<&FlowStage> {
         self.flows.as_ref()
+    }
+
+    /// The directors, if configured (services, connection table, counters).
+    pub fn directors(&self) -> Option<&Directors> {
+        self.directors.as_ref()
+    }
+
+    /// The directors, for timed operations (server down/up, weight changes).
+    pub fn directors_mut(&mut self) -> Option<&mut Directors> {
+        self.directors.as_mut()
+    }
+
+    /// The shield, for timed operations.
+    pub fn shield_mut(&mut self) -> Option<&mut Shield> {
+        self.shield.as_mut()
     }
 }
 

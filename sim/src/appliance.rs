@@ -10,8 +10,15 @@
 
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use datapath::director::config::DirectorConfig;
+use datapath::director::{DirectorOptions, Directors};
+use datapath::flows::{FlowTable, TableConfig};
 use datapath::packet::ParseOptions;
 use datapath::pipeline::Pipeline;
+use datapath::shield::ShieldConfig;
 use serde::Deserialize;
 
 /// The appliance configuration, as written in an appliance file or a scenario's
@@ -23,31 +30,80 @@ pub struct ApplianceConfig {
     pub appliance: Option<PathBuf>,
     /// Path to the flowmgr file, relative to the file that names it.
     pub flows: Option<PathBuf>,
-    /// `[shield]` table (typed when the shield stage is wired in).
-    pub shield: Option<toml::Value>,
-    /// `[[director]]` tables (typed when the director stage is wired in).
+    /// `[shield]` table.
+    pub shield: Option<ShieldConfig>,
+    /// `[[director]]` tables.
     #[serde(default)]
-    pub director: Vec<toml::Value>,
+    pub director: Vec<DirectorConfig>,
     /// Skip TCP/UDP/ICMP checksum verification (traffic captured with checksum offload).
     #[serde(default)]
     pub no_l4_checksum: bool,
 }
 
+/// First synthetic firewall mark for directors declared by VIP:port (they are found by
+/// their address; the mark only lets flows name them).
+pub const SYNTHETIC_DIRECTOR_MARK_BASE: u32 = 0xf000;
+
 /// Build the pipeline an appliance configuration describes. `base_dir` resolves relative
 /// paths (the directory of the file the configuration came from); `seed` keys the stages'
 /// secrets (SYN cookies) so runs are reproducible; `iface_names` are the appliance's
-/// interfaces in index order.
+/// interfaces in index order (empty: not known, e.g. a bare capture replay).
 pub fn build_pipeline(
     config: &ApplianceConfig,
-    _base_dir: &Path,
-    _seed: u64,
-    _iface_names: &[&str],
+    base_dir: &Path,
+    seed: u64,
+    iface_names: &[&str],
 ) -> anyhow::Result<Pipeline> {
-    let options = ParseOptions {
-        verify_l4_checksum: !config.no_l4_checksum,
-        ..Default::default()
+    let options = ParseOptions { verify_l4_checksum: !config.no_l4_checksum, ..Default::default() };
+    let mut pipeline = Pipeline::new(options);
+    if let Some(shield) = &config.shield {
+        let shield = datapath::shield::build(shield, seed, iface_names)
+            .map_err(|e| anyhow::anyhow!("[shield]: {e}"))?;
+        pipeline = pipeline.with_shield(shield);
+    }
+    if let Some(path) = &config.flows {
+        let table = load_flows(&base_dir.join(path), config, iface_names)?;
+        pipeline = pipeline.with_flows(table);
+    }
+    if !config.director.is_empty() {
+        let directors = Directors::build(&config.director, DirectorOptions::default())
+            .map_err(|e| anyhow::anyhow!("[[director]]: {e}"))?;
+        pipeline = pipeline.with_directors(directors);
+    }
+    Ok(pipeline)
+}
+
+/// Director name → firewall mark for the flow table: each director's `fwmark`, or for
+/// directors declared by VIP:port the first free mark from [`SYNTHETIC_DIRECTOR_MARK_BASE`].
+pub fn director_marks(directors: &[DirectorConfig]) -> BTreeMap<String, u32> {
+    let used: std::collections::BTreeSet<u32> = directors.iter().filter_map(|d| d.fwmark).collect();
+    let mut next = SYNTHETIC_DIRECTOR_MARK_BASE;
+    let mut marks = BTreeMap::new();
+    for director in directors {
+        let mark = director.fwmark.unwrap_or_else(|| {
+            while used.contains(&next) {
+                next += 1;
+            }
+            next += 1;
+            next - 1
+        });
+        marks.insert(director.name.clone(), mark);
+    }
+    marks
+}
+
+fn load_flows(path: &Path, config: &ApplianceConfig, iface_names: &[&str]) -> anyhow::Result<FlowTable> {
+    let source = std::fs::read_to_string(path)
+        .with_context(|| format!("reading flows file {}", path.display()))?;
+    let table_config = TableConfig {
+        iface_names: (!iface_names.is_empty())
+            .then(|| iface_names.iter().map(|n| n.to_string()).collect()),
+        director_marks: (!config.director.is_empty()).then(|| director_marks(&config.director)),
     };
-    Ok(Pipeline::new(options))
+    FlowTable::from_source(&source, &table_config).map_err(|errors| {
+        let rendered = crate::flows_cli::render_errors(&path.display().to_string(), &source, &errors);
+        anyhow::anyhow!("{} error(s) in {}:\n{rendered}", errors.len(), path.display())
+    })
 }
 
 /// A configuration error located in its file.

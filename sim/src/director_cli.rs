@@ -14,11 +14,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use datapath::director::config::DirectorConfig;
 use datapath::director::{DirectorOptions, Directors};
 use datapath::packet::builder::PacketBuilder;
 use datapath::packet::{LinkType, parse};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// `sim director …`.
 #[derive(Args, Debug)]
@@ -45,18 +44,6 @@ pub struct WhichArgs {
     /// Print JSON lines instead of text.
     #[arg(long)]
     json: bool,
-}
-
-/// The parts of an appliance file this command reads.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ApplianceFile {
-    #[serde(default)]
-    director: Vec<DirectorConfig>,
-    #[allow(dead_code)]
-    flows: Option<toml::Value>,
-    #[allow(dead_code)]
-    shield: Option<toml::Value>,
 }
 
 /// One parsed `--packet`.
@@ -143,10 +130,7 @@ fn answer(directors: &mut Directors, now: u64, text: &str) -> anyhow::Result<Ans
 
 /// Load the appliance file and build the directors.
 pub fn load(path: &std::path::Path) -> anyhow::Result<Directors> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let file: ApplianceFile =
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let file = crate::appliance::ApplianceConfig::load(path)?;
     Directors::build(&file.director, DirectorOptions::default())
         .with_context(|| format!("in {}", path.display()))
 }
