@@ -7,6 +7,10 @@
 //! SYN-cookie SYN-ACKs) in [`Pipeline::emitted`]. Stages are optional: a pipeline with none
 //! classifies invalid packets and passes the rest, which is what a bare capture replay needs.
 //!
+//! Order: parse (and fragment overlap) → shield → flows → director for every packet, except
+//! replies of the director's own connections (real server → client): those are un-NATed by
+//! the director first, then shown to the shield (SYN-proxy sequence translation), then sent.
+//!
 //! Not here: configuration parsing (each stage's `build` does it) and any I/O.
 
 use std::net::SocketAddr;
@@ -235,12 +239,54 @@ impl Pipeline {
             meta.invalid = self.fragments.observe(now, meta);
         }
         self.counters.fragments = self.fragments.counters();
-        let outcome = match self.shield_stage(now, link, &mut frame) {
-            Some(outcome) => outcome,
-            None => self.after_shield(now, iface, frame),
+        let outcome = match self.director_reply(now, link, iface, &mut frame) {
+            Some(reply) => reply,
+            None => match self.shield_stage(now, link, &mut frame) {
+                Some(outcome) => outcome,
+                None => self.after_shield(now, iface, frame),
+            },
         };
         self.counters.count(&outcome);
         outcome
+    }
+
+    /// Replies of the director's connections (real server → client) are un-NATed first,
+    /// then shown to the shield (which translates sequence numbers of proxied connections,
+    /// or consumes the server's SYN-ACK), then sent; flows are not applied to them again.
+    fn director_reply(
+        &mut self,
+        now: TimeNs,
+        link: LinkType,
+        iface: IfaceId,
+        frame: &mut Vec<u8>,
+    ) -> Option<PacketOutcome> {
+        let directors = self.directors.as_mut()?;
+        let ControlFlow::Break(decision) = directors.process_reply(now, frame, &self.last_meta)
+        else {
+            return None;
+        };
+        let mut outcome = PacketOutcome::decided(Stage::Director, decision.verdict);
+        outcome.backend = decision.backend;
+        if decision.verdict != Verdict::Forward {
+            return Some(outcome);
+        }
+        let wire_len = frame.len() as u32;
+        parse_into(
+            &self.parse_options,
+            link,
+            frame,
+            wire_len,
+            iface,
+            &mut self.last_meta,
+        );
+        if let Some(decided) = self.shield_stage(now, link, frame) {
+            return Some(decided);
+        }
+        self.emitted.push(EmittedFrame {
+            iface,
+            frame: std::mem::take(frame),
+        });
+        Some(outcome)
     }
 
     /// Run the shield (or, without one, the bare invalid-packet check). `Some` when the
@@ -283,9 +329,22 @@ impl Pipeline {
 
     /// A frame the shield originates toward the server (SYN proxy): it goes through the
     /// later stages like a client frame, without touching the current packet's description.
-    fn forward_shield_frame(&mut self, now: TimeNs, link: LinkType, iface: IfaceId, frame: Vec<u8>) {
+    fn forward_shield_frame(
+        &mut self,
+        now: TimeNs,
+        link: LinkType,
+        iface: IfaceId,
+        frame: Vec<u8>,
+    ) {
         let mut meta = PacketMeta::default();
-        parse_into(&self.parse_options, link, &frame, frame.len() as u32, iface, &mut meta);
+        parse_into(
+            &self.parse_options,
+            link,
+            &frame,
+            frame.len() as u32,
+            iface,
+            &mut meta,
+        );
         let mut frame = frame;
         let classified = self.classify(now, &meta, &mut frame);
         if classified.forward {
@@ -319,7 +378,10 @@ impl Pipeline {
             match hit.action {
                 FlowAction::Drop => {
                     outcome.verdict = Verdict::Drop(DropReason::FlowDeny);
-                    return Classified { outcome, forward: false };
+                    return Classified {
+                        outcome,
+                        forward: false,
+                    };
                 }
                 FlowAction::Mark(mark) => fwmark = Some(mark),
                 FlowAction::Accept | FlowAction::Skip => {}

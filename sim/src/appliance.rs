@@ -54,7 +54,10 @@ pub fn build_pipeline(
     seed: u64,
     iface_names: &[&str],
 ) -> anyhow::Result<Pipeline> {
-    let options = ParseOptions { verify_l4_checksum: !config.no_l4_checksum, ..Default::default() };
+    let options = ParseOptions {
+        verify_l4_checksum: !config.no_l4_checksum,
+        ..Default::default()
+    };
     let mut pipeline = Pipeline::new(options);
     if let Some(shield) = &config.shield {
         let shield = datapath::shield::build(shield, seed, iface_names)
@@ -92,7 +95,11 @@ pub fn director_marks(directors: &[DirectorConfig]) -> BTreeMap<String, u32> {
     marks
 }
 
-fn load_flows(path: &Path, config: &ApplianceConfig, iface_names: &[&str]) -> anyhow::Result<FlowTable> {
+fn load_flows(
+    path: &Path,
+    config: &ApplianceConfig,
+    iface_names: &[&str],
+) -> anyhow::Result<FlowTable> {
     let source = std::fs::read_to_string(path)
         .with_context(|| format!("reading flows file {}", path.display()))?;
     let table_config = TableConfig {
@@ -101,8 +108,13 @@ fn load_flows(path: &Path, config: &ApplianceConfig, iface_names: &[&str]) -> an
         director_marks: (!config.director.is_empty()).then(|| director_marks(&config.director)),
     };
     FlowTable::from_source(&source, &table_config).map_err(|errors| {
-        let rendered = crate::flows_cli::render_errors(&path.display().to_string(), &source, &errors);
-        anyhow::anyhow!("{} error(s) in {}:\n{rendered}", errors.len(), path.display())
+        let rendered =
+            crate::flows_cli::render_errors(&path.display().to_string(), &source, &errors);
+        anyhow::anyhow!(
+            "{} error(s) in {}:\n{rendered}",
+            errors.len(),
+            path.display()
+        )
     })
 }
 

@@ -16,7 +16,7 @@
 
 pub mod appliance;
 pub mod capture;
-pub mod flows_cli;
 pub mod director_cli;
+pub mod flows_cli;
 pub mod record;
 pub mod replay;

@@ -259,6 +259,34 @@ impl Directors {
             .copied()
     }
 
+    /// Handle a packet only if it is a reply of one of the director's connections (real
+    /// server → client): un-NAT it in place and return the decision; anything else is
+    /// `Continue(())` and untouched. The pipeline calls this before the shield, so that the
+    /// shield sees replies as the client will (from the virtual address).
+    pub fn process_reply(
+        &mut self,
+        now: TimeNs,
+        frame: &mut [u8],
+        meta: &PacketMeta,
+    ) -> ControlFlow<Decision, ()> {
+        if meta.invalid.is_some() {
+            return ControlFlow::Continue(());
+        }
+        let Some(flow) = FlowKey::from_meta(meta) else {
+            return ControlFlow::Continue(());
+        };
+        let key = RealKey {
+            proto: flow.proto,
+            real: flow.source,
+            client: flow.destination,
+        };
+        self.advance(now);
+        match self.table.by_real.get(&key) {
+            Some(&slot) => ControlFlow::Break(self.reply(now, slot, frame, meta, &flow)),
+            None => ControlFlow::Continue(()),
+        }
+    }
+
     /// Handle one packet. `fwmark` is the packet's firewall mark (set by flows).
     ///
     /// `Continue(())`: not for the director. `Break(decision)`: decided; a forwarded frame
