@@ -198,3 +198,123 @@ mod tests {
         );
     }
 }
+
+/// What the appliance's stages saw, for reports: per-context shield counters and mode
+/// timelines, per-flow and per-rule hits, and the directors in `ipvsadm -L -n --stats`
+/// shape. Deterministic: every collection is ordered.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+pub struct ApplianceReport {
+    /// Shield contexts, in configuration order (default context first per instance).
+    pub shield: Vec<ShieldContextReport>,
+    /// Flows in file order.
+    pub flows: Vec<FlowReport>,
+    /// IP packets no flow claimed.
+    pub unclassified: u64,
+    /// `ipvsadm -L -n --stats` listing of the directors.
+    pub directors: Option<String>,
+}
+
+/// One shield context.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct ShieldContextReport {
+    /// Context name, e.g. `shield/192.0.2.10 vlan 100`.
+    pub name: String,
+    /// Non-zero counters by name.
+    pub counters: BTreeMap<String, u64>,
+    /// Protection-mode changes: (virtual ns, status bits: 0x1 SYN cookies, 0x2 TTL filter,
+    /// 0x4 unmatched drop, 0x8 surge).
+    pub modes: Vec<(u64, u8)>,
+}
+
+/// One flow's hits.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct FlowReport {
+    /// Flow name.
+    pub name: String,
+    /// Policy as written.
+    pub policy: String,
+    /// Packets the flow claimed.
+    pub hits: u64,
+    /// Packets each rule decided (1-based order).
+    pub rule_hits: Vec<u64>,
+}
+
+/// Collect the report of a pipeline's stages.
+pub fn report(pipeline: &Pipeline) -> ApplianceReport {
+    let mut report = ApplianceReport::default();
+    if let Some(shield) = pipeline.shield() {
+        for context in shield.contexts() {
+            let counters = shield.counters(context).entries();
+            let counters = counters.into_iter().filter(|(_, v)| *v > 0).collect();
+            let modes = shield
+                .mode_timeline(context)
+                .iter()
+                .map(|m| (m.time_ns, m.bits))
+                .collect();
+            report.shield.push(ShieldContextReport {
+                name: shield.context_name(context),
+                counters,
+                modes,
+            });
+        }
+    }
+    if let Some(flows) = pipeline.flows() {
+        for (index, flow) in flows.table.flows().iter().enumerate() {
+            let rules = flow.first_rule..flow.first_rule + flow.rule_count;
+            report.flows.push(FlowReport {
+                name: flow.name.clone(),
+                policy: flow.policy.to_string(),
+                hits: flows.counters.flow_hits[index],
+                rule_hits: flows.counters.rule_hits[rules].to_vec(),
+            });
+        }
+        report.unclassified = flows.counters.unclassified;
+    }
+    report.directors = pipeline.directors().map(|d| {
+        datapath::director::listing::render(d, datapath::director::listing::ListFormat::Stats)
+    });
+    report
+}
+
+/// Render the report as text (after a replay or run summary).
+pub fn render_report(report: &ApplianceReport) -> String {
+    let mut out = String::new();
+    for context in &report.shield {
+        let modes: Vec<String> = context
+            .modes
+            .iter()
+            .map(|(t, bits)| format!("{:.3}s→{bits:#x}", *t as f64 / 1e9))
+            .collect();
+        out.push_str(&format!(
+            "Shield {}: modes [{}]\n",
+            context.name,
+            modes.join(" ")
+        ));
+        for (name, value) in &context.counters {
+            out.push_str(&format!("  {name:<34} {value}\n"));
+        }
+    }
+    if !report.flows.is_empty() {
+        out.push_str(
+            "Flowmgr:    flow                         policy               hits  rule hits\n",
+        );
+        for flow in &report.flows {
+            let rules: Vec<String> = flow.rule_hits.iter().map(u64::to_string).collect();
+            out.push_str(&format!(
+                "  {:<28} {:<18} {:>6}  [{}]\n",
+                flow.name,
+                flow.policy,
+                flow.hits,
+                rules.join(", ")
+            ));
+        }
+        out.push_str(&format!("  (unclassified: {})\n", report.unclassified));
+    }
+    if let Some(listing) = &report.directors {
+        out.push_str(listing);
+        if !listing.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    out
+}

@@ -146,6 +146,9 @@ pub struct ReplaySummary {
     /// Pipeline decisions per stage, verdict and reason (with `--appliance`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<Vec<DecisionRow>>,
+    /// What the appliance's stages saw (with `--appliance`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub appliance: Option<crate::appliance::ApplianceReport>,
 }
 
 impl ReplaySummary {
@@ -304,9 +307,12 @@ pub struct ReplayRecord<'a> {
     /// Drop reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// Flow index that classified the packet.
+    /// Name of the flow that classified the packet.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub flow: Option<u16>,
+    pub flow: Option<&'a str>,
+    /// 1-based index of the deciding rule within that flow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<u16>,
     /// Real server chosen by the director.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<SocketAddr>,
@@ -319,7 +325,11 @@ impl<'a> ReplayRecord<'a> {
         out.write_all(b"\n")
     }
 
-    fn new(packet: PacketRecord<'a>, outcome: Option<&PacketOutcome>) -> Self {
+    fn new(
+        packet: PacketRecord<'a>,
+        outcome: Option<&PacketOutcome>,
+        pipeline: Option<&'a Pipeline>,
+    ) -> Self {
         let Some(outcome) = outcome else {
             return Self {
                 packet,
@@ -327,6 +337,7 @@ impl<'a> ReplayRecord<'a> {
                 verdict: None,
                 reason: None,
                 flow: None,
+                rule: None,
                 backend: None,
             };
         };
@@ -335,7 +346,14 @@ impl<'a> ReplayRecord<'a> {
             stage: Some(outcome.stage.name()),
             verdict: Some(outcome.verdict.name()),
             reason: outcome.verdict.drop_reason().map(|r| r.name().into_owned()),
-            flow: outcome.flow,
+            flow: outcome.flow.and_then(|index| {
+                let table = &pipeline?.flows()?.table;
+                table
+                    .flows()
+                    .get(usize::from(index))
+                    .map(|f| f.name.as_str())
+            }),
+            rule: outcome.flow_rule,
             backend: outcome.backend,
         }
     }
@@ -379,7 +397,8 @@ pub fn replay_files<W: Write>(
     }
     let elapsed_sec = started.elapsed().as_secs_f64();
     let mut summary = run.builder.finish(top);
-    summary.pipeline = pipeline.map(|p| p.counters().rows());
+    summary.pipeline = pipeline.as_ref().map(|p| p.counters().rows());
+    summary.appliance = pipeline.map(|p| crate::appliance::report(p));
     Ok(ReplayOutcome {
         summary,
         elapsed_sec,
@@ -461,7 +480,8 @@ impl ReplayRun<'_> {
             self.builder.add(ts_ns, link, meta);
             if let Some(out) = records.as_deref_mut() {
                 let packet = PacketRecord::new(file_label, index, ts_ns, meta);
-                ReplayRecord::new(packet, outcome.as_ref()).write_jsonl(out)?;
+                ReplayRecord::new(packet, outcome.as_ref(), pipeline.as_deref())
+                    .write_jsonl(out)?;
             }
         }
     }
@@ -590,6 +610,9 @@ pub fn render_summary(s: &ReplaySummary) -> String {
             ));
         }
     }
+    if let Some(report) = &s.appliance {
+        out_push(&mut line, &crate::appliance::render_report(report));
+    }
     line(format!(
         "Flows:      {} distinct (unidirectional 5-tuples)",
         s.flows
@@ -612,6 +635,13 @@ pub fn render_summary(s: &ReplaySummary) -> String {
         line(format!("Error:      {error}"));
     }
     out
+}
+
+/// Feed multi-line text to a line sink, one line at a time.
+fn out_push(line: &mut impl FnMut(String), text: &str) {
+    for l in text.lines() {
+        line(l.to_string());
+    }
 }
 
 fn render_protocols(p: &ProtoCounts) -> String {
