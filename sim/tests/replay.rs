@@ -231,3 +231,46 @@ fn real_syn_flood_through_the_game_appliance() {
     );
     insta::assert_snapshot!(render_summary(summary));
 }
+
+#[test]
+fn flows_eval_reads_a_capture() {
+    let output = sim()
+        .args([
+            "flows",
+            "eval",
+            "../scenarios/flows/doc-examples.flowmgr",
+            "--json",
+            "--pcap",
+        ])
+        .arg(real("zeek__icmp_dot1q.pcap"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 15, "one answer per packet");
+    let arp = &lines[0];
+    assert_eq!(
+        (arp["policy"].as_str(), arp["flow"].is_null()),
+        (Some("unclassified"), true)
+    );
+    let echo = lines
+        .iter()
+        .find(|l| l["packet"].as_str().unwrap().contains("icmp"))
+        .unwrap();
+    // Not 192.168.0.1 (ping flow), so only the catch-all claims it.
+    assert_eq!(
+        (
+            echo["flow"].as_str(),
+            echo["policy"].as_str(),
+            echo["rule"].as_u64()
+        ),
+        (Some("alltherest"), Some("deny"), Some(1))
+    );
+}
