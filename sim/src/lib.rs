@@ -13,5 +13,10 @@
 
 pub mod appliance;
 pub mod capture;
+pub mod engine;
 pub mod record;
 pub mod replay;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod traffic;

@@ -16,12 +16,15 @@ struct Cli {
 enum Command {
     /// Parse every packet of one or more captures and print a tcpreplay-style summary.
     Replay(sim::replay::ReplayArgs),
+    /// Run a scenario in virtual time and write its report.
+    Run(sim::run::RunArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Replay(args) => sim::replay::run(&args),
+        Command::Run(args) => sim::run::run(&args),
     };
     match result {
         Ok(code) => code,
