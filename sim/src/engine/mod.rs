@@ -87,6 +87,8 @@ pub struct Totals {
     pub emitted: u64,
     /// Emitted frames to addresses no host owns.
     pub unroutable: u64,
+    /// Emitted frames without an IP destination (ARP, LLDP, …): not routed.
+    pub non_ip: u64,
     /// Frames delivered to hosts.
     pub delivered: u64,
     /// Delivered frames to network addresses no client uses (flood replies).
@@ -105,6 +107,7 @@ impl Totals {
         self.processed += other.processed;
         self.emitted += other.emitted;
         self.unroutable += other.unroutable;
+        self.non_ip += other.non_ip;
         self.delivered += other.delivered;
         self.delivered_to_sink += other.delivered_to_sink;
         self.event_overflow += other.event_overflow;
@@ -350,6 +353,7 @@ impl<'a> Engine<'a> {
             self.queue_index,
             self.end,
         );
+        let mut next_address: BTreeMap<HostId, u32> = BTreeMap::new();
         for (index, traffic) in self.scenario.traffic.iter().enumerate() {
             let spec = traffic.get_ref();
             let host = self.world.network(spec.network()).ok_or_else(|| {
@@ -394,14 +398,24 @@ impl<'a> Engine<'a> {
                     (Box::new(source), Vec::new())
                 }
                 TrafficSpec::TcpClients(t) => {
-                    let clients =
-                        TcpClients::new(name.clone(), t, host, prefix, end, (seed, queue, queues));
+                    let addresses =
+                        self.client_addresses(host, prefix, t.clients, &mut next_address);
+                    let clients = TcpClients::new(
+                        name.clone(),
+                        t,
+                        host,
+                        addresses,
+                        end,
+                        (seed, queue, queues),
+                    );
                     let addresses = clients.addresses();
                     (Box::new(clients), addresses)
                 }
                 TrafficSpec::UdpClients(u) => {
+                    let addresses =
+                        self.client_addresses(host, prefix, u.clients, &mut next_address);
                     let clients =
-                        UdpClients::new(name.clone(), u, host, prefix, end, (queue, queues));
+                        UdpClients::new(name.clone(), u, host, addresses, end, (queue, queues));
                     let addresses = clients.addresses();
                     (Box::new(clients), addresses)
                 }
@@ -412,6 +426,29 @@ impl<'a> Engine<'a> {
             }
         }
         Ok(())
+    }
+
+    /// `count` client addresses of network `host` not used by an earlier source and not
+    /// owned by a backend.
+    fn client_addresses(
+        &self,
+        host: HostId,
+        prefix: ipnet::IpNet,
+        count: u32,
+        next: &mut BTreeMap<HostId, u32>,
+    ) -> Vec<IpAddr> {
+        let index = next.entry(host).or_insert(0);
+        let mut addresses = Vec::with_capacity(count as usize);
+        let mut tries = 0u32;
+        while addresses.len() < count as usize && tries < count.saturating_mul(4).max(16) {
+            let address = crate::traffic::tcp_clients::client_address(&prefix, *index);
+            *index = index.wrapping_add(1);
+            tries += 1;
+            if self.world.route(address) == Some(host) {
+                addresses.push(address);
+            }
+        }
+        addresses
     }
 
     fn build_backends(&mut self) {
@@ -591,7 +628,11 @@ impl<'a> Engine<'a> {
                 self.result.totals.not_kept += 1;
             }
         }
-        let Some(host) = frame_destination(&frame).and_then(|dst| self.world.route(dst)) else {
+        let Some(destination) = frame_destination(&frame) else {
+            self.result.totals.non_ip += 1;
+            return;
+        };
+        let Some(host) = self.world.route(destination) else {
             self.result.totals.unroutable += 1;
             return;
         };
@@ -687,7 +728,7 @@ pub fn apply_stage_event(_pipeline: &mut Pipeline, event: &TimedEvent) -> String
         TimedEvent::Mode { .. } => "a shield mode API",
         TimedEvent::Link { .. } => return "applied".into(),
     };
-    format!("pending: Pipeline has no {api} yet")
+    format!("pending: needs {api} in Pipeline")
 }
 
 /// A source's name in reports: its `name`, or `<kind><index>`.

@@ -108,8 +108,18 @@ pub struct LinkSpec {
     /// Bandwidth (unlimited when absent). Shared equally by the receive queues.
     pub bandwidth: Option<Bandwidth>,
     /// Loss probability in parts per million.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "loss_ppm")]
     pub loss_ppm: u32,
+}
+
+fn loss_ppm<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let value = u32::deserialize(deserializer)?;
+    if value > 1_000_000 {
+        return Err(serde::de::Error::custom(format!(
+            "loss_ppm {value} is above 1000000 (parts per million)"
+        )));
+    }
+    Ok(value)
 }
 
 /// A client network: owns an address prefix; clients and floods send from it, and frames to

@@ -54,14 +54,9 @@ fn validate_topology(scenario: &Scenario) -> Result<(), Failure> {
     let hosts = topology
         .networks
         .iter()
-        .map(|n| (&n.name, &n.iface, n.link.loss_ppm))
-        .chain(
-            topology
-                .backends
-                .iter()
-                .map(|b| (&b.name, &b.iface, b.link.loss_ppm)),
-        );
-    for (name, iface, loss_ppm) in hosts {
+        .map(|n| (&n.name, &n.iface))
+        .chain(topology.backends.iter().map(|b| (&b.name, &b.iface)));
+    for (name, iface) in hosts {
         if !topology.interfaces.contains(iface.get_ref()) {
             let message = format!(
                 "interface {:?} is not among topology.interfaces {:?}",
@@ -72,9 +67,6 @@ fn validate_topology(scenario: &Scenario) -> Result<(), Failure> {
         }
         if !names.insert(name.as_str()) {
             return Err((None, format!("host name {name:?} is used twice")));
-        }
-        if loss_ppm > 1_000_000 {
-            return Err((None, format!("{name}: loss_ppm must be at most 1000000")));
         }
     }
     Ok(())

@@ -1,5 +1,5 @@
 //! `tcp_clients`: real TCP clients on smoltcp. Connection `j` opens at `start + j / rate`
-//! from client host `j % clients` (an address of the source network, from `.1`) and local
+//! from client host `j % clients` (addresses of the source network handed out by the engine) and local
 //! port `1024 + j / clients`, sends `GET <n>\n` and reads `n` response bytes. Connection
 //! setup time (connect → ESTABLISHED) and completion time (connect → last byte) go into
 //! HdrHistograms; a connection that is not complete after `timeout` is aborted and fails;
@@ -32,7 +32,7 @@ const FIRST_PORT: u16 = 1024;
 /// Local ports per client address.
 const PORTS_PER_CLIENT: u64 = 64_000;
 
-/// The `index`-th host address of `net` (from `.1`).
+/// The `index`-th host address of `net` (from `.1`; wraps around).
 pub fn client_address(net: &IpNet, index: u32) -> IpAddr {
     match net {
         IpNet::V4(v4) => IpAddr::V4((u32::from(v4.network()).wrapping_add(1 + index)).into()),
@@ -61,7 +61,7 @@ struct ClientHost {
 pub struct TcpClients {
     spec: TcpClientsSpec,
     host: HostId,
-    network: IpNet,
+    addresses: Vec<IpAddr>,
     seed_name: String,
     seed: u64,
     total: u64,
@@ -69,8 +69,9 @@ pub struct TcpClients {
     queue: u16,
     queues: u16,
     hosts: BTreeMap<IpAddr, ClientHost>,
-    /// (deadline, address, socket) of connections not yet finished.
-    deadlines: BTreeSet<(TimeNs, IpAddr, SocketHandle)>,
+    /// (deadline, address, socket, connection id) of open connections (socket handles are
+    /// reused, so the id is checked too).
+    deadlines: BTreeSet<(TimeNs, IpAddr, SocketHandle, u64)>,
     tcp: TcpStats,
     stats: ActorStats,
 }
@@ -81,7 +82,7 @@ impl TcpClients {
         name: String,
         spec: &TcpClientsSpec,
         host: HostId,
-        network: IpNet,
+        addresses: Vec<IpAddr>,
         end: TimeNs,
         (seed, queue, queues): (u64, u16, u16),
     ) -> Self {
@@ -92,7 +93,7 @@ impl TcpClients {
         Self {
             spec: spec.clone(),
             host,
-            network,
+            addresses,
             seed_name: format!("{name}/q{queue}"),
             seed,
             total,
@@ -108,9 +109,7 @@ impl TcpClients {
 
     /// Addresses of the client hosts (frames to them are delivered here).
     pub fn addresses(&self) -> Vec<IpAddr> {
-        (0..self.spec.clients)
-            .map(|c| client_address(&self.network, c))
-            .collect()
+        self.addresses.clone()
     }
 
     fn start_time(&self, id: u64) -> TimeNs {
@@ -119,8 +118,8 @@ impl TcpClients {
     }
 
     fn endpoint(&self, id: u64) -> (IpAddr, u16) {
-        let clients = u64::from(self.spec.clients);
-        let address = client_address(&self.network, (id % clients) as u32);
+        let clients = self.addresses.len().max(1) as u64;
+        let address = self.addresses[(id % clients) as usize];
         let port = FIRST_PORT + ((id / clients) % PORTS_PER_CLIENT) as u16;
         (address, port)
     }
@@ -174,12 +173,12 @@ impl TcpClients {
         );
         client.next_poll = Some(now);
         self.deadlines
-            .insert((now + self.spec.timeout.0, address, handle));
+            .insert((now + self.spec.timeout.0, address, handle, id));
     }
 
     /// Abort connections whose deadline passed.
     fn expire(&mut self, now: TimeNs) {
-        while let Some(&(deadline, address, handle)) = self.deadlines.first() {
+        while let Some(&(deadline, address, handle, id)) = self.deadlines.first() {
             if deadline > now {
                 break;
             }
@@ -188,6 +187,7 @@ impl TcpClients {
                 continue;
             };
             if let Some(connection) = client.connections.get_mut(&handle)
+                && connection.id == id
                 && !connection.finished
             {
                 connection.finished = true;

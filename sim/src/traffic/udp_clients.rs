@@ -12,9 +12,7 @@ use datapath::TimeNs;
 use datapath::packet::builder::PacketBuilder;
 use datapath::packet::{LinkType, ParseOptions, ip_proto, parse_with};
 use datapath::verdict::NS_PER_SEC;
-use ipnet::IpNet;
 
-use super::tcp_clients::client_address;
 use super::{Actor, ActorStats, Outbox, UdpStats};
 use crate::engine::world::{HostId, queue_of};
 use crate::scenario::UdpClientsSpec;
@@ -26,7 +24,7 @@ const FIRST_PORT: u16 = 1024;
 pub struct UdpClients {
     spec: UdpClientsSpec,
     host: HostId,
-    network: IpNet,
+    addresses: Vec<IpAddr>,
     total: u64,
     next_request: u64,
     queue: u16,
@@ -44,7 +42,7 @@ impl UdpClients {
         name: String,
         spec: &UdpClientsSpec,
         host: HostId,
-        network: IpNet,
+        addresses: Vec<IpAddr>,
         end: TimeNs,
         (queue, queues): (u16, u16),
     ) -> Self {
@@ -55,7 +53,7 @@ impl UdpClients {
         Self {
             spec: spec.clone(),
             host,
-            network,
+            addresses,
             total,
             next_request: 0,
             queue,
@@ -69,9 +67,7 @@ impl UdpClients {
 
     /// Addresses of the client hosts.
     pub fn addresses(&self) -> Vec<IpAddr> {
-        (0..self.spec.clients)
-            .map(|c| client_address(&self.network, c))
-            .collect()
+        self.addresses.clone()
     }
 
     fn send_time(&self, id: u64) -> TimeNs {
@@ -80,8 +76,8 @@ impl UdpClients {
     }
 
     fn endpoint(&self, id: u64) -> (IpAddr, u16) {
-        let clients = u64::from(self.spec.clients);
-        let address = client_address(&self.network, (id % clients) as u32);
+        let clients = self.addresses.len().max(1) as u64;
+        let address = self.addresses[(id % clients) as usize];
         (address, FIRST_PORT + ((id / clients) % 64_000) as u16)
     }
 
