@@ -30,7 +30,7 @@ pub const MAX_RESPONSE_BYTES: u64 = 16 << 20;
 /// Longest request line read.
 const MAX_REQUEST_LINE: usize = 64;
 /// Idle time after which a server connection is aborted (half-open flood connections).
-const SERVER_IDLE_TIMEOUT_MS: u64 = 1_000;
+const SERVER_IDLE_TIMEOUT_MS: u64 = 5_000;
 
 struct ServerConnection {
     port: u16,

@@ -1,8 +1,8 @@
 //! Floods: `syn_flood`, `ack_flood`, `udp_flood`, `icmp_flood`. Packet `i` of a flood is a
 //! pure function of (seed, source name, i): its send time comes from the rate and burst
-//! pattern, its fields (spoofed source, ports, TTL, sequence numbers) from the source's
-//! ChaCha stream at word `16 * i`. Every receive queue can therefore generate exactly its
-//! own share of a flood without generating the others' packets' frames.
+//! pattern, its fields (spoofed source, ports, TTL, sequence numbers) are the `i`-th draw
+//! from the source's ChaCha stream. Every receive queue draws every packet's fields (cheap)
+//! but builds and sends only the packets whose flow hashes to it.
 //!
 //! Not here: what happens to the packets (the pipeline decides).
 
@@ -19,9 +19,6 @@ use super::{Actor, ActorStats, Outbox};
 use crate::engine::rng::below;
 use crate::engine::world::{HostId, queue_of};
 use crate::scenario::{Burst, Destinations, FloodSpec, RangeSet};
-
-/// Random words reserved per packet in the source's stream.
-const WORDS_PER_PACKET: u128 = 16;
 
 /// Parse `"192.0.2.10:80"`, `"[2001:db8::1]:80"` or a bare address.
 pub fn parse_destination(text: &str) -> Result<(IpAddr, Option<u16>), String> {
@@ -145,8 +142,9 @@ impl FloodSource {
         self.start.saturating_add(offset)
     }
 
-    fn fields(&mut self, index: u64) -> Fields {
-        self.rng.set_word_pos(u128::from(index) * WORDS_PER_PACKET);
+    /// Draw the fields of the next packet. Every queue draws every packet's fields in index
+    /// order from the same stream, so packet `i` is the same on every queue.
+    fn fields(&mut self) -> Fields {
         let src = random_address(&self.src, self.rng.next_u64());
         let (dst, fixed_port) =
             self.destinations[below(self.rng.next_u64(), self.destinations.len() as u64) as usize];
@@ -230,7 +228,7 @@ impl Actor for FloodSource {
             }
             let fields = match self.pending.take() {
                 Some(fields) => fields,
-                None => self.fields(index),
+                None => self.fields(),
             };
             if queue_of(fields.src, fields.sport, self.queues) != self.queue {
                 self.next_index += 1;
