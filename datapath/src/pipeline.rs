@@ -100,6 +100,18 @@ pub struct DecisionRow {
 }
 
 impl PipelineCounters {
+    /// Add another pipeline's counters (shards of one run).
+    pub fn merge(&mut self, other: &Self) {
+        self.packets += other.packets;
+        for (mine, theirs) in self.verdicts.iter_mut().zip(&other.verdicts) {
+            mine.iter_mut().zip(theirs).for_each(|(a, b)| *a += b);
+        }
+        for (mine, theirs) in self.drops.iter_mut().zip(&other.drops) {
+            mine.iter_mut().zip(theirs).for_each(|(a, b)| *a += b);
+        }
+        self.fragments.merge(&other.fragments);
+    }
+
     fn count(&mut self, outcome: &PacketOutcome) {
         let stage = outcome.stage.index();
         self.verdicts[stage][outcome.verdict.kind_index()] += 1;

@@ -210,8 +210,106 @@ pub struct ApplianceReport {
     pub flows: Vec<FlowReport>,
     /// IP packets no flow claimed.
     pub unclassified: u64,
-    /// `ipvsadm -L -n --stats` listing of the directors.
-    pub directors: Option<String>,
+    /// Virtual services with their real servers (what `ipvsadm -L -n --stats` shows).
+    pub directors: Vec<ServiceReport>,
+}
+
+/// One virtual service.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct ServiceReport {
+    /// Director name.
+    pub name: String,
+    /// `TCP 192.0.2.10:80` or `FWM 80`.
+    pub key: String,
+    /// Scheduler.
+    pub scheduler: String,
+    /// Real servers in list order.
+    pub reals: Vec<RealReport>,
+}
+
+/// One real server.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct RealReport {
+    /// Address.
+    pub address: String,
+    /// `Masq`, `Route` or `Tunnel`.
+    pub forward: &'static str,
+    /// Weight.
+    pub weight: i32,
+    /// ActiveConn.
+    pub active: u64,
+    /// InActConn.
+    pub inactive: u64,
+    /// Connections scheduled.
+    pub connections: u64,
+    /// Packets client → server.
+    pub packets_in: u64,
+    /// Packets server → client.
+    pub packets_out: u64,
+}
+
+impl ApplianceReport {
+    /// Add the report of another shard of the same appliance (same configuration, so the
+    /// same contexts, flows and services in the same order). Counters add up; mode
+    /// timelines are concatenated in shard order.
+    pub fn merge(&mut self, other: &Self) {
+        if self.shield.is_empty() && self.flows.is_empty() && self.directors.is_empty() {
+            *self = other.clone();
+            return;
+        }
+        for (mine, theirs) in self.shield.iter_mut().zip(&other.shield) {
+            for (name, value) in &theirs.counters {
+                if name != "mode_bits" {
+                    *mine.counters.entry(name.clone()).or_default() += value;
+                }
+            }
+            mine.modes.extend(&theirs.modes);
+            mine.modes.sort_unstable();
+        }
+        for (mine, theirs) in self.flows.iter_mut().zip(&other.flows) {
+            mine.hits += theirs.hits;
+            mine.rule_hits
+                .iter_mut()
+                .zip(&theirs.rule_hits)
+                .for_each(|(a, b)| *a += b);
+        }
+        self.unclassified += other.unclassified;
+        for (mine, theirs) in self.directors.iter_mut().zip(&other.directors) {
+            for (a, b) in mine.reals.iter_mut().zip(&theirs.reals) {
+                a.active += b.active;
+                a.inactive += b.inactive;
+                a.connections += b.connections;
+                a.packets_in += b.packets_in;
+                a.packets_out += b.packets_out;
+            }
+        }
+    }
+}
+
+fn service_reports(directors: &datapath::director::Directors) -> Vec<ServiceReport> {
+    directors
+        .services()
+        .iter()
+        .map(|service| ServiceReport {
+            name: service.spec.name.clone(),
+            key: service.spec.key.to_string(),
+            scheduler: service.spec.scheduler.name().to_string(),
+            reals: service
+                .dests
+                .linked()
+                .map(|(_, real)| RealReport {
+                    address: real.address.to_string(),
+                    forward: real.forward.ipvsadm_name(),
+                    weight: real.weight,
+                    active: u64::from(real.active),
+                    inactive: u64::from(real.inactive),
+                    connections: real.stats.connections,
+                    packets_in: real.stats.packets_in,
+                    packets_out: real.stats.packets_out,
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// One shield context.
@@ -222,7 +320,8 @@ pub struct ShieldContextReport {
     /// Non-zero counters by name.
     pub counters: BTreeMap<String, u64>,
     /// Protection-mode changes: (virtual ns, status bits: 0x1 SYN cookies, 0x2 TTL filter,
-    /// 0x4 unmatched drop, 0x8 surge).
+    /// 0x4 unmatched drop, 0x8 surge). In a sharded run, the changes of every queue in time
+    /// order (each queue measures its own share of the traffic).
     pub modes: Vec<(u64, u8)>,
 }
 
@@ -270,9 +369,10 @@ pub fn report(pipeline: &Pipeline) -> ApplianceReport {
         }
         report.unclassified = flows.counters.unclassified;
     }
-    report.directors = pipeline.directors().map(|d| {
-        datapath::director::listing::render(d, datapath::director::listing::ListFormat::Stats)
-    });
+    report.directors = pipeline
+        .directors()
+        .map(service_reports)
+        .unwrap_or_default();
     report
 }
 
@@ -310,10 +410,27 @@ pub fn render_report(report: &ApplianceReport) -> String {
         }
         out.push_str(&format!("  (unclassified: {})\n", report.unclassified));
     }
-    if let Some(listing) = &report.directors {
-        out.push_str(listing);
-        if !listing.ends_with('\n') {
-            out.push('\n');
+    if !report.directors.is_empty() {
+        out.push_str("Directors:  (ipvsadm -L -n shape, with --stats counters)\n");
+        out.push_str("  Prot LocalAddress:Port Scheduler\n    -> RemoteAddress:Port           Forward Weight ActiveConn InActConn    Conns   InPkts  OutPkts\n");
+    }
+    for service in &report.directors {
+        out.push_str(&format!(
+            "  {} {} ({})\n",
+            service.key, service.scheduler, service.name
+        ));
+        for r in &service.reals {
+            out.push_str(&format!(
+                "    -> {:<28} {:<7} {:<6} {:<10} {:<9} {:>8} {:>8} {:>8}\n",
+                r.address,
+                r.forward,
+                r.weight,
+                r.active,
+                r.inactive,
+                r.connections,
+                r.packets_in,
+                r.packets_out
+            ));
         }
     }
     out

@@ -17,6 +17,11 @@
 pub mod appliance;
 pub mod capture;
 pub mod director_cli;
+pub mod engine;
 pub mod flows_cli;
 pub mod record;
 pub mod replay;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod traffic;

@@ -20,6 +20,8 @@ enum Command {
     Flows(sim::flows_cli::FlowsArgs),
     /// LVS director tools (`which`: the real server a new connection would get).
     Director(sim::director_cli::DirectorArgs),
+    /// Run a scenario in virtual time and write its report.
+    Run(sim::run::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => sim::replay::run(&args),
         Command::Flows(args) => sim::flows_cli::run(&args),
         Command::Director(args) => sim::director_cli::run(&args),
+        Command::Run(args) => sim::run::run(&args),
     };
     match result {
         Ok(code) => code,

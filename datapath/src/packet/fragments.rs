@@ -57,6 +57,18 @@ pub struct FragmentCounters {
     pub untracked: u64,
 }
 
+impl FragmentCounters {
+    /// Add another tracker's counters.
+    pub fn merge(&mut self, other: &Self) {
+        self.fragments += other.fragments;
+        self.overlaps += other.overlaps;
+        self.duplicates += other.duplicates;
+        self.completed += other.completed;
+        self.expired += other.expired;
+        self.untracked += other.untracked;
+    }
+}
+
 /// Bounded per-datagram range tracker. Time is passed in; nothing reads a clock.
 #[derive(Debug, Default)]
 pub struct FragmentTracker {

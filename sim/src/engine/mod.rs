@@ -1,0 +1,784 @@
+//! The discrete-event engine: one receive queue (shard) of a scenario run in virtual time.
+//!
+//! Events — an actor's wake-up, a frame arriving at the appliance, a frame arriving at a
+//! host, a timed scenario event — are ordered by (time, sequence number). Actors (traffic
+//! sources and backends, see [`crate::traffic`]) send frames into their host's link; frames
+//! that reach the appliance go through [`Pipeline::process`] with `now` and the bytes only;
+//! every frame the pipeline emits is routed to the host owning its destination address
+//! (counted as unroutable when none does) over that host's link.
+//!
+//! A run is split into the scenario's receive queues, each with its own pipeline, hosts and
+//! links (bandwidth shared equally), and traffic spread by the client endpoint's hash;
+//! [`crate::run`] runs the shards (in parallel) and merges them in queue order.
+//!
+//! Not here: scenario parsing, report rendering, threads.
+
+pub mod backend;
+pub mod link;
+pub mod queue;
+pub mod rng;
+pub mod stack;
+pub mod world;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use datapath::TimeNs;
+use datapath::packet::{LinkType, PacketMeta};
+use datapath::pipeline::{PacketOutcome, Pipeline, PipelineCounters};
+use datapath::verdict::{NS_PER_SEC, Verdict};
+use serde::Serialize;
+
+use crate::scenario::{Scenario, TimedEvent, TrafficSpec};
+use crate::traffic::flood::{FloodKind, FloodSource};
+use crate::traffic::pcap::PcapSource;
+use crate::traffic::tcp_clients::TcpClients;
+use crate::traffic::udp_clients::UdpClients;
+use crate::traffic::{Actor, ActorStats, Outbox};
+use link::{Pipe, Transit};
+use queue::EventQueue;
+use world::{HostId, HostKind, World, frame_destination};
+
+/// Wake-ups of one actor at one instant before the engine moves it 1 µs on (a guard against
+/// an actor that keeps asking for "now").
+const MAX_SAME_INSTANT_WAKES: u32 = 100_000;
+/// Most emitted frames kept per shard for `--pcap-out`; more are counted, not kept.
+pub const CAPTURE_CAPACITY: usize = 1 << 21;
+/// Most per-packet records kept per shard for `--packets`; more are counted, not kept.
+pub const RECORD_CAPACITY: usize = 1 << 22;
+
+/// What the caller wants collected besides counters.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Collect {
+    /// Per-packet records (`--packets`).
+    pub records: bool,
+    /// Emitted frames (`--pcap-out`).
+    pub emitted: bool,
+}
+
+/// One packet the pipeline processed, for `--packets`.
+#[derive(Clone, Debug)]
+pub struct PacketLine {
+    /// Virtual time.
+    pub time: TimeNs,
+    /// Receive queue.
+    pub queue: u16,
+    /// Parsed packet.
+    pub meta: PacketMeta,
+    /// What the pipeline decided.
+    pub outcome: PacketOutcome,
+    /// Frames it emitted.
+    pub emitted: u16,
+}
+
+/// Frame counts of a run.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Totals {
+    /// Frames sent by sources and backends.
+    pub sent: u64,
+    /// Frames lost on links (random loss).
+    pub link_lost: u64,
+    /// Frames tail-dropped at full link queues.
+    pub link_queue_full: u64,
+    /// Frames processed by the pipeline.
+    pub processed: u64,
+    /// Frames the pipeline emitted.
+    pub emitted: u64,
+    /// Emitted frames to addresses no host owns.
+    pub unroutable: u64,
+    /// Emitted frames without an IP destination (ARP, LLDP, …): not routed.
+    pub non_ip: u64,
+    /// Frames delivered to hosts.
+    pub delivered: u64,
+    /// Delivered frames to network addresses no client uses (flood replies).
+    pub delivered_to_sink: u64,
+    /// Events dropped because the event queue was full.
+    pub event_overflow: u64,
+    /// Frames not kept for `--pcap-out` / records not kept for `--packets` (capacity).
+    pub not_kept: u64,
+}
+
+impl Totals {
+    fn merge(&mut self, other: &Self) {
+        self.sent += other.sent;
+        self.link_lost += other.link_lost;
+        self.link_queue_full += other.link_queue_full;
+        self.processed += other.processed;
+        self.emitted += other.emitted;
+        self.unroutable += other.unroutable;
+        self.non_ip += other.non_ip;
+        self.delivered += other.delivered;
+        self.delivered_to_sink += other.delivered_to_sink;
+        self.event_overflow += other.event_overflow;
+        self.not_kept += other.not_kept;
+    }
+}
+
+/// One second of the run.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct SecondRow {
+    /// Second since the start.
+    pub second: u64,
+    /// Frames processed.
+    pub processed: u64,
+    /// Verdict `pass`.
+    pub pass: u64,
+    /// Verdict `drop`.
+    pub drop: u64,
+    /// Verdict `reply`.
+    pub reply: u64,
+    /// Verdict `forward`.
+    pub forward: u64,
+    /// Frames emitted.
+    pub emitted: u64,
+    /// Frames delivered to hosts.
+    pub delivered: u64,
+}
+
+impl SecondRow {
+    fn merge(&mut self, other: &Self) {
+        self.processed += other.processed;
+        self.pass += other.pass;
+        self.drop += other.drop;
+        self.reply += other.reply;
+        self.forward += other.forward;
+        self.emitted += other.emitted;
+        self.delivered += other.delivered;
+    }
+}
+
+/// A timed event as it happened.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct EventLogEntry {
+    /// When (virtual ns).
+    pub at_ns: TimeNs,
+    /// The event.
+    pub event: TimedEvent,
+    /// `applied`, or `pending: …` when the pipeline has no API for it yet.
+    pub status: String,
+}
+
+/// Everything one shard produced.
+#[derive(Debug)]
+pub struct ShardResult {
+    /// Pipeline counters.
+    pub counters: PipelineCounters,
+    /// Frame counts.
+    pub totals: Totals,
+    /// Hits per (flow, rule).
+    pub flows: BTreeMap<(u16, u16), u64>,
+    /// Packets per backend chosen by the director.
+    pub backends: BTreeMap<SocketAddr, u64>,
+    /// Frames delivered per host, by host id.
+    pub delivered: Vec<u64>,
+    /// Per-second rows.
+    pub timeline: Vec<SecondRow>,
+    /// Actor statistics, in actor order.
+    pub actors: Vec<ActorStats>,
+    /// Timed events.
+    pub events: Vec<EventLogEntry>,
+    /// Per-packet records (when collected).
+    pub records: Vec<PacketLine>,
+    /// Emitted frames with their time (when collected).
+    pub emitted: Vec<(TimeNs, Vec<u8>)>,
+    /// What the appliance's stages saw (shield contexts, flows, directors).
+    pub appliance: crate::appliance::ApplianceReport,
+}
+
+impl ShardResult {
+    /// Add a later shard's results (call in queue order).
+    pub fn merge(&mut self, other: ShardResult) {
+        merge_counters(&mut self.counters, &other.counters);
+        self.appliance.merge(&other.appliance);
+        self.totals.merge(&other.totals);
+        for (key, value) in other.flows {
+            *self.flows.entry(key).or_default() += value;
+        }
+        for (key, value) in other.backends {
+            *self.backends.entry(key).or_default() += value;
+        }
+        for (mine, theirs) in self.delivered.iter_mut().zip(&other.delivered) {
+            *mine += theirs;
+        }
+        if self.timeline.len() < other.timeline.len() {
+            self.timeline
+                .resize_with(other.timeline.len(), SecondRow::default);
+        }
+        for (index, row) in other.timeline.iter().enumerate() {
+            self.timeline[index].second = index as u64;
+            self.timeline[index].merge(row);
+        }
+        for (mine, theirs) in self.actors.iter_mut().zip(&other.actors) {
+            mine.merge(theirs);
+        }
+        self.records.extend(other.records);
+        self.emitted.extend(other.emitted);
+    }
+}
+
+fn merge_counters(mine: &mut PipelineCounters, theirs: &PipelineCounters) {
+    mine.merge(theirs);
+}
+
+enum Event {
+    Wake(u16),
+    AtAppliance { host: HostId, frame: Vec<u8> },
+    AtHost { host: HostId, frame: Vec<u8> },
+    Timed(u16),
+}
+
+/// Where frames to a host's addresses go.
+enum Receiver {
+    Actor(u16),
+    Sink,
+}
+
+/// One shard of a run.
+pub struct Engine<'a> {
+    scenario: &'a Scenario,
+    world: &'a World,
+    queue_index: u16,
+    end: TimeNs,
+    pipeline: Pipeline,
+    queue: EventQueue<Event>,
+    actors: Vec<Box<dyn Actor>>,
+    scheduled: Vec<Option<TimeNs>>,
+    same_instant: Vec<(TimeNs, u32)>,
+    /// Per host: (host → appliance, appliance → host).
+    links: Vec<(Pipe, Pipe)>,
+    backend_actor: Vec<Option<u16>>,
+    client_actor: HashMap<IpAddr, u16>,
+    collect: Collect,
+    outbox: Outbox,
+    result: ShardResult,
+}
+
+impl<'a> Engine<'a> {
+    /// Build shard `queue_index` of `scenario`: its pipeline (from the appliance
+    /// configuration), actors and links. All configuration errors surface here.
+    pub fn new(
+        scenario: &'a Scenario,
+        base_dir: &Path,
+        world: &'a World,
+        queue_index: u16,
+        collect: Collect,
+    ) -> anyhow::Result<Self> {
+        let names: Vec<&str> = scenario
+            .topology
+            .interfaces
+            .iter()
+            .map(String::as_str)
+            .collect();
+        let pipeline =
+            crate::appliance::build_pipeline(&scenario.appliance, base_dir, scenario.seed, &names)?;
+        let links = world
+            .hosts
+            .iter()
+            .map(|host| {
+                let stream = |direction: &str| {
+                    let name = format!("link/{}/{direction}/q{queue_index}", host.name);
+                    rng::stream(scenario.seed, &name)
+                };
+                (
+                    Pipe::new(&host.link, scenario.queues, stream("to_appliance")),
+                    Pipe::new(&host.link, scenario.queues, stream("from_appliance")),
+                )
+            })
+            .collect();
+        let mut engine = Self {
+            scenario,
+            world,
+            queue_index,
+            end: scenario.duration.0,
+            pipeline,
+            queue: EventQueue::default(),
+            actors: Vec::new(),
+            scheduled: Vec::new(),
+            same_instant: Vec::new(),
+            links,
+            backend_actor: vec![None; world.hosts.len()],
+            client_actor: HashMap::new(),
+            collect,
+            outbox: Vec::new(),
+            result: ShardResult {
+                counters: PipelineCounters::default(),
+                totals: Totals::default(),
+                flows: BTreeMap::new(),
+                backends: BTreeMap::new(),
+                delivered: vec![0; world.hosts.len()],
+                timeline: Vec::new(),
+                actors: Vec::new(),
+                events: Vec::new(),
+                records: Vec::new(),
+                emitted: Vec::new(),
+                appliance: crate::appliance::ApplianceReport::default(),
+            },
+        };
+        engine.build_sources(base_dir)?;
+        engine.build_backends();
+        Ok(engine)
+    }
+
+    fn add_actor(&mut self, actor: Box<dyn Actor>) -> u16 {
+        self.actors.push(actor);
+        self.scheduled.push(None);
+        self.same_instant.push((0, 0));
+        (self.actors.len() - 1) as u16
+    }
+
+    fn build_sources(&mut self, base_dir: &Path) -> anyhow::Result<()> {
+        let (seed, queues, queue, end) = (
+            self.scenario.seed,
+            self.scenario.queues,
+            self.queue_index,
+            self.end,
+        );
+        let mut next_address: BTreeMap<HostId, u32> = BTreeMap::new();
+        for (index, traffic) in self.scenario.traffic.iter().enumerate() {
+            let spec = traffic.get_ref();
+            let host = self.world.network(spec.network()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "traffic source {index}: network {:?} is not defined",
+                    spec.network()
+                )
+            })?;
+            let HostKind::Network(prefix) = self.world.hosts[usize::from(host)].kind else {
+                anyhow::bail!(
+                    "traffic source {index}: {:?} is not a network",
+                    spec.network()
+                );
+            };
+            let name = source_name(spec, index);
+            let stream = rng::stream(seed, &format!("traffic/{name}"));
+            let flood = |kind, flood_spec| -> Box<dyn Actor> {
+                Box::new(FloodSource::new(
+                    name.clone(),
+                    kind,
+                    flood_spec,
+                    host,
+                    prefix,
+                    end,
+                    (queue, queues),
+                    stream.clone(),
+                ))
+            };
+            let (actor, addresses): (Box<dyn Actor>, Vec<IpAddr>) = match spec {
+                TrafficSpec::SynFlood(f) => (flood(FloodKind::Syn, f), Vec::new()),
+                TrafficSpec::AckFlood(f) => (flood(FloodKind::Ack, f), Vec::new()),
+                TrafficSpec::UdpFlood(f) => (flood(FloodKind::Udp, f), Vec::new()),
+                TrafficSpec::IcmpFlood(f) => (flood(FloodKind::Icmp, f), Vec::new()),
+                TrafficSpec::Pcap(p) => {
+                    let source = PcapSource::new(
+                        name.clone(),
+                        p,
+                        base_dir.join(&p.file),
+                        host,
+                        (queue, queues),
+                    )?;
+                    (Box::new(source), Vec::new())
+                }
+                TrafficSpec::TcpClients(t) => {
+                    let addresses =
+                        self.client_addresses(host, prefix, t.clients, &mut next_address);
+                    let clients = TcpClients::new(
+                        name.clone(),
+                        t,
+                        host,
+                        addresses,
+                        end,
+                        (seed, queue, queues),
+                    );
+                    let addresses = clients.addresses();
+                    (Box::new(clients), addresses)
+                }
+                TrafficSpec::UdpClients(u) => {
+                    let addresses =
+                        self.client_addresses(host, prefix, u.clients, &mut next_address);
+                    let clients =
+                        UdpClients::new(name.clone(), u, host, addresses, end, (queue, queues));
+                    let addresses = clients.addresses();
+                    (Box::new(clients), addresses)
+                }
+            };
+            let id = self.add_actor(actor);
+            for address in addresses {
+                self.client_actor.entry(address).or_insert(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// `count` client addresses of network `host` not used by an earlier source and not
+    /// owned by a backend.
+    fn client_addresses(
+        &self,
+        host: HostId,
+        prefix: ipnet::IpNet,
+        count: u32,
+        next: &mut BTreeMap<HostId, u32>,
+    ) -> Vec<IpAddr> {
+        let index = next.entry(host).or_insert(0);
+        let mut addresses = Vec::with_capacity(count as usize);
+        let mut tries = 0u32;
+        while addresses.len() < count as usize && tries < count.saturating_mul(4).max(16) {
+            let address = crate::traffic::tcp_clients::client_address(&prefix, *index);
+            *index = index.wrapping_add(1);
+            tries += 1;
+            if self.world.route(address) == Some(host) {
+                addresses.push(address);
+            }
+        }
+        addresses
+    }
+
+    fn build_backends(&mut self) {
+        for (host, spec) in self.world.hosts.clone().iter().enumerate() {
+            let HostKind::Backend(index) = spec.kind else {
+                continue;
+            };
+            let backend_spec = &self.scenario.topology.backends[index];
+            let name = format!("backend/{}/q{}", backend_spec.name, self.queue_index);
+            let seed = rng::derive_u64(self.scenario.seed, &name);
+            let actor = backend::Backend::new(backend_spec, host as HostId, seed);
+            let id = self.add_actor(Box::new(actor));
+            self.backend_actor[host] = Some(id);
+        }
+    }
+
+    fn schedule_wake(&mut self, actor: u16, at: TimeNs) {
+        let slot = &mut self.scheduled[usize::from(actor)];
+        if slot.is_none_or(|current| at < current) {
+            *slot = Some(at);
+            if !self.queue.push(at, Event::Wake(actor)) {
+                *slot = None;
+            }
+        }
+    }
+
+    /// Run to the end of the scenario; `progress` is told how much virtual time passed.
+    pub fn run(mut self, progress: &dyn Fn(TimeNs)) -> ShardResult {
+        for actor in 0..self.actors.len() as u16 {
+            self.schedule_wake(actor, 0);
+        }
+        for (index, event) in self.scenario.events.iter().enumerate() {
+            self.queue
+                .push(event.get_ref().at().0, Event::Timed(index as u16));
+        }
+        let mut reported: TimeNs = 0;
+        while let Some(time) = self.queue.peek_time() {
+            if time > self.end {
+                break;
+            }
+            let Some((now, event)) = self.queue.pop() else {
+                break;
+            };
+            if now - reported >= 1_000_000 {
+                progress(now - reported);
+                reported = now;
+            }
+            self.handle(now, event);
+        }
+        progress(self.end.saturating_sub(reported));
+        self.finish()
+    }
+
+    fn handle(&mut self, now: TimeNs, event: Event) {
+        match event {
+            Event::Wake(actor) => self.wake(now, actor),
+            Event::AtAppliance { host, frame } => self.at_appliance(now, host, frame),
+            Event::AtHost { host, frame } => self.at_host(now, host, frame),
+            Event::Timed(index) => self.timed(now, index),
+        }
+    }
+
+    fn wake(&mut self, now: TimeNs, actor: u16) {
+        let index = usize::from(actor);
+        if self.scheduled[index] != Some(now) {
+            return; // superseded by an earlier wake-up
+        }
+        self.scheduled[index] = None;
+        let next = self.actors[index].wake(now, &mut self.outbox);
+        self.send_outbox(now);
+        self.after_actor(now, actor, next);
+    }
+
+    fn after_actor(&mut self, now: TimeNs, actor: u16, next: Option<TimeNs>) {
+        let Some(mut next) = next else {
+            return;
+        };
+        let index = usize::from(actor);
+        let (instant, count) = &mut self.same_instant[index];
+        if next <= now {
+            next = now;
+            if *instant == now {
+                *count += 1;
+            } else {
+                (*instant, *count) = (now, 1);
+            }
+            if *count > MAX_SAME_INSTANT_WAKES {
+                next = now + 1_000;
+            }
+        }
+        self.schedule_wake(actor, next);
+    }
+
+    fn send_outbox(&mut self, now: TimeNs) {
+        let frames = std::mem::take(&mut self.outbox);
+        for (host, frame) in frames {
+            self.result.totals.sent += 1;
+            match self.links[usize::from(host)].0.send(now, frame.len()) {
+                Transit::Arrives(at) if at == now => self.at_appliance(now, host, frame),
+                Transit::Arrives(at) => {
+                    self.queue.push(at, Event::AtAppliance { host, frame });
+                }
+                Transit::Lost => self.result.totals.link_lost += 1,
+                Transit::QueueFull => self.result.totals.link_queue_full += 1,
+            }
+        }
+    }
+
+    fn second(&mut self, now: TimeNs) -> &mut SecondRow {
+        let second = (now / NS_PER_SEC) as usize;
+        let timeline = &mut self.result.timeline;
+        if timeline.len() <= second {
+            let from = timeline.len();
+            timeline.extend((from..=second).map(|s| SecondRow {
+                second: s as u64,
+                ..SecondRow::default()
+            }));
+        }
+        &mut timeline[second]
+    }
+
+    fn at_appliance(&mut self, now: TimeNs, host: HostId, frame: Vec<u8>) {
+        let iface = self.world.hosts[usize::from(host)].iface;
+        let wire_len = frame.len() as u32;
+        let outcome = self
+            .pipeline
+            .process(now, iface, LinkType::Ethernet, frame, wire_len);
+        let emitted = self.pipeline.take_emitted();
+        self.count_outcome(now, &outcome, emitted.len());
+        if self.collect.records {
+            if self.result.records.len() < RECORD_CAPACITY {
+                self.result.records.push(PacketLine {
+                    time: now,
+                    queue: self.queue_index,
+                    meta: self.pipeline.last_meta().clone(),
+                    outcome,
+                    emitted: emitted.len() as u16,
+                });
+            } else {
+                self.result.totals.not_kept += 1;
+            }
+        }
+        for frame in emitted {
+            self.route(now, frame.frame);
+        }
+    }
+
+    fn count_outcome(&mut self, now: TimeNs, outcome: &PacketOutcome, emitted: usize) {
+        self.result.totals.processed += 1;
+        self.result.totals.emitted += emitted as u64;
+        if let (Some(flow), rule) = (outcome.flow, outcome.flow_rule) {
+            *self
+                .result
+                .flows
+                .entry((flow, rule.unwrap_or(0)))
+                .or_default() += 1;
+        }
+        if let Some(backend) = outcome.backend {
+            *self.result.backends.entry(backend).or_default() += 1;
+        }
+        let row = self.second(now);
+        row.processed += 1;
+        row.emitted += emitted as u64;
+        match outcome.verdict {
+            Verdict::Pass => row.pass += 1,
+            Verdict::Drop(_) => row.drop += 1,
+            Verdict::Reply => row.reply += 1,
+            Verdict::Forward => row.forward += 1,
+        }
+    }
+
+    fn route(&mut self, now: TimeNs, frame: Vec<u8>) {
+        if self.collect.emitted {
+            if self.result.emitted.len() < CAPTURE_CAPACITY {
+                self.result.emitted.push((now, frame.clone()));
+            } else {
+                self.result.totals.not_kept += 1;
+            }
+        }
+        let Some(destination) = frame_destination(&frame) else {
+            self.result.totals.non_ip += 1;
+            return;
+        };
+        let Some(host) = self.world.route(destination) else {
+            self.result.totals.unroutable += 1;
+            return;
+        };
+        match self.links[usize::from(host)].1.send(now, frame.len()) {
+            Transit::Arrives(at) => {
+                self.queue.push(at, Event::AtHost { host, frame });
+            }
+            Transit::Lost => self.result.totals.link_lost += 1,
+            Transit::QueueFull => self.result.totals.link_queue_full += 1,
+        }
+    }
+
+    fn at_host(&mut self, now: TimeNs, host: HostId, frame: Vec<u8>) {
+        self.result.totals.delivered += 1;
+        self.result.delivered[usize::from(host)] += 1;
+        self.second(now).delivered += 1;
+        let receiver = match self.backend_actor[usize::from(host)] {
+            Some(actor) => Receiver::Actor(actor),
+            None => frame_destination(&frame)
+                .and_then(|dst| self.client_actor.get(&dst).copied())
+                .map_or(Receiver::Sink, Receiver::Actor),
+        };
+        match receiver {
+            Receiver::Sink => self.result.totals.delivered_to_sink += 1,
+            Receiver::Actor(actor) => {
+                let next = self.actors[usize::from(actor)].deliver(now, &frame, &mut self.outbox);
+                self.send_outbox(now);
+                self.after_actor(now, actor, next);
+            }
+        }
+    }
+
+    fn timed(&mut self, now: TimeNs, index: u16) {
+        let event = self.scenario.events[usize::from(index)].get_ref().clone();
+        let status = match &event {
+            TimedEvent::Link {
+                host,
+                latency,
+                bandwidth,
+                loss_ppm,
+                ..
+            } => {
+                if let Some(id) = self.world.host(host) {
+                    let queues = self.scenario.queues;
+                    let (pipe_in, pipe_out) = &mut self.links[usize::from(id)];
+                    for pipe in [pipe_in, pipe_out] {
+                        let (old_latency, old_bandwidth, old_loss) = pipe.parameters();
+                        let bandwidth = bandwidth
+                            .map(|b| b.0)
+                            .or(old_bandwidth.map(|b| b * u64::from(queues)));
+                        pipe.apply(
+                            latency.map_or(old_latency, |l| l.0),
+                            bandwidth,
+                            loss_ppm.unwrap_or(old_loss),
+                            queues,
+                        );
+                    }
+                }
+                "applied".to_string()
+            }
+            other => apply_stage_event(&mut self.pipeline, other),
+        };
+        self.result.events.push(EventLogEntry {
+            at_ns: now,
+            event,
+            status,
+        });
+    }
+
+    fn finish(mut self) -> ShardResult {
+        for actor in &mut self.actors {
+            actor.finish(self.end);
+        }
+        self.result.actors = self.actors.iter().map(|a| a.stats()).collect();
+        self.result.counters = self.pipeline.counters().clone();
+        self.result.appliance = crate::appliance::report(&self.pipeline);
+        self.result.totals.event_overflow = self.queue.overflow();
+        self.result
+    }
+}
+
+/// Apply a timed event that needs a stage API (server down/up, weight, shield mode).
+///
+/// The pipeline has no such API yet: the event is recorded as pending. When the director and
+/// shield land, the lead replaces the body with calls such as
+/// `pipeline.set_server_state(director, server, up)`, `pipeline.set_server_weight(...)` and
+/// `pipeline.set_syn_cookie_mode(context, mode, now)` and returns `"applied"`.
+pub fn apply_stage_event(pipeline: &mut Pipeline, event: &TimedEvent) -> String {
+    match event {
+        TimedEvent::ServerDown {
+            at,
+            director,
+            server,
+        } => director_event(pipeline, director.as_deref(), |d, name| {
+            d.set_down(at.0, name, *server)
+        }),
+        TimedEvent::ServerUp {
+            at,
+            director,
+            server,
+        } => director_event(pipeline, director.as_deref(), |d, name| {
+            d.set_up(at.0, name, *server)
+        }),
+        TimedEvent::Weight {
+            at,
+            director,
+            server,
+            weight,
+        } => {
+            let weight = i32::try_from(*weight).unwrap_or(i32::MAX);
+            director_event(pipeline, director.as_deref(), |d, name| {
+                d.set_weight(at.0, name, *server, weight)
+            })
+        }
+        TimedEvent::Mode { .. } => "pending: the shield has no runtime mode override yet".into(),
+        TimedEvent::Link { .. } => "applied".into(),
+    }
+}
+
+/// Apply a health change to the named director, or to every director that has the server.
+fn director_event(
+    pipeline: &mut Pipeline,
+    director: Option<&str>,
+    mut change: impl FnMut(
+        &mut datapath::director::Directors,
+        &str,
+    ) -> Result<(), datapath::director::HealthError>,
+) -> String {
+    let Some(directors) = pipeline.directors_mut() else {
+        return "ignored: no director configured".into();
+    };
+    let names: Vec<String> = match director {
+        Some(name) => vec![name.to_string()],
+        None => directors
+            .services()
+            .iter()
+            .map(|s| s.spec.name.clone())
+            .collect(),
+    };
+    let mut applied = Vec::new();
+    let mut errors = Vec::new();
+    for name in &names {
+        match change(directors, name) {
+            Ok(()) => applied.push(name.as_str()),
+            Err(error) if director.is_some() => errors.push(error.to_string()),
+            Err(_) => {}
+        }
+    }
+    match (applied.is_empty(), errors.is_empty()) {
+        (false, _) => format!("applied to {}", applied.join(", ")),
+        (true, false) => format!("failed: {}", errors.join("; ")),
+        (true, true) => "ignored: no director has that server".into(),
+    }
+}
+
+/// A source's name in reports: its `name`, or `<kind><index>`.
+pub fn source_name(spec: &TrafficSpec, index: usize) -> String {
+    let given = match spec {
+        TrafficSpec::Pcap(p) => p.name.clone(),
+        TrafficSpec::SynFlood(f)
+        | TrafficSpec::AckFlood(f)
+        | TrafficSpec::UdpFlood(f)
+        | TrafficSpec::IcmpFlood(f) => f.name.clone(),
+        TrafficSpec::TcpClients(t) => t.name.clone(),
+        TrafficSpec::UdpClients(u) => u.name.clone(),
+    };
+    given.unwrap_or_else(|| format!("{}{index}", spec.kind()))
+}

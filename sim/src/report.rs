@@ -1,0 +1,632 @@
+//! The run report: a deterministic part (scenario, seed, frame totals, per-stage verdict and
+//! drop-reason counters, per-flow hits, per-backend shares, client success and latency
+//! percentiles, hosts, timed events, per-second time series, `[expect]` checks) that is
+//! byte-identical for the same scenario and seed whatever the thread count, and a separate
+//! `measured` part (wall-clock cost) excluded from determinism checks.
+//!
+//! Rendered as JSON (`report.json`: `{"report": …, "measured": …}`) and Markdown.
+//! Not here: running (see [`crate::run`]).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use datapath::InvalidReason;
+use datapath::packet::fragments::FragmentCounters;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::engine::world::World;
+use crate::engine::{EventLogEntry, SecondRow, ShardResult, Totals};
+use crate::scenario::{Expect, Scenario};
+use crate::traffic::{BackendStats, TcpStats, UdpStats};
+
+/// The deterministic report.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed.
+    pub seed: u64,
+    /// Virtual duration.
+    pub duration_ns: u64,
+    /// Receive queues (pipeline shards).
+    pub queues: u16,
+    /// All `[expect]` checks passed.
+    pub passed: bool,
+    /// `[expect]` checks.
+    pub checks: Vec<Check>,
+    /// Frame totals.
+    pub totals: Totals,
+    /// Pipeline counters.
+    pub pipeline: PipelineSection,
+    /// Hits per flow and rule.
+    pub flows: Vec<FlowRow>,
+    /// Packets per real server.
+    pub backends: Vec<BackendRow>,
+    /// Legitimate clients.
+    pub clients: ClientsSection,
+    /// Traffic sources.
+    pub sources: Vec<SourceRow>,
+    /// Hosts.
+    pub hosts: Vec<HostRow>,
+    /// Timed events.
+    pub events: Vec<EventLogEntry>,
+    /// Per-second time series.
+    pub timeline: Vec<SecondRow>,
+    /// What the appliance's stages saw: shield contexts (counters, mode changes per queue),
+    /// flowmgr hits, virtual services with ActiveConn/InActConn at the end of the run.
+    pub appliance: crate::appliance::ApplianceReport,
+}
+
+/// One `[expect]` check.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Check {
+    /// Key as written in `[expect]`.
+    pub name: &'static str,
+    /// The limit.
+    pub limit: f64,
+    /// The measured value.
+    pub value: f64,
+    /// Whether it holds.
+    pub passed: bool,
+}
+
+/// Pipeline counters.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PipelineSection {
+    /// Packets processed.
+    pub packets: u64,
+    /// Decisions per stage, verdict and reason.
+    pub decisions: Vec<DecisionRow>,
+    /// Invalid packets per reason.
+    pub invalid: BTreeMap<String, u64>,
+    /// Fragment tracker.
+    pub fragments: FragmentCounters,
+}
+
+/// Decisions of one (stage, verdict, reason).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DecisionRow {
+    /// Stage.
+    pub stage: &'static str,
+    /// Verdict.
+    pub verdict: &'static str,
+    /// Drop reason ("" unless dropped).
+    pub reason: String,
+    /// Packets.
+    pub packets: u64,
+}
+
+/// Hits of one flow rule.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FlowRow {
+    /// Flow index.
+    pub flow: u16,
+    /// Rule (1-based; 0 when the stage did not say).
+    pub rule: u16,
+    /// Packets.
+    pub hits: u64,
+}
+
+/// One real server's share.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BackendRow {
+    /// Real server.
+    pub server: SocketAddr,
+    /// Packets sent to it.
+    pub packets: u64,
+    /// Share of all director-forwarded packets.
+    pub share: f64,
+}
+
+/// Latency percentiles in nanoseconds.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: u64,
+    /// 90th.
+    pub p90: u64,
+    /// 99th.
+    pub p99: u64,
+    /// Maximum.
+    pub max: u64,
+}
+
+impl Percentiles {
+    fn of(histogram: &Histogram<u64>) -> Option<Self> {
+        (!histogram.is_empty()).then(|| Self {
+            p50: histogram.value_at_quantile(0.50),
+            p90: histogram.value_at_quantile(0.90),
+            p99: histogram.value_at_quantile(0.99),
+            max: histogram.max(),
+        })
+    }
+}
+
+/// TCP client results (all `tcp_clients` sources).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TcpSection {
+    /// Connections opened.
+    pub attempted: u64,
+    /// Reached ESTABLISHED.
+    pub established: u64,
+    /// Read their whole response.
+    pub completed: u64,
+    /// Timed out.
+    pub failed_timeout: u64,
+    /// Closed or reset early.
+    pub failed_reset: u64,
+    /// Still open at the end.
+    pub unfinished: u64,
+    /// completed / (completed + failed).
+    pub success_ratio: f64,
+    /// Connection setup time.
+    pub connect_ns: Option<Percentiles>,
+    /// Connect to last response byte.
+    pub complete_ns: Option<Percentiles>,
+}
+
+/// UDP client results (all `udp_clients` sources).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UdpSection {
+    /// Requests sent.
+    pub sent: u64,
+    /// Answered.
+    pub answered: u64,
+    /// Timed out.
+    pub failed_timeout: u64,
+    /// Waiting at the end.
+    pub unfinished: u64,
+    /// answered / (answered + failed).
+    pub success_ratio: f64,
+    /// Round-trip time.
+    pub rtt_ns: Option<Percentiles>,
+}
+
+/// Legitimate clients.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClientsSection {
+    /// TCP clients.
+    pub tcp: Option<TcpSection>,
+    /// UDP clients.
+    pub udp: Option<UdpSection>,
+}
+
+/// One traffic source.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SourceRow {
+    /// Name.
+    pub name: String,
+    /// Kind.
+    pub kind: &'static str,
+    /// Frames sent.
+    pub sent: u64,
+    /// Frames received.
+    pub received: u64,
+    /// Frames skipped.
+    pub skipped: u64,
+    /// First error.
+    pub error: Option<String>,
+}
+
+/// One host.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HostRow {
+    /// Name.
+    pub name: String,
+    /// Frames delivered to it.
+    pub delivered: u64,
+    /// Backend service figures.
+    pub backend: Option<BackendStats>,
+}
+
+/// The wall-clock part (not deterministic).
+#[derive(Debug, Clone, Serialize)]
+pub struct Measured {
+    /// Threads used.
+    pub threads: usize,
+    /// Wall time of the whole run.
+    pub wall_ns: u64,
+    /// Wall time of each queue's shard.
+    pub queue_wall_ns: Vec<u64>,
+    /// Packets processed by the pipeline.
+    pub packets: u64,
+    /// Wall ns per processed packet (engine + pipeline).
+    pub ns_per_packet: f64,
+    /// Millions of processed packets per wall second.
+    pub mpps: f64,
+}
+
+impl Measured {
+    /// From the wall times of a run.
+    pub fn new(threads: usize, wall_ns: u64, queue_wall_ns: Vec<u64>, packets: u64) -> Self {
+        let ns_per_packet = if packets == 0 {
+            0.0
+        } else {
+            wall_ns as f64 / packets as f64
+        };
+        let mpps = if wall_ns == 0 {
+            0.0
+        } else {
+            packets as f64 * 1e3 / wall_ns as f64
+        };
+        Self {
+            threads,
+            wall_ns,
+            queue_wall_ns,
+            packets,
+            ns_per_packet,
+            mpps,
+        }
+    }
+}
+
+/// Success ratio over the attempts that finished (succeeded or failed); attempts still in
+/// flight when the run ends count for neither. Nothing finished: 0 (no evidence of success).
+fn ratio(good: u64, bad: u64) -> f64 {
+    if good + bad == 0 {
+        0.0
+    } else {
+        good as f64 / (good + bad) as f64
+    }
+}
+
+fn clients(merged: &ShardResult) -> ClientsSection {
+    let mut tcp: Option<TcpStats> = None;
+    let mut udp: Option<UdpStats> = None;
+    for actor in &merged.actors {
+        if let Some(stats) = &actor.tcp {
+            tcp.get_or_insert_with(TcpStats::default).merge(stats);
+        }
+        if let Some(stats) = &actor.udp {
+            udp.get_or_insert_with(UdpStats::default).merge(stats);
+        }
+    }
+    ClientsSection {
+        tcp: tcp.map(|t| TcpSection {
+            attempted: t.attempted,
+            established: t.established,
+            completed: t.completed,
+            failed_timeout: t.failed_timeout,
+            failed_reset: t.failed_reset,
+            unfinished: t.unfinished,
+            success_ratio: ratio(t.completed, t.failed_timeout + t.failed_reset),
+            connect_ns: Percentiles::of(&t.connect_ns),
+            complete_ns: Percentiles::of(&t.complete_ns),
+        }),
+        udp: udp.map(|u| UdpSection {
+            sent: u.sent,
+            answered: u.answered,
+            failed_timeout: u.failed_timeout,
+            unfinished: u.unfinished,
+            success_ratio: ratio(u.answered, u.failed_timeout),
+            rtt_ns: Percentiles::of(&u.rtt_ns),
+        }),
+    }
+}
+
+fn pipeline_section(merged: &ShardResult) -> PipelineSection {
+    let counters = &merged.counters;
+    let decisions = counters
+        .rows()
+        .into_iter()
+        .map(|row| DecisionRow {
+            stage: row.stage.name(),
+            verdict: row.verdict,
+            reason: row.reason.unwrap_or_default(),
+            packets: row.count,
+        })
+        .collect();
+    let invalid = InvalidReason::ALL
+        .iter()
+        .filter_map(|r| {
+            let count = counters.invalid(*r);
+            (count > 0).then(|| (r.name().to_string(), count))
+        })
+        .collect();
+    PipelineSection {
+        packets: counters.packets,
+        decisions,
+        invalid,
+        fragments: counters.fragments,
+    }
+}
+
+/// Build the deterministic report from the merged shard results.
+pub fn build(scenario: &Scenario, world: &World, merged: &ShardResult) -> Report {
+    let forwarded: u64 = merged.backends.values().sum();
+    let mut report = Report {
+        scenario: scenario.name.clone(),
+        seed: scenario.seed,
+        duration_ns: scenario.duration.0,
+        queues: scenario.queues,
+        passed: true,
+        checks: Vec::new(),
+        totals: merged.totals.clone(),
+        pipeline: pipeline_section(merged),
+        appliance: merged.appliance.clone(),
+        flows: merged
+            .flows
+            .iter()
+            .map(|(&(flow, rule), &hits)| FlowRow { flow, rule, hits })
+            .collect(),
+        backends: merged
+            .backends
+            .iter()
+            .map(|(&server, &packets)| BackendRow {
+                server,
+                packets,
+                share: packets as f64 / forwarded.max(1) as f64,
+            })
+            .collect(),
+        clients: clients(merged),
+        sources: merged
+            .actors
+            .iter()
+            .filter(|a| a.backend.is_none())
+            .map(|a| SourceRow {
+                name: a.name.clone(),
+                kind: a.kind,
+                sent: a.packets_sent,
+                received: a.packets_received,
+                skipped: a.packets_skipped,
+                error: a.error.clone(),
+            })
+            .collect(),
+        hosts: world
+            .hosts
+            .iter()
+            .zip(&merged.delivered)
+            .map(|(host, &delivered)| HostRow {
+                name: host.name.clone(),
+                delivered,
+                backend: merged
+                    .actors
+                    .iter()
+                    .find(|a| a.backend.is_some() && a.name == host.name)
+                    .and_then(|a| a.backend.clone()),
+            })
+            .collect(),
+        events: merged.events.clone(),
+        timeline: merged.timeline.clone(),
+    };
+    report.checks = checks(&scenario.expect, &report);
+    report.passed = report.checks.iter().all(|c| c.passed);
+    report
+}
+
+fn checks(expect: &Expect, report: &Report) -> Vec<Check> {
+    let processed = report.totals.processed;
+    let dropped: u64 = report
+        .pipeline
+        .decisions
+        .iter()
+        .filter(|d| d.verdict == "drop")
+        .map(|d| d.packets)
+        .sum();
+    let drop_ratio = if processed == 0 {
+        0.0
+    } else {
+        dropped as f64 / processed as f64
+    };
+    let tcp_ratio = report.clients.tcp.as_ref().map_or(0.0, |t| t.success_ratio);
+    let udp_ratio = report.clients.udp.as_ref().map_or(0.0, |u| u.success_ratio);
+    let connect_p99 = report
+        .clients
+        .tcp
+        .as_ref()
+        .and_then(|t| t.connect_ns.as_ref())
+        .map_or(f64::INFINITY, |p| p.p99 as f64);
+    let mut out = Vec::new();
+    let mut at_least = |name, limit: Option<f64>, value: f64| {
+        if let Some(limit) = limit {
+            out.push(Check {
+                name,
+                limit,
+                value,
+                passed: value >= limit,
+            });
+        }
+    };
+    at_least(
+        "legit_success_ratio_min",
+        expect.legit_success_ratio_min,
+        tcp_ratio,
+    );
+    at_least(
+        "udp_success_ratio_min",
+        expect.udp_success_ratio_min,
+        udp_ratio,
+    );
+    at_least("min_drop_ratio", expect.min_drop_ratio, drop_ratio);
+    at_least(
+        "min_packets",
+        expect.min_packets.map(|v| v as f64),
+        processed as f64,
+    );
+    let mut at_most = |name, limit: Option<f64>, value: f64| {
+        if let Some(limit) = limit {
+            out.push(Check {
+                name,
+                limit,
+                value,
+                passed: value <= limit,
+            });
+        }
+    };
+    at_most("max_drop_ratio", expect.max_drop_ratio, drop_ratio);
+    at_most(
+        "max_unroutable",
+        expect.max_unroutable.map(|v| v as f64),
+        report.totals.unroutable as f64,
+    );
+    at_most(
+        "connect_p99_max",
+        expect.connect_p99_max.map(|d| d.0 as f64),
+        connect_p99,
+    );
+    out
+}
+
+/// The deterministic part as pretty JSON (what determinism checks compare).
+pub fn deterministic_json(report: &Report) -> String {
+    serde_json::to_string_pretty(report).unwrap_or_default()
+}
+
+/// `report.json`: `{"report": …, "measured": …}`.
+pub fn full_json(report: &Report, measured: &Measured) -> String {
+    #[derive(Serialize)]
+    struct Full<'a> {
+        report: &'a Report,
+        measured: &'a Measured,
+    }
+    serde_json::to_string_pretty(&Full { report, measured }).unwrap_or_default() + "\n"
+}
+
+fn ms(ns: u64) -> String {
+    format!("{:.3}", ns as f64 / 1e6)
+}
+
+/// `report.md`: the deterministic part, then the measured part under its own heading.
+pub fn markdown(report: &Report, measured: Option<&Measured>) -> String {
+    let mut md = String::new();
+    let verdict = if report.passed { "PASS" } else { "FAIL" };
+    let _ = writeln!(md, "# Scenario `{}` — {verdict}\n", report.scenario);
+    let _ = writeln!(
+        md,
+        "seed {} · duration {} ms · {} receive queues\n",
+        report.seed,
+        ms(report.duration_ns),
+        report.queues
+    );
+    if !report.checks.is_empty() {
+        md.push_str("## Checks\n\n| check | limit | value | result |\n|---|---|---|---|\n");
+        for c in &report.checks {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.4} | {} |",
+                c.name,
+                c.limit,
+                c.value,
+                if c.passed { "pass" } else { "FAIL" }
+            );
+        }
+        md.push('\n');
+    }
+    let t = &report.totals;
+    md.push_str("## Frames\n\n| sent | processed | emitted | delivered | unroutable | link lost | link queue full |\n|---|---|---|---|---|---|---|\n");
+    let _ = writeln!(
+        md,
+        "| {} | {} | {} | {} | {} | {} | {} |\n",
+        t.sent, t.processed, t.emitted, t.delivered, t.unroutable, t.link_lost, t.link_queue_full
+    );
+    md.push_str(
+        "## Pipeline decisions\n\n| stage | verdict | reason | packets |\n|---|---|---|---|\n",
+    );
+    for d in &report.pipeline.decisions {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            d.stage, d.verdict, d.reason, d.packets
+        );
+    }
+    md.push('\n');
+    let appliance = crate::appliance::render_report(&report.appliance);
+    if !appliance.is_empty() {
+        let _ = writeln!(md, "## Appliance\n\n```\n{appliance}```\n");
+    }
+    markdown_clients(&mut md, report);
+    if !report.backends.is_empty() {
+        md.push_str("## Real servers\n\n| server | packets | share |\n|---|---|---|\n");
+        for b in &report.backends {
+            let _ = writeln!(md, "| {} | {} | {:.3} |", b.server, b.packets, b.share);
+        }
+        md.push('\n');
+    }
+    if !report.flows.is_empty() {
+        md.push_str("## Flow hits\n\n| flow | rule | hits |\n|---|---|---|\n");
+        for f in &report.flows {
+            let _ = writeln!(md, "| {} | {} | {} |", f.flow, f.rule, f.hits);
+        }
+        md.push('\n');
+    }
+    markdown_tail(&mut md, report);
+    if let Some(m) = measured {
+        let _ = writeln!(
+            md,
+            "## Measured (wall clock, not deterministic)\n\n{} threads · {} ms · {:.1} ns/packet · {:.3} Mpps",
+            m.threads,
+            ms(m.wall_ns),
+            m.ns_per_packet,
+            m.mpps
+        );
+    }
+    md
+}
+
+fn markdown_clients(md: &mut String, report: &Report) {
+    if let Some(tcp) = &report.clients.tcp {
+        md.push_str("## TCP clients\n\n| attempted | established | completed | timeout | reset | unfinished | success | connect p50/p99 ms |\n|---|---|---|---|---|---|---|---|\n");
+        let connect = tcp
+            .connect_ns
+            .as_ref()
+            .map_or("-".into(), |p| format!("{} / {}", ms(p.p50), ms(p.p99)));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {:.4} | {connect} |\n",
+            tcp.attempted,
+            tcp.established,
+            tcp.completed,
+            tcp.failed_timeout,
+            tcp.failed_reset,
+            tcp.unfinished,
+            tcp.success_ratio
+        );
+    }
+    if let Some(udp) = &report.clients.udp {
+        md.push_str("## UDP clients\n\n| sent | answered | timeout | unfinished | success | rtt p50/p99 ms |\n|---|---|---|---|---|---|\n");
+        let rtt = udp
+            .rtt_ns
+            .as_ref()
+            .map_or("-".into(), |p| format!("{} / {}", ms(p.p50), ms(p.p99)));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {:.4} | {rtt} |\n",
+            udp.sent, udp.answered, udp.failed_timeout, udp.unfinished, udp.success_ratio
+        );
+    }
+}
+
+fn markdown_tail(md: &mut String, report: &Report) {
+    md.push_str("## Sources\n\n| source | kind | sent | received |\n|---|---|---|---|\n");
+    for s in &report.sources {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            s.name, s.kind, s.sent, s.received
+        );
+    }
+    md.push_str("\n## Hosts\n\n| host | delivered |\n|---|---|\n");
+    for h in &report.hosts {
+        let _ = writeln!(md, "| {} | {} |", h.name, h.delivered);
+    }
+    md.push('\n');
+    if !report.events.is_empty() {
+        md.push_str("## Timed events\n\n| at ms | event | status |\n|---|---|---|\n");
+        for e in &report.events {
+            let event = serde_json::to_string(&e.event).unwrap_or_default();
+            let _ = writeln!(md, "| {} | `{event}` | {} |", ms(e.at_ns), e.status);
+        }
+        md.push('\n');
+    }
+    md.push_str("## Per second\n\n| s | processed | pass | drop | reply | forward | emitted | delivered |\n|---|---|---|---|---|---|---|---|\n");
+    for r in &report.timeline {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.second, r.processed, r.pass, r.drop, r.reply, r.forward, r.emitted, r.delivered
+        );
+    }
+    md.push('\n');
+}

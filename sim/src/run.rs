@@ -1,0 +1,286 @@
+//! `sim run SCENARIO`: load a scenario, run its receive queues (in parallel with rayon, each
+//! shard its own pipeline), merge them in queue order, check `[expect]`, print a summary and
+//! write `report.json` / `report.md` (plus `--packets` records and a `--pcap-out` capture).
+//!
+//! `--threads 1` and `--threads N` give byte-identical deterministic reports: the number of
+//! shards is the scenario's `queues`, not the thread count. Not here: the simulation itself
+//! (see [`crate::engine`]).
+
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use datapath::TimeNs;
+use datapath::verdict::Stage;
+use indicatif::{ProgressBar, ProgressStyle};
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use pcap_file::{DataLink, TsResolution};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::engine::world::World;
+use crate::engine::{Collect, Engine, PacketLine, ShardResult};
+use crate::record::PacketRecord;
+use crate::report::{self, Measured, Report};
+use crate::scenario::{self, LoadedScenario};
+
+/// Arguments of `sim run`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The scenario file.
+    pub scenario: PathBuf,
+    /// Override the scenario's seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Override the scenario's duration (e.g. `500ms`).
+    #[arg(long, value_parser = scenario::units::parse_duration)]
+    pub duration: Option<TimeNs>,
+    /// Worker threads (results do not depend on it).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Report directory (default `reports/<name>`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Write one JSON record per processed packet to this file.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub packets: Option<PathBuf>,
+    /// Write what the pipeline emitted to this pcap file.
+    #[arg(long, value_name = "FILE.pcap")]
+    pub pcap_out: Option<PathBuf>,
+}
+
+/// How to run.
+#[derive(Clone, Copy, Debug)]
+pub struct RunOptions {
+    /// Worker threads.
+    pub threads: usize,
+    /// What to collect besides counters.
+    pub collect: Collect,
+}
+
+/// A finished run.
+#[derive(Debug)]
+pub struct RunOutput {
+    /// The deterministic report.
+    pub report: Report,
+    /// Wall-clock figures.
+    pub measured: Measured,
+    /// Records and emitted frames, in (time, queue, order) order.
+    pub merged: ShardResult,
+}
+
+/// Run a loaded scenario. `progress` is told how much virtual time each shard advanced.
+pub fn run_scenario(
+    loaded: &LoadedScenario,
+    options: RunOptions,
+    progress: &(dyn Fn(TimeNs) + Sync),
+) -> anyhow::Result<RunOutput> {
+    let scenario = &loaded.scenario;
+    let world = World::new(scenario);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(options.threads.max(1))
+        .build()?;
+    let started = Instant::now();
+    let shards: Vec<(ShardResult, u64)> = pool.install(|| {
+        (0..scenario.queues)
+            .into_par_iter()
+            .map(|queue| {
+                let shard_started = Instant::now();
+                let engine =
+                    Engine::new(scenario, &loaded.base_dir, &world, queue, options.collect)?;
+                let result = engine.run(progress);
+                Ok((result, shard_started.elapsed().as_nanos() as u64))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    let wall_ns = started.elapsed().as_nanos() as u64;
+    let queue_wall_ns = shards.iter().map(|s| s.1).collect();
+    let mut results = shards.into_iter().map(|s| s.0);
+    let mut merged = results
+        .next()
+        .context("a scenario has at least one queue")?;
+    for result in results {
+        merged.merge(result);
+    }
+    // Stable sorts: ties keep queue order, then each queue's own order.
+    merged.records.sort_by_key(|r| r.time);
+    merged.emitted.sort_by_key(|e| e.0);
+    let report = report::build(scenario, &world, &merged);
+    let measured = Measured::new(
+        options.threads,
+        wall_ns,
+        queue_wall_ns,
+        merged.totals.processed,
+    );
+    Ok(RunOutput {
+        report,
+        measured,
+        merged,
+    })
+}
+
+/// A per-packet record of `sim run`: the `sim replay` keys plus the pipeline's decision.
+#[derive(Serialize)]
+struct RunRecord<'a> {
+    #[serde(flatten)]
+    packet: PacketRecord<'a>,
+    queue: u16,
+    stage: Stage,
+    verdict: &'static str,
+    reason: Option<String>,
+    flow: Option<u16>,
+    flow_rule: Option<u16>,
+    backend: Option<SocketAddr>,
+    emitted: u16,
+}
+
+/// Write per-packet records as JSON lines.
+pub fn write_records(path: &Path, records: &[PacketLine]) -> anyhow::Result<()> {
+    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut out = BufWriter::new(file);
+    for (index, line) in records.iter().enumerate() {
+        let record = RunRecord {
+            packet: PacketRecord::new(None, index as u64, line.time, &line.meta),
+            queue: line.queue,
+            stage: line.outcome.stage,
+            verdict: line.outcome.verdict.name(),
+            reason: line
+                .outcome
+                .verdict
+                .drop_reason()
+                .map(|r| r.name().into_owned()),
+            flow: line.outcome.flow,
+            flow_rule: line.outcome.flow_rule,
+            backend: line.outcome.backend,
+            emitted: line.emitted,
+        };
+        serde_json::to_writer(&mut out, &record)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Write emitted frames as an Ethernet pcap with nanosecond timestamps (virtual time).
+pub fn write_pcap(path: &Path, frames: &[(TimeNs, Vec<u8>)]) -> anyhow::Result<()> {
+    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let header = PcapHeader {
+        datalink: DataLink::ETHERNET,
+        ts_resolution: TsResolution::NanoSecond,
+        ..PcapHeader::default()
+    };
+    let mut writer = PcapWriter::with_header(BufWriter::new(file), header)?;
+    for (time, frame) in frames {
+        let packet = PcapPacket::new(Duration::from_nanos(*time), frame.len() as u32, frame);
+        writer.write_packet(&packet)?;
+    }
+    Ok(())
+}
+
+fn progress_bar(total_ns: u64) -> ProgressBar {
+    let hidden = !std::io::stderr().is_terminal() || std::env::var_os("CI").is_some();
+    if hidden {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total_ns / 1_000_000);
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {pos}/{len} virtual ms (all queues) {elapsed}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// One-paragraph summary for the terminal.
+pub fn summary(report: &Report, measured: &Measured) -> String {
+    let mut text = format!(
+        "scenario {} (seed {}): {} packets processed, {} emitted, {} delivered, {} unroutable\n",
+        report.scenario,
+        report.seed,
+        report.totals.processed,
+        report.totals.emitted,
+        report.totals.delivered,
+        report.totals.unroutable
+    );
+    if let Some(tcp) = &report.clients.tcp {
+        text += &format!(
+            "tcp clients: {}/{} completed ({:.2}% success), {} timed out, {} reset\n",
+            tcp.completed,
+            tcp.attempted,
+            tcp.success_ratio * 100.0,
+            tcp.failed_timeout,
+            tcp.failed_reset
+        );
+    }
+    if let Some(udp) = &report.clients.udp {
+        text += &format!(
+            "udp clients: {}/{} answered ({:.2}% success)\n",
+            udp.answered,
+            udp.sent,
+            udp.success_ratio * 100.0
+        );
+    }
+    text += &format!(
+        "measured: {:.1} ns/packet, {:.3} Mpps on {} thread(s)\n",
+        measured.ns_per_packet, measured.mpps, measured.threads
+    );
+    for check in report.checks.iter().filter(|c| !c.passed) {
+        text += &format!(
+            "FAILED check {}: value {:.4}, limit {} (seed {})\n",
+            check.name, check.value, check.limit, report.seed
+        );
+    }
+    text
+}
+
+/// The `sim run` command.
+pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let mut loaded = scenario::load(&args.scenario)?;
+    if let Some(seed) = args.seed {
+        loaded.scenario.seed = seed;
+    }
+    if let Some(duration) = args.duration {
+        loaded.scenario.duration = scenario::DurationNs(duration);
+    }
+    let bar = progress_bar(loaded.scenario.duration.0 * u64::from(loaded.scenario.queues));
+    let options = RunOptions {
+        threads: args.threads,
+        collect: Collect {
+            records: args.packets.is_some(),
+            emitted: args.pcap_out.is_some(),
+        },
+    };
+    let output = run_scenario(&loaded, options, &|ns| bar.inc(ns / 1_000_000))?;
+    bar.finish_and_clear();
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| Path::new("reports").join(&output.report.scenario));
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    std::fs::write(
+        out_dir.join("report.json"),
+        report::full_json(&output.report, &output.measured),
+    )?;
+    std::fs::write(
+        out_dir.join("report.md"),
+        report::markdown(&output.report, Some(&output.measured)),
+    )?;
+    if let Some(path) = &args.packets {
+        write_records(path, &output.merged.records)?;
+    }
+    if let Some(path) = &args.pcap_out {
+        write_pcap(path, &output.merged.emitted)?;
+    }
+    print!("{}", summary(&output.report, &output.measured));
+    println!("report: {}", out_dir.join("report.md").display());
+    Ok(if output.report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

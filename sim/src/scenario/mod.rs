@@ -1,0 +1,544 @@
+//! Scenario files: one TOML file describing a whole run — name, seed, duration, topology
+//! (appliance interfaces, VIPs, client networks, backends and their links), the appliance
+//! configuration (`[appliance]`, see [`crate::appliance`]), traffic sources, timed events and
+//! `[expect]` checks.
+//!
+//! Loading rejects unknown keys, bad values (`rate = "abc"`) and dangling references (a
+//! network naming an interface that does not exist) with `file:line:col: message`.
+//!
+//! Not here: running a scenario (see [`crate::engine`]) and building the pipeline (see
+//! [`crate::appliance::build_pipeline`]).
+
+pub mod units;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::appliance::ApplianceConfig;
+pub use units::{Bandwidth, DurationNs, RangeSet, Rate};
+
+/// Default number of receive queues (pipeline shards) a scenario runs with.
+pub const DEFAULT_QUEUES: u16 = 2;
+/// Most receive queues a scenario may ask for.
+pub const MAX_QUEUES: u16 = 64;
+
+/// A whole scenario.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Name (reports go to `reports/<name>/`).
+    pub name: String,
+    /// The one seed every random stream derives from.
+    pub seed: u64,
+    /// Virtual run time.
+    pub duration: DurationNs,
+    /// Receive queues: the appliance's NIC spreads flows over this many pipeline shards by
+    /// flow hash. Fixed by the scenario (not by `--threads`) so results do not depend on the
+    /// machine.
+    #[serde(default = "default_queues")]
+    pub queues: u16,
+    /// Interfaces, VIPs, networks and backends.
+    #[serde(default)]
+    pub topology: Topology,
+    /// The appliance configuration (same keys as an appliance file).
+    #[serde(default)]
+    pub appliance: ApplianceConfig,
+    /// Traffic sources.
+    #[serde(default)]
+    pub traffic: Vec<Spanned<TrafficSpec>>,
+    /// Timed events.
+    #[serde(default)]
+    pub events: Vec<Spanned<TimedEvent>>,
+    /// Pass/fail checks.
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+fn default_queues() -> u16 {
+    DEFAULT_QUEUES
+}
+
+/// The network around the appliance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// Appliance interface names, in index order.
+    #[serde(default = "default_interfaces")]
+    pub interfaces: Vec<String>,
+    /// Virtual IPs the appliance serves (reported; traffic may target others).
+    #[serde(default)]
+    pub vips: Vec<IpAddr>,
+    /// Client networks (`[[topology.network]]`).
+    #[serde(default, rename = "network")]
+    pub networks: Vec<NetworkSpec>,
+    /// Backends (`[[topology.backend]]`).
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<BackendSpec>,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self {
+            interfaces: default_interfaces(),
+            vips: Vec::new(),
+            networks: Vec::new(),
+            backends: Vec::new(),
+        }
+    }
+}
+
+fn default_interfaces() -> Vec<String> {
+    vec!["outside".into(), "inside".into()]
+}
+
+/// A host's link to the appliance.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSpec {
+    /// One-way latency.
+    #[serde(default)]
+    pub latency: DurationNs,
+    /// Bandwidth (unlimited when absent). Shared equally by the receive queues.
+    pub bandwidth: Option<Bandwidth>,
+    /// Loss probability in parts per million.
+    #[serde(default, deserialize_with = "loss_ppm")]
+    pub loss_ppm: u32,
+}
+
+fn loss_ppm<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let value = u32::deserialize(deserializer)?;
+    if value > 1_000_000 {
+        return Err(serde::de::Error::custom(format!(
+            "loss_ppm {value} is above 1000000 (parts per million)"
+        )));
+    }
+    Ok(value)
+}
+
+/// A client network: owns an address prefix; clients and floods send from it, and frames to
+/// any address in it are delivered over its link.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// Name that traffic sources refer to.
+    pub name: String,
+    /// Addresses the network owns.
+    pub prefix: IpNet,
+    /// Appliance interface it is attached to.
+    pub iface: Spanned<String>,
+    /// Its link.
+    #[serde(default)]
+    pub link: LinkSpec,
+}
+
+/// A backend (real server): a smoltcp host serving TCP, plus a UDP responder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSpec {
+    /// Name.
+    pub name: String,
+    /// Its own address.
+    pub addr: IpAddr,
+    /// Further addresses it answers on (a VIP when no director rewrites, a DR loopback VIP).
+    #[serde(default)]
+    pub also: Vec<IpAddr>,
+    /// Appliance interface it is attached to.
+    pub iface: Spanned<String>,
+    /// TCP ports it listens on.
+    #[serde(default = "default_tcp_ports")]
+    pub tcp_ports: Vec<u16>,
+    /// UDP ports it answers on.
+    #[serde(default)]
+    pub udp_ports: Vec<u16>,
+    /// Time between a complete request and the response.
+    #[serde(default)]
+    pub service_time: DurationNs,
+    /// Its link.
+    #[serde(default)]
+    pub link: LinkSpec,
+}
+
+fn default_tcp_ports() -> Vec<u16> {
+    vec![80]
+}
+
+/// A traffic source (`[[traffic]]`, chosen by `kind`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TrafficSpec {
+    /// Replay a capture.
+    Pcap(PcapSpec),
+    /// TCP SYNs from spoofed sources.
+    SynFlood(FloodSpec),
+    /// TCP ACKs from spoofed sources.
+    AckFlood(FloodSpec),
+    /// UDP datagrams from spoofed sources.
+    UdpFlood(FloodSpec),
+    /// ICMP echo requests from spoofed sources.
+    IcmpFlood(FloodSpec),
+    /// Real TCP clients (smoltcp).
+    TcpClients(TcpClientsSpec),
+    /// UDP request/response clients.
+    UdpClients(UdpClientsSpec),
+}
+
+impl TrafficSpec {
+    /// `kind` as written.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Pcap(_) => "pcap",
+            Self::SynFlood(_) => "syn_flood",
+            Self::AckFlood(_) => "ack_flood",
+            Self::UdpFlood(_) => "udp_flood",
+            Self::IcmpFlood(_) => "icmp_flood",
+            Self::TcpClients(_) => "tcp_clients",
+            Self::UdpClients(_) => "udp_clients",
+        }
+    }
+
+    /// The client network the source sends from.
+    pub fn network(&self) -> &str {
+        match self {
+            Self::Pcap(s) => &s.from,
+            Self::SynFlood(s) | Self::AckFlood(s) | Self::UdpFlood(s) | Self::IcmpFlood(s) => {
+                &s.from
+            }
+            Self::TcpClients(s) => &s.from,
+            Self::UdpClients(s) => &s.from,
+        }
+    }
+}
+
+/// `kind = "pcap"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PcapSpec {
+    /// Source name in reports (default `pcap<N>`).
+    pub name: Option<String>,
+    /// Capture file, relative to the scenario.
+    pub file: PathBuf,
+    /// Network whose link the packets arrive by.
+    pub from: String,
+    /// Time multiplier for the capture's own timing (2.0 = twice as fast).
+    pub speed: Option<f64>,
+    /// Fixed packet rate instead of the capture's timing.
+    pub pps: Option<Rate>,
+    /// Send every packet at the start time (as fast as possible).
+    #[serde(default)]
+    pub top_speed: bool,
+    /// How many times to play the capture.
+    #[serde(default = "one")]
+    pub loops: u32,
+    /// When to start.
+    #[serde(default)]
+    pub start: DurationNs,
+    /// Address rewriting: capture address → scenario address.
+    #[serde(default)]
+    pub rewrite: BTreeMap<IpAddr, IpAddr>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// On/off burst pattern: send during `on`, pause for `off`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Burst {
+    /// Sending period.
+    pub on: DurationNs,
+    /// Pause.
+    pub off: DurationNs,
+}
+
+/// Destinations: `"192.0.2.10:80"`, `"192.0.2.10"` or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Destinations {
+    /// One.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+/// The floods (`syn_flood`, `ack_flood`, `udp_flood`, `icmp_flood`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FloodSpec {
+    /// Source name in reports (default `<kind><N>`).
+    pub name: Option<String>,
+    /// Network whose link the flood arrives by.
+    pub from: String,
+    /// Packets per second.
+    pub rate: Rate,
+    /// Spoofed source range (default: the network's prefix).
+    pub src: Option<IpNet>,
+    /// Destination address(es), optionally with port.
+    pub dst: Destinations,
+    /// Source ports (default 1024-65535).
+    pub src_ports: Option<RangeSet>,
+    /// Destination ports when `dst` has none (default 80).
+    pub dst_ports: Option<RangeSet>,
+    /// TTL values, picked uniformly (default 64).
+    pub ttl: Option<RangeSet>,
+    /// Payload bytes (UDP/ICMP).
+    #[serde(default)]
+    pub payload: u16,
+    /// Burst pattern (default: continuous).
+    pub burst: Option<Burst>,
+    /// Start time.
+    #[serde(default)]
+    pub start: DurationNs,
+    /// Stop time (default: end of run).
+    pub stop: Option<DurationNs>,
+}
+
+/// `kind = "tcp_clients"`: smoltcp clients that connect, send `GET <n>\n` and read `n`
+/// response bytes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpClientsSpec {
+    /// Source name in reports (default `tcp_clients<N>`).
+    pub name: Option<String>,
+    /// Network the clients live in (addresses from its prefix, from `.1`).
+    pub from: String,
+    /// Number of client hosts (distinct addresses).
+    #[serde(default = "default_clients")]
+    pub clients: u32,
+    /// Total connections (default: `rate` for the whole run).
+    pub connections: Option<u64>,
+    /// Connection opening rate.
+    pub rate: Rate,
+    /// Where to connect.
+    pub dst: SocketAddr,
+    /// Response bytes each request asks for.
+    #[serde(default = "default_response_bytes")]
+    pub response_bytes: u32,
+    /// A connection not complete after this long fails.
+    #[serde(default = "default_timeout")]
+    pub timeout: DurationNs,
+    /// Start time.
+    #[serde(default)]
+    pub start: DurationNs,
+}
+
+/// `kind = "udp_clients"`: request/response over UDP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UdpClientsSpec {
+    /// Source name in reports (default `udp_clients<N>`).
+    pub name: Option<String>,
+    /// Network the clients live in.
+    pub from: String,
+    /// Number of client hosts.
+    #[serde(default = "default_clients")]
+    pub clients: u32,
+    /// Total requests (default: `rate` for the whole run).
+    pub requests: Option<u64>,
+    /// Request rate.
+    pub rate: Rate,
+    /// Where to send.
+    pub dst: SocketAddr,
+    /// Request payload bytes (at least 8: the request id).
+    #[serde(default = "default_udp_payload")]
+    pub payload: u16,
+    /// A request without an answer after this long fails.
+    #[serde(default = "default_timeout")]
+    pub timeout: DurationNs,
+    /// Start time.
+    #[serde(default)]
+    pub start: DurationNs,
+}
+
+fn default_clients() -> u32 {
+    16
+}
+fn default_response_bytes() -> u32 {
+    1000
+}
+fn default_timeout() -> DurationNs {
+    DurationNs(1_000_000_000)
+}
+fn default_udp_payload() -> u16 {
+    32
+}
+
+/// A timed event (`[[events]]`, chosen by `kind`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TimedEvent {
+    /// A real server stops answering (director marks it down).
+    ServerDown {
+        /// When.
+        at: DurationNs,
+        /// Director name (all directors when absent).
+        director: Option<String>,
+        /// Real server.
+        server: SocketAddr,
+    },
+    /// A real server comes back.
+    ServerUp {
+        /// When.
+        at: DurationNs,
+        /// Director name (all directors when absent).
+        director: Option<String>,
+        /// Real server.
+        server: SocketAddr,
+    },
+    /// A real server's weight changes (0 = quiescent).
+    Weight {
+        /// When.
+        at: DurationNs,
+        /// Director name (all directors when absent).
+        director: Option<String>,
+        /// Real server.
+        server: SocketAddr,
+        /// New weight.
+        weight: u32,
+    },
+    /// Force the shield's SYN-cookie mode.
+    Mode {
+        /// When.
+        at: DurationNs,
+        /// Context destination (default context when absent).
+        context: Option<IpAddr>,
+        /// `on`, `off` or `auto`.
+        syn_cookies: String,
+    },
+    /// A host's link changes (fields present are changed).
+    Link {
+        /// When.
+        at: DurationNs,
+        /// Network or backend name.
+        host: String,
+        /// New latency.
+        latency: Option<DurationNs>,
+        /// New bandwidth.
+        bandwidth: Option<Bandwidth>,
+        /// New loss.
+        loss_ppm: Option<u32>,
+    },
+}
+
+impl TimedEvent {
+    /// When it happens.
+    pub fn at(&self) -> DurationNs {
+        match self {
+            Self::ServerDown { at, .. }
+            | Self::ServerUp { at, .. }
+            | Self::Weight { at, .. }
+            | Self::Mode { at, .. }
+            | Self::Link { at, .. } => *at,
+        }
+    }
+}
+
+/// Pass/fail checks; absent ones are not checked.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// Completed / (completed + failed) TCP client connections, at least.
+    pub legit_success_ratio_min: Option<f64>,
+    /// Answered / (answered + failed) UDP client requests, at least.
+    pub udp_success_ratio_min: Option<f64>,
+    /// Dropped / processed packets, at most.
+    pub max_drop_ratio: Option<f64>,
+    /// Dropped / processed packets, at least (a flood must be stopped).
+    pub min_drop_ratio: Option<f64>,
+    /// Packets processed by the pipeline, at least.
+    pub min_packets: Option<u64>,
+    /// Frames the pipeline emitted that no host owns, at most.
+    pub max_unroutable: Option<u64>,
+    /// TCP connection setup time p99, at most.
+    pub connect_p99_max: Option<DurationNs>,
+}
+
+/// A scenario file problem, located: renders as `file:line:col: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioError {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line (0 when unknown).
+    pub line: usize,
+    /// 1-based column in characters (0 when unknown).
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.path.display(), self.message)
+        } else {
+            let (path, line, column) = (self.path.display(), self.line, self.column);
+            write!(f, "{path}:{line}:{column}: {}", self.message)
+        }
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+impl ScenarioError {
+    /// An error at byte offset `offset` of `text`.
+    pub fn at(path: &Path, text: &str, offset: Option<usize>, message: impl Into<String>) -> Self {
+        let (line, column) = offset.map_or((0, 0), |o| line_column(text, o));
+        Self {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+/// A loaded, validated scenario and the directory its relative paths resolve from.
+#[derive(Debug, Clone)]
+pub struct LoadedScenario {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Directory of the scenario file.
+    pub base_dir: PathBuf,
+    /// The file it came from.
+    pub path: PathBuf,
+}
+
+/// Read, parse and validate a scenario file.
+pub fn load(path: &Path) -> Result<LoadedScenario, ScenarioError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ScenarioError::at(path, "", None, format!("cannot read: {e}")))?;
+    parse(path, &text)
+}
+
+/// Parse and validate scenario text; `path` names it in errors and anchors relative paths.
+pub fn parse(path: &Path, text: &str) -> Result<LoadedScenario, ScenarioError> {
+    let scenario: Scenario = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map(|s| s.start);
+        ScenarioError::at(path, text, offset, e.message().trim_end().to_string())
+    })?;
+    validate::validate(&scenario)
+        .map_err(|(span, message)| ScenarioError::at(path, text, span.map(|s| s.start), message))?;
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok(LoadedScenario {
+        scenario,
+        base_dir,
+        path: path.to_path_buf(),
+    })
+}

@@ -1,0 +1,216 @@
+//! Traffic sources and the actor interface the engine drives them (and backends) through.
+//!
+//! An [`Actor`] is woken at times it asks for and handed frames addressed to it; it answers
+//! with frames to send (into its host's link towards the appliance) and the next time it
+//! wants to be woken. Sources: [`flood`] (`syn_flood`, `ack_flood`, `udp_flood`,
+//! `icmp_flood`), [`pcap`] (capture replay), [`tcp_clients`] (smoltcp clients),
+//! [`udp_clients`] (request/response).
+//!
+//! Not here: links, routing and the pipeline (see [`crate::engine`]).
+
+pub mod flood;
+pub mod pcap;
+pub mod tcp_clients;
+pub mod udp_clients;
+
+use datapath::TimeNs;
+use hdrhistogram::Histogram;
+
+use crate::engine::world::HostId;
+
+/// Frames an actor sends: (the host whose link carries it, Ethernet frame).
+pub type Outbox = Vec<(HostId, Vec<u8>)>;
+
+/// Something the engine wakes and delivers frames to.
+pub trait Actor {
+    /// Do what is due at `now`; return when to be woken next.
+    fn wake(&mut self, now: TimeNs, out: &mut Outbox) -> Option<TimeNs>;
+    /// A frame addressed to the actor arrived at `now`; return when to be woken next.
+    fn deliver(&mut self, now: TimeNs, frame: &[u8], out: &mut Outbox) -> Option<TimeNs>;
+    /// Statistics so far (final once the run ends).
+    fn stats(&self) -> ActorStats;
+    /// Called once when the run ends at `end` (connections still open are counted).
+    fn finish(&mut self, _end: TimeNs) {}
+}
+
+/// Highest value the latency histograms record (60 s in ns).
+pub const HISTOGRAM_MAX_NS: u64 = 60_000_000_000;
+
+/// A latency histogram in nanoseconds, 3 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HISTOGRAM_MAX_NS, 3).expect("valid histogram bounds")
+}
+
+/// TCP client results.
+#[derive(Clone, Debug)]
+pub struct TcpStats {
+    /// Connections opened.
+    pub attempted: u64,
+    /// Connections that reached ESTABLISHED.
+    pub established: u64,
+    /// Connections that read their whole response.
+    pub completed: u64,
+    /// Connections that timed out.
+    pub failed_timeout: u64,
+    /// Connections closed or reset before completing.
+    pub failed_reset: u64,
+    /// Connections still open when the run ended.
+    pub unfinished: u64,
+    /// Connection setup time (connect → ESTABLISHED).
+    pub connect_ns: Histogram<u64>,
+    /// Request completion time (connect → last response byte).
+    pub complete_ns: Histogram<u64>,
+}
+
+impl Default for TcpStats {
+    fn default() -> Self {
+        Self {
+            attempted: 0,
+            established: 0,
+            completed: 0,
+            failed_timeout: 0,
+            failed_reset: 0,
+            unfinished: 0,
+            connect_ns: latency_histogram(),
+            complete_ns: latency_histogram(),
+        }
+    }
+}
+
+impl TcpStats {
+    /// Add another shard's results.
+    pub fn merge(&mut self, other: &Self) {
+        self.attempted += other.attempted;
+        self.established += other.established;
+        self.completed += other.completed;
+        self.failed_timeout += other.failed_timeout;
+        self.failed_reset += other.failed_reset;
+        self.unfinished += other.unfinished;
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.connect_ns.add(&other.connect_ns);
+        let _ = self.complete_ns.add(&other.complete_ns);
+    }
+}
+
+/// UDP client results.
+#[derive(Clone, Debug)]
+pub struct UdpStats {
+    /// Requests sent.
+    pub sent: u64,
+    /// Requests answered.
+    pub answered: u64,
+    /// Requests not answered in time.
+    pub failed_timeout: u64,
+    /// Requests still waiting when the run ended.
+    pub unfinished: u64,
+    /// Round-trip time.
+    pub rtt_ns: Histogram<u64>,
+}
+
+impl Default for UdpStats {
+    fn default() -> Self {
+        Self {
+            sent: 0,
+            answered: 0,
+            failed_timeout: 0,
+            unfinished: 0,
+            rtt_ns: latency_histogram(),
+        }
+    }
+}
+
+impl UdpStats {
+    /// Add another shard's results.
+    pub fn merge(&mut self, other: &Self) {
+        self.sent += other.sent;
+        self.answered += other.answered;
+        self.failed_timeout += other.failed_timeout;
+        self.unfinished += other.unfinished;
+        let _ = self.rtt_ns.add(&other.rtt_ns);
+    }
+}
+
+/// Backend results.
+#[derive(Clone, Debug, Default, serde::Serialize, PartialEq, Eq)]
+pub struct BackendStats {
+    /// TCP connections accepted.
+    pub tcp_accepted: u64,
+    /// Responses sent in full.
+    pub tcp_served: u64,
+    /// SYNs that found no free listening socket (backlog full).
+    pub backlog_full: u64,
+    /// UDP requests answered.
+    pub udp_answered: u64,
+    /// Frames dropped because the stack's receive queue was full.
+    pub rx_overflow: u64,
+}
+
+impl BackendStats {
+    /// Add another shard's results.
+    pub fn merge(&mut self, other: &Self) {
+        self.tcp_accepted += other.tcp_accepted;
+        self.tcp_served += other.tcp_served;
+        self.backlog_full += other.backlog_full;
+        self.udp_answered += other.udp_answered;
+        self.rx_overflow += other.rx_overflow;
+    }
+}
+
+/// What one actor did.
+#[derive(Clone, Debug)]
+pub struct ActorStats {
+    /// Source or backend name.
+    pub name: String,
+    /// `syn_flood`, `tcp_clients`, `backend`, …
+    pub kind: &'static str,
+    /// Frames it sent.
+    pub packets_sent: u64,
+    /// Frames delivered to it.
+    pub packets_received: u64,
+    /// Frames it could not send (non-IP frames of non-Ethernet captures).
+    pub packets_skipped: u64,
+    /// Errors (capture read errors), first one kept.
+    pub error: Option<String>,
+    /// TCP client results.
+    pub tcp: Option<TcpStats>,
+    /// UDP client results.
+    pub udp: Option<UdpStats>,
+    /// Backend results.
+    pub backend: Option<BackendStats>,
+}
+
+impl ActorStats {
+    /// Empty statistics.
+    pub fn new(name: String, kind: &'static str) -> Self {
+        Self {
+            name,
+            kind,
+            packets_sent: 0,
+            packets_received: 0,
+            packets_skipped: 0,
+            error: None,
+            tcp: None,
+            udp: None,
+            backend: None,
+        }
+    }
+
+    /// Add another shard's statistics of the same actor.
+    pub fn merge(&mut self, other: &Self) {
+        self.packets_sent += other.packets_sent;
+        self.packets_received += other.packets_received;
+        self.packets_skipped += other.packets_skipped;
+        if self.error.is_none() {
+            self.error.clone_from(&other.error);
+        }
+        if let (Some(mine), Some(theirs)) = (&mut self.tcp, &other.tcp) {
+            mine.merge(theirs);
+        }
+        if let (Some(mine), Some(theirs)) = (&mut self.udp, &other.udp) {
+            mine.merge(theirs);
+        }
+        if let (Some(mine), Some(theirs)) = (&mut self.backend, &other.backend) {
+            mine.merge(theirs);
+        }
+    }
+}
