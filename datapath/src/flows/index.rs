@@ -1,11 +1,17 @@
 //! The classification index: one bitset of rules per elementary interval of each packet
 //! dimension (family+protocol, interface, source, destination, ports, ICMP type). A packet
 //! looks up one bitset per dimension (a binary search each) and the rules whose conditions
-//! all hold are the set bits of their AND, in rule order, computed a word at a time while
-//! the flows are walked. Cost per packet: 7 binary searches plus at most `rules / 64` word
-//! ANDs, instead of evaluating every condition of every rule.
+//! all hold are the set bits of their AND, in rule order.
 //!
-//! This module knows nothing of flows or policies; [`super::table`] walks the bits.
+//! [`Segments`] walks that AND a word (64 rules) at a time without a step per flow: flows
+//! are runs of bits, and the first held rule of every flow in a word is found with a few
+//! word operations (a held `ignore` blanks the rest of its flow by a carry through the
+//! flow's run). Cost per packet: 7 binary searches plus a handful of operations per word
+//! of the AND, whatever the number of flows whose `ignore` holds. Nothing is cached across
+//! packets and nothing is allocated per packet.
+//!
+//! This module knows flows only as runs of bits and rules only as "ends evaluation or
+//! not"; [`super::table`] builds those masks and turns the deciding rule into a verdict.
 
 /// How one rule relates to one dimension.
 #[derive(Clone, Copy, Debug)]
@@ -119,23 +125,123 @@ impl RangeIndex {
     }
 }
 
-/// The first set bit at or after `from` in the AND of `sets`, or `None`.
-pub(crate) fn first_common_bit(sets: &[&[u64]], from: usize) -> Option<usize> {
-    let words = sets.first().map_or(0, |set| set.len());
-    let mut word_index = from / 64;
-    let mut mask = u64::MAX.checked_shl((from % 64) as u32).unwrap_or(0);
-    while word_index < words {
-        let mut word = mask;
-        for set in sets {
-            word &= set[word_index];
-        }
-        if word != 0 {
-            return Some(word_index * 64 + word.trailing_zeros() as usize);
-        }
-        word_index += 1;
-        mask = u64::MAX;
+/// Flow boundaries and outcomes as bit masks over the rules (rule `i` is bit `i`), so the
+/// walk can settle up to 64 rules — many flows — with a few word operations.
+#[derive(Clone, Debug)]
+pub(crate) struct Segments {
+    /// Bit set: the rule is not the first of its flow (its segment continues).
+    continues: Vec<u64>,
+    /// Bit set: when this rule is the first held one of its flow, evaluation ends there
+    /// (a `match` of a flow that is not `skip`). Other first-held rules send the packet
+    /// on to the next flow.
+    ends: Vec<u64>,
+    /// Per rule: the index after the last rule of its flow.
+    segment_end: Vec<u32>,
+}
+
+/// What [`Segments::build`] needs to know of one rule.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RuleBits {
+    /// It is the first rule of its flow.
+    pub(crate) starts_segment: bool,
+    /// Held first in its flow, it ends evaluation.
+    pub(crate) ends: bool,
+    /// The index after the last rule of its flow.
+    pub(crate) segment_end: usize,
+}
+
+/// Bits `0..count` of a word (`count` may exceed 64).
+fn low_bits(count: usize) -> u64 {
+    if count >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << count) - 1
     }
-    None
+}
+
+/// The bits of `continues` from each bit of `starts` up to the end of its run of ones
+/// (`starts` must lie within `continues`): adding `starts` carries through the run and
+/// clears it.
+fn fill_runs(starts: u64, continues: u64) -> u64 {
+    (continues & !continues.wrapping_add(starts)) | starts
+}
+
+impl Segments {
+    /// Build from one entry per rule, in rule order.
+    pub(crate) fn build(rules: &[RuleBits]) -> Self {
+        let words = words_for(rules.len());
+        let mut continues = vec![0u64; words];
+        let mut ends = vec![0u64; words];
+        let mut segment_end = Vec::with_capacity(rules.len());
+        for (bit, rule) in rules.iter().enumerate() {
+            if !rule.starts_segment {
+                set_bit(&mut continues, bit);
+            }
+            if rule.ends {
+                set_bit(&mut ends, bit);
+            }
+            segment_end.push(u32::try_from(rule.segment_end).unwrap_or(u32::MAX));
+        }
+        Self {
+            continues,
+            ends,
+            segment_end,
+        }
+    }
+
+    /// Walk the AND of `sets` (the rules whose conditions all hold) segment by segment:
+    /// the first held rule of each segment decides it. Returns the first deciding rule
+    /// that ends evaluation, or `None`. With `hits`, every deciding rule (those that sent
+    /// the packet on, and the final one) is counted there.
+    pub(crate) fn first_ending_rule<const SETS: usize>(
+        &self,
+        sets: [&[u64]; SETS],
+        mut hits: Option<&mut [u64]>,
+    ) -> Option<usize> {
+        let words = self.ends.len();
+        let sets = sets.map(|set| &set[..words]);
+        let mut blocked_until = 0usize;
+        for word_index in 0..words {
+            let held = sets
+                .iter()
+                .fold(u64::MAX, |word, set| word & set[word_index]);
+            if held == 0 {
+                continue;
+            }
+            let base = word_index * 64;
+            let ends = self.ends[word_index];
+            let passing = held & !ends;
+            let continues = self.continues[word_index];
+            let blocked = low_bits(blocked_until.saturating_sub(base))
+                | fill_runs((passing << 1) & continues, continues);
+            let first_held = held & !blocked;
+            let ending = first_held & ends;
+            let decided = if ending == 0 {
+                first_held
+            } else {
+                first_held & (ending ^ (ending - 1))
+            };
+            if let Some(hits) = hits.as_deref_mut() {
+                count_bits(hits, base, decided);
+            }
+            if ending != 0 {
+                return Some(base + ending.trailing_zeros() as usize);
+            }
+            if first_held != 0 {
+                let last = base + 63 - first_held.leading_zeros() as usize;
+                blocked_until = blocked_until.max(self.segment_end[last] as usize);
+            }
+        }
+        None
+    }
+}
+
+/// Add one to `hits[base + bit]` for every set bit of `bits`.
+fn count_bits(hits: &mut [u64], base: usize, mut bits: u64) {
+    while bits != 0 {
+        hits[base + bits.trailing_zeros() as usize] += 1;
+        bits &= bits - 1;
+    }
 }
 
 #[cfg(test)]
@@ -185,12 +291,11 @@ mod tests {
     }
 
     #[test]
-    fn first_common_bit_skips_below_from() {
-        let a = [0b1011u64, 1];
-        let b = [0b1110u64, 1];
-        assert_eq!(first_common_bit(&[&a, &b], 0), Some(1));
-        assert_eq!(first_common_bit(&[&a, &b], 2), Some(3));
-        assert_eq!(first_common_bit(&[&a, &b], 4), Some(64));
-        assert_eq!(first_common_bit(&[&a, &b], 65), None);
+    fn fill_runs_reaches_the_end_of_each_run() {
+        let continues = 0b0111_0110u64;
+        assert_eq!(fill_runs(0b0000_0010, continues), 0b0000_0110);
+        assert_eq!(fill_runs(0b0010_0100, continues), 0b0110_0100);
+        assert_eq!(fill_runs(0b0110_0000, continues), 0b0110_0000);
+        assert_eq!(fill_runs(1 << 63, u64::MAX), 1 << 63);
     }
 }

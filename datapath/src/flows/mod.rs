@@ -53,6 +53,8 @@ mod error;
 mod index;
 mod parse;
 mod table;
+#[cfg(test)]
+mod wide_tests;
 
 pub use ast::{
     Condition, Family, FlowDef, FlowFile, Policy, PortRange, Prefix, Protocol, RuleDef, RuleKind,

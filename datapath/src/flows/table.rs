@@ -15,7 +15,7 @@ use std::net::IpAddr;
 
 use super::ast::{Condition, Family, FlowDef, FlowFile, Policy, RuleKind, Span, Test};
 use super::error::{FlowError, FlowErrorKind};
-use super::index::{Membership, RangeIndex, first_common_bit};
+use super::index::{Membership, RangeIndex, RuleBits, Segments};
 use super::{DIRECTOR_MARK_BASE, MAX_FLOWS, MAX_RULES, TABLE_MARK_BASE};
 use crate::packet::{IfaceId, PacketMeta, ip_proto};
 
@@ -144,6 +144,7 @@ pub struct FlowTable {
     iface_names: Option<Vec<String>>,
     director_marks: BTreeMap<String, u32>,
     index: TableIndex,
+    segments: Segments,
 }
 
 /// Family-and-protocol classes: TCP, UDP, ICMP, anything else.
@@ -357,12 +358,14 @@ impl FlowTable {
             return Err(builder.errors);
         }
         let index = TableIndex::build(&rules);
+        let segments = segments(&flows, &rules);
         Ok(Self {
             flows,
             rules,
             iface_names: config.iface_names.clone(),
             director_marks: builder.director_marks,
             index,
+            segments,
         })
     }
 
@@ -426,6 +429,24 @@ impl FlowTable {
             not_ip: 0,
         }
     }
+}
+
+/// Flows as segments of rules for the walk: a held `match` of a flow that is not `skip`
+/// ends evaluation; any other first-held rule sends the packet to the next flow.
+fn segments(flows: &[Flow], rules: &[Rule]) -> Segments {
+    let bits: Vec<RuleBits> = rules
+        .iter()
+        .enumerate()
+        .map(|(index, rule)| {
+            let flow = &flows[rule.flow];
+            RuleBits {
+                starts_segment: index == flow.first_rule,
+                ends: rule.kind == RuleKind::Match && flow.action != FlowAction::Skip,
+                segment_end: flow.first_rule + flow.rule_count,
+            }
+        })
+        .collect();
+    Segments::build(&bits)
 }
 
 fn range(first: u128, last: u128, negated: bool) -> Membership {
@@ -573,7 +594,7 @@ impl FlowTable {
     /// Classify a packet: which flow claims it, by which rule, with what action.
     /// `None`: no flow claims it (or it is not IP) — it goes on unclassified.
     pub fn classify(&self, meta: &PacketMeta) -> Option<FlowVerdict> {
-        self.walk(meta, |_| {})
+        self.walk(meta, None)
     }
 
     /// [`Self::classify`], counting in `counters` (which must come from
@@ -592,7 +613,7 @@ impl FlowTable {
             counters.not_ip += 1;
             return None;
         }
-        let verdict = self.walk(meta, |rule| counters.rule_hits[rule] += 1);
+        let verdict = self.walk(meta, Some(&mut counters.rule_hits));
         match verdict {
             Some(verdict) => counters.flow_hits[verdict.flow] += 1,
             None => counters.unclassified += 1,
@@ -600,25 +621,18 @@ impl FlowTable {
         verdict
     }
 
-    /// Walk the rules whose conditions all hold, flow by flow; `on_decision` sees every
-    /// rule that decided something (a held `match` or `ignore`).
-    fn walk(&self, meta: &PacketMeta, mut on_decision: impl FnMut(usize)) -> Option<FlowVerdict> {
+    /// Find the rule that decides the packet among those whose conditions all hold;
+    /// with `hits`, count every rule that decided something (a held `match` or `ignore`
+    /// first in its flow).
+    fn walk(&self, meta: &PacketMeta, hits: Option<&mut [u64]>) -> Option<FlowVerdict> {
         let sets = self.index.lookup(meta)?;
-        let mut from = 0;
-        while let Some(rule_index) = first_common_bit(&sets, from) {
-            on_decision(rule_index);
-            let rule = &self.rules[rule_index];
-            let flow = &self.flows[rule.flow];
-            if rule.kind == RuleKind::Match && flow.action != FlowAction::Skip {
-                return Some(FlowVerdict {
-                    flow: rule.flow,
-                    rule: rule.number,
-                    action: flow.action,
-                });
-            }
-            from = flow.first_rule + flow.rule_count;
-        }
-        None
+        let rule_index = self.segments.first_ending_rule(sets, hits)?;
+        let rule = &self.rules[rule_index];
+        Some(FlowVerdict {
+            flow: rule.flow,
+            rule: rule.number,
+            action: self.flows[rule.flow].action,
+        })
     }
 
     /// Try every rule in order, the straightforward way, recording each step.
