@@ -32,6 +32,26 @@ pub(crate) enum Membership {
     },
 }
 
+impl Membership {
+    /// The share of a domain of `2^domain_bits` values for which the rule holds, or `None`
+    /// when it does not test the dimension. The index keys each rule on its most selective
+    /// dimension; this only steers speed, never results.
+    pub(crate) fn coverage(&self, domain_bits: i32) -> Option<f64> {
+        match *self {
+            Self::Always => None,
+            Self::Never => Some(0.0),
+            Self::Range {
+                first,
+                last,
+                negated,
+            } => {
+                let share = ((last - first) as f64 + 1.0) / 2f64.powi(domain_bits);
+                Some(if negated { 1.0 - share } else { share })
+            }
+        }
+    }
+}
+
 /// Bitsets of rules for every elementary interval of one dimension's values.
 #[derive(Clone, Debug)]
 pub(crate) struct RangeIndex {
@@ -39,10 +59,38 @@ pub(crate) struct RangeIndex {
     starts: Vec<u128>,
     /// `starts.len()` bitsets of `words` words, one after the other.
     sets: Vec<u64>,
+    /// Per interval: bit `w` is set when word `w` of its bitset holds a rule *keyed* on
+    /// this dimension (see [`summary`]).
+    summaries: Vec<u64>,
     /// The bitset for a packet without a value in this dimension.
     absent: Vec<u64>,
+    /// The summary of `absent`.
+    absent_summary: u64,
     /// Words per bitset.
     words: usize,
+}
+
+/// A bitset looked up for one packet, with its summary of keyed words.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Lookup<'a> {
+    /// The rules that hold in this dimension.
+    pub(crate) set: &'a [u64],
+    /// Bit `w`: word `w` of `set` holds a rule keyed on this dimension.
+    pub(crate) summary: u64,
+}
+
+/// The words of `set` that hold a rule of `keyed`, as a mask (bit `w` for word `w`).
+///
+/// Every rule is *keyed* on one dimension that it tests (or is unconditional), so a rule
+/// whose conditions all hold is in the set of its key dimension: the OR of the summaries
+/// of a packet's lookups names every word that can hold a held rule, and the walk skips
+/// the others. Tables have at most `64 * 64` rules, so one word of summary is enough.
+pub(crate) fn summary(set: &[u64], keyed: &[u64]) -> u64 {
+    set.iter()
+        .zip(keyed)
+        .enumerate()
+        .filter(|(_, (word, key))| *word & *key != 0)
+        .fold(0, |mask, (index, _)| mask | 1 << index)
 }
 
 /// Words needed for `rules` bits.
@@ -60,8 +108,9 @@ fn toggle_bit(words: &mut [u64], bit: usize) {
 
 impl RangeIndex {
     /// Build from one membership per rule (rule `i` is bit `i`), by a sweep over the
-    /// interval boundaries: entering or leaving a range flips the rule's bit.
-    pub(crate) fn build(memberships: &[Membership]) -> Self {
+    /// interval boundaries: entering or leaving a range flips the rule's bit. `keyed`: the
+    /// rules keyed on this dimension, for the summaries.
+    pub(crate) fn build(memberships: &[Membership], keyed: &[u64]) -> Self {
         let words = words_for(memberships.len());
         let mut initial = vec![0u64; words];
         let mut absent = vec![0u64; words];
@@ -101,21 +150,30 @@ impl RangeIndex {
             toggle_bit(&mut sets[last_set..], rule);
             toggle_bit(&mut current, rule);
         }
+        let summaries = sets.chunks(words).map(|set| summary(set, keyed)).collect();
         Self {
             starts,
             sets,
+            summaries,
+            absent_summary: summary(&absent, keyed),
             absent,
             words,
         }
     }
 
     /// The rules that hold for `value` (`None`: the packet has no value here).
-    pub(crate) fn lookup(&self, value: Option<u128>) -> &[u64] {
+    pub(crate) fn lookup(&self, value: Option<u128>) -> Lookup<'_> {
         let Some(value) = value else {
-            return &self.absent;
+            return Lookup {
+                set: &self.absent,
+                summary: self.absent_summary,
+            };
         };
         let interval = self.starts.partition_point(|start| *start <= value) - 1;
-        &self.sets[interval * self.words..(interval + 1) * self.words]
+        Lookup {
+            set: &self.sets[interval * self.words..(interval + 1) * self.words],
+            summary: self.summaries[interval],
+        }
     }
 
     /// Number of elementary intervals.
@@ -190,18 +248,25 @@ impl Segments {
     }
 
     /// Walk the AND of `sets` (the rules whose conditions all hold) segment by segment:
-    /// the first held rule of each segment decides it. Returns the first deciding rule
-    /// that ends evaluation, or `None`. With `hits`, every deciding rule (those that sent
-    /// the packet on, and the final one) is counted there.
+    /// the first held rule of each segment decides it. Only the words flagged in
+    /// `candidates` (bit `w` for word `w`) are read: the others must hold no held rule.
+    /// Returns the first deciding rule that ends evaluation, or `None`. With `hits`, every
+    /// deciding rule (those that sent the packet on, and the final one) is counted there.
     pub(crate) fn first_ending_rule<const SETS: usize>(
         &self,
         sets: [&[u64]; SETS],
+        mut candidates: u64,
         mut hits: Option<&mut [u64]>,
     ) -> Option<usize> {
         let words = self.ends.len();
         let sets = sets.map(|set| &set[..words]);
         let mut blocked_until = 0usize;
-        for word_index in 0..words {
+        while candidates != 0 {
+            let word_index = candidates.trailing_zeros() as usize;
+            candidates &= candidates - 1;
+            if word_index >= words {
+                break;
+            }
             let held = sets
                 .iter()
                 .fold(u64::MAX, |word, set| word & set[word_index]);
@@ -256,38 +321,60 @@ mod tests {
 
     #[test]
     fn sweep_builds_each_interval() {
-        let index = RangeIndex::build(&[
-            Membership::Range {
-                first: 10,
-                last: 20,
-                negated: false,
-            },
-            Membership::Always,
-            Membership::Range {
-                first: 15,
-                last: 15,
-                negated: true,
-            },
-            Membership::Never,
-        ]);
-        assert_eq!(bits(index.lookup(Some(0))), vec![1, 2]);
-        assert_eq!(bits(index.lookup(Some(10))), vec![0, 1, 2]);
-        assert_eq!(bits(index.lookup(Some(15))), vec![0, 1]);
-        assert_eq!(bits(index.lookup(Some(16))), vec![0, 1, 2]);
-        assert_eq!(bits(index.lookup(Some(21))), vec![1, 2]);
-        assert_eq!(bits(index.lookup(None)), vec![1]);
+        let index = RangeIndex::build(
+            &[
+                Membership::Range {
+                    first: 10,
+                    last: 20,
+                    negated: false,
+                },
+                Membership::Always,
+                Membership::Range {
+                    first: 15,
+                    last: 15,
+                    negated: true,
+                },
+                Membership::Never,
+            ],
+            &[0b0101],
+        );
+        assert_eq!(bits(index.lookup(Some(0)).set), vec![1, 2]);
+        assert_eq!(bits(index.lookup(Some(10)).set), vec![0, 1, 2]);
+        assert_eq!(bits(index.lookup(Some(15)).set), vec![0, 1]);
+        assert_eq!(bits(index.lookup(Some(16)).set), vec![0, 1, 2]);
+        assert_eq!(bits(index.lookup(Some(21)).set), vec![1, 2]);
+        assert_eq!(bits(index.lookup(None).set), vec![1]);
         assert_eq!(index.intervals(), 5);
+        assert_eq!(
+            index.lookup(Some(0)).summary,
+            1,
+            "rule 2 is keyed and holds"
+        );
+        assert_eq!(
+            index.lookup(None).summary,
+            0,
+            "only rule 1 holds, not keyed"
+        );
     }
 
     #[test]
     fn range_to_the_maximum_has_no_end_boundary() {
-        let index = RangeIndex::build(&[Membership::Range {
-            first: 5,
-            last: u128::MAX,
-            negated: false,
-        }]);
-        assert_eq!(bits(index.lookup(Some(u128::MAX))), vec![0]);
-        assert_eq!(bits(index.lookup(Some(4))), Vec::<usize>::new());
+        let index = RangeIndex::build(
+            &[Membership::Range {
+                first: 5,
+                last: u128::MAX,
+                negated: false,
+            }],
+            &[1],
+        );
+        assert_eq!(bits(index.lookup(Some(u128::MAX)).set), vec![0]);
+        assert_eq!(bits(index.lookup(Some(4)).set), Vec::<usize>::new());
+        assert_eq!(index.lookup(Some(4)).summary, 0);
+    }
+
+    #[test]
+    fn summary_flags_words_with_keyed_rules() {
+        assert_eq!(summary(&[0b11, 0, 0b100, 1], &[0b10, 1, 0b11, 1]), 0b1001);
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub mod compile;
 mod error;
 mod index;
 mod parse;
+mod rule_index;
 mod table;
 #[cfg(test)]
 mod wide_tests;

@@ -223,3 +223,93 @@ fn held_ignore_shadows_the_rest_of_a_long_flow_across_words() {
         }
     }
 }
+
+/// Packets over every protocol class, both families, two interfaces and a few ports and
+/// ICMP types.
+fn assorted_packets() -> Vec<PacketMeta> {
+    let mut packets = Vec::new();
+    for (proto, transport) in [
+        (ip_proto::TCP, true),
+        (ip_proto::UDP, true),
+        (ip_proto::ICMP, false),
+        (47, false),
+    ] {
+        for v6 in [false, true] {
+            for (iface, value) in [(0, 5), (1, 7)] {
+                let (src, dst) = if v6 {
+                    (
+                        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, value)),
+                        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 1, value)),
+                    )
+                } else {
+                    (
+                        IpAddr::V4(Ipv4Addr::new(10, 0, 0, value as u8)),
+                        IpAddr::V4(Ipv4Addr::new(10, 0, 1, value as u8)),
+                    )
+                };
+                packets.push(PacketMeta {
+                    l3: if v6 { L3::Ipv6 } else { L3::Ipv4 },
+                    iface,
+                    src: Some(src),
+                    dst: Some(dst),
+                    proto: Some(proto),
+                    sport: transport.then_some(value),
+                    dport: transport.then_some(value + 100),
+                    icmp_type: (proto == ip_proto::ICMP).then_some(value as u8),
+                    ..PacketMeta::default()
+                });
+            }
+        }
+    }
+    packets
+}
+
+/// Each kind of rule, alone in its word of the index among rules that never hold, is
+/// still found: whichever dimension it is keyed on flags its word.
+#[test]
+fn a_rule_alone_in_its_word_is_found_whatever_its_key() {
+    let rules = [
+        "match",
+        "ignore",
+        "match proto udp",
+        "match not proto tcp",
+        "match iface eth1",
+        "match not iface eth1",
+        "match src 10.0.0.5",
+        "match not dst 10.0.1.5",
+        "match src 2001:db8::7",
+        "match not dst 2001:db8::1:5",
+        "match proto tcp srcport 7",
+        "match proto udp not dstport 105",
+        "match proto icmp icmptype 5",
+        "match proto icmp not icmptype 5",
+        "match iface eth0 proto tcp src 10.0.0.0/8 dstport 100:200",
+    ];
+    let config = TableConfig {
+        iface_names: Some(vec!["eth0".into(), "eth1".into()]),
+        director_marks: None,
+    };
+    for rule in rules {
+        let mut text = String::new();
+        for index in 0..130 {
+            text.push_str(&format!(
+                "flow filler{index} permit\n  match dst 192.0.2.1\n"
+            ));
+        }
+        text.push_str(&format!("flow tested permit\n  {rule}\n"));
+        for index in 0..70 {
+            text.push_str(&format!(
+                "flow after{index} permit\n  match src 192.0.2.1\n"
+            ));
+        }
+        text.push_str("flow rest deny\n  match proto tcp\n");
+        let table = FlowTable::from_source(&text, &config).expect("valid");
+        let mut claimed = 0;
+        for meta in assorted_packets() {
+            let verdict = table.classify(&meta);
+            assert_eq!(verdict, table.trace(&meta).verdict, "{rule}: {meta:?}");
+            claimed += usize::from(verdict.is_some_and(|verdict| verdict.flow == 130));
+        }
+        assert!(claimed > 0 || rule == "ignore", "{rule} never holds");
+    }
+}
