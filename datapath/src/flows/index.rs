@@ -1,14 +1,14 @@
 //! The classification index: one bitset of rules per elementary interval of each packet
 //! dimension (family+protocol, interface, source, destination, ports, ICMP type). A packet
-//! looks up one bitset per dimension (a binary search each) and the rules whose conditions
-//! all hold are the set bits of their AND, in rule order.
+//! looks up one bitset per dimension (a binary search per range dimension) and the rules
+//! whose conditions all hold are the set bits of their AND, in rule order.
 //!
 //! [`Segments`] walks that AND a word (64 rules) at a time without a step per flow: flows
 //! are runs of bits, and the first held rule of every flow in a word is found with a few
 //! word operations (a held `ignore` blanks the rest of its flow by a carry through the
-//! flow's run). Cost per packet: 7 binary searches plus a handful of operations per word
-//! of the AND, whatever the number of flows whose `ignore` holds. Nothing is cached across
-//! packets and nothing is allocated per packet.
+//! flow's run). Cost per packet: 6 binary searches plus a handful of operations per word
+//! of the AND that can hold a held rule (see [`summary`]), however many flows have an
+//! `ignore` that holds. Nothing is cached across packets; nothing is allocated per packet.
 //!
 //! This module knows flows only as runs of bits and rules only as "ends evaluation or
 //! not"; [`super::table`] builds those masks and turns the deciding rule into a verdict.
