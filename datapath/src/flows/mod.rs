@@ -52,7 +52,10 @@ pub mod compile;
 mod error;
 mod index;
 mod parse;
+mod rule_index;
 mod table;
+#[cfg(test)]
+mod wide_tests;
 
 pub use ast::{
     Condition, Family, FlowDef, FlowFile, Policy, PortRange, Prefix, Protocol, RuleDef, RuleKind,

@@ -15,9 +15,10 @@ use std::net::IpAddr;
 
 use super::ast::{Condition, Family, FlowDef, FlowFile, Policy, RuleKind, Span, Test};
 use super::error::{FlowError, FlowErrorKind};
-use super::index::{Membership, RangeIndex, first_common_bit};
+use super::index::{RuleBits, Segments};
+use super::rule_index::RuleIndex;
 use super::{DIRECTOR_MARK_BASE, MAX_FLOWS, MAX_RULES, TABLE_MARK_BASE};
-use crate::packet::{IfaceId, PacketMeta, ip_proto};
+use crate::packet::{IfaceId, PacketMeta};
 
 /// What the caller knows beyond the file.
 #[derive(Clone, Debug, Default)]
@@ -143,32 +144,12 @@ pub struct FlowTable {
     rules: Vec<Rule>,
     iface_names: Option<Vec<String>>,
     director_marks: BTreeMap<String, u32>,
-    index: TableIndex,
+    index: RuleIndex,
+    segments: Segments,
 }
 
-/// Family-and-protocol classes: TCP, UDP, ICMP, anything else.
-const PROTOCOL_CLASSES: [Option<u8>; 4] = [
-    Some(ip_proto::TCP),
-    Some(ip_proto::UDP),
-    Some(ip_proto::ICMP),
-    None,
-];
-
-#[derive(Clone, Debug)]
-struct TableIndex {
-    /// Bitsets by `family * 4 + protocol class`.
-    protocol: Vec<Vec<u64>>,
-    iface: RangeIndex,
-    src_v4: RangeIndex,
-    dst_v4: RangeIndex,
-    src_v6: RangeIndex,
-    dst_v6: RangeIndex,
-    sport: RangeIndex,
-    dport: RangeIndex,
-    icmp_type: RangeIndex,
-}
-
-fn packet_family(meta: &PacketMeta) -> Option<(Family, IpAddr, IpAddr)> {
+/// The family and addresses of an IP packet (`None`: not IP, or mixed families).
+pub(super) fn packet_family(meta: &PacketMeta) -> Option<(Family, IpAddr, IpAddr)> {
     match (meta.src?, meta.dst?) {
         (source @ IpAddr::V4(_), destination @ IpAddr::V4(_)) => {
             Some((Family::V4, source, destination))
@@ -180,7 +161,8 @@ fn packet_family(meta: &PacketMeta) -> Option<(Family, IpAddr, IpAddr)> {
     }
 }
 
-fn address_key(address: IpAddr) -> u128 {
+/// An address as an index key (IPv4 addresses are the low 32 bits).
+pub(super) fn address_key(address: IpAddr) -> u128 {
     match address {
         IpAddr::V4(v4) => u128::from(u32::from(v4)),
         IpAddr::V6(v6) => u128::from(v6),
@@ -356,13 +338,15 @@ impl FlowTable {
             builder.errors.sort_by_key(|error| error.span);
             return Err(builder.errors);
         }
-        let index = TableIndex::build(&rules);
+        let index = RuleIndex::build(&rules);
+        let segments = segments(&flows, &rules);
         Ok(Self {
             flows,
             rules,
             iface_names: config.iface_names.clone(),
             director_marks: builder.director_marks,
             index,
+            segments,
         })
     }
 
@@ -428,152 +412,29 @@ impl FlowTable {
     }
 }
 
-fn range(first: u128, last: u128, negated: bool) -> Membership {
-    Membership::Range {
-        first,
-        last,
-        negated,
-    }
-}
-
-/// How `rule` relates to one dimension, given how to read its condition there.
-fn membership(rule: &Rule, test: impl Fn(&Test) -> Option<(u128, u128)>) -> Membership {
-    rule.conditions
+/// Flows as segments of rules for the walk: a held `match` of a flow that is not `skip`
+/// ends evaluation; any other first-held rule sends the packet to the next flow.
+fn segments(flows: &[Flow], rules: &[Rule]) -> Segments {
+    let bits: Vec<RuleBits> = rules
         .iter()
-        .find_map(|condition| test(&condition.test).map(|(a, b)| range(a, b, condition.negated)))
-        .unwrap_or(Membership::Always)
-}
-
-fn prefix_bounds(prefix: &super::Prefix) -> (u128, u128) {
-    let first = address_key(prefix.address);
-    let host_bits = match prefix.family() {
-        Family::V4 => 32 - u32::from(prefix.length),
-        Family::V6 => 128 - u32::from(prefix.length),
-    };
-    let span = u128::MAX.checked_shr(128 - host_bits).unwrap_or(0);
-    let span = if host_bits == 0 { 0 } else { span };
-    (first, first | span)
-}
-
-fn address_index(rules: &[Rule], family: Family, source: bool) -> RangeIndex {
-    let memberships: Vec<Membership> = rules
-        .iter()
-        .map(|rule| {
-            membership(rule, |test| match test {
-                Test::Src(prefix) if source && prefix.family() == family => {
-                    Some(prefix_bounds(prefix))
-                }
-                Test::Dst(prefix) if !source && prefix.family() == family => {
-                    Some(prefix_bounds(prefix))
-                }
-                _ => None,
-            })
+        .enumerate()
+        .map(|(index, rule)| {
+            let flow = &flows[rule.flow];
+            RuleBits {
+                starts_segment: index == flow.first_rule,
+                ends: rule.kind == RuleKind::Match && flow.action != FlowAction::Skip,
+                segment_end: flow.first_rule + flow.rule_count,
+            }
         })
         .collect();
-    RangeIndex::build(&memberships)
-}
-
-fn protocol_sets(rules: &[Rule]) -> Vec<Vec<u64>> {
-    let words = super::index::words_for(rules.len());
-    let mut sets = Vec::new();
-    for family in [Family::V4, Family::V6] {
-        for class in PROTOCOL_CLASSES {
-            let mut set = vec![0u64; words];
-            for (bit, rule) in rules.iter().enumerate() {
-                let family_ok = rule.family.is_none_or(|wanted| wanted == family);
-                let proto_ok = rule.conditions.iter().all(|c| match c.test {
-                    Test::Proto(protocol) => (class == Some(protocol.number())) != c.negated,
-                    _ => true,
-                });
-                if family_ok && proto_ok {
-                    set[bit / 64] |= 1 << (bit % 64);
-                }
-            }
-            sets.push(set);
-        }
-    }
-    sets
-}
-
-impl TableIndex {
-    fn build(rules: &[Rule]) -> Self {
-        let ports = |source: bool| -> RangeIndex {
-            let memberships: Vec<Membership> = rules
-                .iter()
-                .map(|rule| {
-                    membership(rule, |test| match test {
-                        Test::SrcPort(r) if source => Some((r.first.into(), r.last.into())),
-                        Test::DstPort(r) if !source => Some((r.first.into(), r.last.into())),
-                        _ => None,
-                    })
-                })
-                .collect();
-            RangeIndex::build(&memberships)
-        };
-        let iface: Vec<Membership> = rules
-            .iter()
-            .map(|rule| {
-                match (
-                    rule.conditions.iter().find(|c| c.test.keyword() == "iface"),
-                    rule.iface,
-                ) {
-                    (None, _) => Membership::Always,
-                    (Some(c), Some(index)) => range(index.into(), index.into(), c.negated),
-                    (Some(c), None) if c.negated => Membership::Always,
-                    (Some(_), None) => Membership::Never,
-                }
-            })
-            .collect();
-        let icmp_type: Vec<Membership> = rules
-            .iter()
-            .map(|rule| {
-                membership(rule, |test| match test {
-                    Test::IcmpType(value) => Some((u128::from(*value), u128::from(*value))),
-                    _ => None,
-                })
-            })
-            .collect();
-        Self {
-            protocol: protocol_sets(rules),
-            iface: RangeIndex::build(&iface),
-            src_v4: address_index(rules, Family::V4, true),
-            dst_v4: address_index(rules, Family::V4, false),
-            src_v6: address_index(rules, Family::V6, true),
-            dst_v6: address_index(rules, Family::V6, false),
-            sport: ports(true),
-            dport: ports(false),
-            icmp_type: RangeIndex::build(&icmp_type),
-        }
-    }
-
-    /// The seven bitsets for a packet; `None` for a non-IP packet.
-    fn lookup(&self, meta: &PacketMeta) -> Option<[&[u64]; 7]> {
-        let (family, source, destination) = packet_family(meta)?;
-        let class = PROTOCOL_CLASSES
-            .iter()
-            .position(|class| class.is_some() && *class == meta.proto)
-            .unwrap_or(PROTOCOL_CLASSES.len() - 1);
-        let (family_offset, src, dst) = match family {
-            Family::V4 => (0, &self.src_v4, &self.dst_v4),
-            Family::V6 => (PROTOCOL_CLASSES.len(), &self.src_v6, &self.dst_v6),
-        };
-        Some([
-            &self.protocol[family_offset + class],
-            self.iface.lookup(Some(meta.iface.into())),
-            src.lookup(Some(address_key(source))),
-            dst.lookup(Some(address_key(destination))),
-            self.sport.lookup(meta.sport.map(u128::from)),
-            self.dport.lookup(meta.dport.map(u128::from)),
-            self.icmp_type.lookup(meta.icmp_type.map(u128::from)),
-        ])
-    }
+    Segments::build(&bits)
 }
 
 impl FlowTable {
     /// Classify a packet: which flow claims it, by which rule, with what action.
     /// `None`: no flow claims it (or it is not IP) — it goes on unclassified.
     pub fn classify(&self, meta: &PacketMeta) -> Option<FlowVerdict> {
-        self.walk(meta, |_| {})
+        self.walk(meta, None)
     }
 
     /// [`Self::classify`], counting in `counters` (which must come from
@@ -592,7 +453,7 @@ impl FlowTable {
             counters.not_ip += 1;
             return None;
         }
-        let verdict = self.walk(meta, |rule| counters.rule_hits[rule] += 1);
+        let verdict = self.walk(meta, Some(&mut counters.rule_hits));
         match verdict {
             Some(verdict) => counters.flow_hits[verdict.flow] += 1,
             None => counters.unclassified += 1,
@@ -600,25 +461,18 @@ impl FlowTable {
         verdict
     }
 
-    /// Walk the rules whose conditions all hold, flow by flow; `on_decision` sees every
-    /// rule that decided something (a held `match` or `ignore`).
-    fn walk(&self, meta: &PacketMeta, mut on_decision: impl FnMut(usize)) -> Option<FlowVerdict> {
-        let sets = self.index.lookup(meta)?;
-        let mut from = 0;
-        while let Some(rule_index) = first_common_bit(&sets, from) {
-            on_decision(rule_index);
-            let rule = &self.rules[rule_index];
-            let flow = &self.flows[rule.flow];
-            if rule.kind == RuleKind::Match && flow.action != FlowAction::Skip {
-                return Some(FlowVerdict {
-                    flow: rule.flow,
-                    rule: rule.number,
-                    action: flow.action,
-                });
-            }
-            from = flow.first_rule + flow.rule_count;
-        }
-        None
+    /// Find the rule that decides the packet among those whose conditions all hold;
+    /// with `hits`, count every rule that decided something (a held `match` or `ignore`
+    /// first in its flow).
+    fn walk(&self, meta: &PacketMeta, hits: Option<&mut [u64]>) -> Option<FlowVerdict> {
+        let (sets, candidates) = self.index.lookup(meta)?;
+        let rule_index = self.segments.first_ending_rule(sets, candidates, hits)?;
+        let rule = &self.rules[rule_index];
+        Some(FlowVerdict {
+            flow: rule.flow,
+            rule: rule.number,
+            action: self.flows[rule.flow].action,
+        })
     }
 
     /// Try every rule in order, the straightforward way, recording each step.
