@@ -401,20 +401,20 @@ pub fn render(report: &DiffReport) -> String {
     for (why, count) in &report.not_injected {
         let _ = writeln!(out, "not injected: {count} ({why})");
     }
+    let mut explained: BTreeMap<&str, (u64, &Disagreement)> = BTreeMap::new();
     for d in &report.disagreements {
-        let rule = d
-            .rule
-            .as_deref()
-            .map(|r| format!(" rule {r}"))
-            .unwrap_or_default();
-        let why = d
-            .explained_by
-            .as_deref()
-            .map_or("UNEXPLAINED".into(), |w| format!("explained: {w}"));
+        match d.explained_by.as_deref() {
+            Some(why) => explained.entry(why).or_insert((0, d)).0 += 1,
+            None => {
+                let _ = writeln!(out, "UNEXPLAINED {}", disagreement_line(d));
+            }
+        }
+    }
+    for (why, (count, first)) in &explained {
         let _ = writeln!(
             out,
-            "#{} {}: simulator {}{rule}; kernel {} — {why}",
-            d.ordinal, d.decode, d.simulator, d.kernel
+            "explained ({count}): {why}\n  first: {}",
+            disagreement_line(first)
         );
     }
     if let Some([p50, p90, p99, max]) = report.kernel_latency_ns {
@@ -429,6 +429,18 @@ pub fn render(report: &DiffReport) -> String {
         report.kernel_pps
     );
     out
+}
+
+fn disagreement_line(d: &Disagreement) -> String {
+    let rule = d
+        .rule
+        .as_deref()
+        .map(|r| format!(" rule {r}"))
+        .unwrap_or_default();
+    format!(
+        "#{} {}: simulator {}{rule}; kernel {}",
+        d.ordinal, d.decode, d.simulator, d.kernel
+    )
 }
 
 /// Run `sim diff`.

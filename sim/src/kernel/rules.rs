@@ -128,7 +128,7 @@ fn v4_elements(prefixes: impl Iterator<Item = ipnet::IpNet>) -> Vec<String> {
 fn set(out: &mut String, name: &str, elements: &[String]) {
     let _ = writeln!(
         out,
-        "\tset {name} {{\n\t\ttype ipv4_addr\n\t\tflags interval"
+        "\tset {name} {{\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\tauto-merge"
     );
     if !elements.is_empty() {
         let _ = writeln!(out, "\t\telements = {{ {} }}", elements.join(", "));
