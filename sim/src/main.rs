@@ -22,6 +22,10 @@ enum Command {
     Director(sim::director_cli::DirectorArgs),
     /// Run a scenario in virtual time and write its report.
     Run(sim::run::RunArgs),
+    /// Kernel runner lab commands (check, cleanup, rules, up).
+    Kernel(sim::kernel::KernelArgs),
+    /// Run captures through the simulator and the Linux kernel and diff per-packet verdicts.
+    Diff(sim::kernel::diff::DiffArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +35,8 @@ fn main() -> ExitCode {
         Command::Flows(args) => sim::flows_cli::run(&args),
         Command::Director(args) => sim::director_cli::run(&args),
         Command::Run(args) => sim::run::run(&args),
+        Command::Kernel(args) => sim::kernel::run(&args),
+        Command::Diff(args) => sim::kernel::diff::run(&args),
     };
     match result {
         Ok(code) => code,
