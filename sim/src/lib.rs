@@ -12,6 +12,8 @@
 //! - [`flows_cli`] — `sim flows check|compile|eval`: lint, compile and evaluate flowmgr
 //!   files, errors rendered rustc-style.
 //! - [`director_cli`] — `sim director which`: which real server a new connection gets.
+//! - [`plan`] — `sim plan`: sweep a scenario's load and settings, measure per-packet cost,
+//!   and report the cores, memory and first broken constraint (plan.json/md/html).
 //! - [`record`] — the per-packet record (the common currency of replay, run and diff).
 
 pub mod appliance;
@@ -19,6 +21,7 @@ pub mod capture;
 pub mod director_cli;
 pub mod engine;
 pub mod flows_cli;
+pub mod plan;
 pub mod record;
 pub mod replay;
 pub mod report;
