@@ -265,3 +265,48 @@ fn plan_html_renders_in_headless_chromium() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sim_plan_command_writes_the_three_files() {
+    let dir = std::env::temp_dir().join(format!("lbsim-plan-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/synflood.toml");
+    let output = Command::new(env!("CARGO_BIN_EXE_sim"))
+        .arg("plan")
+        .arg(&scenario)
+        .args([
+            "--sweep",
+            "flood.rate=5k,10k",
+            "--duration",
+            "150ms",
+            "--cores",
+            "4",
+        ])
+        .arg("--out")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("Every point meets the [expect] SLOs, up to flood.rate = 10k"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("core budget 4"), "{stdout}");
+    for file in ["plan.json", "plan.md", "plan.html"] {
+        assert!(dir.join(file).is_file(), "{file} missing");
+    }
+    let bad = Command::new(env!("CARGO_BIN_EXE_sim"))
+        .arg("plan")
+        .arg(&scenario)
+        .args(["--sweep", "flood.speed=1..2"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown sweep key `flood.speed`"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

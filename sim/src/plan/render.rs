@@ -91,21 +91,33 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
+/// The point's x value as written (`1.41M`), or `point N` without an x axis.
+fn x_label(plan: &Plan, index: usize) -> String {
+    plan.deterministic
+        .x_axis
+        .map_or(format!("point {index}"), |k| {
+            plan.deterministic.points[index].settings[k].to_string()
+        })
+}
+
 fn group_answer(plan: &Plan, group: &Group, out: &mut String) {
     let points = &plan.deterministic.points;
     let measured = &plan.measured.points;
     let x = x_name(plan);
-    let label = |i: usize| {
-        plan.deterministic
-            .x_axis
-            .map_or(format!("point {i}"), |k| points[i].settings[k].to_string())
-    };
+    let label = |i: usize| x_label(plan, i);
     let first_slo_failure = group
         .points
         .iter()
         .position(|&i| !points[i].outcome.slo_passed);
     let slo_ok = &group.points[..first_slo_failure.unwrap_or(group.points.len())];
     match slo_ok.last() {
+        Some(&i) if first_slo_failure.is_none() => {
+            let _ = write!(
+                out,
+                "- Every point meets the [expect] SLOs, up to {x} = {} (extend the range to find the SLO limit)",
+                label(i)
+            );
+        }
         Some(&i) => {
             let _ = write!(
                 out,
@@ -140,20 +152,37 @@ fn group_answer(plan: &Plan, group: &Group, out: &mut String) {
             );
         }
     }
+    fit_sentence(plan, group, out);
+}
+
+/// The highest load meeting every SLO and constraint (cores included).
+fn fit_sentence(plan: &Plan, group: &Group, out: &mut String) {
+    let points = &plan.deterministic.points;
+    let measured = &plan.measured.points;
+    let x = x_name(plan);
     let fits = group
         .points
         .iter()
         .take_while(|&&i| all_constraints(&points[i], &measured[i]).is_empty())
         .last();
-    if let Some(&i) = fits {
-        let _ = writeln!(
-            out,
-            "- Highest load meeting every SLO and constraint within {} cores: {x} = {} ({:.2} cores, {}).",
-            plan.measured.core_budget,
-            label(i),
-            measured[i].cores_needed,
-            mib(measured[i].memory.total_bytes)
-        );
+    match fits {
+        Some(&i) => {
+            let _ = writeln!(
+                out,
+                "- Highest load meeting every SLO and constraint within {} cores: {x} = {} ({:.2} cores, {}).",
+                plan.measured.core_budget,
+                x_label(plan, i),
+                measured[i].cores_needed,
+                mib(measured[i].memory.total_bytes)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "- No load in the sweep meets every SLO and constraint within {} cores.",
+                plan.measured.core_budget
+            );
+        }
     }
 }
 
