@@ -2,7 +2,8 @@
 //! [`Scenario`] in memory (never by editing the file's text).
 //!
 //! Keys: `<traffic name or kind>.rate` (a source's packet, connection or request rate),
-//! `queues`, `director.<name>.scheduler`, `shield.session_table_capacity` (alias
+//! `queues` (alias `threads`: the receive queues, one pipeline shard each),
+//! `director.<name>.scheduler`, `shield.session_table_capacity` (alias
 //! `conntrack.capacity`) and `shield.source_table_capacity`. Ranges: `a..b` (log steps,
 //! `--points` of them; every integer for `queues`), `a..b/step` (linear), or a list
 //! `a,b,c`; numbers take `k`, `M`, `G` suffixes. Not here: running the points (see
@@ -22,7 +23,8 @@ pub const MAX_SWEEP_POINTS: usize = 400;
 /// What a sweep key changes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SweepTarget {
-    /// The rate of every traffic source with this name, or else of this kind.
+    /// The rate of every traffic source with this name, or else of this kind (a pcap source
+    /// gets a fixed `pps`; a client source's `connections`/`requests` total stays as written).
     TrafficRate(String),
     /// The scenario's receive queues (pipeline shards).
     Queues,
