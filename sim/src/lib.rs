@@ -14,6 +14,8 @@
 //! - [`director_cli`] — `sim director which`: which real server a new connection gets.
 //! - [`kernel`] — the kernel runner: netns + veth topology, rules from the same tables,
 //!   AF_PACKET injection and observation, `sim kernel ...` and the `sim diff` verdict diff.
+//! - [`plan`] — `sim plan`: sweep a scenario's load and settings, measure per-packet cost,
+//!   and report the cores, memory and first broken constraint (plan.json/md/html).
 //! - [`record`] — the per-packet record (the common currency of replay, run and diff).
 
 pub mod appliance;
@@ -22,6 +24,7 @@ pub mod director_cli;
 pub mod engine;
 pub mod flows_cli;
 pub mod kernel;
+pub mod plan;
 pub mod record;
 pub mod replay;
 pub mod report;

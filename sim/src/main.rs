@@ -26,6 +26,8 @@ enum Command {
     Kernel(sim::kernel::KernelArgs),
     /// Run captures through the simulator and the Linux kernel and diff per-packet verdicts.
     Diff(sim::kernel::diff::DiffArgs),
+    /// Capacity planning: sweep a scenario and report cores, memory and the first broken constraint.
+    Plan(sim::plan::PlanArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         Command::Run(args) => sim::run::run(&args),
         Command::Kernel(args) => sim::kernel::run(&args),
         Command::Diff(args) => sim::kernel::diff::run(&args),
+        Command::Plan(args) => sim::plan::run(&args),
     };
     match result {
         Ok(code) => code,
