@@ -45,6 +45,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Deserializer};
 
+use super::fasthash::FastBuild;
 use super::lists::{PortSet, PrefixList, SourcePrefix};
 use super::modes::{ModeSetting, Thresholds};
 use crate::packet::ip_proto;
@@ -343,7 +344,7 @@ pub struct InstanceTables {
     /// Contexts; index 0 is the default context.
     pub contexts: Vec<ContextTables>,
     /// `(dst, vlan)` → context index; `vlan = None` matches any VLAN.
-    pub selectors: HashMap<(IpAddr, Option<u16>), u16>,
+    pub(crate) selectors: HashMap<(IpAddr, Option<u16>), u16, FastBuild>,
     /// Bad cookie action.
     pub bad_cookie: BadCookieAction,
     /// MSS advertised by cookie SYN-ACKs.
@@ -361,9 +362,7 @@ fn compile_context(
 ) -> ContextTables {
     let allow_src = PrefixList::new(&context.allow_src);
     let mut deny = PrefixList::new(instance.deny.iter().chain(&context.deny));
-    for prefix in &context.allow_src {
-        deny.remove(prefix.0);
-    }
+    deny.remove_all(&context.allow_src);
     ContextTables {
         label,
         deny,
@@ -401,7 +400,7 @@ pub(crate) fn compile_instance(
     }
     check_thresholds(&config.thresholds, &name)?;
     let mut contexts = vec![compile_context(config, &config.default, "default".into())];
-    let mut selectors = HashMap::new();
+    let mut selectors = HashMap::default();
     for (index, context) in config.context.iter().enumerate() {
         let at = format!("{name}.context[{index}]");
         let dst = context

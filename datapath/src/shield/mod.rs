@@ -32,6 +32,7 @@ pub mod config;
 pub mod cookie;
 pub mod counters;
 pub mod emit;
+mod fasthash;
 pub mod lists;
 pub mod modes;
 mod proxy;
@@ -380,6 +381,9 @@ impl Shield {
     fn select_in(&self, instance: u16, meta: &PacketMeta) -> ContextId {
         let tables = &self.instances[usize::from(instance)];
         let base = self.context_base[usize::from(instance)];
+        if tables.selectors.is_empty() {
+            return ContextId(base);
+        }
         let local = meta.dst.and_then(|dst| {
             let vlan = meta.inner_vlan();
             vlan.and_then(|vlan| tables.selectors.get(&(dst, Some(vlan))))
