@@ -145,23 +145,33 @@ impl SynCookies {
     }
 
     /// The keyed hash of the 4-tuple and counter with secret `which` (0 or 1) of the
-    /// epoch that `count` belongs to.
+    /// epoch that `count` belongs to: SipHash-2-4 of the addresses (IPv4 as 4 bytes each,
+    /// otherwise both as 16 bytes, IPv4 mapped), `sport << 16 | dport` and `count` as
+    /// native-endian `u32`s, truncated to 32 bits.
     fn hash(&mut self, flow: &CookieFlow, count: u64, which: usize, epoch_count: u64) -> u32 {
         let (k0, k1) = self.keys(epoch_count / SECRET_ROTATION_PERIODS)[which];
-        let mut hasher = SipHasher24::new_with_keys(k0, k1);
-        match (flow.src, flow.dst) {
+        let ports = (u32::from(flow.sport) << 16 | u32::from(flow.dport)).to_ne_bytes();
+        let count = (count as u32).to_ne_bytes();
+        let tail = word([
+            ports[0], ports[1], ports[2], ports[3], count[0], count[1], count[2], count[3],
+        ]);
+        let hash = match (flow.src, flow.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
-                hasher.write(&s.octets());
-                hasher.write(&d.octets());
+                let ([s0, s1, s2, s3], [d0, d1, d2, d3]) = (s.octets(), d.octets());
+                siphash24(k0, k1, &[word([s0, s1, s2, s3, d0, d1, d2, d3]), tail])
             }
             (s, d) => {
-                hasher.write(&ip_bytes(s));
-                hasher.write(&ip_bytes(d));
+                let (s, d) = (ip_bytes(s), ip_bytes(d));
+                let half = |bytes: &[u8; 16], at: usize| {
+                    let mut eight = [0; 8];
+                    eight.copy_from_slice(&bytes[at..at + 8]);
+                    word(eight)
+                };
+                let words = [half(&s, 0), half(&s, 8), half(&d, 0), half(&d, 8), tail];
+                siphash24(k0, k1, &words)
             }
-        }
-        hasher.write_u32(u32::from(flow.sport) << 16 | u32::from(flow.dport));
-        hasher.write_u32(count as u32);
-        hasher.finish() as u32
+        };
+        hash as u32
     }
 
     /// The MSS index and table value for an offered MSS, rounded down (never below the
@@ -275,6 +285,55 @@ impl SynCookies {
     }
 }
 
+/// Eight message bytes as SipHash reads them (little-endian).
+#[inline]
+fn word(bytes: [u8; 8]) -> u64 {
+    u64::from_le_bytes(bytes)
+}
+
+/// One SipRound.
+#[inline(always)]
+fn sip_round(v: &mut [u64; 4]) {
+    v[0] = v[0].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(13) ^ v[0];
+    v[0] = v[0].rotate_left(32);
+    v[2] = v[2].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(16) ^ v[2];
+    v[0] = v[0].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(21) ^ v[0];
+    v[2] = v[2].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(17) ^ v[2];
+    v[2] = v[2].rotate_left(32);
+}
+
+/// SipHash-2-4 (Aumasson & Bernstein) of a message made of whole 8-byte words: the same
+/// value `siphasher`'s `SipHasher24` gives for those bytes, without its streaming buffer.
+#[inline]
+fn siphash24(k0: u64, k1: u64, words: &[u64]) -> u64 {
+    let mut v = [
+        k0 ^ 0x736f_6d65_7073_6575,
+        k1 ^ 0x646f_7261_6e64_6f6d,
+        k0 ^ 0x6c79_6765_6e65_7261,
+        k1 ^ 0x7465_6462_7974_6573,
+    ];
+    for &message in words {
+        v[3] ^= message;
+        sip_round(&mut v);
+        sip_round(&mut v);
+        v[0] ^= message;
+    }
+    let last = ((words.len() as u64 * 8) & 0xff) << 56;
+    v[3] ^= last;
+    sip_round(&mut v);
+    sip_round(&mut v);
+    v[0] ^= last;
+    v[2] ^= 0xff;
+    for _ in 0..4 {
+        sip_round(&mut v);
+    }
+    v[0] ^ v[1] ^ v[2] ^ v[3]
+}
+
 fn ip_bytes(address: IpAddr) -> [u8; 16] {
     match address {
         IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
@@ -312,6 +371,48 @@ mod tests {
             cookies.check(125 * NS_PER_SEC, &flow(), 1000, cookie),
             Err(CookieError::Stale)
         );
+    }
+
+    /// The word-wise SipHash-2-4 is the streaming one of the `siphasher` crate, fed the
+    /// byte stream the cookie hash was first defined with (addresses, then `write_u32`s).
+    #[test]
+    fn hash_matches_the_streaming_siphasher() {
+        let mut cookies = SynCookies::new(0x5eed);
+        let flows = [
+            flow(),
+            CookieFlow {
+                src: "2001:db8::7".parse().unwrap(),
+                dst: "2001:db8:1::10".parse().unwrap(),
+                sport: 1,
+                dport: 65_535,
+            },
+            CookieFlow {
+                src: "2001:db8::7".parse().unwrap(),
+                dst: "192.0.2.1".parse().unwrap(),
+                sport: 9,
+                dport: 80,
+            },
+        ];
+        for flow in flows {
+            for (count, which, epoch_count) in [(0, 0, 0), (5, 1, 5), (70, 1, 70), (3, 0, 200)] {
+                let (k0, k1) = cookies.keys(epoch_count / SECRET_ROTATION_PERIODS)[which];
+                let mut hasher = SipHasher24::new_with_keys(k0, k1);
+                match (flow.src, flow.dst) {
+                    (IpAddr::V4(s), IpAddr::V4(d)) => {
+                        hasher.write(&s.octets());
+                        hasher.write(&d.octets());
+                    }
+                    (s, d) => {
+                        hasher.write(&ip_bytes(s));
+                        hasher.write(&ip_bytes(d));
+                    }
+                }
+                hasher.write_u32(u32::from(flow.sport) << 16 | u32::from(flow.dport));
+                hasher.write_u32(count as u32);
+                let expected = hasher.finish() as u32;
+                assert_eq!(cookies.hash(&flow, count, which, epoch_count), expected);
+            }
+        }
     }
 
     #[test]

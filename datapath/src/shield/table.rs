@@ -81,6 +81,9 @@ impl<K: Hash + Eq + Copy, V> BoundedTable<K, V> {
 
     /// The slot holding `key`.
     pub fn find(&self, key: &K) -> Option<usize> {
+        if self.len == 0 {
+            return None;
+        }
         let start = self.bucket(key);
         (start..start + WAYS).find(|&i| matches!(&self.slots[i], Some((k, _)) if k == key))
     }
