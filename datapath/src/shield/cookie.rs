@@ -145,33 +145,10 @@ impl SynCookies {
     }
 
     /// The keyed hash of the 4-tuple and counter with secret `which` (0 or 1) of the
-    /// epoch that `count` belongs to: SipHash-2-4 of the addresses (IPv4 as 4 bytes each,
-    /// otherwise both as 16 bytes, IPv4 mapped), `sport << 16 | dport` and `count` as
-    /// native-endian `u32`s, truncated to 32 bits.
+    /// epoch that `count` belongs to (see [`FlowWords`] for the message).
     fn hash(&mut self, flow: &CookieFlow, count: u64, which: usize, epoch_count: u64) -> u32 {
         let (k0, k1) = self.keys(epoch_count / SECRET_ROTATION_PERIODS)[which];
-        let ports = (u32::from(flow.sport) << 16 | u32::from(flow.dport)).to_ne_bytes();
-        let count = (count as u32).to_ne_bytes();
-        let tail = word([
-            ports[0], ports[1], ports[2], ports[3], count[0], count[1], count[2], count[3],
-        ]);
-        let hash = match (flow.src, flow.dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
-                let ([s0, s1, s2, s3], [d0, d1, d2, d3]) = (s.octets(), d.octets());
-                siphash24(k0, k1, &[word([s0, s1, s2, s3, d0, d1, d2, d3]), tail])
-            }
-            (s, d) => {
-                let (s, d) = (ip_bytes(s), ip_bytes(d));
-                let half = |bytes: &[u8; 16], at: usize| {
-                    let mut eight = [0; 8];
-                    eight.copy_from_slice(&bytes[at..at + 8]);
-                    word(eight)
-                };
-                let words = [half(&s, 0), half(&s, 8), half(&d, 0), half(&d, 8), tail];
-                siphash24(k0, k1, &words)
-            }
-        };
-        hash as u32
+        FlowWords::of(flow).hash(k0, k1, count)
     }
 
     /// The MSS index and table value for an offered MSS, rounded down (never below the
@@ -198,8 +175,11 @@ impl SynCookies {
     }
 
     fn cookie_at(&mut self, count: u64, flow: &CookieFlow, client_isn: u32, index: u32) -> u32 {
-        let hash0 = self.hash(flow, 0, 0, count);
-        let hash1 = self.hash(flow, count, 1, count);
+        // Both hashes use the secrets of `count`'s epoch and the same flow words.
+        let [(k00, k01), (k10, k11)] = self.keys(count / SECRET_ROTATION_PERIODS);
+        let words = FlowWords::of(flow);
+        let hash0 = words.hash(k00, k01, 0);
+        let hash1 = words.hash(k10, k11, count);
         hash0
             .wrapping_add(client_isn)
             .wrapping_add((count as u32) << COOKIE_BITS)
@@ -285,10 +265,69 @@ impl SynCookies {
     }
 }
 
+/// The message a cookie hash is SipHash-2-4 of: the addresses (IPv4 as 4 bytes each,
+/// otherwise both as 16 bytes, IPv4 mapped), then `sport << 16 | dport` and the counter as
+/// native-endian `u32`s; as little-endian words, the last one (ports, counter) apart.
+struct FlowWords {
+    head: [u64; 4],
+    head_len: usize,
+    /// `sport << 16 | dport` as SipHash reads its native-endian bytes.
+    ports: u64,
+}
+
+/// Four message bytes (native-endian `u32`, or octets) as SipHash reads them.
+#[inline]
+fn half_word(bytes: [u8; 4]) -> u64 {
+    u64::from(u32::from_le_bytes(bytes))
+}
+
+impl FlowWords {
+    #[inline]
+    fn of(flow: &CookieFlow) -> Self {
+        let ports = half_word((u32::from(flow.sport) << 16 | u32::from(flow.dport)).to_ne_bytes());
+        match (flow.src, flow.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => Self {
+                head: [half_word(s.octets()) | half_word(d.octets()) << 32, 0, 0, 0],
+                head_len: 1,
+                ports,
+            },
+            (s, d) => {
+                let (s, d) = (ip_bytes(s), ip_bytes(d));
+                let half = |bytes: &[u8; 16], at: usize| {
+                    let mut eight = [0; 8];
+                    eight.copy_from_slice(&bytes[at..at + 8]);
+                    word(eight)
+                };
+                Self {
+                    head: [half(&s, 0), half(&s, 8), half(&d, 0), half(&d, 8)],
+                    head_len: 4,
+                    ports,
+                }
+            }
+        }
+    }
+
+    /// The hash with key `(k0, k1)` and counter `count`, truncated to 32 bits.
+    #[inline]
+    fn hash(&self, k0: u64, k1: u64, count: u64) -> u32 {
+        let tail = self.ports | half_word((count as u32).to_ne_bytes()) << 32;
+        siphash24(k0, k1, &self.head[..self.head_len], tail) as u32
+    }
+}
+
 /// Eight message bytes as SipHash reads them (little-endian).
 #[inline]
 fn word(bytes: [u8; 8]) -> u64 {
     u64::from_le_bytes(bytes)
+}
+
+/// Absorb one message word (two SipRounds).
+#[inline(always)]
+fn compress(v: &mut [u64; 4], message: u64) {
+    v[3] ^= message;
+    sip_round(v);
+    sip_round(v);
+    v[0] ^= message;
 }
 
 /// One SipRound.
@@ -306,23 +345,22 @@ fn sip_round(v: &mut [u64; 4]) {
     v[2] = v[2].rotate_left(32);
 }
 
-/// SipHash-2-4 (Aumasson & Bernstein) of a message made of whole 8-byte words: the same
-/// value `siphasher`'s `SipHasher24` gives for those bytes, without its streaming buffer.
+/// SipHash-2-4 (Aumasson & Bernstein) of a message made of whole 8-byte words (`head`,
+/// then `last`): the same value `siphasher`'s `SipHasher24` gives for those bytes, without
+/// its streaming buffer.
 #[inline]
-fn siphash24(k0: u64, k1: u64, words: &[u64]) -> u64 {
+fn siphash24(k0: u64, k1: u64, head: &[u64], last_word: u64) -> u64 {
     let mut v = [
         k0 ^ 0x736f_6d65_7073_6575,
         k1 ^ 0x646f_7261_6e64_6f6d,
         k0 ^ 0x6c79_6765_6e65_7261,
         k1 ^ 0x7465_6462_7974_6573,
     ];
-    for &message in words {
-        v[3] ^= message;
-        sip_round(&mut v);
-        sip_round(&mut v);
-        v[0] ^= message;
+    for &message in head {
+        compress(&mut v, message);
     }
-    let last = ((words.len() as u64 * 8) & 0xff) << 56;
+    compress(&mut v, last_word);
+    let last = (((head.len() as u64 + 1) * 8) & 0xff) << 56;
     v[3] ^= last;
     sip_round(&mut v);
     sip_round(&mut v);
