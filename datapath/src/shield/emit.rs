@@ -46,6 +46,7 @@ impl EmitBuffer {
     }
 
     /// Forget the frames (keeping their storage).
+    #[inline]
     pub fn clear(&mut self) {
         self.len = 0;
     }
@@ -65,6 +66,7 @@ impl EmitBuffer {
         self.len == 0
     }
 
+    #[inline]
     pub(crate) fn next(&mut self, iface: IfaceId, toward: Toward) -> &mut Vec<u8> {
         if self.len == self.frames.len() {
             self.frames.push(EmittedFrame {

@@ -206,6 +206,7 @@ impl PortSet {
     }
 
     /// Membership.
+    #[inline]
     pub fn contains(&self, value: u16) -> bool {
         match self.0.len() {
             0 => false,

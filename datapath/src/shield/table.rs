@@ -80,6 +80,7 @@ impl<K: Hash + Eq + Copy, V> BoundedTable<K, V> {
     }
 
     /// The slot holding `key`.
+    #[inline]
     pub fn find(&self, key: &K) -> Option<usize> {
         if self.len == 0 {
             return None;
@@ -89,11 +90,13 @@ impl<K: Hash + Eq + Copy, V> BoundedTable<K, V> {
     }
 
     /// The value in a slot.
+    #[inline]
     pub fn get(&self, index: usize) -> Option<&V> {
         self.slots.get(index)?.as_ref().map(|(_, v)| v)
     }
 
     /// The value in a slot, mutably.
+    #[inline]
     pub fn get_mut(&mut self, index: usize) -> Option<&mut V> {
         self.slots.get_mut(index)?.as_mut().map(|(_, v)| v)
     }
