@@ -177,9 +177,7 @@ impl SynCookies {
     fn cookie_at(&mut self, count: u64, flow: &CookieFlow, client_isn: u32, index: u32) -> u32 {
         // Both hashes use the secrets of `count`'s epoch and the same flow words.
         let [(k00, k01), (k10, k11)] = self.keys(count / SECRET_ROTATION_PERIODS);
-        let words = FlowWords::of(flow);
-        let hash0 = words.hash(k00, k01, 0);
-        let hash1 = words.hash(k10, k11, count);
+        let (hash0, hash1) = FlowWords::of(flow).hash_pair((k00, k01, 0), (k10, k11, count));
         hash0
             .wrapping_add(client_isn)
             .wrapping_add((count as u32) << COOKIE_BITS)
@@ -315,6 +313,48 @@ impl FlowWords {
     }
 }
 
+impl FlowWords {
+    /// Two hashes of the flow, each `(k0, k1, count)`, computed in lockstep: the two
+    /// SipHash dependency chains interleave instead of running one after the other.
+    #[inline]
+    fn hash_pair(&self, first: (u64, u64, u64), second: (u64, u64, u64)) -> (u32, u32) {
+        let tail = |count: u64| self.ports | half_word((count as u32).to_ne_bytes()) << 32;
+        let mut a = sip_init(first.0, first.1);
+        let mut b = sip_init(second.0, second.1);
+        for &message in &self.head[..self.head_len] {
+            compress(&mut a, message);
+            compress(&mut b, message);
+        }
+        compress(&mut a, tail(first.2));
+        compress(&mut b, tail(second.2));
+        let last = (((self.head_len as u64 + 1) * 8) & 0xff) << 56;
+        compress(&mut a, last);
+        compress(&mut b, last);
+        (sip_finish(a) as u32, sip_finish(b) as u32)
+    }
+}
+
+/// SipHash's initial state for a key.
+#[inline(always)]
+fn sip_init(k0: u64, k1: u64) -> [u64; 4] {
+    [
+        k0 ^ 0x736f_6d65_7073_6575,
+        k1 ^ 0x646f_7261_6e64_6f6d,
+        k0 ^ 0x6c79_6765_6e65_7261,
+        k1 ^ 0x7465_6462_7974_6573,
+    ]
+}
+
+/// SipHash-2-4's finalization (four SipRounds).
+#[inline(always)]
+fn sip_finish(mut v: [u64; 4]) -> u64 {
+    v[2] ^= 0xff;
+    for _ in 0..4 {
+        sip_round(&mut v);
+    }
+    v[0] ^ v[1] ^ v[2] ^ v[3]
+}
+
 /// Eight message bytes as SipHash reads them (little-endian).
 #[inline]
 fn word(bytes: [u8; 8]) -> u64 {
@@ -350,26 +390,13 @@ fn sip_round(v: &mut [u64; 4]) {
 /// its streaming buffer.
 #[inline]
 fn siphash24(k0: u64, k1: u64, head: &[u64], last_word: u64) -> u64 {
-    let mut v = [
-        k0 ^ 0x736f_6d65_7073_6575,
-        k1 ^ 0x646f_7261_6e64_6f6d,
-        k0 ^ 0x6c79_6765_6e65_7261,
-        k1 ^ 0x7465_6462_7974_6573,
-    ];
+    let mut v = sip_init(k0, k1);
     for &message in head {
         compress(&mut v, message);
     }
     compress(&mut v, last_word);
-    let last = (((head.len() as u64 + 1) * 8) & 0xff) << 56;
-    v[3] ^= last;
-    sip_round(&mut v);
-    sip_round(&mut v);
-    v[0] ^= last;
-    v[2] ^= 0xff;
-    for _ in 0..4 {
-        sip_round(&mut v);
-    }
-    v[0] ^ v[1] ^ v[2] ^ v[3]
+    compress(&mut v, (((head.len() as u64 + 1) * 8) & 0xff) << 56);
+    sip_finish(v)
 }
 
 fn ip_bytes(address: IpAddr) -> [u8; 16] {
@@ -449,6 +476,14 @@ mod tests {
                 hasher.write_u32(count as u32);
                 let expected = hasher.finish() as u32;
                 assert_eq!(cookies.hash(&flow, count, which, epoch_count), expected);
+                let (other0, other1) =
+                    cookies.keys(epoch_count / SECRET_ROTATION_PERIODS)[1 - which];
+                let other = cookies.hash(&flow, count + 1, 1 - which, epoch_count);
+                let words = FlowWords::of(&flow);
+                assert_eq!(
+                    words.hash_pair((k0, k1, count), (other0, other1, count + 1)),
+                    (expected, other)
+                );
             }
         }
     }
