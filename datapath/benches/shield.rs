@@ -7,6 +7,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use datapath::packet::builder::PacketBuilder;
 use datapath::packet::{LinkType, parse};
 use datapath::shield::{EmitBuffer, ShieldConfig, build};
+use datapath::verdict::DropReason;
 
 const BATCH: u64 = 1024;
 
@@ -54,6 +55,11 @@ fn denylist_drop(criterion: &mut Criterion) {
         })
     });
     group.finish();
+    let counters = shield.counters(context_of(&shield, &batch));
+    assert_eq!(
+        counters.drops(DropReason::Denylist),
+        counters.dropped_total()
+    );
 }
 
 fn syn_cookie(criterion: &mut Criterion) {
@@ -61,6 +67,10 @@ fn syn_cookie(criterion: &mut Criterion) {
         r#"
         syn_cookies = "on"
         surge = "off"
+        # The default (10 M cookies/s per context) would turn SYNs into `rate` drops once a
+        # run passes 10 M packets at the same virtual instant.
+        [thresholds]
+        cookie_rate_max = 1_000_000_000_000
         [[context]]
         dst = "192.0.2.10"
         protected_tcp_ports = [443]
@@ -80,6 +90,20 @@ fn syn_cookie(criterion: &mut Criterion) {
         })
     });
     group.finish();
+    let counters = shield.counters(context_of(&shield, &batch));
+    assert_eq!(
+        counters.drops(DropReason::Rate),
+        0,
+        "every SYN got a cookie"
+    );
+    assert_eq!(counters.cookies_sent, counters.replied);
+}
+
+fn context_of(
+    shield: &datapath::shield::Shield,
+    batch: &[(Vec<u8>, datapath::PacketMeta)],
+) -> datapath::shield::ContextId {
+    shield.select(&batch[0].1).expect("a shielded interface")
 }
 
 criterion_group!(benches, denylist_drop, syn_cookie);

@@ -45,6 +45,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Deserializer};
 
+use super::fasthash::FastBuild;
 use super::lists::{PortSet, PrefixList, SourcePrefix};
 use super::modes::{ModeSetting, Thresholds};
 use crate::packet::ip_proto;
@@ -343,7 +344,7 @@ pub struct InstanceTables {
     /// Contexts; index 0 is the default context.
     pub contexts: Vec<ContextTables>,
     /// `(dst, vlan)` → context index; `vlan = None` matches any VLAN.
-    pub selectors: HashMap<(IpAddr, Option<u16>), u16>,
+    pub(crate) selectors: ContextSelectors,
     /// Bad cookie action.
     pub bad_cookie: BadCookieAction,
     /// MSS advertised by cookie SYN-ACKs.
@@ -354,6 +355,58 @@ pub struct InstanceTables {
     pub thresholds: Thresholds,
 }
 
+/// Selectors scanned linearly at most (a few comparisons beat hashing the key).
+const SELECTOR_SCAN_MAX: usize = 8;
+
+/// Context selection: `(dst, vlan)` → context index within the instance, `vlan = None`
+/// matching any VLAN; `dst + vlan` wins over `dst` alone. Up to [`SELECTOR_SCAN_MAX`]
+/// selectors are scanned; more are looked up in a map with a deterministic fast hasher.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ContextSelectors {
+    list: Vec<(IpAddr, Option<u16>, u16)>,
+    map: HashMap<(IpAddr, Option<u16>), u16, FastBuild>,
+}
+
+impl ContextSelectors {
+    /// Add a selector; false (and unchanged) when it is already there.
+    pub(crate) fn insert(&mut self, dst: IpAddr, vlan: Option<u16>, slot: u16) -> bool {
+        if self.map.contains_key(&(dst, vlan)) {
+            return false;
+        }
+        self.map.insert((dst, vlan), slot);
+        self.list.push((dst, vlan, slot));
+        true
+    }
+
+    /// The context index for a packet to `dst` whose innermost VLAN id is `vlan`.
+    #[inline]
+    pub(crate) fn select(&self, dst: IpAddr, vlan: Option<u16>) -> Option<u16> {
+        if self.list.len() <= SELECTOR_SCAN_MAX {
+            let mut any_vlan = None;
+            for &(selector_dst, selector_vlan, slot) in &self.list {
+                if selector_dst != dst {
+                    continue;
+                }
+                match selector_vlan {
+                    None => any_vlan = Some(slot),
+                    Some(_) if selector_vlan == vlan => return Some(slot),
+                    Some(_) => {}
+                }
+            }
+            return any_vlan;
+        }
+        vlan.and_then(|vlan| self.map.get(&(dst, Some(vlan))))
+            .or_else(|| self.map.get(&(dst, None)))
+            .copied()
+    }
+
+    /// True without selectors (every packet goes to the default context).
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
+
 fn compile_context(
     instance: &InstanceConfig,
     context: &ContextConfig,
@@ -361,9 +414,7 @@ fn compile_context(
 ) -> ContextTables {
     let allow_src = PrefixList::new(&context.allow_src);
     let mut deny = PrefixList::new(instance.deny.iter().chain(&context.deny));
-    for prefix in &context.allow_src {
-        deny.remove(prefix.0);
-    }
+    deny.remove_all(&context.allow_src);
     ContextTables {
         label,
         deny,
@@ -401,7 +452,7 @@ pub(crate) fn compile_instance(
     }
     check_thresholds(&config.thresholds, &name)?;
     let mut contexts = vec![compile_context(config, &config.default, "default".into())];
-    let mut selectors = HashMap::new();
+    let mut selectors = ContextSelectors::default();
     for (index, context) in config.context.iter().enumerate() {
         let at = format!("{name}.context[{index}]");
         let dst = context
@@ -412,7 +463,7 @@ pub(crate) fn compile_instance(
         }
         let selector = selector_label(dst, context.vlan);
         let slot = contexts.len() as u16;
-        if selectors.insert((dst, context.vlan), slot).is_some() {
+        if !selectors.insert(dst, context.vlan, slot) {
             return Err(ShieldConfigError::DuplicateContext { at, selector });
         }
         contexts.push(compile_context(config, context, selector));

@@ -145,23 +145,10 @@ impl SynCookies {
     }
 
     /// The keyed hash of the 4-tuple and counter with secret `which` (0 or 1) of the
-    /// epoch that `count` belongs to.
+    /// epoch that `count` belongs to (see [`FlowWords`] for the message).
     fn hash(&mut self, flow: &CookieFlow, count: u64, which: usize, epoch_count: u64) -> u32 {
         let (k0, k1) = self.keys(epoch_count / SECRET_ROTATION_PERIODS)[which];
-        let mut hasher = SipHasher24::new_with_keys(k0, k1);
-        match (flow.src, flow.dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
-                hasher.write(&s.octets());
-                hasher.write(&d.octets());
-            }
-            (s, d) => {
-                hasher.write(&ip_bytes(s));
-                hasher.write(&ip_bytes(d));
-            }
-        }
-        hasher.write_u32(u32::from(flow.sport) << 16 | u32::from(flow.dport));
-        hasher.write_u32(count as u32);
-        hasher.finish() as u32
+        FlowWords::of(flow).hash(k0, k1, count)
     }
 
     /// The MSS index and table value for an offered MSS, rounded down (never below the
@@ -188,8 +175,9 @@ impl SynCookies {
     }
 
     fn cookie_at(&mut self, count: u64, flow: &CookieFlow, client_isn: u32, index: u32) -> u32 {
-        let hash0 = self.hash(flow, 0, 0, count);
-        let hash1 = self.hash(flow, count, 1, count);
+        // Both hashes use the secrets of `count`'s epoch and the same flow words.
+        let [(k00, k01), (k10, k11)] = self.keys(count / SECRET_ROTATION_PERIODS);
+        let (hash0, hash1) = FlowWords::of(flow).hash_pair((k00, k01, 0), (k10, k11, count));
         hash0
             .wrapping_add(client_isn)
             .wrapping_add((count as u32) << COOKIE_BITS)
@@ -275,6 +263,142 @@ impl SynCookies {
     }
 }
 
+/// The message a cookie hash is SipHash-2-4 of: the addresses (IPv4 as 4 bytes each,
+/// otherwise both as 16 bytes, IPv4 mapped), then `sport << 16 | dport` and the counter as
+/// native-endian `u32`s; as little-endian words, the last one (ports, counter) apart.
+struct FlowWords {
+    head: [u64; 4],
+    head_len: usize,
+    /// `sport << 16 | dport` as SipHash reads its native-endian bytes.
+    ports: u64,
+}
+
+/// Four message bytes (native-endian `u32`, or octets) as SipHash reads them.
+#[inline]
+fn half_word(bytes: [u8; 4]) -> u64 {
+    u64::from(u32::from_le_bytes(bytes))
+}
+
+impl FlowWords {
+    #[inline]
+    fn of(flow: &CookieFlow) -> Self {
+        let ports = half_word((u32::from(flow.sport) << 16 | u32::from(flow.dport)).to_ne_bytes());
+        match (flow.src, flow.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => Self {
+                head: [half_word(s.octets()) | half_word(d.octets()) << 32, 0, 0, 0],
+                head_len: 1,
+                ports,
+            },
+            (s, d) => {
+                let (s, d) = (ip_bytes(s), ip_bytes(d));
+                let half = |bytes: &[u8; 16], at: usize| {
+                    let mut eight = [0; 8];
+                    eight.copy_from_slice(&bytes[at..at + 8]);
+                    word(eight)
+                };
+                Self {
+                    head: [half(&s, 0), half(&s, 8), half(&d, 0), half(&d, 8)],
+                    head_len: 4,
+                    ports,
+                }
+            }
+        }
+    }
+
+    /// The hash with key `(k0, k1)` and counter `count`, truncated to 32 bits.
+    #[inline]
+    fn hash(&self, k0: u64, k1: u64, count: u64) -> u32 {
+        let tail = self.ports | half_word((count as u32).to_ne_bytes()) << 32;
+        siphash24(k0, k1, &self.head[..self.head_len], tail) as u32
+    }
+}
+
+impl FlowWords {
+    /// Two hashes of the flow, each `(k0, k1, count)`, computed in lockstep: the two
+    /// SipHash dependency chains interleave instead of running one after the other.
+    #[inline]
+    fn hash_pair(&self, first: (u64, u64, u64), second: (u64, u64, u64)) -> (u32, u32) {
+        let tail = |count: u64| self.ports | half_word((count as u32).to_ne_bytes()) << 32;
+        let mut a = sip_init(first.0, first.1);
+        let mut b = sip_init(second.0, second.1);
+        for &message in &self.head[..self.head_len] {
+            compress(&mut a, message);
+            compress(&mut b, message);
+        }
+        compress(&mut a, tail(first.2));
+        compress(&mut b, tail(second.2));
+        let last = (((self.head_len as u64 + 1) * 8) & 0xff) << 56;
+        compress(&mut a, last);
+        compress(&mut b, last);
+        (sip_finish(a) as u32, sip_finish(b) as u32)
+    }
+}
+
+/// SipHash's initial state for a key.
+#[inline(always)]
+fn sip_init(k0: u64, k1: u64) -> [u64; 4] {
+    [
+        k0 ^ 0x736f_6d65_7073_6575,
+        k1 ^ 0x646f_7261_6e64_6f6d,
+        k0 ^ 0x6c79_6765_6e65_7261,
+        k1 ^ 0x7465_6462_7974_6573,
+    ]
+}
+
+/// SipHash-2-4's finalization (four SipRounds).
+#[inline(always)]
+fn sip_finish(mut v: [u64; 4]) -> u64 {
+    v[2] ^= 0xff;
+    for _ in 0..4 {
+        sip_round(&mut v);
+    }
+    v[0] ^ v[1] ^ v[2] ^ v[3]
+}
+
+/// Eight message bytes as SipHash reads them (little-endian).
+#[inline]
+fn word(bytes: [u8; 8]) -> u64 {
+    u64::from_le_bytes(bytes)
+}
+
+/// Absorb one message word (two SipRounds).
+#[inline(always)]
+fn compress(v: &mut [u64; 4], message: u64) {
+    v[3] ^= message;
+    sip_round(v);
+    sip_round(v);
+    v[0] ^= message;
+}
+
+/// One SipRound.
+#[inline(always)]
+fn sip_round(v: &mut [u64; 4]) {
+    v[0] = v[0].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(13) ^ v[0];
+    v[0] = v[0].rotate_left(32);
+    v[2] = v[2].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(16) ^ v[2];
+    v[0] = v[0].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(21) ^ v[0];
+    v[2] = v[2].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(17) ^ v[2];
+    v[2] = v[2].rotate_left(32);
+}
+
+/// SipHash-2-4 (Aumasson & Bernstein) of a message made of whole 8-byte words (`head`,
+/// then `last`): the same value `siphasher`'s `SipHasher24` gives for those bytes, without
+/// its streaming buffer.
+#[inline]
+fn siphash24(k0: u64, k1: u64, head: &[u64], last_word: u64) -> u64 {
+    let mut v = sip_init(k0, k1);
+    for &message in head {
+        compress(&mut v, message);
+    }
+    compress(&mut v, last_word);
+    compress(&mut v, (((head.len() as u64 + 1) * 8) & 0xff) << 56);
+    sip_finish(v)
+}
+
 fn ip_bytes(address: IpAddr) -> [u8; 16] {
     match address {
         IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
@@ -312,6 +436,56 @@ mod tests {
             cookies.check(125 * NS_PER_SEC, &flow(), 1000, cookie),
             Err(CookieError::Stale)
         );
+    }
+
+    /// The word-wise SipHash-2-4 is the streaming one of the `siphasher` crate, fed the
+    /// byte stream the cookie hash was first defined with (addresses, then `write_u32`s).
+    #[test]
+    fn hash_matches_the_streaming_siphasher() {
+        let mut cookies = SynCookies::new(0x5eed);
+        let flows = [
+            flow(),
+            CookieFlow {
+                src: "2001:db8::7".parse().unwrap(),
+                dst: "2001:db8:1::10".parse().unwrap(),
+                sport: 1,
+                dport: 65_535,
+            },
+            CookieFlow {
+                src: "2001:db8::7".parse().unwrap(),
+                dst: "192.0.2.1".parse().unwrap(),
+                sport: 9,
+                dport: 80,
+            },
+        ];
+        for flow in flows {
+            for (count, which, epoch_count) in [(0, 0, 0), (5, 1, 5), (70, 1, 70), (3, 0, 200)] {
+                let (k0, k1) = cookies.keys(epoch_count / SECRET_ROTATION_PERIODS)[which];
+                let mut hasher = SipHasher24::new_with_keys(k0, k1);
+                match (flow.src, flow.dst) {
+                    (IpAddr::V4(s), IpAddr::V4(d)) => {
+                        hasher.write(&s.octets());
+                        hasher.write(&d.octets());
+                    }
+                    (s, d) => {
+                        hasher.write(&ip_bytes(s));
+                        hasher.write(&ip_bytes(d));
+                    }
+                }
+                hasher.write_u32(u32::from(flow.sport) << 16 | u32::from(flow.dport));
+                hasher.write_u32(count as u32);
+                let expected = hasher.finish() as u32;
+                assert_eq!(cookies.hash(&flow, count, which, epoch_count), expected);
+                let (other0, other1) =
+                    cookies.keys(epoch_count / SECRET_ROTATION_PERIODS)[1 - which];
+                let other = cookies.hash(&flow, count + 1, 1 - which, epoch_count);
+                let words = FlowWords::of(&flow);
+                assert_eq!(
+                    words.hash_pair((k0, k1, count), (other0, other1, count + 1)),
+                    (expected, other)
+                );
+            }
+        }
     }
 
     #[test]

@@ -75,6 +75,7 @@ impl Default for ContextCounters {
 
 impl ContextCounters {
     /// Count a drop.
+    #[inline]
     pub fn count_drop(&mut self, reason: DropReason) {
         if let DropReason::Invalid(invalid) = reason {
             self.dropped_invalid[invalid.index()] += 1;

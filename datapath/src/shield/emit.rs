@@ -3,15 +3,13 @@
 //!
 //! A reply reuses the link header of the frame it answers (VLAN tags kept, Ethernet MACs
 //! swapped when it goes back where the frame came from) and gets fresh IPv4/IPv6 and TCP
-//! headers with checksums from `smoltcp::wire::checksum`. Frames land in a reusable
-//! [`EmitBuffer`], so a steady stream of replies does not allocate. Nothing here decides
-//! *whether* to answer.
+//! headers with checksums from [`crate::packet::checksum`] (which its tests hold equal to
+//! `smoltcp::wire::checksum`). Frames land in a reusable [`EmitBuffer`], so a steady stream
+//! of replies does not allocate. Nothing here decides *whether* to answer.
 
 use std::net::IpAddr;
 
-use smoltcp::wire::{IpProtocol, checksum};
-
-use crate::packet::{IfaceId, PacketMeta, ip_proto};
+use crate::packet::{IfaceId, PacketMeta, checksum, ip_proto};
 
 /// Which way an emitted frame goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -48,6 +46,7 @@ impl EmitBuffer {
     }
 
     /// Forget the frames (keeping their storage).
+    #[inline]
     pub fn clear(&mut self) {
         self.len = 0;
     }
@@ -67,6 +66,7 @@ impl EmitBuffer {
         self.len == 0
     }
 
+    #[inline]
     pub(crate) fn next(&mut self, iface: IfaceId, toward: Toward) -> &mut Vec<u8> {
         if self.len == self.frames.len() {
             self.frames.push(EmittedFrame {
@@ -133,126 +133,156 @@ pub struct Segment {
     pub options: SegmentOptions,
 }
 
-/// Write `link` + IP + TCP for `segment` into `out`.
+/// Longest link header assembled on the stack (longer ones are appended piecewise).
+const LINK_MAX: usize = 64;
+/// Longest IP (IPv6, 40) + TCP (with options, 60) header.
+const HEADERS_MAX: usize = 100;
+
+/// Write `link` + IP + TCP for `segment` into `out`. The frame is assembled on the stack
+/// and appended in one go; checksums use the native-endian sums of
+/// [`crate::packet::checksum`].
 pub fn write_segment(out: &mut Vec<u8>, link: LinkHeader<'_>, segment: &Segment) {
-    out.extend_from_slice(link.bytes);
-    if link.ethernet && link.bytes.len() >= 14 {
-        if link.swap_macs {
-            let (dst, src) = out.split_at_mut(6);
-            dst.swap_with_slice(&mut src[..6]);
-        }
-        let ethertype: u16 = if segment.src.is_ipv4() {
-            0x0800
-        } else {
-            0x86dd
-        };
-        let at = out.len() - 2;
-        out[at..].copy_from_slice(&ethertype.to_be_bytes());
+    let mut buffer = [0u8; LINK_MAX + HEADERS_MAX];
+    let link_len = link.bytes.len();
+    if link_len > LINK_MAX {
+        let start = out.len();
+        out.extend_from_slice(link.bytes);
+        fix_link(&mut out[start..], link, segment);
+        let len = write_headers(&mut buffer, segment);
+        out.extend_from_slice(&buffer[..len]);
+        return;
     }
-    let tcp = tcp_header(segment);
-    match (segment.src, segment.dst) {
-        (IpAddr::V4(src), IpAddr::V4(dst)) => {
-            let start = out.len();
-            let total = (20 + tcp.len()) as u16;
-            out.extend_from_slice(&[0x45, 0]);
-            out.extend_from_slice(&total.to_be_bytes());
-            out.extend_from_slice(&[0, 0, 0x40, 0, segment.ttl, ip_proto::TCP, 0, 0]);
-            out.extend_from_slice(&src.octets());
-            out.extend_from_slice(&dst.octets());
-            let sum = !checksum::data(&out[start..start + 20]);
-            out[start + 10..start + 12].copy_from_slice(&sum.to_be_bytes());
-        }
-        (IpAddr::V6(src), IpAddr::V6(dst)) => {
-            out.extend_from_slice(&[0x60, 0, 0, 0]);
-            out.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
-            out.extend_from_slice(&[ip_proto::TCP, segment.ttl]);
-            out.extend_from_slice(&src.octets());
-            out.extend_from_slice(&dst.octets());
-        }
-        _ => return,
-    }
-    let start = out.len();
-    out.extend_from_slice(&tcp);
-    let sum = tcp_checksum(segment.src, segment.dst, &out[start..]);
-    out[start + 16..start + 18].copy_from_slice(&sum.to_be_bytes());
+    buffer[..link_len].copy_from_slice(link.bytes);
+    fix_link(&mut buffer[..link_len], link, segment);
+    let len = write_headers(&mut buffer[link_len..], segment);
+    out.extend_from_slice(&buffer[..link_len + len]);
 }
 
-fn tcp_header(segment: &Segment) -> smallbuf::Header {
-    let mut header = smallbuf::Header::default();
-    header.extend(&segment.sport.to_be_bytes());
-    header.extend(&segment.dport.to_be_bytes());
-    header.extend(&segment.seq.to_be_bytes());
-    header.extend(&segment.ack.to_be_bytes());
-    header.extend(&[0, segment.flags]);
-    header.extend(&segment.window.to_be_bytes());
-    header.extend(&[0, 0, 0, 0]);
+/// Swap the MACs (when asked) and set the EtherType of an Ethernet link header.
+#[inline]
+fn fix_link(header: &mut [u8], link: LinkHeader<'_>, segment: &Segment) {
+    if !link.ethernet || header.len() < 14 {
+        return;
+    }
+    if link.swap_macs {
+        let mut macs = [0u8; 12];
+        macs.copy_from_slice(&header[..12]);
+        header[..6].copy_from_slice(&macs[6..]);
+        header[6..12].copy_from_slice(&macs[..6]);
+    }
+    let ethertype: u16 = if segment.src.is_ipv4() {
+        0x0800
+    } else {
+        0x86dd
+    };
+    let at = header.len() - 2;
+    header[at..].copy_from_slice(&ethertype.to_be_bytes());
+}
+
+/// Write the IP and TCP headers (checksums included) at the start of `out` (at least
+/// [`HEADERS_MAX`] bytes, zeroed); their length, or 0 when the addresses' families differ.
+#[inline]
+fn write_headers(out: &mut [u8], segment: &Segment) -> usize {
+    let ip_len = match (segment.src, segment.dst) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => 20,
+        (IpAddr::V6(_), IpAddr::V6(_)) => 40,
+        _ => return 0,
+    };
+    let (ip, tcp) = out.split_at_mut(ip_len);
+    let tcp_len = write_tcp(tcp, segment);
+    match (segment.src, segment.dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            let [total_high, total_low] = ((20 + tcp_len) as u16).to_be_bytes();
+            ip[..12].copy_from_slice(&[
+                0x45,
+                0,
+                total_high,
+                total_low,
+                0,
+                0,
+                0x40,
+                0,
+                segment.ttl,
+                ip_proto::TCP,
+                0,
+                0,
+            ]);
+            ip[12..16].copy_from_slice(&src.octets());
+            ip[16..20].copy_from_slice(&dst.octets());
+            let sum = checksum::field_bytes(checksum::partial(&ip[..20]));
+            ip[10..12].copy_from_slice(&sum);
+        }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            let [len_high, len_low] = (tcp_len as u16).to_be_bytes();
+            ip[..8].copy_from_slice(&[
+                0x60,
+                0,
+                0,
+                0,
+                len_high,
+                len_low,
+                ip_proto::TCP,
+                segment.ttl,
+            ]);
+            ip[8..24].copy_from_slice(&src.octets());
+            ip[24..40].copy_from_slice(&dst.octets());
+        }
+        _ => return 0,
+    }
+    let sum = tcp_checksum(segment.src, segment.dst, &tcp[..tcp_len]);
+    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+    ip_len + tcp_len
+}
+
+/// Write the TCP header with options (checksum zero) at the start of `out` (at least 60
+/// bytes, zeroed); its length.
+#[inline]
+fn write_tcp(out: &mut [u8], segment: &Segment) -> usize {
+    let [sport_high, sport_low] = segment.sport.to_be_bytes();
+    let [dport_high, dport_low] = segment.dport.to_be_bytes();
+    out[..4].copy_from_slice(&[sport_high, sport_low, dport_high, dport_low]);
+    out[4..8].copy_from_slice(&segment.seq.to_be_bytes());
+    out[8..12].copy_from_slice(&segment.ack.to_be_bytes());
+    out[13] = segment.flags;
+    out[14..16].copy_from_slice(&segment.window.to_be_bytes());
     let options = segment.options;
+    let mut len = 20;
     if let Some(mss) = options.mss {
-        header.extend(&[2, 4]);
-        header.extend(&mss.to_be_bytes());
+        let [high, low] = mss.to_be_bytes();
+        out[len..len + 4].copy_from_slice(&[2, 4, high, low]);
+        len += 4;
     }
     match (options.timestamps, options.sack_permitted) {
         (Some((tsval, tsecr)), sack) => {
-            header.extend(if sack { &[4, 2, 8, 10] } else { &[1, 1, 8, 10] });
-            header.extend(&tsval.to_be_bytes());
-            header.extend(&tsecr.to_be_bytes());
+            out[len..len + 4].copy_from_slice(if sack { &[4, 2, 8, 10] } else { &[1, 1, 8, 10] });
+            out[len + 4..len + 8].copy_from_slice(&tsval.to_be_bytes());
+            out[len + 8..len + 12].copy_from_slice(&tsecr.to_be_bytes());
+            len += 12;
         }
-        (None, true) => header.extend(&[1, 1, 4, 2]),
+        (None, true) => {
+            out[len..len + 4].copy_from_slice(&[1, 1, 4, 2]);
+            len += 4;
+        }
         (None, false) => {}
     }
     if let Some(shift) = options.window_scale {
-        header.extend(&[1, 3, 3, shift]);
+        out[len..len + 4].copy_from_slice(&[1, 3, 3, shift]);
+        len += 4;
     }
-    let words = (header.len() / 4) as u8;
-    header.bytes[12] = words << 4;
-    header
+    out[12] = ((len / 4) as u8) << 4;
+    len
 }
 
-/// A fixed-size buffer for a TCP header with options (no heap).
-mod smallbuf {
-    /// Up to 60 bytes of TCP header.
-    pub struct Header {
-        pub bytes: [u8; 60],
-        len: usize,
-    }
-
-    impl Default for Header {
-        fn default() -> Self {
-            Self {
-                bytes: [0; 60],
-                len: 0,
-            }
-        }
-    }
-
-    impl Header {
-        pub fn extend(&mut self, data: &[u8]) {
-            self.bytes[self.len..self.len + data.len()].copy_from_slice(data);
-            self.len += data.len();
-        }
-
-        pub fn len(&self) -> usize {
-            self.len
-        }
-    }
-
-    impl std::ops::Deref for Header {
-        type Target = [u8];
-        fn deref(&self) -> &[u8] {
-            &self.bytes[..self.len]
-        }
-    }
-}
-
-/// The TCP checksum of `segment` (its checksum field must be zero).
+/// The TCP checksum of `segment` (its checksum field must be zero), as a number in
+/// network byte order (store it with `to_be_bytes`).
 pub fn tcp_checksum(src: IpAddr, dst: IpAddr, segment: &[u8]) -> u16 {
     let len = segment.len() as u32;
     let pseudo = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => checksum::pseudo_header_v4(&s, &d, IpProtocol::Tcp, len),
-        (IpAddr::V6(s), IpAddr::V6(d)) => checksum::pseudo_header_v6(&s, &d, IpProtocol::Tcp, len),
+        (IpAddr::V4(s), IpAddr::V4(d)) => checksum::pseudo_header_v4(s, d, ip_proto::TCP, len),
+        (IpAddr::V6(s), IpAddr::V6(d)) => checksum::pseudo_header_v6(s, d, ip_proto::TCP, len),
         _ => 0,
     };
-    !checksum::combine(&[pseudo, checksum::data(segment)])
+    u16::from_be_bytes(checksum::field_bytes(pseudo + checksum::partial(segment)))
 }
 
 /// The TCP segment of a parsed frame (header + payload, without link padding), if the

@@ -32,6 +32,7 @@ pub mod config;
 pub mod cookie;
 pub mod counters;
 pub mod emit;
+mod fasthash;
 pub mod lists;
 pub mod modes;
 mod proxy;
@@ -83,6 +84,7 @@ pub(crate) struct FlowKey {
 }
 
 impl FlowKey {
+    #[inline]
     pub fn of(meta: &PacketMeta) -> Option<Self> {
         Some(Self {
             src: meta.src?,
@@ -362,6 +364,7 @@ impl Shield {
         self.ethernet = ethernet;
     }
 
+    #[inline]
     fn instance_of(&self, iface: IfaceId) -> Option<u16> {
         match self.iface_instance.get(usize::from(iface)) {
             Some(owner) => *owner,
@@ -377,15 +380,17 @@ impl Shield {
             .unwrap_or(0)
     }
 
+    #[inline]
     fn select_in(&self, instance: u16, meta: &PacketMeta) -> ContextId {
         let tables = &self.instances[usize::from(instance)];
         let base = self.context_base[usize::from(instance)];
-        let local = meta.dst.and_then(|dst| {
-            let vlan = meta.inner_vlan();
-            vlan.and_then(|vlan| tables.selectors.get(&(dst, Some(vlan))))
-                .or_else(|| tables.selectors.get(&(dst, None)))
-        });
-        ContextId(base + u32::from(local.copied().unwrap_or(0)))
+        if tables.selectors.is_empty() {
+            return ContextId(base);
+        }
+        let local = meta
+            .dst
+            .and_then(|dst| tables.selectors.select(dst, meta.inner_vlan()));
+        ContextId(base + u32::from(local.unwrap_or(0)))
     }
 
     /// The context a packet is processed in, or `None` on an interface without a shield.
@@ -450,6 +455,7 @@ impl Shield {
 }
 
 impl State {
+    #[inline]
     fn count(&mut self, context: ContextId, flow: ControlFlow<Verdict>) {
         let state = &mut self.contexts[context.0 as usize];
         let counters = &mut state.counters;

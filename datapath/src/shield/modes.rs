@@ -54,6 +54,7 @@ pub enum Mode {
 
 impl Mode {
     /// The status bit.
+    #[inline]
     pub fn bit(self) -> u8 {
         MODE_BITS[self as usize]
     }
@@ -127,10 +128,12 @@ impl Default for Thresholds {
 
 impl Thresholds {
     /// A per-second rate as a count per window (at least 1).
+    #[inline]
     pub fn per_window(&self, per_second: u64) -> u64 {
         (per_second.saturating_mul(self.window_ms) / 1000).max(1)
     }
 
+    #[inline]
     fn window_ns(&self) -> TimeNs {
         self.window_ms.max(1) * 1_000_000
     }
@@ -202,11 +205,13 @@ impl ModeState {
     }
 
     /// Current bits.
+    #[inline]
     pub fn bits(&self) -> u8 {
         self.bits
     }
 
     /// True when the mode is on.
+    #[inline]
     pub fn is_on(&self, mode: Mode) -> bool {
         self.bits & mode.bit() != 0
     }
@@ -247,6 +252,7 @@ impl ModeState {
     }
 
     /// Close the window if `now` is past it: judge the "off" conditions, start a new window.
+    #[inline]
     pub fn roll(&mut self, now: TimeNs, thresholds: &Thresholds) {
         let window = thresholds.window_ns();
         if now < self.window_start_ns + window {

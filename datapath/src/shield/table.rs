@@ -80,17 +80,23 @@ impl<K: Hash + Eq + Copy, V> BoundedTable<K, V> {
     }
 
     /// The slot holding `key`.
+    #[inline]
     pub fn find(&self, key: &K) -> Option<usize> {
+        if self.len == 0 {
+            return None;
+        }
         let start = self.bucket(key);
         (start..start + WAYS).find(|&i| matches!(&self.slots[i], Some((k, _)) if k == key))
     }
 
     /// The value in a slot.
+    #[inline]
     pub fn get(&self, index: usize) -> Option<&V> {
         self.slots.get(index)?.as_ref().map(|(_, v)| v)
     }
 
     /// The value in a slot, mutably.
+    #[inline]
     pub fn get_mut(&mut self, index: usize) -> Option<&mut V> {
         self.slots.get_mut(index)?.as_mut().map(|(_, v)| v)
     }
