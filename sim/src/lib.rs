@@ -13,6 +13,8 @@
 //!   files, errors rendered rustc-style.
 //! - [`director_cli`] — `sim director which`: which real server a new connection gets.
 //! - [`record`] — the per-packet record (the common currency of replay, run and diff).
+//! - [`tui`] — `sim tui` and `sim run --tui`: the live terminal UI (ratatui) over a model
+//!   fed by an engine observer or a finished run's `report.json`.
 
 pub mod appliance;
 pub mod capture;
@@ -25,3 +27,4 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod traffic;
+pub mod tui;

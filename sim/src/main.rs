@@ -22,6 +22,8 @@ enum Command {
     Director(sim::director_cli::DirectorArgs),
     /// Run a scenario in virtual time and write its report.
     Run(sim::run::RunArgs),
+    /// Watch a scenario run live, or replay a finished run's report.json, in a terminal UI.
+    Tui(sim::tui::TuiArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
         Command::Flows(args) => sim::flows_cli::run(&args),
         Command::Director(args) => sim::director_cli::run(&args),
         Command::Run(args) => sim::run::run(&args),
+        Command::Tui(args) => sim::tui::run(&args),
     };
     match result {
         Ok(code) => code,
