@@ -397,7 +397,7 @@ pub struct FlowLine {
     pub hits: u64,
     /// Packets per second over the last interval (None in a replay).
     pub rate: Option<f64>,
-    /// Share of all flow hits (of the flow's hits on rule lines).
+    /// Share of all flow hits (on rule lines: of the flow's rule hits).
     pub share: f64,
     /// A drill-down line.
     pub is_rule: bool,
@@ -468,6 +468,8 @@ pub struct App {
     pub editing_filter: bool,
     /// What went wrong in the data source, if anything.
     pub error: Option<String>,
+    /// Frames shown so far (a replay starts with one: the end-of-run tables).
+    pub frames: u64,
     rates: Rates,
     history: [VecDeque<u64>; 4],
 }
@@ -494,6 +496,7 @@ impl App {
             filter: String::new(),
             editing_filter: false,
             error: None,
+            frames: u64::from(source == Source::Replay),
             rates: Rates::default(),
             history: Default::default(),
         }
@@ -554,6 +557,7 @@ impl App {
             }
         }
         self.view = view;
+        self.frames += 1;
         self.data_ns = now;
         self.target_ns = self.target_ns.max(now);
         if now >= self.view.duration_ns {
@@ -711,7 +715,7 @@ impl App {
                             policy: String::new(),
                             hits,
                             rate: None,
-                            share: share(hits, flow.hits),
+                            share: share(hits, flow.rule_hits.iter().sum()),
                             is_rule: true,
                             selected: false,
                         }),

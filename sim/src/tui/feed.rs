@@ -129,7 +129,7 @@ impl LiveFeed {
                     Err(TryRecvError::Empty) => None,
                     Err(TryRecvError::Disconnected) => return self.ended_early(app),
                 },
-                Wait::UntilTarget if app.data_ns >= app.target_ns || app.finished => None,
+                Wait::UntilTarget if app.data_ns >= shown_at(app) || app.finished => None,
                 Wait::UntilTarget => match self.snapshots.recv_timeout(Duration::from_secs(60)) {
                     Ok(snapshot) => Some(snapshot),
                     Err(RecvTimeoutError::Timeout) => anyhow::bail!("no snapshot for 60 s"),
@@ -201,6 +201,16 @@ impl LiveFeed {
         thread
             .join()
             .map_err(|_| anyhow::anyhow!("the simulation thread panicked"))?
+    }
+}
+
+/// The last frame time a live feed can show for the model's target: the last interval
+/// boundary at or before it, or the end of the run.
+fn shown_at(app: &App) -> TimeNs {
+    if app.target_ns >= app.view.duration_ns {
+        app.view.duration_ns
+    } else {
+        app.target_ns / app.interval_ns * app.interval_ns
     }
 }
 

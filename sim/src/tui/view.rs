@@ -10,7 +10,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Sparkline, Table, Tabs};
 
-use super::app::{App, MODE_BITS, Panel, VERDICTS, mode_names, rate_text, share};
+use super::app::{App, MODE_BITS, Panel, Source, VERDICTS, mode_names, rate_text, seconds, share};
 
 /// Narrowest terminal that shows every panel at once.
 pub const GRID_MIN_WIDTH: u16 = 120;
@@ -69,15 +69,15 @@ fn footer_line(app: &App) -> Paragraph<'static> {
 
 fn draw_grid(frame: &mut Frame, app: &App, area: Rect) {
     let [left, right] =
-        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(area);
-    let [flows, director] =
-        Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(left);
-    let [shield, rates, clients] = Layout::vertical([
-        Constraint::Min(8),
-        Constraint::Length(10),
+        Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(area);
+    let [flows, director, clients] = Layout::vertical([
+        Constraint::Percentage(50),
+        Constraint::Min(6),
         Constraint::Length(7),
     ])
-    .areas(right);
+    .areas(left);
+    let [shield, rates] =
+        Layout::vertical([Constraint::Min(8), Constraint::Length(10)]).areas(right);
     draw_panel(frame, app, Panel::Flows, flows);
     draw_panel(frame, app, Panel::Director, director);
     draw_panel(frame, app, Panel::Shield, shield);
@@ -108,6 +108,10 @@ fn panel_block(app: &App, panel: Panel) -> Block<'static> {
         Panel::Shield => title += &format!("sort {:?} ", app.decision_sort).to_lowercase(),
         _ => {}
     }
+    let end_state = matches!(panel, Panel::Flows | Panel::Director | Panel::Clients);
+    if app.source == Source::Replay && end_state {
+        title += "(end of run) ";
+    }
     let focused = app.focus == panel;
     if focused {
         title = format!(">{title}<");
@@ -127,6 +131,11 @@ fn draw_panel(frame: &mut Frame, app: &App, panel: Panel, area: Rect) {
     let block = panel_block(app, panel);
     let inner = block.inner(area);
     frame.render_widget(block, area);
+    if app.frames == 0 {
+        let text = format!("waiting for the first frame ({})", seconds(app.interval_ns));
+        frame.render_widget(Paragraph::new(text), inner);
+        return;
+    }
     match panel {
         Panel::Flows => draw_flows(frame, app, inner),
         Panel::Shield => draw_shield(frame, app, inner),
@@ -238,13 +247,22 @@ fn mode_lines(app: &App, width: u16) -> Vec<Line<'static>> {
 }
 
 fn director_lines(app: &App, width: u16) -> Vec<Line<'static>> {
+    let services = &app.view.appliance.directors;
+    let address_width = services
+        .iter()
+        .flat_map(|s| s.reals.iter().map(|r| r.address.len()))
+        .fold(18, usize::max);
     let mut lines = vec![
         Line::from("Prot LocalAddress:Port Scheduler"),
-        Line::from("  -> RemoteAddress:Port  Forward Weight ActiveConn InActConn share"),
+        Line::from(format!(
+            "  -> {:<address_width$} Forward Weight ActiveConn InActConn  Share",
+            "RemoteAddress:Port"
+        )),
     ];
-    let fixed = 66;
-    let bar_width = usize::from(width).saturating_sub(fixed + 1).min(30);
-    for service in &app.view.appliance.directors {
+    let fixed = 49 + address_width;
+    let room = usize::from(width).saturating_sub(fixed);
+    let bar_width = if room >= 5 { room.min(30) } else { 0 };
+    for service in services {
         lines.push(Line::from(format!(
             "{} {} ({})",
             service.key, service.scheduler, service.name
@@ -252,11 +270,11 @@ fn director_lines(app: &App, width: u16) -> Vec<Line<'static>> {
         let total: u64 = service.reals.iter().map(|r| r.packets_in).sum();
         for real in &service.reals {
             let part = share(real.packets_in, total);
-            let filled = (part * bar_width as f64).round() as usize;
-            let bar = "█".repeat(filled) + &"░".repeat(bar_width - filled.min(bar_width));
+            let filled = ((part * bar_width as f64).round() as usize).min(bar_width);
+            let bar = "█".repeat(filled) + &"░".repeat(bar_width - filled);
             lines.push(Line::from(vec![
                 Span::raw(format!(
-                    "  -> {:<18} {:<7} {:<6} {:<10} {:<9} {:>5.1}% ",
+                    "  -> {:<address_width$} {:<7} {:<6} {:<10} {:<9} {:>5.1}% ",
                     real.address,
                     real.forward,
                     real.weight,
@@ -268,7 +286,7 @@ fn director_lines(app: &App, width: u16) -> Vec<Line<'static>> {
             ]));
         }
     }
-    if app.view.appliance.directors.is_empty() {
+    if services.is_empty() {
         lines.push(Line::from("no director in this appliance"));
     }
     lines
