@@ -76,9 +76,53 @@ pub struct LiveFeed {
     snapshots: Receiver<ShardSnapshot>,
     thread: Option<JoinHandle<anyhow::Result<RunOutput>>>,
     output: Option<RunOutput>,
+    merger: Merger,
+}
+
+/// Merges the shards' snapshots of each instant (once every queue has sent it) into one
+/// report frame for the model.
+pub struct Merger {
     loaded: LoadedScenario,
     world: World,
     pending: BTreeMap<TimeNs, Vec<Option<ShardResult>>>,
+}
+
+impl Merger {
+    /// A merger for `loaded`'s queues.
+    pub fn new(loaded: &LoadedScenario) -> Self {
+        Self {
+            world: World::new(&loaded.scenario),
+            loaded: loaded.clone(),
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// Take one shard snapshot; push every instant now complete to the model.
+    pub fn accept(&mut self, app: &mut App, snapshot: ShardSnapshot) -> anyhow::Result<()> {
+        let queues = usize::from(self.loaded.scenario.queues);
+        if self.pending.len() >= PENDING_CAPACITY && !self.pending.contains_key(&snapshot.now) {
+            anyhow::bail!("more than {PENDING_CAPACITY} instants pending from the queues");
+        }
+        let slots = self
+            .pending
+            .entry(snapshot.now)
+            .or_insert_with(|| (0..queues).map(|_| None).collect());
+        slots[usize::from(snapshot.queue)] = Some(snapshot.result);
+        while let Some(entry) = self.pending.first_entry() {
+            if entry.get().iter().any(Option::is_none) {
+                break;
+            }
+            let (now, results) = entry.remove_entry();
+            let mut results = results.into_iter().flatten();
+            let Some(mut merged) = results.next() else {
+                continue;
+            };
+            results.for_each(|result| merged.merge(result));
+            let report = crate::report::build(&self.loaded.scenario, &self.world, &merged);
+            app.push_frame(now, ReportView::from_report(&report)?);
+        }
+        Ok(())
+    }
 }
 
 /// Virtual time between live snapshots: about 1/100 of the run, a round number of
@@ -113,9 +157,7 @@ impl LiveFeed {
             snapshots,
             thread: Some(thread),
             output: None,
-            world: World::new(&loaded.scenario),
-            loaded: loaded.clone(),
-            pending: BTreeMap::new(),
+            merger: Merger::new(loaded),
         }
     }
 
@@ -139,7 +181,7 @@ impl LiveFeed {
             let Some(snapshot) = snapshot else {
                 break;
             };
-            self.accept(app, snapshot)?;
+            self.merger.accept(app, snapshot)?;
         }
         if app.finished && self.output.is_none() {
             self.output = Some(self.join()?);
@@ -154,32 +196,6 @@ impl LiveFeed {
                 Ok(output) => self.output = Some(output),
                 Err(error) => app.error = Some(format!("{error:#}")),
             }
-        }
-        Ok(())
-    }
-
-    fn accept(&mut self, app: &mut App, snapshot: ShardSnapshot) -> anyhow::Result<()> {
-        let queues = usize::from(self.loaded.scenario.queues);
-        if self.pending.len() >= PENDING_CAPACITY && !self.pending.contains_key(&snapshot.now) {
-            anyhow::bail!("more than {PENDING_CAPACITY} instants pending from the queues");
-        }
-        let slots = self
-            .pending
-            .entry(snapshot.now)
-            .or_insert_with(|| (0..queues).map(|_| None).collect());
-        slots[usize::from(snapshot.queue)] = Some(snapshot.result);
-        while let Some(entry) = self.pending.first_entry() {
-            if entry.get().iter().any(Option::is_none) {
-                break;
-            }
-            let (now, results) = entry.remove_entry();
-            let mut results = results.into_iter().flatten();
-            let Some(mut merged) = results.next() else {
-                continue;
-            };
-            results.for_each(|result| merged.merge(result));
-            let report = crate::report::build(&self.loaded.scenario, &self.world, &merged);
-            app.push_frame(now, ReportView::from_report(&report)?);
         }
         Ok(())
     }
