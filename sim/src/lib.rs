@@ -17,6 +17,8 @@
 //! - [`plan`] — `sim plan`: sweep a scenario's load and settings, measure per-packet cost,
 //!   and report the cores, memory and first broken constraint (plan.json/md/html).
 //! - [`record`] — the per-packet record (the common currency of replay, run and diff).
+//! - [`tui`] — `sim tui` and `sim run --tui`: the live terminal UI (ratatui) over a model
+//!   fed by an engine observer or a finished run's `report.json`.
 
 pub mod appliance;
 pub mod capture;
@@ -31,3 +33,4 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod traffic;
+pub mod tui;

@@ -28,6 +28,8 @@ enum Command {
     Diff(sim::kernel::diff::DiffArgs),
     /// Capacity planning: sweep a scenario and report cores, memory and the first broken constraint.
     Plan(sim::plan::PlanArgs),
+    /// Watch a scenario run live, or replay a finished run's report.json, in a terminal UI.
+    Tui(sim::tui::TuiArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
         Command::Kernel(args) => sim::kernel::run(&args),
         Command::Diff(args) => sim::kernel::diff::run(&args),
         Command::Plan(args) => sim::plan::run(&args),
+        Command::Tui(args) => sim::tui::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -51,6 +51,9 @@ pub struct RunArgs {
     /// Write what the pipeline emitted to this pcap file.
     #[arg(long, value_name = "FILE.pcap")]
     pub pcap_out: Option<PathBuf>,
+    /// Watch the run live in a terminal UI (see `sim tui`); the report is written as usual.
+    #[arg(long)]
+    pub tui: bool,
 }
 
 /// How to run.
@@ -79,6 +82,17 @@ pub fn run_scenario(
     options: RunOptions,
     progress: &(dyn Fn(TimeNs) + Sync),
 ) -> anyhow::Result<RunOutput> {
+    run_scenario_observed(loaded, options, progress, None)
+}
+
+/// [`run_scenario`] with a live observer: every shard calls it with a snapshot every
+/// `interval` ns of virtual time and at the end (see [`crate::engine::Observer`]).
+pub fn run_scenario_observed(
+    loaded: &LoadedScenario,
+    options: RunOptions,
+    progress: &(dyn Fn(TimeNs) + Sync),
+    observer: Option<(TimeNs, crate::engine::Observer<'_>)>,
+) -> anyhow::Result<RunOutput> {
     let scenario = &loaded.scenario;
     let world = World::new(scenario);
     let pool = rayon::ThreadPoolBuilder::new()
@@ -90,8 +104,11 @@ pub fn run_scenario(
             .into_par_iter()
             .map(|queue| {
                 let shard_started = Instant::now();
-                let engine =
+                let mut engine =
                     Engine::new(scenario, &loaded.base_dir, &world, queue, options.collect)?;
+                if let Some((interval, observer)) = observer {
+                    engine.observe(interval, observer);
+                }
                 let result = engine.run(progress);
                 Ok((result, shard_started.elapsed().as_nanos() as u64))
             })
@@ -246,7 +263,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(duration) = args.duration {
         loaded.scenario.duration = scenario::DurationNs(duration);
     }
-    let bar = progress_bar(loaded.scenario.duration.0 * u64::from(loaded.scenario.queues));
     let options = RunOptions {
         threads: args.threads,
         collect: Collect {
@@ -254,8 +270,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             emitted: args.pcap_out.is_some(),
         },
     };
-    let output = run_scenario(&loaded, options, &|ns| bar.inc(ns / 1_000_000))?;
-    bar.finish_and_clear();
+    let output = if args.tui {
+        crate::tui::run_live(&loaded, options)?
+    } else {
+        let bar = progress_bar(loaded.scenario.duration.0 * u64::from(loaded.scenario.queues));
+        let output = run_scenario(&loaded, options, &|ns| bar.inc(ns / 1_000_000))?;
+        bar.finish_and_clear();
+        output
+    };
     let out_dir = args
         .out
         .clone()

@@ -217,6 +217,24 @@ impl ShardResult {
     }
 }
 
+/// A shard's state at one instant of virtual time, for live views (`sim run --tui`).
+/// Everything is cumulative since the start; per-packet records and emitted frames are not
+/// included.
+#[derive(Debug)]
+pub struct ShardSnapshot {
+    /// Receive queue of the shard.
+    pub queue: u16,
+    /// Virtual time of the snapshot (a multiple of the observer's interval, or the end).
+    pub now: TimeNs,
+    /// The shard's results so far, in the shape of a finished shard.
+    pub result: ShardResult,
+}
+
+/// Observes a running shard: called with a snapshot at every interval boundary of virtual
+/// time and once at the end. It only observes (it cannot change the run), so a run with an
+/// observer gives the same report as one without; it may block (e.g. to pace a live view).
+pub type Observer<'o> = &'o (dyn Fn(ShardSnapshot) + Sync);
+
 fn merge_counters(mine: &mut PipelineCounters, theirs: &PipelineCounters) {
     mine.merge(theirs);
 }
@@ -252,6 +270,8 @@ pub struct Engine<'a> {
     collect: Collect,
     outbox: Outbox,
     result: ShardResult,
+    /// Live observer and its snapshot interval (virtual ns).
+    observer: Option<(TimeNs, Observer<'a>)>,
 }
 
 impl<'a> Engine<'a> {
@@ -314,6 +334,7 @@ impl<'a> Engine<'a> {
                 emitted: Vec::new(),
                 appliance: crate::appliance::ApplianceReport::default(),
             },
+            observer: None,
         };
         engine.build_sources(base_dir)?;
         engine.build_backends();
@@ -456,6 +477,48 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// Call `observer` with a snapshot every `interval_ns` of virtual time (and at the end).
+    /// Observing does not change the run.
+    pub fn observe(&mut self, interval_ns: TimeNs, observer: Observer<'a>) {
+        self.observer = Some((interval_ns.max(1), observer));
+    }
+
+    /// The shard's cumulative results so far (without records and emitted frames).
+    pub fn snapshot(&self) -> ShardResult {
+        let result = &self.result;
+        ShardResult {
+            counters: self.pipeline.counters().clone(),
+            totals: result.totals.clone(),
+            flows: result.flows.clone(),
+            backends: result.backends.clone(),
+            delivered: result.delivered.clone(),
+            timeline: result.timeline.clone(),
+            actors: self.actors.iter().map(|a| a.stats()).collect(),
+            events: result.events.clone(),
+            records: Vec::new(),
+            emitted: Vec::new(),
+            appliance: crate::appliance::report(&self.pipeline),
+        }
+    }
+
+    /// Tell the observer about every interval boundary up to and including `time`; returns
+    /// the next boundary.
+    fn observe_until(&self, next: TimeNs, time: TimeNs) -> TimeNs {
+        let Some((interval, observer)) = self.observer else {
+            return TimeNs::MAX;
+        };
+        let mut boundary = next;
+        while boundary <= time {
+            observer(ShardSnapshot {
+                queue: self.queue_index,
+                now: boundary,
+                result: self.snapshot(),
+            });
+            boundary = boundary.saturating_add(interval);
+        }
+        boundary
+    }
+
     /// Run to the end of the scenario; `progress` is told how much virtual time passed.
     pub fn run(mut self, progress: &dyn Fn(TimeNs)) -> ShardResult {
         for actor in 0..self.actors.len() as u16 {
@@ -466,9 +529,13 @@ impl<'a> Engine<'a> {
                 .push(event.get_ref().at().0, Event::Timed(index as u16));
         }
         let mut reported: TimeNs = 0;
+        let mut boundary = self.observer.map_or(TimeNs::MAX, |(interval, _)| interval);
         while let Some(time) = self.queue.peek_time() {
             if time > self.end {
                 break;
+            }
+            if time > boundary {
+                boundary = self.observe_until(boundary, time - 1);
             }
             let Some((now, event)) = self.queue.pop() else {
                 break;
@@ -480,7 +547,38 @@ impl<'a> Engine<'a> {
             self.handle(now, event);
         }
         progress(self.end.saturating_sub(reported));
-        self.finish()
+        if boundary < self.end {
+            self.observe_until(boundary, self.end - 1);
+        }
+        self.finish_observed()
+    }
+
+    /// Finish the run and give the observer the final state (at the end of the scenario).
+    fn finish_observed(self) -> ShardResult {
+        let observer = self.observer;
+        let (queue, end) = (self.queue_index, self.end);
+        let result = self.finish();
+        if let Some((_, observer)) = observer {
+            let snapshot = ShardResult {
+                counters: result.counters.clone(),
+                totals: result.totals.clone(),
+                flows: result.flows.clone(),
+                backends: result.backends.clone(),
+                delivered: result.delivered.clone(),
+                timeline: result.timeline.clone(),
+                actors: result.actors.clone(),
+                events: result.events.clone(),
+                records: Vec::new(),
+                emitted: Vec::new(),
+                appliance: result.appliance.clone(),
+            };
+            observer(ShardSnapshot {
+                queue,
+                now: end,
+                result: snapshot,
+            });
+        }
+        result
     }
 
     fn handle(&mut self, now: TimeNs, event: Event) {

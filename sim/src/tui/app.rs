@@ -1,0 +1,1092 @@
+//! The TUI's model: what is on screen (the latest report frame, rates, history), where the
+//! virtual clock is and how fast it moves, which panel has the focus, how tables are sorted
+//! and filtered — and the key handlers that change it. It also renders the plain-text
+//! summary of the same state ([`App::summary`]).
+//!
+//! No drawing here (see [`super::view`]) and no terminal or data-source code (see
+//! [`super::feed`]): the model is fed [`ReportView`] frames and keys, so tests can drive it
+//! without a terminal.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use datapath::TimeNs;
+use serde::Deserialize;
+
+/// Rate samples kept per verdict for the sparklines.
+pub const HISTORY_CAPACITY: usize = 1024;
+/// Slowest speed: 2^-6 = 1/64 of real time.
+pub const SPEED_EXPONENT_MIN: i32 = -6;
+/// Fastest speed: 2^10 = 1024× real time.
+pub const SPEED_EXPONENT_MAX: i32 = 10;
+/// Verdict names, in the order of the sparklines.
+pub const VERDICTS: [&str; 4] = ["pass", "drop", "reply", "forward"];
+/// Protection-mode status bits of a shield context, with their names.
+pub const MODE_BITS: [(u8, &str); 4] = [
+    (0x1, "syn cookies"),
+    (0x2, "ttl filter"),
+    (0x4, "unmatched drop"),
+    (0x8, "surge"),
+];
+
+/// A key press, independent of the terminal library.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Key {
+    /// A printable character.
+    Char(char),
+    /// Tab.
+    Tab,
+    /// Shift-Tab.
+    BackTab,
+    /// Enter.
+    Enter,
+    /// Escape.
+    Esc,
+    /// Backspace.
+    Backspace,
+    /// Arrow up.
+    Up,
+    /// Arrow down.
+    Down,
+}
+
+/// The panels, in tab order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Panel {
+    /// Per-flow hits.
+    Flows,
+    /// Shield verdicts and protection modes.
+    Shield,
+    /// Directors in `ipvsadm` shape.
+    Director,
+    /// Packets per second per verdict.
+    Rates,
+    /// Legitimate clients.
+    Clients,
+}
+
+impl Panel {
+    /// Every panel in tab order.
+    pub const ALL: [Panel; 5] = [
+        Panel::Flows,
+        Panel::Shield,
+        Panel::Director,
+        Panel::Rates,
+        Panel::Clients,
+    ];
+
+    /// Title shown on the panel.
+    pub fn title(self) -> &'static str {
+        match self {
+            Panel::Flows => "Flows",
+            Panel::Shield => "Shield",
+            Panel::Director => "Director",
+            Panel::Rates => "Rates",
+            Panel::Clients => "Clients",
+        }
+    }
+
+    fn index(self) -> usize {
+        Panel::ALL.iter().position(|p| *p == self).unwrap_or(0)
+    }
+}
+
+/// Where the frames come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A simulation running now.
+    Live,
+    /// The time series of a finished run (`report.json`).
+    Replay,
+}
+
+/// Sort order of the flow table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowSort {
+    /// File order.
+    File,
+    /// Hits, most first.
+    Hits,
+    /// Current rate, fastest first.
+    Rate,
+    /// Name, alphabetical.
+    Name,
+}
+
+/// Sort order of the verdict table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecisionSort {
+    /// Pipeline order (stage, verdict, reason).
+    Stage,
+    /// Packets, most first.
+    Packets,
+    /// Current rate, fastest first.
+    Rate,
+}
+
+/// The part of a run report the TUI shows. Deserialised from `report.json`'s `report` (and
+/// from a live [`crate::report::Report`] through the same serde shape), so both sources feed
+/// the same model. Unknown keys are ignored.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ReportView {
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed.
+    pub seed: u64,
+    /// Virtual duration.
+    pub duration_ns: u64,
+    /// Receive queues.
+    pub queues: u16,
+    /// Frame totals.
+    pub totals: TotalsView,
+    /// Pipeline decisions.
+    pub pipeline: PipelineView,
+    /// Legitimate clients.
+    pub clients: ClientsView,
+    /// Per-second rows.
+    pub timeline: Vec<SecondView>,
+    /// Shield contexts, flows and directors.
+    pub appliance: ApplianceView,
+}
+
+/// Frame totals.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct TotalsView {
+    /// Frames sent by sources and backends.
+    pub sent: u64,
+    /// Frames the pipeline processed.
+    pub processed: u64,
+    /// Frames the pipeline emitted.
+    pub emitted: u64,
+    /// Frames delivered to hosts.
+    pub delivered: u64,
+}
+
+/// Pipeline decisions.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct PipelineView {
+    /// Decisions per (stage, verdict, reason).
+    pub decisions: Vec<DecisionView>,
+}
+
+/// Decisions of one (stage, verdict, reason).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct DecisionView {
+    /// Stage.
+    pub stage: String,
+    /// Verdict.
+    pub verdict: String,
+    /// Drop reason, "" unless dropped.
+    pub reason: String,
+    /// Packets.
+    pub packets: u64,
+}
+
+/// Latency percentiles (ns).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct PercentilesView {
+    /// Median.
+    pub p50: u64,
+    /// 90th.
+    pub p90: u64,
+    /// 99th.
+    pub p99: u64,
+    /// Maximum.
+    pub max: u64,
+}
+
+/// TCP clients.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct TcpView {
+    /// Connections opened.
+    pub attempted: u64,
+    /// Reached ESTABLISHED.
+    pub established: u64,
+    /// Read their whole response.
+    pub completed: u64,
+    /// Timed out.
+    pub failed_timeout: u64,
+    /// Reset early.
+    pub failed_reset: u64,
+    /// Success over finished attempts.
+    pub success_ratio: f64,
+    /// Connection setup time.
+    pub connect_ns: Option<PercentilesView>,
+}
+
+/// UDP clients.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct UdpView {
+    /// Requests sent.
+    pub sent: u64,
+    /// Answered.
+    pub answered: u64,
+    /// Timed out.
+    pub failed_timeout: u64,
+    /// Success over finished requests.
+    pub success_ratio: f64,
+    /// Round-trip time.
+    pub rtt_ns: Option<PercentilesView>,
+}
+
+/// Legitimate clients.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ClientsView {
+    /// TCP clients.
+    pub tcp: Option<TcpView>,
+    /// UDP clients.
+    pub udp: Option<UdpView>,
+}
+
+/// One second of the run.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct SecondView {
+    /// Second since the start.
+    pub second: u64,
+    /// Frames processed.
+    pub processed: u64,
+    /// Verdict `pass`.
+    pub pass: u64,
+    /// Verdict `drop`.
+    pub drop: u64,
+    /// Verdict `reply`.
+    pub reply: u64,
+    /// Verdict `forward`.
+    pub forward: u64,
+}
+
+impl SecondView {
+    fn verdicts(&self) -> [u64; 4] {
+        [self.pass, self.drop, self.reply, self.forward]
+    }
+}
+
+/// Shield contexts, flows and directors.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ApplianceView {
+    /// Shield contexts.
+    pub shield: Vec<ShieldView>,
+    /// Flows in file order.
+    pub flows: Vec<FlowView>,
+    /// IP packets no flow claimed.
+    pub unclassified: u64,
+    /// Virtual services.
+    pub directors: Vec<ServiceView>,
+}
+
+/// One shield context.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ShieldView {
+    /// Context name.
+    pub name: String,
+    /// Non-zero counters.
+    pub counters: BTreeMap<String, u64>,
+    /// Protection-mode changes (virtual ns, status bits).
+    pub modes: Vec<(u64, u8)>,
+}
+
+/// One flow.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct FlowView {
+    /// Name.
+    pub name: String,
+    /// Policy as written.
+    pub policy: String,
+    /// Packets claimed.
+    pub hits: u64,
+    /// Packets per rule (1-based order).
+    pub rule_hits: Vec<u64>,
+}
+
+/// One virtual service.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ServiceView {
+    /// Director name.
+    pub name: String,
+    /// `TCP 192.0.2.10:80` or `FWM 80`.
+    pub key: String,
+    /// Scheduler.
+    pub scheduler: String,
+    /// Real servers.
+    pub reals: Vec<RealView>,
+}
+
+/// One real server.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RealView {
+    /// Address.
+    pub address: String,
+    /// `Masq`, `Route` or `Tunnel`.
+    pub forward: String,
+    /// Weight.
+    pub weight: i32,
+    /// ActiveConn.
+    pub active: u64,
+    /// InActConn.
+    pub inactive: u64,
+    /// Connections scheduled.
+    pub connections: u64,
+    /// Packets client → server.
+    pub packets_in: u64,
+    /// Packets server → client.
+    pub packets_out: u64,
+}
+
+impl ReportView {
+    /// The view of a live report (same serde shape as `report.json`).
+    pub fn from_report(report: &crate::report::Report) -> anyhow::Result<Self> {
+        Ok(serde_json::from_value(serde_json::to_value(report)?)?)
+    }
+
+    /// The view of a `report.json` file's text (`{"report": …, "measured": …}`).
+    pub fn from_report_json(text: &str) -> anyhow::Result<Self> {
+        #[derive(Deserialize)]
+        struct File {
+            report: ReportView,
+        }
+        Ok(serde_json::from_str::<File>(text)?.report)
+    }
+
+    /// Cumulative packets per verdict (pass, drop, reply, forward).
+    pub fn verdict_totals(&self) -> [u64; 4] {
+        self.timeline.iter().fold([0; 4], |mut sum, row| {
+            sum.iter_mut()
+                .zip(row.verdicts())
+                .for_each(|(a, b)| *a += b);
+            sum
+        })
+    }
+
+    /// Protection-mode bits of shield context `context` at `time` (the last change at or
+    /// before it; in a sharded run, whichever queue changed last).
+    pub fn mode_bits_at(&self, context: usize, time: TimeNs) -> u8 {
+        self.appliance.shield.get(context).map_or(0, |shield| {
+            shield
+                .modes
+                .iter()
+                .take_while(|(at, _)| *at <= time)
+                .last()
+                .map_or(0, |(_, bits)| *bits)
+        })
+    }
+}
+
+/// One line of the flow table: a flow, or one of its rules when drilled down.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowLine {
+    /// Flow name, or `rule N` for a drill-down line.
+    pub name: String,
+    /// Policy (empty on rule lines).
+    pub policy: String,
+    /// Packets.
+    pub hits: u64,
+    /// Packets per second over the last interval (None in a replay).
+    pub rate: Option<f64>,
+    /// Share of all flow hits (on rule lines: of the flow's rule hits).
+    pub share: f64,
+    /// A drill-down line.
+    pub is_rule: bool,
+    /// The selected flow.
+    pub selected: bool,
+}
+
+/// One line of the verdict table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecisionLine {
+    /// Stage.
+    pub stage: String,
+    /// Verdict.
+    pub verdict: String,
+    /// Drop reason.
+    pub reason: String,
+    /// Packets.
+    pub packets: u64,
+    /// Packets per second over the last interval (None in a replay).
+    pub rate: Option<f64>,
+}
+
+/// Rates between the two latest frames.
+#[derive(Clone, Debug, Default)]
+struct Rates {
+    /// Per flow index.
+    flows: Vec<f64>,
+    /// Per (stage, verdict, reason).
+    decisions: BTreeMap<(String, String, String), f64>,
+}
+
+/// The TUI state.
+#[derive(Debug)]
+pub struct App {
+    /// Where frames come from.
+    pub source: Source,
+    /// The latest frame.
+    pub view: ReportView,
+    /// Virtual time of the latest frame.
+    pub data_ns: TimeNs,
+    /// Where the clock is heading: frames up to here may be shown.
+    pub target_ns: TimeNs,
+    /// Virtual time between frames.
+    pub interval_ns: TimeNs,
+    /// Speed = 2^exponent × real time.
+    pub speed_exponent: i32,
+    /// Paused by the user.
+    pub paused: bool,
+    /// The run (or replay) reached its end.
+    pub finished: bool,
+    /// The user asked to quit.
+    pub quit: bool,
+    /// The help overlay is shown.
+    pub help: bool,
+    /// The focused panel.
+    pub focus: Panel,
+    /// Flow table order.
+    pub flow_sort: FlowSort,
+    /// Verdict table order.
+    pub decision_sort: DecisionSort,
+    /// Selected line of the flow table (flows only, after sort and filter).
+    pub selected_flow: usize,
+    /// Flows shown with their rules.
+    pub drilled: Vec<String>,
+    /// Flow-name filter (substring, case-insensitive).
+    pub filter: String,
+    /// Typing the filter.
+    pub editing_filter: bool,
+    /// What went wrong in the data source, if anything.
+    pub error: Option<String>,
+    /// Frames shown so far (a replay starts with one: the end-of-run tables).
+    pub frames: u64,
+    rates: Rates,
+    history: [VecDeque<u64>; 4],
+}
+
+impl App {
+    /// A model with an empty frame of `skeleton`'s scenario (name, seed, duration, queues).
+    pub fn new(source: Source, skeleton: ReportView, interval_ns: TimeNs) -> Self {
+        Self {
+            source,
+            view: skeleton,
+            data_ns: 0,
+            target_ns: 0,
+            interval_ns: interval_ns.max(1),
+            speed_exponent: 0,
+            paused: false,
+            finished: false,
+            quit: false,
+            help: false,
+            focus: Panel::Flows,
+            flow_sort: FlowSort::File,
+            decision_sort: DecisionSort::Stage,
+            selected_flow: 0,
+            drilled: Vec::new(),
+            filter: String::new(),
+            editing_filter: false,
+            error: None,
+            frames: u64::from(source == Source::Replay),
+            rates: Rates::default(),
+            history: Default::default(),
+        }
+    }
+
+    /// Speed as a factor of real time.
+    pub fn speed(&self) -> f64 {
+        2f64.powi(self.speed_exponent)
+    }
+
+    /// Speed as shown: `1x`, `4x`, `1/8x`.
+    pub fn speed_label(&self) -> String {
+        if self.speed_exponent >= 0 {
+            format!("{}x", 1u64 << self.speed_exponent)
+        } else {
+            format!("1/{}x", 1u64 << -self.speed_exponent)
+        }
+    }
+
+    /// Run state as shown.
+    pub fn status(&self) -> &'static str {
+        match (self.finished, self.paused) {
+            (true, _) => "finished",
+            (false, true) => "paused",
+            (false, false) => "running",
+        }
+    }
+
+    /// Move the clock on by `wall` of real time at the current speed (unless paused). The
+    /// target never runs more than half a second of real time ahead of the data, so a pause
+    /// takes effect at once even when the data source is slower than the speed asks.
+    pub fn advance(&mut self, wall: Duration) {
+        if self.paused || self.finished {
+            return;
+        }
+        let step = (wall.as_nanos() as f64 * self.speed()) as TimeNs;
+        let lead = ((5e8 * self.speed()) as TimeNs).max(4 * self.interval_ns);
+        self.target_ns = self
+            .target_ns
+            .saturating_add(step)
+            .min(self.data_ns.saturating_add(lead))
+            .min(self.view.duration_ns);
+    }
+
+    /// Show a new frame at virtual time `now`; rates are taken against the previous frame.
+    pub fn push_frame(&mut self, now: TimeNs, view: ReportView) {
+        let elapsed = now.saturating_sub(self.data_ns);
+        if elapsed > 0 {
+            let per_second = 1e9 / elapsed as f64;
+            self.rates = rates_between(&self.view, &view, per_second);
+            let (before, after) = (self.view.verdict_totals(), view.verdict_totals());
+            for (index, history) in self.history.iter_mut().enumerate() {
+                let delta = after[index].saturating_sub(before[index]);
+                if history.len() == HISTORY_CAPACITY {
+                    history.pop_front();
+                }
+                history.push_back((delta as f64 * per_second) as u64);
+            }
+        }
+        self.view = view;
+        self.frames += 1;
+        self.data_ns = now;
+        self.target_ns = self.target_ns.max(now);
+        if now >= self.view.duration_ns {
+            self.finished = true;
+        }
+    }
+
+    /// Packets per second per verdict, oldest first (one sample per frame).
+    pub fn history(&self, verdict: usize) -> &VecDeque<u64> {
+        &self.history[verdict]
+    }
+
+    /// Handle one key.
+    pub fn on_key(&mut self, key: Key) {
+        if self.editing_filter {
+            self.on_filter_key(key);
+            return;
+        }
+        if self.help {
+            // Any key closes the overlay; `q` still quits.
+            self.help = false;
+            if key != Key::Char('q') {
+                return;
+            }
+        }
+        match key {
+            Key::Char('q') => self.quit = true,
+            Key::Char(' ') => self.paused = !self.paused,
+            Key::Char('s' | '.') => self.step(),
+            Key::Char('+' | '=') => {
+                self.speed_exponent = (self.speed_exponent + 1).min(SPEED_EXPONENT_MAX)
+            }
+            Key::Char('-' | '_') => {
+                self.speed_exponent = (self.speed_exponent - 1).max(SPEED_EXPONENT_MIN)
+            }
+            Key::Tab => self.focus = Panel::ALL[(self.focus.index() + 1) % Panel::ALL.len()],
+            Key::BackTab => {
+                let count = Panel::ALL.len();
+                self.focus = Panel::ALL[(self.focus.index() + count - 1) % count];
+            }
+            Key::Char('o') => self.cycle_sort(),
+            Key::Char('/') => self.editing_filter = true,
+            Key::Char('?') => self.help = true,
+            Key::Esc => self.filter.clear(),
+            Key::Up | Key::Char('k') => self.selected_flow = self.selected_flow.saturating_sub(1),
+            Key::Down | Key::Char('j') => self.selected_flow += 1,
+            Key::Enter => self.toggle_drill(),
+            _ => {}
+        }
+        self.clamp_selection();
+    }
+
+    fn on_filter_key(&mut self, key: Key) {
+        match key {
+            Key::Enter => self.editing_filter = false,
+            Key::Esc => {
+                self.editing_filter = false;
+                self.filter.clear();
+            }
+            Key::Backspace => {
+                self.filter.pop();
+            }
+            Key::Char(c) => self.filter.push(c),
+            _ => {}
+        }
+        self.selected_flow = 0;
+    }
+
+    /// Pause, and move the clock on by one frame interval.
+    fn step(&mut self) {
+        self.paused = true;
+        if !self.finished {
+            self.target_ns = (self.data_ns + self.interval_ns).min(self.view.duration_ns);
+        }
+    }
+
+    fn cycle_sort(&mut self) {
+        if self.focus == Panel::Shield {
+            self.decision_sort = match self.decision_sort {
+                DecisionSort::Stage => DecisionSort::Packets,
+                DecisionSort::Packets => DecisionSort::Rate,
+                DecisionSort::Rate => DecisionSort::Stage,
+            };
+        } else {
+            self.flow_sort = match self.flow_sort {
+                FlowSort::File => FlowSort::Hits,
+                FlowSort::Hits => FlowSort::Rate,
+                FlowSort::Rate => FlowSort::Name,
+                FlowSort::Name => FlowSort::File,
+            };
+        }
+    }
+
+    fn toggle_drill(&mut self) {
+        let Some(index) = self.visible_flows().get(self.selected_flow).copied() else {
+            return;
+        };
+        let name = self.view.appliance.flows[index].name.clone();
+        if let Some(position) = self.drilled.iter().position(|n| *n == name) {
+            self.drilled.remove(position);
+        } else {
+            self.drilled.push(name);
+        }
+    }
+
+    fn clamp_selection(&mut self) {
+        let count = self.visible_flows().len();
+        self.selected_flow = self.selected_flow.min(count.saturating_sub(1));
+    }
+
+    /// Flow indices after filter and sort.
+    fn visible_flows(&self) -> Vec<usize> {
+        let needle = self.filter.to_lowercase();
+        let flows = &self.view.appliance.flows;
+        let mut indices: Vec<usize> = (0..flows.len())
+            .filter(|&i| flows[i].name.to_lowercase().contains(&needle))
+            .collect();
+        let rate = |i: usize| self.rates.flows.get(i).copied().unwrap_or(0.0);
+        match self.flow_sort {
+            FlowSort::File => {}
+            FlowSort::Hits => indices.sort_by(|a, b| flows[*b].hits.cmp(&flows[*a].hits)),
+            FlowSort::Rate => indices.sort_by(|a, b| rate(*b).total_cmp(&rate(*a))),
+            FlowSort::Name => indices.sort_by(|a, b| flows[*a].name.cmp(&flows[*b].name)),
+        }
+        indices
+    }
+
+    fn live_rate(&self, rate: f64) -> Option<f64> {
+        (self.source == Source::Live).then_some(rate)
+    }
+
+    /// The flow table as shown: filtered, sorted, drilled-down flows followed by their rules.
+    pub fn flow_lines(&self) -> Vec<FlowLine> {
+        let flows = &self.view.appliance.flows;
+        let total: u64 = flows.iter().map(|f| f.hits).sum();
+        let mut lines = Vec::new();
+        for (position, index) in self.visible_flows().into_iter().enumerate() {
+            let flow = &flows[index];
+            lines.push(FlowLine {
+                name: flow.name.clone(),
+                policy: flow.policy.clone(),
+                hits: flow.hits,
+                rate: self.live_rate(self.rates.flows.get(index).copied().unwrap_or(0.0)),
+                share: share(flow.hits, total),
+                is_rule: false,
+                selected: position == self.selected_flow,
+            });
+            if self.drilled.contains(&flow.name) {
+                lines.extend(
+                    flow.rule_hits
+                        .iter()
+                        .enumerate()
+                        .map(|(rule, &hits)| FlowLine {
+                            name: format!("rule {}", rule + 1),
+                            policy: String::new(),
+                            hits,
+                            rate: None,
+                            share: share(hits, flow.rule_hits.iter().sum()),
+                            is_rule: true,
+                            selected: false,
+                        }),
+                );
+            }
+        }
+        lines
+    }
+
+    /// The verdict table as shown, sorted.
+    pub fn decision_lines(&self) -> Vec<DecisionLine> {
+        let mut lines: Vec<DecisionLine> = self
+            .view
+            .pipeline
+            .decisions
+            .iter()
+            .map(|d| DecisionLine {
+                stage: d.stage.clone(),
+                verdict: d.verdict.clone(),
+                reason: d.reason.clone(),
+                packets: d.packets,
+                rate: self.live_rate(
+                    self.rates
+                        .decisions
+                        .get(&decision_key(d))
+                        .copied()
+                        .unwrap_or(0.0),
+                ),
+            })
+            .collect();
+        match self.decision_sort {
+            DecisionSort::Stage => {}
+            DecisionSort::Packets => lines.sort_by_key(|line| std::cmp::Reverse(line.packets)),
+            DecisionSort::Rate => {
+                lines.sort_by(|a, b| b.rate.unwrap_or(0.0).total_cmp(&a.rate.unwrap_or(0.0)))
+            }
+        }
+        lines
+    }
+
+    /// One character per column of `width` over the whole run for shield context
+    /// `context`: `#` where `bit` was on, `.` where off, ` ` for time not yet shown.
+    pub fn mode_strip(&self, context: usize, bit: u8, width: usize) -> String {
+        let duration = self.view.duration_ns.max(1);
+        (0..width)
+            .map(|column| {
+                let time = (duration as u128 * column as u128 / width.max(1) as u128) as TimeNs;
+                if time > self.data_ns {
+                    ' '
+                } else if self.view.mode_bits_at(context, time) & bit != 0 {
+                    '#'
+                } else {
+                    '.'
+                }
+            })
+            .collect()
+    }
+
+    /// The header line: scenario, source, virtual clock, speed, state.
+    pub fn header(&self) -> String {
+        let source = match self.source {
+            Source::Live => "live",
+            Source::Replay => "replay",
+        };
+        format!(
+            "lbsim {} · seed {} · {source} · t={} / {} · speed {} · {}",
+            self.view.scenario,
+            self.view.seed,
+            seconds(self.data_ns),
+            seconds(self.view.duration_ns),
+            self.speed_label(),
+            self.status()
+        )
+    }
+
+    /// Plain-text summary of the current state (the same tables as the panels).
+    pub fn summary(&self) -> String {
+        let mut text = self.header() + "\n";
+        let totals = &self.view.totals;
+        let _ = writeln!(
+            text,
+            "frames: {} processed, {} emitted, {} delivered",
+            totals.processed, totals.emitted, totals.delivered
+        );
+        self.summary_flows(&mut text);
+        self.summary_shield(&mut text);
+        self.summary_directors(&mut text);
+        text += &self.clients_text();
+        text
+    }
+
+    fn summary_flows(&self, text: &mut String) {
+        if self.view.appliance.flows.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            text,
+            "\nflows (sort {:?}, filter {:?}):",
+            self.flow_sort, self.filter
+        );
+        let _ = writeln!(
+            text,
+            "  {:<24} {:<20} {:>10} {:>10} {:>6}",
+            "flow", "policy", "hits", "rate/s", "share"
+        );
+        for line in self.flow_lines() {
+            let indent = if line.is_rule { "    " } else { "  " };
+            let _ = writeln!(
+                text,
+                "{indent}{:<24} {:<20} {:>10} {:>10} {:>5.1}%",
+                line.name,
+                line.policy,
+                line.hits,
+                rate_text(line.rate),
+                line.share * 100.0
+            );
+        }
+    }
+
+    fn summary_shield(&self, text: &mut String) {
+        let _ = writeln!(text, "\nverdicts (sort {:?}):", self.decision_sort);
+        for line in self.decision_lines() {
+            let _ = writeln!(
+                text,
+                "  {:<9} {:<8} {:<28} {:>10} {:>10}",
+                line.stage,
+                line.verdict,
+                line.reason,
+                line.packets,
+                rate_text(line.rate)
+            );
+        }
+        for (index, context) in self.view.appliance.shield.iter().enumerate() {
+            let bits = self.view.mode_bits_at(index, self.data_ns);
+            let _ = writeln!(
+                text,
+                "  {} mode {bits:#x} ({})",
+                context.name,
+                mode_names(bits)
+            );
+        }
+    }
+
+    fn summary_directors(&self, text: &mut String) {
+        for service in &self.view.appliance.directors {
+            let _ = writeln!(
+                text,
+                "\n{} {} ({})",
+                service.key, service.scheduler, service.name
+            );
+            let total: u64 = service.reals.iter().map(|r| r.packets_in).sum();
+            for real in &service.reals {
+                let _ = writeln!(
+                    text,
+                    "  -> {:<22} {:<6} {:>6} {:>10} {:>10} {:>6.1}%",
+                    real.address,
+                    real.forward,
+                    real.weight,
+                    real.active,
+                    real.inactive,
+                    share(real.packets_in, total) * 100.0
+                );
+            }
+        }
+    }
+
+    /// Legitimate-client figures: success, failures and latency percentiles per protocol.
+    pub fn clients_text(&self) -> String {
+        let mut text = String::new();
+        if let Some(tcp) = &self.view.clients.tcp {
+            let _ = writeln!(
+                text,
+                "tcp {}/{} completed, success {:.2}%",
+                tcp.completed,
+                tcp.attempted,
+                tcp.success_ratio * 100.0
+            );
+            let _ = writeln!(
+                text,
+                "  {} timeout, {} reset",
+                tcp.failed_timeout, tcp.failed_reset
+            );
+            if let Some(p) = &tcp.connect_ns {
+                let _ = writeln!(text, "  connect ms {}", percentiles_text(p));
+            }
+        }
+        if let Some(udp) = &self.view.clients.udp {
+            let _ = writeln!(
+                text,
+                "udp {}/{} answered, success {:.2}%, {} timeout",
+                udp.answered,
+                udp.sent,
+                udp.success_ratio * 100.0,
+                udp.failed_timeout
+            );
+            if let Some(p) = &udp.rtt_ns {
+                let _ = writeln!(text, "  rtt ms {}", percentiles_text(p));
+            }
+        }
+        if text.is_empty() {
+            text.push_str("no legitimate clients in this scenario\n");
+        }
+        text
+    }
+}
+
+fn decision_key(d: &DecisionView) -> (String, String, String) {
+    (d.stage.clone(), d.verdict.clone(), d.reason.clone())
+}
+
+fn rates_between(before: &ReportView, after: &ReportView, per_second: f64) -> Rates {
+    let flows = after
+        .appliance
+        .flows
+        .iter()
+        .enumerate()
+        .map(|(index, flow)| {
+            let old = before.appliance.flows.get(index).map_or(0, |f| f.hits);
+            flow.hits.saturating_sub(old) as f64 * per_second
+        })
+        .collect();
+    let old: BTreeMap<_, u64> = before
+        .pipeline
+        .decisions
+        .iter()
+        .map(|d| (decision_key(d), d.packets))
+        .collect();
+    let decisions = after
+        .pipeline
+        .decisions
+        .iter()
+        .map(|d| {
+            let key = decision_key(d);
+            let delta = d
+                .packets
+                .saturating_sub(old.get(&key).copied().unwrap_or(0));
+            (key, delta as f64 * per_second)
+        })
+        .collect();
+    Rates { flows, decisions }
+}
+
+/// `part / whole`, 0 when `whole` is 0.
+pub fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+/// `1.234s`.
+pub fn seconds(ns: TimeNs) -> String {
+    format!("{:.3}s", ns as f64 / 1e9)
+}
+
+/// A rate as shown: `12.3k`, or `-` when unknown (replays).
+pub fn rate_text(rate: Option<f64>) -> String {
+    match rate {
+        None => "-".into(),
+        Some(r) if r >= 1e6 => format!("{:.1}M", r / 1e6),
+        Some(r) if r >= 1e3 => format!("{:.1}k", r / 1e3),
+        Some(r) => format!("{r:.0}"),
+    }
+}
+
+/// `p50 1.234 p90 … p99 … max …` in milliseconds.
+pub fn percentiles_text(p: &PercentilesView) -> String {
+    let ms = |ns: u64| ns as f64 / 1e6;
+    format!(
+        "p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}",
+        ms(p.p50),
+        ms(p.p90),
+        ms(p.p99),
+        ms(p.max)
+    )
+}
+
+/// Names of the protection-mode bits that are set, or `off`.
+pub fn mode_names(bits: u8) -> String {
+    let names: Vec<&str> = MODE_BITS
+        .iter()
+        .filter(|(bit, _)| bits & bit != 0)
+        .map(|(_, name)| *name)
+        .collect();
+    if names.is_empty() {
+        "off".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app() -> App {
+        let view = ReportView {
+            duration_ns: 1_000_000_000,
+            appliance: ApplianceView {
+                flows: vec![
+                    FlowView {
+                        name: "web".into(),
+                        policy: "accept".into(),
+                        hits: 10,
+                        rule_hits: vec![6, 4],
+                    },
+                    FlowView {
+                        name: "dns".into(),
+                        policy: "drop".into(),
+                        hits: 30,
+                        rule_hits: vec![30],
+                    },
+                ],
+                ..ApplianceView::default()
+            },
+            ..ReportView::default()
+        };
+        App::new(Source::Live, view, 10_000_000)
+    }
+
+    #[test]
+    fn speed_doubles_and_halves_within_bounds() {
+        let mut app = app();
+        for _ in 0..20 {
+            app.on_key(Key::Char('+'));
+        }
+        assert_eq!(app.speed_label(), "1024x");
+        for _ in 0..40 {
+            app.on_key(Key::Char('-'));
+        }
+        assert_eq!(app.speed_label(), "1/64x");
+    }
+
+    #[test]
+    fn pause_stops_the_clock_and_step_moves_one_interval() {
+        let mut app = app();
+        app.advance(Duration::from_millis(20));
+        assert_eq!(app.target_ns, 20_000_000);
+        app.on_key(Key::Char(' '));
+        app.advance(Duration::from_millis(20));
+        assert_eq!(app.target_ns, 20_000_000);
+        app.on_key(Key::Char('s'));
+        assert_eq!(
+            app.target_ns, 10_000_000,
+            "step is relative to the data shown"
+        );
+        assert!(app.paused);
+    }
+
+    #[test]
+    fn filter_sort_and_drill_down() {
+        let mut app = app();
+        app.on_key(Key::Char('o'));
+        assert_eq!(app.flow_sort, FlowSort::Hits);
+        let names: Vec<String> = app.flow_lines().into_iter().map(|l| l.name).collect();
+        assert_eq!(names, ["dns", "web"]);
+        for key in [Key::Char('/'), Key::Char('w'), Key::Enter, Key::Enter] {
+            app.on_key(key);
+        }
+        let names: Vec<String> = app.flow_lines().into_iter().map(|l| l.name).collect();
+        assert_eq!(names, ["web", "rule 1", "rule 2"]);
+        assert_eq!(app.flow_lines()[1].share, 0.6);
+    }
+
+    #[test]
+    fn help_overlay_swallows_one_key() {
+        let mut app = app();
+        app.on_key(Key::Char('?'));
+        assert!(app.help);
+        app.on_key(Key::Char(' '));
+        assert!(!app.help && !app.paused);
+    }
+}

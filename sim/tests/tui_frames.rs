@@ -1,0 +1,176 @@
+//! The whole TUI (model, data source, view) driven on ratatui's `TestBackend` with scripted
+//! keys and virtual time steps; frames snapshotted at several sizes, 80×24 included.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use sim::engine::Collect;
+use sim::report;
+use sim::run::{RunOptions, run_scenario};
+use sim::scenario::{self, DurationNs, LoadedScenario};
+use sim::tui::app::{App, DecisionSort, FlowSort, Key, Panel, ReportView};
+use sim::tui::feed::Wait;
+use sim::tui::{Input, Session};
+
+fn load(name: &str) -> LoadedScenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios")
+        .join(name);
+    scenario::load(&path).expect("bundled scenario loads")
+}
+
+fn options() -> RunOptions {
+    RunOptions {
+        threads: 1,
+        collect: Collect::default(),
+    }
+}
+
+/// The screen as text, one line per row, trailing blanks trimmed.
+fn screen(session: &Session, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    session.draw(&mut terminal).unwrap();
+    let buffer = terminal.backend().buffer();
+    let mut text = String::new();
+    for y in 0..height {
+        let line: String = (0..width).map(|x| buffer[(x, y)].symbol()).collect();
+        text += line.trim_end();
+        text.push('\n');
+    }
+    text
+}
+
+fn keys(session: &mut Session, keys: &[Key]) {
+    for key in keys {
+        session.handle(Input::Key(*key));
+    }
+}
+
+fn tick(session: &mut Session, millis: u64) {
+    session
+        .tick(Duration::from_millis(millis), Wait::UntilTarget)
+        .unwrap();
+}
+
+fn app(session: &Session) -> &App {
+    &session.app
+}
+
+#[test]
+fn live_synflood_pause_step_speed_panels_help_and_end() {
+    let loaded = load("synflood.toml");
+    let mut session = Session::live(&loaded, options(), None);
+    insta::assert_snapshot!("live_synflood_start_120x40", screen(&session, 120, 40));
+    tick(&mut session, 300);
+    assert_eq!(app(&session).data_ns, 300_000_000);
+    insta::assert_snapshot!("live_synflood_300ms_120x40", screen(&session, 120, 40));
+    insta::assert_snapshot!("live_synflood_300ms_80x24", screen(&session, 80, 24));
+
+    keys(&mut session, &[Key::Char(' ')]);
+    tick(&mut session, 1000);
+    assert_eq!(
+        app(&session).data_ns,
+        300_000_000,
+        "paused: the clock stands"
+    );
+    keys(&mut session, &[Key::Char('s')]);
+    tick(&mut session, 0);
+    keys(&mut session, &[Key::Char('.')]);
+    tick(&mut session, 0);
+    assert_eq!(app(&session).data_ns, 320_000_000, "two steps of 10 ms");
+
+    keys(
+        &mut session,
+        &[Key::Char('+'), Key::Char('+'), Key::Tab, Key::Char('o')],
+    );
+    assert_eq!(app(&session).focus, Panel::Shield);
+    assert_eq!(app(&session).decision_sort, DecisionSort::Packets);
+    insta::assert_snapshot!("live_synflood_shield_80x24", screen(&session, 80, 24));
+    keys(&mut session, &[Key::Tab]);
+    insta::assert_snapshot!("live_synflood_director_80x24", screen(&session, 80, 24));
+    keys(&mut session, &[Key::Tab]);
+    insta::assert_snapshot!("live_synflood_rates_100x30", screen(&session, 100, 30));
+    keys(&mut session, &[Key::Char('?')]);
+    insta::assert_snapshot!("live_synflood_help_80x24", screen(&session, 80, 24));
+
+    keys(&mut session, &[Key::Esc, Key::Char(' ')]);
+    tick(&mut session, 1000);
+    assert!(app(&session).finished);
+    assert_eq!(app(&session).data_ns, 1_000_000_000);
+    insta::assert_snapshot!("live_synflood_end_160x48", screen(&session, 160, 48));
+    insta::assert_snapshot!("live_synflood_end_summary", app(&session).summary());
+    keys(&mut session, &[Key::Char('q')]);
+    assert!(app(&session).quit);
+
+    let last_frame = app(&session).view.clone();
+    let live = session.finish().unwrap().expect("a live run");
+    let plain = run_scenario(&loaded, options(), &|_| {}).unwrap();
+    assert_eq!(
+        report::deterministic_json(&live.report),
+        report::deterministic_json(&plain.report),
+        "observing the run does not change it"
+    );
+    let from_report = ReportView::from_report(&plain.report).unwrap();
+    assert_eq!(
+        last_frame, from_report,
+        "the last frame is the final report"
+    );
+}
+
+#[test]
+fn live_flows_sort_filter_and_rule_drill_down() {
+    let loaded = load("flows-doc.toml");
+    let mut session = Session::live(&loaded, options(), None);
+    tick(&mut session, 250);
+    insta::assert_snapshot!("live_flows_250ms_120x36", screen(&session, 120, 36));
+    keys(&mut session, &[Key::Char('o')]);
+    assert_eq!(app(&session).flow_sort, FlowSort::Hits);
+    keys(&mut session, &[Key::Enter]);
+    insta::assert_snapshot!("live_flows_by_hits_drilled_80x24", screen(&session, 80, 24));
+    keys(&mut session, &[Key::Enter, Key::Char('/'), Key::Char('s')]);
+    insta::assert_snapshot!("live_flows_filter_typing_80x24", screen(&session, 80, 24));
+    keys(
+        &mut session,
+        &[Key::Char('s'), Key::Enter, Key::Down, Key::Enter],
+    );
+    insta::assert_snapshot!(
+        "live_flows_filtered_second_drilled_100x30",
+        screen(&session, 100, 30)
+    );
+    insta::assert_snapshot!("live_flows_filtered_summary", app(&session).summary());
+    keys(&mut session, &[Key::Esc]);
+    assert!(app(&session).filter.is_empty());
+    keys(&mut session, &[Key::Char('q')]);
+    session.finish().unwrap();
+}
+
+#[test]
+fn replay_of_report_json_second_by_second() {
+    let mut loaded = load("synflood.toml");
+    loaded.scenario.duration = DurationNs(3_000_000_000);
+    let output = run_scenario(&loaded, options(), &|_| {}).unwrap();
+    let dir = std::env::temp_dir().join(format!("lbsim-tui-replay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("report.json");
+    std::fs::write(&path, report::full_json(&output.report, &output.measured)).unwrap();
+    let view = ReportView::from_report_json(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let mut session = Session::replay(view);
+    insta::assert_snapshot!("replay_start_80x24", screen(&session, 80, 24));
+    tick(&mut session, 1500);
+    assert_eq!(
+        app(&session).data_ns,
+        1_000_000_000,
+        "replays whole seconds"
+    );
+    keys(&mut session, &[Key::Tab]);
+    insta::assert_snapshot!("replay_1s_120x40", screen(&session, 120, 40));
+    keys(&mut session, &[Key::Char('+')]);
+    tick(&mut session, 1000);
+    assert!(app(&session).finished);
+    insta::assert_snapshot!("replay_end_120x40", screen(&session, 120, 40));
+    insta::assert_snapshot!("replay_end_summary", app(&session).summary());
+}

@@ -1,0 +1,127 @@
+//! Smoke test of the real terminal UI in tmux: `sim run scenarios/synflood.toml --tui` starts,
+//! draws, takes keys, quits with `q`, exits 0 and leaves the terminal restored (no alternate
+//! screen, the run's summary printed on the normal screen).
+//!
+//! tmux is required: the test fails when it is missing, unless `LBSIM_SKIP_TMUX=1`.
+
+use std::path::Path;
+use std::process::Command;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+fn tmux(args: &[&str]) -> String {
+    let output = Command::new("tmux").args(args).output().expect("tmux runs");
+    assert!(
+        output.status.success(),
+        "tmux {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn capture(target: &str) -> String {
+    tmux(&["capture-pane", "-p", "-t", target])
+}
+
+/// Poll the pane until `needle` shows (or 60 s pass).
+fn wait_for(target: &str, needle: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let screen = capture(target);
+        if screen.contains(needle) {
+            return screen;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{needle:?} never showed; screen:\n{screen}"
+        );
+        sleep(Duration::from_millis(100));
+    }
+}
+
+struct Session(String);
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .output();
+    }
+}
+
+#[test]
+fn sim_run_tui_in_tmux_quits_cleanly_and_restores_the_terminal() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        if std::env::var_os("LBSIM_SKIP_TMUX").is_some_and(|v| v == "1") {
+            eprintln!("tmux missing: skipped because LBSIM_SKIP_TMUX=1");
+            return;
+        }
+        panic!("tmux is not installed: install it (apt-get install tmux) or set LBSIM_SKIP_TMUX=1");
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::env::temp_dir().join(format!("lbsim-tui-tmux-{}", std::process::id()));
+    let name = format!("lbsim-tui-{}", std::process::id());
+    let command = format!(
+        "cd {} && {} run scenarios/synflood.toml --tui --out {}; echo EXIT=$?; sleep 600",
+        root.display(),
+        env!("CARGO_BIN_EXE_sim"),
+        out.display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &name,
+        "-x",
+        "120",
+        "-y",
+        "40",
+        "sh",
+        "-c",
+        &command,
+    ]);
+    let session = Session(name.clone());
+    let target = format!("{name}:0.0");
+    wait_for(&target, "lbsim synflood · seed 7 · live");
+    let alternate = tmux(&["display", "-p", "-t", &target, "#{alternate_on}"]);
+    assert_eq!(
+        alternate.trim(),
+        "1",
+        "the TUI draws on the alternate screen"
+    );
+    wait_for(&target, "Prot LocalAddress:Port Scheduler");
+    tmux(&["send-keys", "-t", &target, " "]);
+    wait_for(&target, "paused");
+    tmux(&["send-keys", "-t", &target, "?"]);
+    wait_for(&target, "this help (any key closes it)");
+    tmux(&["send-keys", "-t", &target, "Escape"]);
+    tmux(&["send-keys", "-t", &target, "Tab"]);
+    let screen = wait_for(&target, "> Shield");
+    assert!(
+        screen.contains("Prot LocalAddress:Port Scheduler"),
+        "{screen}"
+    );
+    tmux(&["resize-window", "-t", &target, "-x", "80", "-y", "24"]);
+    wait_for(&target, " Flows │ Shield │ Director │ Rates │ Clients");
+    tmux(&["send-keys", "-t", &target, "q"]);
+    let screen = wait_for(&target, "EXIT=");
+    assert!(screen.contains("EXIT=0"), "sim exited non-zero:\n{screen}");
+    assert!(screen.contains("scenario synflood (seed 7)"), "{screen}");
+    assert!(
+        !screen.contains("Rates"),
+        "the TUI is gone from the screen:\n{screen}"
+    );
+    assert_eq!(
+        tmux(&["display", "-p", "-t", &target, "#{alternate_on}"]).trim(),
+        "0",
+        "left the alternate screen"
+    );
+    assert_eq!(
+        tmux(&["display", "-p", "-t", &target, "#{cursor_flag}"]).trim(),
+        "1",
+        "cursor visible again"
+    );
+    assert!(out.join("report.json").exists(), "the report was written");
+    drop(session);
+    let _ = std::fs::remove_dir_all(&out);
+}
