@@ -54,6 +54,21 @@ pub fn build_pipeline(
     seed: u64,
     iface_names: &[&str],
 ) -> anyhow::Result<Pipeline> {
+    if let Some(file) = &config.appliance {
+        let inline =
+            config.flows.is_some() || config.shield.is_some() || !config.director.is_empty();
+        if inline {
+            anyhow::bail!(
+                "[appliance] names a file ({}) and also has inline tables: use one or the other",
+                file.display()
+            );
+        }
+        let path = base_dir.join(file);
+        let mut named = ApplianceConfig::load(&path)?;
+        named.no_l4_checksum |= config.no_l4_checksum;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        return build_pipeline(&named, dir, seed, iface_names);
+    }
     let options = ParseOptions {
         verify_l4_checksum: !config.no_l4_checksum,
         ..Default::default()
@@ -183,6 +198,31 @@ mod tests {
         assert_eq!(line_column(text, text.find('=').unwrap()), (1, 3));
         assert_eq!(line_column(text, text.find('c').unwrap()), (3, 3));
         assert_eq!(line_column(text, text.rfind('2').unwrap()), (2, 6));
+    }
+
+    #[test]
+    fn a_named_appliance_file_is_loaded_relative_to_the_scenario() {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let config = ApplianceConfig {
+            appliance: Some("appliances/game.toml".into()),
+            ..Default::default()
+        };
+        let pipeline = build_pipeline(&config, &base, 1, &[]).unwrap();
+        assert!(
+            pipeline.shield().is_some()
+                && pipeline.flows().is_some()
+                && pipeline.directors().is_some()
+        );
+        let both = ApplianceConfig {
+            appliance: Some("appliances/game.toml".into()),
+            director: config.director.clone(),
+            flows: Some("x".into()),
+            ..Default::default()
+        };
+        let error = build_pipeline(&both, &base, 1, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("use one or the other"), "{error}");
     }
 
     #[test]
