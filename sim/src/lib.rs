@@ -16,6 +16,7 @@
 //!   AF_PACKET injection and observation, `sim kernel ...` and the `sim diff` verdict diff.
 //! - [`plan`] — `sim plan`: sweep a scenario's load and settings, measure per-packet cost,
 //!   and report the cores, memory and first broken constraint (plan.json/md/html).
+//! - [`fuzzing`] — the bodies of the fuzz targets (cargo-fuzz in `fuzz/`, replayed as tests).
 //! - [`record`] — the per-packet record (the common currency of replay, run and diff).
 //! - [`tui`] — `sim tui` and `sim run --tui`: the live terminal UI (ratatui) over a model
 //!   fed by an engine observer or a finished run's `report.json`.
@@ -25,6 +26,7 @@ pub mod capture;
 pub mod director_cli;
 pub mod engine;
 pub mod flows_cli;
+pub mod fuzzing;
 pub mod kernel;
 pub mod plan;
 pub mod record;

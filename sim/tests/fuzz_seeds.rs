@@ -1,0 +1,47 @@
+//! Every fuzz seed (`fuzz/seeds/<target>/`) and every input that once crashed a target
+//! (`fuzz/regressions/<target>/`) replayed through the target's body on stable Rust.
+
+use std::path::Path;
+
+fn replay(target: &str, body: fn(&[u8])) -> usize {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let mut count = 0;
+    for kind in ["seeds", "regressions"] {
+        let Ok(entries) = std::fs::read_dir(root.join(kind).join(target)) else {
+            continue;
+        };
+        let mut paths: Vec<_> = entries.map(|e| e.unwrap().path()).collect();
+        paths.sort();
+        for path in paths {
+            let data = std::fs::read(&path).unwrap();
+            body(&data);
+            count += 1;
+        }
+    }
+    count
+}
+
+#[test]
+fn parse_seeds() {
+    assert!(replay("parse", sim::fuzzing::parse_frame) >= 100);
+}
+
+#[test]
+fn capture_seeds() {
+    assert!(replay("capture", sim::fuzzing::read_capture) >= 50);
+}
+
+#[test]
+fn flowmgr_seeds() {
+    assert!(replay("flowmgr", sim::fuzzing::flowmgr) >= 4);
+}
+
+#[test]
+fn config_seeds() {
+    assert!(replay("config", sim::fuzzing::config) >= 10);
+}
+
+#[test]
+fn pipeline_seeds() {
+    assert!(replay("pipeline", sim::fuzzing::pipeline) >= 50);
+}
