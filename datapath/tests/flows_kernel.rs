@@ -22,7 +22,7 @@ struct Namespace(String);
 
 impl Namespace {
     fn create(tag: &str) -> Self {
-        let name = format!("lbsim-test-{}-{tag}", std::process::id());
+        let name = format!("lbsim-{}-flows-{tag}", std::process::id());
         run(&["ip", "netns", "add", &name], "").expect("ip netns add");
         Self(name)
     }

@@ -327,14 +327,16 @@ fn owner_pid(name: &str) -> Option<u32> {
         .ok()
 }
 
-/// Remove the namespaces left by runs whose process is gone (all `lbsim-` namespaces with
-/// `force`). Returns the names removed.
+/// Remove the namespaces left by runs whose process is gone — `lbsim-<pid>-…` names whose
+/// pid no longer exists — or all `lbsim-` namespaces with `force`. Returns the names removed.
 pub fn cleanup_leftovers(force: bool) -> anyhow::Result<Vec<String>> {
     let mut removed = Vec::new();
     for name in list_namespaces()? {
-        let alive = owner_pid(&name)
-            .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
-        if alive && !force {
+        // Without --force, only namespaces whose owner is known and gone: a name whose pid
+        // cannot be read may belong to a live process of another naming scheme.
+        let dead = owner_pid(&name)
+            .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if !dead && !force {
             continue;
         }
         run_command("ip", &["netns", "del", &name], None)?;
