@@ -12,13 +12,19 @@
 //! - [`flows_cli`] — `sim flows check|compile|eval`: lint, compile and evaluate flowmgr
 //!   files, errors rendered rustc-style.
 //! - [`director_cli`] — `sim director which`: which real server a new connection gets.
+//! - [`check`] — `sim check`: the regression corpus (captures + appliance + expected
+//!   results), run in parallel, with diffs, `--bless` and JUnit output.
+//! - [`generate`] — `sim gen`: deterministic synthetic captures (floods, conversations,
+//!   malformed packets, damaged files).
 //! - [`record`] — the per-packet record (the common currency of replay, run and diff).
 
 pub mod appliance;
 pub mod capture;
+pub mod check;
 pub mod director_cli;
 pub mod engine;
 pub mod flows_cli;
+pub mod generate;
 pub mod record;
 pub mod replay;
 pub mod report;

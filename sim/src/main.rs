@@ -22,6 +22,10 @@ enum Command {
     Director(sim::director_cli::DirectorArgs),
     /// Run a scenario in virtual time and write its report.
     Run(sim::run::RunArgs),
+    /// Check a corpus of cases (captures + appliance + expected results); `--bless` accepts.
+    Check(sim::check::CheckArgs),
+    /// Write deterministic synthetic captures (floods, conversations, malformed packets).
+    Gen(sim::generate::GenArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +35,8 @@ fn main() -> ExitCode {
         Command::Flows(args) => sim::flows_cli::run(&args),
         Command::Director(args) => sim::director_cli::run(&args),
         Command::Run(args) => sim::run::run(&args),
+        Command::Check(args) => sim::check::run(&args),
+        Command::Gen(args) => sim::generate::run(&args),
     };
     match result {
         Ok(code) => code,
