@@ -65,10 +65,11 @@ pub fn blessed_text(text: &str, actual: &Expected) -> Result<String, toml_edit::
 
 /// An error as a multi-line literal string when it spans lines (readable in the file).
 fn error_value(error: &str) -> Value {
-    if error.contains('\n') && !error.contains("'''") {
-        if let Ok(literal) = format!("'''\n{error}'''").parse::<Value>() {
-            return literal;
-        }
+    if error.contains('\n')
+        && !error.contains("'''")
+        && let Ok(literal) = format!("'''\n{error}'''").parse::<Value>()
+    {
+        return literal;
     }
     Value::from(error)
 }
