@@ -78,3 +78,25 @@ fn junit_output_parses_with_passes_failures_and_skips() {
     );
     std::fs::remove_dir_all(&directory).unwrap();
 }
+
+#[test]
+fn unknown_requirements_fail_instead_of_skipping() {
+    let directory = std::env::temp_dir().join(format!("lbsim-needs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    std::fs::create_dir_all(&directory).unwrap();
+    let case = directory.join("typo.toml");
+    std::fs::write(
+        &case,
+        "captures = [\"x.pcap\"]\nneeds = [\"kernel\", \"kernell\"]\n",
+    )
+    .unwrap();
+    let result = sim::check::check_case(&case, "typo", false);
+    let sim::check::CaseStatus::Fail(lines) = &result.status else {
+        panic!("{:?}", result.status)
+    };
+    assert!(
+        lines[0].contains("unknown requirement `kernell`"),
+        "{lines:?}"
+    );
+    std::fs::remove_dir_all(&directory).unwrap();
+}

@@ -125,14 +125,19 @@ fn judge(case: &Case, actual: &execute::Actual, bless: bool) -> CaseStatus {
 
 /// Why a case is skipped (`Ok`), or an unknown requirement (`Err`); `None` to run it.
 fn skip_reason(case: &Case) -> Option<Result<String, String>> {
-    let need = case.file.needs.first()?;
-    if !KNOWN_NEEDS.contains(&need.as_str()) {
+    if let Some(unknown) = case
+        .file
+        .needs
+        .iter()
+        .find(|need| !KNOWN_NEEDS.contains(&need.as_str()))
+    {
         return Some(Err(format!(
-            "{}: unknown requirement `{need}` in `needs` (known: {})",
+            "{}: unknown requirement `{unknown}` in `needs` (known: {})",
             case.path.display(),
             KNOWN_NEEDS.join(", ")
         )));
     }
+    let need = case.file.needs.first()?;
     Some(Ok(format!(
         "needs {need}: sim check runs the simulator side only (no kernel runner in this build)"
     )))
