@@ -17,18 +17,24 @@
 //! - [`plan`] — `sim plan`: sweep a scenario's load and settings, measure per-packet cost,
 //!   and report the cores, memory and first broken constraint (plan.json/md/html).
 //! - [`fuzzing`] — the bodies of the fuzz targets (cargo-fuzz in `fuzz/`, replayed as tests).
+//! - [`check`] — `sim check`: the regression corpus (captures + appliance + expected
+//!   results), run in parallel, with diffs, `--bless` and JUnit output.
+//! - [`generate`] — `sim gen`: deterministic synthetic captures (floods, conversations,
+//!   malformed packets, damaged files).
 //! - [`record`] — the per-packet record (the common currency of replay, run and diff).
 //! - [`tui`] — `sim tui` and `sim run --tui`: the live terminal UI (ratatui) over a model
 //!   fed by an engine observer or a finished run's `report.json`.
 
 pub mod appliance;
 pub mod capture;
+pub mod check;
 pub mod director_cli;
 pub mod engine;
 pub mod flows_cli;
 pub mod fuzzing;
 pub mod kernel;
 pub mod plan;
+pub mod generate;
 pub mod record;
 pub mod replay;
 pub mod report;

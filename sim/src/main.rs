@@ -30,6 +30,10 @@ enum Command {
     Plan(sim::plan::PlanArgs),
     /// Watch a scenario run live, or replay a finished run's report.json, in a terminal UI.
     Tui(sim::tui::TuiArgs),
+    /// Check a corpus of cases (captures + appliance + expected results); `--bless` accepts.
+    Check(sim::check::CheckArgs),
+    /// Write deterministic synthetic captures (floods, conversations, malformed packets).
+    Gen(sim::generate::GenArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +47,8 @@ fn main() -> ExitCode {
         Command::Diff(args) => sim::kernel::diff::run(&args),
         Command::Plan(args) => sim::plan::run(&args),
         Command::Tui(args) => sim::tui::run(&args),
+        Command::Check(args) => sim::check::run(&args),
+        Command::Gen(args) => sim::generate::run(&args),
     };
     match result {
         Ok(code) => code,

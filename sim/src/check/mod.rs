@@ -1,0 +1,255 @@
+//! `sim check [PATHS...]`: regression checks over a corpus of cases (captures + appliance
+//! file + expected results, see [`case`]). Every case runs in parallel (rayon); output is in
+//! case-name order whatever the scheduling: a `PASS`/`FAIL`/`SKIP` line per case, the
+//! differences of failed cases (counters expected → actual, and the first packets whose
+//! verdict moved, decoded), and a summary. `--bless` rewrites the expectations of failing
+//! cases in place; `--junit FILE` writes JUnit XML (quick-junit).
+//!
+//! Not here: the kernel side. Cases that declare `needs = ["kernel"]` are skipped with
+//! their reason printed; nothing is skipped silently.
+
+pub mod bless;
+pub mod case;
+pub mod compare;
+pub mod execute;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use rayon::prelude::*;
+
+use case::{Case, KNOWN_NEEDS};
+
+/// Default corpus directory.
+pub const DEFAULT_CORPUS: &str = "pcaps/cases";
+
+/// Arguments of `sim check`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CheckArgs {
+    /// Case files or directories of cases (searched recursively).
+    #[arg(default_value = DEFAULT_CORPUS)]
+    pub paths: Vec<PathBuf>,
+    /// Rewrite the expectations of failing cases with their actual results.
+    #[arg(long)]
+    pub bless: bool,
+    /// Write a JUnit XML report to this file.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+}
+
+/// How a case ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaseStatus {
+    /// Results as expected.
+    Pass,
+    /// Results differ (or the case file itself is broken); the lines say how.
+    Fail(Vec<String>),
+    /// Expectations were rewritten (`--bless`); the lines say what moved.
+    Blessed(Vec<String>),
+    /// Not run, for the reason given.
+    Skip(String),
+}
+
+/// One case's result.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    /// Case name.
+    pub name: String,
+    /// Case file.
+    pub path: PathBuf,
+    /// Packets replayed.
+    pub packets: u64,
+    /// Outcome.
+    pub status: CaseStatus,
+    /// Wall-clock time (JUnit only; never in the text output).
+    pub elapsed: Duration,
+}
+
+/// Run every case under `paths`; results in case-name order.
+pub fn check_paths(paths: &[PathBuf], bless: bool) -> anyhow::Result<Vec<CaseResult>> {
+    let cases = case::discover(paths).context("finding cases")?;
+    Ok(cases
+        .par_iter()
+        .map(|(path, name)| check_case(path, name, bless))
+        .collect())
+}
+
+/// Run one case file.
+pub fn check_case(path: &std::path::Path, name: &str, bless: bool) -> CaseResult {
+    let started = Instant::now();
+    let mut result = CaseResult {
+        name: name.to_string(),
+        path: path.to_path_buf(),
+        packets: 0,
+        status: CaseStatus::Pass,
+        elapsed: Duration::ZERO,
+    };
+    result.status = match Case::load(path, name) {
+        Err(error) => CaseStatus::Fail(vec![format!("  {error}")]),
+        Ok(case) => match skip_reason(&case) {
+            Some(Ok(reason)) => CaseStatus::Skip(reason),
+            Some(Err(error)) => CaseStatus::Fail(vec![format!("  {error}")]),
+            None => {
+                let actual = execute::execute(&case);
+                result.packets = actual.results.packets;
+                judge(&case, &actual, bless)
+            }
+        },
+    };
+    result.elapsed = started.elapsed();
+    result
+}
+
+fn judge(case: &Case, actual: &execute::Actual, bless: bool) -> CaseStatus {
+    let differences = compare::compare(&case.file.expect, actual);
+    let verdicts_missing = case.file.expect.verdicts.is_none()
+        && actual
+            .results
+            .verdicts
+            .as_ref()
+            .is_some_and(|v| !v.is_empty() && v.len() <= execute::MAX_VERDICT_RUNS);
+    if !bless || (differences.is_empty() && !verdicts_missing) {
+        return match differences.is_empty() {
+            true => CaseStatus::Pass,
+            false => CaseStatus::Fail(differences),
+        };
+    }
+    match bless::bless(&case.path, &actual.results) {
+        Ok(()) => CaseStatus::Blessed(differences),
+        Err(error) => CaseStatus::Fail(vec![format!("  cannot bless: {error:#}")]),
+    }
+}
+
+/// Why a case is skipped (`Ok`), or an unknown requirement (`Err`); `None` to run it.
+fn skip_reason(case: &Case) -> Option<Result<String, String>> {
+    if let Some(unknown) = case
+        .file
+        .needs
+        .iter()
+        .find(|need| !KNOWN_NEEDS.contains(&need.as_str()))
+    {
+        return Some(Err(format!(
+            "{}: unknown requirement `{unknown}` in `needs` (known: {})",
+            case.path.display(),
+            KNOWN_NEEDS.join(", ")
+        )));
+    }
+    let need = case.file.needs.first()?;
+    Some(Ok(format!(
+        "needs {need}: sim check runs the simulator side only (no kernel runner in this build)"
+    )))
+}
+
+/// Counts of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Passed.
+    pub passed: usize,
+    /// Failed.
+    pub failed: usize,
+    /// Expectations rewritten.
+    pub blessed: usize,
+    /// Skipped.
+    pub skipped: usize,
+}
+
+/// Count results by status.
+pub fn tally(results: &[CaseResult]) -> Tally {
+    let mut tally = Tally::default();
+    for result in results {
+        match result.status {
+            CaseStatus::Pass => tally.passed += 1,
+            CaseStatus::Fail(_) => tally.failed += 1,
+            CaseStatus::Blessed(_) => tally.blessed += 1,
+            CaseStatus::Skip(_) => tally.skipped += 1,
+        }
+    }
+    tally
+}
+
+/// The text report: one line per case, differences under failed and blessed cases, and a
+/// summary line. Deterministic (no timings).
+pub fn render(results: &[CaseResult]) -> String {
+    let width = results.iter().map(|r| r.name.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for result in results {
+        let name = &result.name;
+        let (word, detail, lines) = match &result.status {
+            CaseStatus::Pass => ("PASS", format!("{} packets", result.packets), None),
+            CaseStatus::Fail(lines) => ("FAIL", format!("{}", result.path.display()), Some(lines)),
+            CaseStatus::Blessed(lines) => ("BLESS", "expectations rewritten".into(), Some(lines)),
+            CaseStatus::Skip(reason) => ("SKIP", reason.clone(), None),
+        };
+        out.push_str(&format!("{word:<5} {name:<width$}  {detail}\n"));
+        for line in lines.into_iter().flatten() {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    let t = tally(results);
+    out.push_str(&format!(
+        "sim check: {} passed, {} failed, {} blessed, {} skipped ({} cases)\n",
+        t.passed,
+        t.failed,
+        t.blessed,
+        t.skipped,
+        results.len()
+    ));
+    out
+}
+
+/// The JUnit report: one test suite, one test case per case.
+pub fn junit_report(results: &[CaseResult]) -> Report {
+    let mut suite = TestSuite::new("sim check");
+    for result in results {
+        let status = match &result.status {
+            CaseStatus::Pass | CaseStatus::Blessed(_) => TestCaseStatus::success(),
+            CaseStatus::Fail(lines) => {
+                let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                status.set_message("results differ from the case's expectations");
+                status.set_description(lines.join("\n"));
+                status
+            }
+            CaseStatus::Skip(reason) => {
+                let mut status = TestCaseStatus::skipped();
+                status.set_message(reason.as_str());
+                status
+            }
+        };
+        let mut test_case = TestCase::new(result.name.as_str(), status);
+        test_case.set_classname(result.path.display().to_string());
+        test_case.set_time(result.elapsed);
+        suite.add_test_case(test_case);
+    }
+    let mut report = Report::new("sim check");
+    report.add_test_suite(suite);
+    report
+}
+
+/// Run `sim check`.
+pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let results = check_paths(&args.paths, args.bless)?;
+    print!("{}", render(&results));
+    if let Some(path) = &args.junit {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        let file =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        junit_report(&results).serialize(std::io::BufWriter::new(file))?;
+    }
+    eprintln!(
+        "measured: {} cases in {:.2} s wall clock",
+        results.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(if tally(&results).failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
