@@ -44,6 +44,10 @@ use crate::verdict::{DropReason, NS_PER_SEC, TimeNs, Verdict};
 
 pub use self::connection::{CONNECTION_TABLE_CAPACITY, TEMPLATE_TABLE_CAPACITY};
 
+/// Rate-estimator intervals replayed at most when time jumps forward: each halves-ish the
+/// averages (×3/4), so 256 take any 64-bit value to zero.
+pub const MAX_ESTIMATOR_CATCH_UP: u32 = 256;
+
 /// Timeout a new connection has before its first state transition (`ip_vs_conn_new`).
 const INITIAL_TIMEOUT: TimeNs = 3 * NS_PER_SEC;
 
@@ -605,11 +609,21 @@ impl Directors {
                 TimerEntry::Template(slot) => self.template_timer(at, now, slot),
             }
         }
-        while self.next_estimate <= now {
+        // The rate estimator runs once per interval; after a long quiet gap (a capture that
+        // spans years, a scenario with an idle period) the averages have decayed to zero long
+        // before the gap ends, so at most MAX_ESTIMATOR_CATCH_UP intervals are replayed and
+        // the rest skipped: the result is the same, the cost bounded.
+        let mut replayed = 0;
+        while self.next_estimate <= now && replayed < MAX_ESTIMATOR_CATCH_UP {
             for service in &mut self.services {
                 listing::estimate(service);
             }
             self.next_estimate += listing::ESTIMATOR_INTERVAL;
+            replayed += 1;
+        }
+        if self.next_estimate <= now {
+            let behind = (now - self.next_estimate) / listing::ESTIMATOR_INTERVAL + 1;
+            self.next_estimate += behind * listing::ESTIMATOR_INTERVAL;
         }
         for service in &mut self.services {
             service.scheduler.tick(now);
