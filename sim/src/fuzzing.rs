@@ -141,12 +141,24 @@ fn fuzz_pipeline() -> Pipeline {
         .with_shield(datapath::shield::build(&shield, 1, &["outside", "inside"]).expect("shield"))
         .with_flows(FlowTable::from_source(FLOWS, &table_config).expect("flows"))
         .with_directors(
-            Directors::build(&directors.director, DirectorOptions::default()).expect("directors"),
+            Directors::build(&directors.director, small_director_tables()).expect("directors"),
         )
+}
+
+/// Small tables: building them per input stays cheap, and the fuzzer reaches the overflow
+/// policies (table full, eviction) within a few packets.
+fn small_director_tables() -> DirectorOptions {
+    DirectorOptions {
+        connection_capacity: 64,
+        template_capacity: 16,
+        ..DirectorOptions::default()
+    }
 }
 
 const SHIELD: &str = r#"
 syn_cookies = "auto"
+session_table_capacity = 16
+source_table_capacity = 16
 deny = ["203.0.113.0/24", "2001:db8:bad::/48"]
 [[context]]
 dst = "192.0.2.10"
