@@ -527,14 +527,39 @@ pub fn load(path: &Path) -> Result<LoadedScenario, ScenarioError> {
     parse(path, &text)
 }
 
+/// Byte offset of the line that sets the key a validation message starts with
+/// (`duration must be …` → the `duration = …` line; `topology.interfaces …` → `interfaces =`).
+fn key_offset(text: &str, message: &str) -> Option<usize> {
+    let key = message.split(' ').next()?.rsplit('.').next()?;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if trimmed
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            return Some(offset + line.len() - trimmed.len());
+        }
+        offset += line.len();
+    }
+    None
+}
+
 /// Parse and validate scenario text; `path` names it in errors and anchors relative paths.
 pub fn parse(path: &Path, text: &str) -> Result<LoadedScenario, ScenarioError> {
     let scenario: Scenario = toml::from_str(text).map_err(|e| {
-        let offset = e.span().map(|s| s.start);
+        let offset = e.span().map(|s| s.start).or(Some(0));
         ScenarioError::at(path, text, offset, e.message().trim_end().to_string())
     })?;
-    validate::validate(&scenario)
-        .map_err(|(span, message)| ScenarioError::at(path, text, span.map(|s| s.start), message))?;
+    validate::validate(&scenario).map_err(|(span, message)| {
+        // Checks on a whole value (duration, queues, interfaces) carry no span: point at the
+        // key the message names, or at the start of the file — never nowhere.
+        let offset = span
+            .map(|s| s.start)
+            .or_else(|| key_offset(text, &message))
+            .or(Some(0));
+        ScenarioError::at(path, text, offset, message)
+    })?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     Ok(LoadedScenario {
         scenario,
