@@ -139,7 +139,7 @@ fn skip_reason(case: &Case) -> Option<Result<String, String>> {
     }
     let need = case.file.needs.first()?;
     Some(Ok(format!(
-        "needs {need}: sim check runs the simulator side only (no kernel runner in this build)"
+        "needs {need}: sim check compares the simulator side only (`sim check --kernel` is not wired to the kernel runner yet; `sim diff` runs it by hand)"
     )))
 }
 
