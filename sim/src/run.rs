@@ -278,6 +278,17 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         bar.finish_and_clear();
         output
     };
+    // Invariant: every frame ends in exactly one counted outcome. A mismatch is a bug in
+    // the engine, never a property of the scenario: fail loudly, with the seed.
+    if let Some(imbalance) = output.report.totals.frame_imbalance()
+        && imbalance != 0
+    {
+        anyhow::bail!(
+            "internal error: {imbalance} frame(s) unaccounted for in scenario {} (seed {})",
+            output.report.scenario,
+            output.report.seed
+        );
+    }
     let out_dir = args
         .out
         .clone()

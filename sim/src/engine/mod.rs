@@ -95,11 +95,32 @@ pub struct Totals {
     pub delivered_to_sink: u64,
     /// Events dropped because the event queue was full.
     pub event_overflow: u64,
+    /// Frames still travelling on a link when the run ended.
+    pub in_flight: u64,
     /// Frames not kept for `--pcap-out` / records not kept for `--packets` (capacity).
     pub not_kept: u64,
 }
 
 impl Totals {
+    /// Every frame ends in exactly one counted outcome: frames that entered (sent by hosts,
+    /// emitted by the pipeline) equal frames that left (lost, tail-dropped, processed by the
+    /// pipeline, delivered, unroutable, not IP, still in flight). `None` when events
+    /// overflowed the queue (then not every lost event was a frame); else the imbalance.
+    pub fn frame_imbalance(&self) -> Option<i64> {
+        if self.event_overflow > 0 {
+            return None;
+        }
+        let entered = self.sent + self.emitted;
+        let left = self.link_lost
+            + self.link_queue_full
+            + self.processed
+            + self.delivered
+            + self.unroutable
+            + self.non_ip
+            + self.in_flight;
+        Some(entered as i64 - left as i64)
+    }
+
     fn merge(&mut self, other: &Self) {
         self.sent += other.sent;
         self.link_lost += other.link_lost;
@@ -111,6 +132,7 @@ impl Totals {
         self.delivered += other.delivered;
         self.delivered_to_sink += other.delivered_to_sink;
         self.event_overflow += other.event_overflow;
+        self.in_flight += other.in_flight;
         self.not_kept += other.not_kept;
     }
 }
@@ -789,6 +811,11 @@ impl<'a> Engine<'a> {
         self.result.counters = self.pipeline.counters().clone();
         self.result.appliance = crate::appliance::report(&self.pipeline);
         self.result.totals.event_overflow = self.queue.overflow();
+        self.result.totals.in_flight = self
+            .queue
+            .pending()
+            .filter(|e| matches!(e, Event::AtAppliance { .. } | Event::AtHost { .. }))
+            .count() as u64;
         self.result
     }
 }

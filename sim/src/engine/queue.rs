@@ -79,6 +79,11 @@ impl<E> EventQueue<E> {
     pub fn overflow(&self) -> u64 {
         self.overflow
     }
+
+    /// Events still queued (in no particular order: for counting only).
+    pub fn pending(&self) -> impl Iterator<Item = &E> {
+        self.heap.iter().map(|entry| &entry.event)
+    }
 }
 
 #[cfg(test)]
