@@ -5,8 +5,10 @@
 //! verdict moved, decoded), and a summary. `--bless` rewrites the expectations of failing
 //! cases in place; `--junit FILE` writes JUnit XML (quick-junit).
 //!
-//! Not here: the kernel side. Cases that declare `needs = ["kernel"]` are skipped with
-//! their reason printed; nothing is skipped silently.
+//! Cases that declare `needs = ["kernel"]` also run their captures through the Linux
+//! kernel with `--kernel` (root; [`crate::kernel::diff`]): an unexplained disagreement fails
+//! the case. Without `--kernel` they are skipped with the reason printed; nothing is skipped
+//! silently.
 
 pub mod bless;
 pub mod case;
@@ -38,6 +40,20 @@ pub struct CheckArgs {
     /// Write a JUnit XML report to this file.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Also run the kernel side of cases that declare `needs = ["kernel"]` (root: network
+    /// namespaces, nftables, iptables): their packets must get the same outcome from the
+    /// Linux kernel as from lbsim, or the difference must be explained.
+    #[arg(long)]
+    pub kernel: bool,
+}
+
+/// How cases are run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckOptions {
+    /// Rewrite the expectations of failing cases.
+    pub bless: bool,
+    /// Run the kernel side of `needs = ["kernel"]` cases.
+    pub kernel: bool,
 }
 
 /// How a case ended.
@@ -68,17 +84,44 @@ pub struct CaseResult {
     pub elapsed: Duration,
 }
 
-/// Run every case under `paths`; results in case-name order.
+/// Run every case under `paths` (simulator side only); results in case-name order.
 pub fn check_paths(paths: &[PathBuf], bless: bool) -> anyhow::Result<Vec<CaseResult>> {
+    check_paths_with(
+        paths,
+        CheckOptions {
+            bless,
+            kernel: false,
+        },
+    )
+}
+
+/// Run every case under `paths` with `options`; results in case-name order.
+pub fn check_paths_with(
+    paths: &[PathBuf],
+    options: CheckOptions,
+) -> anyhow::Result<Vec<CaseResult>> {
     let cases = case::discover(paths).context("finding cases")?;
     Ok(cases
         .par_iter()
-        .map(|(path, name)| check_case(path, name, bless))
+        .map(|(path, name)| check_case_with(path, name, options))
         .collect())
 }
 
-/// Run one case file.
+/// Run one case file (simulator side only).
 pub fn check_case(path: &std::path::Path, name: &str, bless: bool) -> CaseResult {
+    check_case_with(
+        path,
+        name,
+        CheckOptions {
+            bless,
+            kernel: false,
+        },
+    )
+}
+
+/// Run one case file with `options`.
+pub fn check_case_with(path: &std::path::Path, name: &str, options: CheckOptions) -> CaseResult {
+    let bless = options.bless;
     let started = Instant::now();
     let mut result = CaseResult {
         name: name.to_string(),
@@ -89,13 +132,16 @@ pub fn check_case(path: &std::path::Path, name: &str, bless: bool) -> CaseResult
     };
     result.status = match Case::load(path, name) {
         Err(error) => CaseStatus::Fail(vec![format!("  {error}")]),
-        Ok(case) => match skip_reason(&case) {
+        Ok(case) => match skip_reason(&case, options.kernel) {
             Some(Ok(reason)) => CaseStatus::Skip(reason),
             Some(Err(error)) => CaseStatus::Fail(vec![format!("  {error}")]),
             None => {
                 let actual = execute::execute(&case);
                 result.packets = actual.results.packets;
-                judge(&case, &actual, bless)
+                match judge(&case, &actual, bless) {
+                    CaseStatus::Pass if needs_kernel(&case) => kernel_side(&case),
+                    status => status,
+                }
             }
         },
     };
@@ -123,8 +169,44 @@ fn judge(case: &Case, actual: &execute::Actual, bless: bool) -> CaseStatus {
     }
 }
 
+fn needs_kernel(case: &Case) -> bool {
+    case.file.needs.iter().any(|need| need == "kernel")
+}
+
+/// The kernel side of a case: the same captures through the appliance's rules on Linux
+/// (`sim diff`); any unexplained disagreement fails the case.
+fn kernel_side(case: &Case) -> CaseStatus {
+    let Some(appliance) = &case.file.appliance else {
+        return CaseStatus::Fail(vec!["  needs kernel but names no appliance".into()]);
+    };
+    let captures: Vec<PathBuf> = case
+        .file
+        .captures
+        .iter()
+        .map(|c| case.dir.join(c))
+        .collect();
+    let gap = Duration::from_micros(100);
+    match crate::kernel::diff::run_diff(
+        &case.dir.join(appliance),
+        &captures,
+        &[],
+        gap,
+        case.file.seed,
+    ) {
+        Ok(report) if report.unexplained() == 0 => CaseStatus::Pass,
+        Ok(report) => {
+            let lines = crate::kernel::diff::render(&report)
+                .lines()
+                .map(|l| format!("  kernel: {l}"))
+                .collect();
+            CaseStatus::Fail(lines)
+        }
+        Err(error) => CaseStatus::Fail(vec![format!("  kernel side: {error:#}")]),
+    }
+}
+
 /// Why a case is skipped (`Ok`), or an unknown requirement (`Err`); `None` to run it.
-fn skip_reason(case: &Case) -> Option<Result<String, String>> {
+fn skip_reason(case: &Case, kernel: bool) -> Option<Result<String, String>> {
     if let Some(unknown) = case
         .file
         .needs
@@ -137,9 +219,13 @@ fn skip_reason(case: &Case) -> Option<Result<String, String>> {
             KNOWN_NEEDS.join(", ")
         )));
     }
-    let need = case.file.needs.first()?;
+    let need = case
+        .file
+        .needs
+        .iter()
+        .find(|need| !(kernel && *need == "kernel"))?;
     Some(Ok(format!(
-        "needs {need}: sim check compares the simulator side only (`sim check --kernel` is not wired to the kernel runner yet; `sim diff` runs it by hand)"
+        "needs {need}: run `sim check --kernel` (as root) to include the kernel side"
     )))
 }
 
@@ -232,7 +318,11 @@ pub fn junit_report(results: &[CaseResult]) -> Report {
 /// Run `sim check`.
 pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let results = check_paths(&args.paths, args.bless)?;
+    let options = CheckOptions {
+        bless: args.bless,
+        kernel: args.kernel,
+    };
+    let results = check_paths_with(&args.paths, options)?;
     print!("{}", render(&results));
     if let Some(path) = &args.junit {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
