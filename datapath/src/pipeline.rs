@@ -400,7 +400,7 @@ impl Pipeline {
             }
         }
         if let Some(directors) = self.directors.as_mut()
-            && let ControlFlow::Break(decision) = directors.process(now, frame, meta, fwmark)
+            && let ControlFlow::Break(decision) = directors.process_input(now, frame, meta, fwmark)
         {
             outcome.stage = Stage::Director;
             outcome.verdict = decision.verdict;

@@ -263,20 +263,27 @@ impl Directors {
             .copied()
     }
 
+    /// The flow of a packet the director can handle (valid, with a 5-tuple).
+    fn flow_of(meta: &PacketMeta) -> Option<FlowKey> {
+        if meta.invalid.is_some() {
+            return None;
+        }
+        FlowKey::from_meta(meta)
+    }
+
     /// Handle a packet only if it is a reply of one of the director's connections (real
     /// server → client): un-NAT it in place and return the decision; anything else is
-    /// `Continue(())` and untouched. The pipeline calls this before the shield, so that the
-    /// shield sees replies as the client will (from the virtual address).
+    /// `Continue(())` and untouched. Timers are advanced to `now` either way. The pipeline
+    /// calls this before the shield, so that the shield sees replies as the client will
+    /// (from the virtual address), and later [`Directors::process_input`].
     pub fn process_reply(
         &mut self,
         now: TimeNs,
         frame: &mut [u8],
         meta: &PacketMeta,
     ) -> ControlFlow<Decision, ()> {
-        if meta.invalid.is_some() {
-            return ControlFlow::Continue(());
-        }
-        let Some(flow) = FlowKey::from_meta(meta) else {
+        self.advance(now);
+        let Some(flow) = Self::flow_of(meta) else {
             return ControlFlow::Continue(());
         };
         let key = RealKey {
@@ -284,7 +291,6 @@ impl Directors {
             real: flow.source,
             client: flow.destination,
         };
-        self.advance(now);
         match self.table.by_real.get(&key) {
             Some(&slot) => ControlFlow::Break(self.reply(now, slot, frame, meta, &flow)),
             None => ControlFlow::Continue(()),
@@ -295,7 +301,8 @@ impl Directors {
     ///
     /// `Continue(())`: not for the director. `Break(decision)`: decided; a forwarded frame
     /// has been rewritten in place (TUN makes it longer) — `meta` then describes the
-    /// original frame, `decision.rewritten` the new flow.
+    /// original frame, `decision.rewritten` the new flow. The same as
+    /// [`Directors::process_reply`] followed by [`Directors::process_input`].
     pub fn process(
         &mut self,
         now: TimeNs,
@@ -303,11 +310,22 @@ impl Directors {
         meta: &PacketMeta,
         fwmark: Option<u32>,
     ) -> ControlFlow<Decision, ()> {
-        self.advance(now);
-        if meta.invalid.is_some() {
-            return ControlFlow::Continue(());
-        }
-        let Some(flow) = FlowKey::from_meta(meta) else {
+        self.process_reply(now, frame, meta)?;
+        self.process_input(now, frame, meta, fwmark)
+    }
+
+    /// The client → server half of [`Directors::process`]: packets of existing connections,
+    /// then new connections to a virtual service. For callers that already ran
+    /// [`Directors::process_reply`] on this packet at the same `now` (timers are not
+    /// advanced again, replies not looked up twice).
+    pub fn process_input(
+        &mut self,
+        now: TimeNs,
+        frame: &mut Vec<u8>,
+        meta: &PacketMeta,
+        fwmark: Option<u32>,
+    ) -> ControlFlow<Decision, ()> {
+        let Some(flow) = Self::flow_of(meta) else {
             return ControlFlow::Continue(());
         };
         let client_key = ClientKey {
@@ -315,16 +333,10 @@ impl Directors {
             client: flow.source,
             virtual_address: flow.destination,
         };
-        if let Some(&slot) = self.table.by_client.get(&client_key) {
-            if let Some(decision) = self.existing_input(now, slot, frame, meta, &flow) {
-                return ControlFlow::Break(decision);
-            }
-        } else if let Some(&slot) = self.table.by_real.get(&RealKey {
-            proto: flow.proto,
-            real: flow.source,
-            client: flow.destination,
-        }) {
-            return ControlFlow::Break(self.reply(now, slot, frame, meta, &flow));
+        if let Some(&slot) = self.table.by_client.get(&client_key)
+            && let Some(decision) = self.existing_input(now, slot, frame, meta, &flow)
+        {
+            return ControlFlow::Break(decision);
         }
         let Some(service) = self.find_service(flow.proto, flow.destination, fwmark) else {
             return ControlFlow::Continue(());
