@@ -14,6 +14,8 @@
 //! - [`director_cli`] — `sim director which`: which real server a new connection gets.
 //! - [`kernel`] — the kernel runner: netns + veth topology, rules from the same tables,
 //!   AF_PACKET injection and observation, `sim kernel ...` and the `sim diff` verdict diff.
+//! - [`inline`] — `sim inline`: the lbsim pipeline in real time between two veths, with
+//!   real client and backend namespaces (curl, ping) on either side.
 //! - [`plan`] — `sim plan`: sweep a scenario's load and settings, measure per-packet cost,
 //!   and report the cores, memory and first broken constraint (plan.json/md/html).
 //! - [`fuzzing`] — the bodies of the fuzz targets (cargo-fuzz in `fuzz/`, replayed as tests).
@@ -33,6 +35,7 @@ pub mod engine;
 pub mod flows_cli;
 pub mod fuzzing;
 pub mod generate;
+pub mod inline;
 pub mod kernel;
 pub mod plan;
 pub mod record;

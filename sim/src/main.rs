@@ -26,6 +26,8 @@ enum Command {
     Kernel(sim::kernel::KernelArgs),
     /// Run captures through the simulator and the Linux kernel and diff per-packet verdicts.
     Diff(sim::kernel::diff::DiffArgs),
+    /// Run the lbsim pipeline live between two veths: real curl/ping through it (root).
+    Inline(sim::inline::InlineArgs),
     /// Capacity planning: sweep a scenario and report cores, memory and the first broken constraint.
     Plan(sim::plan::PlanArgs),
     /// Watch a scenario run live, or replay a finished run's report.json, in a terminal UI.
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Command::Run(args) => sim::run::run(&args),
         Command::Kernel(args) => sim::kernel::run(&args),
         Command::Diff(args) => sim::kernel::diff::run(&args),
+        Command::Inline(args) => sim::inline::run(&args),
         Command::Plan(args) => sim::plan::run(&args),
         Command::Tui(args) => sim::tui::run(&args),
         Command::Check(args) => sim::check::run(&args),

@@ -1,0 +1,136 @@
+//! Tiny HTTP servers for the lab's backends: one thread per backend address and TCP port,
+//! inside the backend namespace (the thread joins it with `setns` before binding). Every
+//! request gets `200 OK` and a one-line body naming the backend, so a client can tell which
+//! real server answered. The threads live in the `sim` process, so a killed lab leaves no
+//! server behind.
+//!
+//! Not here: anything beyond one request per connection (HTTP/1.0 style, `Connection:
+//! close`), UDP services.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use nix::sched::{CloneFlags, setns};
+
+/// How often an idle server checks whether to stop.
+const ACCEPT_POLL: Duration = Duration::from_millis(20);
+/// A client has this long to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest request header read.
+const REQUEST_CAPACITY: usize = 8192;
+
+/// Running servers; [`Servers::stop`] ends them.
+#[derive(Debug)]
+pub struct Servers {
+    stop: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+/// Join a named network namespace (this thread only).
+pub fn enter_namespace(ns: &str) -> anyhow::Result<()> {
+    let file = std::fs::File::open(format!("/run/netns/{ns}"))
+        .with_context(|| format!("opening network namespace {ns}"))?;
+    setns(&file, CloneFlags::CLONE_NEWNET).with_context(|| format!("setns into {ns}"))
+}
+
+/// The body a backend answers with.
+pub fn body(name: &str, address: SocketAddr) -> String {
+    format!("lbsim inline lab: backend {name} {address}\n")
+}
+
+impl Servers {
+    /// Start one server per `(name, address)` in namespace `ns`; returns once all listen.
+    pub fn start(ns: &str, services: &[(String, SocketAddr)]) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut servers = Self {
+            stop: stop.clone(),
+            handles: Vec::new(),
+        };
+        for (name, address) in services.iter().cloned() {
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            let (ns, stop) = (ns.to_string(), stop.clone());
+            let handle = std::thread::spawn(move || {
+                let bound = enter_namespace(&ns).and_then(|()| {
+                    let listener = TcpListener::bind(address)
+                        .with_context(|| format!("binding {address} in {ns}"))?;
+                    listener.set_nonblocking(true)?;
+                    Ok(listener)
+                });
+                match bound {
+                    Ok(listener) => {
+                        let _ = ready_tx.send(Ok(()));
+                        serve(&listener, &stop, &body(&name, address));
+                    }
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(format!("{error:#}")));
+                    }
+                }
+            });
+            servers.handles.push(handle);
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(message)) => return Err(anyhow!(message)),
+                Err(_) => return Err(anyhow!("server thread for {address} ended early")),
+            }
+        }
+        Ok(servers)
+    }
+
+    /// Stop every server and wait for them.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for handle in self.handles.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+fn serve(listener: &TcpListener, stop: &AtomicBool, body: &str) {
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                // One bad client must not end the server.
+                let _ = answer(stream, body);
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(ACCEPT_POLL);
+            }
+            Err(_) => std::thread::sleep(ACCEPT_POLL),
+        }
+    }
+}
+
+fn answer(mut stream: TcpStream, body: &str) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    let mut request = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < REQUEST_CAPACITY {
+        let read = stream.read(&mut chunk)?;
+        if read == 0 {
+            break;
+        }
+        request.extend_from_slice(&chunk[..read]);
+    }
+    let response = format!(
+        "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes())?;
+    stream.flush()
+}
