@@ -92,6 +92,7 @@ pub fn run(args: &InlineArgs) -> anyhow::Result<ExitCode> {
     let pipeline = build_pipeline(&scenario.appliance, &loaded.base_dir, seed, &names)?;
     netns::check_environment()?;
     install_signal_handler();
+    STOP.store(false, Ordering::SeqCst);
     let lab = LabNamespaces::create(&plan)?;
     *LAB_PREFIX
         .lock()
