@@ -263,3 +263,24 @@ fn a_killed_lab_is_removed_by_sim_kernel_cleanup() {
     assert!(existing(&lab.namespaces).is_empty());
     host_has_no_lab_veth();
 }
+
+#[test]
+fn a_panic_unwinding_through_the_lab_namespaces_removes_them() {
+    if !lab_enabled() {
+        return;
+    }
+    let _guard = lock();
+    let loaded = sim::scenario::load(Path::new(&scenario())).expect("lab scenario");
+    let plan = sim::inline::plan::LabPlan::from_scenario(&loaded.scenario).expect("plan");
+    let names = std::sync::Mutex::new(Vec::new());
+    let result = std::panic::catch_unwind(|| {
+        let lab = sim::inline::netns::LabNamespaces::create(&plan).expect("namespaces");
+        *names.lock().unwrap() = lab.namespaces().to_vec();
+        assert_eq!(existing(&lab.namespaces()), lab.namespaces().to_vec());
+        panic!("mid-run failure");
+    });
+    assert!(result.is_err());
+    let names = names.into_inner().unwrap();
+    assert_eq!(names.len(), 3);
+    assert!(existing(&names).is_empty(), "left: {:?}", existing(&names));
+}

@@ -1,4 +1,4 @@
-//! The lab's namespaces: `lbsim-<pid>-inline-cli` (the client host), `…-lb` (only the two
+//! The lab's namespaces: `lbsim-<pid>-inline<n>-cli` (the client host), `…-lb` (only the two
 //! veths lbsim reads and writes with AF_PACKET; no addresses, so the kernel there routes
 //! nothing) and `…-srv` (every backend address on one veth). Checksum offload is off on
 //! every veth so frames carry complete checksums (the pipeline verifies them, and a veth
@@ -9,6 +9,8 @@
 //! cleanup` removes what a killed lab left. Nothing is created in the host namespace.
 //!
 //! Not here: the addressing plan (`plan`), packet I/O (`io`), the HTTP servers (`server`).
+
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context, bail};
 
@@ -61,16 +63,17 @@ impl LabNamespaces {
     /// made so far is removed.
     pub fn create(plan: &LabPlan) -> anyhow::Result<Self> {
         check_environment()?;
+        static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
+        let run = NEXT_LAB.fetch_add(1, Ordering::Relaxed);
         let lab = Self {
-            prefix: format!("{NAMESPACE_PREFIX}{}-inline", std::process::id()),
+            prefix: format!("{NAMESPACE_PREFIX}{}-inline{run}", std::process::id()),
         };
-        remove_prefix(&lab.prefix);
         lab.build(plan)
             .with_context(|| format!("creating the inline lab {}", lab.prefix))?;
         Ok(lab)
     }
 
-    /// The run prefix (`lbsim-<pid>-inline`).
+    /// The run prefix (`lbsim-<pid>-inline<n>`).
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
