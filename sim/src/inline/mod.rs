@@ -12,7 +12,9 @@
 //! counters and directors are printed.
 //!
 //! Not here: IPv6, VLANs, more than one client-side and one backend-side interface, DR and
-//! tunnel forwarding, UDP services on the backends.
+//! tunnel forwarding, UDP services on the backends, TTL decrement. The lab is a functional
+//! bench, not a fast path: frames go through pnet's one-frame-per-call AF_PACKET sockets
+//! with the default receive buffer, so bulk TCP bursts overflow it and retransmit.
 
 pub mod hop;
 pub mod io;
