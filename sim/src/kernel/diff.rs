@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::inject::{InputPacket, KernelRun, read_inputs, run_kernel};
 use super::outcome::Outcome;
-use super::rules::{BackendMatch, FeatureRow, KernelRules};
+use super::rules::{BackendMatch, BackendRule, FeatureRow, KernelRules};
 use super::scenario_input::{self, DEFAULT_MAX_PACKETS};
 use super::simulate::{SimPacket, build, simulate};
 use crate::appliance::ApplianceConfig;
@@ -242,10 +242,29 @@ impl DiffReport {
     }
 }
 
+/// The director rule that decided a packet: by its virtual service (the destination of a
+/// request, the source of an un-NATed reply), else by its real server.
+fn director_rule<'r>(sim: &SimPacket, rules: &'r KernelRules) -> Option<&'r BackendRule> {
+    let backend = sim.backend?;
+    let socket = |addr: Option<std::net::IpAddr>, port: Option<u16>| {
+        addr.zip(port).map(|(a, p)| std::net::SocketAddr::new(a, p))
+    };
+    let request = socket(sim.input.dst, sim.input.dport);
+    let reply = match &sim.outcome {
+        Outcome::Forward { frame } => socket(frame.src, frame.sport),
+        _ => None,
+    };
+    [request, reply]
+        .into_iter()
+        .flatten()
+        .find_map(|service| rules.services.get(&service))
+        .or_else(|| rules.backends.get(&backend))
+}
+
 /// The feature a simulator decision belongs to.
 fn feature_of(sim: &SimPacket, rules: &KernelRules) -> String {
-    if let Some(backend) = sim.backend {
-        return match rules.backends.get(&backend) {
+    if sim.backend.is_some() {
+        return match director_rule(sim, rules) {
             Some(rule) => format!("director {}", rule.director),
             None => "director (no kernel counterpart)".into(),
         };
@@ -265,7 +284,7 @@ fn feature_of(sim: &SimPacket, rules: &KernelRules) -> String {
 
 /// The kernel-side deciding mechanism of a packet.
 fn kernel_rule(sim: &SimPacket, kernel: &Outcome, rules: &KernelRules) -> String {
-    if let Some(rule) = sim.backend.and_then(|b| rules.backends.get(&b)) {
+    if let Some(rule) = director_rule(sim, rules) {
         return rule.mechanism.clone();
     }
     if let (Outcome::Forward { frame: ours }, Outcome::Forward { frame: theirs }) =

@@ -160,12 +160,7 @@ fn prepare(packet: &InputPacket, tag: u16, servers: &BTreeSet<IpAddr>) -> Result
         Some(src) if servers.contains(&src) => Side::Server,
         _ => Side::Client,
     };
-    let (lb, own) = match side {
-        Side::Client => (LB_CLIENT_MAC, CLIENT_MAC),
-        Side::Server => (LB_SERVER_MAC, SERVER_MAC),
-    };
-    frame[0..6].copy_from_slice(&lb);
-    frame[6..12].copy_from_slice(&own);
+    set_macs(&mut frame, side);
     let header = ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + header_len;
     let was_valid = checksum::is_valid(checksum::partial(&frame[header.clone()]));
     frame[ETHERNET_HEADER_LEN + 4..ETHERNET_HEADER_LEN + 6].copy_from_slice(&tag.to_be_bytes());
@@ -183,6 +178,18 @@ fn prepare(packet: &InputPacket, tag: u16, servers: &BTreeSet<IpAddr>) -> Result
         tag,
         summary,
     })
+}
+
+/// Ethernet addresses of a frame entering the LB from `side`.
+fn set_macs(frame: &mut [u8], side: Side) {
+    let (lb, own) = match side {
+        Side::Client => (LB_CLIENT_MAC, CLIENT_MAC),
+        Side::Server => (LB_SERVER_MAC, SERVER_MAC),
+    };
+    if frame.len() >= 12 {
+        frame[0..6].copy_from_slice(&lb);
+        frame[6..12].copy_from_slice(&own);
+    }
 }
 
 /// A topology with rules installed; dropping it removes everything.
@@ -218,7 +225,7 @@ impl Lab {
         &self.topology
     }
 
-    /// Inject `frames` (each from a side), `gap` apart, and return what left the LB on
+    /// Inject `frames` (each from a side, Ethernet addresses set here), `gap` apart, and return what left the LB on
     /// either side until [`SETTLE_TIME`] after the last one.
     pub fn exchange(
         &self,
@@ -240,7 +247,10 @@ impl Lab {
         ];
         let frames = frames
             .into_iter()
-            .map(|(side, frame)| (usize::from(side == Side::Server), frame))
+            .map(|(side, mut frame)| {
+                set_macs(&mut frame, side);
+                (usize::from(side == Side::Server), frame)
+            })
             .collect();
         let started = Instant::now();
         let sent_at = inject(&ports, frames, gap)?;

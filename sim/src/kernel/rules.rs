@@ -61,8 +61,11 @@ pub struct KernelRules {
     /// destinations (synproxy's own SYNs). Packets from a real server are injected from
     /// the server side.
     pub server_addresses: BTreeSet<IpAddr>,
-    /// Per real server: its director and how its choice compares.
+    /// Per real server: its director and how its choice compares (the last director
+    /// naming it, when several do; see `services`).
     pub backends: BTreeMap<SocketAddr, BackendRule>,
+    /// Per virtual service address (VIP:port of directors declared by address).
+    pub services: BTreeMap<SocketAddr, BackendRule>,
 }
 
 fn row(feature: impl Into<String>, mechanism: impl Into<String>, compared: bool) -> FeatureRow {
@@ -393,6 +396,14 @@ fn director_nft(directors: &[DirectorConfig], rules: &mut KernelRules) -> anyhow
         );
         if matching == BackendMatch::Exact {
             rules.comparable_directors.push(spec.name.clone());
+        }
+        let rule = BackendRule {
+            director: spec.name.clone(),
+            mechanism: mechanism.clone(),
+            matching,
+        };
+        if let ServiceKey::Tuple { vip, port, .. } = spec.key {
+            rules.services.insert(SocketAddr::new(vip, port), rule);
         }
         for real in &reals {
             rules.server_addresses.insert(real.address.ip());
