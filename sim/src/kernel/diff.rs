@@ -282,8 +282,39 @@ fn feature_of(sim: &SimPacket, rules: &KernelRules) -> String {
     }
 }
 
+/// The kernel's IPv4 routing refuses to forward these whatever the rules say
+/// (`ip_route_input_slow`: martian sources; no multicast routing; limited broadcast).
+fn routing_refusal(sim: &SimPacket) -> Option<&'static str> {
+    let (Some(std::net::IpAddr::V4(src)), Some(std::net::IpAddr::V4(dst))) =
+        (sim.input.src, sim.input.dst)
+    else {
+        return None;
+    };
+    let martian = src.is_multicast()
+        || src.is_loopback()
+        || src.is_broadcast()
+        || src.octets()[0] == 0
+        || src.octets()[0] >= 240;
+    if martian {
+        return Some("kernel routing: martian source dropped (ip_route_input_slow)");
+    }
+    if dst.is_loopback() {
+        return Some("kernel routing: martian destination dropped (ip_route_input_slow)");
+    }
+    let not_unicast = dst.is_multicast() || dst.is_broadcast() || dst.octets()[0] == 0;
+    not_unicast.then_some(
+        "kernel routing: multicast/broadcast destination not forwarded (no multicast routing)",
+    )
+}
+
 /// The kernel-side deciding mechanism of a packet.
 fn kernel_rule(sim: &SimPacket, kernel: &Outcome, rules: &KernelRules) -> String {
+    if let (Some(refusal), Outcome::Drop { .. }) = (routing_refusal(sim), kernel) {
+        return refusal.into();
+    }
+    if let (true, Outcome::Drop { .. }) = (sim.input.fragment, kernel) {
+        return "conntrack defragmentation (nf_defrag_ipv4 holds fragments until the datagram is complete)".into();
+    }
     if let Some(rule) = director_rule(sim, rules) {
         return rule.mechanism.clone();
     }

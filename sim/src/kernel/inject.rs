@@ -280,10 +280,19 @@ pub fn run_kernel(
         );
     }
     let lab = Lab::start(rules)?;
+    // Fragments of one datagram share a tag (the first one's), or the kernel's
+    // defragmentation could never put them together again.
+    let mut datagram_tags: BTreeMap<[u8; 11], u16> = BTreeMap::new();
     let prepared: Vec<Result<Prepared, String>> = packets
         .iter()
         .enumerate()
-        .map(|(ordinal, packet)| prepare(packet, tag_of(ordinal), &rules.server_addresses))
+        .map(|(ordinal, packet)| {
+            let tag = match datagram_key(&packet.data) {
+                Some(key) => *datagram_tags.entry(key).or_insert(tag_of(ordinal)),
+                None => tag_of(ordinal),
+            };
+            prepare(packet, tag, &rules.server_addresses)
+        })
         .collect();
     let frames: Vec<(Side, Vec<u8>)> = prepared
         .iter()
@@ -292,6 +301,21 @@ pub fn run_kernel(
     let exchange = lab.exchange(frames, gap)?;
     drop(lab);
     Ok(outcomes(&prepared, &exchange))
+}
+
+/// (source, destination, protocol, IPv4 ID) of a fragment; `None` for whole datagrams.
+fn datagram_key(frame: &[u8]) -> Option<[u8; 11]> {
+    ipv4_header_len(frame)?;
+    let ip = &frame[ETHERNET_HEADER_LEN..];
+    let flags_offset = u16::from_be_bytes([ip[6], ip[7]]);
+    if flags_offset & 0x3fff == 0 {
+        return None;
+    }
+    let mut key = [0; 11];
+    key[..8].copy_from_slice(&ip[12..20]);
+    key[8] = ip[9];
+    key[9..].copy_from_slice(&ip[4..6]);
+    Some(key)
 }
 
 fn tag_of(ordinal: usize) -> u16 {

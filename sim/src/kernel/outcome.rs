@@ -34,6 +34,8 @@ pub struct FrameSummary {
     pub options: Option<String>,
     /// ICMP type and code.
     pub icmp: Option<(u8, u8)>,
+    /// An IP fragment (first or later).
+    pub fragment: bool,
 }
 
 fn endpoint(addr: Option<IpAddr>, port: Option<u16>) -> String {
@@ -86,6 +88,7 @@ impl FrameSummary {
             seq_ack: meta.tcp.map(|tcp| (tcp.seq, tcp.ack)),
             options: if syn { options_text(meta) } else { None },
             icmp: meta.icmp_type.zip(meta.icmp_code),
+            fragment: meta.frag.is_fragment,
         }
     }
 
