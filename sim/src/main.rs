@@ -21,7 +21,14 @@ enum Command {
     /// LVS director tools (`which`: the real server a new connection would get).
     Director(sim::director_cli::DirectorArgs),
     /// Run a scenario in virtual time and write its report.
-    Run(sim::run::RunArgs),
+    Run {
+        #[command(flatten)]
+        args: sim::run::RunArgs,
+        /// Then run the scenario's open-loop traffic through the Linux kernel and diff
+        /// (`sim diff SCENARIO`; root).
+        #[arg(long)]
+        kernel: bool,
+    },
     /// Kernel runner lab commands (check, cleanup, rules, up).
     Kernel(sim::kernel::KernelArgs),
     /// Run captures through the simulator and the Linux kernel and diff per-packet verdicts.
@@ -44,7 +51,12 @@ fn main() -> ExitCode {
         Command::Replay(args) => sim::replay::run(&args),
         Command::Flows(args) => sim::flows_cli::run(&args),
         Command::Director(args) => sim::director_cli::run(&args),
-        Command::Run(args) => sim::run::run(&args),
+        Command::Run { args, kernel } => sim::run::run(&args).and_then(|code| {
+            if !kernel || code != std::process::ExitCode::SUCCESS {
+                return Ok(code);
+            }
+            sim::kernel::diff::run_after_simulation(&args.scenario, args.seed, args.out.as_deref())
+        }),
         Command::Kernel(args) => sim::kernel::run(&args),
         Command::Diff(args) => sim::kernel::diff::run(&args),
         Command::Inline(args) => sim::inline::run(&args),

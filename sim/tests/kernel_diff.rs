@@ -10,7 +10,8 @@ use std::time::Duration;
 use datapath::packet::builder::PacketBuilder;
 use kernel_support::{data, kernel_tests_enabled, lock, own_namespaces, write_pcap};
 use sim::kernel::diff::{DiffReport, run_diff};
-use sim::kernel::inject::{KernelFate, read_packets, run_kernel};
+use sim::kernel::inject::{read_inputs, run_kernel};
+use sim::kernel::outcome::Outcome;
 
 const GAP: Duration = Duration::from_micros(200);
 
@@ -132,14 +133,16 @@ fn rr_director_order_agrees_with_the_kernel() {
     let pcap = write_pcap("rr-order-kernel.pcap", &packets);
     let rules = sim::kernel::rules_for(&data("doc-examples.toml")).expect("rules");
     let before = own_namespaces();
-    let run = run_kernel(read_packets(&[pcap]).expect("read"), &rules, GAP).expect("kernel run");
+    let run = run_kernel(&read_inputs(&[pcap]).expect("read"), &rules, GAP).expect("kernel run");
     assert_eq!(own_namespaces(), before, "namespaces left behind");
     let order: Vec<SocketAddr> = run
         .packets
         .iter()
-        .map(|p| match p.fate {
-            KernelFate::Forwarded { dst, dport, .. } => SocketAddr::new(dst, dport.unwrap_or(0)),
-            ref other => panic!("not forwarded: {other:?}"),
+        .map(|p| match &p.outcome {
+            Outcome::Forward { frame } => {
+                SocketAddr::new(frame.dst.expect("dst"), frame.dport.expect("port"))
+            }
+            other => panic!("not forwarded: {other:?}"),
         })
         .collect();
     // IPVS order: the last real added is first (the simulator reproduces IPVS).

@@ -1,53 +1,71 @@
-//! `sim diff --appliance A.toml FILE...`: run the same packets through the simulator (the
-//! pipeline `sim replay --appliance` runs) and through the Linux kernel (see `inject`),
-//! compare each packet's outcome, and report agreement per deciding stage plus every
-//! disagreement (ordinal, one-line decode, both outcomes, the deciding flow rule). Known,
-//! justified differences come from an explanation file (the built-in
-//! `known-differences.toml` plus `--explain FILE`); unexplained ones make the command exit 1.
+//! `sim diff SCENARIO.toml` and `sim diff --appliance A.toml FILE...`: run the same packets
+//! through the simulator (the appliance's pipeline, see `simulate`) and through the Linux
+//! kernel (see `inject`), compare each packet's outcome, and report agreement per deciding
+//! stage and per feature, every disagreement (ordinal, one-line decode, both outcomes, the
+//! deciding rule on each side), the kernel mechanism per feature, and the latency and
+//! throughput of both sides on the same packets. Disagreeing packets are written to a pcap.
 //!
-//! Outcomes are compared by kind (drop / forward / answer); for forwarded packets the
-//! rewritten destination too, when the deciding director is one whose kernel counterpart
-//! is exact (rr). Packets the kernel runner cannot inject are counted, not compared.
+//! Known, justified differences come from explanation files: the built-in
+//! `known-differences.toml`, the scenario's `<name>.kernel-differences.toml` next to it,
+//! and `--explain FILE`; unexplained ones make the command exit 1.
 //!
-//! Not here: scenario files (captures and appliance files only), pcap output of the
-//! disagreeing packets, latency of the simulator per packet.
+//! Outcomes are compared as text (see `outcome`): drops by kind (the kernel has no reason),
+//! forwards by the 5-tuple as it left (after DNAT / reply un-NAT; the destination is masked
+//! for directors whose scheduler the kernel only stands in for), answers by kind and the
+//! SYN-ACK's option set, proxy SYNs by their options and tuple. Packets the kernel runner
+//! cannot inject are counted, not compared.
+//!
+//! Not here: closed-loop traffic (see `scenario_input`), IPv6 and VLAN injection.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use datapath::packet::ParseOptions;
 use serde::{Deserialize, Serialize};
 
-use super::inject::{KernelFate, KernelRun, read_packets, run_kernel};
-use super::rules::{FeatureRow, KernelRules};
-use crate::appliance::{ApplianceConfig, build_pipeline};
+use super::inject::{InputPacket, KernelRun, read_inputs, run_kernel};
+use super::outcome::Outcome;
+use super::rules::{BackendMatch, BackendRule, FeatureRow, KernelRules};
+use super::scenario_input::{self, DEFAULT_MAX_PACKETS};
+use super::simulate::{SimPacket, build, simulate};
+use crate::appliance::ApplianceConfig;
 
 /// The explanations shipped with lbsim.
 pub const KNOWN_DIFFERENCES: &str = include_str!("known-differences.toml");
+/// Default gap between injected packets.
+pub const DEFAULT_GAP_US: u64 = 100;
 
 /// Arguments of `sim diff`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DiffArgs {
-    /// The appliance file (flows, shield, directors).
-    #[arg(long, value_name = "APPLIANCE.toml")]
-    pub appliance: PathBuf,
-    /// Captures (pcap / pcapng, optionally gzip-compressed).
+    /// A scenario file (its appliance and open-loop traffic), or with `--appliance`,
+    /// captures (pcap / pcapng, optionally gzip-compressed).
     #[arg(required = true)]
-    pub files: Vec<PathBuf>,
+    pub inputs: Vec<PathBuf>,
+    /// The appliance file: the inputs are captures.
+    #[arg(long, value_name = "APPLIANCE.toml")]
+    pub appliance: Option<PathBuf>,
     /// More explanations of known differences (TOML, `[[difference]]` tables).
     #[arg(long, value_name = "FILE")]
     pub explain: Vec<PathBuf>,
     /// Gap between injected packets, in microseconds.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = DEFAULT_GAP_US)]
     pub gap_us: u64,
-    /// Seed of the simulator's secrets.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    /// Seed of the simulator's secrets (default: the scenario's, or 1).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// At most this many packets (per scenario, or in total for captures).
+    #[arg(long, default_value_t = DEFAULT_MAX_PACKETS)]
+    pub max_packets: usize,
+    /// Write the disagreeing packets here (default: `<out>/kernel-disagreements.pcap`).
+    #[arg(long, value_name = "FILE.pcap")]
+    pub disagreements_pcap: Option<PathBuf>,
+    /// Report directory (default for scenarios: `reports/<name>`): kernel-diff.txt/.json.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -61,6 +79,12 @@ pub struct Explanation {
     pub simulator: String,
     /// Prefix of the kernel's outcome text.
     pub kernel: String,
+    /// Only when the deciding director's kernel mechanism contains this text.
+    #[serde(default)]
+    pub mechanism: Option<String>,
+    /// Only when the packet's decode (with ` options [...]` for SYNs) contains this text.
+    #[serde(default)]
+    pub packet: Option<String>,
     /// The justification.
     pub why: String,
 }
@@ -77,164 +101,128 @@ pub fn parse_explanations(text: &str) -> anyhow::Result<Vec<Explanation>> {
     Ok(toml::from_str::<ExplanationFile>(text)?.difference)
 }
 
-/// The simulator's record of one packet (the keys of `sim replay --packets`).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
-pub struct SimPacket {
-    /// Index within its file.
-    pub index: u64,
-    /// Source address.
-    pub src: Option<IpAddr>,
-    /// Destination address.
-    pub dst: Option<IpAddr>,
-    /// Protocol name or number.
-    pub proto: Option<serde_json::Value>,
-    /// Source port.
-    pub sport: Option<u16>,
-    /// Destination port.
-    pub dport: Option<u16>,
-    /// TCP flags.
-    pub tcp_flags: Option<u8>,
-    /// Deciding stage.
-    pub stage: Option<String>,
-    /// Verdict.
-    pub verdict: Option<String>,
-    /// Drop reason.
-    pub reason: Option<String>,
-    /// Deciding flow.
-    pub flow: Option<String>,
-    /// Rule within the flow.
-    pub rule: Option<u16>,
-    /// Real server.
-    pub backend: Option<SocketAddr>,
-}
-
-impl SimPacket {
-    /// One-line decode: `tcp 10.0.0.1:1234 > 192.168.0.1:22 [S]`.
-    pub fn decode(&self) -> String {
-        let proto = match &self.proto {
-            Some(serde_json::Value::String(name)) => name.clone(),
-            Some(other) => other.to_string(),
-            None => "?".into(),
-        };
-        let endpoint = |addr: Option<IpAddr>, port: Option<u16>| match (addr, port) {
-            (Some(addr), Some(port)) => SocketAddr::new(addr, port).to_string(),
-            (Some(addr), None) => addr.to_string(),
-            (None, _) => "?".into(),
-        };
-        let mut line = format!(
-            "{proto} {} > {}",
-            endpoint(self.src, self.sport),
-            endpoint(self.dst, self.dport)
-        );
-        if let Some(flags) = self.tcp_flags {
-            let names: String = [(2, 'S'), (16, '.'), (1, 'F'), (4, 'R'), (8, 'P')]
-                .iter()
-                .filter(|(bit, _)| flags & bit != 0)
-                .map(|(_, c)| c)
-                .collect();
-            let _ = write!(line, " [{names}]");
-        }
-        line
+/// Read explanation files.
+pub fn load_explanations(paths: &[PathBuf]) -> anyhow::Result<Vec<Explanation>> {
+    let mut all = Vec::new();
+    for path in paths {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        all.extend(parse_explanations(&text).with_context(|| path.display().to_string())?);
     }
-
-    /// The simulator's outcome as text: `drop <reason>`, `forward`, `forward to A:P`,
-    /// `reply`.
-    pub fn outcome(&self) -> String {
-        match (self.verdict.as_deref(), self.backend) {
-            (Some("drop"), _) => format!("drop {}", self.reason.as_deref().unwrap_or("?")),
-            (Some("reply"), _) => "reply".into(),
-            (Some("pass" | "forward"), Some(backend)) => {
-                let port = if backend.port() == 0 {
-                    self.dport.unwrap_or(0)
-                } else {
-                    backend.port()
-                };
-                format!("forward to {}", SocketAddr::new(backend.ip(), port))
-            }
-            (Some("pass" | "forward"), None) => "forward".into(),
-            (other, _) => format!("unknown verdict {other:?}"),
-        }
-    }
+    Ok(all)
 }
 
-/// The kernel outcome as text, in the simulator's words (`forward to A:P` only when the
-/// destination was rewritten).
-pub fn kernel_outcome(fate: &KernelFate, sim: &SimPacket) -> String {
-    match fate {
-        KernelFate::Dropped => "drop".into(),
-        KernelFate::Answered {
-            icmp_type,
-            icmp_code,
-        } => format!("answer icmp {icmp_type}/{icmp_code}"),
-        KernelFate::NotInjected { why } => format!("not injected: {why}"),
-        KernelFate::Forwarded { dst, dport, .. } => {
-            if Some(*dst) == sim.dst && *dport == sim.dport {
-                "forward".into()
-            } else {
-                format!("forward to {}", SocketAddr::new(*dst, dport.unwrap_or(0)))
-            }
-        }
-    }
+/// The explanation file of a scenario: `<dir>/<stem>.kernel-differences.toml`.
+pub fn scenario_explanation_path(scenario: &Path) -> PathBuf {
+    let stem = scenario
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    scenario.with_file_name(format!("{stem}.kernel-differences.toml"))
 }
 
-fn kind(outcome: &str) -> &str {
-    outcome.split(' ').next().unwrap_or("")
-}
-
-/// Do two outcome texts agree? Kinds must match (`reply` = `answer`); forwards must match
-/// their destination too unless the backend is chosen by an inexact stand-in.
-fn agrees(sim: &str, kernel: &str, compare_backend: bool) -> bool {
-    match (kind(sim), kind(kernel)) {
-        ("drop", "drop") => true,
-        ("reply", "answer") => true,
-        ("forward", "forward") => !compare_backend || sim == kernel,
-        _ => false,
-    }
-}
-
-/// Agreement of the packets one stage decided (on the simulator side).
+/// Agreement of a group of packets.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct StageAgreement {
+pub struct Agreement {
     /// Packets compared.
     pub compared: u64,
     /// Packets whose outcomes agree.
     pub agreed: u64,
-    /// Disagreements explained by the explanation file.
+    /// Disagreements explained by an explanation file.
     pub explained: u64,
+}
+
+impl Agreement {
+    /// Agreement in percent.
+    pub fn percent(&self) -> f64 {
+        100.0 * self.agreed as f64 / self.compared.max(1) as f64
+    }
 }
 
 /// One packet whose outcomes differ.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Disagreement {
-    /// 0-based ordinal over all files.
+    /// 0-based ordinal over all inputs.
     pub ordinal: usize,
-    /// One-line decode.
+    /// One-line decode of the packet as it arrived.
     pub decode: String,
-    /// The simulator's outcome (with its deciding stage).
+    /// The simulator's outcome.
     pub simulator: String,
     /// The kernel's outcome.
     pub kernel: String,
-    /// The simulator's deciding flow rule (`flow#rule`).
-    pub rule: Option<String>,
+    /// The simulator's deciding rule (flow#rule, director → backend, or stage).
+    pub simulator_rule: String,
+    /// The kernel mechanism that decided on the kernel side.
+    pub kernel_rule: String,
     /// The explanation, when known.
     pub explained_by: Option<String>,
+}
+
+/// Percentiles (p50, p90, p99, max), ns.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Maximum.
+    pub max: u64,
+}
+
+impl Percentiles {
+    /// Percentiles of a sample (`None` when empty).
+    pub fn of(mut values: Vec<u64>) -> Option<Self> {
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_unstable();
+        let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+        Some(Self {
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: at(1.0),
+        })
+    }
+}
+
+/// Latency and throughput of both sides on the same packets.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timing {
+    /// Simulator: wall-clock cost of `Pipeline::process` per packet.
+    pub simulator_cost_ns: Option<Percentiles>,
+    /// Simulator packets per second of datapath time (sum of the costs).
+    pub simulator_pps: f64,
+    /// Kernel: injection-to-egress time of the frame each packet caused (user-space
+    /// AF_PACKET timestamps on both ends, so it includes two socket crossings).
+    pub kernel_latency_ns: Option<Percentiles>,
+    /// Kernel packets per second of injection wall time (bounded by the pacing gap).
+    pub kernel_pps: f64,
+    /// The pacing gap, µs.
+    pub gap_us: u64,
 }
 
 /// The result of a diff.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DiffReport {
-    /// Per-feature kernel mechanisms.
+    /// What was diffed (scenario or captures).
+    pub subject: String,
+    /// Per-feature kernel mechanisms (and features with no kernel counterpart).
     pub features: Vec<FeatureRow>,
     /// Agreement per simulator stage.
-    pub stages: BTreeMap<String, StageAgreement>,
+    pub stages: BTreeMap<String, Agreement>,
+    /// Agreement per feature (director, SYN cookies, lists, flows, invalid checks).
+    pub by_feature: BTreeMap<String, Agreement>,
     /// Packets not injected, by reason.
     pub not_injected: BTreeMap<String, u64>,
+    /// Inputs left out (closed-loop sources, caps).
+    pub notes: Vec<String>,
     /// Every disagreement, in packet order.
     pub disagreements: Vec<Disagreement>,
-    /// Kernel injection-to-egress latency percentiles (p50, p90, p99, max), ns.
-    pub kernel_latency_ns: Option<[u64; 4]>,
-    /// Kernel packets per second of injection wall time.
-    pub kernel_pps: f64,
+    /// Latency and throughput of both sides.
+    pub timing: Timing,
 }
 
 impl DiffReport {
@@ -254,105 +242,302 @@ impl DiffReport {
     }
 }
 
+/// The director rule that decided a packet: by its virtual service (the destination of a
+/// request, the source of an un-NATed reply), else by its real server.
+fn director_rule<'r>(sim: &SimPacket, rules: &'r KernelRules) -> Option<&'r BackendRule> {
+    let backend = sim.backend?;
+    let socket = |addr: Option<std::net::IpAddr>, port: Option<u16>| {
+        addr.zip(port).map(|(a, p)| std::net::SocketAddr::new(a, p))
+    };
+    let request = socket(sim.input.dst, sim.input.dport);
+    let reply = match &sim.outcome {
+        Outcome::Forward { frame } => socket(frame.src, frame.sport),
+        _ => None,
+    };
+    [request, reply]
+        .into_iter()
+        .flatten()
+        .find_map(|service| rules.services.get(&service))
+        .or_else(|| rules.backends.get(&backend))
+}
+
+/// The feature a simulator decision belongs to.
+fn feature_of(sim: &SimPacket, rules: &KernelRules) -> String {
+    if sim.backend.is_some() {
+        return match director_rule(sim, rules) {
+            Some(rule) => format!("director {}", rule.director),
+            None => "director (no kernel counterpart)".into(),
+        };
+    }
+    match (sim.stage.as_str(), &sim.outcome) {
+        ("shield", Outcome::Answer { .. } | Outcome::Proxy { .. }) => "shield SYN cookies".into(),
+        ("shield", Outcome::Drop { reason: Some(r) })
+            if r.contains("cookie") || r == "no_session" =>
+        {
+            "shield SYN cookies".into()
+        }
+        ("shield", _) => "shield lists".into(),
+        ("parse", _) => "invalid-packet checks".into(),
+        (stage, _) => stage.to_string(),
+    }
+}
+
+/// The kernel's IPv4 routing refuses to forward these whatever the rules say
+/// (`ip_route_input_slow`: martian sources; no multicast routing; limited broadcast).
+fn routing_refusal(sim: &SimPacket) -> Option<&'static str> {
+    let (Some(std::net::IpAddr::V4(src)), Some(std::net::IpAddr::V4(dst))) =
+        (sim.input.src, sim.input.dst)
+    else {
+        return None;
+    };
+    let martian = src.is_multicast()
+        || src.is_loopback()
+        || src.is_broadcast()
+        || src.octets()[0] == 0
+        || src.octets()[0] >= 240;
+    if martian {
+        return Some("kernel routing: martian source dropped (ip_route_input_slow)");
+    }
+    if dst.is_loopback() {
+        return Some("kernel routing: martian destination dropped (ip_route_input_slow)");
+    }
+    let not_unicast = dst.is_multicast() || dst.is_broadcast() || dst.octets()[0] == 0;
+    not_unicast.then_some(
+        "kernel routing: multicast/broadcast destination not forwarded (no multicast routing)",
+    )
+}
+
+/// The kernel-side deciding mechanism of a packet.
+fn kernel_rule(sim: &SimPacket, kernel: &Outcome, rules: &KernelRules) -> String {
+    if let (Some(refusal), Outcome::Drop { .. }) = (routing_refusal(sim), kernel) {
+        return refusal.into();
+    }
+    if let (true, Outcome::Drop { .. }) = (sim.input.fragment, kernel) {
+        return "conntrack defragmentation (nf_defrag_ipv4 holds fragments until the datagram is complete)".into();
+    }
+    if let Some(rule) = director_rule(sim, rules) {
+        return rule.mechanism.clone();
+    }
+    if let (Outcome::Forward { frame: ours }, Outcome::Forward { frame: theirs }) =
+        (&sim.outcome, kernel)
+    {
+        let only_sport = ours.sport != theirs.sport
+            && (ours.src, ours.dst, ours.dport) == (theirs.src, theirs.dst, theirs.dport);
+        if only_sport {
+            return "conntrack clash resolution (nf_nat remapped the source port)".into();
+        }
+    }
+    match kernel {
+        Outcome::Answer { frame } if frame.icmp.is_some() => "IPv4 forwarding (ICMP error)".into(),
+        Outcome::Answer { .. } | Outcome::Proxy { .. } => "nft synproxy".into(),
+        Outcome::Drop { .. } => "a drop in nft shield / synproxy / iptables flows / routing".into(),
+        _ => "IPv4 forwarding (nft/iptables accept)".into(),
+    }
+}
+
+fn masked(text: &str) -> &str {
+    text.rsplit_once(" > ").map_or(text, |(head, _)| head)
+}
+
+/// Do two outcomes agree? See the module documentation.
+pub fn agrees(sim: &Outcome, kernel: &Outcome, matching: Option<BackendMatch>) -> bool {
+    if sim.kind() != kernel.kind() {
+        return false;
+    }
+    let (sim_text, kernel_text) = (sim.text(), kernel.text());
+    match sim {
+        Outcome::Drop { .. } => true,
+        Outcome::Forward { .. } | Outcome::Proxy { .. }
+            if matching == Some(BackendMatch::StandIn) =>
+        {
+            masked(&sim_text) == masked(&kernel_text)
+        }
+        _ => sim_text == kernel_text,
+    }
+}
+
+/// What a disagreement is matched against: both outcomes, the kernel mechanism, the packet.
+struct Case<'t> {
+    simulator: &'t str,
+    kernel: &'t str,
+    mechanism: &'t str,
+    packet: &'t str,
+}
+
+fn explain<'e>(explanations: &'e [Explanation], case: &Case<'_>) -> Option<&'e Explanation> {
+    explanations.iter().find(|e| {
+        case.simulator.starts_with(&e.simulator)
+            && case.kernel.starts_with(&e.kernel)
+            && e.mechanism
+                .as_ref()
+                .is_none_or(|m| case.mechanism.contains(m.as_str()))
+            && e.packet
+                .as_ref()
+                .is_none_or(|p| case.packet.contains(p.as_str()))
+    })
+}
+
+/// The packet as explanations see it: its decode, plus ` options [...]` for SYNs.
+fn packet_text(sim: &SimPacket) -> String {
+    match &sim.input.options {
+        Some(options) => format!("{} options [{options}]", sim.input.decode()),
+        None => sim.input.decode(),
+    }
+}
+
 /// Compare simulator records with kernel outcomes, packet by packet.
 pub fn compare(
     sim: &[SimPacket],
     kernel: &KernelRun,
-    exact_backends: &BTreeSet<SocketAddr>,
+    rules: &KernelRules,
     explanations: &[Explanation],
 ) -> DiffReport {
     let mut report = DiffReport::default();
-    for (ordinal, (sim, kernel)) in sim.iter().zip(&kernel.packets).enumerate() {
-        if let KernelFate::NotInjected { why } = &kernel.fate {
+    for (sim, kernel) in sim.iter().zip(&kernel.packets) {
+        if let Outcome::NotInjected { why } = &kernel.outcome {
             *report.not_injected.entry(why.clone()).or_default() += 1;
             continue;
         }
-        let stage = sim.stage.clone().unwrap_or_else(|| "none".into());
-        let (sim_text, kernel_text) = (sim.outcome(), kernel_outcome(&kernel.fate, sim));
-        let exact = sim.backend.is_none_or(|b| exact_backends.contains(&b));
-        let entry = report.stages.entry(stage.clone()).or_default();
-        entry.compared += 1;
-        if agrees(&sim_text, &kernel_text, exact) {
-            entry.agreed += 1;
-            continue;
-        }
-        let explained_by = explanations
-            .iter()
-            .find(|e| sim_text.starts_with(&e.simulator) && kernel_text.starts_with(&e.kernel))
+        let matching = sim
+            .backend
+            .and_then(|b| rules.backends.get(&b))
+            .map(|r| r.matching);
+        let agreed = agrees(&sim.outcome, &kernel.outcome, matching);
+        let feature = feature_of(sim, rules);
+        let kernel_rule = kernel_rule(sim, &kernel.outcome, rules);
+        let (sim_text, kernel_text) = (sim.outcome.text(), kernel.outcome.text());
+        let packet = packet_text(sim);
+        let case = Case {
+            simulator: &sim_text,
+            kernel: &kernel_text,
+            mechanism: &kernel_rule,
+            packet: &packet,
+        };
+        let explained_by = (!agreed)
+            .then(|| explain(explanations, &case))
+            .flatten()
             .map(|e| e.why.clone());
-        entry.explained += u64::from(explained_by.is_some());
-        report.disagreements.push(Disagreement {
-            ordinal,
-            decode: sim.decode(),
-            simulator: format!("{stage}: {sim_text}"),
-            kernel: kernel_text,
-            rule: sim
-                .flow
-                .as_ref()
-                .map(|f| format!("{f}#{}", sim.rule.unwrap_or(0))),
-            explained_by,
-        });
+        for entry in [
+            report.stages.entry(sim.stage.clone()).or_default(),
+            report.by_feature.entry(feature).or_default(),
+        ] {
+            entry.compared += 1;
+            entry.agreed += u64::from(agreed);
+            entry.explained += u64::from(explained_by.is_some());
+        }
+        if !agreed {
+            report.disagreements.push(Disagreement {
+                ordinal: sim.ordinal,
+                decode: sim.input.decode(),
+                simulator: format!("{}: {sim_text}", sim.stage),
+                kernel: kernel_text,
+                simulator_rule: sim.deciding_rule(),
+                kernel_rule,
+                explained_by,
+            });
+        }
     }
-    report.kernel_latency_ns = latency_percentiles(kernel);
-    let injected = kernel.packets.len() as u64 - report.not_injected.values().sum::<u64>();
-    report.kernel_pps = injected as f64 / kernel.inject_sec.max(1e-9);
+    report.timing = timing(sim, kernel);
     report
 }
 
-fn latency_percentiles(kernel: &KernelRun) -> Option<[u64; 4]> {
-    let mut latencies: Vec<u64> = kernel
-        .packets
-        .iter()
-        .filter_map(|p| match p.fate {
-            KernelFate::Forwarded { latency_ns, .. } => Some(latency_ns),
-            _ => None,
-        })
-        .collect();
-    if latencies.is_empty() {
-        return None;
+fn timing(sim: &[SimPacket], kernel: &KernelRun) -> Timing {
+    let costs: Vec<u64> = sim.iter().map(|p| p.cost_ns).collect();
+    let total: u64 = costs.iter().sum();
+    Timing {
+        simulator_pps: sim.len() as f64 / (total.max(1) as f64 / 1e9),
+        simulator_cost_ns: Percentiles::of(costs),
+        kernel_latency_ns: Percentiles::of(
+            kernel.packets.iter().filter_map(|p| p.latency_ns).collect(),
+        ),
+        kernel_pps: kernel.injected as f64 / kernel.inject_sec.max(1e-9),
+        gap_us: 0,
     }
-    latencies.sort_unstable();
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
-    Some([at(0.5), at(0.9), at(0.99), at(1.0)])
 }
 
-/// Run the simulator over `files` with the appliance, returning one record per packet
-/// (through `sim::replay::replay_files`) and the kernel rules compiled from the same tables.
-pub fn simulate(
-    appliance: &Path,
-    files: &[PathBuf],
-    seed: u64,
-) -> anyhow::Result<(Vec<SimPacket>, KernelRules, BTreeSet<SocketAddr>)> {
-    let config = ApplianceConfig::load(appliance)?;
-    let base = appliance.parent().unwrap_or(Path::new("."));
-    let mut pipeline = build_pipeline(&config, base, seed, &[])?;
-    let rules = KernelRules::compile(
-        config.shield.as_ref(),
-        pipeline.flows().map(|stage| &stage.table),
-        &config.director,
-    )?;
-    let options = ParseOptions {
-        verify_l4_checksum: !config.no_l4_checksum,
-        ..Default::default()
-    };
-    let mut records = Vec::new();
-    crate::replay::replay_files(files, &options, Some(&mut pipeline), Some(&mut records), 0)?;
-    let packets = records
-        .split(|b| *b == b'\n')
-        .filter(|line| !line.is_empty())
-        .map(serde_json::from_slice)
-        .collect::<Result<Vec<SimPacket>, _>>()
-        .context("reading the simulator's records")?;
-    let exact: BTreeSet<SocketAddr> = config
-        .director
-        .iter()
-        .filter(|d| rules.comparable_directors.contains(&d.name))
-        .flat_map(|d| d.real.iter().filter_map(|r| r.addr.parse().ok()))
-        .collect();
-    Ok((packets, rules, exact))
+/// What to diff: an appliance and packets.
+#[derive(Debug)]
+pub struct DiffInput {
+    /// What it is (for the report).
+    pub subject: String,
+    /// The appliance configuration.
+    pub appliance: ApplianceConfig,
+    /// Directory its relative paths start from.
+    pub base_dir: PathBuf,
+    /// The packets.
+    pub packets: Vec<InputPacket>,
+    /// Seed of the simulator's secrets.
+    pub seed: u64,
+    /// Inputs left out.
+    pub notes: Vec<String>,
 }
 
-/// Run both sides and compare. `extra_explanations` add to the built-in ones.
+impl DiffInput {
+    /// Captures through an appliance file (at most `max_packets`).
+    pub fn captures(
+        appliance: &Path,
+        files: &[PathBuf],
+        seed: u64,
+        max_packets: usize,
+    ) -> anyhow::Result<Self> {
+        let mut packets = read_inputs(files)?;
+        let mut notes = Vec::new();
+        if packets.len() > max_packets {
+            notes.push(format!(
+                "capped at the first {max_packets} of {} packets",
+                packets.len()
+            ));
+            packets.truncate(max_packets);
+        }
+        Ok(Self {
+            subject: files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+            appliance: ApplianceConfig::load(appliance)?,
+            base_dir: appliance.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            packets,
+            seed,
+            notes,
+        })
+    }
+
+    /// A scenario's appliance and open-loop traffic.
+    pub fn scenario(path: &Path, seed: Option<u64>, max_packets: usize) -> anyhow::Result<Self> {
+        let loaded = crate::scenario::load(path)?;
+        let input = scenario_input::collect(&loaded, max_packets)?;
+        Ok(Self {
+            subject: path.display().to_string(),
+            appliance: loaded.scenario.appliance.clone(),
+            base_dir: loaded.base_dir.clone(),
+            packets: input.packets,
+            seed: seed.unwrap_or(loaded.scenario.seed),
+            notes: input.notes,
+        })
+    }
+}
+
+/// Run both sides and compare. `explanations` add to the built-in ones.
+pub fn run_input(
+    input: &DiffInput,
+    explanations: &[Explanation],
+    gap: Duration,
+) -> anyhow::Result<DiffReport> {
+    let (mut pipeline, rules) = build(&input.appliance, &input.base_dir, input.seed)?;
+    let sim = simulate(&mut pipeline, &input.packets);
+    let kernel = run_kernel(&input.packets, &rules, gap)?;
+    let mut all = parse_explanations(KNOWN_DIFFERENCES)?;
+    all.extend_from_slice(explanations);
+    let mut report = compare(&sim, &kernel, &rules, &all);
+    report.subject = input.subject.clone();
+    report.features = rules.features;
+    report.notes = input.notes.clone();
+    report.timing.gap_us = u64::try_from(gap.as_micros()).unwrap_or(u64::MAX);
+    Ok(report)
+}
+
+/// Captures through an appliance (the form `sim check --kernel` uses).
 pub fn run_diff(
     appliance: &Path,
     files: &[PathBuf],
@@ -360,47 +545,53 @@ pub fn run_diff(
     gap: Duration,
     seed: u64,
 ) -> anyhow::Result<DiffReport> {
-    let (sim, rules, exact) = simulate(appliance, files, seed)?;
-    let packets = read_packets(files)?;
-    anyhow::ensure!(
-        packets.len() == sim.len(),
-        "simulator read {} packets, kernel runner {}",
-        sim.len(),
-        packets.len()
-    );
-    let kernel = run_kernel(packets, &rules, gap)?;
-    let mut explanations = parse_explanations(KNOWN_DIFFERENCES)?;
-    explanations.extend_from_slice(extra_explanations);
-    let mut report = compare(&sim, &kernel, &exact, &explanations);
-    report.features = rules.features;
-    Ok(report)
+    let input = DiffInput::captures(appliance, files, seed, super::inject::MAX_PACKETS_PER_RUN)?;
+    run_input(&input, extra_explanations, gap)
 }
 
 /// Human-readable report.
 pub fn render(report: &DiffReport) -> String {
-    let mut out = String::from("kernel mechanisms:\n");
+    let mut out = format!("kernel diff: {}\nkernel mechanisms:\n", report.subject);
     for f in &report.features {
-        let compared = if f.compared { "" } else { " [not compared]" };
+        let compared = if f.compared {
+            ""
+        } else {
+            " [no kernel counterpart: simulator only]"
+        };
         let _ = writeln!(out, "  {}: {}{compared}", f.feature, f.mechanism);
     }
-    out.push_str("agreement per simulator stage:\n");
-    for (stage, s) in &report.stages {
-        let percent = 100.0 * s.agreed as f64 / s.compared.max(1) as f64;
-        let _ = writeln!(
-            out,
-            "  {stage:<9} {}/{} = {percent:.1}% ({} explained)",
-            s.agreed, s.compared, s.explained
-        );
+    for note in &report.notes {
+        let _ = writeln!(out, "left out: {note}");
+    }
+    for (title, groups) in [("stage", &report.stages), ("feature", &report.by_feature)] {
+        let _ = writeln!(out, "agreement per {title}:");
+        for (name, s) in groups {
+            let _ = writeln!(
+                out,
+                "  {name:<28} {}/{} = {:.1}% ({} explained)",
+                s.agreed,
+                s.compared,
+                s.percent(),
+                s.explained
+            );
+        }
     }
     let (compared, agreed) = report.totals();
     let _ = writeln!(
         out,
-        "  total     {agreed}/{compared} = {:.1}%",
+        "  {:<28} {agreed}/{compared} = {:.1}%",
+        "total",
         100.0 * agreed as f64 / compared.max(1) as f64
     );
     for (why, count) in &report.not_injected {
         let _ = writeln!(out, "not injected: {count} ({why})");
     }
+    render_disagreements(&mut out, report);
+    render_timing(&mut out, &report.timing);
+    out
+}
+
+fn render_disagreements(out: &mut String, report: &DiffReport) {
     let mut explained: BTreeMap<&str, (u64, &Disagreement)> = BTreeMap::new();
     for d in &report.disagreements {
         match d.explained_by.as_deref() {
@@ -417,57 +608,175 @@ pub fn render(report: &DiffReport) -> String {
             disagreement_line(first)
         );
     }
-    if let Some([p50, p90, p99, max]) = report.kernel_latency_ns {
-        let _ = writeln!(
-            out,
-            "kernel injection-to-egress latency (wall clock): p50 {p50} ns, p90 {p90} ns, p99 {p99} ns, max {max} ns"
-        );
-    }
+}
+
+fn render_timing(out: &mut String, timing: &Timing) {
+    let line = |p: &Option<Percentiles>| match p {
+        Some(p) => format!(
+            "p50 {} ns, p90 {} ns, p99 {} ns, max {} ns",
+            p.p50, p.p90, p.p99, p.max
+        ),
+        None => "no samples".into(),
+    };
     let _ = writeln!(
         out,
-        "kernel injection rate: {:.0} packets/s (paced)",
-        report.kernel_pps
+        "simulator datapath cost per packet (wall clock): {}; {:.0} packets/s",
+        line(&timing.simulator_cost_ns),
+        timing.simulator_pps
     );
-    out
+    let _ = writeln!(
+        out,
+        "kernel injection-to-egress (AF_PACKET user space, both ends): {}; {:.0} packets/s injected (gap {} µs)",
+        line(&timing.kernel_latency_ns),
+        timing.kernel_pps,
+        timing.gap_us
+    );
 }
 
 fn disagreement_line(d: &Disagreement) -> String {
-    let rule = d
-        .rule
-        .as_deref()
-        .map(|r| format!(" rule {r}"))
-        .unwrap_or_default();
     format!(
-        "#{} {}: simulator {}{rule}; kernel {}",
-        d.ordinal, d.decode, d.simulator, d.kernel
+        "#{} {}: simulator {} [{}]; kernel {} [{}]",
+        d.ordinal, d.decode, d.simulator, d.simulator_rule, d.kernel, d.kernel_rule
     )
+}
+
+/// Write the input frames of the disagreeing packets as a pcap (Ethernet).
+pub fn write_disagreements_pcap(
+    path: &Path,
+    report: &DiffReport,
+    packets: &[InputPacket],
+) -> anyhow::Result<()> {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&0xa1b2_c3d4_u32.to_le_bytes());
+    bytes.extend_from_slice(&2u16.to_le_bytes());
+    bytes.extend_from_slice(&4u16.to_le_bytes());
+    bytes.extend_from_slice(&[0; 8]);
+    bytes.extend_from_slice(&65_535u32.to_le_bytes());
+    bytes.extend_from_slice(&1u32.to_le_bytes());
+    for d in &report.disagreements {
+        let Some(packet) = packets.get(d.ordinal) else {
+            continue;
+        };
+        let length = u32::try_from(packet.data.len()).unwrap_or(u32::MAX);
+        let seconds = u32::try_from(packet.ts_ns / 1_000_000_000).unwrap_or(u32::MAX);
+        let micros = (packet.ts_ns % 1_000_000_000 / 1_000) as u32;
+        for word in [seconds, micros, length, packet.orig_len] {
+            bytes.extend_from_slice(&word.to_le_bytes());
+        }
+        bytes.extend_from_slice(&packet.data);
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Run `sim diff`.
 pub fn run(args: &DiffArgs) -> anyhow::Result<ExitCode> {
-    let mut extra = Vec::new();
-    for path in &args.explain {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        extra.extend(parse_explanations(&text).with_context(|| path.display().to_string())?);
-    }
+    let mut explanation_files = args.explain.clone();
+    let (input, default_out) = match &args.appliance {
+        Some(appliance) => (
+            DiffInput::captures(
+                appliance,
+                &args.inputs,
+                args.seed.unwrap_or(1),
+                args.max_packets,
+            )?,
+            None,
+        ),
+        None => {
+            let [scenario] = args.inputs.as_slice() else {
+                anyhow::bail!("give one scenario file, or --appliance with captures");
+            };
+            let own = scenario_explanation_path(scenario);
+            if own.exists() {
+                explanation_files.push(own);
+            }
+            let input = DiffInput::scenario(scenario, args.seed, args.max_packets)?;
+            let name = scenario
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            (input, Some(PathBuf::from("reports").join(name)))
+        }
+    };
+    let explanations = load_explanations(&explanation_files)?;
     let gap = Duration::from_micros(args.gap_us);
-    let report = run_diff(&args.appliance, &args.files, &extra, gap, args.seed)?;
+    let report = run_input(&input, &explanations, gap)?;
+    let out_dir = args.out.clone().or(default_out);
+    let text = render(&report);
+    if let Some(dir) = &out_dir {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("kernel-diff.txt"), &text)?;
+        std::fs::write(
+            dir.join("kernel-diff.json"),
+            serde_json::to_string_pretty(&report)?,
+        )?;
+    }
+    let pcap = args
+        .disagreements_pcap
+        .clone()
+        .or_else(|| out_dir.map(|d| d.join("kernel-disagreements.pcap")));
+    if let Some(pcap) = &pcap {
+        write_disagreements_pcap(pcap, &report, &input.packets)?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", render(&report));
+        print!("{text}");
     }
-    Ok(if report.unexplained() > 0 {
+    Ok(exit_code(&report))
+}
+
+/// Exit status of a diff: 1 when a disagreement is unexplained.
+pub fn exit_code(report: &DiffReport) -> ExitCode {
+    if report.unexplained() > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
-    })
+    }
+}
+
+/// `sim run SCENARIO --kernel`: diff the scenario's open-loop traffic after the run,
+/// writing the report next to the run's (`out`, default `reports/<name>`).
+pub fn run_after_simulation(
+    scenario: &Path,
+    seed: Option<u64>,
+    out: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let args = DiffArgs {
+        inputs: vec![scenario.to_path_buf()],
+        appliance: None,
+        explain: Vec::new(),
+        gap_us: DEFAULT_GAP_US,
+        seed,
+        max_packets: DEFAULT_MAX_PACKETS,
+        disagreements_pcap: None,
+        out: out.map(Path::to_path_buf),
+        json: false,
+    };
+    run(&args)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::outcome::FrameSummary;
+    use datapath::packet::LinkType;
+    use datapath::packet::builder::PacketBuilder;
+    use std::net::Ipv4Addr;
+
+    fn forward(dst: [u8; 4]) -> Outcome {
+        let frame = PacketBuilder::eth()
+            .ipv4(Ipv4Addr::new(10, 9, 9, 9), Ipv4Addr::from(dst))
+            .tcp(1000, 25)
+            .syn()
+            .build();
+        Outcome::Forward {
+            frame: FrameSummary::of(LinkType::Ethernet, &frame),
+        }
+    }
 
     #[test]
     fn the_built_in_explanations_parse() {
@@ -476,24 +785,32 @@ mod tests {
     }
 
     #[test]
-    fn outcomes_agree_by_kind_and_by_destination_when_exact() {
-        assert!(agrees("drop flow_deny", "drop", true));
-        assert!(agrees(
-            "forward to 10.0.1.2:80",
-            "forward to 10.0.1.2:80",
-            true
-        ));
-        assert!(!agrees(
-            "forward to 10.0.1.2:80",
-            "forward to 10.0.1.3:80",
-            true
-        ));
-        assert!(agrees(
-            "forward to 10.0.1.2:80",
-            "forward to 10.0.1.3:80",
-            false
-        ));
-        assert!(!agrees("forward", "drop", false));
-        assert!(agrees("reply", "answer icmp 3/3", true));
+    fn forwards_agree_on_the_rewritten_tuple_unless_the_scheduler_is_a_stand_in() {
+        let (a, b) = (forward([10, 0, 2, 1]), forward([10, 0, 2, 2]));
+        assert!(agrees(&a, &a, Some(BackendMatch::Exact)));
+        assert!(!agrees(&a, &b, Some(BackendMatch::Exact)));
+        assert!(!agrees(&a, &b, Some(BackendMatch::Jhash)));
+        assert!(agrees(&a, &b, Some(BackendMatch::StandIn)));
+        let drop = Outcome::Drop { reason: None };
+        assert!(!agrees(&a, &drop, None));
+        let reason = Some("flow_deny".to_string());
+        assert!(agrees(&Outcome::Drop { reason }, &drop, None));
+    }
+
+    #[test]
+    fn explanations_can_be_limited_to_a_mechanism() {
+        let explanations = parse_explanations(
+            "[[difference]]\nsimulator = \"forward\"\nkernel = \"forward\"\nmechanism = \"jhash\"\nwhy = \"hash\"\n",
+        )
+        .expect("valid");
+        let mut case = Case {
+            simulator: "forward a",
+            kernel: "forward b",
+            mechanism: "nft jhash ip saddr",
+            packet: "tcp",
+        };
+        assert!(explain(&explanations, &case).is_some());
+        case.mechanism = "numgen";
+        assert!(explain(&explanations, &case).is_none());
     }
 }

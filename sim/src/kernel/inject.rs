@@ -1,31 +1,40 @@
-//! Run captures through the kernel: prepare each packet for injection (tagged with its
-//! ordinal in the IPv4 ID, Ethernet addresses set for the client veth), inject them into the
-//! client-side veth with AF_PACKET, observe the server-side and client-side veths, and give
-//! every packet a [`KernelFate`].
+//! Run packets through the kernel: prepare each packet for injection (tagged with its
+//! ordinal in the IPv4 ID, Ethernet addresses set for the veth it enters by), inject them
+//! with AF_PACKET — from the client side, or from the server side for packets whose source
+//! is a real server (replies, which the kernel un-NATs) — observe both of the LB's veths,
+//! and give every packet an [`Outcome`] in the vocabulary the simulator's side uses.
 //!
-//! A packet is *forwarded* when a frame with its tag (IPv4 ID and protocol) leaves the LB on
-//! the server side (with the destination it was rewritten to), *answered* when the LB sends
-//! an ICMP error quoting it toward the client, *dropped* otherwise. Packets that cannot be
-//! injected faithfully (not Ethernet + IPv4, snapped, larger than the veth MTU) are *not
-//! injected* and left out of comparisons. Tags are 16 bits: a run holds at most
-//! [`MAX_PACKETS_PER_RUN`] packets.
+//! A packet is *forwarded* when a frame with its tag (IPv4 ID, protocol, SYN bit and the
+//! unchanged end of its tuple) leaves the LB on the other side, with its 5-tuple as it left
+//! (after DNAT or reply un-NAT); *answered* when the LB sends toward the client a SYN-ACK
+//! acknowledging it (synproxy), a RST for its tuple, or an ICMP error quoting it;
+//! *proxied* when, for an ACK, a SYN of the same client and sequence leaves on the server
+//! side (synproxy opening the connection after a valid cookie); *dropped* otherwise.
+//! Packets that cannot be injected faithfully (not Ethernet + IPv4, snapped, larger than
+//! the veth MTU) are *not injected* and left out of comparisons. Tags are 16 bits: a run
+//! holds at most [`MAX_PACKETS_PER_RUN`] packets.
 //!
-//! Not here: IPv6 (no ID field to tag; not injected), answers other than ICMP errors
-//! (e.g. a RST from a local socket), per-rule attribution of kernel drops.
+//! [`Lab`] is the reusable part: a topology with rules installed, and `exchange` (inject,
+//! observe, return the raw frames) for interactive checks such as the SYN-cookie
+//! cross-check; [`run_kernel`] is the one-shot batch used by `sim diff` and by `sim bench`.
+//!
+//! Not here: IPv6 (no ID field to tag; not injected), per-rule attribution of kernel drops.
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use datapath::packet::{LinkType, checksum};
+use datapath::packet::{LinkType, checksum, tcp_flags};
 use serde::Serialize;
 
+use super::outcome::{FrameSummary, Outcome};
 use super::rules::KernelRules;
 use super::topology::{
-    CLIENT_IFACE, CLIENT_MAC, LB_CLIENT_MAC, LB_SERVER_MAC, SERVER_IFACE, Topology, VETH_MTU,
+    CLIENT_IFACE, CLIENT_MAC, LB_CLIENT_MAC, LB_SERVER_MAC, SERVER_IFACE, SERVER_MAC, Topology,
+    VETH_MTU,
 };
-use super::wire::{Observed, Observer, inject};
+use super::wire::{Observed, ObservedFrame, Observer, Port, inject};
 use crate::capture::CaptureReader;
 
 /// Packets per kernel run (tags are IPv4 IDs 1..=65535).
@@ -36,49 +45,46 @@ pub const SETTLE_TIME: Duration = Duration::from_millis(300);
 const ETHERNET_HEADER_LEN: usize = 14;
 const ETHERTYPE_IPV4: u16 = 0x0800;
 
-/// What the kernel did with one packet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "fate", rename_all = "snake_case")]
-pub enum KernelFate {
-    /// Left the LB on the server side, with this destination (after any DNAT).
-    Forwarded {
-        /// Destination address as it left.
-        dst: IpAddr,
-        /// Destination port as it left (TCP/UDP).
-        dport: Option<u16>,
-        /// Injection-to-egress time, ns (user-space timestamps on both ends).
-        latency_ns: u64,
-    },
-    /// The LB answered with an ICMP error quoting the packet.
-    Answered {
-        /// ICMP type.
-        icmp_type: u8,
-        /// ICMP code.
-        icmp_code: u8,
-    },
-    /// Neither forwarded nor answered.
-    Dropped,
-    /// Not injected (why).
-    NotInjected {
-        /// The reason.
-        why: String,
-    },
+/// One packet to run: what a capture (or a generator) gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputPacket {
+    /// Timestamp, ns (virtual time for the simulator side).
+    pub ts_ns: u64,
+    /// Link type.
+    pub link: LinkType,
+    /// Interface id (pcapng), 0 otherwise.
+    pub interface: u32,
+    /// Length on the wire.
+    pub orig_len: u32,
+    /// The captured bytes.
+    pub data: Vec<u8>,
 }
 
-/// One packet's kernel outcome, by its ordinal over all files (the order `sim replay`
-/// reads them).
+/// Which LB veth a packet enters by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// From the client namespace.
+    Client,
+    /// From the server namespace (a real server's reply).
+    Server,
+}
+
+/// One packet's kernel outcome, by its ordinal over all inputs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KernelPacket {
-    /// 0-based ordinal over all files.
+    /// 0-based ordinal.
     pub ordinal: usize,
     /// What the kernel did.
-    pub fate: KernelFate,
+    pub outcome: Outcome,
+    /// Injection-to-egress time of the frame it caused, ns (user-space timestamps).
+    pub latency_ns: Option<u64>,
 }
 
 /// A kernel run's per-packet outcomes plus what the observers saw.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct KernelRun {
-    /// One entry per packet read, in order.
+    /// One entry per input packet, in order.
     pub packets: Vec<KernelPacket>,
     /// Frames seen leaving the LB on the server side.
     pub server_frames: usize,
@@ -88,31 +94,34 @@ pub struct KernelRun {
     pub send_failures: usize,
     /// Wall-clock seconds spent injecting.
     pub inject_sec: f64,
+    /// Frames injected.
+    pub injected: usize,
 }
 
-/// A packet ready to send: its frame and what identifies it on the way out.
-struct Prepared {
-    frame: Vec<u8>,
-    tag: u16,
-    proto: u8,
-}
-
-/// Read every packet of `files`, in order: `Ok(frame)` to inject or `Err(why)` not.
-pub fn read_packets(files: &[PathBuf]) -> anyhow::Result<Vec<Result<Vec<u8>, String>>> {
+/// Read every packet of `files`, in order (the order `sim replay` reads them).
+pub fn read_inputs(files: &[PathBuf]) -> anyhow::Result<Vec<InputPacket>> {
     let mut packets = Vec::new();
     for path in files {
         let mut reader = CaptureReader::open(path)?;
         while let Some(packet) = reader.next_packet()? {
-            packets.push(if packet.link != LinkType::Ethernet {
-                Err(format!("link type {}", packet.link.name()))
-            } else if packet.data.len() < packet.orig_len as usize {
-                Err("snapped by the capture".to_string())
-            } else {
-                Ok(packet.data.to_vec())
+            packets.push(InputPacket {
+                ts_ns: packet.ts_ns,
+                link: packet.link,
+                interface: packet.interface,
+                orig_len: packet.orig_len,
+                data: packet.data.to_vec(),
             });
         }
     }
     Ok(packets)
+}
+
+/// A packet ready to send: its frame, its side and what identifies it on the way out.
+struct Prepared {
+    frame: Vec<u8>,
+    side: Side,
+    tag: u16,
+    summary: FrameSummary,
 }
 
 fn ipv4_header_len(frame: &[u8]) -> Option<usize> {
@@ -123,17 +132,35 @@ fn ipv4_header_len(frame: &[u8]) -> Option<usize> {
     (valid && frame.len() >= ETHERNET_HEADER_LEN + header_len).then_some(header_len)
 }
 
-/// Tag a frame: Ethernet addresses of the client veth → LB, IPv4 ID = `tag`, header
+fn ip_tag(frame: &[u8]) -> u16 {
+    u16::from_be_bytes([
+        frame[ETHERNET_HEADER_LEN + 4],
+        frame[ETHERNET_HEADER_LEN + 5],
+    ])
+}
+
+/// Tag a frame: Ethernet addresses of the entry veth → LB, IPv4 ID = `tag`, header
 /// checksum recomputed (kept wrong if it was wrong).
-fn prepare(mut frame: Vec<u8>, tag: u16) -> Result<Prepared, String> {
+fn prepare(packet: &InputPacket, tag: u16, servers: &BTreeSet<IpAddr>) -> Result<Prepared, String> {
+    if packet.link != LinkType::Ethernet {
+        return Err(format!("link type {}", packet.link.name()));
+    }
+    if packet.data.len() < packet.orig_len as usize {
+        return Err("snapped by the capture".into());
+    }
+    let mut frame = packet.data.clone();
     let Some(header_len) = ipv4_header_len(&frame) else {
         return Err("not Ethernet + IPv4 (VLAN, IPv6, ARP, …)".into());
     };
     if frame.len() > ETHERNET_HEADER_LEN + VETH_MTU as usize {
         return Err("larger than the veth MTU".into());
     }
-    frame[0..6].copy_from_slice(&LB_CLIENT_MAC);
-    frame[6..12].copy_from_slice(&CLIENT_MAC);
+    let summary = FrameSummary::of(LinkType::Ethernet, &frame);
+    let side = match summary.src {
+        Some(src) if servers.contains(&src) => Side::Server,
+        _ => Side::Client,
+    };
+    set_macs(&mut frame, side);
     let header = ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + header_len;
     let was_valid = checksum::is_valid(checksum::partial(&frame[header.clone()]));
     frame[ETHERNET_HEADER_LEN + 4..ETHERNET_HEADER_LEN + 6].copy_from_slice(&tag.to_be_bytes());
@@ -145,14 +172,104 @@ fn prepare(mut frame: Vec<u8>, tag: u16) -> Result<Prepared, String> {
         [sum[0], sum[1] ^ 0x01]
     };
     frame[ETHERNET_HEADER_LEN + 10..ETHERNET_HEADER_LEN + 12].copy_from_slice(&sum);
-    let proto = frame[ETHERNET_HEADER_LEN + 9];
-    Ok(Prepared { frame, tag, proto })
+    Ok(Prepared {
+        frame,
+        side,
+        tag,
+        summary,
+    })
 }
 
-/// Inject `packets` (from [`read_packets`]) into a fresh topology with `rules` installed,
-/// observe, and return each packet's fate. The topology is removed before returning.
+/// Ethernet addresses of a frame entering the LB from `side`.
+fn set_macs(frame: &mut [u8], side: Side) {
+    let (lb, own) = match side {
+        Side::Client => (LB_CLIENT_MAC, CLIENT_MAC),
+        Side::Server => (LB_SERVER_MAC, SERVER_MAC),
+    };
+    if frame.len() >= 12 {
+        frame[0..6].copy_from_slice(&lb);
+        frame[6..12].copy_from_slice(&own);
+    }
+}
+
+/// A topology with rules installed; dropping it removes everything.
+#[derive(Debug)]
+pub struct Lab {
+    topology: Topology,
+}
+
+/// What one [`Lab::exchange`] saw.
+#[derive(Debug, Default)]
+pub struct Exchange {
+    /// Send time of each frame (`None`: refused).
+    pub sent_at: Vec<Option<Instant>>,
+    /// Frames the LB sent on the server side.
+    pub server: Observed,
+    /// Frames the LB sent on the client side.
+    pub client: Observed,
+    /// Wall-clock seconds spent injecting.
+    pub inject_sec: f64,
+}
+
+impl Lab {
+    /// Create a topology and install `rules` in it.
+    pub fn start(rules: &KernelRules) -> anyhow::Result<Self> {
+        super::topology::install_signal_cleanup();
+        let topology = Topology::create()?;
+        rules.install(&topology)?;
+        Ok(Self { topology })
+    }
+
+    /// The topology (for commands inside its namespaces).
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Inject `frames` (each from a side, Ethernet addresses set here), `gap` apart, and return what left the LB on
+    /// either side until [`SETTLE_TIME`] after the last one.
+    pub fn exchange(
+        &self,
+        frames: Vec<(Side, Vec<u8>)>,
+        gap: Duration,
+    ) -> anyhow::Result<Exchange> {
+        let topology = &self.topology;
+        let server = Observer::start(&topology.server_ns(), SERVER_IFACE, LB_SERVER_MAC)?;
+        let client = Observer::start(&topology.client_ns(), CLIENT_IFACE, LB_CLIENT_MAC)?;
+        let ports = [
+            Port {
+                ns: topology.client_ns(),
+                iface: CLIENT_IFACE.into(),
+            },
+            Port {
+                ns: topology.server_ns(),
+                iface: SERVER_IFACE.into(),
+            },
+        ];
+        let frames = frames
+            .into_iter()
+            .map(|(side, mut frame)| {
+                set_macs(&mut frame, side);
+                (usize::from(side == Side::Server), frame)
+            })
+            .collect();
+        let started = Instant::now();
+        let sent_at = inject(&ports, frames, gap)?;
+        let inject_sec = started.elapsed().as_secs_f64();
+        std::thread::sleep(SETTLE_TIME);
+        Ok(Exchange {
+            sent_at,
+            server: server.finish()?,
+            client: client.finish()?,
+            inject_sec,
+        })
+    }
+}
+
+/// Inject `packets` into a fresh topology with `rules` installed, observe, and return each
+/// packet's outcome. The topology is removed before returning. Packets whose source is
+/// one of the rules' real servers enter from the server side.
 pub fn run_kernel(
-    packets: Vec<Result<Vec<u8>, String>>,
+    packets: &[InputPacket],
     rules: &KernelRules,
     gap: Duration,
 ) -> anyhow::Result<KernelRun> {
@@ -162,141 +279,268 @@ pub fn run_kernel(
             packets.len()
         );
     }
-    super::topology::install_signal_cleanup();
-    let topology = Topology::create()?;
-    rules.install(&topology)?;
+    let lab = Lab::start(rules)?;
+    // Fragments of one datagram share a tag (the first one's), or the kernel's
+    // defragmentation could never put them together again.
+    let mut datagram_tags: BTreeMap<[u8; 11], u16> = BTreeMap::new();
     let prepared: Vec<Result<Prepared, String>> = packets
-        .into_iter()
-        .enumerate()
-        .map(|(ordinal, packet)| packet.and_then(|frame| prepare(frame, tag_of(ordinal))))
-        .collect();
-    let server = Observer::start(&topology.server_ns(), SERVER_IFACE, LB_SERVER_MAC)?;
-    let client = Observer::start(&topology.client_ns(), CLIENT_IFACE, LB_CLIENT_MAC)?;
-    let frames: Vec<Vec<u8>> = prepared
         .iter()
-        .filter_map(|p| p.as_ref().ok().map(|p| p.frame.clone()))
+        .enumerate()
+        .map(|(ordinal, packet)| {
+            let tag = match datagram_key(&packet.data) {
+                Some(key) => *datagram_tags.entry(key).or_insert(tag_of(ordinal)),
+                None => tag_of(ordinal),
+            };
+            prepare(packet, tag, &rules.server_addresses)
+        })
         .collect();
-    let started = Instant::now();
-    let sent_at = inject(&topology.client_ns(), CLIENT_IFACE, frames, gap)?;
-    let inject_sec = started.elapsed().as_secs_f64();
-    std::thread::sleep(SETTLE_TIME);
-    let (server, client) = (server.finish()?, client.finish()?);
-    drop(topology);
-    Ok(fates(&prepared, &sent_at, &server, &client, inject_sec))
+    let frames: Vec<(Side, Vec<u8>)> = prepared
+        .iter()
+        .filter_map(|p| p.as_ref().ok().map(|p| (p.side, p.frame.clone())))
+        .collect();
+    let exchange = lab.exchange(frames, gap)?;
+    drop(lab);
+    Ok(outcomes(&prepared, &exchange))
+}
+
+/// (source, destination, protocol, IPv4 ID) of a fragment; `None` for whole datagrams.
+fn datagram_key(frame: &[u8]) -> Option<[u8; 11]> {
+    ipv4_header_len(frame)?;
+    let ip = &frame[ETHERNET_HEADER_LEN..];
+    let flags_offset = u16::from_be_bytes([ip[6], ip[7]]);
+    if flags_offset & 0x3fff == 0 {
+        return None;
+    }
+    let mut key = [0; 11];
+    key[..8].copy_from_slice(&ip[12..20]);
+    key[8] = ip[9];
+    key[9..].copy_from_slice(&ip[4..6]);
+    Some(key)
 }
 
 fn tag_of(ordinal: usize) -> u16 {
     u16::try_from(ordinal + 1).unwrap_or(u16::MAX)
 }
 
-/// Seen on the server side: (tag, proto) → (destination, port, time), first frame wins.
-type Egress = BTreeMap<(u16, u8), (IpAddr, Option<u16>, Instant)>;
-
-fn server_egress(observed: &Observed) -> Egress {
-    let mut egress = Egress::new();
-    for seen in &observed.frames {
-        let frame = &seen.frame;
-        let Some(header_len) = ipv4_header_len(frame) else {
-            continue;
-        };
-        let ip = &frame[ETHERNET_HEADER_LEN..];
-        let tag = u16::from_be_bytes([ip[4], ip[5]]);
-        let proto = ip[9];
-        let dst = IpAddr::V4(Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]));
-        let first_fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff == 0;
-        let dport = (first_fragment && matches!(proto, 6 | 17))
-            .then(|| ip.get(header_len + 2..header_len + 4))
-            .flatten()
-            .map(|b| u16::from_be_bytes([b[0], b[1]]));
-        egress.entry((tag, proto)).or_insert((dst, dport, seen.at));
-    }
-    egress
+/// A frame the LB sent, summarised, with when and where.
+struct Seen {
+    side: Side,
+    at: Instant,
+    tag: u16,
+    quoted: Option<(u16, u8)>,
+    summary: FrameSummary,
 }
 
-/// ICMP errors toward the client: quoted (tag, proto) → (type, code).
-fn client_answers(observed: &Observed) -> BTreeMap<(u16, u8), (u8, u8)> {
-    let mut answers = BTreeMap::new();
-    for seen in &observed.frames {
-        let frame = &seen.frame;
-        let Some(header_len) = ipv4_header_len(frame) else {
-            continue;
-        };
-        let ip = &frame[ETHERNET_HEADER_LEN..];
-        if ip[9] != 1 {
-            continue;
-        }
-        let Some(icmp) = ip.get(header_len..) else {
-            continue;
-        };
-        let Some(quoted) = icmp.get(8..28) else {
-            continue;
-        };
-        if matches!(icmp[0], 3 | 4 | 5 | 11 | 12) && quoted[0] >> 4 == 4 {
-            let tag = u16::from_be_bytes([quoted[4], quoted[5]]);
-            answers
-                .entry((tag, quoted[9]))
-                .or_insert((icmp[0], icmp[1]));
+fn seen_frames(exchange: &Exchange) -> Vec<Seen> {
+    let sides = [
+        (Side::Server, &exchange.server.frames),
+        (Side::Client, &exchange.client.frames),
+    ];
+    let mut seen = Vec::new();
+    for (side, frames) in sides {
+        for ObservedFrame { at, frame } in frames {
+            if ipv4_header_len(frame).is_none() {
+                continue;
+            }
+            seen.push(Seen {
+                side,
+                at: *at,
+                tag: ip_tag(frame),
+                quoted: quoted_tag(frame),
+                summary: FrameSummary::of(LinkType::Ethernet, frame),
+            });
         }
     }
-    answers
+    seen
 }
 
-fn fates(
-    prepared: &[Result<Prepared, String>],
-    sent_at: &[Option<Instant>],
-    server: &Observed,
-    client: &Observed,
-    inject_sec: f64,
-) -> KernelRun {
-    let egress = server_egress(server);
-    let answers = client_answers(client);
+/// Indexes of what the LB sent, for matching packets to frames.
+#[derive(Default)]
+struct Index {
+    /// (tag, proto) → frames carrying that IPv4 ID.
+    by_tag: BTreeMap<(u16, String), Vec<usize>>,
+    /// Client-side TCP answers: (client, client port, server, server port) → frames.
+    answers: BTreeMap<(IpAddr, u16, IpAddr, u16), Vec<usize>>,
+    /// Server-side bare SYNs: (client, client port, seq) → frames.
+    syns: BTreeMap<(IpAddr, u16, u32), Vec<usize>>,
+    /// Client-side ICMP errors: quoted (tag, proto number) → frames.
+    icmp_errors: BTreeMap<(u16, u8), Vec<usize>>,
+}
+
+fn index(seen: &[Seen]) -> Index {
+    let mut index = Index::default();
+    for (position, frame) in seen.iter().enumerate() {
+        if let (Side::Client, Some(quoted)) = (frame.side, frame.quoted) {
+            index.icmp_errors.entry(quoted).or_default().push(position);
+        }
+        let s = &frame.summary;
+        index
+            .by_tag
+            .entry((frame.tag, s.proto.clone()))
+            .or_default()
+            .push(position);
+        let tcp = s.src.zip(s.dst).zip(s.sport.zip(s.dport));
+        if let (Some(((src, dst), (sport, dport))), Some((seq, _))) = (tcp, s.seq_ack) {
+            if frame.side == Side::Client {
+                index
+                    .answers
+                    .entry((dst, dport, src, sport))
+                    .or_default()
+                    .push(position);
+            } else if s.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN {
+                index
+                    .syns
+                    .entry((src, sport, seq))
+                    .or_default()
+                    .push(position);
+            }
+        }
+    }
+    index
+}
+
+/// The (tag, protocol) an ICMP error quotes.
+fn quoted_tag(frame: &[u8]) -> Option<(u16, u8)> {
+    let header_len = ipv4_header_len(frame)?;
+    let ip = &frame[ETHERNET_HEADER_LEN..];
+    if ip[9] != 1 {
+        return None;
+    }
+    let icmp = ip.get(header_len..)?;
+    let quoted = icmp.get(8..28)?;
+    (matches!(icmp[0], 3 | 4 | 5 | 11 | 12) && quoted[0] >> 4 == 4)
+        .then(|| (u16::from_be_bytes([quoted[4], quoted[5]]), quoted[9]))
+}
+
+fn outcomes(prepared: &[Result<Prepared, String>], exchange: &Exchange) -> KernelRun {
+    let seen = seen_frames(exchange);
+    let index = index(&seen);
     let mut run = KernelRun {
-        server_frames: server.frames.len(),
-        client_frames: client.frames.len(),
-        inject_sec,
+        server_frames: exchange.server.frames.len(),
+        client_frames: exchange.client.frames.len(),
+        inject_sec: exchange.inject_sec,
         ..KernelRun::default()
     };
-    let mut sent = sent_at.iter();
+    let mut sent = exchange.sent_at.iter();
     for (ordinal, packet) in prepared.iter().enumerate() {
-        let fate = match packet {
-            Err(why) => KernelFate::NotInjected { why: why.clone() },
+        let (outcome, latency_ns) = match packet {
+            Err(why) => (Outcome::NotInjected { why: why.clone() }, None),
             Ok(packet) => match sent.next().copied().flatten() {
                 None => {
                     run.send_failures += 1;
-                    KernelFate::NotInjected {
-                        why: "refused by the AF_PACKET socket".into(),
-                    }
+                    let why = "refused by the AF_PACKET socket".to_string();
+                    (Outcome::NotInjected { why }, None)
                 }
-                Some(at) => fate_of(packet, at, &egress, &answers),
+                Some(at) => {
+                    run.injected += 1;
+                    outcome_of(packet, at, &seen, &index)
+                }
             },
         };
-        run.packets.push(KernelPacket { ordinal, fate });
+        run.packets.push(KernelPacket {
+            ordinal,
+            outcome,
+            latency_ns,
+        });
     }
     run
 }
 
-fn fate_of(
+fn first_after<'s>(
+    seen: &'s [Seen],
+    positions: Option<&Vec<usize>>,
+    sent: Instant,
+    wanted: impl Fn(&Seen) -> bool,
+) -> Option<&'s Seen> {
+    positions?
+        .iter()
+        .map(|&p| &seen[p])
+        .find(|s| s.at >= sent && wanted(s))
+}
+
+fn outcome_of(
     packet: &Prepared,
     sent: Instant,
-    egress: &Egress,
-    answers: &BTreeMap<(u16, u8), (u8, u8)>,
-) -> KernelFate {
-    let key = (packet.tag, packet.proto);
-    if let Some(&(dst, dport, at)) = egress.get(&key) {
-        let latency_ns =
-            u64::try_from(at.saturating_duration_since(sent).as_nanos()).unwrap_or(u64::MAX);
-        return KernelFate::Forwarded {
-            dst,
-            dport,
-            latency_ns,
+    seen: &[Seen],
+    index: &Index,
+) -> (Outcome, Option<u64>) {
+    let latency = |frame: &Seen| {
+        u64::try_from(frame.at.saturating_duration_since(sent).as_nanos()).unwrap_or(u64::MAX)
+    };
+    let input = &packet.summary;
+    let syn = input.tcp_flags & tcp_flags::SYN;
+    let key = (packet.tag, input.proto.clone());
+    let forwarded = first_after(seen, index.by_tag.get(&key), sent, |s| {
+        let same_end = match packet.side {
+            Side::Client => s.side == Side::Server && s.summary.src == input.src,
+            Side::Server => s.side == Side::Client && s.summary.dst == input.dst,
         };
+        same_end && s.summary.tcp_flags & tcp_flags::SYN == syn
+    });
+    if let Some(frame) = forwarded {
+        let outcome = Outcome::Forward {
+            frame: frame.summary.clone(),
+        };
+        return (outcome, Some(latency(frame)));
     }
-    match answers.get(&key) {
-        Some(&(icmp_type, icmp_code)) => KernelFate::Answered {
-            icmp_type,
-            icmp_code,
-        },
-        None => KernelFate::Dropped,
+    if let Some(frame) = tcp_answer(packet, sent, seen, index) {
+        let outcome = Outcome::from_sent(input, frame.summary.clone());
+        return (outcome, Some(latency(frame)));
+    }
+    let quoted = input.proto_number().map(|proto| (packet.tag, proto));
+    if let Some(frame) = first_after(
+        seen,
+        quoted.and_then(|q| index.icmp_errors.get(&q)),
+        sent,
+        |_| true,
+    ) {
+        let outcome = Outcome::Answer {
+            frame: frame.summary.clone(),
+        };
+        return (outcome, Some(latency(frame)));
+    }
+    (Outcome::Drop { reason: None }, None)
+}
+
+/// A synproxy SYN-ACK (or a RST) toward the client for this packet, or a SYN toward the
+/// server made from this ACK.
+fn tcp_answer<'s>(
+    packet: &Prepared,
+    sent: Instant,
+    seen: &'s [Seen],
+    index: &Index,
+) -> Option<&'s Seen> {
+    let input = &packet.summary;
+    let (src, dst) = input.src.zip(input.dst)?;
+    let (sport, dport) = input.sport.zip(input.dport)?;
+    let (seq, _) = input.seq_ack?;
+    if packet.side != Side::Client || input.proto != "tcp" {
+        return None;
+    }
+    let is_syn = input.tcp_flags & tcp_flags::SYN != 0;
+    let answers = index.answers.get(&(src, sport, dst, dport));
+    let answer = first_after(seen, answers, sent, |s| {
+        let flags = s.summary.tcp_flags;
+        let ack = s.summary.seq_ack.map(|(_, ack)| ack);
+        let syn_ack = flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN | tcp_flags::ACK;
+        (is_syn && syn_ack && ack == Some(seq.wrapping_add(1)))
+            || (flags & tcp_flags::RST != 0 && input.tcp_flags & tcp_flags::RST == 0)
+    });
+    if answer.is_some() || is_syn {
+        return answer;
+    }
+    let syns = index.syns.get(&(src, sport, seq.wrapping_sub(1)));
+    first_after(seen, syns, sent, |_| true)
+}
+
+impl FrameSummary {
+    fn proto_number(&self) -> Option<u8> {
+        match self.proto.as_str() {
+            "tcp" => Some(6),
+            "udp" => Some(17),
+            "icmp" => Some(1),
+            other => other.parse().ok(),
+        }
     }
 }
 
@@ -304,6 +548,17 @@ fn fate_of(
 mod tests {
     use super::*;
     use datapath::packet::builder::PacketBuilder;
+    use std::net::Ipv4Addr;
+
+    fn input(frame: Vec<u8>) -> InputPacket {
+        InputPacket {
+            ts_ns: 0,
+            link: LinkType::Ethernet,
+            interface: 0,
+            orig_len: frame.len() as u32,
+            data: frame,
+        }
+    }
 
     #[test]
     fn prepare_tags_the_ip_id_and_keeps_the_header_checksum_valid() {
@@ -312,12 +567,25 @@ mod tests {
             .tcp(1234, 80)
             .syn()
             .build();
-        let prepared = prepare(frame, 0x1234).expect("IPv4 over Ethernet");
+        let prepared = prepare(&input(frame), 0x1234, &BTreeSet::new()).expect("IPv4");
         let ip = &prepared.frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + 20];
         assert_eq!(&ip[4..6], &[0x12, 0x34]);
         assert!(checksum::is_valid(checksum::partial(ip)));
         assert_eq!(&prepared.frame[0..6], &LB_CLIENT_MAC);
-        assert_eq!(prepared.proto, 6);
+        assert_eq!(prepared.side, Side::Client);
+    }
+
+    #[test]
+    fn replies_of_real_servers_enter_from_the_server_side() {
+        let frame = PacketBuilder::eth()
+            .ipv4(Ipv4Addr::new(10, 0, 1, 2), Ipv4Addr::new(10, 0, 0, 1))
+            .tcp(80, 1234)
+            .syn_ack()
+            .build();
+        let servers = BTreeSet::from([IpAddr::V4(Ipv4Addr::new(10, 0, 1, 2))]);
+        let prepared = prepare(&input(frame), 9, &servers).expect("IPv4");
+        assert_eq!(prepared.side, Side::Server);
+        assert_eq!(&prepared.frame[0..6], &LB_SERVER_MAC);
     }
 
     #[test]
@@ -327,7 +595,7 @@ mod tests {
             .udp(1, 53)
             .build();
         frame[ETHERNET_HEADER_LEN + 10] ^= 0xff;
-        let prepared = prepare(frame, 7).expect("IPv4 over Ethernet");
+        let prepared = prepare(&input(frame), 7, &BTreeSet::new()).expect("IPv4");
         let ip = &prepared.frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + 20];
         assert!(!checksum::is_valid(checksum::partial(ip)));
     }
@@ -341,12 +609,12 @@ mod tests {
             )
             .udp(1, 53)
             .build();
-        assert!(prepare(v6, 1).is_err());
+        assert!(prepare(&input(v6), 1, &BTreeSet::new()).is_err());
         let vlan = PacketBuilder::eth()
             .vlan(42)
             .ipv4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2))
             .udp(1, 53)
             .build();
-        assert!(prepare(vlan, 1).is_err());
+        assert!(prepare(&input(vlan), 1, &BTreeSet::new()).is_err());
     }
 }

@@ -1,26 +1,31 @@
 //! The kernel runner: the same appliance on the real Linux kernel. A [`topology`] of
 //! network namespaces and veths, [`rules`] compiled from the simulator's own tables (nft
-//! netdev ingress for the shield lists, the flowmgr compiler's iptables-restore output for
-//! flows, nft numgen DNAT for rr directors), AF_PACKET packet I/O ([`wire`]), injection
-//! and per-packet kernel outcomes ([`inject`]), and the per-packet verdict [`diff`]
-//! (`sim diff`).
+//! netdev ingress for the shield lists, nft synproxy for protected ports, the flowmgr
+//! compiler's iptables-restore output for flows, nft DNAT by numgen (rr) or jhash (sh, dh,
+//! mh) for NAT directors, conntrack un-NATing the replies), AF_PACKET packet I/O
+//! ([`wire`]), injection and per-packet kernel outcomes ([`inject`]), the simulator's side
+//! with its per-packet cost ([`simulate`]), a scenario's open-loop traffic
+//! ([`scenario_input`]), one outcome vocabulary for both ([`outcome`]) and the per-packet
+//! [`diff`] (`sim diff`, `sim run --kernel`).
 //!
 //! `sim kernel check|cleanup|rules|up` are the lab commands. Everything runs in namespaces
 //! this runner creates, never in the host namespace.
 //!
-//! Not here (yet): IPVS (this kernel has none), nft synproxy for SYN cookies, NAT and
-//! MASQUERADE rules, scenario files, latency of the simulator side, the inline lab mode.
+//! Not here: IPVS (this kernel has none), IPv6 and VLAN injection, the inline lab mode.
 
 pub mod diff;
 pub mod inject;
+pub mod outcome;
 pub mod rules;
+pub mod scenario_input;
+pub mod simulate;
 pub mod topology;
 pub mod wire;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::appliance::{ApplianceConfig, build_pipeline};
+use crate::appliance::ApplianceConfig;
 
 /// Arguments of `sim kernel`.
 #[derive(clap::Args, Debug, Clone)]
@@ -58,12 +63,7 @@ enum KernelCommand {
 pub fn rules_for(path: &Path) -> anyhow::Result<rules::KernelRules> {
     let config = ApplianceConfig::load(path)?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let pipeline = build_pipeline(&config, base, 1, &[])?;
-    rules::KernelRules::compile(
-        config.shield.as_ref(),
-        pipeline.flows().map(|stage| &stage.table),
-        &config.director,
-    )
+    Ok(simulate::build(&config, base, 1)?.1)
 }
 
 /// Run `sim kernel ...`.
@@ -86,6 +86,7 @@ pub fn run(args: &KernelArgs) -> anyhow::Result<ExitCode> {
                 ("shield (nft -f)", &rules.shield_nft),
                 ("flows (iptables-restore)", &rules.flows_iptables),
                 ("directors (nft -f)", &rules.director_nft),
+                ("synproxy (nft -f)", &rules.synproxy_nft),
             ];
             for (title, text) in sections.iter().filter(|(_, text)| !text.is_empty()) {
                 println!("## {title}\n{text}");

@@ -8,8 +8,9 @@
 //! Not here: installing anything into the host namespace (rules go into the LB namespace of
 //! a [`Topology`]), synproxy (SYN cookies), NAT/MASQUERADE rules, IPv6 lists.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use datapath::director::config::{DirectorConfig, ServiceKey};
 use datapath::director::dest::Forward;
@@ -27,6 +28,8 @@ use super::topology::{LB_CLIENT_IFACE, Topology};
 pub const SHIELD_TABLE: &str = "lbsim_shield";
 /// Name of the directors' nft table (family ip).
 pub const DIRECTOR_TABLE: &str = "lbsim_director";
+/// Name of the synproxy nft table (family ip).
+pub const SYNPROXY_TABLE: &str = "lbsim_synproxy";
 
 /// How one feature is (or is not) reproduced in the kernel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -52,6 +55,17 @@ pub struct KernelRules {
     pub features: Vec<FeatureRow>,
     /// Directors whose backend choice the kernel reproduces (rr), by name.
     pub comparable_directors: Vec<String>,
+    /// `nft -f` input for synproxy (empty: no protected ports).
+    pub synproxy_nft: String,
+    /// Addresses routed to the server side from the LB itself: real servers and protected
+    /// destinations (synproxy's own SYNs). Packets from a real server are injected from
+    /// the server side.
+    pub server_addresses: BTreeSet<IpAddr>,
+    /// Per real server: its director and how its choice compares (the last director
+    /// naming it, when several do; see `services`).
+    pub backends: BTreeMap<SocketAddr, BackendRule>,
+    /// Per virtual service address (VIP:port of directors declared by address).
+    pub services: BTreeMap<SocketAddr, BackendRule>,
 }
 
 fn row(feature: impl Into<String>, mechanism: impl Into<String>, compared: bool) -> FeatureRow {
@@ -73,6 +87,15 @@ impl KernelRules {
         let mut rules = Self::default();
         if let Some(shield) = shield {
             rules.shield_nft = shield_nft(shield, &mut rules.features);
+            if let Some((text, destinations)) = synproxy_nft(shield) {
+                rules.synproxy_nft = text;
+                rules.server_addresses.extend(destinations);
+                rules.features.push(row(
+                    "shield SYN cookies (protected TCP ports)",
+                    "nft synproxy in forward (SYNs notrack in raw prerouting), always on",
+                    true,
+                ));
+            }
         }
         if let Some(table) = flows {
             rules.flows_iptables = datapath::flows::compile::iptables(table, Family::V4);
@@ -95,10 +118,17 @@ impl KernelRules {
         if !self.flows_iptables.is_empty() {
             topology.exec(&lb, &["iptables-restore"], Some(&self.flows_iptables))?;
         }
-        for text in [&self.shield_nft, &self.director_nft] {
+        for text in [&self.shield_nft, &self.director_nft, &self.synproxy_nft] {
             if !text.is_empty() {
                 topology.exec(&lb, &["nft", "-f", "-"], Some(text))?;
             }
+        }
+        if !self.synproxy_nft.is_empty() {
+            let loose = "net.netfilter.nf_conntrack_tcp_loose=0";
+            topology.exec(&lb, &["sysctl", "-qw", loose], None)?;
+        }
+        for address in &self.server_addresses {
+            topology.route_to_server(&address.to_string())?;
         }
         Ok(())
     }
@@ -210,7 +240,7 @@ fn shield_nft(shield: &ShieldConfig, features: &mut Vec<FeatureRow>) -> String {
     }
     for feature in [
         "shield invalid-packet checks",
-        "shield protected TCP ports (sessions, SYN cookies, TTL, rates)",
+        "shield protected TCP ports: sessions, TTL filter, rates, auto mode switching",
         "shield unmatched drop / surge modes",
     ] {
         features.push(row(feature, "none (simulator only in this runner)", false));
@@ -239,6 +269,63 @@ fn service_match(key: ServiceKey) -> Option<String> {
     }
 }
 
+/// How a director's backend choice is reproduced in the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendMatch {
+    /// Same choice as the simulator (rr through numgen, IPVS order).
+    Exact,
+    /// A hash scheduler emulated with jhash: compared; a different backend is an explained
+    /// difference (the hash functions differ).
+    Jhash,
+    /// A stand-in (numgen rr) for a scheduler with no kernel counterpart: the backend is
+    /// not compared, the verdict and the source end are.
+    StandIn,
+}
+
+/// What the kernel does for one real server, by address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackendRule {
+    /// The director.
+    pub director: String,
+    /// Its kernel mechanism.
+    pub mechanism: String,
+    /// How its choice compares.
+    pub matching: BackendMatch,
+}
+
+/// The selector expression and the comparability of a scheduler.
+fn scheduler_selector(scheduler: SchedulerKind, slots: usize) -> (String, BackendMatch, String) {
+    match scheduler {
+        SchedulerKind::Rr => (
+            format!("numgen inc mod {slots}"),
+            BackendMatch::Exact,
+            "nft nat prerouting+output: dnat to numgen inc mod N map (rr, IPVS order)".into(),
+        ),
+        SchedulerKind::Sh | SchedulerKind::Mh => (
+            format!("jhash ip saddr mod {slots} seed 0x0"),
+            BackendMatch::Jhash,
+            format!(
+                "nft dnat to jhash ip saddr mod N map (weights as repeated slots) emulates {}",
+                scheduler.name()
+            ),
+        ),
+        SchedulerKind::Dh => (
+            format!("jhash ip daddr mod {slots} seed 0x0"),
+            BackendMatch::Jhash,
+            "nft dnat to jhash ip daddr mod N map (weights as repeated slots) emulates dh".into(),
+        ),
+        other => (
+            format!("numgen inc mod {slots}"),
+            BackendMatch::StandIn,
+            format!(
+                "nft numgen rr stands in for {} (no kernel counterpart without IPVS: verdict and source compared, backend not)",
+                other.name()
+            ),
+        ),
+    }
+}
+
 fn director_nft(directors: &[DirectorConfig], rules: &mut KernelRules) -> anyhow::Result<String> {
     let mut lines = String::new();
     for config in directors {
@@ -246,8 +333,10 @@ fn director_nft(directors: &[DirectorConfig], rules: &mut KernelRules) -> anyhow
             .build()
             .map_err(|e| anyhow::anyhow!("[[director]] {}: {e}", config.name))?;
         let feature = format!(
-            "director {} ({:?}, {})",
-            spec.name, spec.scheduler, spec.key
+            "director {} ({}, {})",
+            spec.name,
+            spec.scheduler.name(),
+            spec.key
         );
         let reals: Vec<_> = spec.reals.iter().filter(|r| r.weight > 0).collect();
         let (Some(matcher), false) = (service_match(spec.key), reals.is_empty()) else {
@@ -267,36 +356,120 @@ fn director_nft(directors: &[DirectorConfig], rules: &mut KernelRules) -> anyhow
         }
         // IPVS keeps real servers in a list it adds to at the head (`list_add_rcu`), and
         // rr starts from the head: the last real added is chosen first. numgen counts from
-        // 0, so the map lists the reals in that (reverse configuration) order.
-        let map: Vec<String> = reals
+        // 0, so the map lists the reals in that (reverse configuration) order. Hash
+        // emulations repeat a real once per unit of weight.
+        let hashed = matches!(
+            spec.scheduler,
+            SchedulerKind::Sh | SchedulerKind::Dh | SchedulerKind::Mh
+        );
+        let slots: Vec<_> = reals
             .iter()
             .rev()
+            .flat_map(|real| {
+                let copies = if hashed {
+                    real.weight.max(1) as usize
+                } else {
+                    1
+                };
+                std::iter::repeat_n(real, copies)
+            })
+            .collect();
+        let map: Vec<String> = slots
+            .iter()
             .enumerate()
             .map(|(index, real)| {
                 format!("{index} : {} . {}", real.address.ip(), real.address.port())
             })
             .collect();
+        let (selector, mut matching, mut mechanism) =
+            scheduler_selector(spec.scheduler, slots.len());
+        if spec.persistence.is_some() {
+            matching = BackendMatch::StandIn;
+            mechanism = format!(
+                "{mechanism}; persistence has no kernel counterpart (backend not compared)"
+            );
+        }
         let _ = writeln!(
             lines,
-            "\t\t{matcher} counter dnat ip to numgen inc mod {} map {{ {} }}",
-            reals.len(),
+            "\t\t{matcher} counter dnat ip to {selector} map {{ {} }}",
             map.join(", ")
         );
-        let exact = spec.scheduler == SchedulerKind::Rr && spec.persistence.is_none();
-        if exact {
+        if matching == BackendMatch::Exact {
             rules.comparable_directors.push(spec.name.clone());
         }
-        let mechanism = if exact {
-            "nft nat prerouting: dnat to numgen inc mod N map (rr)"
-        } else {
-            "nft numgen rr stands in (scheduler/persistence has no kernel counterpart: verdict compared, backend not)"
+        let rule = BackendRule {
+            director: spec.name.clone(),
+            mechanism: mechanism.clone(),
+            matching,
         };
+        if let ServiceKey::Tuple { vip, port, .. } = spec.key {
+            rules.services.insert(SocketAddr::new(vip, port), rule);
+        }
+        for real in &reals {
+            rules.server_addresses.insert(real.address.ip());
+            rules.backends.insert(
+                real.address,
+                BackendRule {
+                    director: spec.name.clone(),
+                    mechanism: mechanism.clone(),
+                    matching,
+                },
+            );
+        }
         rules.features.push(row(feature, mechanism, true));
     }
     let mut out = format!("table ip {DIRECTOR_TABLE}\ndelete table ip {DIRECTOR_TABLE}\n");
+    // The same DNAT in output: synproxy's SYN toward the server is made locally.
     let _ = writeln!(
         out,
-        "table ip {DIRECTOR_TABLE} {{\n\tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n{lines}\t}}\n}}"
+        "table ip {DIRECTOR_TABLE} {{\n\tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n{lines}\t}}\n\tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n{lines}\t}}\n}}"
     );
     Ok(out)
+}
+
+/// nft synproxy for the shield's protected TCP ports (per context destination): SYNs are
+/// not tracked (raw prerouting), synproxy answers them with a cookie SYN-ACK and opens the
+/// connection to the server for a valid cookie ACK, invalid ACKs are dropped
+/// (`nf_conntrack_tcp_loose = 0` makes a cookie ACK `ct state invalid`).
+fn synproxy_nft(shield: &ShieldConfig) -> Option<(String, Vec<IpAddr>)> {
+    let instance = shield.main_instance();
+    let mss = instance.syn_proxy_mss.unwrap_or(1460);
+    let wscale = instance.syn_proxy_wscale.unwrap_or(7);
+    let mut selectors = Vec::new();
+    let mut destinations = Vec::new();
+    for context in shield.context.iter().filter(|c| c.vlan.is_none()) {
+        let (Some(IpAddr::V4(dst)), false) = (context.dst, context.protected_tcp_ports.is_empty())
+        else {
+            continue;
+        };
+        let ports: Vec<String> = context
+            .protected_tcp_ports
+            .iter()
+            .map(u16::to_string)
+            .collect();
+        selectors.push(format!(
+            "ip daddr {dst} tcp dport {{ {} }}",
+            ports.join(", ")
+        ));
+        destinations.push(IpAddr::V4(dst));
+    }
+    if selectors.is_empty() {
+        return None;
+    }
+    let mut raw = String::new();
+    let mut forward = String::new();
+    for selector in &selectors {
+        let _ = writeln!(
+            raw,
+            "\t\t{selector} tcp flags syn / fin,syn,rst,ack notrack"
+        );
+        let _ = writeln!(
+            forward,
+            "\t\t{selector} ct state invalid,untracked counter synproxy mss {mss} wscale {wscale} timestamp sack-perm\n\t\t{selector} ct state invalid counter drop"
+        );
+    }
+    let text = format!(
+        "table ip {SYNPROXY_TABLE}\ndelete table ip {SYNPROXY_TABLE}\ntable ip {SYNPROXY_TABLE} {{\n\tchain prerouting {{\n\t\ttype filter hook prerouting priority raw; policy accept;\n{raw}\t}}\n\tchain forward {{\n\t\ttype filter hook forward priority filter; policy accept;\n{forward}\t}}\n}}\n"
+    );
+    Some((text, destinations))
 }

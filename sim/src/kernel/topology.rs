@@ -157,6 +157,14 @@ impl Topology {
         run_command("ip", &full, stdin)
     }
 
+    /// Route `address` from the LB itself toward the server side (the main table sends
+    /// everything else to the client side): real servers and protected destinations, for
+    /// packets the LB makes (synproxy's SYN to the server).
+    pub fn route_to_server(&self, address: &str) -> anyhow::Result<()> {
+        let args = ["ip", "route", "replace", address, "via", SERVER_ADDR];
+        self.exec(&self.lb_ns(), &args, None).map(drop)
+    }
+
     fn build(&self) -> anyhow::Result<()> {
         for ns in self.namespaces() {
             run_command("ip", &["netns", "add", &ns], None)?;

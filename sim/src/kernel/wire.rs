@@ -134,26 +134,41 @@ fn read_until(rx: &mut dyn DataLinkReceiver, stop: &AtomicBool, from_mac: [u8; 6
     observed
 }
 
-/// Send `frames` on `iface` in `ns`, at most one every `gap`, returning each frame's
-/// send time (`None` when the kernel refused it, e.g. larger than the MTU).
+/// Where a frame is sent from: a namespace and its veth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    /// The namespace.
+    pub ns: String,
+    /// The interface inside it.
+    pub iface: String,
+}
+
+/// Send `frames` (each with the index of the [`Port`] it leaves by), at most one every
+/// `gap`, returning each frame's send time (`None` when the kernel refused it, e.g. larger
+/// than the MTU). One thread opens every port's socket (joining each namespace in turn:
+/// a socket stays in the namespace it was opened in).
 pub fn inject(
-    ns: &str,
-    iface: &str,
-    frames: Vec<Vec<u8>>,
+    ports: &[Port],
+    frames: Vec<(usize, Vec<u8>)>,
     gap: Duration,
 ) -> anyhow::Result<Vec<Option<Instant>>> {
-    let (ns, iface) = (ns.to_string(), iface.to_string());
+    let ports = ports.to_vec();
     let handle = std::thread::spawn(move || -> anyhow::Result<Vec<Option<Instant>>> {
-        let (mut tx, _rx) = open_channel(&ns, &iface)?;
+        let mut senders = Vec::with_capacity(ports.len());
+        for port in &ports {
+            senders.push(open_channel(&port.ns, &port.iface)?.0);
+        }
         let mut sent = Vec::with_capacity(frames.len());
         let mut next = Instant::now();
-        for frame in &frames {
+        for (port, frame) in &frames {
             let now = Instant::now();
             if now < next {
                 std::thread::sleep(next - now);
             }
             let at = Instant::now();
-            let ok = matches!(tx.send_to(frame, None), Some(Ok(())));
+            let ok = senders
+                .get_mut(*port)
+                .is_some_and(|tx| matches!(tx.send_to(frame, None), Some(Ok(()))));
             sent.push(ok.then_some(at));
             next = at + gap;
         }

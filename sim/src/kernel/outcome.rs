@@ -1,0 +1,267 @@
+//! One vocabulary for both sides of a diff: what a frame looks like on the wire
+//! ([`FrameSummary`]: protocol, 5-tuple, TCP flags and the handshake options) and what
+//! happened to a packet ([`Outcome`]: dropped, forwarded with a rewritten 5-tuple, answered
+//! with a SYN-ACK / RST / ICMP error, or turned into a proxy SYN toward the server).
+//!
+//! Both the simulator's emitted frames and the frames the kernel sent are summarised with
+//! the same parser (`datapath::packet::parse`), so a difference in text is a difference on
+//! the wire. Not here: deciding whether two outcomes agree (see `diff`).
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+use datapath::packet::{LinkType, PacketMeta, parse, proto_name, tcp_flags};
+use serde::Serialize;
+
+/// The wire-visible facts of one frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FrameSummary {
+    /// Protocol name (`tcp`, `udp`, `icmp`, number).
+    pub proto: String,
+    /// Source address.
+    pub src: Option<IpAddr>,
+    /// Destination address.
+    pub dst: Option<IpAddr>,
+    /// Source port (TCP/UDP).
+    pub sport: Option<u16>,
+    /// Destination port (TCP/UDP).
+    pub dport: Option<u16>,
+    /// TCP flags.
+    pub tcp_flags: u8,
+    /// TCP sequence and acknowledgement numbers.
+    pub seq_ack: Option<(u32, u32)>,
+    /// Handshake options (`mss 1460 ws sack ts`) of SYN / SYN-ACK segments.
+    pub options: Option<String>,
+    /// ICMP type and code.
+    pub icmp: Option<(u8, u8)>,
+    /// An IP fragment (first or later).
+    pub fragment: bool,
+}
+
+fn endpoint(addr: Option<IpAddr>, port: Option<u16>) -> String {
+    match (addr, port) {
+        (Some(addr), Some(port)) => SocketAddr::new(addr, port).to_string(),
+        (Some(addr), None) => addr.to_string(),
+        (None, _) => "?".into(),
+    }
+}
+
+/// The handshake options of a TCP segment: `mss N`, `ws` (window scale offered), `sack`,
+/// `ts` — the values a SYN cookie keeps; the window-scale shift itself is the proxy's choice.
+pub fn options_text(meta: &PacketMeta) -> Option<String> {
+    let tcp = meta.tcp?;
+    let mut parts = Vec::new();
+    if let Some(mss) = tcp.options.mss {
+        parts.push(format!("mss {mss}"));
+    }
+    if tcp.options.window_scale.is_some() {
+        parts.push("ws".to_string());
+    }
+    if tcp.options.sack_permitted {
+        parts.push("sack".to_string());
+    }
+    if tcp.options.timestamps.is_some() {
+        parts.push("ts".to_string());
+    }
+    Some(parts.join(" "))
+}
+
+impl FrameSummary {
+    /// Summarise an Ethernet (or other link) frame.
+    pub fn of(link: LinkType, frame: &[u8]) -> Self {
+        let meta = parse(link, frame, frame.len() as u32, 0);
+        Self::of_meta(&meta)
+    }
+
+    /// Summarise an already parsed frame.
+    pub fn of_meta(meta: &PacketMeta) -> Self {
+        let syn = meta.tcp_flags & tcp_flags::SYN != 0;
+        Self {
+            proto: meta
+                .proto
+                .map_or_else(|| "?".to_string(), |p| proto_name(p).into_owned()),
+            src: meta.src,
+            dst: meta.dst,
+            sport: meta.sport,
+            dport: meta.dport,
+            tcp_flags: meta.tcp_flags,
+            seq_ack: meta.tcp.map(|tcp| (tcp.seq, tcp.ack)),
+            options: if syn { options_text(meta) } else { None },
+            icmp: meta.icmp_type.zip(meta.icmp_code),
+            fragment: meta.frag.is_fragment,
+        }
+    }
+
+    /// `tcp 10.0.0.1:1234 > 192.168.0.1:22`.
+    pub fn tuple(&self) -> String {
+        format!(
+            "{} {} > {}",
+            self.proto,
+            endpoint(self.src, self.sport),
+            endpoint(self.dst, self.dport)
+        )
+    }
+
+    /// The tuple plus TCP flags: `tcp 10.0.0.1:1234 > 192.168.0.1:22 [S]`.
+    pub fn decode(&self) -> String {
+        let mut line = self.tuple();
+        if self.proto == "tcp" {
+            let names: String = [
+                (tcp_flags::SYN, 'S'),
+                (tcp_flags::ACK, '.'),
+                (tcp_flags::FIN, 'F'),
+                (tcp_flags::RST, 'R'),
+                (tcp_flags::PSH, 'P'),
+            ]
+            .iter()
+            .filter(|(bit, _)| self.tcp_flags & bit != 0)
+            .map(|(_, c)| c)
+            .collect();
+            let _ = write!(line, " [{names}]");
+        }
+        line
+    }
+
+    fn is_syn_ack(&self) -> bool {
+        self.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN | tcp_flags::ACK
+    }
+
+    fn is_bare_syn(&self) -> bool {
+        self.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
+    }
+}
+
+/// What happened to one packet, on either side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Dropped (with the simulator's reason; the kernel has none).
+    Drop {
+        /// Drop reason (simulator side).
+        reason: Option<String>,
+    },
+    /// Sent on, as this frame (after any rewrite).
+    Forward {
+        /// The frame as it left.
+        frame: FrameSummary,
+    },
+    /// Answered toward the client (SYN-ACK cookie, RST, ICMP error).
+    Answer {
+        /// The answer.
+        frame: FrameSummary,
+    },
+    /// A SYN toward the server opened on the client's behalf (a validated cookie ACK).
+    Proxy {
+        /// The SYN as it left.
+        frame: FrameSummary,
+    },
+    /// Not injected into the kernel (why); not compared.
+    NotInjected {
+        /// The reason.
+        why: String,
+    },
+}
+
+impl Outcome {
+    /// Classify a frame a side sent because of a packet: a SYN-ACK or RST or ICMP error
+    /// toward the client is an answer, a bare SYN made from a non-SYN packet is a proxy SYN,
+    /// anything else a forward.
+    pub fn from_sent(input: &FrameSummary, sent: FrameSummary) -> Self {
+        let input_syn = input.tcp_flags & tcp_flags::SYN != 0;
+        let answer = (sent.is_syn_ack() && !input.is_syn_ack())
+            || (sent.tcp_flags & tcp_flags::RST != 0 && input.tcp_flags & tcp_flags::RST == 0)
+            || (sent
+                .icmp
+                .is_some_and(|(t, _)| matches!(t, 3 | 4 | 5 | 11 | 12))
+                && input.icmp.is_none());
+        if answer {
+            Self::Answer { frame: sent }
+        } else if sent.is_bare_syn() && !input_syn {
+            Self::Proxy { frame: sent }
+        } else {
+            Self::Forward { frame: sent }
+        }
+    }
+
+    /// The outcome kind: `drop`, `forward`, `answer`, `proxy`, `not_injected`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Drop { .. } => "drop",
+            Self::Forward { .. } => "forward",
+            Self::Answer { .. } => "answer",
+            Self::Proxy { .. } => "proxy",
+            Self::NotInjected { .. } => "not_injected",
+        }
+    }
+
+    /// One line: `drop bad_cookie`, `forward tcp A:p > B:q`, `answer syn-ack [mss 1460 ws
+    /// sack ts]`, `answer icmp 11/0`, `answer rst`, `proxy syn [mss 1440] tcp A:p > B:q`.
+    pub fn text(&self) -> String {
+        match self {
+            Self::Drop { reason: Some(r) } => format!("drop {r}"),
+            Self::Drop { reason: None } => "drop".into(),
+            Self::Forward { frame } => format!("forward {}", frame.tuple()),
+            Self::Answer { frame } => answer_text(frame),
+            Self::Proxy { frame } => format!(
+                "proxy syn [{}] {}",
+                frame.options.as_deref().unwrap_or(""),
+                frame.tuple()
+            ),
+            Self::NotInjected { why } => format!("not injected: {why}"),
+        }
+    }
+}
+
+fn answer_text(frame: &FrameSummary) -> String {
+    if let Some((icmp_type, icmp_code)) = frame.icmp {
+        return format!("answer icmp {icmp_type}/{icmp_code}");
+    }
+    if frame.is_syn_ack() {
+        return format!(
+            "answer syn-ack [{}]",
+            frame.options.as_deref().unwrap_or("")
+        );
+    }
+    "answer rst".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datapath::packet::builder::PacketBuilder;
+    use std::net::Ipv4Addr;
+
+    fn syn() -> FrameSummary {
+        let frame = PacketBuilder::eth()
+            .ipv4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2))
+            .tcp(1234, 80)
+            .syn()
+            .mss(1460)
+            .build();
+        FrameSummary::of(LinkType::Ethernet, &frame)
+    }
+
+    #[test]
+    fn a_syn_is_summarised_with_its_options() {
+        let summary = syn();
+        assert_eq!(summary.decode(), "tcp 10.0.0.1:1234 > 10.0.0.2:80 [S]");
+        assert_eq!(summary.options.as_deref(), Some("mss 1460"));
+    }
+
+    #[test]
+    fn a_syn_ack_sent_for_a_syn_is_an_answer_and_a_syn_for_an_ack_a_proxy() {
+        let input = syn();
+        let mut answer = syn();
+        answer.tcp_flags |= tcp_flags::ACK;
+        let outcome = Outcome::from_sent(&input, answer);
+        assert_eq!(outcome.text(), "answer syn-ack [mss 1460]");
+        let mut ack = syn();
+        ack.tcp_flags = tcp_flags::ACK;
+        let outcome = Outcome::from_sent(&ack, syn());
+        assert_eq!(outcome.kind(), "proxy");
+        assert_eq!(
+            Outcome::from_sent(&input, syn()).text(),
+            "forward tcp 10.0.0.1:1234 > 10.0.0.2:80"
+        );
+    }
+}

@@ -1,0 +1,145 @@
+//! The simulator's side of a diff: the same input packets through the appliance's
+//! pipeline, in order, in virtual time taken from the packets' timestamps (as `sim replay`
+//! does), each with its [`Outcome`] read from the frames the pipeline emitted and its
+//! measured datapath cost (wall clock around `Pipeline::process`: this is measurement code,
+//! the datapath itself never reads a clock).
+//!
+//! Not here: the kernel side (see `inject`) and the comparison (see `diff`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Instant;
+
+use datapath::pipeline::Pipeline;
+use datapath::verdict::Verdict;
+use serde::Serialize;
+
+use super::inject::InputPacket;
+use super::outcome::{FrameSummary, Outcome};
+use super::rules::KernelRules;
+use crate::appliance::{ApplianceConfig, build_pipeline};
+
+/// The simulator's record of one packet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SimPacket {
+    /// 0-based ordinal over all inputs.
+    pub ordinal: usize,
+    /// The packet as it arrived.
+    pub input: FrameSummary,
+    /// The deciding stage.
+    pub stage: String,
+    /// What the pipeline did.
+    pub outcome: Outcome,
+    /// Deciding flow name.
+    pub flow: Option<String>,
+    /// Rule within the flow (1-based).
+    pub rule: Option<u16>,
+    /// Real server chosen by the director.
+    pub backend: Option<SocketAddr>,
+    /// Wall-clock cost of `Pipeline::process`, ns.
+    pub cost_ns: u64,
+}
+
+impl SimPacket {
+    /// The deciding rule: `flow#rule`, `director → backend`, or the stage.
+    pub fn deciding_rule(&self) -> String {
+        match (&self.flow, self.backend) {
+            (Some(flow), Some(backend)) => {
+                format!("flow {flow}#{} → {backend}", self.rule.unwrap_or(0))
+            }
+            (Some(flow), None) => format!("flow {flow}#{}", self.rule.unwrap_or(0)),
+            (None, Some(backend)) => format!("{} → {backend}", self.stage),
+            (None, None) => self.stage.clone(),
+        }
+    }
+}
+
+/// Capture timestamps as virtual time: ns since the first packet, never going back.
+#[derive(Debug, Default)]
+struct VirtualClock {
+    first_ts_ns: Option<u64>,
+    now: u64,
+}
+
+impl VirtualClock {
+    fn at(&mut self, ts_ns: u64) -> u64 {
+        let first = *self.first_ts_ns.get_or_insert(ts_ns);
+        self.now = self.now.max(ts_ns.saturating_sub(first));
+        self.now
+    }
+}
+
+/// Build the appliance's pipeline and its kernel rules (from the same tables).
+pub fn build(
+    config: &ApplianceConfig,
+    base: &Path,
+    seed: u64,
+) -> anyhow::Result<(Pipeline, KernelRules)> {
+    let pipeline = build_pipeline(config, base, seed, &[])?;
+    let named;
+    let config = match &config.appliance {
+        Some(file) => {
+            named = ApplianceConfig::load(&base.join(file))?;
+            &named
+        }
+        None => config,
+    };
+    let rules = KernelRules::compile(
+        config.shield.as_ref(),
+        pipeline.flows().map(|stage| &stage.table),
+        &config.director,
+    )?;
+    Ok((pipeline, rules))
+}
+
+/// Run every input through `pipeline`, in order.
+pub fn simulate(pipeline: &mut Pipeline, inputs: &[InputPacket]) -> Vec<SimPacket> {
+    let mut clock = VirtualClock::default();
+    let mut packets = Vec::with_capacity(inputs.len());
+    for (ordinal, packet) in inputs.iter().enumerate() {
+        let now = clock.at(packet.ts_ns);
+        let iface = u16::try_from(packet.interface).unwrap_or(u16::MAX);
+        let input = FrameSummary::of(packet.link, &packet.data);
+        let started = Instant::now();
+        let decided = pipeline.process(
+            now,
+            iface,
+            packet.link,
+            packet.data.clone(),
+            packet.orig_len,
+        );
+        let emitted = pipeline.take_emitted();
+        let cost_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let outcome = match decided.verdict {
+            Verdict::Drop(reason) => Outcome::Drop {
+                reason: Some(reason.name().into_owned()),
+            },
+            _ => match emitted.first() {
+                Some(sent) => {
+                    Outcome::from_sent(&input, FrameSummary::of(packet.link, &sent.frame))
+                }
+                None => Outcome::Forward {
+                    frame: input.clone(),
+                },
+            },
+        };
+        let flow = decided.flow.and_then(|index| {
+            let table = &pipeline.flows()?.table;
+            table
+                .flows()
+                .get(usize::from(index))
+                .map(|f| f.name.clone())
+        });
+        packets.push(SimPacket {
+            ordinal,
+            input,
+            stage: decided.stage.name().to_string(),
+            outcome,
+            flow,
+            rule: decided.flow_rule,
+            backend: decided.backend,
+            cost_ns,
+        });
+    }
+    packets
+}
