@@ -400,6 +400,27 @@ impl ContextSelectors {
             .copied()
     }
 
+    /// Context indexes an override scope names (see [`super::overrides::ContextScope`]).
+    pub(crate) fn matching(
+        &self,
+        scope: super::overrides::ContextScope,
+    ) -> impl Iterator<Item = u16> + '_ {
+        use super::overrides::ContextScope;
+        let default = (scope == ContextScope::Default).then_some(0);
+        let listed = self.list.iter().filter_map(move |&(dst, vlan, slot)| {
+            let hit = match scope {
+                ContextScope::Default => false,
+                ContextScope::Selector {
+                    dst: wanted,
+                    vlan: wanted_vlan,
+                } => dst == wanted && vlan == wanted_vlan,
+                ContextScope::Destination(wanted) => dst == wanted,
+            };
+            hit.then_some(slot)
+        });
+        default.into_iter().chain(listed)
+    }
+
     /// True without selectors (every packet goes to the default context).
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {

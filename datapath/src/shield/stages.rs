@@ -179,7 +179,11 @@ impl Run<'_> {
     }
 
     fn surge(&mut self, key: FlowKey) -> Option<Flow> {
-        if self.context.settings[Mode::Surge as usize] == ModeSetting::Off {
+        if self.state.contexts[self.id.0 as usize]
+            .modes
+            .setting(Mode::Surge)
+            == ModeSetting::Off
+        {
             return None;
         }
         let (now, thresholds) = (self.now, &self.instance.thresholds);
