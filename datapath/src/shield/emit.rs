@@ -486,6 +486,19 @@ pub fn refresh_tcp_checksum(frame: &mut [u8], meta: &PacketMeta) {
 
 /// Offset (within the frame) of the 8 bytes TSval+TSecr of the timestamps option.
 pub fn timestamps_offset(frame: &[u8], meta: &PacketMeta) -> Option<usize> {
+    option_offset(frame, meta, TCP_OPTION_TIMESTAMPS)
+        .filter(|(_, len)| *len == 10)
+        .map(|(at, _)| at + 2)
+}
+
+/// TCP option kind of timestamps.
+pub const TCP_OPTION_TIMESTAMPS: u8 = 8;
+/// TCP option kind of SACK blocks.
+pub const TCP_OPTION_SACK: u8 = 5;
+
+/// Offset (within the frame) and length of the first TCP option of `kind`, if the
+/// segment's options hold one that fits.
+pub fn option_offset(frame: &[u8], meta: &PacketMeta, kind: u8) -> Option<(usize, usize)> {
     let range = tcp_segment_range(meta, frame.len())?;
     let header = &frame[range.clone()];
     let header_len = usize::from(header[12] >> 4) * 4;
@@ -495,19 +508,36 @@ pub fn timestamps_offset(frame: &[u8], meta: &PacketMeta) -> Option<usize> {
         match options[at] {
             0 => return None,
             1 => at += 1,
-            kind => {
+            found => {
                 let len = usize::from(*options.get(at + 1)?);
                 if len < 2 || at + len > options.len() {
                     return None;
                 }
-                if kind == 8 && len == 10 {
-                    return Some(range.start + 20 + at + 2);
+                if found == kind {
+                    return Some((range.start + 20 + at, len));
                 }
                 at += len;
             }
         }
     }
     None
+}
+
+/// Apply `shift` to both edges of every block of the SACK option (if any) of a frame; the
+/// checksum is left to the caller. Returns the number of blocks rewritten.
+pub fn shift_sack_blocks(frame: &mut [u8], meta: &PacketMeta, shift: impl Fn(u32) -> u32) -> usize {
+    let Some((at, len)) = option_offset(frame, meta, TCP_OPTION_SACK) else {
+        return 0;
+    };
+    let blocks = (len - 2) / 8;
+    for edge in 0..blocks * 2 {
+        let offset = at + 2 + edge * 4;
+        let mut bytes = [0; 4];
+        bytes.copy_from_slice(&frame[offset..offset + 4]);
+        let value = shift(u32::from_be_bytes(bytes));
+        frame[offset..offset + 4].copy_from_slice(&value.to_be_bytes());
+    }
+    blocks
 }
 
 #[cfg(test)]
