@@ -284,59 +284,54 @@ impl SynAckTemplates {
             (Some(_), false, true) => 3,
             (Some(_), true, true) => 4,
         };
-        let (template, address_sum) = match (fields.src, fields.dst) {
-            (IpAddr::V4(src), IpAddr::V4(dst)) => {
-                let mut template = self.layouts[variant];
-                template.bytes[12..16].copy_from_slice(&src.octets());
-                template.bytes[16..20].copy_from_slice(&dst.octets());
-                let sum = checksum::partial(&template.bytes[12..20]);
-                let ip_sum = checksum::field_bytes(template.ip_sum + sum);
-                template.bytes[10..12].copy_from_slice(&ip_sum);
-                (template, sum)
-            }
-            (IpAddr::V6(src), IpAddr::V6(dst)) => {
-                let mut template = self.layouts[5 + variant];
-                template.bytes[8..24].copy_from_slice(&src.octets());
-                template.bytes[24..40].copy_from_slice(&dst.octets());
-                (template, checksum::partial(&template.bytes[8..40]))
-            }
+        let v4 = match (fields.src, fields.dst) {
+            (IpAddr::V4(_), IpAddr::V4(_)) => true,
+            (IpAddr::V6(_), IpAddr::V6(_)) => false,
             _ => return,
         };
-        self.finish(out, link, template, address_sum, fields);
-    }
-
-    #[inline]
-    fn finish(
-        &self,
-        out: &mut Vec<u8>,
-        link: LinkHeader<'_>,
-        mut template: HeaderTemplate,
-        address_sum: u64,
-        fields: &SynAckFields,
-    ) {
-        let (_, tcp) = template.bytes.split_at_mut(usize::from(template.ip_len));
-        let ports = u32::from(fields.sport) << 16 | u32::from(fields.dport);
-        let mut words = [ports, fields.seq, fields.ack];
-        let mut sum = template.tcp_sum + address_sum;
-        for (at, word) in words.iter_mut().enumerate() {
-            tcp[at * 4..at * 4 + 4].copy_from_slice(&word.to_be_bytes());
-            sum += u64::from(word.to_be());
-        }
-        if let Some((tsval, tsecr)) = fields.timestamps {
-            let at = usize::from(template.tsval_at);
-            words[0] = tsval;
-            words[1] = tsecr;
-            for (offset, word) in words[..2].iter().enumerate() {
-                tcp[at + offset * 4..at + offset * 4 + 4].copy_from_slice(&word.to_be_bytes());
-                sum += u64::from(word.to_be());
-            }
-        }
-        tcp[16..18].copy_from_slice(&checksum::field_bytes(sum));
-        let len = usize::from(template.len);
+        let template = &self.layouts[if v4 { variant } else { 5 + variant }];
         let start = out.len();
         out.extend_from_slice(link.bytes);
-        fix_link(&mut out[start..], link, fields.src.is_ipv4());
-        out.extend_from_slice(&template.bytes[..len]);
+        fix_link(&mut out[start..], link, v4);
+        let ip_at = out.len();
+        out.extend_from_slice(&template.bytes[..usize::from(template.len)]);
+        let (ip, tcp) = out[ip_at..].split_at_mut(usize::from(template.ip_len));
+        let address_sum = match (fields.src, fields.dst) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                ip[12..16].copy_from_slice(&src.octets());
+                ip[16..20].copy_from_slice(&dst.octets());
+                let sum = checksum::partial(&ip[12..20]);
+                ip[10..12].copy_from_slice(&checksum::field_bytes(template.ip_sum + sum));
+                sum
+            }
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                ip[8..24].copy_from_slice(&src.octets());
+                ip[24..40].copy_from_slice(&dst.octets());
+                checksum::partial(&ip[8..40])
+            }
+            _ => 0,
+        };
+        Self::patch_tcp(tcp, template, template.tcp_sum + address_sum, fields);
+    }
+
+    /// Write ports, sequence numbers and timestamps into a TCP header copied from
+    /// `template`, and its checksum (`sum`: the constant fields and pseudo header).
+    #[inline]
+    fn patch_tcp(tcp: &mut [u8], template: &HeaderTemplate, mut sum: u64, fields: &SynAckFields) {
+        let ports = u32::from(fields.sport) << 16 | u32::from(fields.dport);
+        let mut put = |at: usize, word: u32| {
+            tcp[at..at + 4].copy_from_slice(&word.to_be_bytes());
+            sum += u64::from(word.to_be());
+        };
+        put(0, ports);
+        put(4, fields.seq);
+        put(8, fields.ack);
+        if let Some((tsval, tsecr)) = fields.timestamps {
+            let at = usize::from(template.tsval_at);
+            put(at, tsval);
+            put(at + 4, tsecr);
+        }
+        tcp[16..18].copy_from_slice(&checksum::field_bytes(sum));
     }
 }
 
