@@ -3,7 +3,7 @@
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use datapath::packet::builder::PacketBuilder;
 use datapath::packet::{LinkType, parse};
 use datapath::shield::{EmitBuffer, ShieldConfig, build};
@@ -62,21 +62,20 @@ fn denylist_drop(criterion: &mut Criterion) {
     );
 }
 
+const SYN_COOKIE_CONFIG: &str = r#"
+    syn_cookies = "on"
+    surge = "off"
+    # The default (10 M cookies/s per context) would turn SYNs into `rate` drops once a
+    # run passes 10 M packets at the same virtual instant.
+    [thresholds]
+    cookie_rate_max = 1_000_000_000_000
+    [[context]]
+    dst = "192.0.2.10"
+    protected_tcp_ports = [443]
+    "#;
+
 fn syn_cookie(criterion: &mut Criterion) {
-    let config = config(
-        r#"
-        syn_cookies = "on"
-        surge = "off"
-        # The default (10 M cookies/s per context) would turn SYNs into `rate` drops once a
-        # run passes 10 M packets at the same virtual instant.
-        [thresholds]
-        cookie_rate_max = 1_000_000_000_000
-        [[context]]
-        dst = "192.0.2.10"
-        protected_tcp_ports = [443]
-        "#,
-    );
-    let mut shield = build(&config, 7, &[]).expect("shield");
+    let mut shield = build(&config(SYN_COOKIE_CONFIG), 7, &[]).expect("shield");
     let mut batch = frames(u32::from(Ipv4Addr::new(10, 0, 0, 1)), true);
     let mut emit = EmitBuffer::new();
     let mut group = criterion.benchmark_group("shield");
@@ -106,5 +105,34 @@ fn context_of(
     shield.select(&batch[0].1).expect("a shielded interface")
 }
 
+/// Run the SYN → cookie workload `batches` times over one batch, without criterion: for
+/// instruction counts (`SHIELD_SYN_BATCHES=N valgrind --tool=callgrind target/release/deps/
+/// shield-*`; the difference between two values of N, divided by the SYNs, is the cost
+/// of one SYN).
+fn syn_cookie_batches(batches: u64) {
+    let mut shield = build(&config(SYN_COOKIE_CONFIG), 7, &[]).expect("shield");
+    let mut batch = frames(u32::from(Ipv4Addr::new(10, 0, 0, 1)), true);
+    let mut emit = EmitBuffer::new();
+    for _ in 0..batches {
+        for (frame, meta) in &mut batch {
+            let _ = black_box(shield.process(1, frame, meta, &mut emit));
+            black_box(emit.frames());
+        }
+    }
+    let counters = shield.counters(context_of(&shield, &batch));
+    assert_eq!(counters.cookies_sent, batches * BATCH);
+}
+
 criterion_group!(benches, denylist_drop, syn_cookie);
-criterion_main!(benches);
+
+fn main() {
+    if let Some(batches) = std::env::var("SHIELD_SYN_BATCHES")
+        .ok()
+        .and_then(|text| text.parse().ok())
+    {
+        syn_cookie_batches(batches);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -45,6 +45,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Deserializer};
 
+use super::emit::SynAckTemplates;
 use super::fasthash::FastBuild;
 use super::lists::{PortSet, PrefixList, SourcePrefix};
 use super::modes::{ModeSetting, Thresholds};
@@ -353,6 +354,42 @@ pub struct InstanceTables {
     pub syn_proxy_wscale: u8,
     /// Mode thresholds.
     pub thresholds: Thresholds,
+    /// The thresholds as counts per measurement window.
+    pub limits: WindowLimits,
+    /// Prebuilt cookie SYN-ACKs (this instance's MSS and window scale).
+    pub syn_ack: SynAckTemplates,
+}
+
+/// The per-second thresholds as counts per window ([`Thresholds::per_window`]), computed
+/// once when the tables are built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowLimits {
+    /// Window length, ns.
+    pub window_ns: u64,
+    /// SYNs per window above which SYN cookies go on.
+    pub syns: u64,
+    /// Unknown-TTL SYNs per window above which the TTL filter goes on.
+    pub unknown_ttl: u64,
+    /// Unmatched packets per window above which unmatched drop goes on.
+    pub unmatched: u64,
+    /// SYNs per source per window above which the source surges.
+    pub source_syns: u64,
+    /// Cookie SYN-ACKs per window at most.
+    pub cookies: u64,
+}
+
+impl WindowLimits {
+    /// The limits of `thresholds`.
+    pub fn new(thresholds: &Thresholds) -> Self {
+        Self {
+            window_ns: thresholds.window_ms.max(1) * 1_000_000,
+            syns: thresholds.per_window(thresholds.syn_rate_on),
+            unknown_ttl: thresholds.per_window(thresholds.unknown_ttl_rate_on),
+            unmatched: thresholds.per_window(thresholds.unmatched_rate_on),
+            source_syns: thresholds.per_window(thresholds.source_syn_rate_max),
+            cookies: thresholds.per_window(thresholds.cookie_rate_max),
+        }
+    }
 }
 
 /// Selectors scanned linearly at most (a few comparisons beat hashing the key).
@@ -398,6 +435,27 @@ impl ContextSelectors {
         vlan.and_then(|vlan| self.map.get(&(dst, Some(vlan))))
             .or_else(|| self.map.get(&(dst, None)))
             .copied()
+    }
+
+    /// Context indexes an override scope names (see [`super::overrides::ContextScope`]).
+    pub(crate) fn matching(
+        &self,
+        scope: super::overrides::ContextScope,
+    ) -> impl Iterator<Item = u16> + '_ {
+        use super::overrides::ContextScope;
+        let default = (scope == ContextScope::Default).then_some(0);
+        let listed = self.list.iter().filter_map(move |&(dst, vlan, slot)| {
+            let hit = match scope {
+                ContextScope::Default => false,
+                ContextScope::Selector {
+                    dst: wanted,
+                    vlan: wanted_vlan,
+                } => dst == wanted && vlan == wanted_vlan,
+                ContextScope::Destination(wanted) => dst == wanted,
+            };
+            hit.then_some(slot)
+        });
+        default.into_iter().chain(listed)
     }
 
     /// True without selectors (every packet goes to the default context).
@@ -476,6 +534,11 @@ pub(crate) fn compile_instance(
         syn_proxy_mss: config.syn_proxy_mss.unwrap_or(1460),
         syn_proxy_wscale: config.syn_proxy_wscale.unwrap_or(7),
         thresholds: config.thresholds.clone(),
+        limits: WindowLimits::new(&config.thresholds),
+        syn_ack: SynAckTemplates::new(
+            config.syn_proxy_mss.unwrap_or(1460),
+            config.syn_proxy_wscale.unwrap_or(7),
+        ),
     })
     .and_then(|tables| check_proxy(tables, config))
 }

@@ -280,28 +280,32 @@ fn half_word(bytes: [u8; 4]) -> u64 {
 }
 
 impl FlowWords {
-    #[inline]
+    #[inline(always)]
     fn of(flow: &CookieFlow) -> Self {
         let ports = half_word((u32::from(flow.sport) << 16 | u32::from(flow.dport)).to_ne_bytes());
-        match (flow.src, flow.dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => Self {
+        if let (IpAddr::V4(s), IpAddr::V4(d)) = (&flow.src, &flow.dst) {
+            return Self {
                 head: [half_word(s.octets()) | half_word(d.octets()) << 32, 0, 0, 0],
                 head_len: 1,
                 ports,
-            },
-            (s, d) => {
-                let (s, d) = (ip_bytes(s), ip_bytes(d));
-                let half = |bytes: &[u8; 16], at: usize| {
-                    let mut eight = [0; 8];
-                    eight.copy_from_slice(&bytes[at..at + 8]);
-                    word(eight)
-                };
-                Self {
-                    head: [half(&s, 0), half(&s, 8), half(&d, 0), half(&d, 8)],
-                    head_len: 4,
-                    ports,
-                }
-            }
+            };
+        }
+        Self::wide(flow, ports)
+    }
+
+    /// IPv6 (or mixed) addresses: both as 16 bytes, IPv4 mapped.
+    #[inline(never)]
+    fn wide(flow: &CookieFlow, ports: u64) -> Self {
+        let (s, d) = (ip_bytes(flow.src), ip_bytes(flow.dst));
+        let half = |bytes: &[u8; 16], at: usize| {
+            let mut eight = [0; 8];
+            eight.copy_from_slice(&bytes[at..at + 8]);
+            word(eight)
+        };
+        Self {
+            head: [half(&s, 0), half(&s, 8), half(&d, 0), half(&d, 8)],
+            head_len: 4,
+            ports,
         }
     }
 

@@ -147,20 +147,197 @@ pub fn write_segment(out: &mut Vec<u8>, link: LinkHeader<'_>, segment: &Segment)
     if link_len > LINK_MAX {
         let start = out.len();
         out.extend_from_slice(link.bytes);
-        fix_link(&mut out[start..], link, segment);
+        fix_link(&mut out[start..], link, segment.src.is_ipv4());
         let len = write_headers(&mut buffer, segment);
         out.extend_from_slice(&buffer[..len]);
         return;
     }
     buffer[..link_len].copy_from_slice(link.bytes);
-    fix_link(&mut buffer[..link_len], link, segment);
+    fix_link(&mut buffer[..link_len], link, segment.src.is_ipv4());
     let len = write_headers(&mut buffer[link_len..], segment);
     out.extend_from_slice(&buffer[..link_len + len]);
 }
 
+/// The fields of a cookie SYN-ACK that change from packet to packet; everything else
+/// (flags, window 0, TTL 64, MSS, window scale) is the instance's [`SynAckTemplates`].
+#[derive(Clone, Copy, Debug)]
+pub struct SynAckFields {
+    /// Source address (the protected server's).
+    pub src: IpAddr,
+    /// Destination address (the client's).
+    pub dst: IpAddr,
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// Sequence number (the cookie).
+    pub seq: u32,
+    /// Acknowledgement number.
+    pub ack: u32,
+    /// Timestamps option (TSval, TSecr); SACK-permitted and window scale are only sent
+    /// with it.
+    pub timestamps: Option<(u32, u32)>,
+    /// SACK-permitted option (with timestamps only).
+    pub sack_permitted: bool,
+    /// Window-scale option (with timestamps only).
+    pub window_scale: bool,
+}
+
+/// Number of cookie SYN-ACK layouts: 2 families × (no timestamps, or timestamps with or
+/// without SACK-permitted and window scale).
+const SYN_ACK_LAYOUTS: usize = 10;
+
+/// One prebuilt SYN-ACK layout: IP + TCP headers with every changing field zero, and the
+/// checksum sums of the constant fields.
+#[derive(Clone, Copy, Debug)]
+struct HeaderTemplate {
+    bytes: [u8; HEADERS_MAX],
+    len: u8,
+    ip_len: u8,
+    /// Offset of TSval within the TCP header (0 without timestamps).
+    tsval_at: u8,
+    ip_sum: u64,
+    tcp_sum: u64,
+}
+
+/// The cookie SYN-ACKs of one instance, prebuilt when the tables are built (MSS and window
+/// scale are the instance's): a reply copies the link header and a template, then patches
+/// addresses, ports, sequence numbers and timestamps and adds their words to the template's
+/// checksum sums. [`write_segment`] of the same segment gives the same bytes.
+#[derive(Clone, Debug)]
+pub struct SynAckTemplates {
+    layouts: [HeaderTemplate; SYN_ACK_LAYOUTS],
+}
+
+impl SynAckTemplates {
+    /// Templates for SYN-ACKs advertising `mss` and (when sent) window scale `wscale`.
+    pub fn new(mss: u16, wscale: u8) -> Self {
+        let layouts = std::array::from_fn(|index| {
+            let v6 = index >= 5;
+            let zero = if v6 {
+                IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+            };
+            let variant = index % 5;
+            let segment = Segment {
+                src: zero,
+                dst: zero,
+                sport: 0,
+                dport: 0,
+                seq: 0,
+                ack: 0,
+                flags: crate::packet::tcp_flags::SYN | crate::packet::tcp_flags::ACK,
+                window: 0,
+                ttl: 64,
+                options: SegmentOptions {
+                    mss: Some(mss),
+                    window_scale: (variant >= 3).then_some(wscale),
+                    sack_permitted: variant == 2 || variant == 4,
+                    timestamps: (variant >= 1).then_some((0, 0)),
+                },
+            };
+            Self::template(&segment)
+        });
+        Self { layouts }
+    }
+
+    fn template(segment: &Segment) -> HeaderTemplate {
+        let mut bytes = [0u8; HEADERS_MAX];
+        let len = write_headers(&mut bytes, segment);
+        let ip_len = if segment.src.is_ipv4() { 20 } else { 40 };
+        if ip_len == 20 {
+            bytes[10..12].fill(0);
+        }
+        bytes[ip_len + 16..ip_len + 18].fill(0);
+        let tcp_len = (len - ip_len) as u32;
+        let pseudo = u64::from(u32::from_ne_bytes([0, ip_proto::TCP, 0, 0]))
+            + u64::from(u32::from_ne_bytes(tcp_len.to_be_bytes()));
+        let tsval_at = if segment.options.timestamps.is_some() {
+            // MSS (4), then `NOP NOP 8 10` or `4 2 8 10`.
+            20 + 4 + 4
+        } else {
+            0
+        };
+        HeaderTemplate {
+            bytes,
+            len: len as u8,
+            ip_len: ip_len as u8,
+            tsval_at,
+            ip_sum: checksum::partial(&bytes[..ip_len]),
+            tcp_sum: pseudo + checksum::partial(&bytes[ip_len..len]),
+        }
+    }
+
+    /// Append the SYN-ACK with `fields` behind `link` to `out`; nothing when the two
+    /// addresses' families differ.
+    #[inline]
+    pub fn write(&self, out: &mut Vec<u8>, link: LinkHeader<'_>, fields: &SynAckFields) {
+        let variant = match (
+            fields.timestamps,
+            fields.sack_permitted,
+            fields.window_scale,
+        ) {
+            (None, ..) => 0,
+            (Some(_), false, false) => 1,
+            (Some(_), true, false) => 2,
+            (Some(_), false, true) => 3,
+            (Some(_), true, true) => 4,
+        };
+        let v4 = match (fields.src, fields.dst) {
+            (IpAddr::V4(_), IpAddr::V4(_)) => true,
+            (IpAddr::V6(_), IpAddr::V6(_)) => false,
+            _ => return,
+        };
+        let template = &self.layouts[if v4 { variant } else { 5 + variant }];
+        let start = out.len();
+        out.extend_from_slice(link.bytes);
+        fix_link(&mut out[start..], link, v4);
+        let ip_at = out.len();
+        out.extend_from_slice(&template.bytes[..usize::from(template.len)]);
+        let (ip, tcp) = out[ip_at..].split_at_mut(usize::from(template.ip_len));
+        let address_sum = match (fields.src, fields.dst) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                ip[12..16].copy_from_slice(&src.octets());
+                ip[16..20].copy_from_slice(&dst.octets());
+                let sum = checksum::partial(&ip[12..20]);
+                ip[10..12].copy_from_slice(&checksum::field_bytes(template.ip_sum + sum));
+                sum
+            }
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                ip[8..24].copy_from_slice(&src.octets());
+                ip[24..40].copy_from_slice(&dst.octets());
+                checksum::partial(&ip[8..40])
+            }
+            _ => 0,
+        };
+        Self::patch_tcp(tcp, template, template.tcp_sum + address_sum, fields);
+    }
+
+    /// Write ports, sequence numbers and timestamps into a TCP header copied from
+    /// `template`, and its checksum (`sum`: the constant fields and pseudo header).
+    #[inline]
+    fn patch_tcp(tcp: &mut [u8], template: &HeaderTemplate, mut sum: u64, fields: &SynAckFields) {
+        let ports = u32::from(fields.sport) << 16 | u32::from(fields.dport);
+        let mut put = |at: usize, word: u32| {
+            tcp[at..at + 4].copy_from_slice(&word.to_be_bytes());
+            sum += u64::from(word.to_be());
+        };
+        put(0, ports);
+        put(4, fields.seq);
+        put(8, fields.ack);
+        if let Some((tsval, tsecr)) = fields.timestamps {
+            let at = usize::from(template.tsval_at);
+            put(at, tsval);
+            put(at + 4, tsecr);
+        }
+        tcp[16..18].copy_from_slice(&checksum::field_bytes(sum));
+    }
+}
+
 /// Swap the MACs (when asked) and set the EtherType of an Ethernet link header.
 #[inline]
-fn fix_link(header: &mut [u8], link: LinkHeader<'_>, segment: &Segment) {
+fn fix_link(header: &mut [u8], link: LinkHeader<'_>, ipv4: bool) {
     if !link.ethernet || header.len() < 14 {
         return;
     }
@@ -170,11 +347,7 @@ fn fix_link(header: &mut [u8], link: LinkHeader<'_>, segment: &Segment) {
         header[..6].copy_from_slice(&macs[6..]);
         header[6..12].copy_from_slice(&macs[..6]);
     }
-    let ethertype: u16 = if segment.src.is_ipv4() {
-        0x0800
-    } else {
-        0x86dd
-    };
+    let ethertype: u16 = if ipv4 { 0x0800 } else { 0x86dd };
     let at = header.len() - 2;
     header[at..].copy_from_slice(&ethertype.to_be_bytes());
 }
@@ -308,6 +481,19 @@ pub fn refresh_tcp_checksum(frame: &mut [u8], meta: &PacketMeta) {
 
 /// Offset (within the frame) of the 8 bytes TSval+TSecr of the timestamps option.
 pub fn timestamps_offset(frame: &[u8], meta: &PacketMeta) -> Option<usize> {
+    option_offset(frame, meta, TCP_OPTION_TIMESTAMPS)
+        .filter(|(_, len)| *len == 10)
+        .map(|(at, _)| at + 2)
+}
+
+/// TCP option kind of timestamps.
+pub const TCP_OPTION_TIMESTAMPS: u8 = 8;
+/// TCP option kind of SACK blocks.
+pub const TCP_OPTION_SACK: u8 = 5;
+
+/// Offset (within the frame) and length of the first TCP option of `kind`, if the
+/// segment's options hold one that fits.
+pub fn option_offset(frame: &[u8], meta: &PacketMeta, kind: u8) -> Option<(usize, usize)> {
     let range = tcp_segment_range(meta, frame.len())?;
     let header = &frame[range.clone()];
     let header_len = usize::from(header[12] >> 4) * 4;
@@ -317,17 +503,109 @@ pub fn timestamps_offset(frame: &[u8], meta: &PacketMeta) -> Option<usize> {
         match options[at] {
             0 => return None,
             1 => at += 1,
-            kind => {
+            found => {
                 let len = usize::from(*options.get(at + 1)?);
                 if len < 2 || at + len > options.len() {
                     return None;
                 }
-                if kind == 8 && len == 10 {
-                    return Some(range.start + 20 + at + 2);
+                if found == kind {
+                    return Some((range.start + 20 + at, len));
                 }
                 at += len;
             }
         }
     }
     None
+}
+
+/// Apply `shift` to both edges of every block of the SACK option (if any) of a frame; the
+/// checksum is left to the caller. Returns the number of blocks rewritten.
+pub fn shift_sack_blocks(frame: &mut [u8], meta: &PacketMeta, shift: impl Fn(u32) -> u32) -> usize {
+    let Some((at, len)) = option_offset(frame, meta, TCP_OPTION_SACK) else {
+        return 0;
+    };
+    let blocks = (len - 2) / 8;
+    for edge in 0..blocks * 2 {
+        let offset = at + 2 + edge * 4;
+        let mut bytes = [0; 4];
+        bytes.copy_from_slice(&frame[offset..offset + 4]);
+        let value = shift(u32::from_be_bytes(bytes));
+        frame[offset..offset + 4].copy_from_slice(&value.to_be_bytes());
+    }
+    blocks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::tcp_flags;
+
+    /// The template path writes exactly what the generic writer writes, for every layout,
+    /// both families, with and without a VLAN-tagged link header.
+    #[test]
+    fn syn_ack_templates_match_write_segment() {
+        let templates = SynAckTemplates::new(1440, 9);
+        let addresses: [(IpAddr, IpAddr); 2] = [
+            (
+                "192.0.2.10".parse().unwrap(),
+                "198.51.100.7".parse().unwrap(),
+            ),
+            (
+                "2001:db8::10".parse().unwrap(),
+                "2001:db8:1::7".parse().unwrap(),
+            ),
+        ];
+        let plain = [2, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 0x08, 0x00];
+        let tagged = [
+            2, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 0x81, 0x00, 0, 42, 0x08, 0x00,
+        ];
+        let timestamps = [None, Some((0xfedc_ba98, 0x0123_4567))];
+        let mut seed = 0x9e37_79b9_u32;
+        for (src, dst) in addresses {
+            for link_bytes in [&plain[..], &tagged[..]] {
+                for timestamps in timestamps {
+                    for options in 0..4u8 {
+                        seed = seed.wrapping_mul(0x0019_660d).wrapping_add(0x3c6e_f35f);
+                        let fields = SynAckFields {
+                            src,
+                            dst,
+                            sport: seed as u16,
+                            dport: (seed >> 16) as u16,
+                            seq: seed.rotate_left(7),
+                            ack: !seed,
+                            timestamps,
+                            sack_permitted: timestamps.is_some() && options & 1 != 0,
+                            window_scale: timestamps.is_some() && options & 2 != 0,
+                        };
+                        let segment = Segment {
+                            src,
+                            dst,
+                            sport: fields.sport,
+                            dport: fields.dport,
+                            seq: fields.seq,
+                            ack: fields.ack,
+                            flags: tcp_flags::SYN | tcp_flags::ACK,
+                            window: 0,
+                            ttl: 64,
+                            options: SegmentOptions {
+                                mss: Some(1440),
+                                window_scale: fields.window_scale.then_some(9),
+                                sack_permitted: fields.sack_permitted,
+                                timestamps,
+                            },
+                        };
+                        let link = LinkHeader {
+                            bytes: link_bytes,
+                            swap_macs: true,
+                            ethernet: true,
+                        };
+                        let (mut expected, mut got) = (Vec::new(), vec![0xaa]);
+                        write_segment(&mut expected, link, &segment);
+                        templates.write(&mut got, link, &fields);
+                        assert_eq!(&got[1..], &expected[..], "{fields:?}");
+                    }
+                }
+            }
+        }
+    }
 }

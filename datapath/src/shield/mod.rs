@@ -18,7 +18,8 @@
 //!      completes a cookie handshake starts the **SYN proxy** ([`proxy`]); anything else
 //!      without a session → drop `no_session`;
 //!   5. everything else → pass, or drop `unmatched` when that mode is on.
-//! - **Modes** ([`modes`]) switch automatically on measured rates, or are forced.
+//! - **Modes** ([`modes`]) switch automatically on measured rates, or are forced (in the
+//!   configuration, or at run time with [`Shield::override_modes`], see [`overrides`]).
 //! - **Tables**: the known-session and per-source tables are bounded ([`table`]); their
 //!   overflow policies are documented on [`SESSION_TABLE_CAPACITY`] and
 //!   [`SOURCE_TABLE_CAPACITY`].
@@ -35,6 +36,7 @@ pub mod emit;
 mod fasthash;
 pub mod lists;
 pub mod modes;
+pub mod overrides;
 mod proxy;
 mod stages;
 pub mod table;
@@ -52,9 +54,10 @@ pub use config::{
 pub use counters::{ContextCounters, TableStats};
 pub use emit::{EmitBuffer, EmittedFrame, Toward};
 pub use modes::{
-    MODE_SURGE, MODE_SYN_COOKIES, MODE_TTL_FILTER, MODE_UNMATCHED_DROP, ModeChange, ModeSetting,
-    Thresholds,
+    MODE_SURGE, MODE_SYN_COOKIES, MODE_TTL_FILTER, MODE_UNMATCHED_DROP, Mode, ModeChange,
+    ModeSetting, Thresholds,
 };
+pub use overrides::{ContextScope, InstanceScope, ModeOverrideError};
 
 use config::InstanceTables;
 use cookie::SynCookies;

@@ -53,10 +53,33 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Every mode, in status-bit order.
+    pub const ALL: [Mode; 4] = [
+        Mode::SynCookies,
+        Mode::TtlFilter,
+        Mode::UnmatchedDrop,
+        Mode::Surge,
+    ];
+
     /// The status bit.
     #[inline]
     pub fn bit(self) -> u8 {
         MODE_BITS[self as usize]
+    }
+
+    /// The mode of a single status bit (`0x1`, `0x2`, `0x4` or `0x8`).
+    pub fn from_bit(bit: u8) -> Option<Mode> {
+        Mode::ALL.into_iter().find(|mode| mode.bit() == bit)
+    }
+
+    /// The configuration key of the mode (`syn_cookies`, `ttl_filter`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::SynCookies => "syn_cookies",
+            Mode::TtlFilter => "ttl_filter",
+            Mode::UnmatchedDrop => "unmatched_drop",
+            Mode::Surge => "surge",
+        }
     }
 }
 
@@ -243,6 +266,29 @@ impl ModeState {
         }
     }
 
+    /// How `mode` is driven now.
+    #[inline]
+    pub fn setting(&self, mode: Mode) -> ModeSetting {
+        self.settings[mode as usize]
+    }
+
+    /// Change how `mode` is driven at `now` (a runtime override): `On`/`Off` force the bit
+    /// (recorded in the timeline at `now` when it changes); `Auto` hands it back to the
+    /// measurements, the bit unchanged, a bit that is on counted as triggered at `now` (so
+    /// it goes off only after [`Thresholds::hold_ms`] of quiet windows).
+    pub fn override_setting(&mut self, now: TimeNs, mode: Mode, setting: ModeSetting) {
+        self.settings[mode as usize] = setting;
+        match setting {
+            ModeSetting::On => self.set(now, mode, true),
+            ModeSetting::Off => self.set(now, mode, false),
+            ModeSetting::Auto => {
+                if self.is_on(mode) {
+                    self.last_trigger_ns[mode as usize] = now;
+                }
+            }
+        }
+    }
+
     /// A condition for `mode` held at `now`: switch it on if it is automatic.
     pub fn trigger(&mut self, now: TimeNs, mode: Mode) {
         if self.settings[mode as usize] == ModeSetting::Auto {
@@ -274,12 +320,7 @@ impl ModeState {
         {
             self.trigger(closed_end_ns, Mode::SynCookies);
         }
-        for mode in [
-            Mode::SynCookies,
-            Mode::TtlFilter,
-            Mode::UnmatchedDrop,
-            Mode::Surge,
-        ] {
+        for mode in Mode::ALL {
             if self.is_on(mode)
                 && self.settings[mode as usize] == ModeSetting::Auto
                 && now >= self.last_trigger_ns[mode as usize] + thresholds.hold_ms * 1_000_000

@@ -12,9 +12,11 @@
 //!    (and TSval) shifted by `cookie − server ISN` (and `server TSval − cookie TSval`),
 //!    client → server acknowledgement numbers (and TSecr) shifted back; checksums refreshed.
 //!
+//! SACK blocks the client sends acknowledge the server's data and are shifted like the
+//! acknowledgement number; the server's SACK blocks are in the client's (unshifted) space
+//! and pass unchanged — as `nf_conntrack_seqadj`'s `nf_ct_sack_adjust` does for SYNPROXY.
 //! Like the kernel, the proxy cannot change the server's window scale: the scale the cookie
-//! SYN-ACK advertises (`syn_proxy_wscale`) must be the server's. SACK blocks are not
-//! translated. Segments the client sends before the server has answered are dropped
+//! SYN-ACK advertises (`syn_proxy_wscale`) must be the server's. Segments the client sends before the server has answered are dropped
 //! (`no_session`); the client retransmits.
 
 use std::ops::ControlFlow::{self, Break, Continue};
@@ -22,7 +24,7 @@ use std::ops::ControlFlow::{self, Break, Continue};
 use super::cookie::SynCookies;
 use super::emit::{
     EmitBuffer, LinkHeader, Segment, SegmentOptions, Toward, refresh_tcp_checksum,
-    tcp_segment_range, timestamps_offset, write_segment,
+    shift_sack_blocks, tcp_segment_range, timestamps_offset, write_segment,
 };
 use super::stages::Run;
 use super::{FlowKey, Session, SessionState, State};
@@ -259,6 +261,10 @@ impl ProxyState {
             let ack = read_u32(frame, range.start + 8).wrapping_sub(self.seq_delta);
             write_u32(frame, range.start + 8, ack);
         }
+        // SACK blocks acknowledge the server's data: into its space like the ACK number
+        // (`nf_ct_sack_adjust`).
+        let delta = self.seq_delta;
+        shift_sack_blocks(frame, meta, |edge| edge.wrapping_sub(delta));
         if self.timestamps
             && let Some(at) = timestamps_offset(frame, meta)
         {
@@ -269,7 +275,10 @@ impl ProxyState {
         refresh_tcp_checksum(frame, meta);
     }
 
-    /// Server → client: sequence number (and TSval) into the client's space.
+    /// Server → client: sequence number (and TSval) into the client's space. SACK blocks
+    /// of the server acknowledge the client's data, whose sequence numbers the proxy does
+    /// not shift (its SYN to the server carried the client's ISN): they pass unchanged, as
+    /// the kernel's seqadj leaves them with the client direction's offset of zero.
     fn server_to_client(&mut self, frame: &mut [u8], meta: &PacketMeta) {
         let Some(range) = tcp_segment_range(meta, frame.len()) else {
             return;

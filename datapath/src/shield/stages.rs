@@ -8,7 +8,9 @@ use std::ops::ControlFlow::{self, Break, Continue};
 
 use super::config::{BadCookieAction, ContextTables, InstanceTables};
 use super::cookie::{CookieError, CookieFlow, CookieOptions, SynCookies};
-use super::emit::{EmitBuffer, LinkHeader, Segment, SegmentOptions, Toward, write_segment};
+use super::emit::{
+    EmitBuffer, LinkHeader, Segment, SegmentOptions, SynAckFields, Toward, write_segment,
+};
 use super::modes::{Mode, ModeSetting};
 use super::table::{Placed, Victim};
 use super::{ContextId, FlowKey, Session, SessionState, SourceEntry, SourceKey, State, proxy};
@@ -81,8 +83,7 @@ impl Run<'_> {
     }
 
     fn unmatched(&mut self) -> Flow {
-        let (now, on_rate) = (self.now, self.instance.thresholds.unmatched_rate_on);
-        let limit = self.instance.thresholds.per_window(on_rate);
+        let (now, limit) = (self.now, self.instance.limits.unmatched);
         let modes = &mut self.context_state().modes;
         modes.counts.unmatched += 1;
         if modes.counts.unmatched > limit {
@@ -159,8 +160,7 @@ impl Run<'_> {
         meta: &PacketMeta,
         emit: &mut EmitBuffer,
     ) -> Flow {
-        let (now, thresholds) = (self.now, &self.instance.thresholds);
-        let syn_limit = thresholds.per_window(thresholds.syn_rate_on);
+        let (now, syn_limit) = (self.now, self.instance.limits.syns);
         let modes = &mut self.state.contexts[self.id.0 as usize].modes;
         modes.counts.syns += 1;
         if modes.counts.syns > syn_limit {
@@ -179,17 +179,21 @@ impl Run<'_> {
     }
 
     fn surge(&mut self, key: FlowKey) -> Option<Flow> {
-        if self.context.settings[Mode::Surge as usize] == ModeSetting::Off {
+        if self.state.contexts[self.id.0 as usize]
+            .modes
+            .setting(Mode::Surge)
+            == ModeSetting::Off
+        {
             return None;
         }
-        let (now, thresholds) = (self.now, &self.instance.thresholds);
-        let window = thresholds.window_ms.max(1) * 1_000_000;
+        let (now, limits) = (self.now, self.instance.limits);
+        let window = limits.window_ns;
         let source_key = SourceKey {
             context: self.id,
             src: key.src,
         };
         let syns = self.state.source_syn(source_key, now, window);
-        if syns <= thresholds.per_window(thresholds.source_syn_rate_max) {
+        if syns <= limits.source_syns {
             return None;
         }
         let modes = &mut self.context_state().modes;
@@ -199,8 +203,7 @@ impl Run<'_> {
     }
 
     fn ttl_filter(&mut self, meta: &PacketMeta) -> Option<Flow> {
-        let (now, thresholds) = (self.now, &self.instance.thresholds);
-        let limit = thresholds.per_window(thresholds.unknown_ttl_rate_on);
+        let (now, limit) = (self.now, self.instance.limits.unknown_ttl);
         let context = self.context_state();
         if !context.any_ttl_known() || context.ttl_known(meta.ttl) {
             return None;
@@ -238,8 +241,7 @@ impl Run<'_> {
         meta: &PacketMeta,
         emit: &mut EmitBuffer,
     ) -> Flow {
-        let thresholds = &self.instance.thresholds;
-        let cookie_limit = thresholds.per_window(thresholds.cookie_rate_max);
+        let cookie_limit = self.instance.limits.cookies;
         if self.context_state().modes.counts.cookies >= cookie_limit {
             return drop(DropReason::Rate);
         }
@@ -254,9 +256,16 @@ impl Run<'_> {
             .generate(self.now, &flow, tcp.seq, offered_mss);
         let ecn =
             meta.tcp_flags & (tcp_flags::ECE | tcp_flags::CWR) == tcp_flags::ECE | tcp_flags::CWR;
-        let mut options = SegmentOptions {
-            mss: Some(self.instance.syn_proxy_mss),
-            ..SegmentOptions::default()
+        let mut fields = SynAckFields {
+            src: key.dst,
+            dst: key.src,
+            sport: key.dport,
+            dport: key.sport,
+            seq: cookie,
+            ack: tcp.seq.wrapping_add(1),
+            timestamps: None,
+            sack_permitted: false,
+            window_scale: false,
         };
         if let Some((tsval, _)) = tcp.options.timestamps {
             let kept = CookieOptions {
@@ -264,24 +273,13 @@ impl Run<'_> {
                 sack_permitted: tcp.options.sack_permitted,
                 ecn,
             };
-            options.timestamps = Some((SynCookies::timestamp(self.now, kept), tsval));
-            options.sack_permitted = kept.sack_permitted;
-            options.window_scale = kept.window_scale.map(|_| self.instance.syn_proxy_wscale);
+            fields.timestamps = Some((SynCookies::timestamp(self.now, kept), tsval));
+            fields.sack_permitted = kept.sack_permitted;
+            fields.window_scale = kept.window_scale.is_some();
         }
-        let segment = Segment {
-            src: key.dst,
-            dst: key.src,
-            sport: key.dport,
-            dport: key.sport,
-            seq: cookie,
-            ack: tcp.seq.wrapping_add(1),
-            flags: tcp_flags::SYN | tcp_flags::ACK,
-            window: 0,
-            ttl: 64,
-            options,
-        };
         let link = self.reply_link(frame, meta);
-        write_segment(emit.next(meta.iface, Toward::Client), link, &segment);
+        let out = emit.next(meta.iface, Toward::Client);
+        self.instance.syn_ack.write(out, link, &fields);
         let context = self.context_state();
         context.modes.counts.cookies += 1;
         context.counters.cookies_sent += 1;

@@ -853,8 +853,36 @@ pub fn apply_stage_event(pipeline: &mut Pipeline, event: &TimedEvent) -> String 
                 d.set_weight(at.0, name, *server, weight)
             })
         }
-        TimedEvent::Mode { .. } => "pending: the shield has no runtime mode override yet".into(),
+        TimedEvent::Mode {
+            at,
+            context,
+            syn_cookies,
+        } => mode_event(pipeline, at.0, *context, syn_cookies),
         TimedEvent::Link { .. } => "applied".into(),
+    }
+}
+
+/// Force the SYN-cookie mode of the shield contexts for `context` (every context with that
+/// destination, in every instance; the default contexts when absent) to `on`, `off` or
+/// `auto` at `now`: the change shows in the contexts' mode timelines.
+fn mode_event(pipeline: &mut Pipeline, now: u64, context: Option<IpAddr>, setting: &str) -> String {
+    use datapath::shield::{ContextScope, InstanceScope, MODE_SYN_COOKIES, ModeSetting};
+    let Some(shield) = pipeline.shield_mut() else {
+        return "ignored: no shield configured".into();
+    };
+    let setting = match setting {
+        "on" => ModeSetting::On,
+        "off" => ModeSetting::Off,
+        "auto" => ModeSetting::Auto,
+        other => return format!("failed: syn_cookies must be on, off or auto, not {other:?}"),
+    };
+    let scope = context.map_or(ContextScope::Default, ContextScope::Destination);
+    match shield.override_modes(now, InstanceScope::All, scope, MODE_SYN_COOKIES, setting) {
+        Ok(contexts) => {
+            let names: Vec<String> = contexts.iter().map(|c| shield.context_name(*c)).collect();
+            format!("applied to {}", names.join(", "))
+        }
+        Err(error) => format!("failed: {error}"),
     }
 }
 
