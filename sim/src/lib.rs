@@ -24,10 +24,13 @@
 //! - [`generate`] — `sim gen`: deterministic synthetic captures (floods, conversations,
 //!   malformed packets, damaged files).
 //! - [`record`] — the per-packet record (the common currency of replay, run and diff).
+//! - [`bench`] — `sim bench`: the benchmark workloads end to end (ns/packet, Mpps, targets,
+//!   lbsim vs kernel and 2 vs 1 threads), and the callgrind instruction-count baseline.
 //! - [`tui`] — `sim tui` and `sim run --tui`: the live terminal UI (ratatui) over a model
 //!   fed by an engine observer or a finished run's `report.json`.
 
 pub mod appliance;
+pub mod bench;
 pub mod capture;
 pub mod check;
 pub mod director_cli;

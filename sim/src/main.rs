@@ -43,6 +43,8 @@ enum Command {
     Check(sim::check::CheckArgs),
     /// Write deterministic synthetic captures (floods, conversations, malformed packets).
     Gen(sim::generate::GenArgs),
+    /// Benchmark the workloads end to end: ns/packet, Mpps, targets, lbsim vs kernel, 2 vs 1 threads.
+    Bench(sim::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Command::Tui(args) => sim::tui::run(&args),
         Command::Check(args) => sim::check::run(&args),
         Command::Gen(args) => sim::generate::run(&args),
+        Command::Bench(args) => sim::bench::run(&args),
     };
     match result {
         Ok(code) => code,

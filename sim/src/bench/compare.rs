@@ -1,0 +1,257 @@
+//! The two side-by-side workloads, each measured in one invocation:
+//!
+//! - `threads_2_vs_1`: a SYN flood from spoofed sources through [`run_scenario`] (engine,
+//!   flood generation, pipeline) with 1 and with 2 threads over the scenario's 2 receive
+//!   queues, interleaved; ratio = Mpps(2) / Mpps(1).
+//! - `vs_kernel`: the same packets (denylisted sources and new TCP connections to an rr
+//!   NAT director) through lbsim's pipeline and through the kernel runner's appliance
+//!   (netns + veth, nft netdev denylist, nft numgen DNAT; AF_PACKET injection). Kernel time
+//!   = injection time + the latency of the last packet seen leaving the LB, so it counts
+//!   the injecting syscalls too (that is how the kernel receives them here). Ratio = lbsim
+//!   Mpps / kernel Mpps. Without root or namespaces the workload is skipped, with the reason.
+//!
+//! Not here: per-packet workloads ([`super::workloads`]), the kernel runner itself (only
+//! its public API is called).
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use datapath::packet::ParseOptions;
+use datapath::packet::builder::PacketBuilder;
+use datapath::pipeline::Pipeline;
+use datapath::verdict::{DropReason, Stage, Verdict};
+
+use super::measure::{Measurement, Settings};
+use super::workloads::{
+    BenchFrame, Expect, PipelineWorkload, director_configs, director_toml, shield_config,
+};
+use crate::engine::Collect;
+use crate::kernel::inject::{InputPacket, MAX_PACKETS_PER_RUN, run_kernel};
+use crate::kernel::outcome::Outcome;
+use crate::kernel::rules::KernelRules;
+use crate::run::{RunOptions, run_scenario};
+
+/// Virtual flood rate of the threads scenario, packets per second.
+const FLOOD_RATE: u64 = 2_000_000;
+
+/// Mpps of one side and of its baseline, and how they compare.
+#[derive(Clone, Debug)]
+pub struct SideBySide {
+    /// The measured side (2 threads; lbsim).
+    pub measured: Measurement,
+    /// Baseline Mpps (1 thread; the kernel).
+    pub baseline_mpps: f64,
+    /// `measured Mpps / baseline Mpps`.
+    pub ratio: f64,
+    /// What was compared, for the table.
+    pub note: String,
+}
+
+fn flood_scenario(packets: usize) -> String {
+    let duration_us = (packets as u64 * 1_000_000).div_ceil(FLOOD_RATE).max(1);
+    format!(
+        r#"
+name = "bench-synflood"
+seed = 1
+duration = "{duration_us}us"
+queues = 2
+
+[topology]
+interfaces = ["outside", "inside"]
+
+[[topology.network]]
+name = "internet"
+prefix = "0.0.0.0/0"
+iface = "outside"
+
+[[traffic]]
+kind = "syn_flood"
+from = "internet"
+rate = "2M/s"
+src = "0.0.0.0/0"
+dst = "192.0.2.10:80"
+"#
+    )
+}
+
+/// `threads_2_vs_1`: median Mpps of 2 threads against 1, interleaved repetitions.
+pub fn threads_2_vs_1(settings: Settings) -> anyhow::Result<SideBySide> {
+    let text = flood_scenario(settings.packets);
+    let loaded = crate::scenario::parse(Path::new("bench-synflood.toml"), &text)?;
+    let run = |threads| -> anyhow::Result<(Duration, usize)> {
+        let options = RunOptions {
+            threads,
+            collect: Collect::default(),
+        };
+        let started = Instant::now();
+        let output = run_scenario(&loaded, options, &|_| {})?;
+        Ok((started.elapsed(), output.report.totals.processed as usize))
+    };
+    run(1)?;
+    run(2)?;
+    let (mut one, mut two) = (Vec::new(), Vec::new());
+    for _ in 0..settings.repetitions {
+        one.push(run(1)?);
+        two.push(run(2)?);
+    }
+    let packets = one[0].1;
+    let (one, two) = (
+        Measurement::from_repetitions(packets, &one),
+        Measurement::from_repetitions(packets, &two),
+    );
+    Ok(SideBySide {
+        ratio: two.mpps() / one.mpps(),
+        baseline_mpps: one.mpps(),
+        measured: two,
+        note: "SYN flood via run_scenario, 2 queues; baseline = 1 thread".into(),
+    })
+}
+
+const KERNEL_SHIELD: &str = "deny = [\"203.0.113.0/24\"]\n";
+
+/// The `vs_kernel` packets: every 5th from a denylisted source (dropped), the rest SYNs of
+/// new connections to the rr NAT director (forwarded).
+fn kernel_frames(count: usize) -> Vec<BenchFrame> {
+    (0..count)
+        .map(|i| {
+            let denied = i % 5 == 2;
+            let source = if denied {
+                Ipv4Addr::new(203, 0, 113, (i % 250) as u8 + 1)
+            } else {
+                Ipv4Addr::from(0x0a00_0001u32 + i as u32)
+            };
+            let frame = PacketBuilder::eth()
+                .ipv4(source, super::workloads::VIP)
+                .tcp(1024 + (i % 60_000) as u16, 80)
+                .syn()
+                .seq_ack(i as u32, 0)
+                .mss(1460)
+                .build();
+            let expect = if denied {
+                Expect {
+                    stage: Stage::Shield,
+                    verdict: Verdict::Drop(DropReason::Denylist),
+                }
+            } else {
+                Expect {
+                    stage: Stage::Director,
+                    verdict: Verdict::Forward,
+                }
+            };
+            BenchFrame { frame, expect }
+        })
+        .collect()
+}
+
+fn kernel_pipeline() -> anyhow::Result<Pipeline> {
+    let shield = datapath::shield::build(&shield_config(KERNEL_SHIELD)?, 7, &[])
+        .map_err(|e| anyhow::anyhow!("[shield]: {e}"))?;
+    let directors = datapath::director::Directors::build(
+        &director_configs(&director_toml(
+            datapath::director::scheduler::SchedulerKind::Rr,
+            80,
+        ))?,
+        Default::default(),
+    )
+    .map_err(|e| anyhow::anyhow!("[[director]]: {e}"))?;
+    Ok(Pipeline::new(ParseOptions::default())
+        .with_shield(shield)
+        .with_directors(directors))
+}
+
+/// Why kernel runs are impossible here, if they are.
+pub fn kernel_unavailable() -> Option<String> {
+    crate::kernel::topology::check_environment()
+        .err()
+        .map(|e| format!("{e:#}"))
+}
+
+/// One kernel run: seconds spent injecting, latency of the last forwarded packet seen
+/// leaving the LB (seconds), and the forwarded packets seen.
+fn kernel_once(frames: &[BenchFrame], rules: &KernelRules) -> anyhow::Result<(f64, f64, usize)> {
+    let packets: Vec<InputPacket> = frames
+        .iter()
+        .map(|f| InputPacket {
+            ts_ns: 0,
+            link: datapath::packet::LinkType::Ethernet,
+            interface: 0,
+            orig_len: u32::try_from(f.frame.len()).unwrap_or(u32::MAX),
+            data: f.frame.clone(),
+        })
+        .collect();
+    let run = run_kernel(&packets, rules, Duration::ZERO)?;
+    let mut forwarded = 0;
+    let mut last_latency_ns = 0;
+    for packet in &run.packets {
+        if let Outcome::Forward { .. } = packet.outcome {
+            forwarded += 1;
+            if let Some(latency_ns) = packet.latency_ns {
+                last_latency_ns = latency_ns;
+            }
+        }
+    }
+    ensure!(
+        run.send_failures == 0,
+        "{} packets refused at send",
+        run.send_failures
+    );
+    Ok((run.inject_sec, last_latency_ns as f64 * 1e-9, forwarded))
+}
+
+/// `vs_kernel`: lbsim Mpps / kernel Mpps on the same packets (at most
+/// [`MAX_PACKETS_PER_RUN`]).
+pub fn vs_kernel(settings: Settings) -> anyhow::Result<SideBySide> {
+    let count = settings.packets.clamp(1, MAX_PACKETS_PER_RUN);
+    let frames = kernel_frames(count);
+    let expected_forwarded = frames
+        .iter()
+        .filter(|f| f.expect.verdict == Verdict::Forward)
+        .count();
+    let work = PipelineWorkload {
+        build: Box::new(kernel_pipeline),
+        prime: Vec::new(),
+        frames: frames.clone(),
+        fresh: true,
+    };
+    let lbsim = super::measure::measure(
+        &super::workloads::Workload {
+            name: "vs_kernel".into(),
+            target_mpps: None,
+            body: super::workloads::Body::Pipeline(work),
+        },
+        Settings {
+            packets: count,
+            ..settings
+        },
+    )?;
+    let rules = KernelRules::compile(
+        Some(&shield_config(KERNEL_SHIELD)?),
+        None,
+        &director_configs(&director_toml(
+            datapath::director::scheduler::SchedulerKind::Rr,
+            80,
+        ))?,
+    )?;
+    let mut runs = Vec::new();
+    for _ in 0..settings.repetitions.clamp(1, 3) {
+        runs.push(kernel_once(&frames, &rules).context("kernel run")?);
+    }
+    runs.sort_by(|a, b| (a.0 + a.1).total_cmp(&(b.0 + b.1)));
+    let (inject, tail, forwarded) = runs[runs.len() / 2];
+    let kernel_mpps = count as f64 / (inject + tail) / 1e6;
+    Ok(SideBySide {
+        ratio: lbsim.mpps() / kernel_mpps,
+        baseline_mpps: kernel_mpps,
+        measured: lbsim,
+        note: format!(
+            "kernel: nft netdev deny + numgen DNAT on veth, AF_PACKET injection; median of {} runs: \
+             injecting {:.1} ms + last egress {:.2} ms later; {forwarded}/{expected_forwarded} \
+             expected forwards seen by the observer",
+            runs.len(),
+            inject * 1e3,
+            tail * 1e3
+        ),
+    })
+}
