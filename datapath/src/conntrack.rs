@@ -169,6 +169,62 @@ impl ConnTrack {
         })
     }
 
+    /// Like [`ConnTrack::lookup`], also saying in which direction the flow is tracked.
+    pub fn lookup_directed(
+        &mut self,
+        now: TimeNs,
+        flow: &FlowKey,
+    ) -> Option<(Direction, Translation)> {
+        let direction = if self.by_original.contains_key(flow) {
+            Direction::Original
+        } else {
+            Direction::Reply
+        };
+        self.lookup(now, flow).map(|found| (direction, found))
+    }
+
+    /// Whether a flow with this reply tuple (`translated.reversed()`) is tracked.
+    pub fn reply_taken(&self, translated: &FlowKey) -> bool {
+        self.by_reply.contains_key(&translated.reversed())
+    }
+
+    /// The translated flow a new NAT entry gets, chosen like the kernel's
+    /// `get_unique_tuple`: unchanged when its reply tuple is free; otherwise, when `ports`
+    /// allows moving the source port, the next free port of `ports` after the wanted one
+    /// (wrapping; the kernel starts from a random offset instead); `None` (counted) when
+    /// nothing is free.
+    pub fn unique_tuple(&mut self, translated: FlowKey, ports: SourcePorts) -> Option<FlowKey> {
+        let (min, max) = match ports {
+            SourcePorts::Fixed if self.reply_taken(&translated) => {
+                self.counters.port_exhausted += 1;
+                return None;
+            }
+            SourcePorts::Fixed => return Some(translated),
+            SourcePorts::Range(min, max) => (min.min(max), min.max(max)),
+            SourcePorts::KernelDefault => kernel_default_ports(translated.source.port()),
+        };
+        let wanted = translated.source.port();
+        if (min..=max).contains(&wanted) && !self.reply_taken(&translated) {
+            return Some(translated);
+        }
+        let size = u32::from(max - min) + 1;
+        let start = if (min..=max).contains(&wanted) {
+            u32::from(wanted - min) + 1
+        } else {
+            0
+        };
+        let mut candidate = translated;
+        for step in 0..size.min(u32::from(PORT_SEARCH_LIMIT)) {
+            let port = min as u32 + (start + step) % size;
+            candidate.source.set_port(port as u16);
+            if !self.reply_taken(&candidate) {
+                return Some(candidate);
+            }
+        }
+        self.counters.port_exhausted += 1;
+        None
+    }
+
     /// Track a new flow translated to `translated`; the source port moves up when the reply
     /// tuple is taken. Returns the final translated flow, or `None` (counted) when the table
     /// is full or no port is free.
@@ -210,5 +266,72 @@ impl ConnTrack {
         self.timers.insert((expires, id));
         self.counters.created += 1;
         Some(candidate)
+    }
+}
+
+/// Which way a tracked packet goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// The direction of the flow's first packet.
+    Original,
+    /// The reply direction.
+    Reply,
+}
+
+/// Which source ports a new NAT entry may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourcePorts {
+    /// The ports must not change (destination NAT): a taken reply tuple is refused.
+    Fixed,
+    /// Any port of this inclusive range (`--to-source addr:min-max`, `--to-ports`).
+    Range(u16, u16),
+    /// The kernel's default class of the original port: 1-511, 600-1023 or 1024-65535.
+    KernelDefault,
+}
+
+/// The kernel's default source-port class of `port` (`nf_nat_l4proto_unique_tuple`).
+pub fn kernel_default_ports(port: u16) -> (u16, u16) {
+    match port {
+        0..512 => (1, 511),
+        512..1024 => (600, 1023),
+        _ => (1024, 65535),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(source: &str, destination: &str) -> FlowKey {
+        FlowKey {
+            proto: ip_proto::TCP,
+            source: source.parse().unwrap(),
+            destination: destination.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn unique_tuple_keeps_a_free_port_and_moves_a_taken_one_within_its_class() {
+        let mut table = ConnTrack::new(8);
+        let wanted = flow("10.0.3.1:40000", "10.0.3.2:80");
+        let kept = table
+            .unique_tuple(wanted, SourcePorts::KernelDefault)
+            .unwrap();
+        assert_eq!(kept, wanted);
+        table.insert(0, flow("198.51.100.1:40000", "10.0.3.2:80"), kept);
+        let moved = table
+            .unique_tuple(wanted, SourcePorts::KernelDefault)
+            .unwrap();
+        assert_eq!(moved.source.port(), 40001);
+        assert_eq!(table.unique_tuple(wanted, SourcePorts::Fixed), None);
+        let low = flow("10.0.3.1:1023", "10.0.3.2:80");
+        table.insert(0, flow("198.51.100.2:1023", "10.0.3.2:80"), low);
+        let wrapped = table.unique_tuple(low, SourcePorts::KernelDefault).unwrap();
+        assert_eq!(wrapped.source.port(), 600);
+        let ranged = table
+            .unique_tuple(wanted, SourcePorts::Range(20000, 20001))
+            .unwrap();
+        assert_eq!(ranged.source.port(), 20000);
+        assert_eq!(kernel_default_ports(22), (1, 511));
     }
 }

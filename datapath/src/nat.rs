@@ -9,9 +9,13 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::conntrack::{ConnTrack, FlowKey, Translation};
+use ipnet::IpNet;
+
+use crate::conntrack::{ConnTrack, Direction, FlowKey, SourcePorts};
 use crate::packet::{L3, PacketMeta, ip_proto};
 use crate::verdict::TimeNs;
+
+pub mod config;
 
 /// Why a frame could not be rewritten.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -167,64 +171,63 @@ pub fn rewrite(
 /// An iptables-style NAT action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NatAction {
-    /// `-j DNAT --to-destination addr[:port]` (PREROUTING).
+    /// `nat PREROUTING -j DNAT --to-destination addr[:port]`.
     Dnat {
         /// New destination address.
         address: IpAddr,
         /// New destination port (unchanged when `None`).
         port: Option<u16>,
     },
-    /// `-j SNAT --to-source addr` (POSTROUTING).
+    /// `nat POSTROUTING -j SNAT --to-source addr[:min-max]`.
     Snat {
         /// New source address.
         address: IpAddr,
+        /// Source ports it may take (the kernel's default class when `None`).
+        ports: Option<(u16, u16)>,
     },
-    /// `-j MASQUERADE`: SNAT to the egress interface's address.
-    Masquerade,
+    /// `nat POSTROUTING -o IFACE -j MASQUERADE [--to-ports min-max]`: SNAT to the output
+    /// interface's address.
+    Masquerade {
+        /// Source ports it may take (the kernel's default class when `None`).
+        ports: Option<(u16, u16)>,
+    },
 }
 
-/// Which packets a rule applies to (every present field must match).
+impl NatAction {
+    /// Whether the rule belongs to POSTROUTING (source NAT).
+    pub fn is_source(&self) -> bool {
+        !matches!(self, Self::Dnat { .. })
+    }
+}
+
+/// Which packets a rule applies to (every present field must match). Only TCP and UDP
+/// are translated (connection tracking keys on ports).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NatMatch {
     /// IP protocol.
     pub proto: Option<u8>,
-    /// Destination address.
-    pub destination: Option<IpAddr>,
+    /// Source network.
+    pub source: Option<IpNet>,
+    /// Destination network (a single address as /32 or /128).
+    pub destination: Option<IpNet>,
     /// Destination port.
     pub destination_port: Option<u16>,
-    /// Source network (address, prefix length).
-    pub source: Option<(IpAddr, u8)>,
-}
-
-fn prefix_contains(network: IpAddr, prefix: u8, address: IpAddr) -> bool {
-    match (network, address) {
-        (IpAddr::V4(n), IpAddr::V4(a)) => {
-            let mask = u32::MAX
-                .checked_shl(32 - u32::from(prefix.min(32)))
-                .unwrap_or(0);
-            u32::from(n) & mask == u32::from(a) & mask
-        }
-        (IpAddr::V6(n), IpAddr::V6(a)) => {
-            let mask = u128::MAX
-                .checked_shl(128 - u32::from(prefix.min(128)))
-                .unwrap_or(0);
-            u128::from(n) & mask == u128::from(a) & mask
-        }
-        _ => false,
-    }
+    /// Output interface (index into [`Nat::interfaces`]); POSTROUTING rules only.
+    pub out: Option<usize>,
 }
 
 impl NatMatch {
-    /// Whether the flow matches.
-    pub fn matches(&self, flow: &FlowKey) -> bool {
+    /// Whether the flow, leaving by `out` (when known), matches.
+    pub fn matches(&self, flow: &FlowKey, out: Option<usize>) -> bool {
         self.proto.is_none_or(|p| p == flow.proto)
-            && self.destination.is_none_or(|d| d == flow.destination.ip())
+            && self.source.is_none_or(|n| n.contains(&flow.source.ip()))
+            && self
+                .destination
+                .is_none_or(|n| n.contains(&flow.destination.ip()))
             && self
                 .destination_port
                 .is_none_or(|p| p == flow.destination.port())
-            && self
-                .source
-                .is_none_or(|(network, prefix)| prefix_contains(network, prefix, flow.source.ip()))
+            && self.out.is_none_or(|o| Some(o) == out)
     }
 }
 
@@ -237,6 +240,17 @@ pub struct NatRule {
     pub action: NatAction,
 }
 
+/// An appliance interface as NAT sees it: its name and its address on its network (the
+/// network decides the output interface of a destination; the address is what
+/// MASQUERADE uses).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatInterface {
+    /// Name (`inside`).
+    pub name: String,
+    /// Address and prefix (`10.0.3.1/24`).
+    pub address: IpNet,
+}
+
 /// What the NAT stage did with a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NatOutcome {
@@ -244,77 +258,238 @@ pub enum NatOutcome {
     Untouched,
     /// Rewritten (new or tracked flow); the new flow key.
     Translated(FlowKey),
-    /// The connection-tracking table was full: the new flow was not tracked or rewritten.
+    /// The connection-tracking table was full (or no source port was free): the new flow
+    /// was neither tracked nor rewritten; the caller drops it.
     TableFull,
 }
 
-/// An iptables-style NAT table: ordered rules, first match wins, tracked per flow.
+/// Counters of the NAT stage (the tracking table counts its own).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NatCounters {
+    /// Connections each rule translated (its first packets, like the nat table's counters).
+    pub rule_hits: Vec<u64>,
+    /// Packets translated through tracked connections (both directions).
+    pub tracked: u64,
+    /// Frames a rule or a tracked connection could not rewrite.
+    pub rewrite_errors: u64,
+}
+
+/// The iptables-style NAT table: DNAT rules (PREROUTING) and SNAT / MASQUERADE rules
+/// (POSTROUTING), first match wins per hook, every translated connection tracked (one
+/// entry per hook that changed it) so later packets get the same rewrite and replies the
+/// reverse one.
 #[derive(Clone, Debug)]
 pub struct Nat {
     rules: Vec<NatRule>,
-    masquerade_address: Option<IpAddr>,
+    interfaces: Vec<NatInterface>,
     /// The connection tracking behind the rules.
     pub conntrack: ConnTrack,
+    /// Counters.
+    pub counters: NatCounters,
 }
 
 impl Nat {
-    /// A NAT table; `masquerade_address` is the egress address MASQUERADE uses.
-    pub fn new(
-        rules: Vec<NatRule>,
-        masquerade_address: Option<IpAddr>,
-        conntrack: ConnTrack,
-    ) -> Self {
+    /// A NAT table over validated rules whose `out` indexes `interfaces`.
+    pub fn new(rules: Vec<NatRule>, interfaces: Vec<NatInterface>, conntrack: ConnTrack) -> Self {
+        let counters = NatCounters {
+            rule_hits: vec![0; rules.len()],
+            ..NatCounters::default()
+        };
         Self {
             rules,
-            masquerade_address,
+            interfaces,
             conntrack,
+            counters,
         }
     }
 
-    fn translate_new(&self, flow: &FlowKey) -> Option<FlowKey> {
-        let rule = self.rules.iter().find(|r| r.matcher.matches(flow))?;
-        let mut translated = *flow;
-        match rule.action {
-            NatAction::Dnat { address, port } => {
-                translated.destination =
-                    SocketAddr::new(address, port.unwrap_or(flow.destination.port()));
-            }
-            NatAction::Snat { address } => {
-                translated.source = SocketAddr::new(address, flow.source.port());
-            }
-            NatAction::Masquerade => {
-                let address = self.masquerade_address?;
-                translated.source = SocketAddr::new(address, flow.source.port());
-            }
-        }
-        Some(translated)
+    /// The rules, in order.
+    pub fn rules(&self) -> &[NatRule] {
+        &self.rules
     }
 
-    /// Translate one packet: tracked flows (either direction) first, then the rules.
-    pub fn process(
+    /// The interfaces, in order.
+    pub fn interfaces(&self) -> &[NatInterface] {
+        &self.interfaces
+    }
+
+    /// The interface a destination leaves by: the longest network containing it.
+    pub fn out_interface(&self, destination: IpAddr) -> Option<usize> {
+        self.interfaces
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.address.contains(&destination))
+            .max_by_key(|(index, i)| (i.address.prefix_len(), std::cmp::Reverse(*index)))
+            .map(|(index, _)| index)
+    }
+
+    /// Replies of translated connections: every reverse translation tracked for the flow
+    /// (source NAT, then destination NAT under it) is undone. `None` when the packet is
+    /// not such a reply (it is left untouched).
+    pub fn reply(
+        &mut self,
+        now: TimeNs,
+        frame: &mut [u8],
+        meta: &PacketMeta,
+    ) -> Option<Result<FlowKey, RewriteError>> {
+        let original = FlowKey::from_meta(meta)?;
+        let mut flow = original;
+        for _ in 0..2 {
+            match self.conntrack.lookup_directed(now, &flow) {
+                Some((Direction::Reply, found)) => flow = found.to,
+                _ => break,
+            }
+        }
+        if flow == original {
+            return None;
+        }
+        self.counters.tracked += 1;
+        let result = apply(frame, meta, &original, &flow).map(|()| flow);
+        self.counters.rewrite_errors += u64::from(result.is_err());
+        Some(result)
+    }
+
+    /// PREROUTING: the destination part of a tracked connection, or the first DNAT rule
+    /// matching a new one.
+    pub fn prerouting(
         &mut self,
         now: TimeNs,
         frame: &mut [u8],
         meta: &PacketMeta,
     ) -> Result<NatOutcome, RewriteError> {
+        self.hook(now, frame, meta, false)
+    }
+
+    /// POSTROUTING: the source part of a tracked connection, or the first SNAT /
+    /// MASQUERADE rule matching a new one (its output interface found from the
+    /// destination). `meta` must describe `frame` as it is now.
+    pub fn postrouting(
+        &mut self,
+        now: TimeNs,
+        frame: &mut [u8],
+        meta: &PacketMeta,
+    ) -> Result<NatOutcome, RewriteError> {
+        self.hook(now, frame, meta, true)
+    }
+
+    fn hook(
+        &mut self,
+        now: TimeNs,
+        frame: &mut [u8],
+        meta: &PacketMeta,
+        source_nat: bool,
+    ) -> Result<NatOutcome, RewriteError> {
         let Some(flow) = FlowKey::from_meta(meta) else {
             return Ok(NatOutcome::Untouched);
         };
-        let translation = match self.conntrack.lookup(now, &flow) {
-            Some(found) => found,
-            None => {
-                let Some(translated) = self.translate_new(&flow) else {
+        let to = match self.conntrack.lookup_directed(now, &flow) {
+            Some((Direction::Original, found)) => {
+                let mut to = flow;
+                if source_nat {
+                    to.source = found.to.source;
+                } else {
+                    to.destination = found.to.destination;
+                }
+                if to == flow {
                     return Ok(NatOutcome::Untouched);
-                };
-                let Some(tracked) = self.conntrack.insert(now, flow, translated) else {
-                    return Ok(NatOutcome::TableFull);
-                };
-                Translation { to: tracked }
+                }
+                self.counters.tracked += 1;
+                to
+            }
+            Some((Direction::Reply, _)) => return Ok(NatOutcome::Untouched),
+            None => match self.translate_new(now, &flow, source_nat) {
+                Some(NatOutcome::Translated(to)) => to,
+                Some(other) => return Ok(other),
+                None => return Ok(NatOutcome::Untouched),
+            },
+        };
+        let result = apply(frame, meta, &flow, &to);
+        self.counters.rewrite_errors += u64::from(result.is_err());
+        result.map(|()| NatOutcome::Translated(to))
+    }
+
+    /// The first rule of the hook matching a new flow, tracked. `None`: no rule matched.
+    fn translate_new(
+        &mut self,
+        now: TimeNs,
+        flow: &FlowKey,
+        source_nat: bool,
+    ) -> Option<NatOutcome> {
+        let out = source_nat
+            .then(|| self.out_interface(flow.destination.ip()))
+            .flatten();
+        let (index, rule) =
+            self.rules.iter().enumerate().find(|(_, r)| {
+                r.action.is_source() == source_nat && r.matcher.matches(flow, out)
+            })?;
+        let mut wanted = *flow;
+        let ports = match rule.action {
+            NatAction::Dnat { address, port } => {
+                wanted.destination =
+                    SocketAddr::new(address, port.unwrap_or(flow.destination.port()));
+                SourcePorts::Fixed
+            }
+            NatAction::Snat { address, ports } => {
+                wanted.source = SocketAddr::new(address, flow.source.port());
+                ports.map_or(SourcePorts::KernelDefault, |(a, b)| {
+                    SourcePorts::Range(a, b)
+                })
+            }
+            NatAction::Masquerade { ports } => {
+                let address = self.interfaces.get(out?)?.address.addr();
+                wanted.source = SocketAddr::new(address, flow.source.port());
+                ports.map_or(SourcePorts::KernelDefault, |(a, b)| {
+                    SourcePorts::Range(a, b)
+                })
             }
         };
-        apply(frame, meta, &flow, &translation.to)?;
-        Ok(NatOutcome::Translated(translation.to))
+        let Some(unique) = self.conntrack.unique_tuple(wanted, ports) else {
+            return Some(NatOutcome::TableFull);
+        };
+        let Some(tracked) = self.conntrack.insert(now, *flow, unique) else {
+            return Some(NatOutcome::TableFull);
+        };
+        self.counters.rule_hits[index] += 1;
+        Some(NatOutcome::Translated(tracked))
     }
+}
+
+/// A parsed description of a frame after NAT rewrote it to `flow` (rewrites keep every
+/// offset and length; only addresses and ports change).
+pub fn rewritten_meta(meta: &PacketMeta, flow: &FlowKey) -> PacketMeta {
+    let mut rewritten = meta.clone();
+    rewritten.src = Some(flow.source.ip());
+    rewritten.dst = Some(flow.destination.ip());
+    rewritten.sport = Some(flow.source.port());
+    rewritten.dport = Some(flow.destination.port());
+    rewritten
+}
+
+/// The flow of `frame` as it is now, read at the offsets `meta` found (after a director
+/// rewrote addresses in place); `None` when the frame is not the one `meta` describes
+/// any more (tunnelled) or not TCP/UDP.
+pub fn current_flow(frame: &[u8], meta: &PacketMeta) -> Option<FlowKey> {
+    let flow = FlowKey::from_meta(meta)?;
+    if frame.len() != meta.cap_len as usize {
+        return None;
+    }
+    let read = |end: End| -> Option<SocketAddr> {
+        let layout = layout(meta, end).ok()?;
+        let bytes = frame.get(layout.address_at..layout.address_at + layout.address_len)?;
+        let address = match layout.address_len {
+            4 => IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+            _ => IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
+        };
+        Some(SocketAddr::new(
+            address,
+            read_u16(frame, layout.port_at?).ok()?,
+        ))
+    };
+    Some(FlowKey {
+        proto: flow.proto,
+        source: read(End::Source)?,
+        destination: read(End::Destination)?,
+    })
 }
 
 /// Rewrite `frame` (whose flow is `from`) so that its flow becomes `to`.
@@ -338,99 +513,134 @@ mod tests {
     use super::*;
     use crate::packet::builder::PacketBuilder;
     use crate::packet::{LinkType, parse};
+    use std::collections::BTreeMap;
     use std::net::Ipv4Addr;
 
     fn meta(frame: &[u8]) -> PacketMeta {
         parse(LinkType::Ethernet, frame, frame.len() as u32, 0)
     }
 
-    #[test]
-    fn dnat_then_reply_is_reversed_with_valid_checksums() {
-        let rule = NatRule {
-            matcher: NatMatch {
-                proto: Some(ip_proto::TCP),
-                destination_port: Some(80),
-                ..NatMatch::default()
-            },
-            action: NatAction::Dnat {
-                address: "10.0.1.2".parse().unwrap(),
-                port: Some(8080),
-            },
-        };
-        let mut nat = Nat::new(vec![rule], None, ConnTrack::new(16));
-        let (client, vip) = (Ipv4Addr::new(198, 51, 100, 7), Ipv4Addr::new(192, 0, 2, 10));
-        let mut request = PacketBuilder::eth()
-            .ipv4(client, vip)
-            .tcp(4000, 80)
-            .syn()
-            .build();
-        let outcome = {
-            let m = meta(&request);
-            nat.process(0, &mut request, &m)
+    fn table(text: &str) -> Nat {
+        #[derive(serde::Deserialize)]
+        struct File {
+            nat: Vec<config::NatRuleConfig>,
+            interfaces: BTreeMap<String, config::InterfaceAddress>,
         }
-        .unwrap();
-        assert!(matches!(outcome, NatOutcome::Translated(_)));
-        let rewritten = meta(&request);
-        assert_eq!(rewritten.invalid, None);
-        assert_eq!(
-            (rewritten.dst, rewritten.dport),
-            (Some("10.0.1.2".parse().unwrap()), Some(8080))
-        );
-        let real = Ipv4Addr::new(10, 0, 1, 2);
-        let mut reply = PacketBuilder::eth()
-            .ipv4(real, client)
-            .tcp(8080, 4000)
-            .syn_ack()
-            .build();
-        {
-            let m = meta(&reply);
-            nat.process(1, &mut reply, &m)
-        }
-        .unwrap();
-        let back = meta(&reply);
-        assert_eq!(back.invalid, None);
-        assert_eq!((back.src, back.sport), (Some(IpAddr::V4(vip)), Some(80)));
+        let file: File = toml::from_str(text).unwrap();
+        config::build(&file.nat, &file.interfaces).unwrap()
+    }
+
+    const RULES: &str = r#"
+        interfaces = { inside = "10.0.3.1/24", outside = "198.51.100.254/24" }
+        nat = [
+            { kind = "dnat", proto = "tcp", dst = "192.0.2.30:80", to = "10.0.3.4:8080" },
+            { kind = "masquerade", out = "inside", src = "198.51.100.0/24" },
+        ]"#;
+
+    fn through(nat: &mut Nat, frame: &mut [u8]) -> (NatOutcome, NatOutcome) {
+        let before = meta(frame);
+        let pre = nat.prerouting(0, frame, &before).unwrap();
+        let after = meta(frame);
+        let post = nat.postrouting(0, frame, &after).unwrap();
+        assert_eq!(meta(frame).invalid, None);
+        (pre, post)
     }
 
     #[test]
-    fn masquerade_moves_colliding_source_ports_and_full_table_refuses() {
-        let rule = NatRule {
-            matcher: NatMatch::default(),
-            action: NatAction::Masquerade,
-        };
-        let mut nat = Nat::new(
-            vec![rule],
-            Some("203.0.113.1".parse().unwrap()),
-            ConnTrack::new(2),
+    fn dnat_and_masquerade_compose_and_the_reply_is_undone_with_valid_checksums() {
+        let mut nat = table(RULES);
+        let client = Ipv4Addr::new(198, 51, 100, 7);
+        let mut request = PacketBuilder::eth()
+            .ipv4(client, Ipv4Addr::new(192, 0, 2, 30))
+            .tcp(40000, 80)
+            .syn()
+            .build();
+        through(&mut nat, &mut request);
+        let out = meta(&request);
+        assert_eq!(
+            (out.src, out.sport, out.dst, out.dport),
+            (
+                Some("10.0.3.1".parse().unwrap()),
+                Some(40000),
+                Some("10.0.3.4".parse().unwrap()),
+                Some(8080)
+            )
         );
-        let server = Ipv4Addr::new(192, 0, 2, 99);
+        assert_eq!(nat.counters.rule_hits, [1, 1]);
+        let mut reply = PacketBuilder::eth()
+            .ipv4(Ipv4Addr::new(10, 0, 3, 4), Ipv4Addr::new(10, 0, 3, 1))
+            .tcp(8080, 40000)
+            .syn_ack()
+            .build();
+        let m = meta(&reply);
+        let flow = nat.reply(1, &mut reply, &m).unwrap().unwrap();
+        assert_eq!(flow.source, "192.0.2.30:80".parse().unwrap());
+        let back = meta(&reply);
+        assert_eq!(back.invalid, None);
+        assert_eq!(
+            (back.dst, back.dport),
+            (Some(IpAddr::V4(client)), Some(40000))
+        );
+        // A second packet of the connection takes the tracked path, not the rules.
+        let mut ack = PacketBuilder::eth()
+            .ipv4(client, Ipv4Addr::new(192, 0, 2, 30))
+            .tcp(40000, 80)
+            .flags(crate::packet::tcp_flags::ACK)
+            .build();
+        through(&mut nat, &mut ack);
+        assert_eq!(nat.counters.rule_hits, [1, 1]);
+        assert_eq!(meta(&ack).src, Some("10.0.3.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn masquerade_keeps_free_ports_moves_clashing_ones_and_ignores_other_interfaces() {
+        let mut nat = table(RULES);
         let mut ports = Vec::new();
         for host in [1u8, 2] {
             let mut frame = PacketBuilder::eth()
-                .ipv4(Ipv4Addr::new(10, 0, 0, host), server)
+                .ipv4(
+                    Ipv4Addr::new(198, 51, 100, host),
+                    Ipv4Addr::new(10, 0, 3, 9),
+                )
                 .udp(5000, 53)
                 .build();
-            let NatOutcome::Translated(flow) = {
-                let m = meta(&frame);
-                nat.process(0, &mut frame, &m)
-            }
-            .unwrap() else {
-                panic!("translated");
+            let (_, post) = through(&mut nat, &mut frame);
+            let NatOutcome::Translated(flow) = post else {
+                panic!("translated: {post:?}");
             };
-            assert_eq!(meta(&frame).invalid, None);
             ports.push(flow.source.port());
         }
         assert_eq!(ports, [5000, 5001]);
-        let mut third = PacketBuilder::eth()
-            .ipv4(Ipv4Addr::new(10, 0, 0, 3), server)
+        let mut outward = PacketBuilder::eth()
+            .ipv4(
+                Ipv4Addr::new(198, 51, 100, 3),
+                Ipv4Addr::new(203, 0, 113, 1),
+            )
             .udp(5000, 53)
             .build();
-        let outcome = {
-            let m = meta(&third);
-            nat.process(0, &mut third, &m)
+        assert_eq!(
+            through(&mut nat, &mut outward),
+            (NatOutcome::Untouched, NatOutcome::Untouched)
+        );
+    }
+
+    #[test]
+    fn a_full_table_refuses_new_connections_and_counts() {
+        let mut nat = table(RULES);
+        nat.conntrack = ConnTrack::new(1);
+        let mut outcomes = Vec::new();
+        for host in [1u8, 2] {
+            let mut frame = PacketBuilder::eth()
+                .ipv4(
+                    Ipv4Addr::new(198, 51, 100, host),
+                    Ipv4Addr::new(10, 0, 3, 9),
+                )
+                .udp(5000, 53)
+                .build();
+            outcomes.push(through(&mut nat, &mut frame).1);
         }
-        .unwrap();
-        assert_eq!(outcome, NatOutcome::TableFull);
+        assert!(matches!(outcomes[0], NatOutcome::Translated(_)));
+        assert_eq!(outcomes[1], NatOutcome::TableFull);
         assert_eq!(nat.conntrack.counters.overflows, 1);
     }
 }

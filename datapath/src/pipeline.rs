@@ -21,6 +21,7 @@ use std::ops::ControlFlow;
 
 use crate::director::Directors;
 use crate::flows::{FlowAction, FlowCounters, FlowTable};
+use crate::nat::{Nat, NatOutcome, current_flow, rewritten_meta};
 use crate::packet::fragments::{FragmentCounters, FragmentTracker};
 use crate::packet::{IfaceId, InvalidReason, LinkType, PacketMeta, ParseOptions, parse_into};
 use crate::shield::{EmitBuffer, Shield, Toward};
@@ -184,6 +185,7 @@ pub struct Pipeline {
     shield_emit: EmitBuffer,
     flows: Option<FlowStage>,
     directors: Option<Directors>,
+    nat: Option<Nat>,
 }
 
 impl Default for Pipeline {
@@ -211,6 +213,7 @@ impl Pipeline {
             shield_emit: EmitBuffer::new(),
             flows: None,
             directors: None,
+            nat: None,
         }
     }
 
@@ -251,6 +254,10 @@ impl Pipeline {
             meta.invalid = self.fragments.observe(now, meta);
         }
         self.counters.fragments = self.fragments.counters();
+        if let Some(outcome) = self.nat_reply(now, link, iface, &mut frame) {
+            self.counters.count(&outcome);
+            return outcome;
+        }
         let outcome = match self.director_reply(now, link, iface, &mut frame) {
             Some(reply) => reply,
             None => match self.shield_stage(now, link, &mut frame) {
@@ -399,6 +406,20 @@ impl Pipeline {
                 FlowAction::Accept | FlowAction::Skip => {}
             }
         }
+        let prerouted;
+        let meta = match self.nat_prerouting(now, meta, frame, &mut outcome) {
+            Ok(Some(rewritten)) => {
+                prerouted = rewritten;
+                &prerouted
+            }
+            Ok(None) => meta,
+            Err(()) => {
+                return Classified {
+                    outcome,
+                    forward: false,
+                };
+            }
+        };
         if let Some(directors) = self.directors.as_mut()
             && let ControlFlow::Break(decision) = directors.process_input(now, frame, meta, fwmark)
         {
@@ -406,8 +427,111 @@ impl Pipeline {
             outcome.verdict = decision.verdict;
             outcome.backend = decision.backend;
         }
+        if matches!(outcome.verdict, Verdict::Pass | Verdict::Forward) {
+            self.nat_postrouting(now, meta, frame, &mut outcome);
+        }
         let forward = matches!(outcome.verdict, Verdict::Pass | Verdict::Forward);
         Classified { outcome, forward }
+    }
+
+    /// Add the NAT stage (DNAT in prerouting, SNAT / MASQUERADE in postrouting, replies
+    /// translated back before the shield).
+    pub fn with_nat(mut self, nat: Nat) -> Self {
+        self.nat = Some(nat);
+        self
+    }
+
+    /// The NAT stage, if configured (rules, rule hits, connection tracking).
+    pub fn nat(&self) -> Option<&Nat> {
+        self.nat.as_ref()
+    }
+
+    /// Replies of NATed connections are translated back (source NAT, then destination
+    /// NAT), then given to the director's reply path (a masqueraded director connection)
+    /// or shown to the shield and sent, like the director's replies.
+    fn nat_reply(
+        &mut self,
+        now: TimeNs,
+        link: LinkType,
+        iface: IfaceId,
+        frame: &mut Vec<u8>,
+    ) -> Option<PacketOutcome> {
+        let nat = self.nat.as_mut()?;
+        let flow = match nat.reply(now, frame, &self.last_meta)? {
+            Ok(flow) => flow,
+            Err(_) => {
+                let reason = DropReason::NoReverseTranslation;
+                return Some(PacketOutcome::decided(Stage::Nat, Verdict::Drop(reason)));
+            }
+        };
+        self.last_meta = rewritten_meta(&self.last_meta, &flow);
+        if let Some(outcome) = self.director_reply(now, link, iface, frame) {
+            return Some(outcome);
+        }
+        if let Some(decided) = self.shield_stage(now, link, frame) {
+            return Some(decided);
+        }
+        self.emitted.push(EmittedFrame {
+            iface,
+            frame: std::mem::take(frame),
+        });
+        Some(PacketOutcome::decided(Stage::Nat, Verdict::Forward))
+    }
+
+    /// DNAT (nat PREROUTING) after the flows, before the director. `Ok(Some(meta))`: the
+    /// frame was rewritten and `meta` describes it now; `Err(())`: dropped (table full).
+    fn nat_prerouting(
+        &mut self,
+        now: TimeNs,
+        meta: &PacketMeta,
+        frame: &mut [u8],
+        outcome: &mut PacketOutcome,
+    ) -> Result<Option<PacketMeta>, ()> {
+        let Some(nat) = self.nat.as_mut() else {
+            return Ok(None);
+        };
+        match nat.prerouting(now, frame, meta) {
+            Ok(NatOutcome::Translated(flow)) => {
+                outcome.stage = Stage::Nat;
+                outcome.verdict = Verdict::Forward;
+                Ok(Some(rewritten_meta(meta, &flow)))
+            }
+            Ok(NatOutcome::Untouched) | Err(_) => Ok(None),
+            Ok(NatOutcome::TableFull) => {
+                outcome.stage = Stage::Nat;
+                outcome.verdict = Verdict::Drop(DropReason::TableFull);
+                Err(())
+            }
+        }
+    }
+
+    /// SNAT / MASQUERADE (nat POSTROUTING) on what the earlier stages forward, as the
+    /// frame is now (after the director's rewrite). A full table drops the packet.
+    fn nat_postrouting(
+        &mut self,
+        now: TimeNs,
+        meta: &PacketMeta,
+        frame: &mut [u8],
+        outcome: &mut PacketOutcome,
+    ) {
+        let Some(nat) = self.nat.as_mut() else {
+            return;
+        };
+        let Some(flow) = current_flow(frame, meta) else {
+            return;
+        };
+        let current = rewritten_meta(meta, &flow);
+        match nat.postrouting(now, frame, &current) {
+            Ok(NatOutcome::Translated(_)) if outcome.stage != Stage::Director => {
+                outcome.stage = Stage::Nat;
+                outcome.verdict = Verdict::Forward;
+            }
+            Ok(NatOutcome::TableFull) => {
+                outcome.stage = Stage::Nat;
+                outcome.verdict = Verdict::Drop(DropReason::TableFull);
+            }
+            _ => {}
+        }
     }
 
     /// The parsed description of the last packet processed.

@@ -16,6 +16,7 @@ use anyhow::Context;
 use datapath::director::config::DirectorConfig;
 use datapath::director::{DirectorOptions, Directors};
 use datapath::flows::{FlowTable, TableConfig};
+use datapath::nat::config::{InterfaceAddress, NatRuleConfig};
 use datapath::packet::ParseOptions;
 use datapath::pipeline::Pipeline;
 use datapath::shield::ShieldConfig;
@@ -38,6 +39,13 @@ pub struct ApplianceConfig {
     /// Skip TCP/UDP/ICMP checksum verification (traffic captured with checksum offload).
     #[serde(default)]
     pub no_l4_checksum: bool,
+    /// `[interfaces]`: name → `address/prefix` (MASQUERADE's source address; destinations
+    /// in the network leave by that interface).
+    #[serde(default)]
+    pub interfaces: BTreeMap<String, InterfaceAddress>,
+    /// `[[nat]]` rules (iptables-style DNAT / SNAT / MASQUERADE), in order.
+    #[serde(default)]
+    pub nat: Vec<NatRuleConfig>,
 }
 
 /// First synthetic firewall mark for directors declared by VIP:port (they are found by
@@ -55,8 +63,11 @@ pub fn build_pipeline(
     iface_names: &[&str],
 ) -> anyhow::Result<Pipeline> {
     if let Some(file) = &config.appliance {
-        let inline =
-            config.flows.is_some() || config.shield.is_some() || !config.director.is_empty();
+        let inline = config.flows.is_some()
+            || config.shield.is_some()
+            || !config.director.is_empty()
+            || !config.nat.is_empty()
+            || !config.interfaces.is_empty();
         if inline {
             anyhow::bail!(
                 "[appliance] names a file ({}) and also has inline tables: use one or the other",
@@ -88,7 +99,34 @@ pub fn build_pipeline(
             .map_err(|e| anyhow::anyhow!("[[director]]: {e}"))?;
         pipeline = pipeline.with_directors(directors);
     }
+    if let Some(nat) = build_nat(config, iface_names)? {
+        pipeline = pipeline.with_nat(nat);
+    }
     Ok(pipeline)
+}
+
+/// The NAT stage of an appliance (`None` without `[[nat]]` rules). Interfaces named in
+/// `[interfaces]` must be the appliance's own when those are known.
+pub fn build_nat(
+    config: &ApplianceConfig,
+    iface_names: &[&str],
+) -> anyhow::Result<Option<datapath::nat::Nat>> {
+    if let Some(unknown) = config
+        .interfaces
+        .keys()
+        .find(|name| !iface_names.is_empty() && !iface_names.contains(&name.as_str()))
+    {
+        anyhow::bail!(
+            "[interfaces]: `{unknown}` is not one of the appliance's interfaces ({})",
+            iface_names.join(", ")
+        );
+    }
+    if config.nat.is_empty() {
+        return Ok(None);
+    }
+    datapath::nat::config::build(&config.nat, &config.interfaces)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("[[nat]] {e}"))
 }
 
 /// Director name → firewall mark for the flow table: each director's `fwmark`, or for
@@ -252,6 +290,61 @@ pub struct ApplianceReport {
     pub unclassified: u64,
     /// Virtual services with their real servers (what `ipvsadm -L -n --stats` shows).
     pub directors: Vec<ServiceReport>,
+    /// NAT rules with their hits and the tracking table's counters (absent without NAT).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nat: Option<NatReport>,
+}
+
+/// The NAT stage: connections per rule (like `iptables -t nat -L -v`) and conntrack.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+pub struct NatReport {
+    /// `rule N (kind)` → connections it translated, in rule order.
+    pub rules: Vec<(String, u64)>,
+    /// Packets translated through tracked connections.
+    pub tracked: u64,
+    /// Tracking entries created.
+    pub created: u64,
+    /// New connections refused: table full.
+    pub overflows: u64,
+    /// New connections refused: no free source port (or a DNAT reply tuple taken).
+    pub port_exhausted: u64,
+}
+
+impl NatReport {
+    fn of(nat: &datapath::nat::Nat) -> Self {
+        let rules = nat
+            .rules()
+            .iter()
+            .zip(&nat.counters.rule_hits)
+            .enumerate()
+            .map(|(index, (rule, hits))| {
+                let kind = match rule.action {
+                    datapath::nat::NatAction::Dnat { .. } => "dnat",
+                    datapath::nat::NatAction::Snat { .. } => "snat",
+                    datapath::nat::NatAction::Masquerade { .. } => "masquerade",
+                };
+                (format!("rule {} ({kind})", index + 1), *hits)
+            })
+            .collect();
+        let conntrack = &nat.conntrack.counters;
+        Self {
+            rules,
+            tracked: nat.counters.tracked,
+            created: conntrack.created,
+            overflows: conntrack.overflows,
+            port_exhausted: conntrack.port_exhausted,
+        }
+    }
+
+    fn merge(&mut self, other: &Self) {
+        for (mine, theirs) in self.rules.iter_mut().zip(&other.rules) {
+            mine.1 += theirs.1;
+        }
+        self.tracked += other.tracked;
+        self.created += other.created;
+        self.overflows += other.overflows;
+        self.port_exhausted += other.port_exhausted;
+    }
 }
 
 /// One virtual service.
@@ -293,9 +386,15 @@ impl ApplianceReport {
     /// same contexts, flows and services in the same order). Counters add up; mode
     /// timelines are concatenated in shard order.
     pub fn merge(&mut self, other: &Self) {
-        if self.shield.is_empty() && self.flows.is_empty() && self.directors.is_empty() {
+        let empty = self.shield.is_empty() && self.flows.is_empty() && self.directors.is_empty();
+        if empty && self.nat.is_none() {
             *self = other.clone();
             return;
+        }
+        match (&mut self.nat, &other.nat) {
+            (Some(mine), Some(theirs)) => mine.merge(theirs),
+            (None, Some(theirs)) => self.nat = Some(theirs.clone()),
+            _ => {}
         }
         for (mine, theirs) in self.shield.iter_mut().zip(&other.shield) {
             for (name, value) in &theirs.counters {
@@ -413,6 +512,7 @@ pub fn report(pipeline: &Pipeline) -> ApplianceReport {
         .directors()
         .map(service_reports)
         .unwrap_or_default();
+    report.nat = pipeline.nat().map(NatReport::of);
     report
 }
 
@@ -449,6 +549,15 @@ pub fn render_report(report: &ApplianceReport) -> String {
             ));
         }
         out.push_str(&format!("  (unclassified: {})\n", report.unclassified));
+    }
+    if let Some(nat) = &report.nat {
+        out.push_str(&format!(
+            "NAT: {} tracked packets, conntrack created {} overflows {} port exhausted {}\n",
+            nat.tracked, nat.created, nat.overflows, nat.port_exhausted
+        ));
+        for (rule, hits) in &nat.rules {
+            out.push_str(&format!("  {rule:<28} {hits:>8}\n"));
+        }
     }
     if !report.directors.is_empty() {
         out.push_str("Directors:  (ipvsadm -L -n shape, with --stats counters)\n");

@@ -20,7 +20,7 @@
 //!
 //! Not here: IPv6 (no ID field to tag; not injected), per-rule attribution of kernel drops.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -141,7 +141,11 @@ fn ip_tag(frame: &[u8]) -> u16 {
 
 /// Tag a frame: Ethernet addresses of the entry veth → LB, IPv4 ID = `tag`, header
 /// checksum recomputed (kept wrong if it was wrong).
-fn prepare(packet: &InputPacket, tag: u16, servers: &BTreeSet<IpAddr>) -> Result<Prepared, String> {
+fn prepare(
+    packet: &InputPacket,
+    tag: u16,
+    is_server: impl Fn(IpAddr) -> bool,
+) -> Result<Prepared, String> {
     if packet.link != LinkType::Ethernet {
         return Err(format!("link type {}", packet.link.name()));
     }
@@ -157,7 +161,7 @@ fn prepare(packet: &InputPacket, tag: u16, servers: &BTreeSet<IpAddr>) -> Result
     }
     let summary = FrameSummary::of(LinkType::Ethernet, &frame);
     let side = match summary.src {
-        Some(src) if servers.contains(&src) => Side::Server,
+        Some(src) if is_server(src) => Side::Server,
         _ => Side::Client,
     };
     set_macs(&mut frame, side);
@@ -291,7 +295,7 @@ pub fn run_kernel(
                 Some(key) => *datagram_tags.entry(key).or_insert(tag_of(ordinal)),
                 None => tag_of(ordinal),
             };
-            prepare(packet, tag, &rules.server_addresses)
+            prepare(packet, tag, |a| rules.is_server(a))
         })
         .collect();
     let frames: Vec<(Side, Vec<u8>)> = prepared
@@ -300,7 +304,7 @@ pub fn run_kernel(
         .collect();
     let exchange = lab.exchange(frames, gap)?;
     drop(lab);
-    Ok(outcomes(&prepared, &exchange))
+    Ok(outcomes(&prepared, &exchange, rules.source_nat))
 }
 
 /// (source, destination, protocol, IPv4 ID) of a fragment; `None` for whole datagrams.
@@ -412,7 +416,11 @@ fn quoted_tag(frame: &[u8]) -> Option<(u16, u8)> {
         .then(|| (u16::from_be_bytes([quoted[4], quoted[5]]), quoted[9]))
 }
 
-fn outcomes(prepared: &[Result<Prepared, String>], exchange: &Exchange) -> KernelRun {
+fn outcomes(
+    prepared: &[Result<Prepared, String>],
+    exchange: &Exchange,
+    source_nat: bool,
+) -> KernelRun {
     let seen = seen_frames(exchange);
     let index = index(&seen);
     let mut run = KernelRun {
@@ -433,7 +441,7 @@ fn outcomes(prepared: &[Result<Prepared, String>], exchange: &Exchange) -> Kerne
                 }
                 Some(at) => {
                     run.injected += 1;
-                    outcome_of(packet, at, &seen, &index)
+                    outcome_of(packet, at, &seen, &index, source_nat)
                 }
             },
         };
@@ -463,6 +471,7 @@ fn outcome_of(
     sent: Instant,
     seen: &[Seen],
     index: &Index,
+    source_nat: bool,
 ) -> (Outcome, Option<u64>) {
     let latency = |frame: &Seen| {
         u64::try_from(frame.at.saturating_duration_since(sent).as_nanos()).unwrap_or(u64::MAX)
@@ -472,8 +481,8 @@ fn outcome_of(
     let key = (packet.tag, input.proto.clone());
     let forwarded = first_after(seen, index.by_tag.get(&key), sent, |s| {
         let same_end = match packet.side {
-            Side::Client => s.side == Side::Server && s.summary.src == input.src,
-            Side::Server => s.side == Side::Client && s.summary.dst == input.dst,
+            Side::Client => s.side == Side::Server && (source_nat || s.summary.src == input.src),
+            Side::Server => s.side == Side::Client && (source_nat || s.summary.dst == input.dst),
         };
         same_end && s.summary.tcp_flags & tcp_flags::SYN == syn
     });
@@ -548,6 +557,7 @@ impl FrameSummary {
 mod tests {
     use super::*;
     use datapath::packet::builder::PacketBuilder;
+    use std::collections::BTreeSet;
     use std::net::Ipv4Addr;
 
     fn input(frame: Vec<u8>) -> InputPacket {
@@ -567,7 +577,7 @@ mod tests {
             .tcp(1234, 80)
             .syn()
             .build();
-        let prepared = prepare(&input(frame), 0x1234, &BTreeSet::new()).expect("IPv4");
+        let prepared = prepare(&input(frame), 0x1234, |_| false).expect("IPv4");
         let ip = &prepared.frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + 20];
         assert_eq!(&ip[4..6], &[0x12, 0x34]);
         assert!(checksum::is_valid(checksum::partial(ip)));
@@ -583,7 +593,7 @@ mod tests {
             .syn_ack()
             .build();
         let servers = BTreeSet::from([IpAddr::V4(Ipv4Addr::new(10, 0, 1, 2))]);
-        let prepared = prepare(&input(frame), 9, &servers).expect("IPv4");
+        let prepared = prepare(&input(frame), 9, |a| servers.contains(&a)).expect("IPv4");
         assert_eq!(prepared.side, Side::Server);
         assert_eq!(&prepared.frame[0..6], &LB_SERVER_MAC);
     }
@@ -595,7 +605,7 @@ mod tests {
             .udp(1, 53)
             .build();
         frame[ETHERNET_HEADER_LEN + 10] ^= 0xff;
-        let prepared = prepare(&input(frame), 7, &BTreeSet::new()).expect("IPv4");
+        let prepared = prepare(&input(frame), 7, |_| false).expect("IPv4");
         let ip = &prepared.frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + 20];
         assert!(!checksum::is_valid(checksum::partial(ip)));
     }
@@ -609,12 +619,12 @@ mod tests {
             )
             .udp(1, 53)
             .build();
-        assert!(prepare(&input(v6), 1, &BTreeSet::new()).is_err());
+        assert!(prepare(&input(v6), 1, |_| false).is_err());
         let vlan = PacketBuilder::eth()
             .vlan(42)
             .ipv4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2))
             .udp(1, 53)
             .build();
-        assert!(prepare(&input(vlan), 1, &BTreeSet::new()).is_err());
+        assert!(prepare(&input(vlan), 1, |_| false).is_err());
     }
 }

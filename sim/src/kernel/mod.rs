@@ -2,7 +2,8 @@
 //! network namespaces and veths, [`rules`] compiled from the simulator's own tables (nft
 //! netdev ingress for the shield lists, nft synproxy for protected ports, the flowmgr
 //! compiler's iptables-restore output for flows, nft DNAT by numgen (rr) or jhash (sh, dh,
-//! mh) for NAT directors, conntrack un-NATing the replies), AF_PACKET packet I/O
+//! mh) for NAT directors, nft `nat` dnat / snat / masquerade for `[[nat]]` rules, conntrack
+//! un-NATing the replies), AF_PACKET packet I/O
 //! ([`wire`]), injection and per-packet kernel outcomes ([`inject`]), the simulator's side
 //! with its per-packet cost ([`simulate`]), a scenario's open-loop traffic
 //! ([`scenario_input`]), one outcome vocabulary for both ([`outcome`]) and the per-packet
@@ -87,6 +88,7 @@ pub fn run(args: &KernelArgs) -> anyhow::Result<ExitCode> {
                 ("flows (iptables-restore)", &rules.flows_iptables),
                 ("directors (nft -f)", &rules.director_nft),
                 ("synproxy (nft -f)", &rules.synproxy_nft),
+                ("nat (nft -f)", &rules.nat_nft),
             ];
             for (title, text) in sections.iter().filter(|(_, text)| !text.is_empty()) {
                 println!("## {title}\n{text}");

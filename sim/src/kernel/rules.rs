@@ -6,7 +6,8 @@
 //! in this runner (those are compared on the simulator side only).
 //!
 //! Not here: installing anything into the host namespace (rules go into the LB namespace of
-//! a [`Topology`]), synproxy (SYN cookies), NAT/MASQUERADE rules, IPv6 lists.
+//! a [`Topology`]), IPv6 lists. The `[[nat]]` rules become an nft `nat` table (prerouting
+//! `dnat`, postrouting `snat` / `masquerade`), see [`KernelRules::add_nat`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -17,12 +18,17 @@ use datapath::director::dest::Forward;
 use datapath::director::scheduler::SchedulerKind;
 use datapath::flows::Family;
 use datapath::flows::FlowTable;
+use datapath::nat::NatAction;
+use datapath::nat::config::{InterfaceAddress, NatRuleConfig};
 use datapath::packet::ip_proto;
 use datapath::shield::ShieldConfig;
 use datapath::shield::config::ContextConfig;
+use ipnet::IpNet;
 use serde::Serialize;
 
-use super::topology::{LB_CLIENT_IFACE, Topology};
+use super::topology::{
+    FROM_CLIENT_TABLE, LB_CLIENT_IFACE, LB_SERVER_IFACE, SERVER_MAC, Topology, mac_text,
+};
 
 /// Name of the shield's nft table (family netdev).
 pub const SHIELD_TABLE: &str = "lbsim_shield";
@@ -30,6 +36,8 @@ pub const SHIELD_TABLE: &str = "lbsim_shield";
 pub const DIRECTOR_TABLE: &str = "lbsim_director";
 /// Name of the synproxy nft table (family ip).
 pub const SYNPROXY_TABLE: &str = "lbsim_synproxy";
+/// Name of the NAT rules' nft table (family ip).
+pub const NAT_TABLE: &str = "lbsim_nat";
 
 /// How one feature is (or is not) reproduced in the kernel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -66,6 +74,17 @@ pub struct KernelRules {
     pub backends: BTreeMap<SocketAddr, BackendRule>,
     /// Per virtual service address (VIP:port of directors declared by address).
     pub services: BTreeMap<SocketAddr, BackendRule>,
+    /// `nft -f` input for the `[[nat]]` rules (empty: none).
+    pub nat_nft: String,
+    /// The appliance interface placed on the LB's server-side veth (the `out` of the
+    /// source NAT rules), with its address: added to that veth, its network routed there
+    /// through a gateway inside it (so MASQUERADE picks this address, as on the appliance).
+    pub server_interface: Option<(String, IpNet)>,
+    /// Networks on the server side: packets from them are injected from the server side.
+    pub server_networks: Vec<IpNet>,
+    /// Some rule rewrites sources (SNAT / MASQUERADE): a forwarded frame is matched by
+    /// its tag without requiring an unchanged source (nor, for replies, destination).
+    pub source_nat: bool,
 }
 
 fn row(feature: impl Into<String>, mechanism: impl Into<String>, compared: bool) -> FeatureRow {
@@ -118,7 +137,13 @@ impl KernelRules {
         if !self.flows_iptables.is_empty() {
             topology.exec(&lb, &["iptables-restore"], Some(&self.flows_iptables))?;
         }
-        for text in [&self.shield_nft, &self.director_nft, &self.synproxy_nft] {
+        self.install_server_interface(topology)?;
+        for text in [
+            &self.shield_nft,
+            &self.director_nft,
+            &self.synproxy_nft,
+            &self.nat_nft,
+        ] {
             if !text.is_empty() {
                 topology.exec(&lb, &["nft", "-f", "-"], Some(text))?;
             }
@@ -129,6 +154,85 @@ impl KernelRules {
         }
         for address in &self.server_addresses {
             topology.route_to_server(&address.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Whether a packet from `address` enters from the server side.
+    pub fn is_server(&self, address: IpAddr) -> bool {
+        self.server_addresses.contains(&address)
+            || self.server_networks.iter().any(|n| n.contains(&address))
+    }
+
+    /// Compile the appliance's `[[nat]]` rules as nft `nat` prerouting `dnat` and
+    /// postrouting `snat` / `masquerade` (the first `out` interface of the source NAT rules
+    /// becomes the LB's server-side veth; rules naming another one are not reproduced).
+    pub fn add_nat(
+        &mut self,
+        rules: &[NatRuleConfig],
+        interfaces: &BTreeMap<String, InterfaceAddress>,
+    ) {
+        if rules.is_empty() {
+            return;
+        }
+        let server = rules.iter().find_map(|r| r.out.clone());
+        if let Some(name) = &server
+            && let Some(address) = interfaces.get(name)
+        {
+            self.server_interface = Some((name.clone(), address.0));
+            self.server_networks.push(address.0.trunc());
+            self.features.push(row(
+                format!("interface {name} ({})", address.0),
+                format!(
+                    "address on the LB's server veth {LB_SERVER_IFACE}, its network routed there (MASQUERADE's source)"
+                ),
+                true,
+            ));
+        }
+        self.nat_nft = nat_nft(rules, server.as_deref(), self);
+    }
+
+    fn install_server_interface(&self, topology: &Topology) -> anyhow::Result<()> {
+        let Some((_, address)) = &self.server_interface else {
+            return Ok(());
+        };
+        let lb = topology.lb_ns();
+        let gateway = gateway_in(address).to_string();
+        let cidr = address.to_string();
+        topology.exec(
+            &lb,
+            &["ip", "addr", "add", &cidr, "dev", LB_SERVER_IFACE],
+            None,
+        )?;
+        let neighbour = [
+            "ip",
+            "neigh",
+            "replace",
+            &gateway,
+            "lladdr",
+            &mac_text(SERVER_MAC),
+            "dev",
+            LB_SERVER_IFACE,
+            "nud",
+            "permanent",
+        ];
+        topology.exec(&lb, &neighbour, None)?;
+        let network = address.trunc().to_string();
+        for table in ["main".to_string(), FROM_CLIENT_TABLE.to_string()] {
+            let route = [
+                "ip",
+                "route",
+                "replace",
+                &network,
+                "via",
+                &gateway,
+                "dev",
+                LB_SERVER_IFACE,
+                "onlink",
+                "table",
+                &table,
+            ];
+            topology.exec(&lb, &route, None)?;
         }
         Ok(())
     }
@@ -472,4 +576,126 @@ fn synproxy_nft(shield: &ShieldConfig) -> Option<(String, Vec<IpAddr>)> {
         "table ip {SYNPROXY_TABLE}\ndelete table ip {SYNPROXY_TABLE}\ntable ip {SYNPROXY_TABLE} {{\n\tchain prerouting {{\n\t\ttype filter hook prerouting priority raw; policy accept;\n{raw}\t}}\n\tchain forward {{\n\t\ttype filter hook forward priority filter; policy accept;\n{forward}\t}}\n}}\n"
     );
     Some((text, destinations))
+}
+
+/// A gateway address inside `address`'s network other than `address` itself (the last
+/// host address, or the one before): only its neighbour entry (the server veth's MAC)
+/// matters, so routes to the network have a next hop the interface address matches.
+fn gateway_in(address: &IpNet) -> IpAddr {
+    let last = address.broadcast();
+    let step_back = |ip: IpAddr, by: u128| match ip {
+        IpAddr::V4(v4) => IpAddr::V4((u32::from(v4).wrapping_sub(by as u32)).into()),
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6).wrapping_sub(by)).into()),
+    };
+    let candidate = if address.prefix_len() + 1 >= address.max_prefix_len() {
+        last
+    } else {
+        step_back(last, 1)
+    };
+    if candidate == address.addr() {
+        step_back(candidate, 1)
+    } else {
+        candidate
+    }
+}
+
+fn nat_selector(rule: &NatRuleConfig) -> String {
+    let mut parts = Vec::new();
+    match rule.proto {
+        Some(ip_proto::UDP) => parts.push("meta l4proto udp".to_string()),
+        Some(_) => parts.push("meta l4proto tcp".to_string()),
+        None => parts.push("meta l4proto { tcp, udp }".to_string()),
+    }
+    if let Some(src) = rule.src {
+        parts.push(format!("ip saddr {src}"));
+    }
+    if let Some(dst) = rule.dst {
+        let network = if dst.network.prefix_len() == 32 {
+            dst.network.addr().to_string()
+        } else {
+            dst.network.to_string()
+        };
+        parts.push(format!("ip daddr {network}"));
+        if let Some(port) = dst.port {
+            let name = if rule.proto == Some(ip_proto::UDP) {
+                "udp"
+            } else {
+                "tcp"
+            };
+            parts.push(format!("{name} dport {port}"));
+        }
+    }
+    parts.join(" ")
+}
+
+fn nat_statement(action: &NatAction) -> String {
+    let range = |ports: &Option<(u16, u16)>| match ports {
+        Some((min, max)) if min == max => format!(":{min}"),
+        Some((min, max)) => format!(":{min}-{max}"),
+        None => String::new(),
+    };
+    match action {
+        NatAction::Dnat {
+            address,
+            port: Some(port),
+        } => format!("dnat ip to {address}:{port}"),
+        NatAction::Dnat {
+            address,
+            port: None,
+        } => format!("dnat ip to {address}"),
+        NatAction::Snat { address, ports } => format!("snat ip to {address}{}", range(ports)),
+        NatAction::Masquerade { ports: None } => "masquerade".into(),
+        NatAction::Masquerade { ports } => format!("masquerade to {}", range(ports)),
+    }
+}
+
+/// nft `nat` table for `[[nat]]` rules: DNAT in prerouting (dstnat), SNAT / MASQUERADE
+/// in postrouting (srcnat) with `oifname` the server veth for rules whose `out` is the
+/// server-side interface. IPv6 rules and rules on another output interface are skipped.
+fn nat_nft(rules: &[NatRuleConfig], server: Option<&str>, kernel: &mut KernelRules) -> String {
+    let (mut prerouting, mut postrouting) = (String::new(), String::new());
+    for (index, rule) in rules.iter().enumerate() {
+        let feature = format!("nat rule {} ({})", index + 1, nat_statement(&rule.action));
+        let v6 = rule.src.is_some_and(|n| n.addr().is_ipv6())
+            || rule.dst.is_some_and(|d| d.network.addr().is_ipv6())
+            || matches!(rule.action, NatAction::Dnat { address, .. } | NatAction::Snat { address, .. } if address.is_ipv6());
+        if v6 || (rule.out.is_some() && rule.out.as_deref() != server) {
+            kernel.features.push(row(
+                feature,
+                "none (IPv6 or a second output interface)",
+                false,
+            ));
+            continue;
+        }
+        let selector = nat_selector(rule);
+        let statement = nat_statement(&rule.action);
+        match (&rule.action, &rule.out) {
+            (NatAction::Dnat { address, .. }, _) => {
+                kernel.server_addresses.insert(*address);
+                let _ = writeln!(prerouting, "\t\t{selector} counter {statement}");
+            }
+            (_, Some(_)) => {
+                kernel.source_nat = true;
+                let _ = writeln!(
+                    postrouting,
+                    "\t\toifname \"{LB_SERVER_IFACE}\" {selector} counter {statement}"
+                );
+            }
+            (_, None) => {
+                kernel.source_nat = true;
+                let _ = writeln!(postrouting, "\t\t{selector} counter {statement}");
+            }
+        }
+        let hook = if rule.action.is_source() {
+            "postrouting"
+        } else {
+            "prerouting"
+        };
+        kernel
+            .features
+            .push(row(feature, format!("nft nat {hook}: {statement}"), true));
+    }
+    format!(
+        "table ip {NAT_TABLE}\ndelete table ip {NAT_TABLE}\ntable ip {NAT_TABLE} {{\n\tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n{prerouting}\t}}\n\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n{postrouting}\t}}\n}}\n"
+    )
 }

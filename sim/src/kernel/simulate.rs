@@ -84,11 +84,12 @@ pub fn build(
         }
         None => config,
     };
-    let rules = KernelRules::compile(
+    let mut rules = KernelRules::compile(
         config.shield.as_ref(),
         pipeline.flows().map(|stage| &stage.table),
         &config.director,
     )?;
+    rules.add_nat(&config.nat, &config.interfaces);
     Ok((pipeline, rules))
 }
 

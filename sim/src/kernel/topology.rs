@@ -47,7 +47,7 @@ const LB_CLIENT_ADDR: &str = "100.127.255.1";
 const LB_SERVER_ADDR: &str = "100.127.255.5";
 const SERVER_ADDR: &str = "100.127.255.6";
 /// Policy routing table for traffic arriving from the client side.
-const FROM_CLIENT_TABLE: u32 = 100;
+pub const FROM_CLIENT_TABLE: u32 = 100;
 
 static LIVE_PREFIXES: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 static NEXT_RUN: AtomicU32 = AtomicU32::new(0);
