@@ -18,8 +18,59 @@ use hdrhistogram::Histogram;
 
 use crate::engine::world::HostId;
 
-/// Frames an actor sends: (the host whose link carries it, Ethernet frame).
-pub type Outbox = Vec<(HostId, Vec<u8>)>;
+/// Spare frame buffers an [`Outbox`] keeps for reuse.
+pub const SPARE_FRAMES: usize = 4096;
+/// Largest buffer kept for reuse (bigger ones are freed).
+const SPARE_FRAME_BYTES_MAX: usize = 2048;
+
+/// Frames an actor sends — (the host whose link carries it, Ethernet frame) — and spare
+/// buffers to build them in: frames the engine is done with come back here, so a flood
+/// reuses a few buffers instead of allocating one per packet.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    frames: Vec<(HostId, Vec<u8>)>,
+    spare: Vec<Vec<u8>>,
+}
+
+impl Outbox {
+    /// Send `frame` over `host`'s link.
+    pub fn push(&mut self, (host, frame): (HostId, Vec<u8>)) {
+        self.frames.push((host, frame));
+    }
+
+    /// An empty buffer to build a frame in (a reused one when there is one).
+    pub fn buffer(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_default()
+    }
+
+    /// Give a frame's buffer back for reuse (up to [`SPARE_FRAMES`] are kept).
+    pub fn recycle(&mut self, mut frame: Vec<u8>) {
+        if self.spare.len() < SPARE_FRAMES && frame.capacity() <= SPARE_FRAME_BYTES_MAX {
+            frame.clear();
+            self.spare.push(frame);
+        }
+    }
+
+    /// Frames waiting to be sent.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// True when no frame waits.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Move the waiting frames into `into` (appended; both keep their capacity).
+    pub fn drain_into(&mut self, into: &mut Vec<(HostId, Vec<u8>)>) {
+        into.append(&mut self.frames);
+    }
+
+    /// The waiting frames (tests).
+    pub fn frames(&self) -> &[(HostId, Vec<u8>)] {
+        &self.frames
+    }
+}
 
 /// Something the engine wakes and delivers frames to.
 pub trait Actor {
