@@ -21,6 +21,7 @@
 //!   results), run in parallel, with diffs, `--bless` and JUnit output.
 //! - [`generate`] — `sim gen`: deterministic synthetic captures (floods, conversations,
 //!   malformed packets, damaged files).
+//! - [`report_html`] — `report.html` of `sim run`: the report with inline SVG plots.
 //! - [`record`] — the per-packet record (the common currency of replay, run and diff).
 //! - [`tui`] — `sim tui` and `sim run --tui`: the live terminal UI (ratatui) over a model
 //!   fed by an engine observer or a finished run's `report.json`.
@@ -38,6 +39,7 @@ pub mod plan;
 pub mod record;
 pub mod replay;
 pub mod report;
+pub mod report_html;
 pub mod run;
 pub mod scenario;
 pub mod traffic;

@@ -243,7 +243,10 @@ mod tests {
             .map(|(a, b)| (a ^ b).count_ones())
             .sum();
         assert_eq!(flipped, 1);
-        assert_eq!(frame[..ETHERNET_HEADER_LEN], original[..ETHERNET_HEADER_LEN]);
+        assert_eq!(
+            frame[..ETHERNET_HEADER_LEN],
+            original[..ETHERNET_HEADER_LEN]
+        );
     }
 
     #[test]
@@ -256,7 +259,10 @@ mod tests {
         let mut framed = Pipe::new(&lossy, 1, crate::engine::rng::stream(2, "t"));
         for now in 0..1000 {
             let mut frame = [0u8; 60];
-            assert_eq!(plain.send(now, 60), framed.send_frame(now, &mut frame).transit);
+            assert_eq!(
+                plain.send(now, 60),
+                framed.send_frame(now, &mut frame).transit
+            );
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod backend;
 pub mod link;
 pub mod queue;
 pub mod rng;
+pub mod series;
 pub mod stack;
 pub mod world;
 
@@ -227,6 +228,8 @@ pub struct ShardResult {
     pub emitted: Vec<(TimeNs, Vec<u8>)>,
     /// What the appliance's stages saw (shield contexts, flows, directors).
     pub appliance: crate::appliance::ApplianceReport,
+    /// Fine-grained time series for plots.
+    pub series: series::Series,
 }
 
 impl ShardResult {
@@ -257,6 +260,7 @@ impl ShardResult {
         }
         self.records.extend(other.records);
         self.emitted.extend(other.emitted);
+        self.series.merge(&other.series);
     }
 }
 
@@ -350,6 +354,8 @@ pub struct Engine<'a> {
     result: ShardResult,
     /// Live observer and its snapshot interval (virtual ns).
     observer: Option<(TimeNs, Observer<'a>)>,
+    /// Start of the next series bucket: the first event at or after it samples ActiveConn.
+    next_sample: TimeNs,
 }
 
 impl<'a> Engine<'a> {
@@ -395,7 +401,9 @@ impl<'a> Engine<'a> {
             scheduled: Vec::new(),
             same_instant: Vec::new(),
             links,
-            lanes: (0..world.hosts.len() * 2).map(|_| VecDeque::new()).collect(),
+            lanes: (0..world.hosts.len() * 2)
+                .map(|_| VecDeque::new())
+                .collect(),
             in_flight: 0,
             sending: Vec::new(),
             emitted: Vec::new(),
@@ -415,8 +423,10 @@ impl<'a> Engine<'a> {
                 records: Vec::new(),
                 emitted: Vec::new(),
                 appliance: crate::appliance::ApplianceReport::default(),
+                series: series::Series::new(series::bucket_ns(scenario.duration.0)),
             },
             observer: None,
+            next_sample: 0,
         };
         engine.build_sources(base_dir)?;
         engine.build_backends();
@@ -580,6 +590,7 @@ impl<'a> Engine<'a> {
             records: Vec::new(),
             emitted: Vec::new(),
             appliance: crate::appliance::report(&self.pipeline),
+            series: result.series.clone(),
         }
     }
 
@@ -626,6 +637,9 @@ impl<'a> Engine<'a> {
                 progress(now - reported);
                 reported = now;
             }
+            if now >= self.next_sample {
+                self.sample(now);
+            }
             self.handle(now, event);
         }
         progress(self.end.saturating_sub(reported));
@@ -653,6 +667,7 @@ impl<'a> Engine<'a> {
                 records: Vec::new(),
                 emitted: Vec::new(),
                 appliance: result.appliance.clone(),
+                series: result.series.clone(),
             };
             observer(ShardSnapshot {
                 queue,
@@ -661,6 +676,13 @@ impl<'a> Engine<'a> {
             });
         }
         result
+    }
+
+    /// Sample the series' ActiveConn at the first event of a bucket.
+    fn sample(&mut self, now: TimeNs) {
+        let series = &mut self.result.series;
+        series.sample_active(now, &self.pipeline);
+        self.next_sample = (now / series.bucket_ns + 1) * series.bucket_ns;
     }
 
     fn handle(&mut self, now: TimeNs, event: Event) {
@@ -857,16 +879,10 @@ impl<'a> Engine<'a> {
         }
         if let Some(backend) = outcome.backend {
             *self.result.backends.entry(backend).or_default() += 1;
+            self.result.series.count_backend(now, backend);
         }
-        let row = self.second(now);
-        row.processed += 1;
-        row.emitted += emitted as u64;
-        match outcome.verdict {
-            Verdict::Pass => row.pass += 1,
-            Verdict::Drop(_) => row.drop += 1,
-            Verdict::Reply => row.reply += 1,
-            Verdict::Forward => row.forward += 1,
-        }
+        count_row(self.second(now), outcome, emitted);
+        count_row(self.result.series.row(now), outcome, emitted);
     }
 
     fn route(&mut self, now: TimeNs, frame: Vec<u8>) {
@@ -894,6 +910,7 @@ impl<'a> Engine<'a> {
         self.result.totals.delivered += 1;
         self.result.delivered[usize::from(host)] += 1;
         self.second(now).delivered += 1;
+        self.result.series.row(now).delivered += 1;
         let receiver = match self.backend_actor[usize::from(host)] {
             Some(actor) => Receiver::Actor(actor),
             None => frame_destination(&frame)
@@ -974,6 +991,9 @@ impl<'a> Engine<'a> {
         self.result.actors = self.actors.iter().map(|a| a.stats()).collect();
         self.result.counters = self.pipeline.counters().clone();
         self.result.appliance = crate::appliance::report(&self.pipeline);
+        let series = &mut self.result.series;
+        series.record_modes(self.queue_index, &self.pipeline);
+        series.finish(self.end.div_ceil(series.bucket_ns) as usize);
         self.result.totals.event_overflow = self.queue.overflow();
         let out_of_order = self
             .queue
@@ -983,6 +1003,18 @@ impl<'a> Engine<'a> {
         let in_lanes: usize = self.lanes.iter().map(VecDeque::len).sum();
         self.result.totals.in_flight = (out_of_order + in_lanes) as u64;
         self.result
+    }
+}
+
+/// Count one processed packet in a time-series row.
+fn count_row(row: &mut SecondRow, outcome: &PacketOutcome, emitted: usize) {
+    row.processed += 1;
+    row.emitted += emitted as u64;
+    match outcome.verdict {
+        Verdict::Pass => row.pass += 1,
+        Verdict::Drop(_) => row.drop += 1,
+        Verdict::Reply => row.reply += 1,
+        Verdict::Forward => row.forward += 1,
     }
 }
 

@@ -111,17 +111,29 @@ pub struct LinkSpec {
     #[serde(default, deserialize_with = "loss_ppm")]
     pub loss_ppm: u32,
     /// Probability (ppm) that a frame arrives twice (the copy right after the original).
-    #[serde(default, deserialize_with = "duplicate_ppm", skip_serializing_if = "is_zero")]
+    #[serde(
+        default,
+        deserialize_with = "duplicate_ppm",
+        skip_serializing_if = "is_zero"
+    )]
     pub duplicate_ppm: u32,
     /// Probability (ppm) that a frame is held back by `reorder_delay`, so that frames sent
     /// after it overtake it.
-    #[serde(default, deserialize_with = "reorder_ppm", skip_serializing_if = "is_zero")]
+    #[serde(
+        default,
+        deserialize_with = "reorder_ppm",
+        skip_serializing_if = "is_zero"
+    )]
     pub reorder_ppm: u32,
     /// Extra delay of a reordered frame (default [`DEFAULT_REORDER_DELAY_NS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reorder_delay: Option<DurationNs>,
     /// Probability (ppm) that one bit of a frame's IP packet is flipped on the way.
-    #[serde(default, deserialize_with = "corrupt_ppm", skip_serializing_if = "is_zero")]
+    #[serde(
+        default,
+        deserialize_with = "corrupt_ppm",
+        skip_serializing_if = "is_zero"
+    )]
     pub corrupt_ppm: u32,
 }
 

@@ -84,6 +84,10 @@ pub trait Actor {
     fn finish(&mut self, _end: TimeNs) {}
 }
 
+/// Most (time, connect time) samples a TCP client source keeps for plots; more are
+/// counted in [`TcpStats::samples_not_kept`].
+pub const CONNECT_SAMPLES_CAPACITY: usize = 1 << 18;
+
 /// Highest value the latency histograms record (60 s in ns).
 pub const HISTOGRAM_MAX_NS: u64 = 60_000_000_000;
 
@@ -111,6 +115,11 @@ pub struct TcpStats {
     pub connect_ns: Histogram<u64>,
     /// Request completion time (connect → last response byte).
     pub complete_ns: Histogram<u64>,
+    /// (time established, connection setup time) of each connection, in time order per
+    /// shard, for time series plots.
+    pub connect_samples: Vec<(TimeNs, u64)>,
+    /// Samples beyond [`CONNECT_SAMPLES_CAPACITY`].
+    pub samples_not_kept: u64,
 }
 
 impl Default for TcpStats {
@@ -124,11 +133,22 @@ impl Default for TcpStats {
             unfinished: 0,
             connect_ns: latency_histogram(),
             complete_ns: latency_histogram(),
+            connect_samples: Vec::new(),
+            samples_not_kept: 0,
         }
     }
 }
 
 impl TcpStats {
+    /// Keep a connection's setup time, established at `now`, for time series.
+    pub fn sample_connect(&mut self, now: TimeNs, connect_ns: u64) {
+        if self.connect_samples.len() < CONNECT_SAMPLES_CAPACITY {
+            self.connect_samples.push((now, connect_ns));
+        } else {
+            self.samples_not_kept += 1;
+        }
+    }
+
     /// Add another shard's results.
     pub fn merge(&mut self, other: &Self) {
         self.attempted += other.attempted;
@@ -140,6 +160,8 @@ impl TcpStats {
         // Same bounds on both sides: adding cannot fail.
         let _ = self.connect_ns.add(&other.connect_ns);
         let _ = self.complete_ns.add(&other.complete_ns);
+        self.connect_samples.extend(&other.connect_samples);
+        self.samples_not_kept += other.samples_not_kept;
     }
 }
 
