@@ -356,6 +356,8 @@ pub struct Engine<'a> {
     observer: Option<(TimeNs, Observer<'a>)>,
     /// Start of the next series bucket: the first event at or after it samples ActiveConn.
     next_sample: TimeNs,
+    /// Bucket of the last per-second row and of the last series row.
+    cursors: (series::BucketCursor, series::BucketCursor),
 }
 
 impl<'a> Engine<'a> {
@@ -427,6 +429,7 @@ impl<'a> Engine<'a> {
             },
             observer: None,
             next_sample: 0,
+            cursors: Default::default(),
         };
         engine.build_sources(base_dir)?;
         engine.build_backends();
@@ -827,7 +830,7 @@ impl<'a> Engine<'a> {
     }
 
     fn second(&mut self, now: TimeNs) -> &mut SecondRow {
-        let second = (now / NS_PER_SEC) as usize;
+        let second = self.cursors.0.locate(now, NS_PER_SEC);
         let timeline = &mut self.result.timeline;
         if timeline.len() <= second {
             let from = timeline.len();
@@ -882,7 +885,11 @@ impl<'a> Engine<'a> {
             self.result.series.count_backend(now, backend);
         }
         count_row(self.second(now), outcome, emitted);
-        count_row(self.result.series.row(now), outcome, emitted);
+        count_row(
+            self.result.series.row(now, &mut self.cursors.1),
+            outcome,
+            emitted,
+        );
     }
 
     fn route(&mut self, now: TimeNs, frame: Vec<u8>) {
@@ -910,7 +917,7 @@ impl<'a> Engine<'a> {
         self.result.totals.delivered += 1;
         self.result.delivered[usize::from(host)] += 1;
         self.second(now).delivered += 1;
-        self.result.series.row(now).delivered += 1;
+        self.result.series.row(now, &mut self.cursors.1).delivered += 1;
         let receiver = match self.backend_actor[usize::from(host)] {
             Some(actor) => Receiver::Actor(actor),
             None => frame_destination(&frame)

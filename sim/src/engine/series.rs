@@ -67,9 +67,9 @@ impl Series {
         (now / self.bucket_ns) as usize
     }
 
-    /// The row of the bucket holding `now`.
-    pub fn row(&mut self, now: TimeNs) -> &mut SecondRow {
-        let index = self.index(now);
+    /// The row of the bucket holding `now` (`cursor` remembers the last bucket).
+    pub fn row(&mut self, now: TimeNs, cursor: &mut BucketCursor) -> &mut SecondRow {
+        let index = cursor.locate(now, self.bucket_ns);
         if self.rows.len() <= index {
             let from = self.rows.len();
             self.rows.extend((from..=index).map(|i| SecondRow {
@@ -158,6 +158,27 @@ impl Series {
             let last = values.last().copied().unwrap_or(0);
             values.resize(buckets.max(values.len()), last);
         }
+    }
+}
+
+/// The bucket of the last lookup, so that lookups at non-decreasing times (a shard's events)
+/// divide only when they enter a new bucket.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BucketCursor {
+    start: TimeNs,
+    end: TimeNs,
+    index: usize,
+}
+
+impl BucketCursor {
+    /// Index of the bucket of `width` ns holding `now`.
+    pub fn locate(&mut self, now: TimeNs, width: TimeNs) -> usize {
+        if now < self.start || now >= self.end {
+            self.index = (now / width) as usize;
+            self.start = self.index as u64 * width;
+            self.end = self.start.saturating_add(width);
+        }
+        self.index
     }
 }
 

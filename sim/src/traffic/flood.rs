@@ -66,9 +66,9 @@ pub struct FloodSource {
     rate: u64,
     src: IpNet,
     destinations: Vec<(IpAddr, Option<u16>)>,
-    src_ports: RangeSet,
-    dst_ports: RangeSet,
-    ttl: RangeSet,
+    src_ports: Picker,
+    dst_ports: Picker,
+    ttl: Picker,
     payload: Vec<u8>,
     burst: Option<Burst>,
     start: TimeNs,
@@ -77,6 +77,8 @@ pub struct FloodSource {
     queues: u16,
     rng: ChaCha8Rng,
     next_index: u64,
+    /// `next_index × 1 s / rate` as quotient and remainder, kept up to date by addition.
+    active: (u64, u64),
     /// Fields of packet `next_index`, already drawn (it belongs to this queue).
     pending: Option<Fields>,
     /// One template frame per destination (built on first use).
@@ -121,12 +123,13 @@ impl FloodSource {
             rate: spec.rate.0,
             src: spec.src.unwrap_or(network),
             destinations: destinations(&spec.dst),
-            src_ports: spec
-                .src_ports
-                .clone()
-                .unwrap_or(RangeSet::single(1024, 65535)),
-            dst_ports: spec.dst_ports.clone().unwrap_or(RangeSet::single(80, 80)),
-            ttl: spec.ttl.clone().unwrap_or(RangeSet::single(64, 64)),
+            src_ports: Picker::new(
+                spec.src_ports
+                    .clone()
+                    .unwrap_or(RangeSet::single(1024, 65535)),
+            ),
+            dst_ports: Picker::new(spec.dst_ports.clone().unwrap_or(RangeSet::single(80, 80))),
+            ttl: Picker::new(spec.ttl.clone().unwrap_or(RangeSet::single(64, 64))),
             payload: vec![0x5a; usize::from(spec.payload)],
             burst: spec.burst,
             start: spec.start.0,
@@ -135,18 +138,39 @@ impl FloodSource {
             queues,
             rng,
             next_index: 0,
+            active: (0, 0),
             pending: None,
             templates: Vec::new(),
             stats: ActorStats::new(name, kind_name),
         }
     }
 
-    /// Send time of packet `index`.
+    /// Send time of packet `index` (the reference [`Self::next_time`] is checked against).
+    #[cfg(test)]
     fn time_of(&self, index: u64) -> TimeNs {
-        let active = match index.checked_mul(NS_PER_SEC) {
-            Some(product) => product / self.rate,
-            None => (u128::from(index) * u128::from(NS_PER_SEC) / u128::from(self.rate)) as TimeNs,
-        };
+        let active = (u128::from(index) * u128::from(NS_PER_SEC) / u128::from(self.rate)) as TimeNs;
+        self.send_time(active)
+    }
+
+    /// Send time of packet `next_index`: `time_of(next_index)` without a division.
+    fn next_time(&self) -> TimeNs {
+        self.send_time(self.active.0)
+    }
+
+    /// Move to the next packet.
+    fn advance(&mut self) {
+        self.next_index += 1;
+        let (quotient, remainder) = &mut self.active;
+        *quotient += NS_PER_SEC / self.rate;
+        *remainder += NS_PER_SEC % self.rate;
+        if *remainder >= self.rate {
+            *remainder -= self.rate;
+            *quotient += 1;
+        }
+    }
+
+    /// Send time of the packet `active` ns into the flood's sending time.
+    fn send_time(&self, active: TimeNs) -> TimeNs {
         let offset = match self.burst {
             Some(Burst { on, off }) => (active / on.0) * (on.0 + off.0) + active % on.0,
             None => active,
@@ -160,14 +184,9 @@ impl FloodSource {
         let src = random_address(&self.src, self.rng.next_u64());
         let destination = below(self.rng.next_u64(), self.destinations.len() as u64) as usize;
         let (dst, fixed_port) = self.destinations[destination];
-        let sport = self
-            .src_ports
-            .nth(below(self.rng.next_u64(), self.src_ports.len())) as u16;
-        let dport = fixed_port.unwrap_or_else(|| {
-            self.dst_ports
-                .nth(below(self.rng.next_u64(), self.dst_ports.len())) as u16
-        });
-        let ttl = self.ttl.nth(below(self.rng.next_u64(), self.ttl.len())) as u8;
+        let sport = self.src_ports.pick(self.rng.next_u64()) as u16;
+        let dport = fixed_port.unwrap_or_else(|| self.dst_ports.pick(self.rng.next_u64()) as u16);
+        let ttl = self.ttl.pick(self.rng.next_u64()) as u8;
         let words = self.rng.next_u64();
         Fields {
             src,
@@ -219,6 +238,32 @@ impl FloodSource {
                 .payload(&self.payload),
         };
         builder.build()
+    }
+}
+
+/// A uniform pick from a [`RangeSet`] with its size computed once: what
+/// `set.nth(below(random, set.len()))` gives, without a division per pick.
+struct Picker {
+    ranges: RangeSet,
+    len: u64,
+}
+
+impl Picker {
+    fn new(ranges: RangeSet) -> Self {
+        let len = ranges.len();
+        Self { ranges, len }
+    }
+
+    fn pick(&self, random: u64) -> u32 {
+        let mut index = below(random, self.len);
+        for &(low, high) in &self.ranges.0 {
+            let size = u64::from(high - low) + 1;
+            if index < size {
+                return low + index as u32;
+            }
+            index -= size;
+        }
+        self.ranges.0.first().map_or(0, |r| r.0)
     }
 }
 
@@ -337,7 +382,7 @@ impl Actor for FloodSource {
     fn wake(&mut self, now: TimeNs, out: &mut Outbox) -> Option<TimeNs> {
         loop {
             let index = self.next_index;
-            let time = self.time_of(index);
+            let time = self.next_time();
             if time >= self.stop {
                 return None;
             }
@@ -346,14 +391,14 @@ impl Actor for FloodSource {
                 None => self.fields(),
             };
             if queue_of(fields.src, fields.sport, self.queues) != self.queue {
-                self.next_index += 1;
+                self.advance();
                 continue;
             }
             if time > now {
                 self.pending = Some(fields);
                 return Some(time);
             }
-            self.next_index += 1;
+            self.advance();
             let mut frame = out.buffer();
             self.write_frame(&fields, index, &mut frame);
             self.stats.packets_sent += 1;
@@ -421,6 +466,73 @@ mod tests {
                     assert_eq!(buffer, built, "{kind:?} {src} packet {index}");
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+    use crate::scenario::{DurationNs, Rate};
+
+    /// Send times kept by addition equal the formula, with and without bursts; picks equal
+    /// `RangeSet::nth`.
+    #[test]
+    fn incremental_send_times_and_picks_match_the_formulas() {
+        for (rate, burst) in [
+            (3, None),
+            (7_000_003, None),
+            (1_000_000_000, None),
+            (999, Some((5_000_000, 3_000_000))),
+        ] {
+            let mut spec = tests_spec();
+            spec.rate = Rate(rate);
+            spec.burst = burst.map(|(on, off)| Burst {
+                on: DurationNs(on),
+                off: DurationNs(off),
+            });
+            let network = spec.src.unwrap();
+            let rng = crate::engine::rng::stream(1, "clock");
+            let mut source = FloodSource::new(
+                "c".into(),
+                FloodKind::Syn,
+                &spec,
+                0,
+                network,
+                u64::MAX,
+                (0, 1),
+                rng,
+            );
+            for index in 0..200_000 {
+                assert_eq!(
+                    source.next_time(),
+                    source.time_of(index),
+                    "rate {rate} index {index}"
+                );
+                source.advance();
+            }
+        }
+        let set = RangeSet(vec![(1, 3), (10, 10), (20, 29)]);
+        let picker = Picker::new(set.clone());
+        for random in (0..1000u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) {
+            assert_eq!(picker.pick(random), set.nth(below(random, set.len())));
+        }
+    }
+
+    fn tests_spec() -> FloodSpec {
+        FloodSpec {
+            name: None,
+            from: "net".into(),
+            rate: Rate(1),
+            src: Some("10.0.0.0/8".parse().unwrap()),
+            dst: Destinations::One("192.0.2.1:80".into()),
+            src_ports: None,
+            dst_ports: None,
+            ttl: None,
+            payload: 0,
+            burst: None,
+            start: DurationNs(5),
+            stop: None,
         }
     }
 }
