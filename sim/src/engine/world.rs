@@ -143,7 +143,18 @@ pub fn queue_of(client: IpAddr, port: u16, queues: u16) -> u16 {
             hasher.finish()
         }
     };
-    (hash % u64::from(queues)) as u16
+    reduce(hash, queues)
+}
+
+/// `hash % queues`, with a mask for powers of two (this machine's 64-bit division costs
+/// as much as the hash itself).
+fn reduce(hash: u64, queues: u16) -> u16 {
+    let queues = u64::from(queues);
+    if queues.is_power_of_two() {
+        (hash & (queues - 1)) as u16
+    } else {
+        (hash % queues) as u16
+    }
 }
 
 /// SipHash-1-3 under [`RSS_KEYS`] of a message shorter than 8 bytes: what

@@ -79,6 +79,8 @@ pub struct FloodSource {
     next_index: u64,
     /// `next_index × 1 s / rate` as quotient and remainder, kept up to date by addition.
     active: (u64, u64),
+    /// `1 s / rate` as quotient and remainder: what `active` grows by per packet.
+    step: (u64, u64),
     /// Fields of packet `next_index`, already drawn (it belongs to this queue).
     pending: Option<Fields>,
     /// One template frame per destination (built on first use).
@@ -139,6 +141,7 @@ impl FloodSource {
             rng,
             next_index: 0,
             active: (0, 0),
+            step: (NS_PER_SEC / spec.rate.0, NS_PER_SEC % spec.rate.0),
             pending: None,
             templates: Vec::new(),
             stats: ActorStats::new(name, kind_name),
@@ -161,8 +164,8 @@ impl FloodSource {
     fn advance(&mut self) {
         self.next_index += 1;
         let (quotient, remainder) = &mut self.active;
-        *quotient += NS_PER_SEC / self.rate;
-        *remainder += NS_PER_SEC % self.rate;
+        *quotient += self.step.0;
+        *remainder += self.step.1;
         if *remainder >= self.rate {
             *remainder -= self.rate;
             *quotient += 1;
