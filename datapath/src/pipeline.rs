@@ -549,6 +549,13 @@ impl Pipeline {
         std::mem::take(&mut self.emitted)
     }
 
+    /// Move the frames the last `process` call sends to the end of `frames`. Unlike
+    /// [`Self::take_emitted`] both vectors keep their capacity, so a driver that reuses
+    /// `frames` allocates nothing per packet.
+    pub fn drain_emitted_into(&mut self, frames: &mut Vec<EmittedFrame>) {
+        frames.append(&mut self.emitted);
+    }
+
     /// Counters so far.
     pub fn counters(&self) -> &PipelineCounters {
         &self.counters

@@ -23,6 +23,7 @@
 //!   results), run in parallel, with diffs, `--bless` and JUnit output.
 //! - [`generate`] — `sim gen`: deterministic synthetic captures (floods, conversations,
 //!   malformed packets, damaged files).
+//! - [`report_html`] — `report.html` of `sim run`: the report with inline SVG plots.
 //! - [`record`] — the per-packet record (the common currency of replay, run and diff).
 //! - [`bench`] — `sim bench`: the benchmark workloads end to end (ns/packet, Mpps, targets,
 //!   lbsim vs kernel and 2 vs 1 threads), and the callgrind instruction-count baseline.
@@ -44,6 +45,7 @@ pub mod plan;
 pub mod record;
 pub mod replay;
 pub mod report;
+pub mod report_html;
 pub mod run;
 pub mod scenario;
 pub mod traffic;

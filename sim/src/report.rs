@@ -57,6 +57,18 @@ pub struct Report {
     /// What the appliance's stages saw: shield contexts (counters, mode changes per queue),
     /// flowmgr hits, virtual services with ActiveConn/InActConn at the end of the run.
     pub appliance: crate::appliance::ApplianceReport,
+    /// Data for the plots of `report.html` (deterministic, not part of `report.json`).
+    #[serde(skip)]
+    pub plots: Plots,
+}
+
+/// Time series behind `report.html`'s plots.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plots {
+    /// Verdicts, backends, ActiveConn and shield modes over time.
+    pub series: crate::engine::series::Series,
+    /// (time established, setup time) of TCP client connections.
+    pub connect_samples: Vec<(u64, u64)>,
 }
 
 /// One `[expect]` check.
@@ -236,6 +248,14 @@ pub struct Measured {
     pub ns_per_packet: f64,
     /// Millions of processed packets per wall second.
     pub mpps: f64,
+    /// CPU time each queue's shard took on its thread (Linux `/proc/thread-self/schedstat`;
+    /// 0 where unavailable): unlike wall time it does not count time the thread waited for
+    /// a core, so it measures the cost on a busy machine too.
+    pub queue_cpu_ns: Vec<u64>,
+    /// CPU ns per processed packet, all shards (0 when CPU time is unavailable).
+    pub cpu_ns_per_packet: f64,
+    /// Millions of processed packets per second of one core's CPU time.
+    pub mpps_per_core: f64,
 }
 
 impl Measured {
@@ -258,8 +278,29 @@ impl Measured {
             packets,
             ns_per_packet,
             mpps,
+            queue_cpu_ns: Vec::new(),
+            cpu_ns_per_packet: 0.0,
+            mpps_per_core: 0.0,
         }
     }
+
+    /// Add the shards' CPU times.
+    pub fn with_cpu(mut self, queue_cpu_ns: Vec<u64>) -> Self {
+        let cpu_ns: u64 = queue_cpu_ns.iter().sum();
+        if cpu_ns > 0 && self.packets > 0 {
+            self.cpu_ns_per_packet = cpu_ns as f64 / self.packets as f64;
+            self.mpps_per_core = self.packets as f64 * 1e3 / cpu_ns as f64;
+        }
+        self.queue_cpu_ns = queue_cpu_ns;
+        self
+    }
+}
+
+/// CPU time the calling thread has run so far (ns), from `/proc/thread-self/schedstat`;
+/// `None` where that file is unavailable. Measurement code only: never feeds a result.
+pub fn thread_cpu_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok()
 }
 
 /// Success ratio over the attempts that finished (succeeded or failed); attempts still in
@@ -390,6 +431,15 @@ pub fn build(scenario: &Scenario, world: &World, merged: &ShardResult) -> Report
             .collect(),
         events: merged.events.clone(),
         timeline: merged.timeline.clone(),
+        plots: Plots {
+            series: merged.series.clone(),
+            connect_samples: merged
+                .actors
+                .iter()
+                .filter_map(|a| a.tcp.as_ref())
+                .flat_map(|t| t.connect_samples.iter().copied())
+                .collect(),
+        },
     };
     report.checks = checks(&scenario.expect, &report);
     report.passed = report.checks.iter().all(|c| c.passed);
@@ -521,6 +571,15 @@ pub fn markdown(report: &Report, measured: Option<&Measured>) -> String {
         "| {} | {} | {} | {} | {} | {} | {} |\n",
         t.sent, t.processed, t.emitted, t.delivered, t.unroutable, t.link_lost, t.link_queue_full
     );
+    if t.link_duplicated + t.link_reordered + t.link_corrupted > 0 {
+        md.push_str("## Link faults\n\n| duplicated | reordered | corrupted | invalid (pipeline) |\n|---|---|---|---|\n");
+        let invalid: u64 = report.pipeline.invalid.values().sum();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {invalid} |\n",
+            t.link_duplicated, t.link_reordered, t.link_corrupted
+        );
+    }
     md.push_str(
         "## Pipeline decisions\n\n| stage | verdict | reason | packets |\n|---|---|---|---|\n",
     );
@@ -561,6 +620,13 @@ pub fn markdown(report: &Report, measured: Option<&Measured>) -> String {
             m.ns_per_packet,
             m.mpps
         );
+        if m.mpps_per_core > 0.0 {
+            let _ = writeln!(
+                md,
+                "\nCPU time of the shards: {:.1} ns/packet · {:.3} Mpps per core",
+                m.cpu_ns_per_packet, m.mpps_per_core
+            );
+        }
     }
     md
 }

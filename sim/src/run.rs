@@ -1,6 +1,6 @@
 //! `sim run SCENARIO`: load a scenario, run its receive queues (in parallel with rayon, each
 //! shard its own pipeline), merge them in queue order, check `[expect]`, print a summary and
-//! write `report.json` / `report.md` (plus `--packets` records and a `--pcap-out` capture).
+//! write `report.json` / `report.md` / `report.html` (plus `--packets` records and a `--pcap-out` capture).
 //!
 //! `--threads 1` and `--threads N` give byte-identical deterministic reports: the number of
 //! shards is the scenario's `queues`, not the thread count. Not here: the simulation itself
@@ -99,23 +99,28 @@ pub fn run_scenario_observed(
         .num_threads(options.threads.max(1))
         .build()?;
     let started = Instant::now();
-    let shards: Vec<(ShardResult, u64)> = pool.install(|| {
+    let shards: Vec<(ShardResult, u64, u64)> = pool.install(|| {
         (0..scenario.queues)
             .into_par_iter()
             .map(|queue| {
                 let shard_started = Instant::now();
+                let cpu_started = report::thread_cpu_ns();
                 let mut engine =
                     Engine::new(scenario, &loaded.base_dir, &world, queue, options.collect)?;
                 if let Some((interval, observer)) = observer {
                     engine.observe(interval, observer);
                 }
                 let result = engine.run(progress);
-                Ok((result, shard_started.elapsed().as_nanos() as u64))
+                let cpu_ns = report::thread_cpu_ns()
+                    .zip(cpu_started)
+                    .map_or(0, |(end, start)| end.saturating_sub(start));
+                Ok((result, shard_started.elapsed().as_nanos() as u64, cpu_ns))
             })
             .collect::<anyhow::Result<Vec<_>>>()
     })?;
     let wall_ns = started.elapsed().as_nanos() as u64;
     let queue_wall_ns = shards.iter().map(|s| s.1).collect();
+    let queue_cpu_ns = shards.iter().map(|s| s.2).collect();
     let mut results = shards.into_iter().map(|s| s.0);
     let mut merged = results
         .next()
@@ -132,7 +137,8 @@ pub fn run_scenario_observed(
         wall_ns,
         queue_wall_ns,
         merged.totals.processed,
-    );
+    )
+    .with_cpu(queue_cpu_ns);
     Ok(RunOutput {
         report,
         measured,
@@ -242,8 +248,12 @@ pub fn summary(report: &Report, measured: &Measured) -> String {
         );
     }
     text += &format!(
-        "measured: {:.1} ns/packet, {:.3} Mpps on {} thread(s)\n",
-        measured.ns_per_packet, measured.mpps, measured.threads
+        "measured: {:.1} ns/packet, {:.3} Mpps on {} thread(s); CPU time {:.1} ns/packet, {:.3} Mpps per core\n",
+        measured.ns_per_packet,
+        measured.mpps,
+        measured.threads,
+        measured.cpu_ns_per_packet,
+        measured.mpps_per_core
     );
     for check in report.checks.iter().filter(|c| !c.passed) {
         text += &format!(
@@ -302,6 +312,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(
         out_dir.join("report.md"),
         report::markdown(&output.report, Some(&output.measured)),
+    )?;
+    std::fs::write(
+        out_dir.join("report.html"),
+        crate::report_html::page(&output.report, Some(&output.measured))?,
     )?;
     if let Some(path) = &args.packets {
         write_records(path, &output.merged.records)?;

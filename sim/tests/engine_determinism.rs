@@ -8,7 +8,7 @@ use sim::engine::{Collect, PacketLine};
 use sim::run::{RunOptions, RunOutput, run_scenario};
 use sim::scenario::{self, DurationNs};
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "synflood",
     "udpflood",
     "replay-real",
@@ -16,6 +16,7 @@ const SCENARIOS: [&str; 7] = [
     "multiport-fwmark",
     "nat-masquerade",
     "failover",
+    "faults",
 ];
 
 fn run(name: &str, threads: usize) -> RunOutput {

@@ -8,7 +8,7 @@ use sim::run::{RunOptions, run_scenario};
 use sim::scenario::{self, DurationNs};
 
 /// Scenarios bundled in `scenarios/`.
-pub const BUNDLED: [&str; 7] = [
+pub const BUNDLED: [&str; 8] = [
     "synflood",
     "udpflood",
     "replay-real",
@@ -16,6 +16,7 @@ pub const BUNDLED: [&str; 7] = [
     "multiport-fwmark",
     "nat-masquerade",
     "failover",
+    "faults",
 ];
 
 fn path(name: &str) -> PathBuf {

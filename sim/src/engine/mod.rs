@@ -17,16 +17,17 @@ pub mod backend;
 pub mod link;
 pub mod queue;
 pub mod rng;
+pub mod series;
 pub mod stack;
 pub mod world;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use datapath::TimeNs;
 use datapath::packet::{LinkType, PacketMeta};
-use datapath::pipeline::{PacketOutcome, Pipeline, PipelineCounters};
+use datapath::pipeline::{EmittedFrame, PacketOutcome, Pipeline, PipelineCounters};
 use datapath::verdict::{NS_PER_SEC, Verdict};
 use serde::Serialize;
 
@@ -36,7 +37,7 @@ use crate::traffic::pcap::PcapSource;
 use crate::traffic::tcp_clients::TcpClients;
 use crate::traffic::udp_clients::UdpClients;
 use crate::traffic::{Actor, ActorStats, Outbox};
-use link::{Pipe, Transit};
+use link::{Faults, Pipe, Transit};
 use queue::EventQueue;
 use world::{HostId, HostKind, World, frame_destination};
 
@@ -47,6 +48,9 @@ const MAX_SAME_INSTANT_WAKES: u32 = 100_000;
 pub const CAPTURE_CAPACITY: usize = 1 << 21;
 /// Most per-packet records kept per shard for `--packets`; more are counted, not kept.
 pub const RECORD_CAPACITY: usize = 1 << 22;
+/// Most frames travelling on a shard's links at once; more are tail-dropped (counted as
+/// `link_queue_full`).
+pub const IN_FLIGHT_CAPACITY: usize = queue::EVENT_QUEUE_CAPACITY;
 
 /// What the caller wants collected besides counters.
 #[derive(Clone, Copy, Debug, Default)]
@@ -81,6 +85,16 @@ pub struct Totals {
     pub link_lost: u64,
     /// Frames tail-dropped at full link queues.
     pub link_queue_full: u64,
+    /// Extra frames made by link duplication (each also ends in one outcome).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub link_duplicated: u64,
+    /// Frames a link held back so that later frames overtook them.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub link_reordered: u64,
+    /// Frames with a bit flipped on a link (still processed or delivered: the pipeline
+    /// counts most as invalid, hosts' stacks drop them on their checksums).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub link_corrupted: u64,
     /// Frames processed by the pipeline.
     pub processed: u64,
     /// Frames the pipeline emitted.
@@ -104,13 +118,14 @@ pub struct Totals {
 impl Totals {
     /// Every frame ends in exactly one counted outcome: frames that entered (sent by hosts,
     /// emitted by the pipeline) equal frames that left (lost, tail-dropped, processed by the
-    /// pipeline, delivered, unroutable, not IP, still in flight). `None` when events
-    /// overflowed the queue (then not every lost event was a frame); else the imbalance.
+    /// pipeline, delivered, unroutable, not IP, still in flight); copies made by link
+    /// duplication count as entered. `None` when events overflowed the queue (then not
+    /// every lost event was a frame); else the imbalance.
     pub fn frame_imbalance(&self) -> Option<i64> {
         if self.event_overflow > 0 {
             return None;
         }
-        let entered = self.sent + self.emitted;
+        let entered = self.sent + self.emitted + self.link_duplicated;
         let left = self.link_lost
             + self.link_queue_full
             + self.processed
@@ -125,6 +140,9 @@ impl Totals {
         self.sent += other.sent;
         self.link_lost += other.link_lost;
         self.link_queue_full += other.link_queue_full;
+        self.link_duplicated += other.link_duplicated;
+        self.link_reordered += other.link_reordered;
+        self.link_corrupted += other.link_corrupted;
         self.processed += other.processed;
         self.emitted += other.emitted;
         self.unroutable += other.unroutable;
@@ -135,6 +153,10 @@ impl Totals {
         self.in_flight += other.in_flight;
         self.not_kept += other.not_kept;
     }
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// One second of the run.
@@ -206,6 +228,8 @@ pub struct ShardResult {
     pub emitted: Vec<(TimeNs, Vec<u8>)>,
     /// What the appliance's stages saw (shield contexts, flows, directors).
     pub appliance: crate::appliance::ApplianceReport,
+    /// Fine-grained time series for plots.
+    pub series: series::Series,
 }
 
 impl ShardResult {
@@ -236,6 +260,7 @@ impl ShardResult {
         }
         self.records.extend(other.records);
         self.emitted.extend(other.emitted);
+        self.series.merge(&other.series);
     }
 }
 
@@ -263,9 +288,35 @@ fn merge_counters(mine: &mut PipelineCounters, theirs: &PipelineCounters) {
 
 enum Event {
     Wake(u16),
-    AtAppliance { host: HostId, frame: Vec<u8> },
-    AtHost { host: HostId, frame: Vec<u8> },
+    /// The first frame of a lane's FIFO arrives.
+    Lane(u16),
+    /// A frame that arrives out of its lane's order (held back by reordering, or overtaking
+    /// after a link change shortened the latency).
+    Frame {
+        lane: u16,
+        frame: Vec<u8>,
+    },
     Timed(u16),
+}
+
+/// Which way a frame crosses a host's link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direction {
+    ToAppliance = 0,
+    FromAppliance = 1,
+}
+
+/// The lane (one direction of one host's link) of `host` in `direction`.
+fn lane_of(host: HostId, direction: Direction) -> u16 {
+    host * 2 + direction as u16
+}
+
+/// A frame on its way, in its lane's FIFO: it arrives at `at` and runs under the sequence
+/// number reserved when it was sent, exactly where an event of its own would have run.
+struct InFlight {
+    at: TimeNs,
+    seq: u64,
+    frame: Vec<u8>,
 }
 
 /// Where frames to a host's addresses go.
@@ -287,6 +338,15 @@ pub struct Engine<'a> {
     same_instant: Vec<(TimeNs, u32)>,
     /// Per host: (host → appliance, appliance → host).
     links: Vec<(Pipe, Pipe)>,
+    /// Frames travelling, per lane ([`lane_of`]), in arrival order: only each FIFO's first
+    /// frame has an event in the queue, so a flood's frames in flight cost the heap nothing.
+    lanes: Vec<VecDeque<InFlight>>,
+    /// Frames in all lanes and out-of-order frame events.
+    in_flight: usize,
+    /// Frames being sent (the outbox's, swapped out; reused).
+    sending: Vec<(HostId, Vec<u8>)>,
+    /// Frames the pipeline emitted for the current packet (reused).
+    emitted: Vec<EmittedFrame>,
     backend_actor: Vec<Option<u16>>,
     client_actor: HashMap<IpAddr, u16>,
     collect: Collect,
@@ -294,6 +354,10 @@ pub struct Engine<'a> {
     result: ShardResult,
     /// Live observer and its snapshot interval (virtual ns).
     observer: Option<(TimeNs, Observer<'a>)>,
+    /// Start of the next series bucket: the first event at or after it samples ActiveConn.
+    next_sample: TimeNs,
+    /// Bucket of the last per-second row and of the last series row.
+    cursors: (series::BucketCursor, series::BucketCursor),
 }
 
 impl<'a> Engine<'a> {
@@ -339,10 +403,16 @@ impl<'a> Engine<'a> {
             scheduled: Vec::new(),
             same_instant: Vec::new(),
             links,
+            lanes: (0..world.hosts.len() * 2)
+                .map(|_| VecDeque::new())
+                .collect(),
+            in_flight: 0,
+            sending: Vec::new(),
+            emitted: Vec::new(),
             backend_actor: vec![None; world.hosts.len()],
             client_actor: HashMap::new(),
             collect,
-            outbox: Vec::new(),
+            outbox: Outbox::default(),
             result: ShardResult {
                 counters: PipelineCounters::default(),
                 totals: Totals::default(),
@@ -355,8 +425,11 @@ impl<'a> Engine<'a> {
                 records: Vec::new(),
                 emitted: Vec::new(),
                 appliance: crate::appliance::ApplianceReport::default(),
+                series: series::Series::new(series::bucket_ns(scenario.duration.0)),
             },
             observer: None,
+            next_sample: 0,
+            cursors: Default::default(),
         };
         engine.build_sources(base_dir)?;
         engine.build_backends();
@@ -520,6 +593,7 @@ impl<'a> Engine<'a> {
             records: Vec::new(),
             emitted: Vec::new(),
             appliance: crate::appliance::report(&self.pipeline),
+            series: result.series.clone(),
         }
     }
 
@@ -566,6 +640,9 @@ impl<'a> Engine<'a> {
                 progress(now - reported);
                 reported = now;
             }
+            if now >= self.next_sample {
+                self.sample(now);
+            }
             self.handle(now, event);
         }
         progress(self.end.saturating_sub(reported));
@@ -593,6 +670,7 @@ impl<'a> Engine<'a> {
                 records: Vec::new(),
                 emitted: Vec::new(),
                 appliance: result.appliance.clone(),
+                series: result.series.clone(),
             };
             observer(ShardSnapshot {
                 queue,
@@ -603,12 +681,46 @@ impl<'a> Engine<'a> {
         result
     }
 
+    /// Sample the series' ActiveConn at the first event of a bucket.
+    fn sample(&mut self, now: TimeNs) {
+        let series = &mut self.result.series;
+        series.sample_active(now, &self.pipeline);
+        self.next_sample = (now / series.bucket_ns + 1) * series.bucket_ns;
+    }
+
     fn handle(&mut self, now: TimeNs, event: Event) {
         match event {
             Event::Wake(actor) => self.wake(now, actor),
-            Event::AtAppliance { host, frame } => self.at_appliance(now, host, frame),
-            Event::AtHost { host, frame } => self.at_host(now, host, frame),
+            Event::Lane(lane) => self.lane_arrival(now, lane),
+            Event::Frame { lane, frame } => {
+                self.in_flight -= 1;
+                self.arrived(now, lane, frame);
+            }
             Event::Timed(index) => self.timed(now, index),
+        }
+    }
+
+    /// The first frame of `lane` arrives; the next one (if any) gets the lane's event.
+    fn lane_arrival(&mut self, now: TimeNs, lane: u16) {
+        let fifo = &mut self.lanes[usize::from(lane)];
+        let Some(head) = fifo.pop_front() else {
+            return;
+        };
+        debug_assert_eq!(head.at, now);
+        if let Some(next) = fifo.front() {
+            let (at, seq) = (next.at, next.seq);
+            self.queue.push_keyed(at, seq, Event::Lane(lane));
+        }
+        self.in_flight -= 1;
+        self.arrived(now, lane, head.frame);
+    }
+
+    fn arrived(&mut self, now: TimeNs, lane: u16, frame: Vec<u8>) {
+        let host = lane / 2;
+        if lane % 2 == Direction::ToAppliance as u16 {
+            self.at_appliance(now, host, frame);
+        } else {
+            self.at_host(now, host, frame);
         }
     }
 
@@ -644,22 +756,81 @@ impl<'a> Engine<'a> {
     }
 
     fn send_outbox(&mut self, now: TimeNs) {
-        let frames = std::mem::take(&mut self.outbox);
-        for (host, frame) in frames {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let mut sending = std::mem::take(&mut self.sending);
+        self.outbox.drain_into(&mut sending);
+        for (host, frame) in sending.drain(..) {
             self.result.totals.sent += 1;
-            match self.links[usize::from(host)].0.send(now, frame.len()) {
-                Transit::Arrives(at) if at == now => self.at_appliance(now, host, frame),
-                Transit::Arrives(at) => {
-                    self.queue.push(at, Event::AtAppliance { host, frame });
+            self.travel(now, host, Direction::ToAppliance, frame);
+        }
+        self.sending = sending;
+    }
+
+    /// Send `frame` over `host`'s link in `direction`: lost, tail-dropped, or arriving
+    /// (with its duplicate, when the link makes one). A frame reaching the appliance at the
+    /// instant it was sent is processed at once; every other arrival is queued.
+    fn travel(&mut self, now: TimeNs, host: HostId, direction: Direction, mut frame: Vec<u8>) {
+        let (to_appliance, from_appliance) = &mut self.links[usize::from(host)];
+        let pipe = match direction {
+            Direction::ToAppliance => to_appliance,
+            Direction::FromAppliance => from_appliance,
+        };
+        let sent = pipe.send_frame(now, &mut frame);
+        let totals = &mut self.result.totals;
+        totals.link_reordered += u64::from(sent.reordered);
+        totals.link_corrupted += u64::from(sent.corrupted);
+        let at = match sent.transit {
+            Transit::Arrives(at) => at,
+            Transit::Lost | Transit::QueueFull => {
+                if sent.transit == Transit::Lost {
+                    totals.link_lost += 1;
+                } else {
+                    totals.link_queue_full += 1;
                 }
-                Transit::Lost => self.result.totals.link_lost += 1,
-                Transit::QueueFull => self.result.totals.link_queue_full += 1,
+                self.outbox.recycle(frame);
+                return;
+            }
+        };
+        let copy = sent.duplicated.then(|| {
+            totals.link_duplicated += 1;
+            let mut copy = self.outbox.buffer();
+            copy.extend_from_slice(&frame);
+            copy
+        });
+        for frame in std::iter::once(frame).chain(copy) {
+            if direction == Direction::ToAppliance && at == now {
+                self.at_appliance(now, host, frame);
+            } else {
+                self.enqueue(at, lane_of(host, direction), frame);
             }
         }
     }
 
+    /// Put a frame on its way: at the end of its lane's FIFO when it arrives no earlier than
+    /// the FIFO's last frame, else as an event of its own.
+    fn enqueue(&mut self, at: TimeNs, lane: u16, frame: Vec<u8>) {
+        if self.in_flight >= IN_FLIGHT_CAPACITY {
+            self.result.totals.link_queue_full += 1;
+            self.outbox.recycle(frame);
+            return;
+        }
+        let seq = self.queue.reserve_seq();
+        let fifo = &mut self.lanes[usize::from(lane)];
+        if fifo.back().is_none_or(|last| last.at <= at) {
+            fifo.push_back(InFlight { at, seq, frame });
+            self.in_flight += 1;
+            if fifo.len() == 1 {
+                self.queue.push_keyed(at, seq, Event::Lane(lane));
+            }
+        } else if self.queue.push_keyed(at, seq, Event::Frame { lane, frame }) {
+            self.in_flight += 1;
+        }
+    }
+
     fn second(&mut self, now: TimeNs) -> &mut SecondRow {
-        let second = (now / NS_PER_SEC) as usize;
+        let second = self.cursors.0.locate(now, NS_PER_SEC);
         let timeline = &mut self.result.timeline;
         if timeline.len() <= second {
             let from = timeline.len();
@@ -677,7 +848,8 @@ impl<'a> Engine<'a> {
         let outcome = self
             .pipeline
             .process(now, iface, LinkType::Ethernet, frame, wire_len);
-        let emitted = self.pipeline.take_emitted();
+        let mut emitted = std::mem::take(&mut self.emitted);
+        self.pipeline.drain_emitted_into(&mut emitted);
         self.count_outcome(now, &outcome, emitted.len());
         if self.collect.records {
             if self.result.records.len() < RECORD_CAPACITY {
@@ -692,9 +864,10 @@ impl<'a> Engine<'a> {
                 self.result.totals.not_kept += 1;
             }
         }
-        for frame in emitted {
+        for frame in emitted.drain(..) {
             self.route(now, frame.frame);
         }
+        self.emitted = emitted;
     }
 
     fn count_outcome(&mut self, now: TimeNs, outcome: &PacketOutcome, emitted: usize) {
@@ -709,16 +882,14 @@ impl<'a> Engine<'a> {
         }
         if let Some(backend) = outcome.backend {
             *self.result.backends.entry(backend).or_default() += 1;
+            self.result.series.count_backend(now, backend);
         }
-        let row = self.second(now);
-        row.processed += 1;
-        row.emitted += emitted as u64;
-        match outcome.verdict {
-            Verdict::Pass => row.pass += 1,
-            Verdict::Drop(_) => row.drop += 1,
-            Verdict::Reply => row.reply += 1,
-            Verdict::Forward => row.forward += 1,
-        }
+        count_row(self.second(now), outcome, emitted);
+        count_row(
+            self.result.series.row(now, &mut self.cursors.1),
+            outcome,
+            emitted,
+        );
     }
 
     fn route(&mut self, now: TimeNs, frame: Vec<u8>) {
@@ -731,25 +902,22 @@ impl<'a> Engine<'a> {
         }
         let Some(destination) = frame_destination(&frame) else {
             self.result.totals.non_ip += 1;
+            self.outbox.recycle(frame);
             return;
         };
         let Some(host) = self.world.route(destination) else {
             self.result.totals.unroutable += 1;
+            self.outbox.recycle(frame);
             return;
         };
-        match self.links[usize::from(host)].1.send(now, frame.len()) {
-            Transit::Arrives(at) => {
-                self.queue.push(at, Event::AtHost { host, frame });
-            }
-            Transit::Lost => self.result.totals.link_lost += 1,
-            Transit::QueueFull => self.result.totals.link_queue_full += 1,
-        }
+        self.travel(now, host, Direction::FromAppliance, frame);
     }
 
     fn at_host(&mut self, now: TimeNs, host: HostId, frame: Vec<u8>) {
         self.result.totals.delivered += 1;
         self.result.delivered[usize::from(host)] += 1;
         self.second(now).delivered += 1;
+        self.result.series.row(now, &mut self.cursors.1).delivered += 1;
         let receiver = match self.backend_actor[usize::from(host)] {
             Some(actor) => Receiver::Actor(actor),
             None => frame_destination(&frame)
@@ -764,36 +932,13 @@ impl<'a> Engine<'a> {
                 self.after_actor(now, actor, next);
             }
         }
+        self.outbox.recycle(frame);
     }
 
     fn timed(&mut self, now: TimeNs, index: u16) {
         let event = self.scenario.events[usize::from(index)].get_ref().clone();
         let status = match &event {
-            TimedEvent::Link {
-                host,
-                latency,
-                bandwidth,
-                loss_ppm,
-                ..
-            } => {
-                if let Some(id) = self.world.host(host) {
-                    let queues = self.scenario.queues;
-                    let (pipe_in, pipe_out) = &mut self.links[usize::from(id)];
-                    for pipe in [pipe_in, pipe_out] {
-                        let (old_latency, old_bandwidth, old_loss) = pipe.parameters();
-                        let bandwidth = bandwidth
-                            .map(|b| b.0)
-                            .or(old_bandwidth.map(|b| b * u64::from(queues)));
-                        pipe.apply(
-                            latency.map_or(old_latency, |l| l.0),
-                            bandwidth,
-                            loss_ppm.unwrap_or(old_loss),
-                            queues,
-                        );
-                    }
-                }
-                "applied".to_string()
-            }
+            TimedEvent::Link { .. } => self.link_event(&event),
             other => apply_stage_event(&mut self.pipeline, other),
         };
         self.result.events.push(EventLogEntry {
@@ -803,6 +948,49 @@ impl<'a> Engine<'a> {
         });
     }
 
+    /// Apply a timed link change to both directions of the host's link.
+    fn link_event(&mut self, event: &TimedEvent) -> String {
+        let TimedEvent::Link {
+            host,
+            latency,
+            bandwidth,
+            loss_ppm,
+            duplicate_ppm,
+            reorder_ppm,
+            reorder_delay,
+            corrupt_ppm,
+            ..
+        } = event
+        else {
+            return "ignored: not a link event".into();
+        };
+        let Some(id) = self.world.host(host) else {
+            return "applied".into();
+        };
+        let queues = self.scenario.queues;
+        let (pipe_in, pipe_out) = &mut self.links[usize::from(id)];
+        for pipe in [pipe_in, pipe_out] {
+            let (old_latency, old_bandwidth, old_loss) = pipe.parameters();
+            let bandwidth = bandwidth
+                .map(|b| b.0)
+                .or(old_bandwidth.map(|b| b * u64::from(queues)));
+            pipe.apply(
+                latency.map_or(old_latency, |l| l.0),
+                bandwidth,
+                loss_ppm.unwrap_or(old_loss),
+                queues,
+            );
+            let old = pipe.faults();
+            pipe.set_faults(Faults {
+                duplicate_ppm: duplicate_ppm.unwrap_or(old.duplicate_ppm),
+                reorder_ppm: reorder_ppm.unwrap_or(old.reorder_ppm),
+                reorder_delay_ns: reorder_delay.map_or(old.reorder_delay_ns, |d| d.0),
+                corrupt_ppm: corrupt_ppm.unwrap_or(old.corrupt_ppm),
+            });
+        }
+        "applied".into()
+    }
+
     fn finish(mut self) -> ShardResult {
         for actor in &mut self.actors {
             actor.finish(self.end);
@@ -810,13 +998,30 @@ impl<'a> Engine<'a> {
         self.result.actors = self.actors.iter().map(|a| a.stats()).collect();
         self.result.counters = self.pipeline.counters().clone();
         self.result.appliance = crate::appliance::report(&self.pipeline);
+        let series = &mut self.result.series;
+        series.record_modes(self.queue_index, &self.pipeline);
+        series.finish(self.end.div_ceil(series.bucket_ns) as usize);
         self.result.totals.event_overflow = self.queue.overflow();
-        self.result.totals.in_flight = self
+        let out_of_order = self
             .queue
             .pending()
-            .filter(|e| matches!(e, Event::AtAppliance { .. } | Event::AtHost { .. }))
-            .count() as u64;
+            .filter(|e| matches!(e, Event::Frame { .. }))
+            .count();
+        let in_lanes: usize = self.lanes.iter().map(VecDeque::len).sum();
+        self.result.totals.in_flight = (out_of_order + in_lanes) as u64;
         self.result
+    }
+}
+
+/// Count one processed packet in a time-series row.
+fn count_row(row: &mut SecondRow, outcome: &PacketOutcome, emitted: usize) {
+    row.processed += 1;
+    row.emitted += emitted as u64;
+    match outcome.verdict {
+        Verdict::Pass => row.pass += 1,
+        Verdict::Drop(_) => row.drop += 1,
+        Verdict::Reply => row.reply += 1,
+        Verdict::Forward => row.forward += 1,
     }
 }
 

@@ -130,13 +130,69 @@ pub fn queue_of(client: IpAddr, port: u16, queues: u16) -> u16 {
     if queues <= 1 {
         return 0;
     }
-    let mut hasher = SipHasher13::new_with_keys(RSS_KEYS.0, RSS_KEYS.1);
-    match client {
-        IpAddr::V4(v4) => hasher.write(&v4.octets()),
-        IpAddr::V6(v6) => hasher.write(&v6.octets()),
+    let hash = match client {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            let [p0, p1] = port.to_le_bytes();
+            siphash13_short(&[a, b, c, d, p0, p1])
+        }
+        IpAddr::V6(v6) => {
+            let mut hasher = SipHasher13::new_with_keys(RSS_KEYS.0, RSS_KEYS.1);
+            hasher.write(&v6.octets());
+            hasher.write_u16(port);
+            hasher.finish()
+        }
+    };
+    reduce(hash, queues)
+}
+
+/// `hash % queues`, with a mask for powers of two (this machine's 64-bit division costs
+/// as much as the hash itself).
+fn reduce(hash: u64, queues: u16) -> u16 {
+    let queues = u64::from(queues);
+    if queues.is_power_of_two() {
+        (hash & (queues - 1)) as u16
+    } else {
+        (hash % queues) as u16
     }
-    hasher.write_u16(port);
-    (hasher.finish() % u64::from(queues)) as u16
+}
+
+/// SipHash-1-3 under [`RSS_KEYS`] of a message shorter than 8 bytes: what
+/// `SipHasher13::write` + `finish` compute, without the streaming buffer (the flood's hot
+/// path hashes every packet's source once per receive queue).
+fn siphash13_short(message: &[u8]) -> u64 {
+    debug_assert!(message.len() < 8);
+    let (k0, k1) = RSS_KEYS;
+    let mut v = [
+        k0 ^ 0x736f_6d65_7073_6575,
+        k1 ^ 0x646f_7261_6e64_6f6d,
+        k0 ^ 0x6c79_6765_6e65_7261,
+        k1 ^ 0x7465_6462_7974_6573,
+    ];
+    let mut last = [0u8; 8];
+    last[..message.len()].copy_from_slice(message);
+    let block = u64::from_le_bytes(last) | ((message.len() as u64) << 56);
+    v[3] ^= block;
+    sip_round(&mut v);
+    v[0] ^= block;
+    v[2] ^= 0xff;
+    for _ in 0..3 {
+        sip_round(&mut v);
+    }
+    v[0] ^ v[1] ^ v[2] ^ v[3]
+}
+
+fn sip_round(v: &mut [u64; 4]) {
+    v[0] = v[0].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(13) ^ v[0];
+    v[0] = v[0].rotate_left(32);
+    v[2] = v[2].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(16) ^ v[2];
+    v[0] = v[0].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(21) ^ v[0];
+    v[2] = v[2].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(17) ^ v[2];
+    v[2] = v[2].rotate_left(32);
 }
 
 /// Receive queue of a packet seen without knowing which side is the client (captures):
@@ -182,5 +238,28 @@ pub fn frame_destination(frame: &[u8]) -> Option<IpAddr> {
     } else {
         let bytes: [u8; 4] = frame.get(offset + 16..offset + 20)?.try_into().ok()?;
         Some(IpAddr::from(bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::{Rng, SeedableRng};
+
+    /// The short-message SipHash is the streaming hasher's result, byte for byte.
+    #[test]
+    fn short_siphash_matches_the_streaming_hasher() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        for _ in 0..100_000 {
+            let address = std::net::Ipv4Addr::from(rng.next_u32());
+            let port = rng.next_u32() as u16;
+            let mut hasher = SipHasher13::new_with_keys(RSS_KEYS.0, RSS_KEYS.1);
+            hasher.write(&address.octets());
+            hasher.write_u16(port);
+            for queues in [2, 3, 7] {
+                let expected = (hasher.finish() % queues) as u16;
+                assert_eq!(queue_of(IpAddr::V4(address), port, queues as u16), expected);
+            }
+        }
     }
 }

@@ -110,16 +110,96 @@ pub struct LinkSpec {
     /// Loss probability in parts per million.
     #[serde(default, deserialize_with = "loss_ppm")]
     pub loss_ppm: u32,
+    /// Probability (ppm) that a frame arrives twice (the copy right after the original).
+    #[serde(
+        default,
+        deserialize_with = "duplicate_ppm",
+        skip_serializing_if = "is_zero"
+    )]
+    pub duplicate_ppm: u32,
+    /// Probability (ppm) that a frame is held back by `reorder_delay`, so that frames sent
+    /// after it overtake it.
+    #[serde(
+        default,
+        deserialize_with = "reorder_ppm",
+        skip_serializing_if = "is_zero"
+    )]
+    pub reorder_ppm: u32,
+    /// Extra delay of a reordered frame (default [`DEFAULT_REORDER_DELAY_NS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reorder_delay: Option<DurationNs>,
+    /// Probability (ppm) that one bit of a frame's IP packet is flipped on the way.
+    #[serde(
+        default,
+        deserialize_with = "corrupt_ppm",
+        skip_serializing_if = "is_zero"
+    )]
+    pub corrupt_ppm: u32,
 }
 
-fn loss_ppm<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+/// Extra delay of a reordered frame when `reorder_delay` is not given.
+pub const DEFAULT_REORDER_DELAY_NS: u64 = 1_000_000;
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
+/// A probability in parts per million (at most 1000000), named `key` in errors.
+fn ppm<'de, D: serde::Deserializer<'de>>(deserializer: D, key: &str) -> Result<u32, D::Error> {
     let value = u32::deserialize(deserializer)?;
     if value > 1_000_000 {
         return Err(serde::de::Error::custom(format!(
-            "loss_ppm {value} is above 1000000 (parts per million)"
+            "{key} {value} is above 1000000 (parts per million)"
         )));
     }
     Ok(value)
+}
+
+fn loss_ppm<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    ppm(deserializer, "loss_ppm")
+}
+
+fn duplicate_ppm<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    ppm(deserializer, "duplicate_ppm")
+}
+
+fn reorder_ppm<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    ppm(deserializer, "reorder_ppm")
+}
+
+fn corrupt_ppm<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    ppm(deserializer, "corrupt_ppm")
+}
+
+fn optional_ppm<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+    key: &str,
+) -> Result<Option<u32>, D::Error> {
+    ppm(deserializer, key).map(Some)
+}
+
+fn optional_loss_ppm<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u32>, D::Error> {
+    optional_ppm(deserializer, "loss_ppm")
+}
+
+fn optional_duplicate_ppm<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u32>, D::Error> {
+    optional_ppm(deserializer, "duplicate_ppm")
+}
+
+fn optional_reorder_ppm<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u32>, D::Error> {
+    optional_ppm(deserializer, "reorder_ppm")
+}
+
+fn optional_corrupt_ppm<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u32>, D::Error> {
+    optional_ppm(deserializer, "corrupt_ppm")
 }
 
 /// A client network: owns an address prefix; clients and floods send from it, and frames to
@@ -423,7 +503,32 @@ pub enum TimedEvent {
         /// New bandwidth.
         bandwidth: Option<Bandwidth>,
         /// New loss.
+        #[serde(default, deserialize_with = "optional_loss_ppm")]
         loss_ppm: Option<u32>,
+        /// New duplication probability.
+        #[serde(
+            default,
+            deserialize_with = "optional_duplicate_ppm",
+            skip_serializing_if = "Option::is_none"
+        )]
+        duplicate_ppm: Option<u32>,
+        /// New reordering probability.
+        #[serde(
+            default,
+            deserialize_with = "optional_reorder_ppm",
+            skip_serializing_if = "Option::is_none"
+        )]
+        reorder_ppm: Option<u32>,
+        /// New extra delay of reordered frames.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reorder_delay: Option<DurationNs>,
+        /// New corruption probability.
+        #[serde(
+            default,
+            deserialize_with = "optional_corrupt_ppm",
+            skip_serializing_if = "Option::is_none"
+        )]
+        corrupt_ppm: Option<u32>,
     },
 }
 

@@ -18,8 +18,59 @@ use hdrhistogram::Histogram;
 
 use crate::engine::world::HostId;
 
-/// Frames an actor sends: (the host whose link carries it, Ethernet frame).
-pub type Outbox = Vec<(HostId, Vec<u8>)>;
+/// Spare frame buffers an [`Outbox`] keeps for reuse.
+pub const SPARE_FRAMES: usize = 4096;
+/// Largest buffer kept for reuse (bigger ones are freed).
+const SPARE_FRAME_BYTES_MAX: usize = 2048;
+
+/// Frames an actor sends — (the host whose link carries it, Ethernet frame) — and spare
+/// buffers to build them in: frames the engine is done with come back here, so a flood
+/// reuses a few buffers instead of allocating one per packet.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    frames: Vec<(HostId, Vec<u8>)>,
+    spare: Vec<Vec<u8>>,
+}
+
+impl Outbox {
+    /// Send `frame` over `host`'s link.
+    pub fn push(&mut self, (host, frame): (HostId, Vec<u8>)) {
+        self.frames.push((host, frame));
+    }
+
+    /// An empty buffer to build a frame in (a reused one when there is one).
+    pub fn buffer(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_default()
+    }
+
+    /// Give a frame's buffer back for reuse (up to [`SPARE_FRAMES`] are kept).
+    pub fn recycle(&mut self, mut frame: Vec<u8>) {
+        if self.spare.len() < SPARE_FRAMES && frame.capacity() <= SPARE_FRAME_BYTES_MAX {
+            frame.clear();
+            self.spare.push(frame);
+        }
+    }
+
+    /// Frames waiting to be sent.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// True when no frame waits.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Move the waiting frames into `into` (appended; both keep their capacity).
+    pub fn drain_into(&mut self, into: &mut Vec<(HostId, Vec<u8>)>) {
+        into.append(&mut self.frames);
+    }
+
+    /// The waiting frames (tests).
+    pub fn frames(&self) -> &[(HostId, Vec<u8>)] {
+        &self.frames
+    }
+}
 
 /// Something the engine wakes and delivers frames to.
 pub trait Actor {
@@ -32,6 +83,10 @@ pub trait Actor {
     /// Called once when the run ends at `end` (connections still open are counted).
     fn finish(&mut self, _end: TimeNs) {}
 }
+
+/// Most (time, connect time) samples a TCP client source keeps for plots; more are
+/// counted in [`TcpStats::samples_not_kept`].
+pub const CONNECT_SAMPLES_CAPACITY: usize = 1 << 18;
 
 /// Highest value the latency histograms record (60 s in ns).
 pub const HISTOGRAM_MAX_NS: u64 = 60_000_000_000;
@@ -60,6 +115,11 @@ pub struct TcpStats {
     pub connect_ns: Histogram<u64>,
     /// Request completion time (connect → last response byte).
     pub complete_ns: Histogram<u64>,
+    /// (time established, connection setup time) of each connection, in time order per
+    /// shard, for time series plots.
+    pub connect_samples: Vec<(TimeNs, u64)>,
+    /// Samples beyond [`CONNECT_SAMPLES_CAPACITY`].
+    pub samples_not_kept: u64,
 }
 
 impl Default for TcpStats {
@@ -73,11 +133,22 @@ impl Default for TcpStats {
             unfinished: 0,
             connect_ns: latency_histogram(),
             complete_ns: latency_histogram(),
+            connect_samples: Vec::new(),
+            samples_not_kept: 0,
         }
     }
 }
 
 impl TcpStats {
+    /// Keep a connection's setup time, established at `now`, for time series.
+    pub fn sample_connect(&mut self, now: TimeNs, connect_ns: u64) {
+        if self.connect_samples.len() < CONNECT_SAMPLES_CAPACITY {
+            self.connect_samples.push((now, connect_ns));
+        } else {
+            self.samples_not_kept += 1;
+        }
+    }
+
     /// Add another shard's results.
     pub fn merge(&mut self, other: &Self) {
         self.attempted += other.attempted;
@@ -89,6 +160,8 @@ impl TcpStats {
         // Same bounds on both sides: adding cannot fail.
         let _ = self.connect_ns.add(&other.connect_ns);
         let _ = self.complete_ns.add(&other.complete_ns);
+        self.connect_samples.extend(&other.connect_samples);
+        self.samples_not_kept += other.samples_not_kept;
     }
 }
 

@@ -259,7 +259,9 @@ fn progress(
     if !connection.established && socket.may_send() {
         connection.established = true;
         stats.established += 1;
-        let _ = stats.connect_ns.record((now - connection.started).max(1));
+        let connect_ns = (now - connection.started).max(1);
+        let _ = stats.connect_ns.record(connect_ns);
+        stats.sample_connect(now, connect_ns);
     }
     if connection.established && !connection.request_sent && socket.can_send() {
         connection.request_sent = socket

@@ -1,0 +1,171 @@
+//! `report.html`: written by `sim run` next to report.json/report.md, self-contained (inline
+//! SVG only), well-formed (every element closed, in order), one plot per time series with a
+//! drawn line, and rendered by headless Chromium into a non-blank screenshot.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sim::engine::Collect;
+use sim::run::{RunOptions, run_scenario};
+use sim::scenario::{self, DurationNs};
+
+const VOID: [&str; 6] = ["meta", "br", "hr", "img", "input", "link"];
+
+/// Check that every element is closed in order; returns the number of elements.
+fn well_formed(html: &str) -> usize {
+    let mut open: Vec<String> = Vec::new();
+    let mut elements = 0;
+    let mut rest = html;
+    while let Some(start) = rest.find('<') {
+        let end = rest[start..].find('>').expect("tag closed by '>'") + start;
+        let tag = &rest[start + 1..end];
+        rest = &rest[end + 1..];
+        if tag.starts_with('!') || tag.starts_with('?') {
+            continue;
+        }
+        if let Some(name) = tag.strip_prefix('/') {
+            let top = open
+                .pop()
+                .unwrap_or_else(|| panic!("</{name}> closes nothing"));
+            assert_eq!(top, name.trim(), "</{name}> closes <{top}>");
+            continue;
+        }
+        elements += 1;
+        let name: String = tag
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != '/')
+            .collect();
+        if !tag.ends_with('/') && !VOID.contains(&name.as_str()) {
+            open.push(name);
+        }
+    }
+    assert!(open.is_empty(), "unclosed elements: {open:?}");
+    elements
+}
+
+fn chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    ["chromium", "chromium-browser"].iter().find_map(|name| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    })
+}
+
+fn screenshot(browser: &Path, page: &Path, png: &Path, profile: &Path) {
+    let mut child = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg("--window-size=1100,2400")
+        .arg(format!("file://{}", page.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromium starts");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "chromium exited with {status}");
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("chromium did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn synflood_report_html_is_self_contained_well_formed_and_renders() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/synflood.toml");
+    let mut loaded = scenario::load(&path).unwrap();
+    loaded.scenario.duration = DurationNs(400_000_000);
+    let options = RunOptions {
+        threads: 2,
+        collect: Collect::default(),
+    };
+    let output = run_scenario(&loaded, options, &|_| {}).unwrap();
+    let html = sim::report_html::page(&output.report, Some(&output.measured)).unwrap();
+    assert!(well_formed(&html) > 100);
+    assert!(!html.contains("<script") && !html.contains("<link") && !html.contains(" src="));
+    let svgs = html.split("<svg").skip(1).count();
+    assert_eq!(svgs, 5, "every series has data in synflood");
+    for svg in html.split("<svg").skip(1) {
+        let svg = &svg[..svg.find("</svg>").unwrap()];
+        assert!(svg.contains("<polyline"), "a plot without a line");
+        assert!(svg.contains("<text"), "a plot without text");
+    }
+    for title in [
+        "Packets per second by verdict",
+        "Shield mode bits",
+        "Real-server share",
+        "ActiveConn per real server",
+        "Client connection time percentiles",
+    ] {
+        assert!(html.contains(title), "{title}");
+    }
+    let dir = std::env::temp_dir().join(format!("lbsim-report-html-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let page = dir.join("report.html");
+    std::fs::write(&page, &html).unwrap();
+    let Some(browser) = chromium() else {
+        if std::env::var("LBSIM_SKIP_BROWSER").as_deref() == Ok("1") {
+            eprintln!("chromium missing; browser check skipped (LBSIM_SKIP_BROWSER=1)");
+            return;
+        }
+        panic!(
+            "chromium is not installed: install it (`apt-get install -y chromium`) or set \
+             LBSIM_SKIP_BROWSER=1 to skip the browser check"
+        );
+    };
+    let png = dir.join("report.png");
+    screenshot(&browser, &page, &png, &dir.join("chromium-profile"));
+    let bytes = std::fs::read(&png).expect("screenshot written");
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "screenshot is a PNG");
+    let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+    assert_eq!((width, height), (1100, 2400));
+    assert!(
+        bytes.len() > 40_000,
+        "screenshot is {} bytes: blank?",
+        bytes.len()
+    );
+    if std::env::var_os("LBSIM_KEEP_SCREENSHOT").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn sim_run_writes_report_html_next_to_json_and_markdown() {
+    let dir = std::env::temp_dir().join(format!("lbsim-run-html-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/faults.toml");
+    let output = Command::new(env!("CARGO_BIN_EXE_sim"))
+        .args(["run", "--duration", "200ms", "--out"])
+        .arg(&dir)
+        .arg(&scenario)
+        .env("CI", "true")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    for file in ["report.json", "report.md", "report.html"] {
+        assert!(dir.join(file).is_file(), "{file} missing");
+    }
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    well_formed(&html);
+    assert!(html.contains("Link faults"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
