@@ -45,15 +45,21 @@ fn live(loaded: &LoadedScenario, refresh: Duration, render: bool) -> (RunOutput,
     let mut session = Session::live(loaded, options(loaded), None);
     session.app.speed_exponent = SPEED_EXPONENT_MAX;
     let mut terminal = Terminal::new(TestBackend::new(120, 40)).expect("test terminal");
-    let mut last = Instant::now();
-    while !session.app.finished {
-        std::thread::sleep(refresh.saturating_sub(last.elapsed()));
+    // The first tick moves the clock one refresh on, so the run starts at once.
+    let mut last = Instant::now()
+        .checked_sub(refresh)
+        .unwrap_or_else(Instant::now);
+    loop {
         let now = Instant::now();
         session.tick(now - last, Wait::No).expect("pulls");
         last = now;
         if render {
             session.draw(&mut terminal).expect("draws");
         }
+        if session.app.finished {
+            break;
+        }
+        std::thread::sleep(refresh.saturating_sub(last.elapsed()));
     }
     let frames = session.app.frames;
     (session.finish().expect("runs").expect("a live run"), frames)

@@ -361,39 +361,43 @@ impl LiveFeed {
         }
     }
 
-    /// Ask for a frame (unless one is on its way), release the gate to the model's target,
-    /// and take what arrived: sparkline samples of every instant, and the frame once every
-    /// queue has sent it.
+    /// Take what arrived, ask for a frame (unless one is on its way), release the gate to the
+    /// model's target, and take what arrives: sparkline samples of every instant, and the
+    /// frame once every queue has sent it.
     pub fn pull(&mut self, app: &mut App, wait: Wait) -> anyhow::Result<()> {
+        self.take(app, Wait::No)?;
         self.ask_frame(app, wait);
         self.gate.release(app.target_ns);
         self.released = self.released.max(app.target_ns);
+        self.take(app, wait)?;
+        if app.finished && self.output.is_none() {
+            self.output = Some(self.join()?);
+        }
+        Ok(())
+    }
+
+    /// Merge the messages that arrived (with [`Wait::UntilTarget`]: until the frame asked
+    /// for is shown or the run ended).
+    fn take(&mut self, app: &mut App, wait: Wait) -> anyhow::Result<()> {
         loop {
             let message = match wait {
                 Wait::No => match self.messages.try_recv() {
-                    Ok(message) => Some(message),
-                    Err(TryRecvError::Empty) => None,
+                    Ok(message) => message,
+                    Err(TryRecvError::Empty) => return Ok(()),
                     Err(TryRecvError::Disconnected) => return self.ended_early(app),
                 },
-                Wait::UntilTarget if self.asked.is_none() || app.finished => None,
+                Wait::UntilTarget if self.asked.is_none() || app.finished => return Ok(()),
                 Wait::UntilTarget => match self.messages.recv_timeout(Duration::from_secs(60)) {
-                    Ok(message) => Some(message),
+                    Ok(message) => message,
                     Err(RecvTimeoutError::Timeout) => anyhow::bail!("no snapshot for 60 s"),
                     Err(RecvTimeoutError::Disconnected) => return self.ended_early(app),
                 },
-            };
-            let Some(message) = message else {
-                break;
             };
             self.merger.accept(app, message)?;
             if app.finished || self.asked.is_some_and(|at| app.data_ns >= at) {
                 self.asked = None;
             }
         }
-        if app.finished && self.output.is_none() {
-            self.output = Some(self.join()?);
-        }
-        Ok(())
     }
 
     /// Pick the next frame's instant: the model's target (the last boundary at or before it),
@@ -409,7 +413,8 @@ impl LiveFeed {
         if self.asked.is_some() || app.finished || shown <= app.data_ns {
             return;
         }
-        let held_by_gate = passed.saturating_add(interval) > self.released;
+        // Held: the shards wait at the gate, so they reach the target by the next refresh.
+        let held_by_gate = self.released > 0 && passed.saturating_add(interval) > self.released;
         let wanted = if wait == Wait::UntilTarget || held_by_gate {
             shown
         } else {
@@ -526,5 +531,63 @@ impl ReplayFeed {
             context.modes.retain(|(at, _)| *at <= now);
         }
         view
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_taken_at_a_boundary_no_shard_has_passed() {
+        let gate = Gate::new(10);
+        gate.release(50);
+        assert!(!gate.pass(10));
+        assert!(!gate.pass(20));
+        assert_eq!(gate.ask_frame(10), 30, "10 and 20 are passed: the next one");
+        assert_eq!(gate.passed(), 20);
+        assert!(gate.pass(30), "every shard passing 30 takes its results");
+        assert!(!gate.pass(40));
+        assert_eq!(gate.ask_frame(100), 100, "ahead of every shard: as asked");
+    }
+
+    #[test]
+    fn a_shard_waits_at_the_gate_until_released() {
+        let gate = Arc::new(Gate::new(10));
+        let shard = {
+            let gate = Arc::clone(&gate);
+            std::thread::spawn(move || gate.pass(20))
+        };
+        assert_eq!(gate.ask_frame(20), 20);
+        gate.release(15);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!shard.is_finished(), "15 < 20: still waiting");
+        gate.release(20);
+        assert!(
+            shard.join().unwrap(),
+            "passed 20, where the frame was asked"
+        );
+    }
+
+    #[test]
+    fn tallies_merge_queue_by_queue() {
+        let mut merged = Tally {
+            verdicts: [1, 2, 3, 4],
+            flow_hits: vec![5],
+            ..Tally::default()
+        };
+        merged.counters.packets = 10;
+        let mut other = Tally {
+            verdicts: [10, 20, 30, 40],
+            flow_hits: vec![1, 7],
+            ..Tally::default()
+        };
+        other.counters.packets = 100;
+        merged.merge(&other);
+        assert_eq!(merged.verdicts, [11, 22, 33, 44]);
+        assert_eq!(merged.flow_hits, [6, 7]);
+        assert_eq!(merged.counters.packets, 110);
+        let base = merged.rate_base(42);
+        assert_eq!((base.at, base.flow_hits), (42, vec![6, 7]));
     }
 }
