@@ -11,7 +11,11 @@
 //! the cores, so its work shows there. Environment: `LBSIM_TUI_BENCH_SECONDS` (virtual
 //! duration), `LBSIM_TUI_BENCH_RUNS`, `LBSIM_TUI_BENCH_REFRESH_MS` (e.g. scale the refresh up
 //! under callgrind, which runs ~50× slower) and `LBSIM_TUI_BENCH_ONLY=plain|model|render`
-//! (one case, for instruction counts).
+//! (one case, for instruction counts). Instructions, the figure to trust on a busy machine:
+//! `LBSIM_TUI_BENCH_SECONDS=2 LBSIM_TUI_BENCH_RUNS=1 LBSIM_TUI_BENCH_ONLY=model
+//! LBSIM_TUI_BENCH_REFRESH_MS=4000 valgrind --tool=callgrind target/release/deps/tui-…`
+//! (4000 ms under callgrind gives about as many refreshes per run as 100 ms natively; the
+//! case prints how many frames it showed).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
