@@ -1,104 +1,130 @@
-//! What the live TUI costs the simulation: `synflood` run plain, with the TUI's model updates
-//! (engine snapshots every frame interval, shard merge, report frame, `App::push_frame`) done
-//! inline on the simulation thread, and with a 120×40 frame rendered on ratatui's
-//! `TestBackend` at every frame as well (the real UI renders at most 10 times a second, on
-//! its own thread). Prints the best of a few runs of each and the difference in percent.
+//! What the live TUI costs the simulation: `synflood` (5 s of virtual time by default) run
+//! flat out
+//! (a) plain, with one thread per queue as the TUI uses;
+//! (b) under a live TUI session at full speed, its model fed at the default refresh rate
+//!     ([`sim::tui::REFRESH`] of wall time): the shards send counters every interval and full
+//!     results once per refresh, the UI thread merges them and builds a frame per refresh;
+//! (c) as (b), plus drawing the screen (120×40) on ratatui's `TestBackend` every refresh.
+//!
+//! The figure is the simulation's own wall time (`RunOutput::measured`, from the first event
+//! to the last shard's end), best of a few runs; the UI thread competes with the shards for
+//! the cores, so its work shows there. Environment: `LBSIM_TUI_BENCH_SECONDS` (virtual
+//! duration), `LBSIM_TUI_BENCH_RUNS`, `LBSIM_TUI_BENCH_REFRESH_MS` (e.g. scale the refresh up
+//! under callgrind, which runs ~50× slower) and `LBSIM_TUI_BENCH_ONLY=plain|model|render`
+//! (one case, for instruction counts). Instructions, the figure to trust on a busy machine:
+//! `LBSIM_TUI_BENCH_SECONDS=2 LBSIM_TUI_BENCH_RUNS=1 LBSIM_TUI_BENCH_ONLY=model
+//! LBSIM_TUI_BENCH_REFRESH_MS=4000 valgrind --tool=callgrind target/release/deps/tui-…`
+//! (4000 ms under callgrind gives about as many refreshes per run as 100 ms natively; the
+//! case prints how many frames it showed).
 
 use std::path::Path;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use datapath::TimeNs;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
-use sim::engine::{Collect, ShardSnapshot};
-use sim::run::{RunOptions, run_scenario, run_scenario_observed};
-use sim::scenario::{self, LoadedScenario};
-use sim::tui::app::{App, ReportView, Source};
-use sim::tui::feed::{Merger, default_interval};
-use sim::tui::view;
+use sim::engine::Collect;
+use sim::run::{RunOptions, RunOutput, run_scenario};
+use sim::scenario::{self, DurationNs, LoadedScenario};
+use sim::tui::app::SPEED_EXPONENT_MAX;
+use sim::tui::feed::Wait;
+use sim::tui::{REFRESH, Session};
 
-const RUNS: usize = 3;
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
-fn options() -> RunOptions {
+fn options(loaded: &LoadedScenario) -> RunOptions {
     RunOptions {
-        threads: 1,
+        threads: usize::from(loaded.scenario.queues),
         collect: Collect::default(),
     }
 }
 
-fn best_ns(mut run: impl FnMut()) -> u128 {
-    (0..RUNS)
-        .map(|_| {
-            let started = Instant::now();
-            run();
-            started.elapsed().as_nanos()
-        })
-        .min()
-        .unwrap_or(0)
+/// A live session at full speed, refreshed every `refresh` of wall time until the run ends.
+/// Returns the run and the frames the model showed.
+fn live(loaded: &LoadedScenario, refresh: Duration, render: bool) -> (RunOutput, u64) {
+    let mut session = Session::live(loaded, options(loaded), None);
+    session.app.speed_exponent = SPEED_EXPONENT_MAX;
+    let mut terminal = Terminal::new(TestBackend::new(120, 40)).expect("test terminal");
+    // The first tick moves the clock one refresh on, so the run starts at once.
+    let mut last = Instant::now()
+        .checked_sub(refresh)
+        .unwrap_or_else(Instant::now);
+    loop {
+        let now = Instant::now();
+        session.tick(now - last, Wait::No).expect("pulls");
+        last = now;
+        if render {
+            session.draw(&mut terminal).expect("draws");
+        }
+        if session.app.finished {
+            break;
+        }
+        std::thread::sleep(refresh.saturating_sub(last.elapsed()));
+    }
+    let frames = session.app.frames;
+    (session.finish().expect("runs").expect("a live run"), frames)
 }
 
-fn observed(loaded: &LoadedScenario, interval: TimeNs, render: bool) -> u128 {
-    best_ns(|| {
-        let skeleton = ReportView {
-            duration_ns: loaded.scenario.duration.0,
-            ..ReportView::default()
-        };
-        let state = Mutex::new((
-            Merger::new(loaded),
-            App::new(Source::Live, skeleton, interval),
-            Terminal::new(TestBackend::new(120, 40)).expect("test terminal"),
-        ));
-        let observer = |snapshot: ShardSnapshot| {
-            let mut guard = state.lock().expect("not poisoned");
-            let (merger, app, terminal) = &mut *guard;
-            let frames = app.frames;
-            merger.accept(app, snapshot).expect("merges");
-            if render && app.frames > frames {
-                terminal.draw(|f| view::draw(f, app)).expect("draws");
-            }
-        };
-        run_scenario_observed(loaded, options(), &|_| {}, Some((interval, &observer)))
-            .expect("runs");
-    })
+fn best(runs: u64, mut run: impl FnMut() -> (RunOutput, u64)) -> (u64, u64) {
+    (0..runs.max(1))
+        .map(|_| {
+            let (output, frames) = run();
+            (output.measured.wall_ns, frames)
+        })
+        .min()
+        .unwrap_or_default()
 }
 
 fn main() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/synflood.toml");
-    let loaded = scenario::load(&path).expect("synflood loads");
-    let interval = default_interval(loaded.scenario.duration.0);
-    let plain = best_ns(|| {
-        run_scenario(&loaded, options(), &|_| {}).expect("runs");
-    });
-    let snapshots = best_ns(|| {
-        let observer = |snapshot: ShardSnapshot| drop(snapshot);
-        run_scenario_observed(&loaded, options(), &|_| {}, Some((interval, &observer)))
-            .expect("runs");
-    });
-    let model = observed(&loaded, interval, false);
-    let rendered = observed(&loaded, interval, true);
-    let percent = |ns: u128| (ns as f64 / plain as f64 - 1.0) * 100.0;
+    let mut loaded = scenario::load(&path).expect("synflood loads");
+    let seconds = env_number("LBSIM_TUI_BENCH_SECONDS", 5);
+    loaded.scenario.duration = DurationNs(seconds * 1_000_000_000);
+    let runs = env_number("LBSIM_TUI_BENCH_RUNS", 5);
+    let refresh_ms = env_number("LBSIM_TUI_BENCH_REFRESH_MS", REFRESH.as_millis() as u64);
+    let refresh = Duration::from_millis(refresh_ms);
+    let only = std::env::var("LBSIM_TUI_BENCH_ONLY").unwrap_or_default();
+    let wanted = |case: &str| only.is_empty() || only == case;
     println!(
-        "synflood, frames every {} ms of virtual time, best of {RUNS}:",
-        interval / 1_000_000
+        "synflood {seconds} s, {} queues, refresh every {refresh_ms} ms, best of {runs}:",
+        loaded.scenario.queues
     );
-    println!(
-        "  plain run                         {:>8.1} ms",
-        plain as f64 / 1e6
-    );
-    println!(
-        "  + engine snapshots only           {:>8.1} ms  ({:+.2}%)",
-        snapshots as f64 / 1e6,
-        percent(snapshots)
-    );
-    println!(
-        "  + model updates                   {:>8.1} ms  ({:+.2}%)",
-        model as f64 / 1e6,
-        percent(model)
-    );
-    println!(
-        "  + model updates + 120x40 render   {:>8.1} ms  ({:+.2}%)",
-        rendered as f64 / 1e6,
-        percent(rendered)
-    );
+    let mut plain = None;
+    if wanted("plain") {
+        let (ns, _) = best(runs, || {
+            (
+                run_scenario(&loaded, options(&loaded), &|_| {}).expect("runs"),
+                0,
+            )
+        });
+        println!(
+            "  (a) plain run                  {:>9.1} ms",
+            ns as f64 / 1e6
+        );
+        plain = Some(ns);
+    }
+    for (case, render, label) in [
+        ("model", false, "(b) + live model          "),
+        ("render", true, "(c) + model + 120x40 draw "),
+    ] {
+        if !wanted(case) {
+            continue;
+        }
+        let (ns, frames) = best(runs, || live(&loaded, refresh, render));
+        let ratio = plain.map_or(String::new(), |plain| {
+            format!(
+                "  throughput {:.3} of plain ({:+.2}%)",
+                plain as f64 / ns as f64,
+                (plain as f64 / ns as f64 - 1.0) * 100.0
+            )
+        });
+        println!(
+            "  {label}     {:>9.1} ms  {frames} frames{ratio}",
+            ns as f64 / 1e6
+        );
+    }
 }

@@ -119,6 +119,41 @@ fn live_synflood_pause_step_speed_panels_help_and_end() {
     );
 }
 
+/// Flat out (the clock far ahead of the run), as a real terminal pulls: no waiting, a frame
+/// asked once per refresh. Every interval still gives a sparkline sample, frames fall on
+/// boundaries, and the last frame is the final report.
+#[test]
+fn live_full_speed_samples_every_interval_and_frames_per_refresh() {
+    let loaded = load("synflood.toml");
+    let mut session = Session::live(&loaded, options(), None);
+    session.app.speed_exponent = sim::tui::app::SPEED_EXPONENT_MAX;
+    let mut frame_times = Vec::new();
+    let mut pulls = 0;
+    while !app(&session).finished {
+        session.tick(Duration::from_millis(5), Wait::No).unwrap();
+        pulls += 1;
+        if frame_times.last() != Some(&app(&session).data_ns) {
+            frame_times.push(app(&session).data_ns);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(pulls < 100_000, "the run ends");
+    }
+    let interval = app(&session).interval_ns;
+    assert!(frame_times.iter().all(|t| t % interval == 0));
+    assert_eq!(frame_times.last(), Some(&1_000_000_000));
+    assert!(app(&session).frames <= pulls, "at most one frame per pull");
+    for verdict in 0..4 {
+        assert_eq!(
+            app(&session).history(verdict).len(),
+            100,
+            "one sample per 10 ms"
+        );
+    }
+    let last_frame = app(&session).view.clone();
+    let live = session.finish().unwrap().expect("a live run");
+    assert_eq!(last_frame, ReportView::from_report(&live.report).unwrap());
+}
+
 #[test]
 fn live_flows_sort_filter_and_rule_drill_down() {
     let loaded = load("flows-doc.toml");

@@ -264,23 +264,83 @@ impl ShardResult {
     }
 }
 
-/// A shard's state at one instant of virtual time, for live views (`sim run --tui`).
-/// Everything is cumulative since the start; per-packet records and emitted frames are not
-/// included.
-#[derive(Debug)]
-pub struct ShardSnapshot {
+/// A shard as its observer sees it, for live views (`sim run --tui`): at an interval
+/// boundary the running shard, borrowed, so the observer copies only what it needs; at the
+/// end the final results. Everything is cumulative since the start; per-packet records and
+/// emitted frames are not included.
+pub struct ShardSnapshot<'e> {
     /// Receive queue of the shard.
     pub queue: u16,
     /// Virtual time of the snapshot (a multiple of the observer's interval, or the end).
     pub now: TimeNs,
-    /// The shard's results so far, in the shape of a finished shard.
-    pub result: ShardResult,
+    /// The shard at that instant.
+    pub state: ShardState<'e>,
 }
 
-/// Observes a running shard: called with a snapshot at every interval boundary of virtual
-/// time and once at the end. It only observes (it cannot change the run), so a run with an
-/// observer gives the same report as one without; it may block (e.g. to pace a live view).
-pub type Observer<'o> = &'o (dyn Fn(ShardSnapshot) + Sync);
+/// What an observer gets of a shard.
+pub enum ShardState<'e> {
+    /// At an interval boundary: the running shard, borrowed.
+    Running(ShardProbe<'e>),
+    /// At the end of the scenario: the shard's final results.
+    Finished(Box<ShardResult>),
+}
+
+/// A running shard, borrowed by its observer for the duration of the call. Reading it costs
+/// nothing; [`ShardProbe::actor_stats`] and [`ShardProbe::result`] copy (histograms, the
+/// appliance report), so a live view calls them only when it needs them.
+#[derive(Clone, Copy)]
+pub struct ShardProbe<'e> {
+    pipeline: &'e Pipeline,
+    result: &'e ShardResult,
+    actors: &'e [Box<dyn Actor>],
+}
+
+impl<'e> ShardProbe<'e> {
+    /// The shard's pipeline: counters, shield, flows, directors.
+    pub fn pipeline(&self) -> &'e Pipeline {
+        self.pipeline
+    }
+
+    /// Frame counts so far (`in_flight` and `event_overflow` are only known at the end).
+    pub fn totals(&self) -> &'e Totals {
+        &self.result.totals
+    }
+
+    /// Per-second rows so far.
+    pub fn timeline(&self) -> &'e [SecondRow] {
+        &self.result.timeline
+    }
+
+    /// Every actor's statistics so far, in actor order (copies their latency histograms).
+    pub fn actor_stats(&self) -> Vec<ActorStats> {
+        self.actors.iter().map(|a| a.stats()).collect()
+    }
+
+    /// The shard's results so far in the shape of a finished shard, without records and
+    /// emitted frames (copies everything and builds the appliance report).
+    pub fn result(&self) -> ShardResult {
+        let result = self.result;
+        ShardResult {
+            counters: self.pipeline.counters().clone(),
+            totals: result.totals.clone(),
+            flows: result.flows.clone(),
+            backends: result.backends.clone(),
+            delivered: result.delivered.clone(),
+            timeline: result.timeline.clone(),
+            actors: self.actor_stats(),
+            events: result.events.clone(),
+            records: Vec::new(),
+            emitted: Vec::new(),
+            appliance: crate::appliance::report(self.pipeline),
+            series: result.series.clone(),
+        }
+    }
+}
+
+/// Observes a running shard: called at every interval boundary of virtual time and once at
+/// the end. It only observes (it cannot change the run), so a run with an observer gives the
+/// same report as one without; it may block (e.g. to pace a live view).
+pub type Observer<'o> = &'o (dyn Fn(ShardSnapshot<'_>) + Sync);
 
 fn merge_counters(mine: &mut PipelineCounters, theirs: &PipelineCounters) {
     mine.merge(theirs);
@@ -580,20 +640,14 @@ impl<'a> Engine<'a> {
 
     /// The shard's cumulative results so far (without records and emitted frames).
     pub fn snapshot(&self) -> ShardResult {
-        let result = &self.result;
-        ShardResult {
-            counters: self.pipeline.counters().clone(),
-            totals: result.totals.clone(),
-            flows: result.flows.clone(),
-            backends: result.backends.clone(),
-            delivered: result.delivered.clone(),
-            timeline: result.timeline.clone(),
-            actors: self.actors.iter().map(|a| a.stats()).collect(),
-            events: result.events.clone(),
-            records: Vec::new(),
-            emitted: Vec::new(),
-            appliance: crate::appliance::report(&self.pipeline),
-            series: result.series.clone(),
+        self.probe().result()
+    }
+
+    fn probe(&self) -> ShardProbe<'_> {
+        ShardProbe {
+            pipeline: &self.pipeline,
+            result: &self.result,
+            actors: &self.actors,
         }
     }
 
@@ -608,7 +662,7 @@ impl<'a> Engine<'a> {
             observer(ShardSnapshot {
                 queue: self.queue_index,
                 now: boundary,
-                result: self.snapshot(),
+                state: ShardState::Running(self.probe()),
             });
             boundary = boundary.saturating_add(interval);
         }
@@ -675,7 +729,7 @@ impl<'a> Engine<'a> {
             observer(ShardSnapshot {
                 queue,
                 now: end,
-                result: snapshot,
+                state: ShardState::Finished(Box::new(snapshot)),
             });
         }
         result

@@ -420,7 +420,30 @@ pub struct DecisionLine {
     pub rate: Option<f64>,
 }
 
-/// Rates between the two latest frames.
+/// The decision and flow counts at the boundary before a frame, which the frame's rates are
+/// taken against (a live feed keeps them for every interval; they are cheap).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RateBase {
+    /// Virtual time of the counts.
+    pub at: TimeNs,
+    /// Hits per flow, in file order.
+    pub flow_hits: Vec<u64>,
+    /// Decisions per (stage, verdict, reason).
+    pub decisions: Vec<DecisionView>,
+}
+
+impl RateBase {
+    /// The counts of `view` at `at`.
+    pub fn of_view(at: TimeNs, view: &ReportView) -> Self {
+        Self {
+            at,
+            flow_hits: view.appliance.flows.iter().map(|f| f.hits).collect(),
+            decisions: view.pipeline.decisions.clone(),
+        }
+    }
+}
+
+/// Rates over the interval before the latest frame.
 #[derive(Clone, Debug, Default)]
 struct Rates {
     /// Per flow index.
@@ -472,6 +495,8 @@ pub struct App {
     pub frames: u64,
     rates: Rates,
     history: [VecDeque<u64>; 4],
+    /// Time and verdict totals of the latest sparkline sample.
+    sampled: (TimeNs, [u64; 4]),
 }
 
 impl App {
@@ -499,6 +524,7 @@ impl App {
             frames: u64::from(source == Source::Replay),
             rates: Rates::default(),
             history: Default::default(),
+            sampled: (0, [0; 4]),
         }
     }
 
@@ -541,20 +567,40 @@ impl App {
             .min(self.view.duration_ns);
     }
 
-    /// Show a new frame at virtual time `now`; rates are taken against the previous frame.
-    pub fn push_frame(&mut self, now: TimeNs, view: ReportView) {
-        let elapsed = now.saturating_sub(self.data_ns);
-        if elapsed > 0 {
-            let per_second = 1e9 / elapsed as f64;
-            self.rates = rates_between(&self.view, &view, per_second);
-            let (before, after) = (self.view.verdict_totals(), view.verdict_totals());
-            for (index, history) in self.history.iter_mut().enumerate() {
-                let delta = after[index].saturating_sub(before[index]);
-                if history.len() == HISTORY_CAPACITY {
-                    history.pop_front();
-                }
-                history.push_back((delta as f64 * per_second) as u64);
+    /// Add a sparkline sample: the cumulative frames per verdict (pass, drop, reply,
+    /// forward) at `now`; the rates are taken against the previous sample. Cheap: a live feed
+    /// calls it at every interval.
+    pub fn push_sample(&mut self, now: TimeNs, verdicts: [u64; 4]) {
+        let (before_ns, before) = self.sampled;
+        let elapsed = now.saturating_sub(before_ns);
+        if elapsed == 0 {
+            return;
+        }
+        let per_second = 1e9 / elapsed as f64;
+        for (index, history) in self.history.iter_mut().enumerate() {
+            let delta = verdicts[index].saturating_sub(before[index]);
+            if history.len() == HISTORY_CAPACITY {
+                history.pop_front();
             }
+            history.push_back((delta as f64 * per_second) as u64);
+        }
+        self.sampled = (now, verdicts);
+    }
+
+    /// Show a new frame at virtual time `now`; rates are taken against `base` (the counts at
+    /// the boundary before), or against the previous frame when there is none.
+    pub fn push_frame(&mut self, now: TimeNs, view: ReportView, base: Option<&RateBase>) {
+        let previous;
+        let base = match base {
+            Some(base) => base,
+            None => {
+                previous = RateBase::of_view(self.data_ns, &self.view);
+                &previous
+            }
+        };
+        let elapsed = now.saturating_sub(base.at);
+        if elapsed > 0 {
+            self.rates = rates_between(base, &view, 1e9 / elapsed as f64);
         }
         self.view = view;
         self.frames += 1;
@@ -565,7 +611,8 @@ impl App {
         }
     }
 
-    /// Packets per second per verdict, oldest first (one sample per frame).
+    /// Packets per second per verdict, oldest first (one sample per interval of a live run,
+    /// per second of a replay).
     pub fn history(&self, verdict: usize) -> &VecDeque<u64> {
         &self.history[verdict]
     }
@@ -926,19 +973,18 @@ fn decision_key(d: &DecisionView) -> (String, String, String) {
     (d.stage.clone(), d.verdict.clone(), d.reason.clone())
 }
 
-fn rates_between(before: &ReportView, after: &ReportView, per_second: f64) -> Rates {
+fn rates_between(before: &RateBase, after: &ReportView, per_second: f64) -> Rates {
     let flows = after
         .appliance
         .flows
         .iter()
         .enumerate()
         .map(|(index, flow)| {
-            let old = before.appliance.flows.get(index).map_or(0, |f| f.hits);
+            let old = before.flow_hits.get(index).copied().unwrap_or(0);
             flow.hits.saturating_sub(old) as f64 * per_second
         })
         .collect();
     let old: BTreeMap<_, u64> = before
-        .pipeline
         .decisions
         .iter()
         .map(|d| (decision_key(d), d.packets))
