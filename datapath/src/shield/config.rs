@@ -9,7 +9,7 @@
 //! deny = ["203.0.113.0/24"]     # every context of this instance
 //! interfaces = ["eth0"]         # default: every interface no [[shield.instance]] names
 //! bad_cookie = "drop"           # drop | rst
-//! syn_proxy_mss = 1460          # MSS the cookie SYN-ACK advertises
+//! syn_proxy_mss = 1460          # MSS the cookie SYN-ACK advertises (if the SYN had one)
 //! syn_proxy_wscale = 7          # window scale it advertises (must match the servers')
 //! session_table_capacity = 65536
 //! source_table_capacity = 65536
@@ -148,7 +148,7 @@ pub struct InstanceConfig {
     pub deny: Vec<SourcePrefix>,
     /// Bad/stale cookie action.
     pub bad_cookie: BadCookieAction,
-    /// MSS advertised in cookie SYN-ACKs (default 1460).
+    /// MSS advertised in cookie SYN-ACKs to SYNs that carry an MSS option (default 1460).
     pub syn_proxy_mss: Option<u16>,
     /// Window scale advertised in cookie SYN-ACKs when the client offers one (default 7).
     pub syn_proxy_wscale: Option<u8>,
@@ -178,7 +178,7 @@ pub struct ShieldConfig {
     pub deny: Vec<SourcePrefix>,
     /// Bad/stale cookie action.
     pub bad_cookie: BadCookieAction,
-    /// MSS advertised in cookie SYN-ACKs (default 1460).
+    /// MSS advertised in cookie SYN-ACKs to SYNs that carry an MSS option (default 1460).
     pub syn_proxy_mss: Option<u16>,
     /// Window scale advertised in cookie SYN-ACKs (default 7).
     pub syn_proxy_wscale: Option<u8>,
