@@ -335,6 +335,9 @@ pub struct ContextTables {
     pub protected_tcp_ports: PortSet,
     /// Mode settings.
     pub settings: [ModeSetting; 4],
+    /// True when any of the deny/allow lists above is non-empty (else stages 2 and 3 are
+    /// skipped without looking at them).
+    pub has_lists: bool,
 }
 
 /// An instance compiled.
@@ -473,15 +476,24 @@ fn compile_context(
     let allow_src = PrefixList::new(&context.allow_src);
     let mut deny = PrefixList::new(instance.deny.iter().chain(&context.deny));
     deny.remove_all(&context.allow_src);
+    let allow_proto = PortSet::new(context.allow_proto.iter().map(|p| u16::from(p.0)));
+    let allow_tcp_ports = PortSet::new(context.allow_tcp_ports.iter().copied());
+    let allow_udp_ports = PortSet::new(context.allow_udp_ports.iter().copied());
+    let has_lists = !(deny.is_empty()
+        && allow_src.is_empty()
+        && allow_proto.values().is_empty()
+        && allow_tcp_ports.values().is_empty()
+        && allow_udp_ports.values().is_empty());
     ContextTables {
         label,
         deny,
         allow_src,
-        allow_proto: PortSet::new(context.allow_proto.iter().map(|p| u16::from(p.0))),
-        allow_tcp_ports: PortSet::new(context.allow_tcp_ports.iter().copied()),
-        allow_udp_ports: PortSet::new(context.allow_udp_ports.iter().copied()),
+        allow_proto,
+        allow_tcp_ports,
+        allow_udp_ports,
         protected_tcp_ports: PortSet::new(context.protected_tcp_ports.iter().copied()),
         settings: mode_settings(instance, context),
+        has_lists,
     }
 }
 

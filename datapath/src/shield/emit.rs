@@ -68,12 +68,8 @@ impl EmitBuffer {
 
     #[inline]
     pub(crate) fn next(&mut self, iface: IfaceId, toward: Toward) -> &mut Vec<u8> {
-        if self.len == self.frames.len() {
-            self.frames.push(EmittedFrame {
-                iface,
-                toward,
-                bytes: Vec::with_capacity(128),
-            });
+        if self.len >= self.frames.len() {
+            self.grow();
         }
         let frame = &mut self.frames[self.len];
         self.len += 1;
@@ -81,6 +77,19 @@ impl EmitBuffer {
         frame.toward = toward;
         frame.bytes.clear();
         &mut frame.bytes
+    }
+}
+
+impl EmitBuffer {
+    /// One more (empty) frame slot; off the hot path.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self) {
+        self.frames.push(EmittedFrame {
+            iface: 0,
+            toward: Toward::Client,
+            bytes: Vec::with_capacity(128),
+        });
     }
 }
 

@@ -48,12 +48,14 @@ impl Run<'_> {
             return drop(DropReason::Invalid(reason));
         }
         if let Some(src) = meta.src {
-            if self.context.deny.contains(src) && !self.context.allow_src.contains(src) {
-                return drop(DropReason::Denylist);
-            }
-            if self.allowlisted(meta, src) {
-                self.context_state().counters.allowlisted += 1;
-                return Continue(());
+            if self.context.has_lists {
+                if self.context.deny.contains(src) && !self.context.allow_src.contains(src) {
+                    return drop(DropReason::Denylist);
+                }
+                if self.allowlisted(meta, src) {
+                    self.context_state().counters.allowlisted += 1;
+                    return Continue(());
+                }
             }
             if self.protected(meta) {
                 return self.protect(frame, meta, emit);
