@@ -419,7 +419,7 @@ impl ContextSelectors {
     }
 
     /// The context index for a packet to `dst` whose innermost VLAN id is `vlan`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn select(&self, dst: IpAddr, vlan: Option<u16>) -> Option<u16> {
         if self.list.len() <= SELECTOR_SCAN_MAX {
             let mut any_vlan = None;
