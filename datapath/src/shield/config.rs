@@ -9,7 +9,7 @@
 //! deny = ["203.0.113.0/24"]     # every context of this instance
 //! interfaces = ["eth0"]         # default: every interface no [[shield.instance]] names
 //! bad_cookie = "drop"           # drop | rst
-//! syn_proxy_mss = 1460          # MSS the cookie SYN-ACK advertises
+//! syn_proxy_mss = 1460          # MSS the cookie SYN-ACK advertises (if the SYN had one)
 //! syn_proxy_wscale = 7          # window scale it advertises (must match the servers')
 //! session_table_capacity = 65536
 //! source_table_capacity = 65536
@@ -148,7 +148,7 @@ pub struct InstanceConfig {
     pub deny: Vec<SourcePrefix>,
     /// Bad/stale cookie action.
     pub bad_cookie: BadCookieAction,
-    /// MSS advertised in cookie SYN-ACKs (default 1460).
+    /// MSS advertised in cookie SYN-ACKs to SYNs that carry an MSS option (default 1460).
     pub syn_proxy_mss: Option<u16>,
     /// Window scale advertised in cookie SYN-ACKs when the client offers one (default 7).
     pub syn_proxy_wscale: Option<u8>,
@@ -178,7 +178,7 @@ pub struct ShieldConfig {
     pub deny: Vec<SourcePrefix>,
     /// Bad/stale cookie action.
     pub bad_cookie: BadCookieAction,
-    /// MSS advertised in cookie SYN-ACKs (default 1460).
+    /// MSS advertised in cookie SYN-ACKs to SYNs that carry an MSS option (default 1460).
     pub syn_proxy_mss: Option<u16>,
     /// Window scale advertised in cookie SYN-ACKs (default 7).
     pub syn_proxy_wscale: Option<u8>,
@@ -335,6 +335,9 @@ pub struct ContextTables {
     pub protected_tcp_ports: PortSet,
     /// Mode settings.
     pub settings: [ModeSetting; 4],
+    /// True when any of the deny/allow lists above is non-empty (else stages 2 and 3 are
+    /// skipped without looking at them).
+    pub has_lists: bool,
 }
 
 /// An instance compiled.
@@ -416,7 +419,7 @@ impl ContextSelectors {
     }
 
     /// The context index for a packet to `dst` whose innermost VLAN id is `vlan`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn select(&self, dst: IpAddr, vlan: Option<u16>) -> Option<u16> {
         if self.list.len() <= SELECTOR_SCAN_MAX {
             let mut any_vlan = None;
@@ -473,15 +476,24 @@ fn compile_context(
     let allow_src = PrefixList::new(&context.allow_src);
     let mut deny = PrefixList::new(instance.deny.iter().chain(&context.deny));
     deny.remove_all(&context.allow_src);
+    let allow_proto = PortSet::new(context.allow_proto.iter().map(|p| u16::from(p.0)));
+    let allow_tcp_ports = PortSet::new(context.allow_tcp_ports.iter().copied());
+    let allow_udp_ports = PortSet::new(context.allow_udp_ports.iter().copied());
+    let has_lists = !(deny.is_empty()
+        && allow_src.is_empty()
+        && allow_proto.values().is_empty()
+        && allow_tcp_ports.values().is_empty()
+        && allow_udp_ports.values().is_empty());
     ContextTables {
         label,
         deny,
         allow_src,
-        allow_proto: PortSet::new(context.allow_proto.iter().map(|p| u16::from(p.0))),
-        allow_tcp_ports: PortSet::new(context.allow_tcp_ports.iter().copied()),
-        allow_udp_ports: PortSet::new(context.allow_udp_ports.iter().copied()),
+        allow_proto,
+        allow_tcp_ports,
+        allow_udp_ports,
         protected_tcp_ports: PortSet::new(context.protected_tcp_ports.iter().copied()),
         settings: mode_settings(instance, context),
+        has_lists,
     }
 }
 

@@ -90,7 +90,8 @@ pub struct CookieOptions {
     pub window_scale: Option<u8>,
     /// SACK permitted.
     pub sack_permitted: bool,
-    /// ECN offered.
+    /// ECN offered. The shield's cookie SYN-ACKs never set it, as nft synproxy (its rule
+    /// flags mask the ECN bit off); decoding still reads bit 5.
     pub ecn: bool,
 }
 

@@ -68,12 +68,8 @@ impl EmitBuffer {
 
     #[inline]
     pub(crate) fn next(&mut self, iface: IfaceId, toward: Toward) -> &mut Vec<u8> {
-        if self.len == self.frames.len() {
-            self.frames.push(EmittedFrame {
-                iface,
-                toward,
-                bytes: Vec::with_capacity(128),
-            });
+        if self.len >= self.frames.len() {
+            self.grow();
         }
         let frame = &mut self.frames[self.len];
         self.len += 1;
@@ -81,6 +77,19 @@ impl EmitBuffer {
         frame.toward = toward;
         frame.bytes.clear();
         &mut frame.bytes
+    }
+}
+
+impl EmitBuffer {
+    /// One more (empty) frame slot; off the hot path.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self) {
+        self.frames.push(EmittedFrame {
+            iface: 0,
+            toward: Toward::Client,
+            bytes: Vec::with_capacity(128),
+        });
     }
 }
 
@@ -159,7 +168,10 @@ pub fn write_segment(out: &mut Vec<u8>, link: LinkHeader<'_>, segment: &Segment)
 }
 
 /// The fields of a cookie SYN-ACK that change from packet to packet; everything else
-/// (flags, window 0, TTL 64, MSS, window scale) is the instance's [`SynAckTemplates`].
+/// (flags, window 0, TTL 64, the MSS and window-scale values) is the instance's
+/// [`SynAckTemplates`]. Which options are present follows nft synproxy
+/// (`nf_synproxy_core.c`: `synproxy_options_size` / `synproxy_build_options`): MSS only when
+/// the client's SYN had one; SACK-permitted and window scale only with timestamps.
 #[derive(Clone, Copy, Debug)]
 pub struct SynAckFields {
     /// Source address (the protected server's).
@@ -174,18 +186,32 @@ pub struct SynAckFields {
     pub seq: u32,
     /// Acknowledgement number.
     pub ack: u32,
-    /// Timestamps option (TSval, TSecr); SACK-permitted and window scale are only sent
-    /// with it.
+    /// MSS option (the client's SYN carried one).
+    pub mss: bool,
+    /// Timestamps option (TSval, TSecr).
     pub timestamps: Option<(u32, u32)>,
-    /// SACK-permitted option (with timestamps only).
+    /// SACK-permitted option.
     pub sack_permitted: bool,
-    /// Window-scale option (with timestamps only).
+    /// Window-scale option.
     pub window_scale: bool,
 }
 
-/// Number of cookie SYN-ACK layouts: 2 families × (no timestamps, or timestamps with or
-/// without SACK-permitted and window scale).
-const SYN_ACK_LAYOUTS: usize = 10;
+impl SynAckFields {
+    /// Index of the template layout: bit 0 timestamps, 1 SACK-permitted, 2 window scale,
+    /// 3 MSS, 4 IPv6.
+    #[inline]
+    fn layout(&self, v6: bool) -> usize {
+        usize::from(self.timestamps.is_some())
+            | usize::from(self.sack_permitted) << 1
+            | usize::from(self.window_scale) << 2
+            | usize::from(self.mss) << 3
+            | usize::from(v6) << 4
+    }
+}
+
+/// Number of cookie SYN-ACK layouts: every combination of timestamps, SACK-permitted,
+/// window scale and MSS ([`SynAckFields::layout`]), for both families.
+const SYN_ACK_LAYOUTS: usize = 32;
 
 /// One prebuilt SYN-ACK layout: IP + TCP headers with every changing field zero, and the
 /// checksum sums of the constant fields.
@@ -213,13 +239,11 @@ impl SynAckTemplates {
     /// Templates for SYN-ACKs advertising `mss` and (when sent) window scale `wscale`.
     pub fn new(mss: u16, wscale: u8) -> Self {
         let layouts = std::array::from_fn(|index| {
-            let v6 = index >= 5;
-            let zero = if v6 {
+            let zero = if index & 16 != 0 {
                 IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
             } else {
                 IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
             };
-            let variant = index % 5;
             let segment = Segment {
                 src: zero,
                 dst: zero,
@@ -231,10 +255,10 @@ impl SynAckTemplates {
                 window: 0,
                 ttl: 64,
                 options: SegmentOptions {
-                    mss: Some(mss),
-                    window_scale: (variant >= 3).then_some(wscale),
-                    sack_permitted: variant == 2 || variant == 4,
-                    timestamps: (variant >= 1).then_some((0, 0)),
+                    mss: (index & 8 != 0).then_some(mss),
+                    window_scale: (index & 4 != 0).then_some(wscale),
+                    sack_permitted: index & 2 != 0,
+                    timestamps: (index & 1 != 0).then_some((0, 0)),
                 },
             };
             Self::template(&segment)
@@ -254,8 +278,8 @@ impl SynAckTemplates {
         let pseudo = u64::from(u32::from_ne_bytes([0, ip_proto::TCP, 0, 0]))
             + u64::from(u32::from_ne_bytes(tcp_len.to_be_bytes()));
         let tsval_at = if segment.options.timestamps.is_some() {
-            // MSS (4), then `NOP NOP 8 10` or `4 2 8 10`.
-            20 + 4 + 4
+            // MSS (4) when present, then `NOP NOP 8 10` or `4 2 8 10`.
+            20 + if segment.options.mss.is_some() { 4 } else { 0 } + 4
         } else {
             0
         };
@@ -273,23 +297,12 @@ impl SynAckTemplates {
     /// addresses' families differ.
     #[inline]
     pub fn write(&self, out: &mut Vec<u8>, link: LinkHeader<'_>, fields: &SynAckFields) {
-        let variant = match (
-            fields.timestamps,
-            fields.sack_permitted,
-            fields.window_scale,
-        ) {
-            (None, ..) => 0,
-            (Some(_), false, false) => 1,
-            (Some(_), true, false) => 2,
-            (Some(_), false, true) => 3,
-            (Some(_), true, true) => 4,
-        };
         let v4 = match (fields.src, fields.dst) {
             (IpAddr::V4(_), IpAddr::V4(_)) => true,
             (IpAddr::V6(_), IpAddr::V6(_)) => false,
             _ => return,
         };
-        let template = &self.layouts[if v4 { variant } else { 5 + variant }];
+        let template = &self.layouts[fields.layout(!v4)];
         let start = out.len();
         out.extend_from_slice(link.bytes);
         fix_link(&mut out[start..], link, v4);
@@ -540,8 +553,9 @@ mod tests {
     use super::*;
     use crate::packet::tcp_flags;
 
-    /// The template path writes exactly what the generic writer writes, for every layout,
-    /// both families, with and without a VLAN-tagged link header.
+    /// The template path writes exactly what the generic writer writes, for every layout
+    /// (with and without MSS, timestamps, SACK-permitted, window scale), both families, with
+    /// and without a VLAN-tagged link header.
     #[test]
     fn syn_ack_templates_match_write_segment() {
         let templates = SynAckTemplates::new(1440, 9);
@@ -564,7 +578,7 @@ mod tests {
         for (src, dst) in addresses {
             for link_bytes in [&plain[..], &tagged[..]] {
                 for timestamps in timestamps {
-                    for options in 0..4u8 {
+                    for options in 0..8u8 {
                         seed = seed.wrapping_mul(0x0019_660d).wrapping_add(0x3c6e_f35f);
                         let fields = SynAckFields {
                             src,
@@ -573,9 +587,10 @@ mod tests {
                             dport: (seed >> 16) as u16,
                             seq: seed.rotate_left(7),
                             ack: !seed,
+                            mss: options & 4 != 0,
                             timestamps,
-                            sack_permitted: timestamps.is_some() && options & 1 != 0,
-                            window_scale: timestamps.is_some() && options & 2 != 0,
+                            sack_permitted: options & 1 != 0,
+                            window_scale: options & 2 != 0,
                         };
                         let segment = Segment {
                             src,
@@ -588,7 +603,7 @@ mod tests {
                             window: 0,
                             ttl: 64,
                             options: SegmentOptions {
-                                mss: Some(1440),
+                                mss: fields.mss.then_some(1440),
                                 window_scale: fields.window_scale.then_some(9),
                                 sack_permitted: fields.sack_permitted,
                                 timestamps,

@@ -160,6 +160,8 @@ pub(crate) struct ContextState {
     pub modes: ModeState,
     /// TTL values seen in completed handshakes (a 256-bit set).
     pub ttl_seen: [u64; 4],
+    /// True once `ttl_seen` holds a value (checked on every SYN).
+    pub ttl_any: bool,
 }
 
 impl ContextState {
@@ -169,10 +171,12 @@ impl ContextState {
 
     pub fn learn_ttl(&mut self, ttl: u8) {
         self.ttl_seen[usize::from(ttl / 64)] |= 1 << (ttl % 64);
+        self.ttl_any = true;
     }
 
+    #[inline]
     pub fn any_ttl_known(&self) -> bool {
-        self.ttl_seen.iter().any(|word| *word != 0)
+        self.ttl_any
     }
 }
 
@@ -238,6 +242,7 @@ pub fn build(
                 counters: ContextCounters::default(),
                 modes: ModeState::new(context.settings),
                 ttl_seen: [0; 4],
+                ttl_any: false,
             });
         }
         instances.push(tables);
@@ -383,7 +388,7 @@ impl Shield {
             .unwrap_or(0)
     }
 
-    #[inline]
+    #[inline(always)]
     fn select_in(&self, instance: u16, meta: &PacketMeta) -> ContextId {
         let tables = &self.instances[usize::from(instance)];
         let base = self.context_base[usize::from(instance)];

@@ -197,6 +197,9 @@ pub struct ModeState {
     bits: u8,
     last_trigger_ns: [TimeNs; 4],
     window_start_ns: TimeNs,
+    /// `window_start_ns` + the window length once known (0 before the first packet): the
+    /// per-packet check of [`ModeState::roll`] is one comparison.
+    window_end_ns: TimeNs,
     /// Counts of the current window.
     pub counts: WindowCounts,
     timeline: Vec<ModeChange>,
@@ -221,6 +224,7 @@ impl ModeState {
             bits,
             last_trigger_ns: [0; 4],
             window_start_ns: 0,
+            window_end_ns: 0,
             counts: WindowCounts::default(),
             timeline,
             timeline_overflow: 0,
@@ -290,6 +294,7 @@ impl ModeState {
     }
 
     /// A condition for `mode` held at `now`: switch it on if it is automatic.
+    #[inline]
     pub fn trigger(&mut self, now: TimeNs, mode: Mode) {
         if self.settings[mode as usize] == ModeSetting::Auto {
             self.last_trigger_ns[mode as usize] = now;
@@ -300,8 +305,16 @@ impl ModeState {
     /// Close the window if `now` is past it: judge the "off" conditions, start a new window.
     #[inline]
     pub fn roll(&mut self, now: TimeNs, thresholds: &Thresholds) {
+        if now >= self.window_end_ns {
+            self.roll_window(now, thresholds);
+        }
+    }
+
+    #[inline(never)]
+    fn roll_window(&mut self, now: TimeNs, thresholds: &Thresholds) {
         let window = thresholds.window_ns();
-        if now < self.window_start_ns + window {
+        self.window_end_ns = self.window_start_ns + window;
+        if now < self.window_end_ns {
             return;
         }
         let counts = std::mem::take(&mut self.counts);
@@ -329,6 +342,7 @@ impl ModeState {
                 self.set(now, mode, false);
             }
         }
+        self.window_end_ns = self.window_start_ns + window;
     }
 }
 

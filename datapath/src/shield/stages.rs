@@ -48,12 +48,14 @@ impl Run<'_> {
             return drop(DropReason::Invalid(reason));
         }
         if let Some(src) = meta.src {
-            if self.context.deny.contains(src) && !self.context.allow_src.contains(src) {
-                return drop(DropReason::Denylist);
-            }
-            if self.allowlisted(meta, src) {
-                self.context_state().counters.allowlisted += 1;
-                return Continue(());
+            if self.context.has_lists {
+                if self.context.deny.contains(src) && !self.context.allow_src.contains(src) {
+                    return drop(DropReason::Denylist);
+                }
+                if self.allowlisted(meta, src) {
+                    self.context_state().counters.allowlisted += 1;
+                    return Continue(());
+                }
             }
             if self.protected(meta) {
                 return self.protect(frame, meta, emit);
@@ -249,13 +251,13 @@ impl Run<'_> {
             return drop(DropReason::NoSession);
         };
         let flow = cookie_flow(key);
-        let offered_mss = tcp.options.mss.unwrap_or(536);
+        // As nft synproxy: no MSS option encodes index 0 (536, IPv6 1220), the kernel's
+        // `__cookie_v4_init_sequence` with MSS 0.
+        let offered_mss = tcp.options.mss.unwrap_or(0);
         let (cookie, _) = self
             .state
             .cookies
             .generate(self.now, &flow, tcp.seq, offered_mss);
-        let ecn =
-            meta.tcp_flags & (tcp_flags::ECE | tcp_flags::CWR) == tcp_flags::ECE | tcp_flags::CWR;
         let mut fields = SynAckFields {
             src: key.dst,
             dst: key.src,
@@ -263,15 +265,19 @@ impl Run<'_> {
             dport: key.sport,
             seq: cookie,
             ack: tcp.seq.wrapping_add(1),
+            mss: tcp.options.mss.is_some(),
             timestamps: None,
             sack_permitted: false,
             window_scale: false,
         };
+        // Window scale and SACK only through the timestamp; ECN never: nft synproxy sets
+        // its ECN bit from ECE+CWR, then masks it off with the rule's flags, which cannot
+        // hold it (`NF_SYNPROXY_OPT_MASK`), so no ECE and no timestamp bit 5.
         if let Some((tsval, _)) = tcp.options.timestamps {
             let kept = CookieOptions {
                 window_scale: tcp.options.window_scale,
                 sack_permitted: tcp.options.sack_permitted,
-                ecn,
+                ecn: false,
             };
             fields.timestamps = Some((SynCookies::timestamp(self.now, kept), tsval));
             fields.sack_permitted = kept.sack_permitted;
