@@ -183,16 +183,6 @@ fn syn_cookies_agree_with_nft_synproxy() {
     for (index, (ours, theirs)) in sim_synacks.iter().zip(&kernel_synacks).enumerate() {
         assert_eq!(theirs.tcp_flags, tcp_flags::SYN | tcp_flags::ACK);
         let (ours_text, theirs_text) = (options_text(ours), options_text(theirs));
-        if OFFERS[index].0.is_none() {
-            // Known difference (known-differences.toml): the kernel echoes MSS only when
-            // the SYN carried one; the shield always advertises syn_proxy_mss.
-            assert_eq!(
-                theirs_text.as_deref(),
-                Some(""),
-                "kernel, SYN without options"
-            );
-            continue;
-        }
         assert_eq!(
             ours_text, theirs_text,
             "SYN-ACK options for {:?}",
