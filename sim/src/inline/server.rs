@@ -181,6 +181,6 @@ mod tests {
         let body = bulk_body(70);
         assert_eq!(body.len(), 70);
         assert_eq!(&body[..3], b"012");
-        assert_eq!(&body[63..66], b"\n01");
+        assert_eq!(&body[62..65], b"\n01");
     }
 }
