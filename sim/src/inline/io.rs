@@ -1,58 +1,147 @@
-//! The lab's real-time loop: AF_PACKET sockets (pnet_datalink, opened by a thread that
-//! joined the lab namespace) on the two veths, one reader thread per veth, and the shared
-//! [`Datapath`]: hop (ARP, routing, Ethernet rewrite) and the lbsim [`Pipeline`], called
-//! with `now` = monotonic nanoseconds since the lab started. No `unsafe`: socket calls are
-//! pnet's.
+//! The lab's real-time loop: one AF_PACKET socket per veth (opened by a thread that joined
+//! the lab namespace), one reader thread per veth, and the shared [`Datapath`]: hop (ARP,
+//! routing, Ethernet rewrite) and the lbsim [`Pipeline`], called with `now` = monotonic
+//! nanoseconds since the lab started.
+//!
+//! The sockets are the lab's own (`nix`), with large kernel buffers forced with
+//! `SO_RCVBUFFORCE` / `SO_SNDBUFFORCE`: with the default `net.core.rmem_default` (208 KiB,
+//! about 90 full-size frames) a TCP burst of a bulk transfer overflowed the socket while
+//! the pipeline worked, and every dropped frame came back as a retransmit. pnet only binds
+//! them to their veth and sets promiscuous mode (a duplicate of the descriptor is handed to
+//! it and closed right after). A reader waits with `poll`, then drains up to
+//! [`READ_BATCH`] frames with non-blocking `recv` and runs them under one lock of the
+//! datapath; writes are plain `send` on the bound socket. No `unsafe`.
 //!
 //! Not here: what the hop or the pipeline decide (see `hop`, `datapath::pipeline`).
 
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::anyhow;
+use anyhow::{Context, anyhow};
 use datapath::packet::LinkType;
 use datapath::pipeline::Pipeline;
 use datapath::verdict::TimeNs;
 use hdrhistogram::Histogram;
-use pnet_datalink::{Channel, Config, DataLinkReceiver, DataLinkSender};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, recv, send, setsockopt, socket,
+    sockopt,
+};
+use pnet_datalink::{Channel, Config};
 
 use super::hop::{Hop, Outgoing, Received};
 use super::plan::{LabPlan, Side};
 use super::server::enter_namespace;
 
-/// How long a receive call waits before checking whether to stop.
+/// How long a reader waits for a frame before checking whether to stop.
 const READ_TIMEOUT: Duration = Duration::from_millis(20);
+/// How long a write waits for room in a full send buffer before the frame is counted lost.
+const WRITE_TIMEOUT: Duration = Duration::from_millis(20);
 /// Largest lab processing time the histogram tracks (larger values are clamped).
 const LATENCY_HIGHEST_NS: u64 = 60_000_000_000;
-/// Socket buffer sizes.
-const SOCKET_BUFFER: usize = 1 << 16;
+/// Kernel receive buffer of each lab socket (`SO_RCVBUFFORCE`; the kernel doubles it).
+pub const RECEIVE_BUFFER: usize = 8 << 20;
+/// Kernel send buffer of each lab socket (`SO_SNDBUFFORCE`).
+pub const SEND_BUFFER: usize = 4 << 20;
+/// Largest frame read (larger ones are truncated by the kernel; the veths' MTU is 1500).
+const FRAME_CAPACITY: usize = 1 << 16;
+/// Frames a reader takes from its socket per lock of the datapath.
+pub const READ_BATCH: usize = 64;
 
-type Port = (Box<dyn DataLinkSender>, Box<dyn DataLinkReceiver>);
+/// One veth's AF_PACKET socket, bound to it, promiscuous and non-blocking.
+#[derive(Debug)]
+pub struct Port {
+    socket: OwnedFd,
+}
 
-/// Open AF_PACKET channels on `ifaces` (client side, backend side) inside `ns`.
-pub fn open_ports(ns: &str, ifaces: [&str; 2]) -> anyhow::Result<[Port; 2]> {
+impl Port {
+    /// Open the socket on `iface` (call from a thread inside the veth's namespace).
+    fn open(interface: &pnet_datalink::NetworkInterface) -> anyhow::Result<Self> {
+        let name = &interface.name;
+        let socket = socket(
+            AddressFamily::Packet,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::EthAll,
+        )
+        .with_context(|| format!("AF_PACKET socket for {name}"))?;
+        setsockopt(&socket, sockopt::RcvBufForce, &RECEIVE_BUFFER)
+            .with_context(|| format!("SO_RCVBUFFORCE on {name}"))?;
+        setsockopt(&socket, sockopt::SndBufForce, &SEND_BUFFER)
+            .with_context(|| format!("SO_SNDBUFFORCE on {name}"))?;
+        // pnet binds the socket to the veth, joins promiscuous mode and sets O_NONBLOCK
+        // (all on the socket, shared by both descriptors); then its descriptor is closed.
+        let handed = nix::unistd::dup(&socket)?.into_raw_fd();
+        let config = Config {
+            socket_fd: Some(handed),
+            ..Config::default()
+        };
+        match pnet_datalink::channel(interface, config) {
+            Ok(Channel::Ethernet(..)) => Ok(Self { socket }),
+            Ok(_) => Err(anyhow!("unexpected channel type on {name}")),
+            Err(error) => Err(anyhow!("binding the AF_PACKET socket to {name}: {error}")),
+        }
+    }
+
+    /// The kernel's receive buffer size (twice what was asked, as the kernel reports it).
+    pub fn receive_buffer(&self) -> anyhow::Result<usize> {
+        Ok(nix::sys::socket::getsockopt(&self.socket, sockopt::RcvBuf)?)
+    }
+
+    /// Wait up to [`READ_TIMEOUT`] for frames, then read up to [`READ_BATCH`] of them.
+    /// Errors other than "nothing to read" are returned.
+    fn read_batch(&self, buffer: &mut [u8]) -> anyhow::Result<Vec<Vec<u8>>> {
+        let mut frames = Vec::new();
+        let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
+        let timeout = PollTimeout::try_from(READ_TIMEOUT).unwrap_or(PollTimeout::NONE);
+        match poll(&mut fds, timeout) {
+            Ok(0) | Err(Errno::EINTR) => return Ok(frames),
+            Ok(_) => {}
+            Err(error) => return Err(error.into()),
+        }
+        while frames.len() < READ_BATCH {
+            match recv(self.socket.as_raw_fd(), buffer, MsgFlags::MSG_DONTWAIT) {
+                Ok(length) => frames.push(buffer[..length.min(buffer.len())].to_vec()),
+                Err(Errno::EAGAIN | Errno::EINTR) => break,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(frames)
+    }
+
+    /// Write one frame, waiting up to [`WRITE_TIMEOUT`] when the send buffer is full.
+    fn write(&self, frame: &[u8]) -> bool {
+        for attempt in 0..2 {
+            match send(self.socket.as_raw_fd(), frame, MsgFlags::empty()) {
+                Ok(_) => return true,
+                Err(Errno::EAGAIN | Errno::ENOBUFS) if attempt == 0 => {
+                    let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLOUT)];
+                    let timeout = PollTimeout::try_from(WRITE_TIMEOUT).unwrap_or(PollTimeout::NONE);
+                    let _ = poll(&mut fds, timeout);
+                }
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+}
+
+/// Open the lab's sockets on `ifaces` (client side, backend side) inside `ns`.
+pub fn open_ports(ns: &str, ifaces: [&str; 2]) -> anyhow::Result<[Arc<Port>; 2]> {
     let ns = ns.to_string();
     let names = ifaces.map(str::to_string);
-    std::thread::spawn(move || -> anyhow::Result<[Port; 2]> {
+    std::thread::spawn(move || -> anyhow::Result<[Arc<Port>; 2]> {
         enter_namespace(&ns)?;
         let interfaces = pnet_datalink::interfaces();
-        let open = |name: &str| -> anyhow::Result<Port> {
+        let open = |name: &str| -> anyhow::Result<Arc<Port>> {
             let interface = (interfaces.iter())
                 .find(|i| i.name == name)
                 .ok_or_else(|| anyhow!("no interface {name} in namespace {ns}"))?;
-            let config = Config {
-                read_timeout: Some(READ_TIMEOUT),
-                read_buffer_size: SOCKET_BUFFER,
-                write_buffer_size: SOCKET_BUFFER,
-                ..Config::default()
-            };
-            match pnet_datalink::channel(interface, config) {
-                Ok(Channel::Ethernet(tx, rx)) => Ok((tx, rx)),
-                Ok(_) => Err(anyhow!("unexpected channel type on {name}")),
-                Err(error) => Err(anyhow!("AF_PACKET socket on {ns}/{name}: {error}")),
-            }
+            Ok(Arc::new(Port::open(interface)?))
         };
         Ok([open(&names[0])?, open(&names[1])?])
     })
@@ -67,7 +156,7 @@ pub struct Datapath {
     /// ARP, routing and Ethernet rewrite.
     pub hop: Hop,
     plan: LabPlan,
-    senders: [Box<dyn DataLinkSender>; 2],
+    senders: [Arc<Port>; 2],
     started: Instant,
     /// Frames the kernel refused to send.
     pub send_failures: u64,
@@ -87,7 +176,7 @@ impl Datapath {
         pipeline: Pipeline,
         hop: Hop,
         plan: &LabPlan,
-        senders: [Box<dyn DataLinkSender>; 2],
+        senders: [Arc<Port>; 2],
     ) -> anyhow::Result<Self> {
         Ok(Self {
             pipeline,
@@ -144,9 +233,10 @@ impl Datapath {
 
     fn transmit(&mut self, out: Vec<Outgoing>) {
         for Outgoing { side, frame } in out {
-            match self.senders[side.index()].send_to(&frame, None) {
-                Some(Ok(())) => self.hop.count_sent(side),
-                _ => self.send_failures += 1,
+            if self.senders[side.index()].write(&frame) {
+                self.hop.count_sent(side);
+            } else {
+                self.send_failures += 1;
             }
         }
     }
@@ -167,28 +257,15 @@ pub struct Readers {
 }
 
 impl Readers {
-    /// Start one reader per side feeding `datapath`.
-    pub fn start(
-        datapath: &Arc<Mutex<Datapath>>,
-        receivers: [Box<dyn DataLinkReceiver>; 2],
-    ) -> Self {
+    /// Start one reader per side (`ports`: client side, backend side) feeding `datapath`.
+    pub fn start(datapath: &Arc<Mutex<Datapath>>, ports: [Arc<Port>; 2]) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let handles = Side::BOTH
             .into_iter()
-            .zip(receivers)
-            .map(|(side, mut receiver)| {
+            .zip(ports)
+            .map(|(side, port)| {
                 let (stop, datapath) = (stop.clone(), datapath.clone());
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        // Errors are read timeouts (or a veth going away at shutdown).
-                        let Ok(frame) = receiver.next() else {
-                            continue;
-                        };
-                        let read_at = Instant::now();
-                        let frame = frame.to_vec();
-                        lock(&datapath).handle(side, frame, read_at);
-                    }
-                })
+                std::thread::spawn(move || read_side(side, &port, &datapath, &stop))
             })
             .collect();
         Self { stop, handles }
@@ -205,5 +282,24 @@ impl Readers {
             return Err(anyhow!("a lab reader thread panicked"));
         }
         Ok(())
+    }
+}
+
+/// A reader thread: batches of frames from `port` through the datapath until `stop`.
+fn read_side(side: Side, port: &Port, datapath: &Mutex<Datapath>, stop: &AtomicBool) {
+    let mut buffer = vec![0; FRAME_CAPACITY];
+    while !stop.load(Ordering::Relaxed) {
+        // Errors: a veth going away at shutdown; wait for `stop` without spinning.
+        let frames = port.read_batch(&mut buffer).unwrap_or_else(|_| {
+            std::thread::sleep(READ_TIMEOUT);
+            Vec::new()
+        });
+        if frames.is_empty() {
+            continue;
+        }
+        let mut datapath = lock(datapath);
+        for frame in frames {
+            datapath.handle(side, frame, Instant::now());
+        }
     }
 }

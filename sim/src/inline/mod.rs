@@ -13,8 +13,9 @@
 //!
 //! Not here: IPv6, VLANs, more than one client-side and one backend-side interface, DR and
 //! tunnel forwarding, UDP services on the backends, TTL decrement. The lab is a functional
-//! bench, not a fast path: frames go through pnet's one-frame-per-call AF_PACKET sockets
-//! with the default receive buffer, so bulk TCP bursts overflow it and retransmit.
+//! bench, not a fast path: one frame per `recv`/`send` system call on plain AF_PACKET
+//! sockets (no `PACKET_MMAP` rings), with large forced socket buffers so bulk TCP bursts
+//! wait instead of being dropped (see [`io`]).
 
 pub mod hop;
 pub mod io;
@@ -122,12 +123,11 @@ fn run_lab(
     } else {
         Some(Servers::start(&lab.backend_ns(), &services(plan))?)
     };
-    let [(client_tx, client_rx), (backend_tx, backend_rx)] =
-        open_ports(&lab.lab_ns(), [LAB_CLIENT_IFACE, LAB_BACKEND_IFACE])?;
+    let ports = open_ports(&lab.lab_ns(), [LAB_CLIENT_IFACE, LAB_BACKEND_IFACE])?;
     let hop = hop::Hop::new(plan, [LAB_CLIENT_MAC, LAB_BACKEND_MAC]);
-    let datapath = Datapath::new(pipeline, hop, plan, [client_tx, backend_tx])?;
+    let datapath = Datapath::new(pipeline, hop, plan, ports.clone())?;
     let datapath = Arc::new(Mutex::new(datapath));
-    let readers = Readers::start(&datapath, [client_rx, backend_rx]);
+    let readers = Readers::start(&datapath, ports);
     lock(&datapath).probe_neighbours();
     announce(plan, lab, &lock(&datapath).pipeline)?;
     let started = Instant::now();
@@ -195,7 +195,7 @@ fn render_end(datapath: &Datapath) -> String {
     if !latency.is_empty() {
         let micros = |q: f64| latency.value_at_quantile(q) as f64 / 1e3;
         out.push_str(&format!(
-            "Lab processing (frame read → last write), {} frames: p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs\n",
+            "Lab processing (frame handed to the hop → last write), {} frames: p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs\n",
             latency.len(),
             micros(0.5),
             micros(0.99),
