@@ -9,9 +9,9 @@
 //! then can an IP length that runs past the frame be called invalid, and only then are L4
 //! checksums verified (never on fragments, whose checksum covers the reassembled datagram).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use smoltcp::wire::{EthernetFrame, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket};
+use smoltcp::wire::{EthernetFrame, Ipv6Packet, UdpPacket};
 
 use super::checksum;
 use super::vlan::{TAG_LEN, VlanTag, is_vlan_tpid};
@@ -100,6 +100,7 @@ pub fn parse_into(
         frame,
         meta,
         snapped: wire_len > cap_len,
+        address_sum: 0,
     };
     if let Err(reason) = parser.run(link) {
         parser.meta.invalid = Some(reason);
@@ -114,6 +115,9 @@ struct Parser<'a> {
     meta: &'a mut PacketMeta,
     /// The capture cut the frame short (snap length).
     snapped: bool,
+    /// One's-complement sum of the outermost IP header's source and destination addresses
+    /// (the address part of the TCP/UDP/ICMPv6 pseudo-header), set by `ipv4` / `ipv6`.
+    address_sum: u64,
 }
 
 impl<'a> Parser<'a> {
@@ -274,14 +278,15 @@ impl<'a> Parser<'a> {
         if bytes.len() < IPV4_MIN_HEADER_LEN {
             return Err(InvalidReason::TruncatedIpv4);
         }
-        let packet = Ipv4Packet::new_unchecked(bytes);
-        let header_len = usize::from(packet.header_len());
-        self.meta.src = Some(IpAddr::V4(packet.src_addr()));
-        self.meta.dst = Some(IpAddr::V4(packet.dst_addr()));
-        self.meta.proto = Some(u8::from(packet.next_header()));
-        self.meta.ttl = packet.hop_limit();
-        let total_len = usize::from(packet.total_len());
-        self.meta.ip_len = u32::from(packet.total_len());
+        let header_len = usize::from(first & 0x0f) * 4;
+        let total_len = usize::from(be16(bytes, 2));
+        let (address_words, _) = bytes[12..20].as_chunks::<4>();
+        let (src, dst) = (address_words[0], address_words[1]);
+        self.meta.src = Some(IpAddr::V4(Ipv4Addr::from(src)));
+        self.meta.dst = Some(IpAddr::V4(Ipv4Addr::from(dst)));
+        self.meta.proto = Some(bytes[9]);
+        self.meta.ttl = bytes[8];
+        self.meta.ip_len = total_len as u32;
         if header_len < IPV4_MIN_HEADER_LEN {
             return Err(InvalidReason::BadIpv4HeaderLength);
         }
@@ -292,20 +297,22 @@ impl<'a> Parser<'a> {
             return Err(InvalidReason::Ipv4TotalLengthTooShort);
         }
         let complete = self.check_datagram_fits(bytes.len(), total_len)?;
-        if self.options.verify_ipv4_checksum
-            && !checksum::is_valid(checksum::partial(&bytes[..header_len]))
-        {
+        if self.options.verify_ipv4_checksum && !ipv4_header_checksum_ok(&bytes[..header_len]) {
             return Err(InvalidReason::BadIpv4Checksum);
         }
-        check_ipv4_options(&bytes[IPV4_MIN_HEADER_LEN..header_len])?;
-        let frag_offset = u32::from(packet.frag_offset());
-        let more = packet.more_frags();
+        if header_len > IPV4_MIN_HEADER_LEN {
+            check_ipv4_options(&bytes[IPV4_MIN_HEADER_LEN..header_len])?;
+        }
+        self.address_sum = u64::from(u32::from_ne_bytes(src)) + u64::from(u32::from_ne_bytes(dst));
+        let fragment_word = be16(bytes, 6);
+        let frag_offset = u32::from(fragment_word & 0x1fff) * 8;
+        let more = fragment_word & 0x2000 != 0;
         let payload_len = (total_len - header_len) as u32;
         self.meta.frag = FragInfo {
             is_fragment: more || frag_offset != 0,
             offset: frag_offset,
             more,
-            id: u32::from(packet.ident()),
+            id: u32::from(be16(bytes, 4)),
         };
         if self.meta.frag.is_fragment && frag_offset + payload_len > MAX_IP_DATAGRAM {
             return Err(InvalidReason::FragmentOversize);
@@ -341,6 +348,7 @@ impl<'a> Parser<'a> {
             return Err(InvalidReason::TruncatedIpv6);
         }
         let packet = Ipv6Packet::new_unchecked(bytes);
+        self.address_sum = checksum::partial(&bytes[8..IPV6_HEADER_LEN]);
         self.meta.src = Some(IpAddr::V6(packet.src_addr()));
         self.meta.dst = Some(IpAddr::V6(packet.dst_addr()));
         self.meta.ttl = packet.hop_limit();
@@ -443,9 +451,9 @@ impl<'a> Parser<'a> {
         if segment.len() < TCP_MIN_HEADER_LEN {
             return Err(self.short_first_fragment(InvalidReason::TruncatedTcp));
         }
-        let packet = TcpPacket::new_unchecked(segment);
-        self.meta.sport = Some(packet.src_port());
-        self.meta.dport = Some(packet.dst_port());
+        let (sport, dport) = (be16(segment, 0), be16(segment, 2));
+        self.meta.sport = Some(sport);
+        self.meta.dport = Some(dport);
         let flags = segment[13];
         self.meta.tcp_flags = flags;
         let data_offset = usize::from(segment[12] >> 4) * 4;
@@ -460,11 +468,15 @@ impl<'a> Parser<'a> {
         if segment.len() < data_offset {
             return Err(self.short_first_fragment(InvalidReason::TruncatedTcp));
         }
-        let options = parse_tcp_options(&segment[TCP_MIN_HEADER_LEN..data_offset])?;
+        let options = if data_offset == TCP_MIN_HEADER_LEN {
+            TcpOptions::default()
+        } else {
+            parse_tcp_options(&segment[TCP_MIN_HEADER_LEN..data_offset])?
+        };
         self.meta.tcp = Some(TcpInfo {
-            seq: packet.seq_number().0 as u32,
-            ack: packet.ack_number().0 as u32,
-            window: packet.window_len(),
+            seq: be32(segment, 4),
+            ack: be32(segment, 8),
+            window: be16(segment, 14),
             options,
         });
         self.meta.payload_offset = offset_u16(l4 + data_offset);
@@ -473,7 +485,7 @@ impl<'a> Parser<'a> {
             return Err(InvalidReason::BadTcpChecksum);
         }
         check_tcp_flags(flags)?;
-        check_ports(packet.src_port(), packet.dst_port())
+        check_ports(sport, dport)
     }
 
     fn udp(&mut self, l4: usize, segment: &[u8], ip_payload_len: u32, verify: bool) -> Step {
@@ -536,24 +548,31 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// Verify a TCP/UDP/ICMPv6 checksum including the pseudo-header.
+    /// Verify a TCP/UDP/ICMPv6 checksum including the pseudo-header (built from the
+    /// address sum `ipv4` / `ipv6` recorded; a segment never exceeds 65535 bytes here, so
+    /// the IPv4 and IPv6 pseudo-header layouts sum alike).
     fn l4_checksum_ok(&self, proto: u8, segment: &[u8]) -> bool {
-        let len = segment.len() as u32;
-        let pseudo = match (self.meta.src, self.meta.dst) {
-            (Some(IpAddr::V4(s)), Some(IpAddr::V4(d))) => {
-                checksum::pseudo_header_v4(s, d, proto, len)
-            }
-            (Some(IpAddr::V6(s)), Some(IpAddr::V6(d))) => {
-                checksum::pseudo_header_v6(s, d, proto, len)
-            }
-            _ => return false,
-        };
+        let len = (segment.len() as u16).to_be_bytes();
+        let pseudo = self.address_sum + u64::from(u32::from_ne_bytes([0, proto, len[0], len[1]]));
         checksum::is_valid(pseudo + checksum::partial(segment))
     }
 }
 
+/// The IPv4 header (options included) sums to all ones.
+fn ipv4_header_checksum_ok(header: &[u8]) -> bool {
+    let sum = match header.first_chunk::<IPV4_MIN_HEADER_LEN>() {
+        Some(fixed) if header.len() == IPV4_MIN_HEADER_LEN => checksum::ipv4_header(fixed),
+        _ => checksum::partial(header),
+    };
+    checksum::is_valid(sum)
+}
+
 fn be16(bytes: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([bytes[at], bytes[at + 1]])
+}
+
+fn be32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
 /// Offsets fit in u16 because captured length is capped at 262144 only for the frame; an
