@@ -80,3 +80,34 @@ proptest! {
         );
     }
 }
+
+/// The fold as RFC 1071 writes it: add the carries back until none are left.
+fn loop_fold(mut sum: u64) -> u16 {
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+proptest! {
+    #[test]
+    fn fold_agrees_with_the_carry_loop(sum in any::<u64>()) {
+        prop_assert_eq!(checksum::fold(sum), loop_fold(sum));
+    }
+}
+
+#[test]
+fn fold_keeps_the_extremes() {
+    for sum in [
+        0,
+        1,
+        0xffff,
+        0x1_0000,
+        0xffff_ffff,
+        1 << 48,
+        u64::MAX,
+        u64::MAX - 1,
+    ] {
+        assert_eq!(checksum::fold(sum), loop_fold(sum), "{sum:#x}");
+    }
+}

@@ -56,11 +56,13 @@ fn add_end_around(a: u64, b: u64) -> u64 {
     sum + u64::from(carry)
 }
 
-/// Fold a 64-bit one's-complement sum to at most 32 bits, keeping its value modulo 0xffff.
+/// Fold a 64-bit one's-complement sum to 32 bits (end-around carry), keeping its value
+/// modulo 0xffff and keeping a non-zero sum non-zero.
 #[inline]
 fn fold_to_32(sum: u64) -> u64 {
-    let sum = (sum & 0xffff_ffff) + (sum >> 32);
-    (sum & 0xffff_ffff) + (sum >> 32)
+    let (low, carry) = (sum as u32).overflowing_add((sum >> 32) as u32);
+    // With a carry out, `low` is at most 2^32 - 2: adding it back cannot overflow.
+    u64::from(low + u32::from(carry))
 }
 
 /// Unfolded sum of a 20-byte IPv4 header without options, below 2^32.
@@ -76,10 +78,10 @@ pub fn ipv4_header(header: &[u8; 20]) -> u64 {
 /// Fold an unfolded sum to 16 bits (native byte order).
 #[inline]
 pub fn fold(sum: u64) -> u16 {
-    let mut sum = fold_to_32(sum);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum as u16
+    let sum = fold_to_32(sum) as u32;
+    let (low, carry) = (sum as u16).overflowing_add((sum >> 16) as u16);
+    // With a carry out, `low` is at most 2^16 - 2: adding it back cannot overflow.
+    low + u16::from(carry)
 }
 
 /// True when data that includes its checksum field sums to all ones.
