@@ -135,6 +135,10 @@ impl<'a> Parser<'a> {
             LinkType::Ipv6 => (0, ETHERTYPE_IPV6),
             LinkType::Unsupported(_) => return Err(InvalidReason::UnsupportedLink),
         };
+        if ethertype == ETHERTYPE_IPV4 {
+            // The common case, without the VLAN loop and the EtherType dispatch.
+            return self.ipv4(offset);
+        }
         let (offset, ethertype) = self.vlan_tags(offset, ethertype)?;
         self.network(offset, ethertype)
     }
@@ -561,6 +565,7 @@ impl<'a> Parser<'a> {
 }
 
 /// The IPv4 header (options included) sums to all ones.
+#[inline]
 fn ipv4_header_checksum_ok(header: &[u8]) -> bool {
     let sum = match header.first_chunk::<IPV4_MIN_HEADER_LEN>() {
         Some(fixed) if header.len() == IPV4_MIN_HEADER_LEN => checksum::ipv4_header(fixed),
