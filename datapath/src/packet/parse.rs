@@ -474,11 +474,10 @@ impl<'a> Parser<'a> {
         if segment.len() < data_offset {
             return Err(self.short_first_fragment(InvalidReason::TruncatedTcp));
         }
-        let options = if data_offset == TCP_MIN_HEADER_LEN {
-            TcpOptions::default()
-        } else {
-            parse_tcp_options(&segment[TCP_MIN_HEADER_LEN..data_offset])?
-        };
+        let mut options = TcpOptions::default();
+        if data_offset > TCP_MIN_HEADER_LEN {
+            parse_tcp_options(&segment[TCP_MIN_HEADER_LEN..data_offset], &mut options)?;
+        }
         self.meta.tcp = Some(TcpInfo {
             seq: be32(segment, 4),
             ack: be32(segment, 8),
@@ -620,8 +619,8 @@ fn check_ipv4_options(mut options: &[u8]) -> Step {
     Ok(())
 }
 
-fn parse_tcp_options(mut bytes: &[u8]) -> Step<TcpOptions> {
-    let mut options = TcpOptions::default();
+/// Walk the TCP option list into `options` (left at its defaults for absent options).
+fn parse_tcp_options(mut bytes: &[u8], options: &mut TcpOptions) -> Step {
     while let [kind, rest @ ..] = bytes {
         match kind {
             0 => break,
@@ -653,7 +652,7 @@ fn parse_tcp_options(mut bytes: &[u8]) -> Step<TcpOptions> {
         }
         bytes = &bytes[len..];
     }
-    Ok(options)
+    Ok(())
 }
 
 /// Flag combinations no legitimate stack sends.
