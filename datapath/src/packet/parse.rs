@@ -431,6 +431,7 @@ impl<'a> Parser<'a> {
 
     /// Transport header at `l4`; captured bytes end at `end`; `payload_len` is the L4
     /// length according to the IP header; `complete` whether the datagram was captured whole.
+    #[inline]
     fn transport(&mut self, l4: usize, end: usize, payload_len: u32, complete: bool) -> Step {
         self.meta.l4_offset = offset_u16(l4);
         self.meta.payload_len = payload_len;
