@@ -621,39 +621,42 @@ fn check_ipv4_options(mut options: &[u8]) -> Step {
 }
 
 /// Walk the TCP option list into `options` (left at its defaults for absent options).
+/// The options the pipeline reads are matched with their exact lengths in one step; any
+/// other option is skipped by its length byte. A known option with a wrong length, a length
+/// below 2 or past the list, or a kind without a length byte is malformed.
 fn parse_tcp_options(mut bytes: &[u8], options: &mut TcpOptions) -> Step {
-    while let [kind, rest @ ..] = bytes {
-        match kind {
-            0 => break,
-            1 => {
-                bytes = rest;
-                continue;
+    loop {
+        bytes = match *bytes {
+            [] | [0, ..] => return Ok(()),
+            [1, ref rest @ ..] => rest,
+            [2, 4, high, low, ref rest @ ..] => {
+                options.mss = Some(u16::from_be_bytes([high, low]));
+                rest
             }
-            _ => {}
-        }
-        let Some(&len) = rest.first() else {
-            return Err(InvalidReason::BadTcpOptions);
-        };
-        let len = usize::from(len);
-        if len < 2 || len > bytes.len() {
-            return Err(InvalidReason::BadTcpOptions);
-        }
-        let body = &bytes[2..len];
-        match (kind, body.len()) {
-            (2, 2) => options.mss = Some(u16::from_be_bytes([body[0], body[1]])),
-            (3, 1) => options.window_scale = Some(body[0]),
-            (4, 0) => options.sack_permitted = true,
-            (8, 8) => {
-                let tsval = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-                let tsecr = u32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+            [3, 3, shift, ref rest @ ..] => {
+                options.window_scale = Some(shift);
+                rest
+            }
+            [4, 2, ref rest @ ..] => {
+                options.sack_permitted = true;
+                rest
+            }
+            [8, 10, a, b, c, d, e, f, g, h, ref rest @ ..] => {
+                let tsval = u32::from_be_bytes([a, b, c, d]);
+                let tsecr = u32::from_be_bytes([e, f, g, h]);
                 options.timestamps = Some((tsval, tsecr));
+                rest
             }
-            (2 | 3 | 4 | 8, _) => return Err(InvalidReason::BadTcpOptions),
-            _ => {}
-        }
-        bytes = &bytes[len..];
+            [2 | 3 | 4 | 8, ..] | [_] => return Err(InvalidReason::BadTcpOptions),
+            [_, len, ..] => {
+                let len = usize::from(len);
+                if len < 2 || len > bytes.len() {
+                    return Err(InvalidReason::BadTcpOptions);
+                }
+                &bytes[len..]
+            }
+        };
     }
-    Ok(())
 }
 
 /// Flag combinations no legitimate stack sends.
