@@ -1,34 +1,88 @@
-//! RFC 1071 Internet checksum, fast: native-endian 32-bit words accumulated in a u64, folded
-//! once at the end. Because one's-complement addition commutes with byte swapping, the
-//! folded native-endian sum can be verified (`== 0xffff`) or written (`to_ne_bytes`) without
-//! converting byte order.
+//! RFC 1071 Internet checksum, fast: native-endian 64-bit words accumulated with end-around
+//! carry (a u128 accumulator, so each word costs an add and an add-with-carry), folded once
+//! at the end. Because one's-complement addition commutes with byte swapping, the folded
+//! native-endian sum can be verified (`== 0xffff`) or written (`to_ne_bytes`) without
+//! converting byte order. Any multiple-of-16-bit shift of a word is the same modulo 0xffff,
+//! so 64-, 32- and 16-bit words may be mixed as long as each starts at an even offset.
+//!
+//! The unfolded sums returned here are kept below 2^34 so that callers may add a handful of
+//! them (pseudo-header + segment, template + changed words) without overflowing a u64.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// Unfolded one's-complement sum of `data` (zero-padded to a multiple of 4 bytes).
+/// Bytes summed per unrolled step of [`partial`] (fewer than 16 are left for the tail).
+const BLOCK: usize = 16;
+
+/// Unfolded one's-complement sum of `data` (zero-padded to an even length), below 2^34.
 #[inline]
 pub fn partial(data: &[u8]) -> u64 {
-    let mut sum = 0u64;
-    let mut chunks = data.chunks_exact(4);
-    for chunk in &mut chunks {
-        sum += u64::from(u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]));
+    let mut wide = 0u128;
+    let (blocks, rest) = data.as_chunks::<BLOCK>();
+    for block in blocks {
+        let (words, _) = block.as_chunks::<8>();
+        for word in words {
+            wide += u128::from(u64::from_ne_bytes(*word));
+        }
     }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut last = [0u8; 4];
-        last[..rest.len()].copy_from_slice(rest);
-        sum += u64::from(u32::from_ne_bytes(last));
+    let (word, tail) = match rest.split_first_chunk::<8>() {
+        Some((word, tail)) => (u64::from_ne_bytes(*word), tail),
+        None => (0, rest),
+    };
+    wide += u128::from(word);
+    let sum = add_end_around(wide as u64, (wide >> 64) as u64);
+    fold_to_32(sum) + tail_sum(tail)
+}
+
+/// Sum of the fewer than 8 bytes left after the 64-bit words (they start at an even offset).
+#[inline]
+fn tail_sum(tail: &[u8]) -> u64 {
+    let (quads, rest) = tail.as_chunks::<4>();
+    let mut sum = quads
+        .first()
+        .map_or(0, |quad| u64::from(u32::from_ne_bytes(*quad)));
+    let (pairs, odd) = rest.as_chunks::<2>();
+    if let Some(pair) = pairs.first() {
+        sum += u64::from(u16::from_ne_bytes(*pair));
+    }
+    if let Some(&last) = odd.first() {
+        sum += u64::from(u16::from_ne_bytes([last, 0]));
     }
     sum
 }
 
+/// `a + b` with the carry out of bit 63 added back in (one's-complement addition).
+#[inline]
+fn add_end_around(a: u64, b: u64) -> u64 {
+    let (sum, carry) = a.overflowing_add(b);
+    sum + u64::from(carry)
+}
+
+/// Fold a 64-bit one's-complement sum to 32 bits (end-around carry), keeping its value
+/// modulo 0xffff and keeping a non-zero sum non-zero.
+#[inline]
+fn fold_to_32(sum: u64) -> u64 {
+    let (low, carry) = (sum as u32).overflowing_add((sum >> 32) as u32);
+    // With a carry out, `low` is at most 2^32 - 2: adding it back cannot overflow.
+    u64::from(low + u32::from(carry))
+}
+
+/// Unfolded sum of a 20-byte IPv4 header without options, below 2^32.
+#[inline]
+pub fn ipv4_header(header: &[u8; 20]) -> u64 {
+    let (words, _) = header.as_chunks::<4>();
+    words
+        .iter()
+        .map(|word| u64::from(u32::from_ne_bytes(*word)))
+        .sum()
+}
+
 /// Fold an unfolded sum to 16 bits (native byte order).
 #[inline]
-pub fn fold(mut sum: u64) -> u16 {
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
+pub fn fold(sum: u64) -> u16 {
+    let sum = fold_to_32(sum) as u32;
+    let (low, carry) = (sum as u16).overflowing_add((sum >> 16) as u16);
+    // With a carry out, `low` is at most 2^16 - 2: adding it back cannot overflow.
+    low + u16::from(carry)
 }
 
 /// True when data that includes its checksum field sums to all ones.

@@ -3,8 +3,9 @@
 //!
 //! A frame is parsed once, by [`parse`], into a `PacketMeta`: addresses, ports, flags, and
 //! the byte offsets of the L3/L4 headers so that stages that rewrite packets (NAT, SYN
-//! proxy) can find them without parsing again. The parser is built on `smoltcp::wire`
-//! checked views; 802.1Q/802.1ad tags are in [`vlan`]. It never panics on any bytes: a
+//! proxy) can find them without parsing again. The parser reads header fields directly from
+//! the bytes after one length check per header (the layouts are those of `smoltcp::wire`);
+//! 802.1Q/802.1ad tag views are in [`vlan`]. It never panics on any bytes: a
 //! packet that cannot be understood gets an [`InvalidReason`].
 //!
 //! Only the *outermost* IP header is described (tunnels are not entered).

@@ -2,19 +2,19 @@
 //!
 //! Walks link header, VLAN tags, the outermost IP header (IPv4 options, IPv6 extension
 //! headers) and the transport header, recording offsets and fields, and stops at the first
-//! malformation with a named [`InvalidReason`]. Lengths are checked before every read, so
-//! smoltcp views are built with `new_unchecked` on slices known to be long enough.
+//! malformation with a named [`InvalidReason`]. Lengths are checked once per header, then
+//! fields are read straight from the bytes (big-endian loads at fixed offsets, no views), and
+//! the pseudo-header's address part is summed while the IP header is read, so the hot path
+//! (Ethernet / IPv4 without options / TCP or UDP) touches each header byte about once.
 //!
 //! "Complete" means the capture holds the whole IP datagram (not cut by a snap length): only
 //! then can an IP length that runs past the frame be called invalid, and only then are L4
 //! checksums verified (never on fragments, whose checksum covers the reassembled datagram).
 
-use std::net::IpAddr;
-
-use smoltcp::wire::{EthernetFrame, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::checksum;
-use super::vlan::{TAG_LEN, VlanTag, is_vlan_tpid};
+use super::vlan::{TAG_LEN, is_vlan_tpid};
 use super::{
     FragInfo, IfaceId, InvalidReason, L3, LinkType, MAX_VLAN_TAGS, PacketMeta, TcpInfo, TcpOptions,
     ip_proto, tcp_flags,
@@ -30,6 +30,8 @@ const MAX_MPLS_LABELS: usize = 8;
 /// RFC 4385 pseudowire control word (first nibble 0).
 const PW_CONTROL_WORD_LEN: usize = 4;
 const ETHERNET_LEN: usize = 14;
+/// The VLAN id bits of a tag's TCI.
+const VID_MASK: u16 = 0x0fff;
 const SLL_HEADER_LEN: usize = 16;
 const SLL2_HEADER_LEN: usize = 20;
 const NULL_HEADER_LEN: usize = 4;
@@ -100,6 +102,7 @@ pub fn parse_into(
         frame,
         meta,
         snapped: wire_len > cap_len,
+        address_sum: 0,
     };
     if let Err(reason) = parser.run(link) {
         parser.meta.invalid = Some(reason);
@@ -114,6 +117,9 @@ struct Parser<'a> {
     meta: &'a mut PacketMeta,
     /// The capture cut the frame short (snap length).
     snapped: bool,
+    /// One's-complement sum of the outermost IP header's source and destination addresses
+    /// (the address part of the TCP/UDP/ICMPv6 pseudo-header), set by `ipv4` / `ipv6`.
+    address_sum: u64,
 }
 
 impl<'a> Parser<'a> {
@@ -129,6 +135,10 @@ impl<'a> Parser<'a> {
             LinkType::Ipv6 => (0, ETHERTYPE_IPV6),
             LinkType::Unsupported(_) => return Err(InvalidReason::UnsupportedLink),
         };
+        if ethertype == ETHERTYPE_IPV4 {
+            // The common case, without the VLAN loop and the EtherType dispatch.
+            return self.ipv4(offset);
+        }
         let (offset, ethertype) = self.vlan_tags(offset, ethertype)?;
         self.network(offset, ethertype)
     }
@@ -139,12 +149,10 @@ impl<'a> Parser<'a> {
     }
 
     fn ethernet(&mut self) -> Step<(usize, u16)> {
-        let frame =
-            EthernetFrame::new_checked(self.frame).map_err(|_| InvalidReason::TruncatedLink)?;
-        Ok((
-            EthernetFrame::<&[u8]>::header_len(),
-            u16::from(frame.ethertype()),
-        ))
+        if self.frame.len() < ETHERNET_LEN {
+            return Err(InvalidReason::TruncatedLink);
+        }
+        Ok((ETHERNET_LEN, be16(self.frame, 12)))
     }
 
     /// SLL and SLL2: fixed-size header with the protocol at `proto_at`.
@@ -192,15 +200,16 @@ impl<'a> Parser<'a> {
 
     fn vlan_tags(&mut self, mut offset: usize, mut ethertype: u16) -> Step<(usize, u16)> {
         while is_vlan_tpid(ethertype) {
-            let tag = VlanTag::new_checked(self.bytes_from(offset))
-                .map_err(|_| InvalidReason::TruncatedVlan)?;
+            let Some(tag) = self.frame.get(offset..offset + TAG_LEN) else {
+                return Err(InvalidReason::TruncatedVlan);
+            };
             let depth = usize::from(self.meta.vlan_len);
             if depth == MAX_VLAN_TAGS {
                 return Err(InvalidReason::TooManyVlanTags);
             }
-            self.meta.vlan_ids[depth] = tag.vid();
+            self.meta.vlan_ids[depth] = be16(tag, 0) & VID_MASK;
             self.meta.vlan_len += 1;
-            ethertype = tag.raw_ethertype();
+            ethertype = be16(tag, 2);
             offset += TAG_LEN;
         }
         Ok((offset, ethertype))
@@ -274,14 +283,15 @@ impl<'a> Parser<'a> {
         if bytes.len() < IPV4_MIN_HEADER_LEN {
             return Err(InvalidReason::TruncatedIpv4);
         }
-        let packet = Ipv4Packet::new_unchecked(bytes);
-        let header_len = usize::from(packet.header_len());
-        self.meta.src = Some(IpAddr::V4(packet.src_addr()));
-        self.meta.dst = Some(IpAddr::V4(packet.dst_addr()));
-        self.meta.proto = Some(u8::from(packet.next_header()));
-        self.meta.ttl = packet.hop_limit();
-        let total_len = usize::from(packet.total_len());
-        self.meta.ip_len = u32::from(packet.total_len());
+        let header_len = usize::from(first & 0x0f) * 4;
+        let total_len = usize::from(be16(bytes, 2));
+        let (address_words, _) = bytes[12..20].as_chunks::<4>();
+        let (src, dst) = (address_words[0], address_words[1]);
+        self.meta.src = Some(IpAddr::V4(Ipv4Addr::from(src)));
+        self.meta.dst = Some(IpAddr::V4(Ipv4Addr::from(dst)));
+        self.meta.proto = Some(bytes[9]);
+        self.meta.ttl = bytes[8];
+        self.meta.ip_len = total_len as u32;
         if header_len < IPV4_MIN_HEADER_LEN {
             return Err(InvalidReason::BadIpv4HeaderLength);
         }
@@ -292,20 +302,22 @@ impl<'a> Parser<'a> {
             return Err(InvalidReason::Ipv4TotalLengthTooShort);
         }
         let complete = self.check_datagram_fits(bytes.len(), total_len)?;
-        if self.options.verify_ipv4_checksum
-            && !checksum::is_valid(checksum::partial(&bytes[..header_len]))
-        {
+        if self.options.verify_ipv4_checksum && !ipv4_header_checksum_ok(&bytes[..header_len]) {
             return Err(InvalidReason::BadIpv4Checksum);
         }
-        check_ipv4_options(&bytes[IPV4_MIN_HEADER_LEN..header_len])?;
-        let frag_offset = u32::from(packet.frag_offset());
-        let more = packet.more_frags();
+        if header_len > IPV4_MIN_HEADER_LEN {
+            check_ipv4_options(&bytes[IPV4_MIN_HEADER_LEN..header_len])?;
+        }
+        self.address_sum = u64::from(u32::from_ne_bytes(src)) + u64::from(u32::from_ne_bytes(dst));
+        let fragment_word = be16(bytes, 6);
+        let frag_offset = u32::from(fragment_word & 0x1fff) * 8;
+        let more = fragment_word & 0x2000 != 0;
         let payload_len = (total_len - header_len) as u32;
         self.meta.frag = FragInfo {
             is_fragment: more || frag_offset != 0,
             offset: frag_offset,
             more,
-            id: u32::from(packet.ident()),
+            id: u32::from(be16(bytes, 4)),
         };
         if self.meta.frag.is_fragment && frag_offset + payload_len > MAX_IP_DATAGRAM {
             return Err(InvalidReason::FragmentOversize);
@@ -340,16 +352,18 @@ impl<'a> Parser<'a> {
         if bytes.len() < IPV6_HEADER_LEN {
             return Err(InvalidReason::TruncatedIpv6);
         }
-        let packet = Ipv6Packet::new_unchecked(bytes);
-        self.meta.src = Some(IpAddr::V6(packet.src_addr()));
-        self.meta.dst = Some(IpAddr::V6(packet.dst_addr()));
-        self.meta.ttl = packet.hop_limit();
-        let total_len = IPV6_HEADER_LEN + usize::from(packet.payload_len());
+        let (addresses, _) = bytes[8..IPV6_HEADER_LEN].as_chunks::<16>();
+        self.address_sum = checksum::partial(&bytes[8..IPV6_HEADER_LEN]);
+        self.meta.src = Some(IpAddr::V6(Ipv6Addr::from(addresses[0])));
+        self.meta.dst = Some(IpAddr::V6(Ipv6Addr::from(addresses[1])));
+        self.meta.ttl = bytes[7];
+        let total_len = IPV6_HEADER_LEN + usize::from(be16(bytes, 4));
         self.meta.ip_len = total_len as u32;
-        self.meta.proto = Some(u8::from(packet.next_header()));
+        let next_header = bytes[6];
+        self.meta.proto = Some(next_header);
         let complete = self.check_datagram_fits(bytes.len(), total_len)?;
         let end = offset + total_len.min(bytes.len());
-        let (l4, proto) = self.ipv6_extensions(offset, end, u8::from(packet.next_header()))?;
+        let (l4, proto) = self.ipv6_extensions(offset, end, next_header)?;
         self.meta.proto = Some(proto);
         if self.meta.frag.is_fragment {
             let frag_payload = (offset + total_len).saturating_sub(l4) as u32;
@@ -417,6 +431,7 @@ impl<'a> Parser<'a> {
 
     /// Transport header at `l4`; captured bytes end at `end`; `payload_len` is the L4
     /// length according to the IP header; `complete` whether the datagram was captured whole.
+    #[inline]
     fn transport(&mut self, l4: usize, end: usize, payload_len: u32, complete: bool) -> Step {
         self.meta.l4_offset = offset_u16(l4);
         self.meta.payload_len = payload_len;
@@ -443,9 +458,9 @@ impl<'a> Parser<'a> {
         if segment.len() < TCP_MIN_HEADER_LEN {
             return Err(self.short_first_fragment(InvalidReason::TruncatedTcp));
         }
-        let packet = TcpPacket::new_unchecked(segment);
-        self.meta.sport = Some(packet.src_port());
-        self.meta.dport = Some(packet.dst_port());
+        let (sport, dport) = (be16(segment, 0), be16(segment, 2));
+        self.meta.sport = Some(sport);
+        self.meta.dport = Some(dport);
         let flags = segment[13];
         self.meta.tcp_flags = flags;
         let data_offset = usize::from(segment[12] >> 4) * 4;
@@ -460,11 +475,14 @@ impl<'a> Parser<'a> {
         if segment.len() < data_offset {
             return Err(self.short_first_fragment(InvalidReason::TruncatedTcp));
         }
-        let options = parse_tcp_options(&segment[TCP_MIN_HEADER_LEN..data_offset])?;
+        let mut options = TcpOptions::default();
+        if data_offset > TCP_MIN_HEADER_LEN {
+            parse_tcp_options(&segment[TCP_MIN_HEADER_LEN..data_offset], &mut options)?;
+        }
         self.meta.tcp = Some(TcpInfo {
-            seq: packet.seq_number().0 as u32,
-            ack: packet.ack_number().0 as u32,
-            window: packet.window_len(),
+            seq: be32(segment, 4),
+            ack: be32(segment, 8),
+            window: be16(segment, 14),
             options,
         });
         self.meta.payload_offset = offset_u16(l4 + data_offset);
@@ -473,18 +491,18 @@ impl<'a> Parser<'a> {
             return Err(InvalidReason::BadTcpChecksum);
         }
         check_tcp_flags(flags)?;
-        check_ports(packet.src_port(), packet.dst_port())
+        check_ports(sport, dport)
     }
 
     fn udp(&mut self, l4: usize, segment: &[u8], ip_payload_len: u32, verify: bool) -> Step {
         if segment.len() < UDP_HEADER_LEN {
             return Err(self.short_first_fragment(InvalidReason::TruncatedUdp));
         }
-        let packet = UdpPacket::new_unchecked(segment);
-        self.meta.sport = Some(packet.src_port());
-        self.meta.dport = Some(packet.dst_port());
+        let (sport, dport) = (be16(segment, 0), be16(segment, 2));
+        self.meta.sport = Some(sport);
+        self.meta.dport = Some(dport);
         self.meta.payload_offset = offset_u16(l4 + UDP_HEADER_LEN);
-        let udp_len = u32::from(packet.len());
+        let udp_len = u32::from(be16(segment, 4));
         // In a first fragment the UDP length covers the reassembled datagram.
         let limit = if self.meta.frag.is_fragment {
             MAX_IP_DATAGRAM
@@ -496,11 +514,11 @@ impl<'a> Parser<'a> {
         }
         self.meta.payload_len = udp_len - UDP_HEADER_LEN as u32;
         let zero_allowed = self.meta.l3 == L3::Ipv4;
-        let skip = packet.checksum() == 0 && zero_allowed;
+        let skip = be16(segment, 6) == 0 && zero_allowed;
         if verify && !skip && !self.l4_checksum_ok(ip_proto::UDP, &segment[..udp_len as usize]) {
             return Err(InvalidReason::BadUdpChecksum);
         }
-        check_ports(packet.src_port(), packet.dst_port())
+        check_ports(sport, dport)
     }
 
     fn icmp(&mut self, l4: usize, segment: &[u8], message_len: u32, verify: bool) -> Step {
@@ -536,24 +554,32 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// Verify a TCP/UDP/ICMPv6 checksum including the pseudo-header.
+    /// Verify a TCP/UDP/ICMPv6 checksum including the pseudo-header (built from the
+    /// address sum `ipv4` / `ipv6` recorded; a segment never exceeds 65535 bytes here, so
+    /// the IPv4 and IPv6 pseudo-header layouts sum alike).
     fn l4_checksum_ok(&self, proto: u8, segment: &[u8]) -> bool {
-        let len = segment.len() as u32;
-        let pseudo = match (self.meta.src, self.meta.dst) {
-            (Some(IpAddr::V4(s)), Some(IpAddr::V4(d))) => {
-                checksum::pseudo_header_v4(s, d, proto, len)
-            }
-            (Some(IpAddr::V6(s)), Some(IpAddr::V6(d))) => {
-                checksum::pseudo_header_v6(s, d, proto, len)
-            }
-            _ => return false,
-        };
+        let len = (segment.len() as u16).to_be_bytes();
+        let pseudo = self.address_sum + u64::from(u32::from_ne_bytes([0, proto, len[0], len[1]]));
         checksum::is_valid(pseudo + checksum::partial(segment))
     }
 }
 
+/// The IPv4 header (options included) sums to all ones.
+#[inline]
+fn ipv4_header_checksum_ok(header: &[u8]) -> bool {
+    let sum = match header.first_chunk::<IPV4_MIN_HEADER_LEN>() {
+        Some(fixed) if header.len() == IPV4_MIN_HEADER_LEN => checksum::ipv4_header(fixed),
+        _ => checksum::partial(header),
+    };
+    checksum::is_valid(sum)
+}
+
 fn be16(bytes: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([bytes[at], bytes[at + 1]])
+}
+
+fn be32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
 /// Offsets fit in u16 because captured length is capped at 262144 only for the frame; an
@@ -594,40 +620,43 @@ fn check_ipv4_options(mut options: &[u8]) -> Step {
     Ok(())
 }
 
-fn parse_tcp_options(mut bytes: &[u8]) -> Step<TcpOptions> {
-    let mut options = TcpOptions::default();
-    while let [kind, rest @ ..] = bytes {
-        match kind {
-            0 => break,
-            1 => {
-                bytes = rest;
-                continue;
+/// Walk the TCP option list into `options` (left at its defaults for absent options).
+/// The options the pipeline reads are matched with their exact lengths in one step; any
+/// other option is skipped by its length byte. A known option with a wrong length, a length
+/// below 2 or past the list, or a kind without a length byte is malformed.
+fn parse_tcp_options(mut bytes: &[u8], options: &mut TcpOptions) -> Step {
+    loop {
+        bytes = match *bytes {
+            [] | [0, ..] => return Ok(()),
+            [1, ref rest @ ..] => rest,
+            [2, 4, high, low, ref rest @ ..] => {
+                options.mss = Some(u16::from_be_bytes([high, low]));
+                rest
             }
-            _ => {}
-        }
-        let Some(&len) = rest.first() else {
-            return Err(InvalidReason::BadTcpOptions);
-        };
-        let len = usize::from(len);
-        if len < 2 || len > bytes.len() {
-            return Err(InvalidReason::BadTcpOptions);
-        }
-        let body = &bytes[2..len];
-        match (kind, body.len()) {
-            (2, 2) => options.mss = Some(u16::from_be_bytes([body[0], body[1]])),
-            (3, 1) => options.window_scale = Some(body[0]),
-            (4, 0) => options.sack_permitted = true,
-            (8, 8) => {
-                let tsval = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-                let tsecr = u32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+            [3, 3, shift, ref rest @ ..] => {
+                options.window_scale = Some(shift);
+                rest
+            }
+            [4, 2, ref rest @ ..] => {
+                options.sack_permitted = true;
+                rest
+            }
+            [8, 10, a, b, c, d, e, f, g, h, ref rest @ ..] => {
+                let tsval = u32::from_be_bytes([a, b, c, d]);
+                let tsecr = u32::from_be_bytes([e, f, g, h]);
                 options.timestamps = Some((tsval, tsecr));
+                rest
             }
-            (2 | 3 | 4 | 8, _) => return Err(InvalidReason::BadTcpOptions),
-            _ => {}
-        }
-        bytes = &bytes[len..];
+            [2 | 3 | 4 | 8, ..] | [_] => return Err(InvalidReason::BadTcpOptions),
+            [_, len, ..] => {
+                let len = usize::from(len);
+                if len < 2 || len > bytes.len() {
+                    return Err(InvalidReason::BadTcpOptions);
+                }
+                &bytes[len..]
+            }
+        };
     }
-    Ok(options)
 }
 
 /// Flag combinations no legitimate stack sends.
