@@ -17,7 +17,7 @@ use datapath::director::config::DirectorConfig;
 use datapath::director::{DirectorOptions, Directors};
 use datapath::flows::{FlowTable, TableConfig};
 use datapath::packet::ParseOptions;
-use datapath::pipeline::Pipeline;
+use datapath::pipeline::{Pipeline, QaTable};
 use datapath::shield::ShieldConfig;
 use serde::Deserialize;
 
@@ -38,6 +38,55 @@ pub struct ApplianceConfig {
     /// Skip TCP/UDP/ICMP checksum verification (traffic captured with checksum offload).
     #[serde(default)]
     pub no_l4_checksum: bool,
+    /// `[qa]` table: test-only settings.
+    pub qa: Option<QaConfig>,
+}
+
+/// `[qa]`: settings that make a run exercise rare paths deterministically.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct QaConfig {
+    /// `full_after = { connections = 100, known_sessions = 10, ... }`: after that many
+    /// packets the named table refuses new entries as if at capacity.
+    #[serde(default)]
+    pub full_after: QaFullAfter,
+}
+
+/// Packets after which each table reports full (keys are [`QaTable::name`]).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct QaFullAfter {
+    /// Director connection table.
+    pub connections: Option<u64>,
+    /// Director persistence templates.
+    pub persistence: Option<u64>,
+    /// lblc/lblcr destination caches.
+    pub lblc_cache: Option<u64>,
+    /// Fragment-overlap tracker.
+    pub fragments: Option<u64>,
+    /// Shield known sessions.
+    pub known_sessions: Option<u64>,
+    /// Shield per-source rate table.
+    pub source_rates: Option<u64>,
+}
+
+impl QaFullAfter {
+    /// The settings present, in [`QaTable::ALL`] order.
+    pub fn settings(&self) -> Vec<(QaTable, u64)> {
+        let values = [
+            self.connections,
+            self.persistence,
+            self.lblc_cache,
+            self.fragments,
+            self.known_sessions,
+            self.source_rates,
+        ];
+        QaTable::ALL
+            .into_iter()
+            .zip(values)
+            .filter_map(|(table, packets)| Some((table, packets?)))
+            .collect()
+    }
 }
 
 /// First synthetic firewall mark for directors declared by VIP:port (they are found by
@@ -57,6 +106,8 @@ pub fn build_pipeline(
     if let Some(file) = &config.appliance {
         let inline =
             config.flows.is_some() || config.shield.is_some() || !config.director.is_empty();
+        // `[qa]` may sit next to `appliance = "file"` in a scenario: it is not a table of
+        // the appliance, it is how this run treats it.
         if inline {
             anyhow::bail!(
                 "[appliance] names a file ({}) and also has inline tables: use one or the other",
@@ -66,6 +117,9 @@ pub fn build_pipeline(
         let path = base_dir.join(file);
         let mut named = ApplianceConfig::load(&path)?;
         named.no_l4_checksum |= config.no_l4_checksum;
+        if config.qa.is_some() {
+            named.qa = config.qa.clone();
+        }
         let dir = path.parent().unwrap_or(Path::new("."));
         return build_pipeline(&named, dir, seed, iface_names);
     }
@@ -87,6 +141,14 @@ pub fn build_pipeline(
         let directors = Directors::build(&config.director, DirectorOptions::default())
             .map_err(|e| anyhow::anyhow!("[[director]]: {e}"))?;
         pipeline = pipeline.with_directors(directors);
+    }
+    for (table, packets) in config
+        .qa
+        .as_ref()
+        .map(|qa| qa.full_after.settings())
+        .unwrap_or_default()
+    {
+        pipeline.report_full_after(table, packets);
     }
     Ok(pipeline)
 }
@@ -225,6 +287,73 @@ mod tests {
         assert!(error.contains("use one or the other"), "{error}");
     }
 
+    const QA_APPLIANCE: &str = r#"
+[qa]
+full_after = { connections = 2, known_sessions = 100 }
+
+[[director]]
+name = "web"
+vip = "192.0.2.10"
+port = 80
+proto = "tcp"
+scheduler = "rr"
+forward = "nat"
+real = [{ addr = "10.0.1.2:80", weight = 1 }]
+"#;
+
+    fn write_temp(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("lbsim-appliance-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn qa_full_after_makes_the_table_overflow_and_the_report_shows_it() {
+        use datapath::packet::LinkType;
+        use datapath::packet::builder::PacketBuilder;
+        let path = write_temp("qa.toml", QA_APPLIANCE);
+        let config = ApplianceConfig::load(&path).unwrap();
+        let mut pipeline = build_pipeline(&config, Path::new("."), 1, &[]).unwrap();
+        for client in 1..=3u8 {
+            let frame = PacketBuilder::eth()
+                .ipv4([198, 51, 100, client].into(), [192, 0, 2, 10].into())
+                .tcp(1000, 80)
+                .syn()
+                .build();
+            let len = frame.len() as u32;
+            pipeline.process(u64::from(client), 0, LinkType::Ethernet, frame, len);
+        }
+        let report = report(&pipeline);
+        let row = &report.tables[0];
+        assert_eq!(
+            (row.name, row.entries, row.overflows, row.full_after),
+            ("connections", Some(2), 1, Some(2))
+        );
+        let text = render_report(&report);
+        assert!(
+            text.contains("connections             2/1048576           1  drop new (conn_table_full) [qa: full after 2 packets]"),
+            "{text}"
+        );
+        // The shield table is not configured: its setting is ignored, not reported.
+        assert_eq!(report.tables.len(), 1);
+    }
+
+    #[test]
+    fn unknown_qa_tables_are_located() {
+        let text = "[qa]\nfull_after = { connections = 1, conntrack = 5 }\n";
+        let path = write_temp("qa-bad.toml", text);
+        let error = ApplianceConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("qa-bad.toml:2:33: unknown field `conntrack`, expected one of"),
+            "{error}"
+        );
+        let path = write_temp("qa-bad2.toml", "[qa]\nfull_after = { fragments = -1 }\n");
+        let error = ApplianceConfig::load(&path).unwrap_err().to_string();
+        assert!(error.contains("qa-bad2.toml:2:28:"), "{error}");
+    }
+
     #[test]
     fn unknown_keys_are_located() {
         let dir = std::env::temp_dir().join(format!("lbsim-appliance-{}", std::process::id()));
@@ -252,6 +381,111 @@ pub struct ApplianceReport {
     pub unclassified: u64,
     /// Virtual services with their real servers (what `ipvsadm -L -n --stats` shows).
     pub directors: Vec<ServiceReport>,
+    /// Bounded tables that overflowed or were made full by `[qa] full_after`, in
+    /// [`QaTable::ALL`] order (none: the key is left out).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<TableReport>,
+}
+
+/// One bounded table's occupancy and overflow.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct TableReport {
+    /// The table ([`QaTable::name`]).
+    pub name: &'static str,
+    /// Entries now (`None` where the table does not expose it).
+    pub entries: Option<usize>,
+    /// Capacity (per service for lblc caches).
+    pub capacity: usize,
+    /// New entries the overflow policy handled.
+    pub overflows: u64,
+    /// The overflow policy, in words.
+    pub policy: &'static str,
+    /// `[qa] full_after` setting, in packets.
+    pub full_after: Option<u64>,
+}
+
+fn table_reports(pipeline: &Pipeline) -> Vec<TableReport> {
+    let mut rows = Vec::new();
+    let mut row = |table: QaTable, entries, capacity, overflows, policy| {
+        rows.push(TableReport {
+            name: table.name(),
+            entries,
+            capacity,
+            overflows,
+            policy,
+            full_after: None,
+        });
+    };
+    if let Some(directors) = pipeline.directors() {
+        let table = directors.table();
+        let drop_new = "drop new (conn_table_full)";
+        row(
+            QaTable::Connections,
+            Some(table.connection_count),
+            table.connection_capacity,
+            table.counters.connection_overflows,
+            drop_new,
+        );
+        row(
+            QaTable::Persistence,
+            Some(table.template_count),
+            table.template_capacity,
+            table.counters.template_overflows,
+            drop_new,
+        );
+        row(
+            QaTable::LocalityCache,
+            Some(directors.locality_cache_entries()),
+            datapath::director::scheduler::LBLC_CACHE_CAPACITY,
+            directors.locality_cache_overflows(),
+            "schedule without caching",
+        );
+    }
+    row(
+        QaTable::Fragments,
+        None,
+        datapath::packet::fragments::FRAGMENT_TRACKER_CAPACITY,
+        pipeline.counters().fragments.untracked,
+        "pass unchecked (untracked)",
+    );
+    if let Some(shield) = pipeline.shield() {
+        let stats = shield.table_stats();
+        row(
+            QaTable::KnownSessions,
+            Some(stats.sessions),
+            stats.sessions_capacity,
+            stats.sessions_refused,
+            "reclaim expired, evict half-open, else drop (table_full)",
+        );
+        row(
+            QaTable::SourceRates,
+            Some(stats.sources),
+            stats.sources_capacity,
+            stats.sources_evicted,
+            "evict least recently seen",
+        );
+    }
+    for (table, packets, _) in pipeline.report_full_settings() {
+        if let Some(found) = rows.iter_mut().find(|r| r.name == table.name()) {
+            found.full_after = Some(packets);
+        }
+    }
+    rows.retain(|r| r.overflows > 0 || r.full_after.is_some());
+    rows
+}
+
+fn merge_tables(mine: &mut Vec<TableReport>, theirs: &[TableReport]) {
+    for row in theirs {
+        match mine.iter_mut().find(|r| r.name == row.name) {
+            Some(found) => {
+                found.overflows += row.overflows;
+                found.entries = found.entries.zip(row.entries).map(|(a, b)| a + b);
+            }
+            None => mine.push(row.clone()),
+        }
+    }
+    let order = |name: &str| QaTable::ALL.iter().position(|t| t.name() == name);
+    mine.sort_by_key(|r| order(r.name));
 }
 
 /// One virtual service.
@@ -314,6 +548,7 @@ impl ApplianceReport {
                 .for_each(|(a, b)| *a += b);
         }
         self.unclassified += other.unclassified;
+        merge_tables(&mut self.tables, &other.tables);
         for (mine, theirs) in self.directors.iter_mut().zip(&other.directors) {
             for (a, b) in mine.reals.iter_mut().zip(&theirs.reals) {
                 a.active += b.active;
@@ -413,7 +648,27 @@ pub fn report(pipeline: &Pipeline) -> ApplianceReport {
         .directors()
         .map(service_reports)
         .unwrap_or_default();
+    report.tables = table_reports(pipeline);
     report
+}
+
+fn render_tables(tables: &[TableReport]) -> String {
+    let mut out = String::new();
+    if tables.is_empty() {
+        return out;
+    }
+    out.push_str("Tables:     table            entries/capacity   overflows  policy\n");
+    for table in tables {
+        let entries = table.entries.map_or("-".to_string(), |e| e.to_string());
+        let qa = table
+            .full_after
+            .map_or(String::new(), |n| format!(" [qa: full after {n} packets]"));
+        out.push_str(&format!(
+            "  {:<16} {:>8}/{:<9} {:>9}  {}{qa}\n",
+            table.name, entries, table.capacity, table.overflows, table.policy
+        ));
+    }
+    out
 }
 
 /// Render the report as text (after a replay or run summary).
@@ -473,5 +728,6 @@ pub fn render_report(report: &ApplianceReport) -> String {
             ));
         }
     }
+    out.push_str(&render_tables(&report.tables));
     out
 }

@@ -50,6 +50,8 @@ pub struct LocalityCache {
     pub entries: HashMap<IpAddr, LocalityEntry>,
     /// Entries not stored because the cache was full.
     pub overflows: u64,
+    /// QA: new entries are refused as if the cache were at capacity.
+    pub report_full: bool,
     next_check: TimeNs,
     counter: u32,
     rover: usize,
@@ -60,6 +62,7 @@ impl Default for LocalityCache {
         Self {
             entries: HashMap::new(),
             overflows: 0,
+            report_full: false,
             next_check: CHECK_INTERVAL,
             counter: 1,
             rover: 0,
@@ -112,7 +115,8 @@ fn set_max(set: &[DestId], dests: &Dests) -> Option<DestId> {
 
 impl LocalityCache {
     fn store(&mut self, now: TimeNs, address: IpAddr, server: DestId) {
-        if self.entries.len() >= LBLC_CACHE_CAPACITY && !self.entries.contains_key(&address) {
+        let full = self.report_full || self.entries.len() >= LBLC_CACHE_CAPACITY;
+        if full && !self.entries.contains_key(&address) {
             self.overflows += 1;
             return;
         }
