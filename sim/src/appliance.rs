@@ -340,6 +340,92 @@ real = [{ addr = "10.0.1.2:80", weight = 1 }]
         assert_eq!(report.tables.len(), 1);
     }
 
+    const QA_EVERY_TABLE: &str = r#"
+[qa]
+full_after = { connections = 6, persistence = 5, lblc_cache = 0, fragments = 0, known_sessions = 2, source_rates = 0 }
+
+[shield]
+syn_cookies = "off"
+surge = "on"
+[[shield.context]]
+dst = "192.0.2.10"
+protected_tcp_ports = [80]
+
+[[director]]
+name = "web"
+vip = "192.0.2.20"
+port = 80
+proto = "tcp"
+scheduler = "lblc"
+persistence = "60s"
+forward = "nat"
+real = [{ addr = "10.0.1.2:80", weight = 1 }]
+"#;
+
+    /// Every table of `[qa] full_after` overflows in one run, and the report lists each
+    /// with its policy, counter and setting.
+    #[test]
+    fn every_qa_table_shows_in_the_report() {
+        use datapath::packet::LinkType;
+        use datapath::packet::builder::PacketBuilder;
+        let path = write_temp("qa-every.toml", QA_EVERY_TABLE);
+        let config = ApplianceConfig::load(&path).unwrap();
+        let mut pipeline = build_pipeline(&config, Path::new("."), 1, &[]).unwrap();
+        let mut fragment = PacketBuilder::eth()
+            .ipv4([198, 51, 100, 9].into(), [192, 0, 2, 99].into())
+            .udp(1000, 53)
+            .build();
+        fragment[20] = 0x20; // more fragments
+        fragment[24..26].fill(0);
+        let sum = datapath::packet::checksum::field_bytes(datapath::packet::checksum::partial(
+            &fragment[14..34],
+        ));
+        fragment[24..26].copy_from_slice(&sum);
+        let syn = |client: u8, port: u16, vip: u8| {
+            PacketBuilder::eth()
+                .ipv4([198, 51, 100, client].into(), [192, 0, 2, vip].into())
+                .tcp(port, 80)
+                .syn()
+                .build()
+        };
+        // Packets 2-4 to the protected VIP (.10): one session, then the table is full.
+        // Packets 5-7 to the director's VIP (.20): a connection and its template (not
+        // cached: lblc full), a new client (template table full), a new connection of the
+        // first client (connection table full).
+        let frames = vec![
+            fragment,
+            syn(1, 1000, 10),
+            syn(2, 1000, 10),
+            syn(3, 1000, 10),
+            syn(1, 1000, 20),
+            syn(2, 1000, 20),
+            syn(1, 2000, 20),
+        ];
+        for (index, frame) in frames.into_iter().enumerate() {
+            let len = frame.len() as u32;
+            pipeline.process(index as u64, 0, LinkType::Ethernet, frame, len);
+        }
+        let report = report(&pipeline);
+        let rows: Vec<_> = report
+            .tables
+            .iter()
+            .map(|t| (t.name, t.overflows, t.full_after))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                ("connections", 1, Some(6)),
+                ("persistence", 1, Some(5)),
+                ("lblc_cache", 1, Some(0)),
+                ("fragments", 1, Some(0)),
+                ("known_sessions", 2, Some(2)),
+                ("source_rates", 3, Some(0)),
+            ],
+            "{}",
+            render_report(&report)
+        );
+    }
+
     #[test]
     fn unknown_qa_tables_are_located() {
         let text = "[qa]\nfull_after = { connections = 1, conntrack = 5 }\n";
