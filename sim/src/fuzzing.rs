@@ -375,6 +375,23 @@ mod tests {
         }
     }
 
+    /// Found by the `config` target (fuzz/regressions/config/crash-8fc3…): a number with
+    /// more digits than u128 holds after scaling overflowed instead of being "too large".
+    #[test]
+    fn huge_durations_rates_and_bandwidths_are_errors() {
+        use crate::scenario::units::{parse_bandwidth, parse_duration, parse_rate};
+        let huge = "4000000000000000000000000000000000000";
+        let error = parse_duration(&format!("{huge}s")).unwrap_err();
+        assert!(error.contains("is too large"), "{error}");
+        assert!(parse_duration(&format!("{huge}{huge}h")).is_err());
+        assert!(
+            parse_rate(&format!("{huge}G/s"))
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert!(parse_bandwidth(&format!("{huge}Gbit/s")).is_err());
+    }
+
     #[test]
     fn time_steps_grow_and_stay_bounded() {
         assert_eq!(time_step(0), 0);
