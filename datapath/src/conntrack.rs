@@ -94,6 +94,7 @@ pub struct ConnTrack {
     timers: BTreeSet<(TimeNs, u32)>,
     next_id: u32,
     capacity: usize,
+    report_full: bool,
     /// Counters.
     pub counters: ConnTrackCounters,
 }
@@ -116,8 +117,20 @@ impl ConnTrack {
             timers: BTreeSet::new(),
             next_id: 0,
             capacity,
+            report_full: false,
             counters: ConnTrackCounters::default(),
         }
+    }
+
+    /// QA: refuse new flows as if the table were full (drop new, `overflows` counted), or
+    /// stop doing so.
+    pub fn set_report_full(&mut self, full: bool) {
+        self.report_full = full;
+    }
+
+    /// The most entries it holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Live entries.
@@ -235,7 +248,7 @@ impl ConnTrack {
         translated: FlowKey,
     ) -> Option<FlowKey> {
         self.expire(now);
-        if self.entries.len() >= self.capacity {
+        if self.report_full || self.entries.len() >= self.capacity {
             self.counters.overflows += 1;
             return None;
         }

@@ -18,7 +18,7 @@ use datapath::director::{DirectorOptions, Directors};
 use datapath::flows::{FlowTable, TableConfig};
 use datapath::nat::config::{InterfaceAddress, NatRuleConfig};
 use datapath::packet::ParseOptions;
-use datapath::pipeline::Pipeline;
+use datapath::pipeline::{Pipeline, QaTable};
 use datapath::shield::ShieldConfig;
 use serde::Deserialize;
 
@@ -46,6 +46,58 @@ pub struct ApplianceConfig {
     /// `[[nat]]` rules (iptables-style DNAT / SNAT / MASQUERADE), in order.
     #[serde(default)]
     pub nat: Vec<NatRuleConfig>,
+    /// `[qa]` table: test-only settings.
+    pub qa: Option<QaConfig>,
+}
+
+/// `[qa]`: settings that make a run exercise rare paths deterministically.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct QaConfig {
+    /// `full_after = { connections = 100, known_sessions = 10, ... }`: after that many
+    /// packets the named table refuses new entries as if at capacity.
+    #[serde(default)]
+    pub full_after: QaFullAfter,
+}
+
+/// Packets after which each table reports full (keys are [`QaTable::name`]).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct QaFullAfter {
+    /// Director connection table.
+    pub connections: Option<u64>,
+    /// Director persistence templates.
+    pub persistence: Option<u64>,
+    /// lblc/lblcr destination caches.
+    pub lblc_cache: Option<u64>,
+    /// Fragment-overlap tracker.
+    pub fragments: Option<u64>,
+    /// Shield known sessions.
+    pub known_sessions: Option<u64>,
+    /// Shield per-source rate table.
+    pub source_rates: Option<u64>,
+    /// NAT connection tracking (`[[nat]]` rules).
+    pub conntrack: Option<u64>,
+}
+
+impl QaFullAfter {
+    /// The settings present, in [`QaTable::ALL`] order.
+    pub fn settings(&self) -> Vec<(QaTable, u64)> {
+        let values = [
+            self.connections,
+            self.persistence,
+            self.lblc_cache,
+            self.fragments,
+            self.known_sessions,
+            self.source_rates,
+            self.conntrack,
+        ];
+        QaTable::ALL
+            .into_iter()
+            .zip(values)
+            .filter_map(|(table, packets)| Some((table, packets?)))
+            .collect()
+    }
 }
 
 /// First synthetic firewall mark for directors declared by VIP:port (they are found by
@@ -68,6 +120,8 @@ pub fn build_pipeline(
             || !config.director.is_empty()
             || !config.nat.is_empty()
             || !config.interfaces.is_empty();
+        // `[qa]` may sit next to `appliance = "file"` in a scenario: it is not a table of
+        // the appliance, it is how this run treats it.
         if inline {
             anyhow::bail!(
                 "[appliance] names a file ({}) and also has inline tables: use one or the other",
@@ -77,6 +131,9 @@ pub fn build_pipeline(
         let path = base_dir.join(file);
         let mut named = ApplianceConfig::load(&path)?;
         named.no_l4_checksum |= config.no_l4_checksum;
+        if config.qa.is_some() {
+            named.qa = config.qa.clone();
+        }
         let dir = path.parent().unwrap_or(Path::new("."));
         return build_pipeline(&named, dir, seed, iface_names);
     }
@@ -101,6 +158,14 @@ pub fn build_pipeline(
     }
     if let Some(nat) = build_nat(config, iface_names)? {
         pipeline = pipeline.with_nat(nat);
+    }
+    for (table, packets) in config
+        .qa
+        .as_ref()
+        .map(|qa| qa.full_after.settings())
+        .unwrap_or_default()
+    {
+        pipeline.report_full_after(table, packets);
     }
     Ok(pipeline)
 }
@@ -263,6 +328,159 @@ mod tests {
         assert!(error.contains("use one or the other"), "{error}");
     }
 
+    const QA_APPLIANCE: &str = r#"
+[qa]
+full_after = { connections = 2, known_sessions = 100 }
+
+[[director]]
+name = "web"
+vip = "192.0.2.10"
+port = 80
+proto = "tcp"
+scheduler = "rr"
+forward = "nat"
+real = [{ addr = "10.0.1.2:80", weight = 1 }]
+"#;
+
+    fn write_temp(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("lbsim-appliance-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn qa_full_after_makes_the_table_overflow_and_the_report_shows_it() {
+        use datapath::packet::LinkType;
+        use datapath::packet::builder::PacketBuilder;
+        let path = write_temp("qa.toml", QA_APPLIANCE);
+        let config = ApplianceConfig::load(&path).unwrap();
+        let mut pipeline = build_pipeline(&config, Path::new("."), 1, &[]).unwrap();
+        for client in 1..=3u8 {
+            let frame = PacketBuilder::eth()
+                .ipv4([198, 51, 100, client].into(), [192, 0, 2, 10].into())
+                .tcp(1000, 80)
+                .syn()
+                .build();
+            let len = frame.len() as u32;
+            pipeline.process(u64::from(client), 0, LinkType::Ethernet, frame, len);
+        }
+        let report = report(&pipeline);
+        let row = &report.tables[0];
+        assert_eq!(
+            (row.name, row.entries, row.overflows, row.full_after),
+            ("connections", Some(2), 1, Some(2))
+        );
+        let text = render_report(&report);
+        assert!(
+            text.contains("connections             2/1048576           1  drop new (conn_table_full) [qa: full after 2 packets]"),
+            "{text}"
+        );
+        // The shield table is not configured: its setting is ignored, not reported.
+        assert_eq!(report.tables.len(), 1);
+    }
+
+    const QA_EVERY_TABLE: &str = r#"
+[qa]
+full_after = { connections = 6, persistence = 5, lblc_cache = 0, fragments = 0, known_sessions = 2, source_rates = 0 }
+
+[shield]
+syn_cookies = "off"
+surge = "on"
+[[shield.context]]
+dst = "192.0.2.10"
+protected_tcp_ports = [80]
+
+[[director]]
+name = "web"
+vip = "192.0.2.20"
+port = 80
+proto = "tcp"
+scheduler = "lblc"
+persistence = "60s"
+forward = "nat"
+real = [{ addr = "10.0.1.2:80", weight = 1 }]
+"#;
+
+    /// Every table of `[qa] full_after` overflows in one run, and the report lists each
+    /// with its policy, counter and setting.
+    #[test]
+    fn every_qa_table_shows_in_the_report() {
+        use datapath::packet::LinkType;
+        use datapath::packet::builder::PacketBuilder;
+        let path = write_temp("qa-every.toml", QA_EVERY_TABLE);
+        let config = ApplianceConfig::load(&path).unwrap();
+        let mut pipeline = build_pipeline(&config, Path::new("."), 1, &[]).unwrap();
+        let mut fragment = PacketBuilder::eth()
+            .ipv4([198, 51, 100, 9].into(), [192, 0, 2, 99].into())
+            .udp(1000, 53)
+            .build();
+        fragment[20] = 0x20; // more fragments
+        fragment[24..26].fill(0);
+        let sum = datapath::packet::checksum::field_bytes(datapath::packet::checksum::partial(
+            &fragment[14..34],
+        ));
+        fragment[24..26].copy_from_slice(&sum);
+        let syn = |client: u8, port: u16, vip: u8| {
+            PacketBuilder::eth()
+                .ipv4([198, 51, 100, client].into(), [192, 0, 2, vip].into())
+                .tcp(port, 80)
+                .syn()
+                .build()
+        };
+        // Packets 2-4 to the protected VIP (.10): one session, then the table is full.
+        // Packets 5-7 to the director's VIP (.20): a connection and its template (not
+        // cached: lblc full), a new client (template table full), a new connection of the
+        // first client (connection table full).
+        let frames = vec![
+            fragment,
+            syn(1, 1000, 10),
+            syn(2, 1000, 10),
+            syn(3, 1000, 10),
+            syn(1, 1000, 20),
+            syn(2, 1000, 20),
+            syn(1, 2000, 20),
+        ];
+        for (index, frame) in frames.into_iter().enumerate() {
+            let len = frame.len() as u32;
+            pipeline.process(index as u64, 0, LinkType::Ethernet, frame, len);
+        }
+        let report = report(&pipeline);
+        let rows: Vec<_> = report
+            .tables
+            .iter()
+            .map(|t| (t.name, t.overflows, t.full_after))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                ("connections", 1, Some(6)),
+                ("persistence", 1, Some(5)),
+                ("lblc_cache", 1, Some(0)),
+                ("fragments", 1, Some(0)),
+                ("known_sessions", 2, Some(2)),
+                ("source_rates", 3, Some(0)),
+            ],
+            "{}",
+            render_report(&report)
+        );
+    }
+
+    #[test]
+    fn unknown_qa_tables_are_located() {
+        let text = "[qa]\nfull_after = { connections = 1, sessions = 5 }\n";
+        let path = write_temp("qa-bad.toml", text);
+        let error = ApplianceConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("qa-bad.toml:2:33: unknown field `sessions`, expected one of"),
+            "{error}"
+        );
+        let path = write_temp("qa-bad2.toml", "[qa]\nfull_after = { fragments = -1 }\n");
+        let error = ApplianceConfig::load(&path).unwrap_err().to_string();
+        assert!(error.contains("qa-bad2.toml:2:28:"), "{error}");
+    }
+
     #[test]
     fn unknown_keys_are_located() {
         let dir = std::env::temp_dir().join(format!("lbsim-appliance-{}", std::process::id()));
@@ -293,6 +511,10 @@ pub struct ApplianceReport {
     /// NAT rules with their hits and the tracking table's counters (absent without NAT).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nat: Option<NatReport>,
+    /// Bounded tables that overflowed or were made full by `[qa] full_after`, in
+    /// [`QaTable::ALL`] order (none: the key is left out).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<TableReport>,
 }
 
 /// The NAT stage: connections per rule (like `iptables -t nat -L -v`) and conntrack.
@@ -345,6 +567,116 @@ impl NatReport {
         self.overflows += other.overflows;
         self.port_exhausted += other.port_exhausted;
     }
+}
+
+/// One bounded table's occupancy and overflow.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct TableReport {
+    /// The table ([`QaTable::name`]).
+    pub name: &'static str,
+    /// Entries now (`None` where the table does not expose it).
+    pub entries: Option<usize>,
+    /// Capacity (per service for lblc caches).
+    pub capacity: usize,
+    /// New entries the overflow policy handled.
+    pub overflows: u64,
+    /// The overflow policy, in words.
+    pub policy: &'static str,
+    /// `[qa] full_after` setting, in packets.
+    pub full_after: Option<u64>,
+}
+
+fn table_reports(pipeline: &Pipeline) -> Vec<TableReport> {
+    let mut rows = Vec::new();
+    let mut row = |table: QaTable, entries, capacity, overflows, policy| {
+        rows.push(TableReport {
+            name: table.name(),
+            entries,
+            capacity,
+            overflows,
+            policy,
+            full_after: None,
+        });
+    };
+    if let Some(directors) = pipeline.directors() {
+        let table = directors.table();
+        let drop_new = "drop new (conn_table_full)";
+        row(
+            QaTable::Connections,
+            Some(table.connection_count),
+            table.connection_capacity,
+            table.counters.connection_overflows,
+            drop_new,
+        );
+        row(
+            QaTable::Persistence,
+            Some(table.template_count),
+            table.template_capacity,
+            table.counters.template_overflows,
+            drop_new,
+        );
+        row(
+            QaTable::LocalityCache,
+            Some(directors.locality_cache_entries()),
+            datapath::director::scheduler::LBLC_CACHE_CAPACITY,
+            directors.locality_cache_overflows(),
+            "schedule without caching",
+        );
+    }
+    row(
+        QaTable::Fragments,
+        None,
+        datapath::packet::fragments::FRAGMENT_TRACKER_CAPACITY,
+        pipeline.counters().fragments.untracked,
+        "pass unchecked (untracked)",
+    );
+    if let Some(shield) = pipeline.shield() {
+        let stats = shield.table_stats();
+        row(
+            QaTable::KnownSessions,
+            Some(stats.sessions),
+            stats.sessions_capacity,
+            stats.sessions_refused,
+            "reclaim expired, evict half-open, else drop (table_full)",
+        );
+        row(
+            QaTable::SourceRates,
+            Some(stats.sources),
+            stats.sources_capacity,
+            stats.sources_evicted,
+            "evict least recently seen",
+        );
+    }
+    if let Some(nat) = pipeline.nat() {
+        row(
+            QaTable::Conntrack,
+            Some(nat.conntrack.len()),
+            nat.conntrack.capacity(),
+            nat.conntrack.counters.overflows,
+            "drop new (table_full)",
+        );
+    }
+    for (table, packets, _) in pipeline.report_full_settings() {
+        if let Some(found) = rows.iter_mut().find(|r| r.name == table.name()) {
+            found.full_after = Some(packets);
+        }
+    }
+    rows.retain(|r| r.overflows > 0 || r.full_after.is_some());
+    rows
+}
+
+fn merge_tables(mine: &mut Vec<TableReport>, theirs: &[TableReport]) {
+    for row in theirs {
+        match mine.iter_mut().find(|r| r.name == row.name) {
+            Some(found) => {
+                found.overflows += row.overflows;
+                found.entries = found.entries.zip(row.entries).map(|(a, b)| a + b);
+            }
+            None => mine.push(row.clone()),
+        }
+    }
+    let order = |name: &str| QaTable::ALL.iter().position(|t| t.name() == name);
+    mine.sort_by_key(|r| order(r.name));
 }
 
 /// One virtual service.
@@ -413,6 +745,7 @@ impl ApplianceReport {
                 .for_each(|(a, b)| *a += b);
         }
         self.unclassified += other.unclassified;
+        merge_tables(&mut self.tables, &other.tables);
         for (mine, theirs) in self.directors.iter_mut().zip(&other.directors) {
             for (a, b) in mine.reals.iter_mut().zip(&theirs.reals) {
                 a.active += b.active;
@@ -513,7 +846,27 @@ pub fn report(pipeline: &Pipeline) -> ApplianceReport {
         .map(service_reports)
         .unwrap_or_default();
     report.nat = pipeline.nat().map(NatReport::of);
+    report.tables = table_reports(pipeline);
     report
+}
+
+fn render_tables(tables: &[TableReport]) -> String {
+    let mut out = String::new();
+    if tables.is_empty() {
+        return out;
+    }
+    out.push_str("Tables:     table            entries/capacity   overflows  policy\n");
+    for table in tables {
+        let entries = table.entries.map_or("-".to_string(), |e| e.to_string());
+        let qa = table
+            .full_after
+            .map_or(String::new(), |n| format!(" [qa: full after {n} packets]"));
+        out.push_str(&format!(
+            "  {:<16} {:>8}/{:<9} {:>9}  {}{qa}\n",
+            table.name, entries, table.capacity, table.overflows, table.policy
+        ));
+    }
+    out
 }
 
 /// Render the report as text (after a replay or run summary).
@@ -582,5 +935,6 @@ pub fn render_report(report: &ApplianceReport) -> String {
             ));
         }
     }
+    out.push_str(&render_tables(&report.tables));
     out
 }

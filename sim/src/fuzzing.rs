@@ -99,20 +99,31 @@ pub fn config(data: &[u8]) {
     }
 }
 
-/// The whole pipeline on arbitrary frames (length-prefixed in the input) with fixed, valid
-/// tables: no panic, and every packet ends in exactly one counted outcome.
+/// The whole pipeline on arbitrary frames with arbitrary valid tables: no panic, and every
+/// packet ends in exactly one counted outcome.
+///
+/// Input: a [`PIPELINE_HEADER`]-byte header that selects the tables (see [`TableChoice`]),
+/// then frames, each `[len_hi, len_lo, iface_and_time, frame...]`: bit 0 of the third byte
+/// is the interface, the other seven pick how far virtual time moves before the frame (so
+/// timers, expiry and mode windows are reached). Pipelines are built once per table choice
+/// and cloned per input from a bounded cache, so an input costs its frames, not a build.
 pub fn pipeline(data: &[u8]) {
-    let mut pipeline = fuzz_pipeline();
-    let mut rest = data;
+    let Some((header, mut rest)) = data.split_first_chunk::<PIPELINE_HEADER>() else {
+        return;
+    };
+    let choice = TableChoice::from_header(*header);
+    let mut pipeline = cached_pipeline(&choice);
     let mut packets = 0u64;
     let mut now = 0u64;
-    while let [len_hi, len_lo, iface, tail @ ..] = rest {
+    while let [len_hi, len_lo, iface_and_time, tail @ ..] = rest {
         let len = usize::from(u16::from_be_bytes([*len_hi, *len_lo])).min(tail.len());
         let (frame, after) = tail.split_at(len);
-        now += 1_000_000;
+        now = now
+            .saturating_add(time_step(*iface_and_time))
+            .min(MAX_FUZZ_TIME);
         pipeline.process(
             now,
-            u16::from(iface & 1),
+            u16::from(iface_and_time & 1),
             LinkType::Ethernet,
             frame.to_vec(),
             len as u32,
@@ -126,27 +137,174 @@ pub fn pipeline(data: &[u8]) {
     assert_eq!(counted, packets, "every packet has exactly one outcome");
 }
 
-fn fuzz_pipeline() -> Pipeline {
-    let shield: ShieldConfig = toml::from_str(SHIELD).expect("valid shield");
+/// Bytes at the start of a `pipeline` input that choose the tables.
+pub const PIPELINE_HEADER: usize = 3;
+/// Virtual time never passes this (146 years): time arithmetic stays far from `u64::MAX`.
+const MAX_FUZZ_TIME: u64 = 1 << 62;
+/// Built pipelines kept at once; the cache is emptied when full.
+const PIPELINE_CACHE_CAPACITY: usize = 256;
+
+/// How far virtual time moves before a frame: 0..63 ms in 1 ms steps, then powers of two
+/// from about a second up to years.
+fn time_step(iface_and_time: u8) -> u64 {
+    let step = u64::from(iface_and_time >> 1);
+    if step < 64 {
+        step * 1_000_000
+    } else {
+        1 << (step - 64 + 30).min(62)
+    }
+}
+
+const SCHEDULERS: [&str; 13] = [
+    "rr", "wrr", "lc", "wlc", "sed", "nq", "sh", "dh", "mh", "lblc", "lblcr", "fo", "ovf",
+];
+const FORWARDS: [&str; 3] = ["nat", "dr", "tun"];
+const SETTINGS: [&str; 3] = ["off", "on", "auto"];
+
+/// The tables a `pipeline` input asks for (decoded from its header).
+///
+/// Byte 0: scheduler (low nibble, mod 13), persistence (bit 4), forwarding (bits 5–7, mod 3).
+/// Byte 1: SYN cookies (bits 0–1, mod 3), surge (bit 2), unmatched drop (bit 3), no L4
+/// checksum check (bit 4), no IPv4 checksum check (bit 5), TTL filter (bit 6).
+/// Byte 2: when bit 7 is set, a table reports full (`[qa] full_after`): bits 0–2 pick it
+/// (mod 6), bits 3–6 after how many packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TableChoice {
+    scheduler: &'static str,
+    persistent: bool,
+    forward: &'static str,
+    syn_cookies: &'static str,
+    surge: bool,
+    unmatched_drop: bool,
+    ttl_filter: bool,
+    verify_l4_checksum: bool,
+    verify_ipv4_checksum: bool,
+    full_after: Option<(datapath::pipeline::QaTable, u64)>,
+}
+
+impl TableChoice {
+    /// Decode a header.
+    pub fn from_header([tables, shield, qa]: [u8; PIPELINE_HEADER]) -> Self {
+        let tables_qa = datapath::pipeline::QaTable::ALL;
+        Self {
+            scheduler: SCHEDULERS[usize::from(tables & 0x0f) % SCHEDULERS.len()],
+            persistent: tables & 0x10 != 0,
+            forward: FORWARDS[usize::from(tables >> 5) % FORWARDS.len()],
+            syn_cookies: SETTINGS[usize::from(shield & 3) % SETTINGS.len()],
+            surge: shield & 0x04 != 0,
+            unmatched_drop: shield & 0x08 != 0,
+            verify_l4_checksum: shield & 0x10 == 0,
+            verify_ipv4_checksum: shield & 0x20 == 0,
+            ttl_filter: shield & 0x40 != 0,
+            full_after: (qa & 0x80 != 0).then(|| {
+                let table = tables_qa[usize::from(qa & 7) % tables_qa.len()];
+                (table, u64::from((qa >> 3) & 0x0f))
+            }),
+        }
+    }
+
+    /// What the cached, built part depends on (parse options and QA are applied per input).
+    fn build_key(&self) -> Self {
+        Self {
+            verify_l4_checksum: true,
+            verify_ipv4_checksum: true,
+            full_after: None,
+            ..*self
+        }
+    }
+}
+
+/// The stages of a built pipeline, kept pristine and cloned per input.
+#[derive(Clone)]
+struct BuiltStages {
+    shield: datapath::shield::Shield,
+    flows: FlowTable,
+    directors: Directors,
+}
+
+thread_local! {
+    static PIPELINE_CACHE: std::cell::RefCell<std::collections::HashMap<TableChoice, BuiltStages>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// A fresh pipeline for `choice`: its stages are built on first use and cloned after.
+fn cached_pipeline(choice: &TableChoice) -> Pipeline {
+    let key = choice.build_key();
+    let stages = PIPELINE_CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(stages) = cache.get(&key) {
+            return stages.clone();
+        }
+        if cache.len() >= PIPELINE_CACHE_CAPACITY {
+            cache.clear();
+        }
+        let stages = build_stages(&key);
+        cache.insert(key, stages.clone());
+        stages
+    });
+    let options = datapath::packet::ParseOptions {
+        verify_l4_checksum: choice.verify_l4_checksum,
+        verify_ipv4_checksum: choice.verify_ipv4_checksum,
+    };
+    let mut pipeline = Pipeline::new(options)
+        .with_shield(stages.shield)
+        .with_flows(stages.flows)
+        .with_directors(stages.directors);
+    if let Some((table, packets)) = choice.full_after {
+        pipeline.report_full_after(table, packets);
+    }
+    pipeline
+}
+
+fn build_stages(choice: &TableChoice) -> BuiltStages {
+    let on_off = |on: bool| if on { "on" } else { "off" };
+    let shield_text = format!(
+        "syn_cookies = \"{}\"\nsurge = \"{}\"\nunmatched_drop = \"{}\"\nttl_filter = \"{}\"\n{SHIELD}",
+        choice.syn_cookies,
+        on_off(choice.surge),
+        on_off(choice.unmatched_drop),
+        on_off(choice.ttl_filter),
+    );
+    let shield: ShieldConfig = toml::from_str(&shield_text).expect("valid shield");
     #[derive(serde::Deserialize)]
     struct DirectorFile {
         director: Vec<DirectorConfig>,
     }
-    let directors: DirectorFile = toml::from_str(DIRECTORS).expect("valid directors");
+    let persistence = if choice.persistent {
+        "persistence = \"60s\"\n"
+    } else {
+        ""
+    };
+    let directors_text = DIRECTORS
+        .replace("SCHEDULER", choice.scheduler)
+        .replace("FORWARD", choice.forward)
+        .replace("PERSISTENCE\n", persistence);
+    let directors: DirectorFile = toml::from_str(&directors_text).expect("valid directors");
+    let mut specs =
+        datapath::director::config::build_all(&directors.director).expect("valid directors");
+    for spec in &mut specs {
+        spec.maglev_table_size = SMALL_MAGLEV_TABLE;
+    }
     let table_config = TableConfig {
         iface_names: Some(vec!["outside".into(), "inside".into()]),
-        director_marks: Some([("web".to_string(), 80)].into_iter().collect()),
+        director_marks: Some(
+            [("web".to_string(), 80), ("dns".to_string(), 53)]
+                .into_iter()
+                .collect(),
+        ),
     };
-    Pipeline::default()
-        .with_shield(datapath::shield::build(&shield, 1, &["outside", "inside"]).expect("shield"))
-        .with_flows(FlowTable::from_source(FLOWS, &table_config).expect("flows"))
-        .with_directors(
-            Directors::build(&directors.director, small_director_tables()).expect("directors"),
-        )
+    BuiltStages {
+        shield: datapath::shield::build(&shield, 1, &["outside", "inside"]).expect("shield"),
+        flows: FlowTable::from_source(FLOWS, &table_config).expect("flows"),
+        directors: Directors::from_specs(specs, small_director_tables()),
+    }
 }
 
-/// Small tables: building them per input stays cheap, and the fuzzer reaches the overflow
-/// policies (table full, eviction) within a few packets.
+/// A small prime Maglev table: cloning it per input stays cheap.
+const SMALL_MAGLEV_TABLE: usize = 251;
+
+/// Small tables: the fuzzer reaches the overflow policies (table full, eviction) within a
+/// few packets, and cloning them per input is cheap.
 fn small_director_tables() -> DirectorOptions {
     DirectorOptions {
         connection_capacity: 64,
@@ -156,10 +314,12 @@ fn small_director_tables() -> DirectorOptions {
 }
 
 const SHIELD: &str = r#"
-syn_cookies = "auto"
 session_table_capacity = 16
 source_table_capacity = 16
 deny = ["203.0.113.0/24", "2001:db8:bad::/48"]
+[thresholds]
+syn_rate_on = 4
+source_syn_rate_max = 2
 [[context]]
 dst = "192.0.2.10"
 protected_tcp_ports = [80, 443]
@@ -168,6 +328,7 @@ allow_udp_ports = [53]
 "#;
 
 const FLOWS: &str = "flow web director web\n  match proto tcp dst 192.0.2.10 dstport 80:443\n\
+flow dns director dns\n  match proto udp dstport 53\n\
 flow ssh permit\n  ignore not src 198.51.100.0/24\n  match proto tcp dstport 22\n\
 flow ping permit\n  match proto icmp icmptype 8\n\
 flow rest deny\n  match iface outside\n";
@@ -176,8 +337,66 @@ const DIRECTORS: &str = r#"
 [[director]]
 name = "web"
 fwmark = 80
-scheduler = "mh"
-persistence = "60s"
-forward = "nat"
+scheduler = "SCHEDULER"
+PERSISTENCE
+forward = "FORWARD"
 real = [{ addr = "10.0.1.2:0", weight = 2 }, { addr = "10.0.1.3:0", weight = 1 }]
+
+[[director]]
+name = "dns"
+fwmark = 53
+scheduler = "SCHEDULER"
+PERSISTENCE
+forward = "nat"
+real = [{ addr = "10.0.2.2:53", weight = 1, upper_threshold = 3 }, { addr = "10.0.2.3:53" }]
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every table choice a header can make builds (a panic here would be a fuzz finding
+    /// about the harness, not the code under test), and runs a frame through it.
+    #[test]
+    fn every_table_choice_builds() {
+        let frame = datapath::packet::builder::PacketBuilder::eth()
+            .ipv4([198, 51, 100, 7].into(), [192, 0, 2, 10].into())
+            .tcp(40000, 80)
+            .syn()
+            .build();
+        for tables in 0..=255u8 {
+            for shield in [0u8, 1, 2, 0x4f, 0x7f] {
+                let mut input = vec![tables, shield, 0x80 | tables];
+                input.extend((frame.len() as u16).to_be_bytes());
+                input.push(tables & 0x7f);
+                input.extend(&frame);
+                pipeline(&input);
+            }
+        }
+    }
+
+    /// Found by the `config` target (fuzz/regressions/config/crash-8fc3…): a number with
+    /// more digits than u128 holds after scaling overflowed instead of being "too large".
+    #[test]
+    fn huge_durations_rates_and_bandwidths_are_errors() {
+        use crate::scenario::units::{parse_bandwidth, parse_duration, parse_rate};
+        let huge = "4000000000000000000000000000000000000";
+        let error = parse_duration(&format!("{huge}s")).unwrap_err();
+        assert!(error.contains("is too large"), "{error}");
+        assert!(parse_duration(&format!("{huge}{huge}h")).is_err());
+        assert!(
+            parse_rate(&format!("{huge}G/s"))
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert!(parse_bandwidth(&format!("{huge}Gbit/s")).is_err());
+    }
+
+    #[test]
+    fn time_steps_grow_and_stay_bounded() {
+        assert_eq!(time_step(0), 0);
+        assert_eq!(time_step(2), 1_000_000);
+        assert_eq!(time_step(128), 1 << 30);
+        assert_eq!(time_step(255), 1 << 62);
+    }
+}

@@ -11,6 +11,8 @@
 //! [`TEMPLATE_TABLE_CAPACITY`] templates by default. **Overflow policy: drop new.** A
 //! packet that would create an entry in a full table is dropped
 //! (`DropReason::ConnTableFull`) and counted; established entries are never evicted.
+//! For QA, [`ConnectionTable::report_full`] makes either table refuse new entries as if it
+//! were at capacity, so the policy can be exercised after a chosen number of packets.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -343,9 +345,31 @@ pub struct ConnectionTable {
     pub template_count: usize,
     /// Counters.
     pub counters: TableCounters,
+    /// QA: the connection table refuses new entries as if full.
+    pub connections_report_full: bool,
+    /// QA: the template table refuses new entries as if full.
+    pub templates_report_full: bool,
+}
+
+/// A table of [`ConnectionTable`] the QA option can make report full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableKind {
+    /// Connections.
+    Connections,
+    /// Persistence templates.
+    Templates,
 }
 
 impl ConnectionTable {
+    /// QA: make one table refuse new entries as if at capacity (`full`), or stop doing so.
+    /// Its overflow policy (drop new) and counter apply as they would at capacity.
+    pub fn report_full(&mut self, table: TableKind, full: bool) {
+        match table {
+            TableKind::Connections => self.connections_report_full = full,
+            TableKind::Templates => self.templates_report_full = full,
+        }
+    }
+
     /// An empty table with the given capacities.
     pub fn new(connection_capacity: usize, template_capacity: usize) -> Self {
         Self {
@@ -362,12 +386,15 @@ impl ConnectionTable {
             connection_count: 0,
             template_count: 0,
             counters: TableCounters::default(),
+            connections_report_full: false,
+            templates_report_full: false,
         }
     }
 
     /// Whether a new connection fits; counts the overflow when not.
     pub fn reserve_connection(&mut self) -> bool {
-        let fits = self.connection_count < self.connection_capacity;
+        let fits =
+            self.connection_count < self.connection_capacity && !self.connections_report_full;
         if !fits {
             self.counters.connection_overflows += 1;
         }
@@ -376,7 +403,7 @@ impl ConnectionTable {
 
     /// Whether a new template fits; counts the overflow when not.
     pub fn reserve_template(&mut self) -> bool {
-        let fits = self.template_count < self.template_capacity;
+        let fits = self.template_count < self.template_capacity && !self.templates_report_full;
         if !fits {
             self.counters.template_overflows += 1;
         }

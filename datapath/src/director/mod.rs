@@ -235,6 +235,41 @@ impl Directors {
         &self.table
     }
 
+    /// QA: make the connection or template table refuse new entries as if at capacity
+    /// (drop new, `DropReason::ConnTableFull`, counted in `table_full` and the table's
+    /// overflow counter), or stop doing so.
+    pub fn report_table_full(&mut self, table: connection::TableKind, full: bool) {
+        self.table.report_full(table, full);
+    }
+
+    /// QA: make every lblc/lblcr cache refuse new entries as if at capacity (the connection
+    /// is still scheduled; the destination is not cached; `overflows` counts it).
+    pub fn report_locality_caches_full(&mut self, full: bool) {
+        for service in &mut self.services {
+            if let Some(cache) = service.scheduler.locality_cache_mut() {
+                cache.report_full = full;
+            }
+        }
+    }
+
+    /// Entries not stored because an lblc/lblcr cache was full, summed over services.
+    pub fn locality_cache_overflows(&self) -> u64 {
+        self.services
+            .iter()
+            .filter_map(|s| s.scheduler.locality_cache())
+            .map(|cache| cache.overflows)
+            .sum()
+    }
+
+    /// Entries in lblc/lblcr caches, summed over services.
+    pub fn locality_cache_entries(&self) -> usize {
+        self.services
+            .iter()
+            .filter_map(|s| s.scheduler.locality_cache())
+            .map(|cache| cache.entries.len())
+            .sum()
+    }
+
     /// The options in force.
     pub fn options(&self) -> &DirectorOptions {
         &self.options

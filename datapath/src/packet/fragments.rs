@@ -8,7 +8,8 @@
 //! Bounded: at most [`FRAGMENT_TRACKER_CAPACITY`] datagrams, each with at most
 //! [`MAX_RANGES_PER_DATAGRAM`] ranges, forgotten after [`FRAGMENT_TIMEOUT_NS`] (Linux's
 //! `ipfrag_time`). Overflow policy when full after purging expired entries: the new
-//! datagram is not tracked (`untracked` counter); its fragments pass unchecked.
+//! datagram is not tracked (`untracked` counter); its fragments pass unchecked. For QA,
+//! [`FragmentTracker::set_report_full`] applies that policy as if the table were full.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -74,6 +75,7 @@ impl FragmentCounters {
 pub struct FragmentTracker {
     datagrams: HashMap<DatagramKey, Datagram>,
     counters: FragmentCounters,
+    report_full: bool,
 }
 
 impl FragmentTracker {
@@ -85,6 +87,11 @@ impl FragmentTracker {
     /// Counters so far.
     pub fn counters(&self) -> FragmentCounters {
         self.counters
+    }
+
+    /// QA: new datagrams are refused as if the table were full (or no longer, with `false`).
+    pub fn set_report_full(&mut self, full: bool) {
+        self.report_full = full;
     }
 
     /// Datagrams currently tracked.
@@ -154,6 +161,9 @@ impl FragmentTracker {
 
     /// Free a slot if the table is full, by forgetting expired datagrams.
     fn make_room(&mut self, now: TimeNs) -> bool {
+        if self.report_full {
+            return false;
+        }
         if self.datagrams.len() < FRAGMENT_TRACKER_CAPACITY {
             return true;
         }

@@ -189,6 +189,8 @@ pub(crate) struct State {
     pub sources: BoundedTable<SourceKey, SourceEntry>,
     pub sessions_refused: u64,
     pub sources_evicted: u64,
+    /// QA: the session / source tables refuse new entries as if full.
+    pub qa_full: (bool, bool),
     /// Live sessions with proxy state (server-side lookups are skipped while zero).
     pub proxied: usize,
 }
@@ -263,6 +265,7 @@ pub fn build(
             sources: BoundedTable::new(source_capacity, seed ^ 0x0501_7ce5),
             sessions_refused: 0,
             sources_evicted: 0,
+            qa_full: (false, false),
             proxied: 0,
         },
     })
@@ -433,6 +436,13 @@ impl Shield {
     /// Mode changes of a context: `(time, bits)` from the start (forced modes at time 0).
     pub fn mode_timeline(&self, context: ContextId) -> &[ModeChange] {
         self.state.contexts[context.0 as usize].modes.timeline()
+    }
+
+    /// QA: make the known-session table (`sessions`) and the per-source table (`sources`)
+    /// behave as if full with nothing to reclaim: a new session is refused
+    /// (`sessions_refused`), a new source is not kept (counted in `sources_evicted`).
+    pub fn set_tables_report_full(&mut self, sessions: bool, sources: bool) {
+        self.state.qa_full = (sessions, sources);
     }
 
     /// Occupancy and overflow of the bounded tables.

@@ -387,6 +387,10 @@ impl State {
             entry.last_seen_ns = now;
             return entry.syns;
         }
+        if self.qa_full.1 {
+            self.sources_evicted += 1;
+            return 1;
+        }
         let entry = SourceEntry {
             window_start_ns: now,
             syns: 1,
@@ -408,6 +412,10 @@ impl State {
     /// Insert a session: reclaim an expired slot, else evict the oldest half-open one,
     /// else refuse (false).
     pub(crate) fn insert_session(&mut self, key: FlowKey, session: Session, now: TimeNs) -> bool {
+        if self.qa_full.0 {
+            self.sessions_refused += 1;
+            return false;
+        }
         let policy = |old: &Session| {
             if old.expired(now) {
                 Victim::Reclaim

@@ -44,7 +44,10 @@ fn split_number(text: &str) -> Option<(u128, &str)> {
     let whole: u128 = whole.parse().ok()?;
     let padded = format!("{fraction:0<9}");
     let fraction: u128 = padded.parse().ok()?;
-    Some((whole * 1_000_000_000 + fraction, suffix.trim()))
+    Some((
+        whole.saturating_mul(1_000_000_000).saturating_add(fraction),
+        suffix.trim(),
+    ))
 }
 
 /// Parse a duration string to nanoseconds.
@@ -64,7 +67,7 @@ pub fn parse_duration(text: &str) -> Result<TimeNs, String> {
         "h" => 3_600_000_000_000,
         _ => return Err(bad()),
     };
-    let ns = nano_units * ns_per_unit / 1_000_000_000;
+    let ns = nano_units.saturating_mul(ns_per_unit) / 1_000_000_000;
     TimeNs::try_from(ns).map_err(|_| format!("duration {text:?} is too large"))
 }
 
@@ -80,7 +83,7 @@ fn parse_scaled(text: &str, units: &[&str], what: &str, example: &str) -> Result
     if !units.contains(&rest) {
         return Err(bad());
     }
-    u64::try_from(nano_units * multiplier / 1_000_000_000)
+    u64::try_from(nano_units.saturating_mul(multiplier) / 1_000_000_000)
         .map_err(|_| format!("{what} {text:?} is too large"))
 }
 

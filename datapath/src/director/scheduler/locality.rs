@@ -31,6 +31,9 @@ const ENTRY_TIMEOUT: TimeNs = 6 * 60 * NS_PER_SEC;
 /// Default `lblc_expiration` / `lblcr_expiration`: 24 hours.
 pub const LOCALITY_EXPIRATION: TimeNs = 24 * 60 * 60 * NS_PER_SEC;
 const COUNT_FOR_FULL_EXPIRATION: u32 = 30;
+/// Garbage-collection checks replayed one by one after a quiet gap; the rest are collapsed
+/// (see [`LocalityCache::collect_garbage`]).
+pub const MAX_GARBAGE_CHECKS_REPLAYED: u32 = 64;
 
 /// One cache entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,6 +53,8 @@ pub struct LocalityCache {
     pub entries: HashMap<IpAddr, LocalityEntry>,
     /// Entries not stored because the cache was full.
     pub overflows: u64,
+    /// QA: new entries are refused as if the cache were at capacity.
+    pub report_full: bool,
     next_check: TimeNs,
     counter: u32,
     rover: usize,
@@ -60,6 +65,7 @@ impl Default for LocalityCache {
         Self {
             entries: HashMap::new(),
             overflows: 0,
+            report_full: false,
             next_check: CHECK_INTERVAL,
             counter: 1,
             rover: 0,
@@ -112,7 +118,8 @@ fn set_max(set: &[DestId], dests: &Dests) -> Option<DestId> {
 
 impl LocalityCache {
     fn store(&mut self, now: TimeNs, address: IpAddr, server: DestId) {
-        if self.entries.len() >= LBLC_CACHE_CAPACITY && !self.entries.contains_key(&address) {
+        let full = self.report_full || self.entries.len() >= LBLC_CACHE_CAPACITY;
+        if full && !self.entries.contains_key(&address) {
             self.overflows += 1;
             return;
         }
@@ -183,12 +190,42 @@ impl LocalityCache {
     }
 
     /// Run every garbage-collection timer tick due by `now`.
+    ///
+    /// After a long quiet gap (virtual time may jump by years) at most
+    /// [`MAX_GARBAGE_CHECKS_REPLAYED`] checks are replayed one by one; the rest are collapsed
+    /// into their one visible effect, the last full sweep, so the cost stays bounded.
     pub fn collect_garbage(&mut self, now: TimeNs) {
-        while self.next_check <= now {
+        let mut replayed = 0;
+        while self.next_check <= now && replayed < MAX_GARBAGE_CHECKS_REPLAYED {
             let at = self.next_check;
             self.check_expire(at);
             self.next_check += CHECK_INTERVAL;
+            replayed += 1;
         }
+        if self.next_check <= now {
+            self.collapse_checks(now);
+        }
+    }
+
+    /// The checks due by `now`, at once. No packet came since the replayed checks, so every
+    /// entry is past [`ENTRY_TIMEOUT`] and the cache is within its soft limit (each replayed
+    /// check over it removed up to `SOFT_LIMIT / 2` expired entries): the skipped checks
+    /// only count, and every [`COUNT_FOR_FULL_EXPIRATION`]th one sweeps; sweeps at later
+    /// times remove a superset, so the last one alone decides what remains.
+    fn collapse_checks(&mut self, now: TimeNs) {
+        let checks = (now - self.next_check) / CHECK_INTERVAL + 1;
+        let period = u64::from(COUNT_FOR_FULL_EXPIRATION);
+        let first_sweep = (period - u64::from(self.counter) % period) % period;
+        if first_sweep < checks {
+            let last_sweep = first_sweep + (checks - 1 - first_sweep) / period * period;
+            let at = self.next_check + last_sweep * CHECK_INTERVAL;
+            self.entries
+                .retain(|_, e| at < e.last_use.saturating_add(LOCALITY_EXPIRATION));
+            self.counter = 1 + (checks - 1 - last_sweep) as u32;
+        } else {
+            self.counter += checks as u32;
+        }
+        self.next_check += checks * CHECK_INTERVAL;
     }
 
     fn check_expire(&mut self, now: TimeNs) {
@@ -224,5 +261,61 @@ impl LocalityCache {
             }
         }
         self.rover = bucket;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache_with_entries() -> LocalityCache {
+        let mut cache = LocalityCache::default();
+        for (index, hours) in [0u64, 3, 20, 30, 47].into_iter().enumerate() {
+            let address = IpAddr::from([10, 0, 0, index as u8]);
+            cache.store(hours * 3600 * NS_PER_SEC, address, 0);
+        }
+        cache
+    }
+
+    fn replay_every_check(cache: &mut LocalityCache, now: TimeNs) {
+        while cache.next_check <= now {
+            let at = cache.next_check;
+            cache.check_expire(at);
+            cache.next_check += CHECK_INTERVAL;
+        }
+    }
+
+    /// A quiet gap collapsed into its last sweep leaves the cache exactly as replaying every
+    /// 60-second check would, whatever the gap and the phase of the sweep counter.
+    #[test]
+    fn a_long_gap_is_collapsed_exactly() {
+        let hour = 3600 * NS_PER_SEC;
+        for start_minutes in [0u64, 7, 29, 30, 31, 95] {
+            for gap in [
+                hour,
+                2 * hour,
+                24 * hour,
+                25 * hour,
+                49 * hour,
+                50 * hour,
+                400 * hour,
+            ] {
+                let mut fast = cache_with_entries();
+                fast.collect_garbage(start_minutes * 60 * NS_PER_SEC);
+                let mut slow = fast.clone();
+                let now = 47 * hour + gap;
+                fast.collect_garbage(now);
+                replay_every_check(&mut slow, now);
+                assert_eq!(fast, slow, "start {start_minutes} min, gap {gap} ns");
+            }
+        }
+    }
+
+    #[test]
+    fn a_gap_of_centuries_costs_a_bounded_number_of_checks() {
+        let mut cache = cache_with_entries();
+        cache.collect_garbage(1 << 62);
+        assert!(cache.entries.is_empty());
+        assert!(cache.next_check > 1 << 62);
     }
 }

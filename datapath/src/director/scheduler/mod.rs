@@ -223,6 +223,22 @@ impl Scheduler {
         }
     }
 
+    /// The lblc/lblcr cache, for schedulers that have one.
+    pub fn locality_cache(&self) -> Option<&LocalityCache> {
+        match self {
+            Self::Lblc(cache) | Self::Lblcr(cache) => Some(cache),
+            _ => None,
+        }
+    }
+
+    /// The lblc/lblcr cache, mutably (QA: [`LocalityCache::report_full`]).
+    pub fn locality_cache_mut(&mut self) -> Option<&mut LocalityCache> {
+        match self {
+            Self::Lblc(cache) | Self::Lblcr(cache) => Some(cache),
+            _ => None,
+        }
+    }
+
     /// Periodic housekeeping (the lblc/lblcr garbage-collection timers).
     pub fn tick(&mut self, now: TimeNs) {
         if let Self::Lblc(cache) | Self::Lblcr(cache) = self {
