@@ -65,6 +65,11 @@ pub fn iptables(table: &FlowTable, family: Family) -> String {
                 let _ = writeln!(out, "# rule {} is {}-only", rule.number, other_name(family));
                 continue;
             }
+            if never_matches(rule) {
+                // iptables-nft refuses `! -s 0.0.0.0/0` (Invalid argument): leave it out.
+                let _ = writeln!(out, "# rule {} never matches (not .../0)", rule.number);
+                continue;
+            }
             let matches = iptables_matches(rule);
             for target in iptables_targets(rule.kind, flow.action) {
                 let _ = writeln!(out, "-A {}{matches} -j {target}", flow.name);
@@ -92,6 +97,13 @@ fn iptables_targets(kind: RuleKind, action: FlowAction) -> Vec<String> {
             "ACCEPT".into(),
         ],
     }
+}
+
+/// A rule with a negated zero-length prefix (`not src 0.0.0.0/0`) matches no packet.
+fn never_matches(rule: &Rule) -> bool {
+    rule.conditions.iter().any(|c| {
+        c.negated && matches!(&c.test, Test::Src(prefix) | Test::Dst(prefix) if prefix.length == 0)
+    })
 }
 
 fn not(condition: &Condition) -> &'static str {
@@ -139,7 +151,17 @@ fn iptables_matches(rule: &Rule) -> String {
         .collect();
     if !module_options.is_empty() {
         let module = positive_protocol(rule).map_or("tcp", Protocol::name);
-        let _ = write!(out, " -m {module}{}", module_options.concat());
+        // iptables-nft 1.8.9 merges `! --sport A ! --dport B` into one 32-bit `!=` on both
+        // ports (not (A and B) instead of not A and not B): one module per option then.
+        let both_ports_negated = ["srcport", "dstport"]
+            .iter()
+            .all(|keyword| find(keyword).is_some_and(|c| c.negated));
+        let separator = if both_ports_negated {
+            format!(" -m {module}")
+        } else {
+            String::new()
+        };
+        let _ = write!(out, " -m {module}{}", module_options.join(&separator));
     }
     out
 }

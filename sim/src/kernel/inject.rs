@@ -236,6 +236,66 @@ impl Lab {
         frames: Vec<(Side, Vec<u8>)>,
         gap: Duration,
     ) -> anyhow::Result<Exchange> {
+        self.exchange_settling(frames, gap, SETTLE_TIME)
+    }
+
+    /// Replace the flow rules with `rules`' (`iptables-restore` without `--noflush`: the
+    /// mangle table is flushed and rebuilt), so that one lab runs many flow files. Only the
+    /// flows are replaced: the other rules stay as [`Lab::start`] installed them.
+    pub fn reload_flows(&self, rules: &KernelRules) -> anyhow::Result<()> {
+        let text = if rules.flows_iptables.is_empty() {
+            "*mangle\nCOMMIT\n"
+        } else {
+            rules.flows_iptables.as_str()
+        };
+        let lb = self.topology.lb_ns();
+        self.topology.exec(&lb, &["iptables-restore"], Some(text))?;
+        Ok(())
+    }
+
+    /// Run `packets` through this lab (as [`run_kernel`] does through a fresh one),
+    /// observing for `settle` after the last one. `rules` are the installed rules.
+    pub fn run(
+        &self,
+        packets: &[InputPacket],
+        rules: &KernelRules,
+        gap: Duration,
+        settle: Duration,
+    ) -> anyhow::Result<KernelRun> {
+        if packets.len() > MAX_PACKETS_PER_RUN {
+            anyhow::bail!(
+                "{} packets: a kernel run holds at most {MAX_PACKETS_PER_RUN} (16-bit IPv4 ID tags)",
+                packets.len()
+            );
+        }
+        // Fragments of one datagram share a tag (the first one's), or the kernel's
+        // defragmentation could never put them together again.
+        let mut datagram_tags: BTreeMap<[u8; 11], u16> = BTreeMap::new();
+        let prepared: Vec<Result<Prepared, String>> = packets
+            .iter()
+            .enumerate()
+            .map(|(ordinal, packet)| {
+                let tag = match datagram_key(&packet.data) {
+                    Some(key) => *datagram_tags.entry(key).or_insert(tag_of(ordinal)),
+                    None => tag_of(ordinal),
+                };
+                prepare(packet, tag, |a| rules.is_server(a))
+            })
+            .collect();
+        let frames: Vec<(Side, Vec<u8>)> = prepared
+            .iter()
+            .filter_map(|p| p.as_ref().ok().map(|p| (p.side, p.frame.clone())))
+            .collect();
+        let exchange = self.exchange_settling(frames, gap, settle)?;
+        Ok(outcomes(&prepared, &exchange, rules.source_nat))
+    }
+
+    fn exchange_settling(
+        &self,
+        frames: Vec<(Side, Vec<u8>)>,
+        gap: Duration,
+        settle: Duration,
+    ) -> anyhow::Result<Exchange> {
         let topology = &self.topology;
         let server = Observer::start(&topology.server_ns(), SERVER_IFACE, LB_SERVER_MAC)?;
         let client = Observer::start(&topology.client_ns(), CLIENT_IFACE, LB_CLIENT_MAC)?;
@@ -259,7 +319,7 @@ impl Lab {
         let started = Instant::now();
         let sent_at = inject(&ports, frames, gap)?;
         let inject_sec = started.elapsed().as_secs_f64();
-        std::thread::sleep(SETTLE_TIME);
+        std::thread::sleep(settle);
         Ok(Exchange {
             sent_at,
             server: server.finish()?,
@@ -283,28 +343,7 @@ pub fn run_kernel(
             packets.len()
         );
     }
-    let lab = Lab::start(rules)?;
-    // Fragments of one datagram share a tag (the first one's), or the kernel's
-    // defragmentation could never put them together again.
-    let mut datagram_tags: BTreeMap<[u8; 11], u16> = BTreeMap::new();
-    let prepared: Vec<Result<Prepared, String>> = packets
-        .iter()
-        .enumerate()
-        .map(|(ordinal, packet)| {
-            let tag = match datagram_key(&packet.data) {
-                Some(key) => *datagram_tags.entry(key).or_insert(tag_of(ordinal)),
-                None => tag_of(ordinal),
-            };
-            prepare(packet, tag, |a| rules.is_server(a))
-        })
-        .collect();
-    let frames: Vec<(Side, Vec<u8>)> = prepared
-        .iter()
-        .filter_map(|p| p.as_ref().ok().map(|p| (p.side, p.frame.clone())))
-        .collect();
-    let exchange = lab.exchange(frames, gap)?;
-    drop(lab);
-    Ok(outcomes(&prepared, &exchange, rules.source_nat))
+    Lab::start(rules)?.run(packets, rules, gap, SETTLE_TIME)
 }
 
 /// (source, destination, protocol, IPv4 ID) of a fragment; `None` for whole datagrams.

@@ -73,3 +73,5 @@ pub fn data(name: &str) -> PathBuf {
         .join("tests/data/kernel")
         .join(name)
 }
+
+pub mod random_flows;
