@@ -276,3 +276,36 @@ fn nft_range(range: super::PortRange) -> String {
         format!("{}-{}", range.first, range.last)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flows::TableConfig;
+
+    fn compiled(source: &str) -> String {
+        let table = FlowTable::from_source(source, &TableConfig::default()).expect("valid");
+        iptables(&table, Family::V4)
+    }
+
+    #[test]
+    fn a_negated_zero_length_prefix_rule_is_left_out() {
+        let out = compiled("flow f deny\n   match not dst 10.0.0.0/0\n   match proto udp\n");
+        assert!(out.contains("# rule 1 never matches"), "{out}");
+        assert!(!out.contains("! -d 0.0.0.0/0"), "{out}");
+        assert!(out.contains("-A f -p udp -j DROP"), "{out}");
+    }
+
+    #[test]
+    fn both_ports_negated_get_one_module_each() {
+        let out = compiled("flow f deny\n   match proto tcp not srcport 22 not dstport 24\n");
+        assert!(
+            out.contains("-A f -p tcp -m tcp ! --sport 22 -m tcp ! --dport 24 -j DROP"),
+            "{out}"
+        );
+        let out = compiled("flow f deny\n   match proto udp srcport 22 not dstport 24\n");
+        assert!(
+            out.contains("-A f -p udp -m udp --sport 22 ! --dport 24 -j DROP"),
+            "{out}"
+        );
+    }
+}
