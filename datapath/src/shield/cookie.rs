@@ -166,6 +166,7 @@ impl SynCookies {
 
     /// The cookie (our ISN) for a SYN with client ISN `client_isn` and offered MSS, and the
     /// MSS it encodes.
+    #[inline]
     pub fn generate(
         &mut self,
         now: TimeNs,
@@ -179,6 +180,7 @@ impl SynCookies {
         (cookie, mss)
     }
 
+    #[inline]
     fn cookie_at(&mut self, count: u64, flow: &CookieFlow, client_isn: u32, index: u32) -> u32 {
         // Both hashes use the secrets of `count`'s epoch and the same flow words.
         let [(k00, k01), (k10, k11)] = self.keys(count / SECRET_ROTATION_PERIODS);
