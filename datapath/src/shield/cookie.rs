@@ -156,12 +156,17 @@ impl SynCookies {
     /// first entry).
     pub fn mss_index(flow: &CookieFlow, offered_mss: u16) -> (u32, u16) {
         let table = flow.mss_table();
-        let index = table.iter().rposition(|&m| offered_mss >= m).unwrap_or(0);
+        // The last entry not above `offered_mss` (0 when all are): the table ascends, so
+        // that is the number of entries after the first that are not above it.
+        let index = usize::from(offered_mss >= table[1])
+            + usize::from(offered_mss >= table[2])
+            + usize::from(offered_mss >= table[3]);
         (index as u32, table[index])
     }
 
     /// The cookie (our ISN) for a SYN with client ISN `client_isn` and offered MSS, and the
     /// MSS it encodes.
+    #[inline]
     pub fn generate(
         &mut self,
         now: TimeNs,
@@ -175,10 +180,11 @@ impl SynCookies {
         (cookie, mss)
     }
 
+    #[inline]
     fn cookie_at(&mut self, count: u64, flow: &CookieFlow, client_isn: u32, index: u32) -> u32 {
         // Both hashes use the secrets of `count`'s epoch and the same flow words.
         let [(k00, k01), (k10, k11)] = self.keys(count / SECRET_ROTATION_PERIODS);
-        let (hash0, hash1) = FlowWords::of(flow).hash_pair((k00, k01, 0), (k10, k11, count));
+        let (hash0, hash1) = flow_hash_pair(flow, (k00, k01, 0), (k10, k11, count));
         hash0
             .wrapping_add(client_isn)
             .wrapping_add((count as u32) << COOKIE_BITS)
@@ -280,10 +286,65 @@ fn half_word(bytes: [u8; 4]) -> u64 {
     u64::from(u32::from_le_bytes(bytes))
 }
 
+/// `sport << 16 | dport` as SipHash reads its native-endian bytes.
+#[inline(always)]
+fn ports_word(flow: &CookieFlow) -> u64 {
+    half_word((u32::from(flow.sport) << 16 | u32::from(flow.dport)).to_ne_bytes())
+}
+
+/// Two hashes of the flow, each `(k0, k1, count)`, computed in lockstep: the two SipHash
+/// dependency chains interleave instead of running one after the other. Each equals
+/// [`FlowWords::hash`] with that key and counter.
+#[inline(always)]
+fn flow_hash_pair(
+    flow: &CookieFlow,
+    first: (u64, u64, u64),
+    second: (u64, u64, u64),
+) -> (u32, u32) {
+    let ports = ports_word(flow);
+    match (&flow.src, &flow.dst) {
+        // IPv4: one head word, known at compile time (no loop over the words).
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let head = [half_word(s.octets()) | half_word(d.octets()) << 32];
+            hash_pair_words(&head, ports, first, second)
+        }
+        _ => {
+            let words = FlowWords::wide(flow, ports);
+            let mut head = [0; 4];
+            head.copy_from_slice(&words.head[..4]);
+            hash_pair_words(&head, ports, first, second)
+        }
+    }
+}
+
+/// The two hashes of [`flow_hash_pair`] for a head of `N` words known at compile time (the word loop
+/// unrolls): the same two hashes.
+#[inline(always)]
+fn hash_pair_words<const N: usize>(
+    head: &[u64; N],
+    ports: u64,
+    first: (u64, u64, u64),
+    second: (u64, u64, u64),
+) -> (u32, u32) {
+    let tail = |count: u64| ports | half_word((count as u32).to_ne_bytes()) << 32;
+    let mut a = sip_init(first.0, first.1);
+    let mut b = sip_init(second.0, second.1);
+    for &message in head {
+        compress(&mut a, message);
+        compress(&mut b, message);
+    }
+    compress(&mut a, tail(first.2));
+    compress(&mut b, tail(second.2));
+    let last = (((N as u64 + 1) * 8) & 0xff) << 56;
+    compress(&mut a, last);
+    compress(&mut b, last);
+    (sip_finish(a) as u32, sip_finish(b) as u32)
+}
+
 impl FlowWords {
     #[inline(always)]
     fn of(flow: &CookieFlow) -> Self {
-        let ports = half_word((u32::from(flow.sport) << 16 | u32::from(flow.dport)).to_ne_bytes());
+        let ports = ports_word(flow);
         if let (IpAddr::V4(s), IpAddr::V4(d)) = (&flow.src, &flow.dst) {
             return Self {
                 head: [half_word(s.octets()) | half_word(d.octets()) << 32, 0, 0, 0],
@@ -315,27 +376,6 @@ impl FlowWords {
     fn hash(&self, k0: u64, k1: u64, count: u64) -> u32 {
         let tail = self.ports | half_word((count as u32).to_ne_bytes()) << 32;
         siphash24(k0, k1, &self.head[..self.head_len], tail) as u32
-    }
-}
-
-impl FlowWords {
-    /// Two hashes of the flow, each `(k0, k1, count)`, computed in lockstep: the two
-    /// SipHash dependency chains interleave instead of running one after the other.
-    #[inline]
-    fn hash_pair(&self, first: (u64, u64, u64), second: (u64, u64, u64)) -> (u32, u32) {
-        let tail = |count: u64| self.ports | half_word((count as u32).to_ne_bytes()) << 32;
-        let mut a = sip_init(first.0, first.1);
-        let mut b = sip_init(second.0, second.1);
-        for &message in &self.head[..self.head_len] {
-            compress(&mut a, message);
-            compress(&mut b, message);
-        }
-        compress(&mut a, tail(first.2));
-        compress(&mut b, tail(second.2));
-        let last = (((self.head_len as u64 + 1) * 8) & 0xff) << 56;
-        compress(&mut a, last);
-        compress(&mut b, last);
-        (sip_finish(a) as u32, sip_finish(b) as u32)
     }
 }
 
@@ -484,9 +524,8 @@ mod tests {
                 let (other0, other1) =
                     cookies.keys(epoch_count / SECRET_ROTATION_PERIODS)[1 - which];
                 let other = cookies.hash(&flow, count + 1, 1 - which, epoch_count);
-                let words = FlowWords::of(&flow);
                 assert_eq!(
-                    words.hash_pair((k0, k1, count), (other0, other1, count + 1)),
+                    flow_hash_pair(&flow, (k0, k1, count), (other0, other1, count + 1)),
                     (expected, other)
                 );
             }

@@ -88,7 +88,7 @@ impl EmitBuffer {
         self.frames.push(EmittedFrame {
             iface: 0,
             toward: Toward::Client,
-            bytes: Vec::with_capacity(128),
+            bytes: Vec::with_capacity(LINK_MAX + HEADERS_MAX),
         });
     }
 }
@@ -304,11 +304,14 @@ impl SynAckTemplates {
         };
         let template = &self.layouts[fields.layout(!v4)];
         let start = out.len();
-        out.extend_from_slice(link.bytes);
+        extend_link(out, link.bytes);
         fix_link(&mut out[start..], link, v4);
         let ip_at = out.len();
-        out.extend_from_slice(&template.bytes[..usize::from(template.len)]);
-        let (ip, tcp) = out[ip_at..].split_at_mut(usize::from(template.ip_len));
+        // The whole template array (a fixed-size copy the compiler inlines), cut to the
+        // layout's length once patched.
+        out.extend_from_slice(&template.bytes);
+        let end = ip_at + usize::from(template.len);
+        let (ip, tcp) = out[ip_at..end].split_at_mut(usize::from(template.ip_len));
         let address_sum = match (fields.src, fields.dst) {
             (IpAddr::V4(src), IpAddr::V4(dst)) => {
                 ip[12..16].copy_from_slice(&src.octets());
@@ -325,6 +328,7 @@ impl SynAckTemplates {
             _ => 0,
         };
         Self::patch_tcp(tcp, template, template.tcp_sum + address_sum, fields);
+        out.truncate(end);
     }
 
     /// Write ports, sequence numbers and timestamps into a TCP header copied from
@@ -345,6 +349,19 @@ impl SynAckTemplates {
             put(at + 4, tsecr);
         }
         tcp[16..18].copy_from_slice(&checksum::field_bytes(sum));
+    }
+}
+
+/// Append a link header to `out`, with fixed-size copies for the usual lengths (Ethernet,
+/// Ethernet + one VLAN tag).
+#[inline]
+fn extend_link(out: &mut Vec<u8>, bytes: &[u8]) {
+    if let Ok(ethernet) = <&[u8; 14]>::try_from(bytes) {
+        out.extend_from_slice(ethernet);
+    } else if let Ok(tagged) = <&[u8; 18]>::try_from(bytes) {
+        out.extend_from_slice(tagged);
+    } else {
+        out.extend_from_slice(bytes);
     }
 }
 
