@@ -66,9 +66,27 @@ pub fn execute(case: &Case) -> Actual {
     if sink.bad_records > 0 {
         actual.results.error = Some(format!("{} unreadable packet records", sink.bad_records));
     }
+    if let Some(broken) = outcome_imbalance(&pipeline, actual.packets.len()) {
+        actual.results.error = Some(broken);
+    }
     let labels: Vec<&str> = actual.packets.iter().map(|p| p.label.as_str()).collect();
     actual.results.verdicts = Some(encode_verdicts(&labels));
     actual
+}
+
+/// The "every packet ends in exactly one counted outcome" invariant: as many per-packet
+/// records as packets the pipeline processed, and as many decisions as packets. `None` when
+/// it holds; otherwise what broke (the case then fails with it).
+fn outcome_imbalance(pipeline: &datapath::pipeline::Pipeline, records: usize) -> Option<String> {
+    let counters = pipeline.counters();
+    let decided: u64 = counters.rows().iter().map(|row| row.count).sum();
+    let records = records as u64;
+    (decided != counters.packets || records != counters.packets).then(|| {
+        format!(
+            "invariant broken: {} packets processed, {decided} decisions counted, {records} packet records",
+            counters.packets
+        )
+    })
 }
 
 impl Actual {
@@ -304,6 +322,26 @@ pub fn tcp_flag_letters(flags: u8) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_one_outcome_invariant_catches_a_missing_record() {
+        use datapath::packet::LinkType;
+        use datapath::packet::builder::PacketBuilder;
+        use std::net::Ipv4Addr;
+        let mut pipeline = datapath::pipeline::Pipeline::default();
+        for port in [1, 0] {
+            let frame = PacketBuilder::eth()
+                .ipv4(Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2))
+                .tcp(port, 80)
+                .syn()
+                .build();
+            let len = frame.len() as u32;
+            pipeline.process(0, 0, LinkType::Ethernet, frame, len);
+        }
+        assert_eq!(outcome_imbalance(&pipeline, 2), None);
+        let broken = outcome_imbalance(&pipeline, 1).expect("one record short");
+        assert!(broken.contains("2 packets processed, 2 decisions counted, 1 packet records"));
+    }
 
     #[test]
     fn flags_read_like_tcpdump() {
