@@ -9,42 +9,9 @@
 
 use std::fmt::Write as _;
 
-use plotters::prelude::*;
-
+use crate::plan::html::{Axes, Chart, Series, svg_with};
 use crate::report::{Measured, Report};
 
-/// One line on a plot: legend and (x seconds, y) points in x order.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Line {
-    /// Legend.
-    pub name: String,
-    /// Points.
-    pub points: Vec<(f64, f64)>,
-}
-
-/// One plot over virtual time.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Plot {
-    /// Caption.
-    pub title: String,
-    /// Y axis description.
-    pub y_desc: String,
-    /// Lines.
-    pub lines: Vec<Line>,
-}
-
-const PALETTE: [RGBColor; 8] = [
-    RGBColor(31, 119, 180),
-    RGBColor(214, 39, 40),
-    RGBColor(44, 160, 44),
-    RGBColor(255, 127, 14),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(23, 190, 207),
-];
-
-/// Most lines on one plot (shield tracks of many contexts × queues are cut here).
 const LINES_MAX: usize = 16;
 
 /// Buckets of the share plot are this many series buckets wide (shares of a few packets
@@ -66,7 +33,7 @@ fn buckets_in_run(report: &Report) -> usize {
 type RowValue = fn(&crate::engine::SecondRow) -> u64;
 
 /// Packets per second by verdict.
-fn verdict_plot(report: &Report) -> Plot {
+fn verdict_plot(report: &Report) -> Chart {
     let series = &report.plots.series;
     let per_second = 1e9 / series.bucket_ns as f64;
     let rows = &series.rows[..series.rows.len().min(buckets_in_run(report))];
@@ -80,7 +47,7 @@ fn verdict_plot(report: &Report) -> Plot {
     let lines = pick
         .iter()
         .filter(|(_, value)| rows.iter().any(|r| value(r) > 0))
-        .map(|(name, value)| Line {
+        .map(|(name, value)| Series {
             name: (*name).into(),
             points: rows
                 .iter()
@@ -95,7 +62,7 @@ fn verdict_plot(report: &Report) -> Plot {
 }
 
 /// Shield mode bits as steps, one line per context and queue.
-fn mode_plot(report: &Report) -> Plot {
+fn mode_plot(report: &Report) -> Chart {
     let end = seconds(report.duration_ns);
     let lines = report
         .plots
@@ -114,7 +81,7 @@ fn mode_plot(report: &Report) -> Plot {
                 points.push((x, bits));
             }
             points.push((end, bits));
-            Line {
+            Series {
                 name: format!("{} q{}", track.context, track.queue),
                 points,
             }
@@ -128,7 +95,7 @@ fn mode_plot(report: &Report) -> Plot {
 }
 
 /// Each real server's share of the packets forwarded in each bucket.
-fn share_plot(report: &Report) -> Plot {
+fn share_plot(report: &Report) -> Chart {
     let series = &report.plots.series;
     let buckets = buckets_in_run(report).div_ceil(SHARE_BUCKETS_MERGED);
     let merged = |counts: &[u64], bucket: usize| -> u64 {
@@ -143,7 +110,7 @@ fn share_plot(report: &Report) -> Plot {
         .backend_packets
         .iter()
         .take(LINES_MAX)
-        .map(|(server, counts)| Line {
+        .map(|(server, counts)| Series {
             name: server.to_string(),
             points: (0..buckets)
                 .filter(|&i| totals[i] > 0)
@@ -158,13 +125,13 @@ fn share_plot(report: &Report) -> Plot {
 }
 
 /// ActiveConn per real server.
-fn active_plot(report: &Report) -> Plot {
+fn active_plot(report: &Report) -> Chart {
     let series = &report.plots.series;
     let lines = series
         .active
         .iter()
         .take(LINES_MAX)
-        .map(|(server, values)| Line {
+        .map(|(server, values)| Series {
             name: server.clone(),
             points: values
                 .iter()
@@ -178,15 +145,15 @@ fn active_plot(report: &Report) -> Plot {
 }
 
 /// Connection setup time percentiles per bucket (buckets with a connection only).
-fn connect_plot(report: &Report) -> Plot {
+fn connect_plot(report: &Report) -> Chart {
     let bucket_ns = report.plots.series.bucket_ns.max(1);
     let mut by_bucket: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
     for &(time, connect) in &report.plots.connect_samples {
         by_bucket.entry(time / bucket_ns).or_default().push(connect);
     }
-    let mut lines: Vec<Line> = ["p50", "p90", "p99"]
+    let mut lines: Vec<Series> = ["p50", "p90", "p99"]
         .iter()
-        .map(|name| Line {
+        .map(|name| Series {
             name: (*name).into(),
             points: Vec::new(),
         })
@@ -203,16 +170,28 @@ fn connect_plot(report: &Report) -> Plot {
     plot("Client connection time percentiles", "ms", lines)
 }
 
-fn plot(title: &str, y_desc: &str, lines: Vec<Line>) -> Plot {
-    Plot {
+fn plot(title: &str, y_desc: &str, lines: Vec<Series>) -> Chart {
+    Chart {
         title: title.into(),
         y_desc: y_desc.into(),
-        lines,
+        series: lines,
+        y_range: None,
     }
 }
 
+/// Draw one plot as an SVG document (x: virtual seconds from 0 to `duration_s`).
+pub fn svg(plot: &Chart, duration_s: f64) -> anyhow::Result<String> {
+    let axes = Axes {
+        x_desc: "virtual time (s)",
+        x_range: Some((0.0, duration_s.max(1e-3))),
+        x_label: &|v| format!("{v:.2}"),
+        markers: false,
+    };
+    svg_with(plot, &axes)
+}
+
 /// The plots' data.
-pub fn plots(report: &Report) -> Vec<Plot> {
+pub fn plots(report: &Report) -> Vec<Chart> {
     vec![
         verdict_plot(report),
         mode_plot(report),
@@ -220,68 +199,6 @@ pub fn plots(report: &Report) -> Vec<Plot> {
         active_plot(report),
         connect_plot(report),
     ]
-}
-
-fn axis_label(value: f64) -> String {
-    let magnitude = value.abs();
-    if magnitude >= 1e6 {
-        format!("{:.1}M", value / 1e6)
-    } else if magnitude >= 1e4 {
-        format!("{:.0}k", value / 1e3)
-    } else if magnitude >= 100.0 || value == value.round() {
-        format!("{value:.0}")
-    } else {
-        format!("{value:.2}")
-    }
-}
-
-/// Draw one plot as an SVG document (x: virtual seconds from 0 to `duration_s`).
-pub fn svg(plot: &Plot, duration_s: f64) -> anyhow::Result<String> {
-    let mut out = String::new();
-    let error = |e: &dyn std::fmt::Debug| anyhow::anyhow!("plotting {}: {e:?}", plot.title);
-    {
-        let root = SVGBackend::with_string(&mut out, (900, 380)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| error(&e))?;
-        let y_max = plot
-            .lines
-            .iter()
-            .flat_map(|l| &l.points)
-            .map(|p| p.1)
-            .fold(0.0f64, f64::max);
-        let y_max = if y_max > 0.0 { y_max * 1.1 } else { 1.0 };
-        let mut chart = ChartBuilder::on(&root)
-            .caption(&plot.title, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0.0..duration_s.max(1e-3), 0.0..y_max)
-            .map_err(|e| error(&e))?;
-        chart
-            .configure_mesh()
-            .x_desc("virtual time (s)")
-            .y_desc(&plot.y_desc)
-            .x_label_formatter(&|v| format!("{v:.2}"))
-            .y_label_formatter(&|v| axis_label(*v))
-            .draw()
-            .map_err(|e| error(&e))?;
-        for (index, line) in plot.lines.iter().enumerate() {
-            let color = PALETTE[index % PALETTE.len()];
-            chart
-                .draw_series(LineSeries::new(line.points.clone(), color.stroke_width(2)))
-                .map_err(|e| error(&e))?
-                .label(&line.name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(|e| error(&e))?;
-        root.present().map_err(|e| error(&e))?;
-    }
-    Ok(out)
 }
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:1000px}\
@@ -311,7 +228,7 @@ pub fn page(report: &Report, measured: Option<&Measured>) -> anyhow::Result<Stri
     );
     html.push_str("<h2>Time series</h2>\n");
     for plot in plots(report) {
-        if plot.lines.is_empty() {
+        if plot.series.is_empty() {
             let _ = writeln!(
                 html,
                 "<p>{}: nothing to plot in this run.</p>",

@@ -183,7 +183,20 @@ pub fn charts(plan: &Plan) -> Vec<Chart> {
     ]
 }
 
-fn bounds(chart: &Chart) -> ((f64, f64), (f64, f64)) {
+/// How [`svg_with`] draws a chart's axes: everything that differs between a capacity sweep
+/// and a run's time series.
+pub struct Axes<'a> {
+    /// X axis description.
+    pub x_desc: &'a str,
+    /// Fixed x range (else from the data, padded 3%).
+    pub x_range: Option<(f64, f64)>,
+    /// X tick label.
+    pub x_label: &'a dyn Fn(f64) -> String,
+    /// Draw a dot on every point (sweeps have few points; time series many).
+    pub markers: bool,
+}
+
+fn bounds(chart: &Chart, x_range: Option<(f64, f64)>) -> ((f64, f64), (f64, f64)) {
     let all = chart.series.iter().flat_map(|s| &s.points);
     let (mut x0, mut x1, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
     for &(x, y) in all {
@@ -198,17 +211,32 @@ fn bounds(chart: &Chart) -> ((f64, f64), (f64, f64)) {
     let y = chart
         .y_range
         .unwrap_or((0.0, if y1 > 0.0 { y1 * 1.1 } else { 1.0 }));
-    ((x0 - pad, x1 + pad), y)
+    (x_range.unwrap_or((x0 - pad, x1 + pad)), y)
 }
 
-/// Draw one chart as an SVG document.
+/// Draw one sweep chart as an SVG document (x: the swept key, log scale when `log_x`).
 pub fn svg(chart: &Chart, x_desc: &str, log_x: bool) -> anyhow::Result<String> {
+    let x_label = |v: f64| {
+        let value = if log_x { 10f64.powf(v) } else { v };
+        human(round_significant(value, 2))
+    };
+    let axes = Axes {
+        x_desc,
+        x_range: None,
+        x_label: &x_label,
+        markers: true,
+    };
+    svg_with(chart, &axes)
+}
+
+/// Draw one chart as an SVG document (plotters SVG backend: no font libraries).
+pub fn svg_with(chart: &Chart, axes: &Axes) -> anyhow::Result<String> {
     let mut out = String::new();
     let error = |e: &dyn std::fmt::Debug| anyhow::anyhow!("plotting {}: {e:?}", chart.title);
     {
         let root = SVGBackend::with_string(&mut out, (900, 420)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| error(&e))?;
-        let ((x0, x1), (y0, y1)) = bounds(chart);
+        let ((x0, x1), (y0, y1)) = bounds(chart, axes.x_range);
         let mut plot = ChartBuilder::on(&root)
             .caption(&chart.title, ("sans-serif", 20))
             .margin(12)
@@ -216,10 +244,7 @@ pub fn svg(chart: &Chart, x_desc: &str, log_x: bool) -> anyhow::Result<String> {
             .y_label_area_size(80)
             .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(|e| error(&e))?;
-        let x_label = |v: &f64| {
-            let value = if log_x { 10f64.powf(*v) } else { *v };
-            human(round_significant(value, 2))
-        };
+        let x_label = |v: &f64| (axes.x_label)(*v);
         let y_label = |v: &f64| {
             if v.abs() >= 1000.0 {
                 human(v.round() as u64)
@@ -228,7 +253,7 @@ pub fn svg(chart: &Chart, x_desc: &str, log_x: bool) -> anyhow::Result<String> {
             }
         };
         plot.configure_mesh()
-            .x_desc(x_desc)
+            .x_desc(axes.x_desc)
             .y_desc(&chart.y_desc)
             .x_label_formatter(&x_label)
             .y_label_formatter(&y_label)
@@ -243,13 +268,15 @@ pub fn svg(chart: &Chart, x_desc: &str, log_x: bool) -> anyhow::Result<String> {
             .map_err(|e| error(&e))?
             .label(&series.name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-            plot.draw_series(
-                series
-                    .points
-                    .iter()
-                    .map(|&point| Circle::new(point, 3, color.filled())),
-            )
-            .map_err(|e| error(&e))?;
+            if axes.markers {
+                plot.draw_series(
+                    series
+                        .points
+                        .iter()
+                        .map(|&point| Circle::new(point, 3, color.filled())),
+                )
+                .map_err(|e| error(&e))?;
+            }
         }
         plot.configure_series_labels()
             .background_style(WHITE.mix(0.85))
