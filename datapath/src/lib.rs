@@ -20,6 +20,8 @@
 //! - [`director`] — LVS/IPVS virtual services, the 13 kernel schedulers, persistence,
 //!   the connection table and NAT/DR/TUN forwarding; `ipvsadm`-style listings.
 //! - [`nat`], [`conntrack`] — address rewriting and connection tracking for it.
+//! - [`siphash`] — the SipRound shared by the hand-unrolled SipHash of SYN cookies and of
+//!   the simulator's receive-queue hash.
 //! - [`pipeline`] — composes the stages: `Pipeline::process(now, iface, link, frame)` →
 //!   [`pipeline::PacketOutcome`], emitted frames, counters per stage and reason.
 
@@ -30,6 +32,7 @@ pub mod nat;
 pub mod packet;
 pub mod pipeline;
 pub mod shield;
+pub mod siphash;
 pub mod verdict;
 
 pub use packet::{InvalidReason, PacketMeta};

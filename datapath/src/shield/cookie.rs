@@ -400,6 +400,8 @@ fn sip_finish(mut v: [u64; 4]) -> u64 {
     v[0] ^ v[1] ^ v[2] ^ v[3]
 }
 
+use crate::siphash::sip_round;
+
 /// Eight message bytes as SipHash reads them (little-endian).
 #[inline]
 fn word(bytes: [u8; 8]) -> u64 {
@@ -413,21 +415,6 @@ fn compress(v: &mut [u64; 4], message: u64) {
     sip_round(v);
     sip_round(v);
     v[0] ^= message;
-}
-
-/// One SipRound.
-#[inline(always)]
-fn sip_round(v: &mut [u64; 4]) {
-    v[0] = v[0].wrapping_add(v[1]);
-    v[1] = v[1].rotate_left(13) ^ v[0];
-    v[0] = v[0].rotate_left(32);
-    v[2] = v[2].wrapping_add(v[3]);
-    v[3] = v[3].rotate_left(16) ^ v[2];
-    v[0] = v[0].wrapping_add(v[3]);
-    v[3] = v[3].rotate_left(21) ^ v[0];
-    v[2] = v[2].wrapping_add(v[1]);
-    v[1] = v[1].rotate_left(17) ^ v[2];
-    v[2] = v[2].rotate_left(32);
 }
 
 /// SipHash-2-4 (Aumasson & Bernstein) of a message made of whole 8-byte words (`head`,

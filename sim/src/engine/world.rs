@@ -9,6 +9,7 @@ use std::hash::Hasher;
 use std::net::IpAddr;
 
 use datapath::packet::IfaceId;
+use datapath::siphash::sip_round;
 use ipnet::IpNet;
 use siphasher::sip::SipHasher13;
 
@@ -180,19 +181,6 @@ fn siphash13_short(message: &[u8]) -> u64 {
         sip_round(&mut v);
     }
     v[0] ^ v[1] ^ v[2] ^ v[3]
-}
-
-fn sip_round(v: &mut [u64; 4]) {
-    v[0] = v[0].wrapping_add(v[1]);
-    v[1] = v[1].rotate_left(13) ^ v[0];
-    v[0] = v[0].rotate_left(32);
-    v[2] = v[2].wrapping_add(v[3]);
-    v[3] = v[3].rotate_left(16) ^ v[2];
-    v[0] = v[0].wrapping_add(v[3]);
-    v[3] = v[3].rotate_left(21) ^ v[0];
-    v[2] = v[2].wrapping_add(v[1]);
-    v[1] = v[1].rotate_left(17) ^ v[2];
-    v[2] = v[2].rotate_left(32);
 }
 
 /// Receive queue of a packet seen without knowing which side is the client (captures):
