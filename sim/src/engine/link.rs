@@ -138,6 +138,17 @@ impl Pipe {
             && self.faults == Faults::default()
     }
 
+    /// The latency, when it is all the pipe does to a frame (no bandwidth limit, no loss,
+    /// no faults): then a frame's arrival needs no draw and depends on nothing else.
+    pub fn fixed_latency(&self) -> Option<TimeNs> {
+        let plain = self.bits_per_sec.is_none()
+            && self.loss_ppm == 0
+            && self.faults.duplicate_ppm == 0
+            && self.faults.reorder_ppm == 0
+            && self.faults.corrupt_ppm == 0;
+        plain.then_some(self.latency_ns)
+    }
+
     fn happens(&mut self, ppm: u32) -> bool {
         ppm > 0 && below(self.rng.next_u64(), 1_000_000) < u64::from(ppm)
     }

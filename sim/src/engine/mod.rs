@@ -418,6 +418,10 @@ pub struct Engine<'a> {
     next_sample: TimeNs,
     /// Bucket of the last per-second row and of the last series row.
     cursors: (series::BucketCursor, series::BucketCursor),
+    /// The same for deliveries counted ahead of their arrival ([`Engine::deliver_to_sink`]).
+    sink_cursors: (series::BucketCursor, series::BucketCursor),
+    /// Per host: whether any client actor owns one of its addresses.
+    has_clients: Vec<bool>,
 }
 
 impl<'a> Engine<'a> {
@@ -490,9 +494,16 @@ impl<'a> Engine<'a> {
             observer: None,
             next_sample: 0,
             cursors: Default::default(),
+            sink_cursors: Default::default(),
+            has_clients: vec![false; world.hosts.len()],
         };
         engine.build_sources(base_dir)?;
         engine.build_backends();
+        for address in engine.client_actor.keys() {
+            if let Some(host) = world.route(*address) {
+                engine.has_clients[usize::from(host)] = true;
+            }
+        }
         Ok(engine)
     }
 
@@ -884,16 +895,7 @@ impl<'a> Engine<'a> {
     }
 
     fn second(&mut self, now: TimeNs) -> &mut SecondRow {
-        let second = self.cursors.0.locate(now, NS_PER_SEC);
-        let timeline = &mut self.result.timeline;
-        if timeline.len() <= second {
-            let from = timeline.len();
-            timeline.extend((from..=second).map(|s| SecondRow {
-                second: s as u64,
-                ..SecondRow::default()
-            }));
-        }
-        &mut timeline[second]
+        second_row(&mut self.result.timeline, &mut self.cursors.0, now)
     }
 
     fn at_appliance(&mut self, now: TimeNs, host: HostId, frame: Vec<u8>) {
@@ -964,7 +966,40 @@ impl<'a> Engine<'a> {
             self.outbox.recycle(frame);
             return;
         };
+        if self.deliver_to_sink(now, host) {
+            self.outbox.recycle(frame);
+            return;
+        }
         self.travel(now, host, Direction::FromAppliance, frame);
+    }
+
+    /// A frame to a host where nothing listens (no backend, no client owns an address of
+    /// it: flood replies to spoofed sources) over a link that only delays it (no bandwidth
+    /// limit, loss or faults, so no random draw and no queue): its fate is known now, so it
+    /// is counted now — delivered in the rows of its arrival time, or in flight when that is
+    /// after the end — instead of travelling as an event. Nothing else can observe it, so
+    /// every count is what the event would have made; only a live observer sees such
+    /// deliveries up to one link latency early. Returns false (the frame travels) otherwise.
+    fn deliver_to_sink(&mut self, now: TimeNs, host: HostId) -> bool {
+        let index = usize::from(host);
+        if self.backend_actor[index].is_some() || self.has_clients[index] {
+            return false;
+        }
+        let Some(latency) = self.links[index].1.fixed_latency() else {
+            return false;
+        };
+        let at = now.saturating_add(latency);
+        if at > self.end {
+            self.result.totals.in_flight += 1;
+            return true;
+        }
+        let result = &mut self.result;
+        result.totals.delivered += 1;
+        result.totals.delivered_to_sink += 1;
+        result.delivered[index] += 1;
+        second_row(&mut result.timeline, &mut self.sink_cursors.0, at).delivered += 1;
+        result.series.row(at, &mut self.sink_cursors.1).delivered += 1;
+        true
     }
 
     fn at_host(&mut self, now: TimeNs, host: HostId, frame: Vec<u8>) {
@@ -1054,7 +1089,10 @@ impl<'a> Engine<'a> {
         self.result.appliance = crate::appliance::report(&self.pipeline);
         let series = &mut self.result.series;
         series.record_modes(self.queue_index, &self.pipeline);
-        series.finish(self.end.div_ceil(series.bucket_ns) as usize);
+        let buckets = self.end.div_ceil(series.bucket_ns) as usize;
+        // Buckets after the last event's start with the final state.
+        series.fill_active(buckets, &self.pipeline);
+        series.finish(buckets);
         self.result.totals.event_overflow = self.queue.overflow();
         let out_of_order = self
             .queue
@@ -1062,9 +1100,27 @@ impl<'a> Engine<'a> {
             .filter(|e| matches!(e, Event::Frame { .. }))
             .count();
         let in_lanes: usize = self.lanes.iter().map(VecDeque::len).sum();
-        self.result.totals.in_flight = (out_of_order + in_lanes) as u64;
+        // Plus frames to sinks that arrive after the end (counted when sent).
+        self.result.totals.in_flight += (out_of_order + in_lanes) as u64;
         self.result
     }
+}
+
+/// The per-second row of `now` (rows up to it created), found through `cursor`.
+fn second_row<'t>(
+    timeline: &'t mut Vec<SecondRow>,
+    cursor: &mut series::BucketCursor,
+    now: TimeNs,
+) -> &'t mut SecondRow {
+    let second = cursor.locate(now, NS_PER_SEC);
+    if timeline.len() <= second {
+        let from = timeline.len();
+        timeline.extend((from..=second).map(|s| SecondRow {
+            second: s as u64,
+            ..SecondRow::default()
+        }));
+    }
+    &mut timeline[second]
 }
 
 /// Count one processed packet in a time-series row.

@@ -90,13 +90,21 @@ impl Series {
         counts[index] += 1;
     }
 
-    /// Sample every real server's ActiveConn at `now` (the bucket holding `now` takes it;
-    /// buckets skipped since the last sample repeat the last value).
+    /// Sample every real server's ActiveConn at `now` (the bucket holding `now` takes it).
+    /// Buckets since the last sample had no event before this one, so the state at their
+    /// start was the state now: they take it too (not the last sample, which would make the
+    /// series depend on which events happen to fall in a bucket).
     pub fn sample_active(&mut self, now: TimeNs, pipeline: &Pipeline) {
+        let index = self.index(now);
+        self.fill_active(index + 1, pipeline);
+    }
+
+    /// Set every real server's ActiveConn in the buckets from the last sampled one up to
+    /// (not including) `buckets` to the pipeline's current value.
+    pub fn fill_active(&mut self, buckets: usize, pipeline: &Pipeline) {
         let Some(directors) = pipeline.directors() else {
             return;
         };
-        let index = self.index(now);
         let mut totals: BTreeMap<String, u64> = BTreeMap::new();
         for service in directors.services() {
             for (_, real) in service.dests.linked() {
@@ -105,9 +113,9 @@ impl Series {
         }
         for (address, active) in totals {
             let values = self.active.entry(address).or_default();
-            let last = values.last().copied().unwrap_or(0);
-            values.resize(index, last);
-            values.push(active);
+            if values.len() < buckets {
+                values.resize(buckets, active);
+            }
         }
     }
 
