@@ -1,12 +1,16 @@
 //! Floods: `syn_flood`, `ack_flood`, `udp_flood`, `icmp_flood`. Packet `i` of a flood is a
 //! pure function of (seed, source name, i): its send time comes from the rate and burst
-//! pattern, its fields (spoofed source, ports, TTL, sequence numbers) are the `i`-th draw
-//! from the source's ChaCha stream. Every receive queue draws every packet's fields (cheap)
-//! but builds and sends only the packets whose flow hashes to it.
+//! pattern, its fields (spoofed source, ports, TTL, sequence numbers) are the `i`-th draws
+//! from the source's PCG stream (`Pcg64Mcg`, value-stable, seeded from the source's ChaCha
+//! stream; a draw costs a 128-bit multiply where a ChaCha8 block costs ~3 instructions per
+//! byte). A field with one possible value (one destination, one TTL) takes no draw. Every
+//! receive queue draws every packet's fields (cheap) but builds and sends only the packets
+//! whose flow hashes to it.
 //!
 //! Frames are built once per destination with [`PacketBuilder`] (a template) and then, per
 //! packet, copied into a reused buffer and patched in place (addresses, ports, TTL, IP id,
-//! sequence numbers, checksums): byte for byte what the builder would have produced.
+//! sequence numbers); the checksums are the template's sums over its fixed bytes plus the
+//! patched words: byte for byte what the builder would have produced.
 //!
 //! Not here: what happens to the packets (the pipeline decides).
 
@@ -18,7 +22,8 @@ use datapath::packet::checksum;
 use datapath::verdict::NS_PER_SEC;
 use ipnet::IpNet;
 use rand_chacha::ChaCha8Rng;
-use rand_core::Rng;
+use rand_core::{Rng, SeedableRng};
+use rand_pcg::Pcg64Mcg;
 
 use super::{Actor, ActorStats, Outbox};
 use crate::engine::rng::below;
@@ -75,7 +80,7 @@ pub struct FloodSource {
     stop: TimeNs,
     queue: u16,
     queues: u16,
-    rng: ChaCha8Rng,
+    rng: Pcg64Mcg,
     next_index: u64,
     /// `next_index × 1 s / rate` as quotient and remainder, kept up to date by addition.
     active: (u64, u64),
@@ -111,7 +116,7 @@ impl FloodSource {
         network: IpNet,
         end: TimeNs,
         (queue, queues): (u16, u16),
-        rng: ChaCha8Rng,
+        mut rng: ChaCha8Rng,
     ) -> Self {
         let kind_name = match kind {
             FloodKind::Syn => "syn_flood",
@@ -138,7 +143,7 @@ impl FloodSource {
             stop: spec.stop.map_or(end, |s| s.0.min(end)),
             queue,
             queues,
-            rng,
+            rng: Pcg64Mcg::from_rng(&mut rng),
             next_index: 0,
             active: (0, 0),
             step: (NS_PER_SEC / spec.rate.0, NS_PER_SEC % spec.rate.0),
@@ -182,15 +187,20 @@ impl FloodSource {
     }
 
     /// Draw the fields of the next packet. Every queue draws every packet's fields in index
-    /// order from the same stream, so packet `i` is the same on every queue.
+    /// order from the same stream, so packet `i` is the same on every queue. A field with a
+    /// single possible value takes no draw.
     fn fields(&mut self) -> Fields {
         let src = random_address(&self.src, self.rng.next_u64());
-        let destination = below(self.rng.next_u64(), self.destinations.len() as u64) as usize;
+        let destination = match self.destinations.len() {
+            1 => 0,
+            n => below(self.rng.next_u64(), n as u64) as usize,
+        };
         let (dst, fixed_port) = self.destinations[destination];
-        let sport = self.src_ports.pick(self.rng.next_u64()) as u16;
-        let dport = fixed_port.unwrap_or_else(|| self.dst_ports.pick(self.rng.next_u64()) as u16);
-        let ttl = self.ttl.pick(self.rng.next_u64()) as u8;
+        let sport = self.src_ports.draw(&mut self.rng) as u16;
+        let dport = fixed_port.unwrap_or_else(|| self.dst_ports.draw(&mut self.rng) as u16);
+        let ttl = self.ttl.draw(&mut self.rng) as u8;
         let words = self.rng.next_u64();
+        let ip_id = self.rng.next_u64() as u16;
         Fields {
             src,
             destination,
@@ -200,7 +210,7 @@ impl FloodSource {
             ttl,
             seq: words as u32,
             ack: (words >> 32) as u32,
-            ip_id: self.rng.next_u32() as u16,
+            ip_id,
         }
     }
 
@@ -213,11 +223,12 @@ impl FloodSource {
         let template = match &self.templates[fields.destination] {
             Some(template) => template,
             None => {
-                let template = Template::new(self.frame(fields, index), fields.src.is_ipv6());
+                let template =
+                    Template::new(self.frame(fields, index), fields.src.is_ipv6(), self.kind);
                 self.templates[fields.destination].insert(template)
             }
         };
-        template.write(self.kind, fields, index, out);
+        template.write(fields, index, out);
     }
 
     /// Packet `index` built from scratch (the reference the templates are checked against).
@@ -257,6 +268,14 @@ impl Picker {
         Self { ranges, len }
     }
 
+    /// A pick with a fresh draw from `rng`, or the only value without one.
+    fn draw(&self, rng: &mut Pcg64Mcg) -> u32 {
+        if self.len == 1 {
+            return self.pick(0);
+        }
+        self.pick(rng.next_u64())
+    }
+
     fn pick(&self, random: u64) -> u32 {
         let mut index = below(random, self.len);
         for &(low, high) in &self.ranges.0 {
@@ -273,85 +292,148 @@ impl Picker {
 /// Offset of the IP header in a flood frame (Ethernet, no VLAN tags).
 const IP_OFFSET: usize = 14;
 
-/// A flood frame built once; packets are copies with their own fields patched in.
+/// A flood frame built once; packets are copies with their own fields patched in and their
+/// checksums completed from sums of the template's fixed bytes.
 struct Template {
     frame: Vec<u8>,
     ipv6: bool,
+    kind: FloodKind,
+    /// Offset of the transport header.
+    l4: usize,
+    /// Offset of the transport checksum.
+    checksum_at: usize,
+    /// The patched bytes of the transport header (a range from `l4`).
+    patched: (usize, usize),
+    /// Whether the transport checksum covers a pseudo-header (with the source address).
+    pseudo: bool,
+    /// IPv4 header sum without ID, TTL/protocol word, source and checksum.
+    ip_base: u64,
+    /// Transport sum (pseudo-header included) without the patched bytes, the source address
+    /// and the checksum.
+    l4_base: u64,
+}
+
+/// One's complement sum of the 16-bit words of `bytes` (an even-length slice at an even
+/// offset of its header), in [`checksum::partial`]'s native-endian convention.
+#[inline]
+fn words(bytes: &[u8]) -> u64 {
+    let (pairs, _) = bytes.as_chunks::<2>();
+    pairs
+        .iter()
+        .map(|pair| u64::from(u16::from_ne_bytes(*pair)))
+        .sum()
 }
 
 impl Template {
-    fn new(frame: Vec<u8>, ipv6: bool) -> Self {
-        Self { frame, ipv6 }
+    fn new(mut frame: Vec<u8>, ipv6: bool, kind: FloodKind) -> Self {
+        let ip = IP_OFFSET;
+        let l4 = ip + if ipv6 { 40 } else { 20 };
+        let (checksum_at, patched) = match kind {
+            FloodKind::Syn | FloodKind::Ack => (l4 + 16, (0, 12)),
+            FloodKind::Udp => (l4 + 6, (0, 4)),
+            FloodKind::Icmp => (l4 + 2, (4, 8)),
+        };
+        let pseudo = ipv6 || kind != FloodKind::Icmp;
+        let mut fixed = frame.clone();
+        fixed[checksum_at..checksum_at + 2].fill(0);
+        fixed[l4 + patched.0..l4 + patched.1].fill(0);
+        let mut l4_base = checksum::partial(&fixed[l4..]);
+        let ip_base = if ipv6 {
+            fixed[ip + 8..ip + 24].fill(0);
+            0
+        } else {
+            for range in [4..6, 8..12, 12..16] {
+                fixed[ip + range.start..ip + range.end].fill(0);
+            }
+            checksum::partial(&fixed[ip..l4])
+        };
+        if pseudo {
+            l4_base += Self::pseudo_header_without_source(&fixed, ipv6, kind);
+        }
+        frame[checksum_at..checksum_at + 2].fill(0);
+        Self {
+            frame,
+            ipv6,
+            kind,
+            l4,
+            checksum_at,
+            patched,
+            pseudo,
+            ip_base,
+            l4_base,
+        }
+    }
+
+    /// The pseudo-header's sum with the source address left out (`fixed` has it zeroed).
+    fn pseudo_header_without_source(fixed: &[u8], ipv6: bool, kind: FloodKind) -> u64 {
+        let ip = IP_OFFSET;
+        let proto = match kind {
+            FloodKind::Syn | FloodKind::Ack => 6,
+            FloodKind::Udp => 17,
+            FloodKind::Icmp => 58,
+        };
+        if ipv6 {
+            let length = (fixed.len() - ip - 40) as u32;
+            let dst: [u8; 16] = fixed[ip + 24..ip + 40].try_into().expect("16 bytes");
+            checksum::pseudo_header_v6(Ipv6Addr::UNSPECIFIED, dst.into(), proto, length)
+        } else {
+            let length = (fixed.len() - ip - 20) as u32;
+            let dst: [u8; 4] = fixed[ip + 16..ip + 20].try_into().expect("4 bytes");
+            checksum::pseudo_header_v4(Ipv4Addr::UNSPECIFIED, dst.into(), proto, length)
+        }
     }
 
     /// The frame for `fields` and `index` into `out`.
-    fn write(&self, kind: FloodKind, fields: &Fields, index: u64, out: &mut Vec<u8>) {
+    fn write(&self, fields: &Fields, index: u64, out: &mut Vec<u8>) {
         out.clear();
         out.extend_from_slice(&self.frame);
-        let ip = IP_OFFSET;
-        let l4 = match (self.ipv6, fields.src) {
+        let (ip, l4) = (IP_OFFSET, self.l4);
+        let source_sum = match (self.ipv6, fields.src) {
             (false, IpAddr::V4(src)) => {
                 out[ip + 4..ip + 6].copy_from_slice(&fields.ip_id.to_be_bytes());
                 out[ip + 8] = fields.ttl;
-                out[ip + 12..ip + 16].copy_from_slice(&src.octets());
-                out[ip + 10..ip + 12].fill(0);
-                let sum = checksum::partial(&out[ip..ip + 20]);
-                out[ip + 10..ip + 12].copy_from_slice(&checksum::field_bytes(sum));
-                ip + 20
+                let source = src.octets();
+                out[ip + 12..ip + 16].copy_from_slice(&source);
+                let source_sum = words(&source);
+                let sum = self.ip_base + words(&out[ip + 4..ip + 6]) + words(&out[ip + 8..ip + 10]);
+                out[ip + 10..ip + 12].copy_from_slice(&checksum::field_bytes(sum + source_sum));
+                source_sum
             }
             (true, IpAddr::V6(src)) => {
                 out[ip + 7] = fields.ttl;
-                out[ip + 8..ip + 24].copy_from_slice(&src.octets());
-                ip + 40
+                let source = src.octets();
+                out[ip + 8..ip + 24].copy_from_slice(&source);
+                words(&source)
             }
             _ => unreachable!("a template's family is its source network's"),
         };
-        let checksum_at = match kind {
+        match self.kind {
             FloodKind::Syn | FloodKind::Ack => {
                 out[l4..l4 + 2].copy_from_slice(&fields.sport.to_be_bytes());
                 out[l4 + 2..l4 + 4].copy_from_slice(&fields.dport.to_be_bytes());
                 out[l4 + 4..l4 + 8].copy_from_slice(&fields.seq.to_be_bytes());
-                if kind == FloodKind::Ack {
+                if self.kind == FloodKind::Ack {
                     out[l4 + 8..l4 + 12].copy_from_slice(&fields.ack.to_be_bytes());
                 }
-                l4 + 16
             }
             FloodKind::Udp => {
                 out[l4..l4 + 2].copy_from_slice(&fields.sport.to_be_bytes());
                 out[l4 + 2..l4 + 4].copy_from_slice(&fields.dport.to_be_bytes());
-                l4 + 6
             }
             FloodKind::Icmp => {
                 out[l4 + 4..l4 + 6].copy_from_slice(&fields.sport.to_be_bytes());
                 out[l4 + 6..l4 + 8].copy_from_slice(&(index as u16).to_be_bytes());
-                l4 + 2
             }
-        };
-        out[checksum_at..checksum_at + 2].fill(0);
-        let sum = self.pseudo_header(kind, fields, out.len() - l4) + checksum::partial(&out[l4..]);
+        }
+        let mut sum = self.l4_base + words(&out[l4 + self.patched.0..l4 + self.patched.1]);
+        if self.pseudo {
+            sum += source_sum;
+        }
         let mut field = checksum::field_bytes(sum);
-        if kind == FloodKind::Udp && field == [0, 0] {
+        if self.kind == FloodKind::Udp && field == [0, 0] {
             field = [0xff, 0xff]; // UDP transmits an all-zero checksum as all ones
         }
-        out[checksum_at..checksum_at + 2].copy_from_slice(&field);
-    }
-
-    fn pseudo_header(&self, kind: FloodKind, fields: &Fields, length: usize) -> u64 {
-        let proto = match (kind, self.ipv6) {
-            (FloodKind::Syn | FloodKind::Ack, _) => 6,
-            (FloodKind::Udp, _) => 17,
-            (FloodKind::Icmp, false) => return 0,
-            (FloodKind::Icmp, true) => 58,
-        };
-        match (fields.src, fields.dst) {
-            (IpAddr::V4(src), IpAddr::V4(dst)) => {
-                checksum::pseudo_header_v4(src, dst, proto, length as u32)
-            }
-            (IpAddr::V6(src), IpAddr::V6(dst)) => {
-                checksum::pseudo_header_v6(src, dst, proto, length as u32)
-            }
-            _ => 0,
-        }
+        out[self.checksum_at..self.checksum_at + 2].copy_from_slice(&field);
     }
 }
 
@@ -441,7 +523,7 @@ mod tests {
     }
 
     /// Patched templates are byte for byte the frames the builder makes, for every kind,
-    /// both address families and odd payload lengths.
+    /// both address families, odd payload lengths, and fields with one possible value.
     #[test]
     fn templates_match_the_builder() {
         let kinds = [
@@ -454,9 +536,14 @@ mod tests {
             ("0.0.0.0/0", "192.0.2.10:80"),
             ("2001:db8::/32", "[2001:db8:ffff::10]:80"),
         ];
-        for kind in kinds {
+        for (kind, single) in kinds.into_iter().flat_map(|k| [(k, false), (k, true)]) {
             for (src, dst) in families {
-                let spec = spec(src, dst);
+                let mut spec = spec(src, dst);
+                if single {
+                    // One destination and one TTL: fields without draws.
+                    spec.dst = Destinations::One(dst.into());
+                    spec.ttl = Some(RangeSet::single(64, 64));
+                }
                 let network = spec.src.unwrap();
                 let rng = crate::engine::rng::stream(5, "template-test");
                 let mut source =
@@ -466,7 +553,7 @@ mod tests {
                     let fields = source.fields();
                     source.write_frame(&fields, index, &mut buffer);
                     let built = source.frame(&fields, index);
-                    assert_eq!(buffer, built, "{kind:?} {src} packet {index}");
+                    assert_eq!(buffer, built, "{kind:?} {src} {single} packet {index}");
                 }
             }
         }
