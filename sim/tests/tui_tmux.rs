@@ -95,6 +95,15 @@ fn sim_run_tui_in_tmux_quits_cleanly_and_restores_the_terminal() {
     tmux(&["send-keys", "-t", &target, "?"]);
     wait_for(&target, "this help (any key closes it)");
     tmux(&["send-keys", "-t", &target, "Escape"]);
+    // Tab only once the help is gone: an Escape followed at once by Tab reads as Alt+Tab.
+    let started = Instant::now();
+    while capture(&target).contains("this help (any key closes it)") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "help never closed"
+        );
+        sleep(Duration::from_millis(100));
+    }
     tmux(&["send-keys", "-t", &target, "Tab"]);
     let screen = wait_for(&target, "> Shield");
     assert!(

@@ -78,6 +78,8 @@ pub struct Pipe {
     bits_per_sec: Option<u64>,
     loss_ppm: u32,
     faults: Faults,
+    /// No bandwidth limit, loss or faults: the pipe only delays.
+    plain: bool,
     busy_until: TimeNs,
     rng: ChaCha8Rng,
 }
@@ -90,6 +92,7 @@ impl Pipe {
             bits_per_sec: None,
             loss_ppm: 0,
             faults: Faults::of(spec),
+            plain: false,
             busy_until: 0,
             rng,
         };
@@ -113,11 +116,21 @@ impl Pipe {
         self.latency_ns = latency_ns;
         self.bits_per_sec = bits_per_sec.map(|b| (b / u64::from(share.max(1))).max(1));
         self.loss_ppm = loss_ppm;
+        self.plain = self.is_plain();
     }
 
     /// Change the fault probabilities (timed link events).
     pub fn set_faults(&mut self, faults: Faults) {
         self.faults = faults;
+        self.plain = self.is_plain();
+    }
+
+    fn is_plain(&self) -> bool {
+        self.bits_per_sec.is_none()
+            && self.loss_ppm == 0
+            && self.faults.duplicate_ppm == 0
+            && self.faults.reorder_ppm == 0
+            && self.faults.corrupt_ppm == 0
     }
 
     /// Current parameters: (latency, bandwidth per share, loss).
@@ -141,12 +154,7 @@ impl Pipe {
     /// The latency, when it is all the pipe does to a frame (no bandwidth limit, no loss,
     /// no faults): then a frame's arrival needs no draw and depends on nothing else.
     pub fn fixed_latency(&self) -> Option<TimeNs> {
-        let plain = self.bits_per_sec.is_none()
-            && self.loss_ppm == 0
-            && self.faults.duplicate_ppm == 0
-            && self.faults.reorder_ppm == 0
-            && self.faults.corrupt_ppm == 0;
-        plain.then_some(self.latency_ns)
+        self.plain.then_some(self.latency_ns)
     }
 
     fn happens(&mut self, ppm: u32) -> bool {
@@ -174,6 +182,15 @@ impl Pipe {
     /// Send `frame` at `now`: [`Self::send`], then the faults (in the order reorder,
     /// duplicate, corrupt). A corrupted frame has one bit of its IP packet flipped in place.
     pub fn send_frame(&mut self, now: TimeNs, frame: &mut [u8]) -> Sent {
+        if self.plain {
+            // What the general path gives such a pipe, without its checks.
+            return Sent {
+                transit: Transit::Arrives(now + self.latency_ns),
+                duplicated: false,
+                reordered: false,
+                corrupted: false,
+            };
+        }
         let mut sent = Sent {
             transit: self.send(now, frame.len()),
             duplicated: false,

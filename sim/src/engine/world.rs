@@ -49,8 +49,10 @@ pub struct World {
     /// Networks first (scenario order), then backends.
     pub hosts: Vec<Host>,
     exact: BTreeMap<IpAddr, HostId>,
-    /// Network prefixes, longest first.
-    prefixes: Vec<(IpNet, HostId)>,
+    /// IPv4 network prefixes as (network, mask, host), longest first.
+    prefixes_v4: Vec<(u32, u32, HostId)>,
+    /// IPv6 network prefixes as (network, mask, host), longest first.
+    prefixes_v6: Vec<(u128, u128, HostId)>,
 }
 
 impl World {
@@ -89,22 +91,48 @@ impl World {
             });
         }
         prefixes.sort_by_key(|(prefix, id)| (std::cmp::Reverse(prefix.prefix_len()), *id));
+        let (mut prefixes_v4, mut prefixes_v6) = (Vec::new(), Vec::new());
+        for (prefix, id) in prefixes {
+            match prefix {
+                IpNet::V4(v4) => {
+                    prefixes_v4.push((u32::from(v4.network()), u32::from(v4.netmask()), id));
+                }
+                IpNet::V6(v6) => {
+                    prefixes_v6.push((u128::from(v6.network()), u128::from(v6.netmask()), id));
+                }
+            }
+        }
         Self {
             hosts,
             exact,
-            prefixes,
+            prefixes_v4,
+            prefixes_v6,
         }
     }
 
     /// The host owning `addr`: a backend address first, then the longest network prefix.
     pub fn route(&self, addr: IpAddr) -> Option<HostId> {
-        if let Some(id) = self.exact.get(&addr) {
+        if !self.exact.is_empty()
+            && let Some(id) = self.exact.get(&addr)
+        {
             return Some(*id);
         }
-        self.prefixes
-            .iter()
-            .find(|(prefix, _)| prefix.contains(&addr))
-            .map(|(_, id)| *id)
+        match addr {
+            IpAddr::V4(v4) => {
+                let addr = u32::from(v4);
+                self.prefixes_v4
+                    .iter()
+                    .find(|(network, mask, _)| addr & mask == *network)
+                    .map(|(_, _, id)| *id)
+            }
+            IpAddr::V6(v6) => {
+                let addr = u128::from(v6);
+                self.prefixes_v6
+                    .iter()
+                    .find(|(network, mask, _)| addr & mask == *network)
+                    .map(|(_, _, id)| *id)
+            }
+        }
     }
 
     /// The network host called `name`.

@@ -86,13 +86,16 @@ pub struct FloodSource {
     active: (u64, u64),
     /// `1 s / rate` as quotient and remainder: what `active` grows by per packet.
     step: (u64, u64),
-    /// Fields of packet `next_index`, already drawn (it belongs to this queue).
-    pending: Option<Fields>,
+    /// Fields of packet `next_index` when `drawn` (kept in place: no move per packet).
+    pending: Fields,
+    /// Whether `pending` holds packet `next_index`'s fields.
+    drawn: bool,
     /// One template frame per destination (built on first use).
     templates: Vec<Option<Template>>,
     stats: ActorStats,
 }
 
+#[derive(Clone, Copy)]
 struct Fields {
     src: IpAddr,
     destination: usize,
@@ -103,6 +106,23 @@ struct Fields {
     seq: u32,
     ack: u32,
     ip_id: u16,
+}
+
+impl Default for Fields {
+    fn default() -> Self {
+        let unspecified = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        Self {
+            src: unspecified,
+            destination: 0,
+            dst: unspecified,
+            sport: 0,
+            dport: 0,
+            ttl: 0,
+            seq: 0,
+            ack: 0,
+            ip_id: 0,
+        }
+    }
 }
 
 impl FloodSource {
@@ -147,7 +167,8 @@ impl FloodSource {
             next_index: 0,
             active: (0, 0),
             step: (NS_PER_SEC / spec.rate.0, NS_PER_SEC % spec.rate.0),
-            pending: None,
+            pending: Fields::default(),
+            drawn: false,
             templates: Vec::new(),
             stats: ActorStats::new(name, kind_name),
         }
@@ -216,19 +237,23 @@ impl FloodSource {
 
     /// Write packet `index` with `fields` into `out` (cleared first): the destination's
     /// template, patched.
+    #[cfg(test)]
     fn write_frame(&mut self, fields: &Fields, index: u64, out: &mut Vec<u8>) {
+        self.ensure_template(fields, index);
+        let template = self.templates[fields.destination].as_ref();
+        template.expect("just built").write(fields, index, out);
+    }
+
+    /// Build the template of `fields`' destination on its first use.
+    fn ensure_template(&mut self, fields: &Fields, index: u64) {
         if self.templates.len() < self.destinations.len() {
             self.templates.resize_with(self.destinations.len(), || None);
         }
-        let template = match &self.templates[fields.destination] {
-            Some(template) => template,
-            None => {
-                let template =
-                    Template::new(self.frame(fields, index), fields.src.is_ipv6(), self.kind);
-                self.templates[fields.destination].insert(template)
-            }
-        };
-        template.write(fields, index, out);
+        if self.templates[fields.destination].is_none() {
+            let template =
+                Template::new(self.frame(fields, index), fields.src.is_ipv6(), self.kind);
+            self.templates[fields.destination] = Some(template);
+        }
     }
 
     /// Packet `index` built from scratch (the reference the templates are checked against).
@@ -471,21 +496,29 @@ impl Actor for FloodSource {
             if time >= self.stop {
                 return None;
             }
-            let fields = match self.pending.take() {
-                Some(fields) => fields,
-                None => self.fields(),
-            };
-            if queue_of(fields.src, fields.sport, self.queues) != self.queue {
+            if !self.drawn {
+                self.pending = self.fields();
+                self.drawn = true;
+            }
+            if queue_of(self.pending.src, self.pending.sport, self.queues) != self.queue {
+                self.drawn = false;
                 self.advance();
                 continue;
             }
             if time > now {
-                self.pending = Some(fields);
                 return Some(time);
             }
+            self.drawn = false;
             self.advance();
+            let destination = self.pending.destination;
+            if self.templates.get(destination).is_none_or(Option::is_none) {
+                let fields = self.pending;
+                self.ensure_template(&fields, index);
+            }
             let mut frame = out.buffer();
-            self.write_frame(&fields, index, &mut frame);
+            if let Some(template) = &self.templates[destination] {
+                template.write(&self.pending, index, &mut frame);
+            }
             self.stats.packets_sent += 1;
             out.push((self.host, frame));
         }
