@@ -327,8 +327,6 @@ struct Template {
     l4: usize,
     /// Offset of the transport checksum.
     checksum_at: usize,
-    /// The patched bytes of the transport header (a range from `l4`).
-    patched: (usize, usize),
     /// Whether the transport checksum covers a pseudo-header (with the source address).
     pseudo: bool,
     /// IPv4 header sum without ID, TTL/protocol word, source and checksum.
@@ -354,7 +352,8 @@ impl Template {
         let ip = IP_OFFSET;
         let l4 = ip + if ipv6 { 40 } else { 20 };
         let (checksum_at, patched) = match kind {
-            FloodKind::Syn | FloodKind::Ack => (l4 + 16, (0, 12)),
+            FloodKind::Syn => (l4 + 16, (0, 8)),
+            FloodKind::Ack => (l4 + 16, (0, 12)),
             FloodKind::Udp => (l4 + 6, (0, 4)),
             FloodKind::Icmp => (l4 + 2, (4, 8)),
         };
@@ -367,7 +366,8 @@ impl Template {
             fixed[ip + 8..ip + 24].fill(0);
             0
         } else {
-            for range in [4..6, 8..12, 12..16] {
+            // ID, TTL (the protocol stays), checksum, source.
+            for range in [4..6, 8..9, 10..12, 12..16] {
                 fixed[ip + range.start..ip + range.end].fill(0);
             }
             checksum::partial(&fixed[ip..l4])
@@ -382,7 +382,6 @@ impl Template {
             kind,
             l4,
             checksum_at,
-            patched,
             pseudo,
             ip_base,
             l4_base,
@@ -408,49 +407,63 @@ impl Template {
         }
     }
 
-    /// The frame for `fields` and `index` into `out`.
+    /// The frame for `fields` and `index` into `out`. The sums are taken from the field
+    /// values, not read back from the frame (a read straddling the bytes just stored would
+    /// stall on store forwarding).
     fn write(&self, fields: &Fields, index: u64, out: &mut Vec<u8>) {
         out.clear();
         out.extend_from_slice(&self.frame);
         let (ip, l4) = (IP_OFFSET, self.l4);
         let source_sum = match (self.ipv6, fields.src) {
             (false, IpAddr::V4(src)) => {
-                out[ip + 4..ip + 6].copy_from_slice(&fields.ip_id.to_be_bytes());
-                out[ip + 8] = fields.ttl;
                 let source = src.octets();
+                let id = fields.ip_id.to_be_bytes();
+                out[ip + 4..ip + 6].copy_from_slice(&id);
+                out[ip + 8] = fields.ttl;
                 out[ip + 12..ip + 16].copy_from_slice(&source);
-                let source_sum = words(&source);
-                let sum = self.ip_base + words(&out[ip + 4..ip + 6]) + words(&out[ip + 8..ip + 10]);
-                out[ip + 10..ip + 12].copy_from_slice(&checksum::field_bytes(sum + source_sum));
+                let source_sum = sum32(source);
+                let ttl = u64::from(u16::from_ne_bytes([fields.ttl, 0]));
+                let sum = self.ip_base + sum16(id) + ttl + source_sum;
+                out[ip + 10..ip + 12].copy_from_slice(&checksum::field_bytes(sum));
                 source_sum
             }
             (true, IpAddr::V6(src)) => {
-                out[ip + 7] = fields.ttl;
                 let source = src.octets();
+                out[ip + 7] = fields.ttl;
                 out[ip + 8..ip + 24].copy_from_slice(&source);
                 words(&source)
             }
             _ => unreachable!("a template's family is its source network's"),
         };
-        match self.kind {
+        let patched = match self.kind {
             FloodKind::Syn | FloodKind::Ack => {
-                out[l4..l4 + 2].copy_from_slice(&fields.sport.to_be_bytes());
-                out[l4 + 2..l4 + 4].copy_from_slice(&fields.dport.to_be_bytes());
-                out[l4 + 4..l4 + 8].copy_from_slice(&fields.seq.to_be_bytes());
+                let ports = [fields.sport.to_be_bytes(), fields.dport.to_be_bytes()];
+                let seq = fields.seq.to_be_bytes();
+                out[l4..l4 + 2].copy_from_slice(&ports[0]);
+                out[l4 + 2..l4 + 4].copy_from_slice(&ports[1]);
+                out[l4 + 4..l4 + 8].copy_from_slice(&seq);
+                let mut sum = sum16(ports[0]) + sum16(ports[1]) + sum32(seq);
                 if self.kind == FloodKind::Ack {
-                    out[l4 + 8..l4 + 12].copy_from_slice(&fields.ack.to_be_bytes());
+                    let ack = fields.ack.to_be_bytes();
+                    out[l4 + 8..l4 + 12].copy_from_slice(&ack);
+                    sum += sum32(ack);
                 }
+                sum
             }
             FloodKind::Udp => {
-                out[l4..l4 + 2].copy_from_slice(&fields.sport.to_be_bytes());
-                out[l4 + 2..l4 + 4].copy_from_slice(&fields.dport.to_be_bytes());
+                let ports = [fields.sport.to_be_bytes(), fields.dport.to_be_bytes()];
+                out[l4..l4 + 2].copy_from_slice(&ports[0]);
+                out[l4 + 2..l4 + 4].copy_from_slice(&ports[1]);
+                sum16(ports[0]) + sum16(ports[1])
             }
             FloodKind::Icmp => {
-                out[l4 + 4..l4 + 6].copy_from_slice(&fields.sport.to_be_bytes());
-                out[l4 + 6..l4 + 8].copy_from_slice(&(index as u16).to_be_bytes());
+                let (id, seq) = (fields.sport.to_be_bytes(), (index as u16).to_be_bytes());
+                out[l4 + 4..l4 + 6].copy_from_slice(&id);
+                out[l4 + 6..l4 + 8].copy_from_slice(&seq);
+                sum16(id) + sum16(seq)
             }
-        }
-        let mut sum = self.l4_base + words(&out[l4 + self.patched.0..l4 + self.patched.1]);
+        };
+        let mut sum = self.l4_base + patched;
         if self.pseudo {
             sum += source_sum;
         }
@@ -460,6 +473,18 @@ impl Template {
         }
         out[self.checksum_at..self.checksum_at + 2].copy_from_slice(&field);
     }
+}
+
+/// [`words`] of one 16-bit word.
+#[inline]
+fn sum16(bytes: [u8; 2]) -> u64 {
+    u64::from(u16::from_ne_bytes(bytes))
+}
+
+/// [`words`] of two 16-bit words (congruent: one 32-bit native-endian addition).
+#[inline]
+fn sum32(bytes: [u8; 4]) -> u64 {
+    u64::from(u32::from_ne_bytes(bytes))
 }
 
 /// A pseudo-random address inside `net` (its host bits from `random`; at most 64 of them).
