@@ -61,9 +61,15 @@ impl Outbox {
         self.frames.is_empty()
     }
 
-    /// Move the waiting frames into `into` (appended; both keep their capacity).
+    /// Move the waiting frames into `into` (appended). An empty `into` trades places with
+    /// the waiting list instead (no copy: frames read right after a bulk copy of their
+    /// headers stall on store forwarding); either way both lists keep their capacity.
     pub fn drain_into(&mut self, into: &mut Vec<(HostId, Vec<u8>)>) {
-        into.append(&mut self.frames);
+        if into.is_empty() {
+            std::mem::swap(&mut self.frames, into);
+        } else {
+            into.append(&mut self.frames);
+        }
     }
 
     /// The waiting frames (tests).
