@@ -898,12 +898,26 @@ impl<'a> Engine<'a> {
             copy.extend_from_slice(&frame);
             copy
         });
-        for frame in std::iter::once(frame).chain(copy) {
-            if direction == Direction::ToAppliance && at == now {
-                self.at_appliance(now, host, frame);
-            } else {
-                self.enqueue(at, lane_of(host, direction), frame);
-            }
+        self.arrive_or_enqueue(now, at, host, direction, frame);
+        if let Some(copy) = copy {
+            self.arrive_or_enqueue(now, at, host, direction, copy);
+        }
+    }
+
+    /// A frame arriving at `at`: processed at once when it reaches the appliance now, else
+    /// queued on its lane.
+    fn arrive_or_enqueue(
+        &mut self,
+        now: TimeNs,
+        at: TimeNs,
+        host: HostId,
+        direction: Direction,
+        frame: Vec<u8>,
+    ) {
+        if direction == Direction::ToAppliance && at == now {
+            self.at_appliance(now, host, frame);
+        } else {
+            self.enqueue(at, lane_of(host, direction), frame);
         }
     }
 
