@@ -7,7 +7,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const WORKLOADS: [&str; 7] = [
+const WORKLOADS: [&str; 8] = [
     "parse",
     "deny_drop",
     "cookie_ack_proxy",
@@ -15,6 +15,7 @@ const WORKLOADS: [&str; 7] = [
     "replay_file",
     "threads_2_vs_1",
     "vs_kernel",
+    "engine_synflood",
 ];
 
 fn positive(row: &Value, key: &str) -> f64 {
@@ -50,7 +51,10 @@ fn check_row(row: &Value, name: &str) {
         );
         assert!(row["met"].is_boolean(), "{row}");
     }
-    if matches!(name, "parse" | "deny_drop" | "replay_file") {
+    if matches!(
+        name,
+        "parse" | "deny_drop" | "replay_file" | "engine_synflood"
+    ) {
         positive(row, "target_mpps");
         assert!(row["met"].is_boolean(), "{row}");
     }

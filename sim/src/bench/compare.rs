@@ -50,13 +50,18 @@ pub struct SideBySide {
 }
 
 fn flood_scenario(packets: usize) -> String {
+    flood_scenario_on(packets, 2, "")
+}
+
+/// The SYN-flood scenario on `queues` receive queues, with `appliance` TOML appended.
+fn flood_scenario_on(packets: usize, queues: u16, appliance: &str) -> String {
     let duration_us = (packets as u64 * 1_000_000).div_ceil(FLOOD_RATE).max(1);
     format!(
         r#"
 name = "bench-synflood"
 seed = 1
 duration = "{duration_us}us"
-queues = 2
+queues = {queues}
 
 [topology]
 interfaces = ["outside", "inside"]
@@ -72,8 +77,51 @@ from = "internet"
 rate = "2M/s"
 src = "0.0.0.0/0"
 dst = "192.0.2.10:80"
-"#
+{appliance}"#
     )
+}
+
+/// The appliance of `engine_synflood_cookies`: SYN cookies always on for port 80 of the VIP.
+const COOKIE_APPLIANCE: &str = r#"
+[appliance.shield]
+syn_cookies = "on"
+
+[[appliance.shield.context]]
+dst = "192.0.2.10"
+protected_tcp_ports = [80]
+"#;
+
+/// `engine_synflood` (`cookies`: `engine_synflood_cookies`): the SYN-flood scenario on one
+/// receive queue and one thread — flood generation, engine, full pipeline, routing of what
+/// it emits — at the per-core cost the run measures itself (its shard's CPU time, as
+/// `sim run` reports it; wall time would count waiting for a core on a busy machine).
+pub fn engine_synflood(settings: Settings, cookies: bool) -> anyhow::Result<Measurement> {
+    let appliance = if cookies { COOKIE_APPLIANCE } else { "" };
+    let text = flood_scenario_on(settings.packets, 1, appliance);
+    let loaded = crate::scenario::parse(Path::new("bench-synflood.toml"), &text)?;
+    let run = || -> anyhow::Result<(Duration, usize)> {
+        let options = RunOptions {
+            threads: 1,
+            collect: Collect::default(),
+        };
+        let output = run_scenario(&loaded, options, &|_| {})?;
+        let cpu_ns: u64 = output.measured.queue_cpu_ns.iter().sum();
+        if cpu_ns == 0 {
+            anyhow::bail!("the shard's CPU time is unavailable (/proc/thread-self/schedstat)");
+        }
+        Ok((
+            Duration::from_nanos(cpu_ns),
+            output.report.totals.processed as usize,
+        ))
+    };
+    run()?;
+    let repetitions: Vec<_> = (0..settings.repetitions)
+        .map(|_| run())
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Measurement::from_repetitions(
+        repetitions[0].1,
+        &repetitions,
+    ))
 }
 
 /// `threads_2_vs_1`: median Mpps of 2 threads against 1, interleaved repetitions.

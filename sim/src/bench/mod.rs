@@ -6,7 +6,8 @@
 //! - [`workloads`] — the packets and configured pipelines (shared with the criterion
 //!   benches and the callgrind counter);
 //! - [`measure`] — warm-up, repetitions, median;
-//! - [`compare`] — `threads_2_vs_1` and `vs_kernel`, both sides in the same run;
+//! - [`compare`] — `threads_2_vs_1` and `vs_kernel`, both sides in the same run, and the
+//!   whole-scenario `engine_synflood` (per-core CPU time, as `sim run` measures it);
 //! - [`callgrind`] — the instruction-count baseline and its comparison.
 //!
 //! Not here: assertions on timings (there are none), the kernel runner (called, not owned).
@@ -34,6 +35,8 @@ pub const DEFAULT_REPETITIONS: usize = 5;
 pub const THREADS_TARGET_RATIO: f64 = 1.8;
 /// `vs_kernel` target: lbsim at least this many times the kernel.
 pub const KERNEL_TARGET_RATIO: f64 = 10.0;
+/// `engine_synflood` target (issue #6): Mpps on one core for the whole simulated flood.
+pub const ENGINE_TARGET_MPPS: f64 = 8.0;
 
 /// Arguments of `sim bench`.
 #[derive(clap::Args, Debug, Clone)]
@@ -153,6 +156,16 @@ pub fn run_workload(name: &str, settings: Settings) -> anyhow::Result<Row> {
             &compare::threads_2_vs_1(settings)?,
             THREADS_TARGET_RATIO,
         )),
+        "engine_synflood" => Ok(Row::measured(
+            name,
+            &compare::engine_synflood(settings, false)?,
+            Some(ENGINE_TARGET_MPPS),
+        )),
+        "engine_synflood_cookies" => Ok(Row::measured(
+            name,
+            &compare::engine_synflood(settings, true)?,
+            None,
+        )),
         "vs_kernel" => Ok(match compare::kernel_unavailable() {
             Some(reason) => Row::skipped(name, reason),
             None => Row::compared(name, &compare::vs_kernel(settings)?, KERNEL_TARGET_RATIO),
@@ -222,14 +235,20 @@ pub fn render(rows: &[Row], settings: Settings) -> String {
         "sim bench: {} build, {} CPU(s), {}; median of {} repetitions (wall clock: noisy on a shared machine)\n",
         machine.profile, machine.nproc, machine.cpu_model, settings.repetitions
     );
+    let width = rows
+        .iter()
+        .map(|r| r.workload.len())
+        .max()
+        .unwrap_or(0)
+        .max(18);
     let _ = writeln!(
         out,
-        "{:<18} {:>9} {:>10} {:>8}  {:<14} {:<5} ratio",
+        "{:<width$} {:>9} {:>10} {:>8}  {:<14} {:<5} ratio",
         "workload", "packets", "ns/packet", "Mpps", "target", "met?"
     );
     for row in rows {
         if let Some(reason) = &row.skipped {
-            let _ = writeln!(out, "{:<18} skipped: {reason}", row.workload);
+            let _ = writeln!(out, "{:<width$} skipped: {reason}", row.workload);
             continue;
         }
         let [ns, mpps, ratio] = figures(row);
@@ -240,7 +259,7 @@ pub fn render(rows: &[Row], settings: Settings) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<18} {:>9} {:>10} {:>8}  {:<14} {:<5} {ratio}",
+            "{:<width$} {:>9} {:>10} {:>8}  {:<14} {:<5} {ratio}",
             row.workload,
             row.packets,
             ns,

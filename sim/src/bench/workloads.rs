@@ -61,6 +61,8 @@ pub fn names() -> Vec<String> {
             "replay_file",
             "vs_kernel",
             "threads_2_vs_1",
+            "engine_synflood",
+            "engine_synflood_cookies",
         ]
         .map(String::from),
     );
