@@ -346,17 +346,69 @@ fn merge_counters(mine: &mut PipelineCounters, theirs: &PipelineCounters) {
     mine.merge(theirs);
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Event {
     Wake(u16),
     /// The first frame of a lane's FIFO arrives.
     Lane(u16),
     /// A frame that arrives out of its lane's order (held back by reordering, or overtaking
-    /// after a link change shortened the latency).
-    Frame {
-        lane: u16,
-        frame: Vec<u8>,
-    },
+    /// after a link change shortened the latency): its slot in [`Held`].
+    Frame(u32),
     Timed(u16),
+}
+
+/// Bits of a packed event that say which kind it is.
+const EVENT_KIND_SHIFT: u32 = queue::EVENT_BITS - 2;
+
+impl queue::Packed for Event {
+    fn pack(self) -> u32 {
+        let (kind, value) = match self {
+            Self::Wake(actor) => (0, u32::from(actor)),
+            Self::Lane(lane) => (1, u32::from(lane)),
+            Self::Frame(slot) => (2, slot),
+            Self::Timed(index) => (3, u32::from(index)),
+        };
+        (kind << EVENT_KIND_SHIFT) | value
+    }
+
+    fn unpack(code: u32) -> Self {
+        let value = code & ((1 << EVENT_KIND_SHIFT) - 1);
+        match code >> EVENT_KIND_SHIFT {
+            0 => Self::Wake(value as u16),
+            1 => Self::Lane(value as u16),
+            2 => Self::Frame(value),
+            _ => Self::Timed(value as u16),
+        }
+    }
+}
+
+/// Frames of [`Event::Frame`] events, by slot (freed slots are reused). At most
+/// [`IN_FLIGHT_CAPACITY`] frames travel, so slots fit an event's bits.
+#[derive(Default)]
+struct Held {
+    slots: Vec<Option<(u16, Vec<u8>)>>,
+    free: Vec<u32>,
+}
+
+impl Held {
+    fn hold(&mut self, lane: u16, frame: Vec<u8>) -> u32 {
+        match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some((lane, frame));
+                slot
+            }
+            None => {
+                self.slots.push(Some((lane, frame)));
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    fn take(&mut self, slot: u32) -> Option<(u16, Vec<u8>)> {
+        let held = self.slots.get_mut(slot as usize)?.take();
+        self.free.push(slot);
+        held
+    }
 }
 
 /// Which way a frame crosses a host's link.
@@ -403,6 +455,8 @@ pub struct Engine<'a> {
     lanes: Vec<VecDeque<InFlight>>,
     /// Frames in all lanes and out-of-order frame events.
     in_flight: usize,
+    /// The frames of out-of-order frame events.
+    held: Held,
     /// Frames being sent (the outbox's, swapped out; reused).
     sending: Vec<(HostId, Vec<u8>)>,
     /// Frames the pipeline emitted for the current packet (reused).
@@ -476,6 +530,7 @@ impl<'a> Engine<'a> {
                 .map(|_| VecDeque::new())
                 .collect(),
             in_flight: 0,
+            held: Held::default(),
             sending: Vec::new(),
             emitted: Vec::new(),
             backend_actor: vec![None; world.hosts.len()],
@@ -768,9 +823,11 @@ impl<'a> Engine<'a> {
         match event {
             Event::Wake(actor) => self.wake(now, actor),
             Event::Lane(lane) => self.lane_arrival(now, lane),
-            Event::Frame { lane, frame } => {
-                self.in_flight -= 1;
-                self.arrived(now, lane, frame);
+            Event::Frame(slot) => {
+                if let Some((lane, frame)) = self.held.take(slot) {
+                    self.in_flight -= 1;
+                    self.arrived(now, lane, frame);
+                }
             }
             Event::Timed(index) => self.timed(now, index),
         }
@@ -937,8 +994,13 @@ impl<'a> Engine<'a> {
             if fifo.len() == 1 {
                 self.queue.push_keyed(at, seq, Event::Lane(lane));
             }
-        } else if self.queue.push_keyed(at, seq, Event::Frame { lane, frame }) {
-            self.in_flight += 1;
+        } else {
+            let slot = self.held.hold(lane, frame);
+            if self.queue.push_keyed(at, seq, Event::Frame(slot)) {
+                self.in_flight += 1;
+            } else if let Some((_, frame)) = self.held.take(slot) {
+                self.outbox.recycle(frame);
+            }
         }
     }
 
@@ -1145,7 +1207,7 @@ impl<'a> Engine<'a> {
         let out_of_order = self
             .queue
             .pending()
-            .filter(|e| matches!(e, Event::Frame { .. }))
+            .filter(|e| matches!(e, Event::Frame(_)))
             .count();
         let in_lanes: usize = self.lanes.iter().map(VecDeque::len).sum();
         // Plus frames to sinks that arrive after the end (counted when sent).
@@ -1302,6 +1364,24 @@ pub fn source_name(spec: &TrafficSpec, index: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use queue::Packed;
+
+    #[test]
+    fn events_pack_and_unpack() {
+        let slot_max = (1 << EVENT_KIND_SHIFT) - 1;
+        assert!(IN_FLIGHT_CAPACITY <= slot_max as usize + 1);
+        for event in [
+            Event::Wake(0),
+            Event::Wake(u16::MAX),
+            Event::Lane(7),
+            Event::Frame(0),
+            Event::Frame(slot_max),
+            Event::Timed(u16::MAX),
+        ] {
+            assert!(event.pack() < 1 << queue::EVENT_BITS);
+            assert_eq!(Event::unpack(event.pack()), event);
+        }
+    }
 
     /// A flood with latency on both sides of its link plus legitimate clients, backends, a
     /// timed event and a link change: every per-shard result is the same with the shortcuts

@@ -522,13 +522,17 @@ impl Actor for FloodSource {
                 return None;
             }
             if !self.drawn {
-                self.pending = self.fields();
+                // Decide the queue on the fresh values, before they are stored (reading them
+                // back at once from `pending` stalls on store forwarding).
+                let fields = self.fields();
+                let mine = self.queues <= 1
+                    || queue_of(fields.src, fields.sport, self.queues) == self.queue;
+                if !mine {
+                    self.advance();
+                    continue;
+                }
+                self.pending = fields;
                 self.drawn = true;
-            }
-            if queue_of(self.pending.src, self.pending.sport, self.queues) != self.queue {
-                self.drawn = false;
-                self.advance();
-                continue;
             }
             if time > now {
                 return Some(time);
