@@ -15,7 +15,7 @@
 //! SYN-ACK's option set, proxy SYNs by their options and tuple. Packets the kernel runner
 //! cannot inject are counted, not compared.
 //!
-//! Not here: closed-loop traffic (see `scenario_input`), IPv6 and VLAN injection.
+//! Not here: closed-loop traffic (see `scenario_input`), IPv6 and QinQ injection.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -10,8 +10,11 @@
 //! acknowledging it (synproxy), a RST for its tuple, or an ICMP error quoting it;
 //! *proxied* when, for an ACK, a SYN of the same client and sequence leaves on the server
 //! side (synproxy opening the connection after a valid cookie); *dropped* otherwise.
-//! Packets that cannot be injected faithfully (not Ethernet + IPv4, snapped, larger than
-//! the veth MTU) are *not injected* and left out of comparisons. Tags are 16 bits: a run
+//! Packets that cannot be injected faithfully (not Ethernet + IPv4, stacked VLAN tags,
+//! snapped, larger than the veth MTU) are *not injected* and left out of comparisons.
+//! Frames with one 802.1Q (or 802.1ad) tag are injected as they are: the shield's nft
+//! chain sees the tag, then the topology's `lbsim_vlan` chain clears it so the LB forwards
+//! them (see `topology::vlan_nft`); the IPv4 header is found after the tag both ways. Tags are 16 bits: a run
 //! holds at most [`MAX_PACKETS_PER_RUN`] packets.
 //!
 //! [`Lab`] is the reusable part: a topology with rules installed, and `exchange` (inject,
@@ -44,6 +47,9 @@ pub const SETTLE_TIME: Duration = Duration::from_millis(300);
 
 const ETHERNET_HEADER_LEN: usize = 14;
 const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_VLAN: u16 = 0x8100;
+const ETHERTYPE_QINQ: u16 = 0x88a8;
+const VLAN_TAG_LEN: usize = 4;
 
 /// One packet to run: what a capture (or a generator) gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,19 +130,41 @@ struct Prepared {
     summary: FrameSummary,
 }
 
-fn ipv4_header_len(frame: &[u8]) -> Option<usize> {
-    let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
-    let version_ihl = *frame.get(ETHERNET_HEADER_LEN)?;
+/// Where a frame's IPv4 header is: its offset (14, or 18 after one 802.1Q / 802.1ad
+/// tag) and its length. `None` for anything else (no IPv4, stacked tags, truncated).
+fn ipv4_at(frame: &[u8]) -> Option<(usize, usize)> {
+    let ethertype = |at: usize| -> Option<u16> {
+        Some(u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]))
+    };
+    let mut offset = ETHERNET_HEADER_LEN;
+    let mut inner = ethertype(12)?;
+    if matches!(inner, ETHERTYPE_VLAN | ETHERTYPE_QINQ) {
+        offset += VLAN_TAG_LEN;
+        inner = ethertype(16)?;
+    }
+    let version_ihl = *frame.get(offset)?;
     let header_len = usize::from(version_ihl & 0x0f) * 4;
-    let valid = ethertype == ETHERTYPE_IPV4 && version_ihl >> 4 == 4 && header_len >= 20;
-    (valid && frame.len() >= ETHERNET_HEADER_LEN + header_len).then_some(header_len)
+    let valid = inner == ETHERTYPE_IPV4 && version_ihl >> 4 == 4 && header_len >= 20;
+    (valid && frame.len() >= offset + header_len).then_some((offset, header_len))
 }
 
-fn ip_tag(frame: &[u8]) -> u16 {
-    u16::from_be_bytes([
-        frame[ETHERNET_HEADER_LEN + 4],
-        frame[ETHERNET_HEADER_LEN + 5],
-    ])
+/// Why a frame cannot be injected as Ethernet (+ one VLAN tag) + IPv4.
+fn not_ipv4_reason(frame: &[u8]) -> &'static str {
+    let ethertype = |at: usize| {
+        frame
+            .get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    match (ethertype(12), ethertype(16)) {
+        (Some(ETHERTYPE_VLAN | ETHERTYPE_QINQ), Some(ETHERTYPE_VLAN | ETHERTYPE_QINQ)) => {
+            "stacked VLAN tags (QinQ): the kernel and the shield read different tags"
+        }
+        _ => "not Ethernet + IPv4 (IPv6, ARP, MPLS, …)",
+    }
+}
+
+fn ip_tag(frame: &[u8], offset: usize) -> u16 {
+    u16::from_be_bytes([frame[offset + 4], frame[offset + 5]])
 }
 
 /// Tag a frame: Ethernet addresses of the entry veth → LB, IPv4 ID = `tag`, header
@@ -153,10 +181,10 @@ fn prepare(
         return Err("snapped by the capture".into());
     }
     let mut frame = packet.data.clone();
-    let Some(header_len) = ipv4_header_len(&frame) else {
-        return Err("not Ethernet + IPv4 (VLAN, IPv6, ARP, …)".into());
+    let Some((offset, header_len)) = ipv4_at(&frame) else {
+        return Err(not_ipv4_reason(&frame).into());
     };
-    if frame.len() > ETHERNET_HEADER_LEN + VETH_MTU as usize {
+    if frame.len() > offset + VETH_MTU as usize {
         return Err("larger than the veth MTU".into());
     }
     let summary = FrameSummary::of(LinkType::Ethernet, &frame);
@@ -165,17 +193,17 @@ fn prepare(
         _ => Side::Client,
     };
     set_macs(&mut frame, side);
-    let header = ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + header_len;
+    let header = offset..offset + header_len;
     let was_valid = checksum::is_valid(checksum::partial(&frame[header.clone()]));
-    frame[ETHERNET_HEADER_LEN + 4..ETHERNET_HEADER_LEN + 6].copy_from_slice(&tag.to_be_bytes());
-    frame[ETHERNET_HEADER_LEN + 10..ETHERNET_HEADER_LEN + 12].fill(0);
+    frame[offset + 4..offset + 6].copy_from_slice(&tag.to_be_bytes());
+    frame[offset + 10..offset + 12].fill(0);
     let sum = checksum::field_bytes(checksum::partial(&frame[header]));
     let sum = if was_valid {
         sum
     } else {
         [sum[0], sum[1] ^ 0x01]
     };
-    frame[ETHERNET_HEADER_LEN + 10..ETHERNET_HEADER_LEN + 12].copy_from_slice(&sum);
+    frame[offset + 10..offset + 12].copy_from_slice(&sum);
     Ok(Prepared {
         frame,
         side,
@@ -348,8 +376,8 @@ pub fn run_kernel(
 
 /// (source, destination, protocol, IPv4 ID) of a fragment; `None` for whole datagrams.
 fn datagram_key(frame: &[u8]) -> Option<[u8; 11]> {
-    ipv4_header_len(frame)?;
-    let ip = &frame[ETHERNET_HEADER_LEN..];
+    let (offset, _) = ipv4_at(frame)?;
+    let ip = &frame[offset..];
     let flags_offset = u16::from_be_bytes([ip[6], ip[7]]);
     if flags_offset & 0x3fff == 0 {
         return None;
@@ -382,13 +410,13 @@ fn seen_frames(exchange: &Exchange) -> Vec<Seen> {
     let mut seen = Vec::new();
     for (side, frames) in sides {
         for ObservedFrame { at, frame } in frames {
-            if ipv4_header_len(frame).is_none() {
+            let Some((offset, _)) = ipv4_at(frame) else {
                 continue;
-            }
+            };
             seen.push(Seen {
                 side,
                 at: *at,
-                tag: ip_tag(frame),
+                tag: ip_tag(frame, offset),
                 quoted: quoted_tag(frame),
                 summary: FrameSummary::of(LinkType::Ethernet, frame),
             });
@@ -444,8 +472,8 @@ fn index(seen: &[Seen]) -> Index {
 
 /// The (tag, protocol) an ICMP error quotes.
 fn quoted_tag(frame: &[u8]) -> Option<(u16, u8)> {
-    let header_len = ipv4_header_len(frame)?;
-    let ip = &frame[ETHERNET_HEADER_LEN..];
+    let (offset, header_len) = ipv4_at(frame)?;
+    let ip = &frame[offset..];
     if ip[9] != 1 {
         return None;
     }
@@ -650,7 +678,7 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_and_vlan_frames_are_not_injected() {
+    fn ipv6_and_stacked_vlan_frames_are_not_injected() {
         let v6 = PacketBuilder::eth()
             .ipv6(
                 "2001:db8::1".parse().unwrap(),
@@ -659,11 +687,29 @@ mod tests {
             .udp(1, 53)
             .build();
         assert!(prepare(&input(v6), 1, |_| false).is_err());
-        let vlan = PacketBuilder::eth()
+        let qinq = PacketBuilder::eth()
+            .vlan(10)
+            .vlan(20)
+            .ipv4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2))
+            .udp(1, 53)
+            .build();
+        let why = prepare(&input(qinq), 1, |_| false).err().expect("QinQ");
+        assert!(why.contains("QinQ"), "{why}");
+    }
+
+    #[test]
+    fn a_single_tagged_frame_is_tagged_after_its_vlan_header() {
+        let frame = PacketBuilder::eth()
             .vlan(42)
             .ipv4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2))
             .udp(1, 53)
             .build();
-        assert!(prepare(&input(vlan), 1, |_| false).is_err());
+        let prepared = prepare(&input(frame), 0x0102, |_| false).expect("tagged IPv4");
+        assert_eq!(ipv4_at(&prepared.frame), Some((18, 20)));
+        assert_eq!(ip_tag(&prepared.frame, 18), 0x0102);
+        assert_eq!(&prepared.frame[12..16], &[0x81, 0x00, 0x00, 42]);
+        assert!(checksum::is_valid(checksum::partial(
+            &prepared.frame[18..38]
+        )));
     }
 }

@@ -12,7 +12,11 @@
 //! `sim kernel check|cleanup|rules|up` are the lab commands. Everything runs in namespaces
 //! this runner creates, never in the host namespace.
 //!
-//! Not here: IPVS (this kernel has none), IPv6 and VLAN injection, the inline lab mode.
+//! 802.1Q frames are injected tagged (the shield's nft chain matches `vlan id`); this
+//! kernel has no 8021q sub-interfaces, so the LB clears the tag after the shield.
+//!
+//! Not here: IPVS and VLAN sub-interfaces (this kernel has neither), IPv6 and QinQ
+//! injection, the inline lab mode.
 
 pub mod diff;
 pub mod inject;

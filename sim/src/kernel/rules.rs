@@ -1,5 +1,6 @@
 //! Kernel rules from the same tables the simulator runs: the shield's deny/allow lists as an
-//! nft table in the netdev ingress hook of the LB's client-side veth, the flow table as the
+//! nft table in the netdev ingress hook of the LB's client-side veth (`dst + vlan` contexts
+//! first, matched with `vlan id N`, then `dst` contexts, then the default), the flow table as the
 //! flowmgr compiler's `iptables-restore` output (mangle chains and marks), and directors as
 //! nft `dnat to numgen inc mod N map {…}` (no IPVS on this kernel). [`KernelRules::features`]
 //! says, per feature, which mechanism was used or that the feature has no kernel counterpart
@@ -285,9 +286,10 @@ fn context_rules(
     deny.extend(v4_elements(context.deny.iter().map(|p| p.0)));
     set(out_sets, &format!("allow_src_{index}"), &allow);
     set(out_sets, &format!("deny_{index}"), &deny);
-    let selector = match context.dst {
-        Some(dst) => format!("ip daddr {dst} "),
-        None => String::new(),
+    let selector = match (context.vlan, context.dst) {
+        (Some(vlan), Some(dst)) => format!("vlan id {vlan} ip daddr {dst} "),
+        (None, Some(dst)) => format!("ip daddr {dst} "),
+        (_, None) => String::new(),
     };
     let _ = writeln!(
         out_rules,
@@ -305,11 +307,20 @@ fn context_rules(
 fn shield_nft(shield: &ShieldConfig, features: &mut Vec<FeatureRow>) -> String {
     let instance_deny = v4_elements(shield.deny.iter().map(|p| p.0));
     let (mut sets, mut rules) = (String::new(), String::new());
-    let contexts = shield
+    // `dst + vlan` contexts win over `dst` alone (the shield's selection order), so
+    // they come first; within each group, configuration order.
+    let ipv4 = |c: &&ContextConfig| matches!(c.dst, Some(IpAddr::V4(_)));
+    let tagged = shield
         .context
         .iter()
-        .filter(|c| c.vlan.is_none() && matches!(c.dst, Some(IpAddr::V4(_))));
-    for (index, context) in contexts.enumerate() {
+        .filter(ipv4)
+        .filter(|c| c.vlan.is_some());
+    let untagged = shield
+        .context
+        .iter()
+        .filter(ipv4)
+        .filter(|c| c.vlan.is_none());
+    for (index, context) in tagged.chain(untagged).enumerate() {
         context_rules(&mut sets, &mut rules, index, context, &instance_deny);
     }
     context_rules(
@@ -326,19 +337,27 @@ fn shield_nft(shield: &ShieldConfig, features: &mut Vec<FeatureRow>) -> String {
         "\tchain ingress {{\n\t\ttype filter hook ingress device \"{LB_CLIENT_IFACE}\" priority -500; policy accept;\n{rules}\t}}\n}}"
     );
     features.push(row(
-        "shield deny / allow_src (IPv4, per dst context)",
-        "nft netdev ingress on the LB's client veth, interval sets",
+        "shield deny / allow_src (IPv4, per dst or dst + vlan context)",
+        "nft netdev ingress on the LB's client veth, interval sets (`vlan id N` for VLAN contexts)",
         true,
     ));
-    let skipped_contexts = shield
-        .context
-        .iter()
-        .filter(|c| c.vlan.is_some() || !matches!(c.dst, Some(IpAddr::V4(_))))
-        .count();
+    let skipped_contexts = shield.context.iter().filter(|c| !ipv4(c)).count();
     if skipped_contexts > 0 {
         features.push(row(
-            format!("shield: {skipped_contexts} VLAN/IPv6 context(s)"),
+            format!("shield: {skipped_contexts} IPv6 context(s)"),
             "none",
+            false,
+        ));
+    }
+    let protected_vlan_contexts = shield
+        .context
+        .iter()
+        .filter(|c| c.vlan.is_some() && !c.protected_tcp_ports.is_empty())
+        .count();
+    if protected_vlan_contexts > 0 {
+        features.push(row(
+            format!("shield: protected TCP ports of {protected_vlan_contexts} VLAN context(s)"),
+            "none (nft synproxy runs after the tag is gone)",
             false,
         ));
     }

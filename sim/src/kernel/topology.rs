@@ -1,6 +1,8 @@
 //! The kernel-side topology: three network namespaces (`<prefix>-cli`, `<prefix>-lb`,
 //! `<prefix>-srv`) joined by two veth pairs, with addresses, static neighbours, routes and
-//! forwarding on in the load-balancer namespace.
+//! forwarding on in the load-balancer namespace, and an nft netdev table that clears the
+//! 802.1Q tag of frames entering the LB after the shield saw it ([`vlan_nft`]: this kernel
+//! has no VLAN sub-interfaces).
 //!
 //! Everything is created *inside* namespaces this module made (veths are created in the LB
 //! namespace with their peer placed straight into the other namespace), so the host
@@ -46,6 +48,8 @@ const CLIENT_ADDR: &str = "100.127.255.2";
 const LB_CLIENT_ADDR: &str = "100.127.255.1";
 const LB_SERVER_ADDR: &str = "100.127.255.5";
 const SERVER_ADDR: &str = "100.127.255.6";
+/// The nft table (family netdev) that untags 802.1Q frames after the shield.
+pub const VLAN_TABLE: &str = "lbsim_vlan";
 /// Policy routing table for traffic arriving from the client side.
 pub const FROM_CLIENT_TABLE: u32 = 100;
 
@@ -181,7 +185,9 @@ impl Topology {
         self.neighbour(&lb, LB_CLIENT_IFACE, CLIENT_ADDR, CLIENT_MAC)?;
         self.neighbour(&lb, LB_SERVER_IFACE, SERVER_ADDR, SERVER_MAC)?;
         self.neighbour(&srv, SERVER_IFACE, LB_SERVER_ADDR, LB_SERVER_MAC)?;
-        self.routes()
+        self.routes()?;
+        self.exec(&lb, &["nft", "-f", "-"], Some(&vlan_nft()))
+            .map(drop)
     }
 
     fn veth(&self, ns: &str, name: &str, peer_ns: &str, peer: &str) -> anyhow::Result<()> {
@@ -284,6 +290,24 @@ impl Topology {
         }
         Ok(())
     }
+}
+
+/// 802.1Q frames on the LB's veths. This kernel has no `8021q` module (no VLAN
+/// sub-interfaces), and a frame whose tag names a VLAN without a sub-interface is not for
+/// this host (`PACKET_OTHERHOST`). So after the shield's netdev ingress chain (priority
+/// -500) has seen the tag, a later ingress chain clears the VLAN id (`vlan id set 0`: a
+/// priority tag, which the stack treats as untagged) and IPv4 forwards the frame as if it
+/// had come untagged on the same veth.
+pub fn vlan_nft() -> String {
+    let mut out = format!("table netdev {VLAN_TABLE}\ndelete table netdev {VLAN_TABLE}\n");
+    out.push_str(&format!("table netdev {VLAN_TABLE} {{\n"));
+    for (chain, iface) in [("client", LB_CLIENT_IFACE), ("server", LB_SERVER_IFACE)] {
+        out.push_str(&format!(
+            "\tchain {chain} {{\n\t\ttype filter hook ingress device \"{iface}\" priority 0; policy accept;\n\t\tvlan id != 0 counter vlan id set 0 comment \"802.1Q tag seen by the shield; untagged for IPv4 forwarding (no 8021q)\"\n\t}}\n"
+        ));
+    }
+    out.push_str("}\n");
+    out
 }
 
 impl Drop for Topology {
