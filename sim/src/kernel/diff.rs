@@ -15,6 +15,12 @@
 //! SYN-ACK's option set, proxy SYNs by their options and tuple. Packets the kernel runner
 //! cannot inject are counted, not compared.
 //!
+//! The kernel's deciding rule of a disagreement (`kernel_rule`) comes from the nft trace:
+//! the shield's nft rule (its comment names the context), the flow's iptables-nft rule
+//! (its chain is the flow), or, when no rule dropped the packet, the stack (martians,
+//! defragmentation, or "after the HOOK hook"); the report lists the packets decided per
+//! kernel rule and the LB's IPv4 counters that moved.
+//!
 //! Not here: closed-loop traffic (see `scenario_input`), IPv6 and QinQ injection.
 
 use std::collections::BTreeMap;
@@ -26,7 +32,9 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::inject::{InputPacket, KernelRun, read_inputs, run_kernel};
+use super::inject::{
+    InputPacket, KernelPacket, KernelRun, TraceStatus, read_inputs, run_kernel_traced,
+};
 use super::outcome::Outcome;
 use super::rules::{BackendMatch, BackendRule, FeatureRow, KernelRules};
 use super::scenario_input::{self, DEFAULT_MAX_PACKETS};
@@ -152,7 +160,9 @@ pub struct Disagreement {
     pub kernel: String,
     /// The simulator's deciding rule (flow#rule, director → backend, or stage).
     pub simulator_rule: String,
-    /// The kernel mechanism that decided on the kernel side.
+    /// What decided on the kernel side: the nft / iptables-nft rule from the trace
+    /// (`nft netdev lbsim_shield ingress handle 7: ip saddr @deny_default counter drop`),
+    /// the stack's refusal, or the mechanism.
     pub kernel_rule: String,
     /// The explanation, when known.
     pub explained_by: Option<String>,
@@ -223,6 +233,12 @@ pub struct DiffReport {
     pub disagreements: Vec<Disagreement>,
     /// Latency and throughput of both sides.
     pub timing: Timing,
+    /// Whether kernel rules were traced per packet.
+    pub kernel_trace: TraceStatus,
+    /// Per deciding kernel rule, the packets it decided (all injected packets).
+    pub kernel_rule_hits: BTreeMap<String, u64>,
+    /// IPv4 / ICMP counters of the LB namespace that moved during the run.
+    pub kernel_counters: BTreeMap<String, u64>,
 }
 
 impl DiffReport {
@@ -307,13 +323,25 @@ fn routing_refusal(sim: &SimPacket) -> Option<&'static str> {
     )
 }
 
-/// The kernel-side deciding mechanism of a packet.
-fn kernel_rule(sim: &SimPacket, kernel: &Outcome, rules: &KernelRules) -> String {
+/// The kernel-side deciding rule or mechanism of a packet: for a drop, the stack's
+/// refusals (martians, defragmentation) first, then the nft rule the trace names, then the
+/// last hook the packet reached; otherwise the director's mechanism or the kind of answer.
+fn kernel_rule(sim: &SimPacket, packet: &KernelPacket, rules: &KernelRules) -> String {
+    let kernel = &packet.outcome;
     if let (Some(refusal), Outcome::Drop { .. }) = (routing_refusal(sim), kernel) {
         return refusal.into();
     }
     if let (true, Outcome::Drop { .. }) = (sim.input.fragment, kernel) {
         return "conntrack defragmentation (nf_defrag_ipv4 holds fragments until the datagram is complete)".into();
+    }
+    if let (Outcome::Drop { .. }, Some(rule), true) = (kernel, &packet.rule, packet.dropped_by_rule)
+    {
+        return rule.to_string();
+    }
+    if let (Outcome::Drop { .. }, Some(hook)) = (kernel, &packet.last_hook) {
+        return format!(
+            "no nft rule dropped it: the kernel stack did, after the {hook} hook (routing, TTL, conntrack; see the IPv4 counters)"
+        );
     }
     if let Some(rule) = director_rule(sim, rules) {
         return rule.mechanism.clone();
@@ -404,7 +432,7 @@ pub fn compare(
             .map(|r| r.matching);
         let agreed = agrees(&sim.outcome, &kernel.outcome, matching);
         let feature = feature_of(sim, rules);
-        let kernel_rule = kernel_rule(sim, &kernel.outcome, rules);
+        let kernel_rule = kernel_rule(sim, kernel, rules);
         let (sim_text, kernel_text) = (sim.outcome.text(), kernel.outcome.text());
         let packet = packet_text(sim);
         let case = Case {
@@ -438,6 +466,9 @@ pub fn compare(
         }
     }
     report.timing = timing(sim, kernel);
+    report.kernel_trace = kernel.trace.clone();
+    report.kernel_rule_hits = kernel.rule_hits.clone();
+    report.kernel_counters = kernel.counters.clone();
     report
 }
 
@@ -526,7 +557,7 @@ pub fn run_input(
 ) -> anyhow::Result<DiffReport> {
     let (mut pipeline, rules) = build(&input.appliance, &input.base_dir, input.seed)?;
     let sim = simulate(&mut pipeline, &input.packets);
-    let kernel = run_kernel(&input.packets, &rules, gap)?;
+    let kernel = run_kernel_traced(&input.packets, &rules, gap)?;
     let mut all = parse_explanations(KNOWN_DIFFERENCES)?;
     all.extend_from_slice(explanations);
     let mut report = compare(&sim, &kernel, &rules, &all);
@@ -587,8 +618,39 @@ pub fn render(report: &DiffReport) -> String {
         let _ = writeln!(out, "not injected: {count} ({why})");
     }
     render_disagreements(&mut out, report);
+    render_kernel_rules(&mut out, report);
     render_timing(&mut out, &report.timing);
     out
+}
+
+fn render_kernel_rules(out: &mut String, report: &DiffReport) {
+    match &report.kernel_trace {
+        TraceStatus::Off => {}
+        TraceStatus::Failed(why) => {
+            let _ = writeln!(out, "kernel rules: not traced ({why})");
+        }
+        TraceStatus::On => {
+            let _ = writeln!(
+                out,
+                "kernel rule hits (nft trace, deciding rule per packet):"
+            );
+            for (rule, hits) in &report.kernel_rule_hits {
+                let _ = writeln!(out, "  {hits:>6}  {rule}");
+            }
+        }
+    }
+    if !report.kernel_counters.is_empty() {
+        let counters: Vec<String> = report
+            .kernel_counters
+            .iter()
+            .map(|(name, delta)| format!("{name} +{delta}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "kernel IPv4 counters (LB namespace, whole run): {}",
+            counters.join(", ")
+        );
+    }
 }
 
 fn render_disagreements(out: &mut String, report: &DiffReport) {

@@ -21,7 +21,12 @@
 //! observe, return the raw frames) for interactive checks such as the SYN-cookie
 //! cross-check; [`run_kernel`] is the one-shot batch used by `sim diff` and by `sim bench`.
 //!
-//! Not here: IPv6 (no ID field to tag; not injected), per-rule attribution of kernel drops.
+//! Traced runs ([`Lab::run_traced`], [`run_kernel_traced`]: what `sim diff` uses) also
+//! give each packet the nft / iptables-nft rule that decided it (see `trace`), per-rule
+//! hit counts and the LB's IPv4 counter deltas; untraced runs (`sim bench`) skip the
+//! monitor.
+//!
+//! Not here: IPv6 (no ID field to tag; not injected).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -34,9 +39,10 @@ use serde::Serialize;
 use super::outcome::{FrameSummary, Outcome};
 use super::rules::KernelRules;
 use super::topology::{
-    CLIENT_IFACE, CLIENT_MAC, LB_CLIENT_MAC, LB_SERVER_MAC, SERVER_IFACE, SERVER_MAC, Topology,
-    VETH_MTU,
+    CLIENT_ADDR, CLIENT_IFACE, CLIENT_MAC, LB_CLIENT_ADDR, LB_CLIENT_MAC, LB_SERVER_MAC,
+    SERVER_IFACE, SERVER_MAC, Topology, VETH_MTU,
 };
+use super::trace::{self, Monitor, PROBE_TAG, RuleRef, Traces};
 use super::wire::{Observed, ObservedFrame, Observer, Port, inject};
 use crate::capture::CaptureReader;
 
@@ -85,6 +91,13 @@ pub struct KernelPacket {
     pub outcome: Outcome,
     /// Injection-to-egress time of the frame it caused, ns (user-space timestamps).
     pub latency_ns: Option<u64>,
+    /// The nft / iptables-nft rule that dropped it, else the last that accepted it (traced
+    /// runs only).
+    pub rule: Option<RuleRef>,
+    /// Whether an nft rule (not the stack) dropped it (traced runs only).
+    pub dropped_by_rule: bool,
+    /// The last netfilter hook it reached (`family table chain`; traced runs only).
+    pub last_hook: Option<String>,
 }
 
 /// A kernel run's per-packet outcomes plus what the observers saw.
@@ -102,6 +115,25 @@ pub struct KernelRun {
     pub inject_sec: f64,
     /// Frames injected.
     pub injected: usize,
+    /// Whether the run was traced (`nft monitor trace`), and why not when it failed.
+    pub trace: TraceStatus,
+    /// Per deciding kernel rule, how many packets it decided (traced runs only).
+    pub rule_hits: BTreeMap<String, u64>,
+    /// IPv4 / ICMP counters of the LB namespace that moved during the run.
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// Whether a run's packets carry their deciding kernel rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "why")]
+pub enum TraceStatus {
+    /// Not asked for.
+    #[default]
+    Off,
+    /// Every packet's trace was read.
+    On,
+    /// Asked for but unavailable (the reason).
+    Failed(String),
 }
 
 /// Read every packet of `files`, in order (the order `sim replay` reads them).
@@ -228,6 +260,8 @@ fn set_macs(frame: &mut [u8], side: Side) {
 #[derive(Debug)]
 pub struct Lab {
     topology: Topology,
+    /// The `nft monitor trace` of traced runs, started by the first one.
+    monitor: std::sync::Mutex<Option<Monitor>>,
 }
 
 /// What one [`Lab::exchange`] saw.
@@ -249,7 +283,12 @@ impl Lab {
         super::topology::install_signal_cleanup();
         let topology = Topology::create()?;
         rules.install(&topology)?;
-        Ok(Self { topology })
+        let lb = topology.lb_ns();
+        topology.exec(&lb, &["nft", "-f", "-"], Some(&trace::trace_nft()))?;
+        Ok(Self {
+            topology,
+            monitor: std::sync::Mutex::new(None),
+        })
     }
 
     /// The topology (for commands inside its namespaces).
@@ -290,6 +329,30 @@ impl Lab {
         gap: Duration,
         settle: Duration,
     ) -> anyhow::Result<KernelRun> {
+        self.run_with(packets, rules, gap, settle, false)
+    }
+
+    /// [`Lab::run`], with every packet's deciding kernel rule read from `nft monitor
+    /// trace` (see `trace`), the rules' hit counts and the LB's IPv4 counter deltas.
+    /// When tracing is unavailable the run still completes, with [`TraceStatus::Failed`].
+    pub fn run_traced(
+        &self,
+        packets: &[InputPacket],
+        rules: &KernelRules,
+        gap: Duration,
+        settle: Duration,
+    ) -> anyhow::Result<KernelRun> {
+        self.run_with(packets, rules, gap, settle, true)
+    }
+
+    fn run_with(
+        &self,
+        packets: &[InputPacket],
+        rules: &KernelRules,
+        gap: Duration,
+        settle: Duration,
+        traced: bool,
+    ) -> anyhow::Result<KernelRun> {
         if packets.len() > MAX_PACKETS_PER_RUN {
             anyhow::bail!(
                 "{} packets: a kernel run holds at most {MAX_PACKETS_PER_RUN} (16-bit IPv4 ID tags)",
@@ -314,8 +377,83 @@ impl Lab {
             .iter()
             .filter_map(|p| p.as_ref().ok().map(|p| (p.side, p.frame.clone())))
             .collect();
+        let counters_before = trace::snmp_counters(&self.topology).unwrap_or_default();
+        let status = if traced {
+            self.trace_begin()
+        } else {
+            TraceStatus::Off
+        };
         let exchange = self.exchange_settling(frames, gap, settle)?;
-        Ok(outcomes(&prepared, &exchange, rules.source_nat))
+        let (status, traces) = match status {
+            TraceStatus::On => self.trace_end(),
+            other => (other, Traces::default()),
+        };
+        let mut run = outcomes(&prepared, &exchange, rules.source_nat);
+        let counters_after = trace::snmp_counters(&self.topology).unwrap_or_default();
+        run.counters = trace::counter_deltas(&counters_before, &counters_after);
+        if status == TraceStatus::On {
+            attribute(&mut run, &prepared, &traces);
+        }
+        run.trace = status;
+        Ok(run)
+    }
+
+    /// Send one probe frame (IPv4 ID [`PROBE_TAG`], client → the LB's own address).
+    fn send_probe(&self) -> anyhow::Result<()> {
+        let client: std::net::Ipv4Addr = CLIENT_ADDR.parse()?;
+        let lb: std::net::Ipv4Addr = LB_CLIENT_ADDR.parse()?;
+        let mut frame = datapath::packet::builder::PacketBuilder::eth()
+            .ipv4(client, lb)
+            .ip_id(PROBE_TAG)
+            .echo_request(0x6c62, 1)
+            .build();
+        set_macs(&mut frame, Side::Client);
+        let port = Port {
+            ns: self.topology.client_ns(),
+            iface: CLIENT_IFACE.into(),
+        };
+        inject(&[port], vec![(0, frame)], Duration::ZERO).map(drop)
+    }
+
+    fn lock_monitor(&self) -> std::sync::MutexGuard<'_, Option<Monitor>> {
+        self.monitor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Make sure the monitor runs and has printed everything so far, then forget it.
+    fn trace_begin(&self) -> TraceStatus {
+        let mut slot = self.lock_monitor();
+        if slot.is_none() {
+            let monitor = match Monitor::start(&self.topology) {
+                Ok(monitor) => monitor,
+                Err(error) => return TraceStatus::Failed(format!("{error:#}")),
+            };
+            if !monitor.sync(0, || self.send_probe()) {
+                return TraceStatus::Failed("`nft monitor trace` printed no probe".into());
+            }
+            *slot = Some(monitor);
+        }
+        if let Some(monitor) = slot.as_ref() {
+            monitor.take_lines();
+        }
+        TraceStatus::On
+    }
+
+    /// Wait until the monitor has printed this run's traces (a probe after the last
+    /// packet) and parse them.
+    fn trace_end(&self) -> (TraceStatus, Traces) {
+        let mut slot = self.lock_monitor();
+        let Some(monitor) = slot.as_ref() else {
+            return (TraceStatus::Failed("no monitor".into()), Traces::default());
+        };
+        let before = monitor.probes_seen();
+        if !monitor.sync(before, || self.send_probe()) {
+            *slot = None;
+            let why = "`nft monitor trace` did not catch up (events lost?)".to_string();
+            return (TraceStatus::Failed(why), Traces::default());
+        }
+        (TraceStatus::On, trace::parse(&monitor.take_lines()))
     }
 
     fn exchange_settling(
@@ -372,6 +510,22 @@ pub fn run_kernel(
         );
     }
     Lab::start(rules)?.run(packets, rules, gap, SETTLE_TIME)
+}
+
+/// [`run_kernel`] with per-packet rule attribution (see [`Lab::run_traced`]): what
+/// `sim diff` runs.
+pub fn run_kernel_traced(
+    packets: &[InputPacket],
+    rules: &KernelRules,
+    gap: Duration,
+) -> anyhow::Result<KernelRun> {
+    if packets.len() > MAX_PACKETS_PER_RUN {
+        anyhow::bail!(
+            "{} packets: a kernel run holds at most {MAX_PACKETS_PER_RUN} (16-bit IPv4 ID tags)",
+            packets.len()
+        );
+    }
+    Lab::start(rules)?.run_traced(packets, rules, gap, SETTLE_TIME)
 }
 
 /// (source, destination, protocol, IPv4 ID) of a fragment; `None` for whole datagrams.
@@ -516,9 +670,33 @@ fn outcomes(
             ordinal,
             outcome,
             latency_ns,
+            rule: None,
+            dropped_by_rule: false,
+            last_hook: None,
         });
     }
     run
+}
+
+/// Give every injected packet its deciding rule (by tag) and count the rules' hits.
+fn attribute(run: &mut KernelRun, prepared: &[Result<Prepared, String>], traces: &Traces) {
+    for (packet, prepared) in run.packets.iter_mut().zip(prepared) {
+        let (Ok(prepared), false) = (
+            prepared,
+            matches!(packet.outcome, Outcome::NotInjected { .. }),
+        ) else {
+            continue;
+        };
+        let Some(traced) = traces.packets.get(&prepared.tag) else {
+            continue;
+        };
+        packet.rule = traced.decision().cloned();
+        packet.dropped_by_rule = traced.drop_rule().is_some();
+        packet.last_hook = traced.last_hook().map(str::to_string);
+        if let Some(rule) = &packet.rule {
+            *run.rule_hits.entry(rule.to_string()).or_default() += 1;
+        }
+    }
 }
 
 fn first_after<'s>(

@@ -4,7 +4,8 @@
 //! compiler's iptables-restore output for flows, nft DNAT by numgen (rr) or jhash (sh, dh,
 //! mh) for NAT directors, nft `nat` dnat / snat / masquerade for `[[nat]]` rules, conntrack
 //! un-NATing the replies), AF_PACKET packet I/O
-//! ([`wire`]), injection and per-packet kernel outcomes ([`inject`]), the simulator's side
+//! ([`wire`]), injection and per-packet kernel outcomes ([`inject`]), the kernel rule that
+//! decided each packet from `nft monitor trace` ([`trace`]), the simulator's side
 //! with its per-packet cost ([`simulate`]), a scenario's open-loop traffic
 //! ([`scenario_input`]), one outcome vocabulary for both ([`outcome`]) and the per-packet
 //! [`diff`] (`sim diff`, `sim run --kernel`).
@@ -25,6 +26,7 @@ pub mod rules;
 pub mod scenario_input;
 pub mod simulate;
 pub mod topology;
+pub mod trace;
 pub mod wire;
 
 use std::path::{Path, PathBuf};

@@ -291,16 +291,28 @@ fn context_rules(
         (None, Some(dst)) => format!("ip daddr {dst} "),
         (_, None) => String::new(),
     };
+    let context_name = match (context.dst, context.vlan) {
+        (Some(dst), Some(vlan)) => format!("{dst} vlan {vlan}"),
+        (Some(dst), None) => dst.to_string(),
+        (None, _) => "default".into(),
+    };
+    let comment = |what: &str| format!("comment \"shield context {context_name}: {what}\"");
     let _ = writeln!(
         out_rules,
-        "\t\t{selector}ip saddr @allow_src_{index} counter accept"
+        "\t\t{selector}ip saddr @allow_src_{index} counter accept {}",
+        comment("allow_src")
     );
     let _ = writeln!(
         out_rules,
-        "\t\t{selector}ip saddr @deny_{index} counter drop"
+        "\t\t{selector}ip saddr @deny_{index} counter drop {}",
+        comment("deny")
     );
     if !selector.is_empty() {
-        let _ = writeln!(out_rules, "\t\t{selector}counter accept");
+        let _ = writeln!(
+            out_rules,
+            "\t\t{selector}counter accept {}",
+            comment("done")
+        );
     }
 }
 

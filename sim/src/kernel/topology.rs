@@ -44,8 +44,10 @@ pub const LB_SERVER_MAC: [u8; 6] = [0x02, 0x6c, 0x62, 0x00, 0x00, 0x03];
 pub const SERVER_MAC: [u8; 6] = [0x02, 0x6c, 0x62, 0x00, 0x00, 0x04];
 
 /// Link addresses (shared address space, unlikely in captures).
-const CLIENT_ADDR: &str = "100.127.255.2";
-const LB_CLIENT_ADDR: &str = "100.127.255.1";
+/// Address of the client veth.
+pub const CLIENT_ADDR: &str = "100.127.255.2";
+/// Address of the LB's client-side veth.
+pub const LB_CLIENT_ADDR: &str = "100.127.255.1";
 const LB_SERVER_ADDR: &str = "100.127.255.5";
 const SERVER_ADDR: &str = "100.127.255.6";
 /// The nft table (family netdev) that untags 802.1Q frames after the shield.
