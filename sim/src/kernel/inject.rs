@@ -283,8 +283,6 @@ impl Lab {
         super::topology::install_signal_cleanup();
         let topology = Topology::create()?;
         rules.install(&topology)?;
-        let lb = topology.lb_ns();
-        topology.exec(&lb, &["nft", "-f", "-"], Some(&trace::trace_nft()))?;
         Ok(Self {
             topology,
             monitor: std::sync::Mutex::new(None),
@@ -425,6 +423,15 @@ impl Lab {
     fn trace_begin(&self) -> TraceStatus {
         let mut slot = self.lock_monitor();
         if slot.is_none() {
+            // Installed by the first traced run only: untraced runs (`sim bench`) measure
+            // the kernel without the extra chain.
+            let lb = self.topology.lb_ns();
+            let installed = self
+                .topology
+                .exec(&lb, &["nft", "-f", "-"], Some(&trace::trace_nft()));
+            if let Err(error) = installed {
+                return TraceStatus::Failed(format!("{error:#}"));
+            }
             let monitor = match Monitor::start(&self.topology) {
                 Ok(monitor) => monitor,
                 Err(error) => return TraceStatus::Failed(format!("{error:#}")),

@@ -10,6 +10,8 @@
 //! `Drop` deletes the namespaces (which deletes their veths and rules). Ctrl-C / SIGTERM
 //! delete every live topology of this process before exiting ([`install_signal_cleanup`]),
 //! and [`cleanup_leftovers`] removes namespaces of processes that died (`sim kernel cleanup`).
+//! Deleting a namespace first kills the processes left inside it ([`delete_namespace`]:
+//! the `nft monitor trace` of a traced run).
 //!
 //! Not here: rules (see `rules`) and packet I/O (see `wire`).
 
@@ -348,8 +350,33 @@ pub fn remove_prefix(prefix: &str) -> usize {
     names
         .iter()
         .filter(|name| name.starts_with(&wanted))
-        .filter(|name| run_command("ip", &["netns", "del", name], None).is_ok())
+        .filter(|name| delete_namespace(name).is_ok())
         .count()
+}
+
+/// Kill the processes this runner started inside a namespace (`nft monitor trace` of a
+/// traced run: it would otherwise outlive a killed run), then delete the namespace.
+pub fn delete_namespace(name: &str) -> anyhow::Result<()> {
+    for pid in processes_in(name) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    run_command("ip", &["netns", "del", name], None).map(drop)
+}
+
+/// Processes whose network namespace is `name` (`ip netns pids`), this one excepted.
+pub fn processes_in(name: &str) -> Vec<i32> {
+    let own = i32::try_from(std::process::id()).unwrap_or(0);
+    run_command("ip", &["netns", "pids", name], None)
+        .map(|text| {
+            text.lines()
+                .filter_map(|line| line.trim().parse().ok())
+                .filter(|&pid| pid != own)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The process id a namespace name carries (`lbsim-<pid>-...`).
@@ -373,7 +400,7 @@ pub fn cleanup_leftovers(force: bool) -> anyhow::Result<Vec<String>> {
         if !dead && !force {
             continue;
         }
-        run_command("ip", &["netns", "del", &name], None)?;
+        delete_namespace(&name)?;
         removed.push(name);
     }
     Ok(removed)
