@@ -19,9 +19,10 @@
 //! the shield's nft rule (its comment names the context), the flow's iptables-nft rule
 //! (its chain is the flow), or, when no rule dropped the packet, the stack (martians,
 //! defragmentation, or "after the HOOK hook"); the report lists the packets decided per
-//! kernel rule and the LB's IPv4 counters that moved.
+//! kernel rule and the LB's IP counters that moved.
 //!
-//! Not here: closed-loop traffic (see `scenario_input`), IPv6 and QinQ injection.
+//! Not here: closed-loop traffic (see `scenario_input`), QinQ injection, IPv6 through
+//! directors / synproxy / NAT.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -301,10 +302,11 @@ fn feature_of(sim: &SimPacket, rules: &KernelRules) -> String {
 /// The kernel's IPv4 routing refuses to forward these whatever the rules say
 /// (`ip_route_input_slow`: martian sources; no multicast routing; limited broadcast).
 fn routing_refusal(sim: &SimPacket) -> Option<&'static str> {
-    let (Some(std::net::IpAddr::V4(src)), Some(std::net::IpAddr::V4(dst))) =
-        (sim.input.src, sim.input.dst)
-    else {
-        return None;
+    use std::net::IpAddr;
+    let (src, dst) = match (sim.input.src, sim.input.dst) {
+        (Some(IpAddr::V4(src)), Some(IpAddr::V4(dst))) => (src, dst),
+        (Some(IpAddr::V6(src)), Some(IpAddr::V6(dst))) => return ipv6_routing_refusal(src, dst),
+        _ => return None,
     };
     let martian = src.is_multicast()
         || src.is_loopback()
@@ -320,6 +322,26 @@ fn routing_refusal(sim: &SimPacket) -> Option<&'static str> {
     let not_unicast = dst.is_multicast() || dst.is_broadcast() || dst.octets()[0] == 0;
     not_unicast.then_some(
         "kernel routing: multicast/broadcast destination not forwarded (no multicast routing)",
+    )
+}
+
+/// The IPv6 counterpart (`ip6_forward`, `ip6_route_input`): multicast destinations are
+/// not forwarded without multicast routing; link-local, loopback and unspecified
+/// addresses never are.
+fn ipv6_routing_refusal(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr) -> Option<&'static str> {
+    let link_local = |a: std::net::Ipv6Addr| a.segments()[0] & 0xffc0 == 0xfe80;
+    if src.is_multicast() || src.is_loopback() || link_local(src) || src.is_unspecified() {
+        return Some(
+            "kernel routing (IPv6): martian source (multicast, loopback, link-local or unspecified) not forwarded (ip6_forward)",
+        );
+    }
+    if dst.is_multicast() {
+        return Some(
+            "kernel routing (IPv6): multicast/broadcast destination not forwarded (no multicast routing)",
+        );
+    }
+    (dst.is_loopback() || link_local(dst) || dst.is_unspecified()).then_some(
+        "kernel routing (IPv6): martian destination (loopback, link-local or unspecified) not forwarded (ip6_forward)",
     )
 }
 
@@ -340,7 +362,7 @@ fn kernel_rule(sim: &SimPacket, packet: &KernelPacket, rules: &KernelRules) -> S
     }
     if let (Outcome::Drop { .. }, Some(hook)) = (kernel, &packet.last_hook) {
         return format!(
-            "no nft rule dropped it: the kernel stack did, after the {hook} hook (routing, TTL, conntrack; see the IPv4 counters)"
+            "no nft rule dropped it: the kernel stack did, after the {hook} hook (routing, TTL, conntrack; see the IP counters)"
         );
     }
     if let Some(rule) = director_rule(sim, rules) {
@@ -356,6 +378,9 @@ fn kernel_rule(sim: &SimPacket, packet: &KernelPacket, rules: &KernelRules) -> S
         }
     }
     match kernel {
+        Outcome::Answer { frame } if frame.icmp.is_some() && frame.proto == "icmpv6" => {
+            "IPv6 forwarding (ICMPv6 error)".into()
+        }
         Outcome::Answer { frame } if frame.icmp.is_some() => "IPv4 forwarding (ICMP error)".into(),
         Outcome::Answer { .. } | Outcome::Proxy { .. } => "nft synproxy".into(),
         Outcome::Drop { .. } => "a drop in nft shield / synproxy / iptables flows / routing".into(),
@@ -647,7 +672,7 @@ fn render_kernel_rules(out: &mut String, report: &DiffReport) {
             .collect();
         let _ = writeln!(
             out,
-            "kernel IPv4 counters (LB namespace, whole run): {}",
+            "kernel IP counters (LB namespace, whole run): {}",
             counters.join(", ")
         );
     }

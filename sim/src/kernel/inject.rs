@@ -1,10 +1,11 @@
 //! Run packets through the kernel: prepare each packet for injection (tagged with its
-//! ordinal in the IPv4 ID, Ethernet addresses set for the veth it enters by), inject them
+//! ordinal in the IPv4 ID or the IPv6 flow label, see `tag`; Ethernet addresses set for
+//! the veth it enters by), inject them
 //! with AF_PACKET — from the client side, or from the server side for packets whose source
 //! is a real server (replies, which the kernel un-NATs) — observe both of the LB's veths,
 //! and give every packet an [`Outcome`] in the vocabulary the simulator's side uses.
 //!
-//! A packet is *forwarded* when a frame with its tag (IPv4 ID, protocol, SYN bit and the
+//! A packet is *forwarded* when a frame with its tag (IPv4 ID / flow label, protocol, SYN bit and the
 //! unchanged end of its tuple) leaves the LB on the other side, with its 5-tuple as it left
 //! (after DNAT or reply un-NAT); *answered* when the LB sends toward the client a SYN-ACK
 //! acknowledging it (synproxy), a RST for its tuple, or an ICMP error quoting it;
@@ -23,21 +24,26 @@
 //!
 //! Traced runs ([`Lab::run_traced`], [`run_kernel_traced`]: what `sim diff` uses) also
 //! give each packet the nft / iptables-nft rule that decided it (see `trace`), per-rule
-//! hit counts and the LB's IPv4 counter deltas; untraced runs (`sim bench`) skip the
+//! hit counts and the LB's IP counter deltas; untraced runs (`sim bench`) skip the
 //! monitor.
 //!
-//! Not here: IPv6 (no ID field to tag; not injected).
+//! IPv6 packets are injected unless the rules refuse them (directors, synproxy and
+//! `[[nat]]` are reproduced for IPv4 only: [`KernelRules::refuse_ipv6`]), or the flows'
+//! `ip6tables-restore` input was refused.
+//!
+//! Not here: IPv6 directors, synproxy and NAT; QinQ.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use datapath::packet::{LinkType, checksum, tcp_flags};
+use datapath::packet::{LinkType, tcp_flags};
 use serde::Serialize;
 
 use super::outcome::{FrameSummary, Outcome};
 use super::rules::KernelRules;
+use super::tag;
 use super::topology::{
     CLIENT_ADDR, CLIENT_IFACE, CLIENT_MAC, LB_CLIENT_ADDR, LB_CLIENT_MAC, LB_SERVER_MAC,
     SERVER_IFACE, SERVER_MAC, Topology, VETH_MTU,
@@ -46,16 +52,10 @@ use super::trace::{self, Monitor, PROBE_TAG, RuleRef, Traces};
 use super::wire::{Observed, ObservedFrame, Observer, Port, inject};
 use crate::capture::CaptureReader;
 
-/// Packets per kernel run (tags are IPv4 IDs 1..=65535).
+/// Packets per kernel run (tags are IPv4 IDs / IPv6 flow labels 1..=65535).
 pub const MAX_PACKETS_PER_RUN: usize = 65_535;
 /// How long to keep observing after the last packet was sent.
 pub const SETTLE_TIME: Duration = Duration::from_millis(300);
-
-const ETHERNET_HEADER_LEN: usize = 14;
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const ETHERTYPE_QINQ: u16 = 0x88a8;
-const VLAN_TAG_LEN: usize = 4;
 
 /// One packet to run: what a capture (or a generator) gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,49 +162,13 @@ struct Prepared {
     summary: FrameSummary,
 }
 
-/// Where a frame's IPv4 header is: its offset (14, or 18 after one 802.1Q / 802.1ad
-/// tag) and its length. `None` for anything else (no IPv4, stacked tags, truncated).
-fn ipv4_at(frame: &[u8]) -> Option<(usize, usize)> {
-    let ethertype = |at: usize| -> Option<u16> {
-        Some(u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]))
-    };
-    let mut offset = ETHERNET_HEADER_LEN;
-    let mut inner = ethertype(12)?;
-    if matches!(inner, ETHERTYPE_VLAN | ETHERTYPE_QINQ) {
-        offset += VLAN_TAG_LEN;
-        inner = ethertype(16)?;
-    }
-    let version_ihl = *frame.get(offset)?;
-    let header_len = usize::from(version_ihl & 0x0f) * 4;
-    let valid = inner == ETHERTYPE_IPV4 && version_ihl >> 4 == 4 && header_len >= 20;
-    (valid && frame.len() >= offset + header_len).then_some((offset, header_len))
-}
-
-/// Why a frame cannot be injected as Ethernet (+ one VLAN tag) + IPv4.
-fn not_ipv4_reason(frame: &[u8]) -> &'static str {
-    let ethertype = |at: usize| {
-        frame
-            .get(at..at + 2)
-            .map(|b| u16::from_be_bytes([b[0], b[1]]))
-    };
-    match (ethertype(12), ethertype(16)) {
-        (Some(ETHERTYPE_VLAN | ETHERTYPE_QINQ), Some(ETHERTYPE_VLAN | ETHERTYPE_QINQ)) => {
-            "stacked VLAN tags (QinQ): the kernel and the shield read different tags"
-        }
-        _ => "not Ethernet + IPv4 (IPv6, ARP, MPLS, …)",
-    }
-}
-
-fn ip_tag(frame: &[u8], offset: usize) -> u16 {
-    u16::from_be_bytes([frame[offset + 4], frame[offset + 5]])
-}
-
-/// Tag a frame: Ethernet addresses of the entry veth → LB, IPv4 ID = `tag`, header
-/// checksum recomputed (kept wrong if it was wrong).
+/// Tag a frame (see `tag`) and set its Ethernet addresses for the veth it enters by.
+/// IPv6 frames are refused with `ipv6_refused` when the rules have no IPv6 counterpart.
 fn prepare(
     packet: &InputPacket,
     tag: u16,
     is_server: impl Fn(IpAddr) -> bool,
+    ipv6_refused: Option<&str>,
 ) -> Result<Prepared, String> {
     if packet.link != LinkType::Ethernet {
         return Err(format!("link type {}", packet.link.name()));
@@ -213,10 +177,13 @@ fn prepare(
         return Err("snapped by the capture".into());
     }
     let mut frame = packet.data.clone();
-    let Some((offset, header_len)) = ipv4_at(&frame) else {
-        return Err(not_ipv4_reason(&frame).into());
+    let Some(at) = tag::ip_at(&frame) else {
+        return Err(tag::not_ip_reason(&frame).into());
     };
-    if frame.len() > offset + VETH_MTU as usize {
+    if let (true, Some(why)) = (at.v6, ipv6_refused) {
+        return Err(format!("IPv6: {why}"));
+    }
+    if frame.len() > at.offset + VETH_MTU as usize {
         return Err("larger than the veth MTU".into());
     }
     let summary = FrameSummary::of(LinkType::Ethernet, &frame);
@@ -225,17 +192,7 @@ fn prepare(
         _ => Side::Client,
     };
     set_macs(&mut frame, side);
-    let header = offset..offset + header_len;
-    let was_valid = checksum::is_valid(checksum::partial(&frame[header.clone()]));
-    frame[offset + 4..offset + 6].copy_from_slice(&tag.to_be_bytes());
-    frame[offset + 10..offset + 12].fill(0);
-    let sum = checksum::field_bytes(checksum::partial(&frame[header]));
-    let sum = if was_valid {
-        sum
-    } else {
-        [sum[0], sum[1] ^ 0x01]
-    };
-    frame[offset + 10..offset + 12].copy_from_slice(&sum);
+    tag::write(&mut frame, at, tag);
     Ok(Prepared {
         frame,
         side,
@@ -260,6 +217,8 @@ fn set_macs(frame: &mut [u8], side: Side) {
 #[derive(Debug)]
 pub struct Lab {
     topology: Topology,
+    /// Why IPv6 packets are not injected (the rules have no IPv6 counterpart), if so.
+    ipv6_refused: Option<String>,
     /// The `nft monitor trace` of traced runs, started by the first one.
     monitor: std::sync::Mutex<Option<Monitor>>,
 }
@@ -283,8 +242,15 @@ impl Lab {
         super::topology::install_signal_cleanup();
         let topology = Topology::create()?;
         rules.install(&topology)?;
+        let ipv6_refused = rules.ipv6_refused.clone().or_else(|| {
+            rules
+                .install_ipv6(&topology)
+                .err()
+                .map(|error| format!("{error:#}"))
+        });
         Ok(Self {
             topology,
+            ipv6_refused,
             monitor: std::sync::Mutex::new(None),
         })
     }
@@ -315,6 +281,15 @@ impl Lab {
         };
         let lb = self.topology.lb_ns();
         self.topology.exec(&lb, &["iptables-restore"], Some(text))?;
+        if self.ipv6_refused.is_none() {
+            let text = if rules.flows_ip6tables.is_empty() {
+                "*mangle\nCOMMIT\n"
+            } else {
+                rules.flows_ip6tables.as_str()
+            };
+            self.topology
+                .exec(&lb, &["ip6tables-restore"], Some(text))?;
+        }
         Ok(())
     }
 
@@ -331,7 +306,7 @@ impl Lab {
     }
 
     /// [`Lab::run`], with every packet's deciding kernel rule read from `nft monitor
-    /// trace` (see `trace`), the rules' hit counts and the LB's IPv4 counter deltas.
+    /// trace` (see `trace`), the rules' hit counts and the LB's IP counter deltas.
     /// When tracing is unavailable the run still completes, with [`TraceStatus::Failed`].
     pub fn run_traced(
         &self,
@@ -359,16 +334,21 @@ impl Lab {
         }
         // Fragments of one datagram share a tag (the first one's), or the kernel's
         // defragmentation could never put them together again.
-        let mut datagram_tags: BTreeMap<[u8; 11], u16> = BTreeMap::new();
+        let mut datagram_tags: BTreeMap<Vec<u8>, u16> = BTreeMap::new();
         let prepared: Vec<Result<Prepared, String>> = packets
             .iter()
             .enumerate()
             .map(|(ordinal, packet)| {
-                let tag = match datagram_key(&packet.data) {
+                let tag = match tag::datagram_key(&packet.data) {
                     Some(key) => *datagram_tags.entry(key).or_insert(tag_of(ordinal)),
                     None => tag_of(ordinal),
                 };
-                prepare(packet, tag, |a| rules.is_server(a))
+                prepare(
+                    packet,
+                    tag,
+                    |a| rules.is_server(a),
+                    self.ipv6_refused.as_deref(),
+                )
             })
             .collect();
         let frames: Vec<(Side, Vec<u8>)> = prepared
@@ -535,21 +515,6 @@ pub fn run_kernel_traced(
     Lab::start(rules)?.run_traced(packets, rules, gap, SETTLE_TIME)
 }
 
-/// (source, destination, protocol, IPv4 ID) of a fragment; `None` for whole datagrams.
-fn datagram_key(frame: &[u8]) -> Option<[u8; 11]> {
-    let (offset, _) = ipv4_at(frame)?;
-    let ip = &frame[offset..];
-    let flags_offset = u16::from_be_bytes([ip[6], ip[7]]);
-    if flags_offset & 0x3fff == 0 {
-        return None;
-    }
-    let mut key = [0; 11];
-    key[..8].copy_from_slice(&ip[12..20]);
-    key[8] = ip[9];
-    key[9..].copy_from_slice(&ip[4..6]);
-    Some(key)
-}
-
 fn tag_of(ordinal: usize) -> u16 {
     u16::try_from(ordinal + 1).unwrap_or(u16::MAX)
 }
@@ -571,14 +536,14 @@ fn seen_frames(exchange: &Exchange) -> Vec<Seen> {
     let mut seen = Vec::new();
     for (side, frames) in sides {
         for ObservedFrame { at, frame } in frames {
-            let Some((offset, _)) = ipv4_at(frame) else {
+            let Some(ip) = tag::ip_at(frame) else {
                 continue;
             };
             seen.push(Seen {
                 side,
                 at: *at,
-                tag: ip_tag(frame, offset),
-                quoted: quoted_tag(frame),
+                tag: tag::read(frame, ip),
+                quoted: tag::quoted(frame),
                 summary: FrameSummary::of(LinkType::Ethernet, frame),
             });
         }
@@ -589,7 +554,7 @@ fn seen_frames(exchange: &Exchange) -> Vec<Seen> {
 /// Indexes of what the LB sent, for matching packets to frames.
 #[derive(Default)]
 struct Index {
-    /// (tag, proto) → frames carrying that IPv4 ID.
+    /// (tag, proto) → frames carrying that tag.
     by_tag: BTreeMap<(u16, String), Vec<usize>>,
     /// Client-side TCP answers: (client, client port, server, server port) → frames.
     answers: BTreeMap<(IpAddr, u16, IpAddr, u16), Vec<usize>>,
@@ -629,19 +594,6 @@ fn index(seen: &[Seen]) -> Index {
         }
     }
     index
-}
-
-/// The (tag, protocol) an ICMP error quotes.
-fn quoted_tag(frame: &[u8]) -> Option<(u16, u8)> {
-    let (offset, header_len) = ipv4_at(frame)?;
-    let ip = &frame[offset..];
-    if ip[9] != 1 {
-        return None;
-    }
-    let icmp = ip.get(header_len..)?;
-    let quoted = icmp.get(8..28)?;
-    (matches!(icmp[0], 3 | 4 | 5 | 11 | 12) && quoted[0] >> 4 == 4)
-        .then(|| (u16::from_be_bytes([quoted[4], quoted[5]]), quoted[9]))
 }
 
 fn outcomes(
@@ -800,6 +752,7 @@ impl FrameSummary {
             "tcp" => Some(6),
             "udp" => Some(17),
             "icmp" => Some(1),
+            "icmpv6" => Some(58),
             other => other.parse().ok(),
         }
     }
@@ -809,6 +762,7 @@ impl FrameSummary {
 mod tests {
     use super::*;
     use datapath::packet::builder::PacketBuilder;
+    use datapath::packet::checksum;
     use std::collections::BTreeSet;
     use std::net::Ipv4Addr;
 
@@ -829,8 +783,8 @@ mod tests {
             .tcp(1234, 80)
             .syn()
             .build();
-        let prepared = prepare(&input(frame), 0x1234, |_| false).expect("IPv4");
-        let ip = &prepared.frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + 20];
+        let prepared = prepare(&input(frame), 0x1234, |_| false, None).expect("IPv4");
+        let ip = &prepared.frame[14..34];
         assert_eq!(&ip[4..6], &[0x12, 0x34]);
         assert!(checksum::is_valid(checksum::partial(ip)));
         assert_eq!(&prepared.frame[0..6], &LB_CLIENT_MAC);
@@ -845,7 +799,7 @@ mod tests {
             .syn_ack()
             .build();
         let servers = BTreeSet::from([IpAddr::V4(Ipv4Addr::new(10, 0, 1, 2))]);
-        let prepared = prepare(&input(frame), 9, |a| servers.contains(&a)).expect("IPv4");
+        let prepared = prepare(&input(frame), 9, |a| servers.contains(&a), None).expect("IPv4");
         assert_eq!(prepared.side, Side::Server);
         assert_eq!(&prepared.frame[0..6], &LB_SERVER_MAC);
     }
@@ -856,14 +810,14 @@ mod tests {
             .ipv4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2))
             .udp(1, 53)
             .build();
-        frame[ETHERNET_HEADER_LEN + 10] ^= 0xff;
-        let prepared = prepare(&input(frame), 7, |_| false).expect("IPv4");
-        let ip = &prepared.frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + 20];
+        frame[24] ^= 0xff;
+        let prepared = prepare(&input(frame), 7, |_| false, None).expect("IPv4");
+        let ip = &prepared.frame[14..34];
         assert!(!checksum::is_valid(checksum::partial(ip)));
     }
 
     #[test]
-    fn ipv6_and_stacked_vlan_frames_are_not_injected() {
+    fn ipv6_is_tagged_in_the_flow_label_unless_refused_and_qinq_is_not_injected() {
         let v6 = PacketBuilder::eth()
             .ipv6(
                 "2001:db8::1".parse().unwrap(),
@@ -871,14 +825,19 @@ mod tests {
             )
             .udp(1, 53)
             .build();
-        assert!(prepare(&input(v6), 1, |_| false).is_err());
+        let refused = prepare(&input(v6.clone()), 1, |_| false, Some("no IPv6 here"));
+        assert_eq!(refused.err().as_deref(), Some("IPv6: no IPv6 here"));
+        let prepared = prepare(&input(v6), 0x0304, |_| false, None).expect("IPv6");
+        assert_eq!(&prepared.frame[15..18], &[0x00, 0x03, 0x04]);
         let qinq = PacketBuilder::eth()
             .vlan(10)
             .vlan(20)
             .ipv4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2))
             .udp(1, 53)
             .build();
-        let why = prepare(&input(qinq), 1, |_| false).err().expect("QinQ");
+        let why = prepare(&input(qinq), 1, |_| false, None)
+            .err()
+            .expect("QinQ");
         assert!(why.contains("QinQ"), "{why}");
     }
 
@@ -889,9 +848,10 @@ mod tests {
             .ipv4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2))
             .udp(1, 53)
             .build();
-        let prepared = prepare(&input(frame), 0x0102, |_| false).expect("tagged IPv4");
-        assert_eq!(ipv4_at(&prepared.frame), Some((18, 20)));
-        assert_eq!(ip_tag(&prepared.frame, 18), 0x0102);
+        let prepared = prepare(&input(frame), 0x0102, |_| false, None).expect("tagged IPv4");
+        let at = tag::ip_at(&prepared.frame).expect("IPv4");
+        assert_eq!((at.offset, at.header_len), (18, 20));
+        assert_eq!(tag::read(&prepared.frame, at), 0x0102);
         assert_eq!(&prepared.frame[12..16], &[0x81, 0x00, 0x00, 42]);
         assert!(checksum::is_valid(checksum::partial(
             &prepared.frame[18..38]

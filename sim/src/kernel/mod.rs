@@ -16,8 +16,12 @@
 //! 802.1Q frames are injected tagged (the shield's nft chain matches `vlan id`); this
 //! kernel has no 8021q sub-interfaces, so the LB clears the tag after the shield.
 //!
-//! Not here: IPVS and VLAN sub-interfaces (this kernel has neither), IPv6 and QinQ
-//! injection, the inline lab mode.
+//! IPv6 packets are injected too (tagged in the flow label; the topology has IPv6
+//! addresses and routes), unless the appliance has directors, SYN cookies or `[[nat]]`
+//! rules, which are reproduced for IPv4 only.
+//!
+//! Not here: IPVS and VLAN sub-interfaces (this kernel has neither), IPv6 directors /
+//! synproxy / NAT, QinQ injection, the inline lab mode.
 
 pub mod diff;
 pub mod inject;
@@ -25,6 +29,7 @@ pub mod outcome;
 pub mod rules;
 pub mod scenario_input;
 pub mod simulate;
+pub mod tag;
 pub mod topology;
 pub mod trace;
 pub mod wire;
@@ -92,6 +97,7 @@ pub fn run(args: &KernelArgs) -> anyhow::Result<ExitCode> {
             let sections = [
                 ("shield (nft -f)", &rules.shield_nft),
                 ("flows (iptables-restore)", &rules.flows_iptables),
+                ("flows (ip6tables-restore)", &rules.flows_ip6tables),
                 ("directors (nft -f)", &rules.director_nft),
                 ("synproxy (nft -f)", &rules.synproxy_nft),
                 ("nat (nft -f)", &rules.nat_nft),
@@ -112,6 +118,9 @@ fn up(appliance: Option<&Path>) -> anyhow::Result<()> {
     let topology = topology::Topology::create()?;
     if let Some(rules) = &rules {
         rules.install(&topology)?;
+        if let Err(error) = rules.install_ipv6(&topology) {
+            eprintln!("warning: IPv6 flows not installed: {error:#}");
+        }
     }
     println!("up {}", topology.namespaces().join(" "));
     use std::io::Write;

@@ -1,13 +1,15 @@
 //! Kernel rules from the same tables the simulator runs: the shield's deny/allow lists as an
 //! nft table in the netdev ingress hook of the LB's client-side veth (`dst + vlan` contexts
-//! first, matched with `vlan id N`, then `dst` contexts, then the default), the flow table as the
-//! flowmgr compiler's `iptables-restore` output (mangle chains and marks), and directors as
+//! first, matched with `vlan id N`, then `dst` contexts, then the default; `ip` and, when
+//! the lists have IPv6 entries or contexts, `ip6` sets), the flow table as the flowmgr
+//! compiler's `iptables-restore` and `ip6tables-restore` output (mangle chains and marks), and directors as
 //! nft `dnat to numgen inc mod N map {…}` (no IPVS on this kernel). [`KernelRules::features`]
 //! says, per feature, which mechanism was used or that the feature has no kernel counterpart
 //! in this runner (those are compared on the simulator side only).
 //!
 //! Not here: installing anything into the host namespace (rules go into the LB namespace of
-//! a [`Topology`]), IPv6 lists. The `[[nat]]` rules become an nft `nat` table (prerouting
+//! a [`Topology`]), IPv6 directors, synproxy and NAT (IPv6 packets are then not injected,
+//! see [`KernelRules::refuse_ipv6`]). The `[[nat]]` rules become an nft `nat` table (prerouting
 //! `dnat`, postrouting `snat` / `masquerade`), see [`KernelRules::add_nat`].
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -58,6 +60,10 @@ pub struct KernelRules {
     pub shield_nft: String,
     /// `iptables-restore` input for the flows (empty: no flows).
     pub flows_iptables: String,
+    /// `ip6tables-restore` input for the flows (empty: no flows).
+    pub flows_ip6tables: String,
+    /// Why IPv6 packets cannot be compared (a feature with no IPv6 counterpart here).
+    pub ipv6_refused: Option<String>,
     /// `nft -f` input for the directors (empty: no directors).
     pub director_nft: String,
     /// Per-feature mechanisms.
@@ -119,14 +125,19 @@ impl KernelRules {
         }
         if let Some(table) = flows {
             rules.flows_iptables = datapath::flows::compile::iptables(table, Family::V4);
+            rules.flows_ip6tables = datapath::flows::compile::iptables(table, Family::V6);
             rules.features.push(row(
                 "flows",
-                "iptables-restore: mangle PREROUTING, one chain per flow, MARK",
+                "iptables-restore (IPv4) and ip6tables-restore (IPv6): mangle PREROUTING, one chain per flow, MARK",
                 true,
             ));
         }
         if !directors.is_empty() {
             rules.director_nft = director_nft(directors, &mut rules)?;
+            rules.refuse_ipv6("directors are reproduced for IPv4 only (nft `ip` DNAT)");
+        }
+        if !rules.synproxy_nft.is_empty() {
+            rules.refuse_ipv6("SYN cookies are reproduced for IPv4 only (nft synproxy)");
         }
         Ok(rules)
     }
@@ -159,6 +170,26 @@ impl KernelRules {
         Ok(())
     }
 
+    /// The IPv6 rules: the flows' `ip6tables-restore` output (the shield's IPv6 sets are
+    /// in its nft table). Separate from [`KernelRules::install`] so that a refusal leaves
+    /// IPv4 runs possible (IPv6 packets are then not injected).
+    pub fn install_ipv6(&self, topology: &Topology) -> anyhow::Result<()> {
+        if !self.flows_ip6tables.is_empty() {
+            let lb = topology.lb_ns();
+            topology.exec(&lb, &["ip6tables-restore"], Some(&self.flows_ip6tables))?;
+        }
+        Ok(())
+    }
+
+    /// Mark IPv6 packets as not comparable (the first reason is kept), with a feature row.
+    pub fn refuse_ipv6(&mut self, why: &str) {
+        if self.ipv6_refused.is_none() {
+            self.ipv6_refused = Some(why.to_string());
+            self.features
+                .push(row("IPv6 packets", format!("not injected: {why}"), false));
+        }
+    }
+
     /// Whether a packet from `address` enters from the server side.
     pub fn is_server(&self, address: IpAddr) -> bool {
         self.server_addresses.contains(&address)
@@ -176,6 +207,7 @@ impl KernelRules {
         if rules.is_empty() {
             return;
         }
+        self.refuse_ipv6("[[nat]] rules are reproduced for IPv4 only (nft `ip` nat)");
         let server = rules.iter().find_map(|r| r.out.clone());
         if let Some(name) = &server
             && let Some(address) = interfaces.get(name)
@@ -253,17 +285,57 @@ impl KernelRules {
     }
 }
 
-fn v4_elements(prefixes: impl Iterator<Item = ipnet::IpNet>) -> Vec<String> {
+/// An address family of the shield's nft sets and rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IpFamily {
+    V4,
+    V6,
+}
+
+impl IpFamily {
+    fn has(self, address: IpAddr) -> bool {
+        matches!(
+            (self, address),
+            (Self::V4, IpAddr::V4(_)) | (Self::V6, IpAddr::V6(_))
+        )
+    }
+
+    /// nft payload keyword (`ip`, `ip6`).
+    fn keyword(self) -> &'static str {
+        match self {
+            Self::V4 => "ip",
+            Self::V6 => "ip6",
+        }
+    }
+
+    /// Set name suffix: `deny_0` (IPv4), `deny6_0` (IPv6).
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::V4 => "",
+            Self::V6 => "6",
+        }
+    }
+
+    fn set_type(self) -> &'static str {
+        match self {
+            Self::V4 => "ipv4_addr",
+            Self::V6 => "ipv6_addr",
+        }
+    }
+}
+
+fn elements(prefixes: impl Iterator<Item = ipnet::IpNet>, family: IpFamily) -> Vec<String> {
     prefixes
-        .filter(|net| matches!(net.addr(), IpAddr::V4(_)))
+        .filter(|net| family.has(net.addr()))
         .map(|net| net.to_string())
         .collect()
 }
 
-fn set(out: &mut String, name: &str, elements: &[String]) {
+fn set(out: &mut String, name: &str, family: IpFamily, elements: &[String]) {
     let _ = writeln!(
         out,
-        "\tset {name} {{\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\tauto-merge"
+        "\tset {name} {{\n\t\ttype {}\n\t\tflags interval\n\t\tauto-merge",
+        family.set_type()
     );
     if !elements.is_empty() {
         let _ = writeln!(out, "\t\telements = {{ {} }}", elements.join(", "));
@@ -271,24 +343,31 @@ fn set(out: &mut String, name: &str, elements: &[String]) {
     out.push_str("\t}\n");
 }
 
-/// One context: `allow_src` accepts (they are removed from the denylist), then the
-/// instance's and the context's `deny` drop, then the context is done (`accept`), so that
-/// later contexts and the default context do not see the packet.
+/// One context of one family: `allow_src` accepts (they are removed from the denylist),
+/// then the instance's and the context's `deny` drop, then the context is done
+/// (`accept`), so that later contexts and the default context do not see the packet.
+/// Its sets are named `allow_src{6}_{id}` / `deny{6}_{id}`.
 fn context_rules(
-    out_sets: &mut String,
-    out_rules: &mut String,
-    index: usize,
+    out: &mut (String, String),
+    id: &str,
     context: &ContextConfig,
     instance_deny: &[String],
+    family: IpFamily,
 ) {
-    let allow = v4_elements(context.allow_src.iter().map(|p| p.0));
+    let (out_sets, out_rules) = out;
+    let (ip, suffix) = (family.keyword(), family.suffix());
+    let allow = elements(context.allow_src.iter().map(|p| p.0), family);
     let mut deny = instance_deny.to_vec();
-    deny.extend(v4_elements(context.deny.iter().map(|p| p.0)));
-    set(out_sets, &format!("allow_src_{index}"), &allow);
-    set(out_sets, &format!("deny_{index}"), &deny);
+    deny.extend(elements(context.deny.iter().map(|p| p.0), family));
+    let (allow_set, deny_set) = (
+        format!("allow_src{suffix}_{id}"),
+        format!("deny{suffix}_{id}"),
+    );
+    set(out_sets, &allow_set, family, &allow);
+    set(out_sets, &deny_set, family, &deny);
     let selector = match (context.vlan, context.dst) {
-        (Some(vlan), Some(dst)) => format!("vlan id {vlan} ip daddr {dst} "),
-        (None, Some(dst)) => format!("ip daddr {dst} "),
+        (Some(vlan), Some(dst)) => format!("vlan id {vlan} {ip} daddr {dst} "),
+        (None, Some(dst)) => format!("{ip} daddr {dst} "),
         (_, None) => String::new(),
     };
     let context_name = match (context.dst, context.vlan) {
@@ -299,12 +378,12 @@ fn context_rules(
     let comment = |what: &str| format!("comment \"shield context {context_name}: {what}\"");
     let _ = writeln!(
         out_rules,
-        "\t\t{selector}ip saddr @allow_src_{index} counter accept {}",
+        "\t\t{selector}{ip} saddr @{allow_set} counter accept {}",
         comment("allow_src")
     );
     let _ = writeln!(
         out_rules,
-        "\t\t{selector}ip saddr @deny_{index} counter drop {}",
+        "\t\t{selector}{ip} saddr @{deny_set} counter drop {}",
         comment("deny")
     );
     if !selector.is_empty() {
@@ -316,51 +395,56 @@ fn context_rules(
     }
 }
 
-fn shield_nft(shield: &ShieldConfig, features: &mut Vec<FeatureRow>) -> String {
-    let instance_deny = v4_elements(shield.deny.iter().map(|p| p.0));
-    let (mut sets, mut rules) = (String::new(), String::new());
-    // `dst + vlan` contexts win over `dst` alone (the shield's selection order), so
-    // they come first; within each group, configuration order.
-    let ipv4 = |c: &&ContextConfig| matches!(c.dst, Some(IpAddr::V4(_)));
-    let tagged = shield
-        .context
+/// Whether the shield has anything for IPv6: a list entry or a context.
+fn shield_has_ipv6(shield: &ShieldConfig) -> bool {
+    let contexts = || {
+        shield
+            .context
+            .iter()
+            .chain(std::iter::once(&shield.default))
+    };
+    let mut prefixes = shield
+        .deny
         .iter()
-        .filter(ipv4)
-        .filter(|c| c.vlan.is_some());
-    let untagged = shield
-        .context
-        .iter()
-        .filter(ipv4)
-        .filter(|c| c.vlan.is_none());
+        .chain(contexts().flat_map(|c| c.deny.iter().chain(&c.allow_src)));
+    prefixes.any(|p| p.0.addr().is_ipv6()) || contexts().any(|c| c.dst.is_some_and(|d| d.is_ipv6()))
+}
+
+/// One family's contexts: `dst + vlan` contexts win over `dst` alone (the shield's
+/// selection order), so they come first; within each group, configuration order; the
+/// default context last.
+fn family_rules(shield: &ShieldConfig, family: IpFamily, out: &mut (String, String)) {
+    let instance_deny = elements(shield.deny.iter().map(|p| p.0), family);
+    let of_family = |c: &&ContextConfig| c.dst.is_some_and(|d| family.has(d));
+    let contexts = shield.context.iter().filter(of_family);
+    let tagged = contexts.clone().filter(|c| c.vlan.is_some());
+    let untagged = contexts.filter(|c| c.vlan.is_none());
     for (index, context) in tagged.chain(untagged).enumerate() {
-        context_rules(&mut sets, &mut rules, index, context, &instance_deny);
+        context_rules(out, &index.to_string(), context, &instance_deny, family);
     }
-    context_rules(
-        &mut sets,
-        &mut rules,
-        usize::MAX,
-        &shield.default,
-        &instance_deny,
-    );
-    let mut out = format!("table netdev {SHIELD_TABLE}\ndelete table netdev {SHIELD_TABLE}\n");
-    let _ = writeln!(out, "table netdev {SHIELD_TABLE} {{\n{sets}");
+    context_rules(out, "default", &shield.default, &instance_deny, family);
+}
+
+fn shield_nft(shield: &ShieldConfig, features: &mut Vec<FeatureRow>) -> String {
+    let mut out = (String::new(), String::new());
+    family_rules(shield, IpFamily::V4, &mut out);
+    let with_ipv6 = shield_has_ipv6(shield);
+    if with_ipv6 {
+        family_rules(shield, IpFamily::V6, &mut out);
+    }
+    let (sets, rules) = out;
+    let mut text = format!("table netdev {SHIELD_TABLE}\ndelete table netdev {SHIELD_TABLE}\n");
+    let _ = writeln!(text, "table netdev {SHIELD_TABLE} {{\n{sets}");
     let _ = writeln!(
-        out,
+        text,
         "\tchain ingress {{\n\t\ttype filter hook ingress device \"{LB_CLIENT_IFACE}\" priority -500; policy accept;\n{rules}\t}}\n}}"
     );
+    let families = if with_ipv6 { "IPv4 and IPv6" } else { "IPv4" };
     features.push(row(
-        "shield deny / allow_src (IPv4, per dst or dst + vlan context)",
+        format!("shield deny / allow_src ({families}, per dst or dst + vlan context)"),
         "nft netdev ingress on the LB's client veth, interval sets (`vlan id N` for VLAN contexts)",
         true,
     ));
-    let skipped_contexts = shield.context.iter().filter(|c| !ipv4(c)).count();
-    if skipped_contexts > 0 {
-        features.push(row(
-            format!("shield: {skipped_contexts} IPv6 context(s)"),
-            "none",
-            false,
-        ));
-    }
     let protected_vlan_contexts = shield
         .context
         .iter()
@@ -380,8 +464,7 @@ fn shield_nft(shield: &ShieldConfig, features: &mut Vec<FeatureRow>) -> String {
     ] {
         features.push(row(feature, "none (simulator only in this runner)", false));
     }
-    out.replace(&format!("allow_src_{}", usize::MAX), "allow_src_default")
-        .replace(&format!("deny_{}", usize::MAX), "deny_default")
+    text
 }
 
 fn service_match(key: ServiceKey) -> Option<String> {

@@ -1,5 +1,5 @@
 //! The kernel-side topology: three network namespaces (`<prefix>-cli`, `<prefix>-lb`,
-//! `<prefix>-srv`) joined by two veth pairs, with addresses, static neighbours, routes and
+//! `<prefix>-srv`) joined by two veth pairs, with IPv4 and IPv6 addresses, static neighbours, routes and
 //! forwarding on in the load-balancer namespace, and an nft netdev table that clears the
 //! 802.1Q tag of frames entering the LB after the shield saw it ([`vlan_nft`]: this kernel
 //! has no VLAN sub-interfaces).
@@ -52,6 +52,13 @@ pub const CLIENT_ADDR: &str = "100.127.255.2";
 pub const LB_CLIENT_ADDR: &str = "100.127.255.1";
 const LB_SERVER_ADDR: &str = "100.127.255.5";
 const SERVER_ADDR: &str = "100.127.255.6";
+/// IPv6 link networks (unique local addresses, unlikely in captures): client side
+/// `…:1::/64`, server side `…:2::/64`; the LB is `::1` on both, the peers `::2`.
+pub const CLIENT_ADDR6: &str = "fd6c:6273:696d:1::2";
+/// The LB's IPv6 address on its client-side veth.
+pub const LB_CLIENT_ADDR6: &str = "fd6c:6273:696d:1::1";
+const LB_SERVER_ADDR6: &str = "fd6c:6273:696d:2::1";
+const SERVER_ADDR6: &str = "fd6c:6273:696d:2::2";
 /// The nft table (family netdev) that untags 802.1Q frames after the shield.
 pub const VLAN_TABLE: &str = "lbsim_vlan";
 /// Policy routing table for traffic arriving from the client side.
@@ -190,8 +197,46 @@ impl Topology {
         self.neighbour(&lb, LB_SERVER_IFACE, SERVER_ADDR, SERVER_MAC)?;
         self.neighbour(&srv, SERVER_IFACE, LB_SERVER_ADDR, LB_SERVER_MAC)?;
         self.routes()?;
+        self.ipv6()?;
         self.exec(&lb, &["nft", "-f", "-"], Some(&vlan_nft()))
             .map(drop)
+    }
+
+    /// The IPv6 side: addresses without duplicate address detection, permanent neighbours,
+    /// the same routes and policy rule as IPv4, forwarding on in the LB (one `ip -batch`
+    /// per namespace).
+    fn ipv6(&self) -> anyhow::Result<()> {
+        let (cli, lb, srv) = (self.client_ns(), self.lb_ns(), self.server_ns());
+        let (client_mac, server_mac) = (mac_text(CLIENT_MAC), mac_text(SERVER_MAC));
+        let (lb_client_mac, lb_server_mac) = (mac_text(LB_CLIENT_MAC), mac_text(LB_SERVER_MAC));
+        let client = format!(
+            "addr add {CLIENT_ADDR6}/64 dev {CLIENT_IFACE} nodad\n\
+             neigh replace {LB_CLIENT_ADDR6} lladdr {lb_client_mac} dev {CLIENT_IFACE} nud permanent\n\
+             route add default via {LB_CLIENT_ADDR6}\n"
+        );
+        let server = format!(
+            "addr add {SERVER_ADDR6}/64 dev {SERVER_IFACE} nodad\n\
+             neigh replace {LB_SERVER_ADDR6} lladdr {lb_server_mac} dev {SERVER_IFACE} nud permanent\n\
+             route add default via {LB_SERVER_ADDR6}\n"
+        );
+        let balancer = format!(
+            "addr add {LB_CLIENT_ADDR6}/64 dev {LB_CLIENT_IFACE} nodad\n\
+             addr add {LB_SERVER_ADDR6}/64 dev {LB_SERVER_IFACE} nodad\n\
+             neigh replace {CLIENT_ADDR6} lladdr {client_mac} dev {LB_CLIENT_IFACE} nud permanent\n\
+             neigh replace {SERVER_ADDR6} lladdr {server_mac} dev {LB_SERVER_IFACE} nud permanent\n\
+             route add default via {CLIENT_ADDR6} dev {LB_CLIENT_IFACE}\n\
+             route add default via {SERVER_ADDR6} dev {LB_SERVER_IFACE} table {FROM_CLIENT_TABLE}\n\
+             rule add iif {LB_CLIENT_IFACE} lookup {FROM_CLIENT_TABLE} pref 100\n"
+        );
+        for (ns, batch) in [(&cli, client), (&srv, server), (&lb, balancer)] {
+            self.exec(ns, &["ip", "-6", "-batch", "-"], Some(&batch))?;
+        }
+        self.exec(
+            &lb,
+            &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"],
+            None,
+        )
+        .map(drop)
     }
 
     fn veth(&self, ns: &str, name: &str, peer_ns: &str, peer: &str) -> anyhow::Result<()> {

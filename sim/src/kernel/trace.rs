@@ -1,8 +1,8 @@
 //! Which kernel rule decided each packet, from nftables tracing: a netdev ingress chain on
 //! both LB veths sets `meta nftrace` on every IPv4 frame before any other chain
 //! ([`trace_nft`]), `nft -a monitor trace` runs in the LB namespace during the exchange
-//! ([`Monitor`]), and its lines are grouped per packet by the IPv4 ID (the runner's 16-bit
-//! tag) of each trace's `packet:` lines ([`parse`]). iptables-nft rules (the flows'
+//! ([`Monitor`]), and its lines are grouped per packet by the IPv4 ID or IPv6 flow label
+//! (the runner's 16-bit tag) of each trace's `packet:` lines ([`parse`]). iptables-nft rules (the flows'
 //! iptables-restore output) are nft rules too and appear with their chain (the flow's
 //! name), handle and text.
 //!
@@ -10,7 +10,7 @@
 //! verdict dropped it, else the last rule that accepted it. Packets that no rule dropped but
 //! the kernel did not forward were refused by the stack itself (routing, martians,
 //! defragmentation): the trace says which hook they reached last, and the LB namespace's
-//! IPv4 counters ([`snmp_counters`], before and after the run) say which kernel counters
+//! IP counters ([`snmp_counters`], before and after the run) say which kernel counters
 //! moved. The `skb:kfree_skb` tracepoint would name a drop reason per skb, but it carries
 //! no namespace and no packet bytes (so it cannot be tied to a tag) and needs a host-wide
 //! tracefs mount: it is not used.
@@ -49,7 +49,7 @@ pub fn trace_nft() -> String {
     out.push_str(&format!("table netdev {TRACE_TABLE} {{\n"));
     for (chain, iface) in [("client", LB_CLIENT_IFACE), ("server", LB_SERVER_IFACE)] {
         out.push_str(&format!(
-            "\tchain {chain} {{\n\t\ttype filter hook ingress device \"{iface}\" priority -1000; policy accept;\n\t\tmeta protocol ip meta nftrace set 1\n\t}}\n"
+            "\tchain {chain} {{\n\t\ttype filter hook ingress device \"{iface}\" priority -1000; policy accept;\n\t\tmeta protocol {{ ip, ip6 }} meta nftrace set 1\n\t}}\n"
         ));
     }
     out.push_str("}\n");
@@ -76,7 +76,8 @@ pub struct RuleRef {
 impl RuleRef {
     /// Whether the rule is one of the flows' iptables-nft rules.
     pub fn is_iptables(&self) -> bool {
-        self.family == "ip" && matches!(self.table.as_str(), "mangle" | "filter" | "nat" | "raw")
+        matches!(self.family.as_str(), "ip" | "ip6")
+            && matches!(self.table.as_str(), "mangle" | "filter" | "nat" | "raw")
     }
 }
 
@@ -223,7 +224,8 @@ pub fn parse(lines: &[String]) -> Traces {
             continue;
         };
         if rest.starts_with("packet: ") {
-            match field(rest, " ip id ").and_then(|v| v.parse::<u16>().ok()) {
+            let tag = field(rest, " ip id ").or_else(|| field(rest, " ip6 flowlabel "));
+            match tag.and_then(|v| v.parse::<u16>().ok()) {
                 Some(tag) => {
                     current.insert(id, tag);
                     if tag != PROBE_TAG {
@@ -370,17 +372,28 @@ impl Drop for Monitor {
     }
 }
 
-/// IPv4 and ICMP counters of the LB namespace (`/proc/net/snmp` read inside it):
-/// `Ip.InAddrErrors` → value.
+/// IP and ICMP counters of the LB namespace (`/proc/net/snmp` and `/proc/net/snmp6` read
+/// inside it): `Ip.InAddrErrors`, `Ip6InNoRoutes` → value.
 pub fn snmp_counters(topology: &Topology) -> anyhow::Result<BTreeMap<String, u64>> {
-    let text = topology.exec(&topology.lb_ns(), &["cat", "/proc/net/snmp"], None)?;
+    let lb = topology.lb_ns();
+    let text = topology.exec(&lb, &["cat", "/proc/net/snmp", "/proc/net/snmp6"], None)?;
     Ok(parse_snmp(&text))
 }
 
-/// Parse `/proc/net/snmp` (pairs of header and value lines per protocol).
+/// Parse `/proc/net/snmp` (pairs of header and value lines per protocol: `Ip` and `Icmp`
+/// are kept) followed by `/proc/net/snmp6` (`Ip6…` / `Icmp6…` name and value per line).
 pub fn parse_snmp(text: &str) -> BTreeMap<String, u64> {
     let mut counters = BTreeMap::new();
-    let lines: Vec<&str> = text.lines().collect();
+    let (snmp, snmp6): (Vec<&str>, Vec<&str>) = text.lines().partition(|l| l.contains(": "));
+    for line in snmp6 {
+        let mut words = line.split_whitespace();
+        if let (Some(name), Some(Ok(value))) = (words.next(), words.next().map(str::parse))
+            && (name.starts_with("Ip6") || name.starts_with("Icmp6"))
+        {
+            counters.insert(name.to_string(), value);
+        }
+    }
+    let lines = snmp;
     for pair in lines.chunks(2) {
         let [names, values] = pair else { continue };
         let (Some((proto, names)), Some((_, values))) =
@@ -458,9 +471,11 @@ trace id 1111 ip mangle PREROUTING policy accept
 
     #[test]
     fn snmp_counters_are_read_per_protocol_and_diffed() {
-        let before = parse_snmp("Ip: Forwarding InAddrErrors\nIp: 1 3\nTcp: RtoMin\nTcp: 200\n");
+        let before = parse_snmp(
+            "Ip: Forwarding InAddrErrors\nIp: 1 3\nTcp: RtoMin\nTcp: 200\nIp6InReceives 4\nUdp6InErrors 1\n",
+        );
         let after = parse_snmp("Ip: Forwarding InAddrErrors\nIp: 1 5\nTcp: RtoMin\nTcp: 200\n");
-        assert_eq!(before.len(), 2);
+        assert_eq!(before.len(), 3);
         let deltas = counter_deltas(&before, &after);
         assert_eq!(deltas, BTreeMap::from([("Ip.InAddrErrors".to_string(), 2)]));
     }
