@@ -384,6 +384,9 @@ fn kernel_rule(sim: &SimPacket, packet: &KernelPacket, rules: &KernelRules) -> S
         Outcome::Answer { frame } if frame.icmp.is_some() => "IPv4 forwarding (ICMP error)".into(),
         Outcome::Answer { .. } | Outcome::Proxy { .. } => "nft synproxy".into(),
         Outcome::Drop { .. } => "a drop in nft shield / synproxy / iptables flows / routing".into(),
+        _ if sim.input.src.is_some_and(|a| a.is_ipv6()) => {
+            "IPv6 forwarding (nft/ip6tables accept)".into()
+        }
         _ => "IPv4 forwarding (nft/iptables accept)".into(),
     }
 }

@@ -27,9 +27,9 @@
 //! hit counts and the LB's IP counter deltas; untraced runs (`sim bench`) skip the
 //! monitor.
 //!
-//! IPv6 packets are injected unless the rules refuse them (directors, synproxy and
-//! `[[nat]]` are reproduced for IPv4 only: [`KernelRules::refuse_ipv6`]), or the flows'
-//! `ip6tables-restore` input was refused.
+//! IPv6 packets are injected unless the rules refuse them (directors by fwmark or IPv6
+//! VIP, SYN cookies of IPv6 contexts and `[[nat]]` are reproduced for IPv4 only:
+//! [`KernelRules::refuse_ipv6`]), or the flows' `ip6tables-restore` input was refused.
 //!
 //! Not here: IPv6 directors, synproxy and NAT; QinQ.
 

@@ -134,9 +134,24 @@ impl KernelRules {
         }
         if !directors.is_empty() {
             rules.director_nft = director_nft(directors, &mut rules)?;
-            rules.refuse_ipv6("directors are reproduced for IPv4 only (nft `ip` DNAT)");
         }
-        if !rules.synproxy_nft.is_empty() {
+        // Only what an IPv6 packet can reach matters: fwmark services (marks are
+        // family-blind) and IPv6 virtual services; contexts for IPv6 destinations.
+        let catches_ipv6 = |d: &DirectorConfig| match d.build().map(|spec| spec.key) {
+            Ok(ServiceKey::Tuple { vip, .. }) => vip.is_ipv6(),
+            _ => true,
+        };
+        if directors.iter().any(catches_ipv6) {
+            rules.refuse_ipv6(
+                "directors by fwmark or IPv6 VIP are reproduced for IPv4 only (nft `ip` DNAT)",
+            );
+        }
+        let protected_ipv6 = shield.is_some_and(|s| {
+            s.context
+                .iter()
+                .any(|c| c.dst.is_some_and(|d| d.is_ipv6()) && !c.protected_tcp_ports.is_empty())
+        });
+        if protected_ipv6 {
             rules.refuse_ipv6("SYN cookies are reproduced for IPv4 only (nft synproxy)");
         }
         Ok(rules)
