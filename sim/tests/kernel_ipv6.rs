@@ -3,7 +3,8 @@
 //! as `ip6` sets in the netdev ingress chain, flows through `ip6tables-restore`, IPv6
 //! forwarding through the LB; IPv4 packets in the same run, and a tagged IPv6 frame. Every
 //! packet agrees, except the hop-limit-1 one (the kernel answers ICMPv6 time exceeded;
-//! explained). Appliances with directors or NAT leave IPv6 packets not injected.
+//! explained). IPv6 NAT directors are `ip6` DNAT maps: the rr order, the rewrite and the
+//! replies' un-NAT agree; fwmark directors and `[[nat]]` leave IPv6 packets not injected.
 
 mod kernel_support;
 
@@ -127,7 +128,7 @@ fn ipv6_shield_lists_and_flows_agree_with_the_kernel() {
 }
 
 #[test]
-fn ipv6_packets_are_not_injected_when_directors_have_no_ipv6_counterpart() {
+fn ipv6_packets_are_not_injected_when_fwmark_directors_have_no_ipv6_counterpart() {
     if !kernel_tests_enabled() {
         return;
     }
@@ -140,7 +141,7 @@ fn ipv6_packets_are_not_injected_when_directors_have_no_ipv6_counterpart() {
     let reasons: Vec<&String> = report.not_injected.keys().collect();
     assert!(
         reasons.len() == 1
-            && reasons[0].contains("directors by fwmark or IPv6 VIP are reproduced for IPv4 only"),
+            && reasons[0].contains("directors by fwmark are reproduced for IPv4 only"),
         "{text}"
     );
 }
@@ -186,4 +187,57 @@ fn real_ipv6_captures_agree_or_are_explained() {
         assert!(!ipv6_refused, "{name}:\n{text}");
     }
     assert_eq!(own_namespaces(), before, "namespaces left behind");
+}
+
+#[test]
+fn ipv6_nat_directors_agree_on_rr_order_rewrite_and_reply_un_nat() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let _guard = lock();
+    let client = |n: u16| v6(&format!("2001:db8:c::{n}"));
+    let mut frames = Vec::new();
+    for n in 1..=4u16 {
+        frames.push(
+            PacketBuilder::eth()
+                .ipv6(client(n), v6("2001:db8:f::80"))
+                .tcp(30_000 + n, 80)
+                .syn()
+                .mss(1440)
+                .build(),
+        );
+    }
+    // rr in IPVS order: the last real configured first.
+    let reals = ["2001:db8:e::3", "2001:db8:e::2"];
+    for n in 1..=4u16 {
+        frames.push(
+            PacketBuilder::eth()
+                .ipv6(v6(reals[usize::from(n - 1) % 2]), client(n))
+                .tcp(8080, 30_000 + n)
+                .syn_ack()
+                .seq_ack(99, 1)
+                .mss(1440)
+                .build(),
+        );
+    }
+    for n in 20..=27u16 {
+        frames.push(
+            PacketBuilder::eth()
+                .ipv6(client(n), v6("2001:db8:f::81"))
+                .tcp(30_000 + n, 80)
+                .syn()
+                .build(),
+        );
+    }
+    let pcap = write_pcap("ipv6-director.pcap", &frames);
+    let before = own_namespaces();
+    let report = run_diff(&data("ipv6-director.toml"), &[pcap], &[], GAP, 1).expect("diff runs");
+    assert_eq!(own_namespaces(), before, "namespaces left behind");
+    let text = render(&report);
+    assert!(report.not_injected.is_empty(), "{text}");
+    assert_eq!(report.unexplained(), 0, "{text}");
+    let web = &report.by_feature["director web6"];
+    assert_eq!((web.compared, web.agreed), (8, 8), "{text}");
+    let sticky = &report.by_feature["director sticky6"];
+    assert_eq!(sticky.agreed + sticky.explained, 8, "{text}");
 }

@@ -27,11 +27,11 @@
 //! hit counts and the LB's IP counter deltas; untraced runs (`sim bench`) skip the
 //! monitor.
 //!
-//! IPv6 packets are injected unless the rules refuse them (directors by fwmark or IPv6
-//! VIP, SYN cookies of IPv6 contexts and `[[nat]]` are reproduced for IPv4 only:
+//! IPv6 packets are injected unless the rules refuse them (directors by fwmark, SYN
+//! cookies of IPv6 contexts and `[[nat]]` are reproduced for IPv4 only:
 //! [`KernelRules::refuse_ipv6`]), or the flows' `ip6tables-restore` input was refused.
 //!
-//! Not here: IPv6 directors, synproxy and NAT; QinQ.
+//! Not here: IPv6 synproxy and NAT rules; QinQ.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -17,11 +17,12 @@
 //! kernel has no 8021q sub-interfaces, so the LB clears the tag after the shield.
 //!
 //! IPv6 packets are injected too (tagged in the flow label; the topology has IPv6
-//! addresses and routes), unless the appliance has directors by fwmark or IPv6 VIP, SYN
-//! cookies on IPv6 contexts or `[[nat]]` rules, which are reproduced for IPv4 only.
+//! addresses and routes; IPv6 directors are `ip6` DNAT maps), unless the appliance has
+//! directors by fwmark, SYN cookies on IPv6 contexts or `[[nat]]` rules, which are
+//! reproduced for IPv4 only.
 //!
-//! Not here: IPVS and VLAN sub-interfaces (this kernel has neither), IPv6 directors /
-//! synproxy / NAT, QinQ injection, the inline lab mode.
+//! Not here: IPVS and VLAN sub-interfaces (this kernel has neither), IPv6 synproxy and
+//! `[[nat]]`, QinQ injection, the inline lab mode.
 
 pub mod diff;
 pub mod inject;

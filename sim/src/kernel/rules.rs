@@ -8,8 +8,9 @@
 //! in this runner (those are compared on the simulator side only).
 //!
 //! Not here: installing anything into the host namespace (rules go into the LB namespace of
-//! a [`Topology`]), IPv6 directors, synproxy and NAT (IPv6 packets are then not injected,
-//! see [`KernelRules::refuse_ipv6`]). The `[[nat]]` rules become an nft `nat` table (prerouting
+//! a [`Topology`]), IPv6 synproxy and `[[nat]]`, fwmark directors for IPv6 (IPv6 packets
+//! are then not injected, see [`KernelRules::refuse_ipv6`]). IPv6 directors are an `ip6`
+//! table of the same DNAT maps. The `[[nat]]` rules become an nft `nat` table (prerouting
 //! `dnat`, postrouting `snat` / `masquerade`), see [`KernelRules::add_nat`].
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,6 +38,8 @@ use super::topology::{
 pub const SHIELD_TABLE: &str = "lbsim_shield";
 /// Name of the directors' nft table (family ip).
 pub const DIRECTOR_TABLE: &str = "lbsim_director";
+/// Name of the IPv6 directors' nft table (family ip6).
+pub const DIRECTOR6_TABLE: &str = "lbsim_director6";
 /// Name of the synproxy nft table (family ip).
 pub const SYNPROXY_TABLE: &str = "lbsim_synproxy";
 /// Name of the NAT rules' nft table (family ip).
@@ -136,15 +139,13 @@ impl KernelRules {
             rules.director_nft = director_nft(directors, &mut rules)?;
         }
         // Only what an IPv6 packet can reach matters: fwmark services (marks are
-        // family-blind) and IPv6 virtual services; contexts for IPv6 destinations.
-        let catches_ipv6 = |d: &DirectorConfig| match d.build().map(|spec| spec.key) {
-            Ok(ServiceKey::Tuple { vip, .. }) => vip.is_ipv6(),
-            _ => true,
+        // family-blind, their DNAT is IPv4) and IPv6 services the kernel cannot
+        // reproduce (refused in `director_nft`); contexts for IPv6 destinations.
+        let by_fwmark = |d: &DirectorConfig| {
+            !matches!(d.build().map(|spec| spec.key), Ok(ServiceKey::Tuple { .. }))
         };
-        if directors.iter().any(catches_ipv6) {
-            rules.refuse_ipv6(
-                "directors by fwmark or IPv6 VIP are reproduced for IPv4 only (nft `ip` DNAT)",
-            );
+        if directors.iter().any(by_fwmark) {
+            rules.refuse_ipv6("directors by fwmark are reproduced for IPv4 only (nft `ip` DNAT)");
         }
         let protected_ipv6 = shield.is_some_and(|s| {
             s.context
@@ -487,18 +488,14 @@ fn service_match(key: ServiceKey) -> Option<String> {
         ServiceKey::Fwmark(mark) => {
             Some(format!("meta mark {mark:#x} meta l4proto {{ tcp, udp }}"))
         }
-        ServiceKey::Tuple {
-            vip: IpAddr::V4(vip),
-            proto,
-            port,
-        } => {
+        ServiceKey::Tuple { vip, proto, port } => {
+            let ip = if vip.is_ipv6() { "ip6" } else { "ip" };
             let name = if proto == ip_proto::UDP { "udp" } else { "tcp" };
             Some(match port {
-                0 => format!("ip daddr {vip} meta l4proto {name}"),
-                port => format!("ip daddr {vip} {name} dport {port}"),
+                0 => format!("{ip} daddr {vip} meta l4proto {name}"),
+                port => format!("{ip} daddr {vip} {name} dport {port}"),
             })
         }
-        ServiceKey::Tuple { .. } => None,
     }
 }
 
@@ -528,7 +525,11 @@ pub struct BackendRule {
 }
 
 /// The selector expression and the comparability of a scheduler.
-fn scheduler_selector(scheduler: SchedulerKind, slots: usize) -> (String, BackendMatch, String) {
+fn scheduler_selector(
+    scheduler: SchedulerKind,
+    slots: usize,
+    ip: &str,
+) -> (String, BackendMatch, String) {
     match scheduler {
         SchedulerKind::Rr => (
             format!("numgen inc mod {slots}"),
@@ -536,17 +537,19 @@ fn scheduler_selector(scheduler: SchedulerKind, slots: usize) -> (String, Backen
             "nft nat prerouting+output: dnat to numgen inc mod N map (rr, IPVS order)".into(),
         ),
         SchedulerKind::Sh | SchedulerKind::Mh => (
-            format!("jhash ip saddr mod {slots} seed 0x0"),
+            format!("jhash {ip} saddr mod {slots} seed 0x0"),
             BackendMatch::Jhash,
             format!(
-                "nft dnat to jhash ip saddr mod N map (weights as repeated slots) emulates {}",
+                "nft dnat to jhash {ip} saddr mod N map (weights as repeated slots) emulates {}",
                 scheduler.name()
             ),
         ),
         SchedulerKind::Dh => (
-            format!("jhash ip daddr mod {slots} seed 0x0"),
+            format!("jhash {ip} daddr mod {slots} seed 0x0"),
             BackendMatch::Jhash,
-            "nft dnat to jhash ip daddr mod N map (weights as repeated slots) emulates dh".into(),
+            format!(
+                "nft dnat to jhash {ip} daddr mod N map (weights as repeated slots) emulates dh"
+            ),
         ),
         other => (
             format!("numgen inc mod {slots}"),
@@ -560,7 +563,9 @@ fn scheduler_selector(scheduler: SchedulerKind, slots: usize) -> (String, Backen
 }
 
 fn director_nft(directors: &[DirectorConfig], rules: &mut KernelRules) -> anyhow::Result<String> {
-    let mut lines = String::new();
+    // DNAT lines per family: IPv4 services (and fwmark ones) in `table ip`, IPv6 VIPs in
+    // `table ip6`.
+    let (mut lines, mut lines6) = (String::new(), String::new());
     for config in directors {
         let spec = config
             .build()
@@ -572,19 +577,25 @@ fn director_nft(directors: &[DirectorConfig], rules: &mut KernelRules) -> anyhow
             spec.key
         );
         let reals: Vec<_> = spec.reals.iter().filter(|r| r.weight > 0).collect();
+        let v6 = matches!(spec.key, ServiceKey::Tuple { vip, .. } if vip.is_ipv6());
         let (Some(matcher), false) = (service_match(spec.key), reals.is_empty()) else {
             rules
                 .features
-                .push(row(feature, "none (IPv6 VIP or no usable real)", false));
+                .push(row(feature, "none (no usable real)", false));
             continue;
         };
         if reals
             .iter()
-            .any(|r| r.forward != Forward::Nat || !r.address.is_ipv4())
+            .any(|r| r.forward != Forward::Nat || r.address.is_ipv6() != v6)
         {
-            rules
-                .features
-                .push(row(feature, "none (dr/tun forwarding or IPv6 real)", false));
+            rules.features.push(row(
+                feature,
+                "none (dr/tun forwarding, or reals of another family than the VIP)",
+                false,
+            ));
+            if v6 {
+                rules.refuse_ipv6("an IPv6 director with no kernel counterpart");
+            }
             continue;
         }
         // IPVS keeps real servers in a list it adds to at the head (`list_add_rcu`), and
@@ -614,8 +625,9 @@ fn director_nft(directors: &[DirectorConfig], rules: &mut KernelRules) -> anyhow
                 format!("{index} : {} . {}", real.address.ip(), real.address.port())
             })
             .collect();
+        let ip = if v6 { "ip6" } else { "ip" };
         let (selector, mut matching, mut mechanism) =
-            scheduler_selector(spec.scheduler, slots.len());
+            scheduler_selector(spec.scheduler, slots.len(), ip);
         if spec.persistence.is_some() {
             matching = BackendMatch::StandIn;
             mechanism = format!(
@@ -623,8 +635,8 @@ fn director_nft(directors: &[DirectorConfig], rules: &mut KernelRules) -> anyhow
             );
         }
         let _ = writeln!(
-            lines,
-            "\t\t{matcher} counter dnat ip to {selector} map {{ {} }}",
+            if v6 { &mut lines6 } else { &mut lines },
+            "\t\t{matcher} counter dnat {ip} to {selector} map {{ {} }}",
             map.join(", ")
         );
         if matching == BackendMatch::Exact {
@@ -651,13 +663,19 @@ fn director_nft(directors: &[DirectorConfig], rules: &mut KernelRules) -> anyhow
         }
         rules.features.push(row(feature, mechanism, true));
     }
-    let mut out = format!("table ip {DIRECTOR_TABLE}\ndelete table ip {DIRECTOR_TABLE}\n");
-    // The same DNAT in output: synproxy's SYN toward the server is made locally.
-    let _ = writeln!(
-        out,
-        "table ip {DIRECTOR_TABLE} {{\n\tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n{lines}\t}}\n\tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n{lines}\t}}\n}}"
-    );
+    let mut out = nat_table("ip", DIRECTOR_TABLE, &lines);
+    if !lines6.is_empty() {
+        out.push_str(&nat_table("ip6", DIRECTOR6_TABLE, &lines6));
+    }
     Ok(out)
+}
+
+/// A director table: the DNAT lines in prerouting, and the same in output (synproxy's
+/// SYN toward the server is made locally).
+fn nat_table(family: &str, name: &str, lines: &str) -> String {
+    format!(
+        "table {family} {name}\ndelete table {family} {name}\ntable {family} {name} {{\n\tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n{lines}\t}}\n\tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n{lines}\t}}\n}}\n"
+    )
 }
 
 /// nft synproxy for the shield's protected TCP ports (per context destination): SYNs are

@@ -176,7 +176,12 @@ impl Topology {
     /// everything else to the client side): real servers and protected destinations, for
     /// packets the LB makes (synproxy's SYN to the server).
     pub fn route_to_server(&self, address: &str) -> anyhow::Result<()> {
-        let args = ["ip", "route", "replace", address, "via", SERVER_ADDR];
+        let gateway = if address.contains(':') {
+            SERVER_ADDR6
+        } else {
+            SERVER_ADDR
+        };
+        let args = ["ip", "route", "replace", address, "via", gateway];
         self.exec(&self.lb_ns(), &args, None).map(drop)
     }
 
