@@ -4,8 +4,8 @@
 //! packets drawn from the addresses and ports the rules use. Each file runs through the
 //! simulator's pipeline and through its `iptables-restore` output in one kernel lab (the
 //! mangle table is replaced between files); every packet must get the same outcome, or a
-//! difference listed in `sim/src/kernel/known-differences.toml`. Runs are traced (`nft
-//! monitor trace`), as `sim diff` runs them: every packet must have its trace.
+//! difference listed in `sim/src/kernel/known-differences.toml`. Runs are traced
+//! (nftables trace events), as `sim diff` runs them: every packet must have its trace.
 
 mod kernel_support;
 

@@ -238,6 +238,8 @@ pub struct DiffReport {
     pub kernel_trace: TraceStatus,
     /// Per deciding kernel rule, the packets it decided (all injected packets).
     pub kernel_rule_hits: BTreeMap<String, u64>,
+    /// Injected packets the trace has nothing about (events lost).
+    pub kernel_untraced: u64,
     /// IPv4 / ICMP counters of the LB namespace that moved during the run.
     pub kernel_counters: BTreeMap<String, u64>,
 }
@@ -496,6 +498,7 @@ pub fn compare(
     report.timing = timing(sim, kernel);
     report.kernel_trace = kernel.trace.clone();
     report.kernel_rule_hits = kernel.rule_hits.clone();
+    report.kernel_untraced = kernel.untraced;
     report.kernel_counters = kernel.counters.clone();
     report
 }
@@ -662,6 +665,13 @@ fn render_kernel_rules(out: &mut String, report: &DiffReport) {
                 out,
                 "kernel rule hits (nft trace, deciding rule per packet):"
             );
+            if report.kernel_untraced > 0 {
+                let _ = writeln!(
+                    out,
+                    "  (no trace for {} packet(s): trace events were lost)",
+                    report.kernel_untraced
+                );
+            }
             for (rule, hits) in &report.kernel_rule_hits {
                 let _ = writeln!(out, "  {hits:>6}  {rule}");
             }

@@ -115,10 +115,14 @@ pub struct KernelRun {
     pub inject_sec: f64,
     /// Frames injected.
     pub injected: usize,
-    /// Whether the run was traced (`nft monitor trace`), and why not when it failed.
+    /// Whether the run was traced (nftables trace events), and why not when it failed.
     pub trace: TraceStatus,
     /// Per deciding kernel rule, how many packets it decided (traced runs only).
     pub rule_hits: BTreeMap<String, u64>,
+    /// Injected packets without any trace event (traced runs only; events lost).
+    pub untraced: u64,
+    /// Trace events lost (receive-buffer overflows) during the run.
+    pub trace_events_lost: u64,
     /// IPv4 / ICMP counters of the LB namespace that moved during the run.
     pub counters: BTreeMap<String, u64>,
 }
@@ -219,7 +223,7 @@ pub struct Lab {
     topology: Topology,
     /// Why IPv6 packets are not injected (the rules have no IPv6 counterpart), if so.
     ipv6_refused: Option<String>,
-    /// The `nft monitor trace` of traced runs, started by the first one.
+    /// The trace reader of traced runs, started by the first one.
     monitor: std::sync::Mutex<Option<Monitor>>,
 }
 
@@ -305,8 +309,8 @@ impl Lab {
         self.run_with(packets, rules, gap, settle, false)
     }
 
-    /// [`Lab::run`], with every packet's deciding kernel rule read from `nft monitor
-    /// trace` (see `trace`), the rules' hit counts and the LB's IP counter deltas.
+    /// [`Lab::run`], with every packet's deciding kernel rule read from the nftables
+    /// trace events (see `trace`), the rules' hit counts and the LB's IP counter deltas.
     /// When tracing is unavailable the run still completes, with [`TraceStatus::Failed`].
     pub fn run_traced(
         &self,
@@ -371,6 +375,7 @@ impl Lab {
         run.counters = trace::counter_deltas(&counters_before, &counters_after);
         if status == TraceStatus::On {
             attribute(&mut run, &prepared, &traces);
+            run.trace_events_lost = traces.unparsed;
         }
         run.trace = status;
         Ok(run)
@@ -399,7 +404,8 @@ impl Lab {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Make sure the monitor runs and has printed everything so far, then forget it.
+    /// Make sure the trace reader runs (subscribed before this returns), and forget what
+    /// it read so far.
     fn trace_begin(&self) -> TraceStatus {
         let mut slot = self.lock_monitor();
         if slot.is_none() {
@@ -416,19 +422,16 @@ impl Lab {
                 Ok(monitor) => monitor,
                 Err(error) => return TraceStatus::Failed(format!("{error:#}")),
             };
-            if !monitor.sync(0, || self.send_probe()) {
-                return TraceStatus::Failed("`nft monitor trace` printed no probe".into());
-            }
             *slot = Some(monitor);
         }
         if let Some(monitor) = slot.as_ref() {
-            monitor.take_lines();
+            monitor.discard();
         }
         TraceStatus::On
     }
 
-    /// Wait until the monitor has printed this run's traces (a probe after the last
-    /// packet) and parse them.
+    /// Wait until the reader has this run's traces (a probe after the last packet) and
+    /// group them per packet.
     fn trace_end(&self) -> (TraceStatus, Traces) {
         let mut slot = self.lock_monitor();
         let Some(monitor) = slot.as_ref() else {
@@ -437,10 +440,13 @@ impl Lab {
         let before = monitor.probes_seen();
         if !monitor.sync(before, || self.send_probe()) {
             *slot = None;
-            let why = "`nft monitor trace` did not catch up (events lost?)".to_string();
+            let why = "the trace reader saw no probe".to_string();
             return (TraceStatus::Failed(why), Traces::default());
         }
-        (TraceStatus::On, trace::parse(&monitor.take_lines()))
+        match monitor.traces(&self.topology) {
+            Ok(traces) => (TraceStatus::On, traces),
+            Err(error) => (TraceStatus::Failed(format!("{error:#}")), Traces::default()),
+        }
     }
 
     fn exchange_settling(
@@ -647,6 +653,7 @@ fn attribute(run: &mut KernelRun, prepared: &[Result<Prepared, String>], traces:
             continue;
         };
         let Some(traced) = traces.packets.get(&prepared.tag) else {
+            run.untraced += 1;
             continue;
         };
         packet.rule = traced.decision().cloned();

@@ -5,7 +5,7 @@
 //! mh) for NAT directors, nft `nat` dnat / snat / masquerade for `[[nat]]` rules, conntrack
 //! un-NATing the replies), AF_PACKET packet I/O
 //! ([`wire`]), injection and per-packet kernel outcomes ([`inject`]), the kernel rule that
-//! decided each packet from `nft monitor trace` ([`trace`]), the simulator's side
+//! decided each packet from nftables trace events ([`trace`], [`nftrace`]), the simulator's side
 //! with its per-packet cost ([`simulate`]), a scenario's open-loop traffic
 //! ([`scenario_input`]), one outcome vocabulary for both ([`outcome`]) and the per-packet
 //! [`diff`] (`sim diff`, `sim run --kernel`).
@@ -26,6 +26,7 @@
 
 pub mod diff;
 pub mod inject;
+pub mod nftrace;
 pub mod outcome;
 pub mod rules;
 pub mod scenario_input;

@@ -10,8 +10,7 @@
 //! `Drop` deletes the namespaces (which deletes their veths and rules). Ctrl-C / SIGTERM
 //! delete every live topology of this process before exiting ([`install_signal_cleanup`]),
 //! and [`cleanup_leftovers`] removes namespaces of processes that died (`sim kernel cleanup`).
-//! Deleting a namespace first kills the processes left inside it ([`delete_namespace`]:
-//! the `nft monitor trace` of a traced run).
+//! Deleting a namespace first kills any process left inside it ([`delete_namespace`]).
 //!
 //! Not here: rules (see `rules`) and packet I/O (see `wire`).
 
@@ -48,6 +47,8 @@ pub const SERVER_MAC: [u8; 6] = [0x02, 0x6c, 0x62, 0x00, 0x00, 0x04];
 /// Link addresses (shared address space, unlikely in captures).
 /// Address of the client veth.
 pub const CLIENT_ADDR: &str = "100.127.255.2";
+/// [`CLIENT_ADDR`] as octets.
+pub const CLIENT_ADDR_OCTETS: [u8; 4] = [100, 127, 255, 2];
 /// Address of the LB's client-side veth.
 pub const LB_CLIENT_ADDR: &str = "100.127.255.1";
 const LB_SERVER_ADDR: &str = "100.127.255.5";
@@ -259,7 +260,19 @@ impl Topology {
 
     fn configure_link(&self, ns: &str, name: &str, mac: [u8; 6], addr: &str) -> anyhow::Result<()> {
         let mac = mac_text(mac);
-        self.exec(ns, &["ip", "link", "set", name, "address", &mac], None)?;
+        // No IPv6 link-local address: no router solicitations, MLD reports or duplicate
+        // address detection on the observed veths (neighbours are static).
+        let link = [
+            "ip",
+            "link",
+            "set",
+            name,
+            "address",
+            &mac,
+            "addrgenmode",
+            "none",
+        ];
+        self.exec(ns, &link, None)?;
         self.exec(
             ns,
             &["ip", "addr", "add", &format!("{addr}/30"), "dev", name],
@@ -404,8 +417,8 @@ pub fn remove_prefix(prefix: &str) -> usize {
         .count()
 }
 
-/// Kill the processes this runner started inside a namespace (`nft monitor trace` of a
-/// traced run: it would otherwise outlive a killed run), then delete the namespace.
+/// Kill the processes left inside a namespace (a tool this runner started there and
+/// that outlived a killed run), then delete the namespace.
 pub fn delete_namespace(name: &str) -> anyhow::Result<()> {
     for pid in processes_in(name) {
         let _ = nix::sys::signal::kill(

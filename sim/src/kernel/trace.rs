@@ -1,8 +1,10 @@
 //! Which kernel rule decided each packet, from nftables tracing: a netdev ingress chain on
-//! both LB veths sets `meta nftrace` on every IPv4 frame before any other chain
-//! ([`trace_nft`]), `nft -a monitor trace` runs in the LB namespace during the exchange
-//! ([`Monitor`]), and its lines are grouped per packet by the IPv4 ID or IPv6 flow label
-//! (the runner's 16-bit tag) of each trace's `packet:` lines ([`parse`]). iptables-nft rules (the flows'
+//! both LB veths sets `meta nftrace` on every IP frame before any other chain
+//! ([`trace_nft`]), the trace events are read from netlink in the LB namespace during the
+//! exchange ([`Monitor`], see `nftrace`: what `nft monitor trace` prints, without its
+//! formatting cost), grouped per packet by the IPv4 ID or IPv6 flow label (the runner's
+//! 16-bit tag) of each chain's first event, and named with the rule texts of
+//! `nft -a list ruleset` ([`from_events`]). iptables-nft rules (the flows'
 //! iptables-restore output) are nft rules too and appear with their chain (the flow's
 //! name), handle and text.
 //!
@@ -19,16 +21,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::Serialize;
 
+use super::nftrace::{RuleTexts, TraceEvent, TraceReader};
 use super::topology::{LB_CLIENT_IFACE, LB_SERVER_IFACE, Topology};
 
 /// Name of the nft table (family netdev) that turns tracing on.
@@ -38,8 +36,6 @@ pub const TRACE_TABLE: &str = "lbsim_trace";
 pub const PROBE_TAG: u16 = 0;
 /// How long to wait for a probe's trace before sending another.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(20);
-/// At most this many trace lines are kept (a counted overflow beyond).
-pub const TRACE_LINES_CAPACITY: usize = 1 << 22;
 /// How long to wait for the monitor to print a probe's trace.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -143,20 +139,14 @@ impl TracedPacket {
 pub struct Traces {
     /// By IPv4 ID (the packet tag).
     pub packets: BTreeMap<u16, TracedPacket>,
-    /// Trace lines that were not understood or beyond the capacity.
+    /// Trace events lost during the run (receive-buffer overflows, beyond capacity).
     pub unparsed: u64,
     /// Why there are no traces (monitor failed to start or to catch up), if so.
     pub missing: Option<String>,
 }
 
-/// The value after `key ` in a `packet:` line.
-fn field<'l>(line: &'l str, key: &str) -> Option<&'l str> {
-    let at = line.find(key)? + key.len();
-    line[at..].split_whitespace().next()
-}
-
 /// `counter packets 3 bytes 180 drop` → `counter drop`.
-fn without_counter_values(text: &str) -> String {
+pub(crate) fn without_counter_values(text: &str) -> String {
     let words: Vec<&str> = text.split_whitespace().collect();
     let mut out = Vec::with_capacity(words.len());
     let mut index = 0;
@@ -172,163 +162,94 @@ fn without_counter_values(text: &str) -> String {
     out.join(" ")
 }
 
-/// A `rule …` or `policy …` line's rule and verdict.
-fn rule_of(hook: [&str; 3], rest: &str) -> Option<RuleRef> {
-    let [family, table, chain] = hook.map(str::to_string);
-    if let Some(verdict) = rest.strip_prefix("policy ") {
-        return Some(RuleRef {
-            family,
-            table,
-            chain,
-            handle: None,
-            text: "policy".into(),
-            verdict: verdict.trim().to_string(),
-        });
-    }
-    let rule = rest.strip_prefix("rule ")?;
-    let (body, verdict) = rule.rsplit_once(" (verdict ")?;
-    let verdict = verdict.trim().trim_end_matches(')').to_string();
-    let (text, handle) = match body.rsplit_once(" # handle ") {
-        Some((text, handle)) => (text, handle.trim().parse().ok()),
-        None => (body, None),
-    };
-    Some(RuleRef {
-        family,
-        table,
-        chain,
-        handle,
-        text: without_counter_values(text),
+/// Whether a verdict ends the packet's walk through a chain for good (accept, drop, …)
+/// rather than continuing, jumping or returning.
+fn is_final(verdict: &str) -> bool {
+    !matches!(
         verdict,
-    })
+        "continue" | "break" | "jump" | "goto" | "return" | "unknown"
+    )
 }
 
-/// Group `nft monitor trace` lines per packet tag. A trace id follows one skb through the
-/// hooks; its `packet:` lines carry the IPv4 ID. Probe frames (ID [`PROBE_TAG`]) are left out.
-pub fn parse(lines: &[String]) -> Traces {
+/// Group trace events per packet tag. A trace id follows one skb through the hooks; the
+/// first event of each chain carries the network header, hence the tag. Probe frames
+/// (IPv4 ID [`PROBE_TAG`]) and frames without a tag are left out.
+pub fn from_events(events: &[TraceEvent], texts: &RuleTexts) -> Traces {
     let mut traces = Traces::default();
-    let mut current: BTreeMap<&str, u16> = BTreeMap::new();
-    for line in lines {
-        let Some(rest) = line.strip_prefix("trace id ") else {
-            traces.unparsed += 1;
-            continue;
-        };
-        let mut words = rest.splitn(5, ' ');
-        let (Some(id), Some(family), Some(table), Some(chain), Some(rest)) = (
-            words.next(),
-            words.next(),
-            words.next(),
-            words.next(),
-            words.next(),
-        ) else {
-            traces.unparsed += 1;
-            continue;
-        };
-        if rest.starts_with("packet: ") {
-            let tag = field(rest, " ip id ").or_else(|| field(rest, " ip6 flowlabel "));
-            match tag.and_then(|v| v.parse::<u16>().ok()) {
-                Some(tag) => {
-                    current.insert(id, tag);
-                    if tag != PROBE_TAG {
-                        let packet = traces.packets.entry(tag).or_default();
-                        packet.hooks.push(format!("{family} {table} {chain}"));
-                    }
-                }
-                None => {
-                    current.remove(id);
-                }
+    let mut current: BTreeMap<u32, u16> = BTreeMap::new();
+    for event in events {
+        if let Some(tag) = event.tag {
+            current.insert(event.id, tag);
+            if tag != PROBE_TAG && !event.probe {
+                let hook = format!("{} {} {}", event.family, event.table, event.chain);
+                traces.packets.entry(tag).or_default().hooks.push(hook);
             }
-            continue;
         }
-        let Some(&tag) = current.get(id) else {
+        let Some(&tag) = current.get(&event.id) else {
             continue;
         };
-        if tag == PROBE_TAG {
+        if tag == PROBE_TAG || event.probe || !is_final(event.verdict) {
             continue;
         }
-        match rule_of([family, table, chain], rest) {
-            Some(rule)
-                if !matches!(rule.verdict.as_str(), "continue" | "return")
-                    && !rule.verdict.starts_with("jump")
-                    && !rule.verdict.starts_with("goto") =>
-            {
-                traces.packets.entry(tag).or_default().verdicts.push(rule);
-            }
-            Some(_) => {}
-            None => traces.unparsed += 1,
-        }
+        let text = match event.handle {
+            None => "policy".to_string(),
+            Some(handle) => texts
+                .get(event.family, &event.table, &event.chain, handle)
+                .map_or_else(
+                    || "(rule gone from the ruleset)".to_string(),
+                    str::to_string,
+                ),
+        };
+        let rule = RuleRef {
+            family: event.family.to_string(),
+            table: event.table.clone(),
+            chain: event.chain.clone(),
+            handle: event.handle.and_then(|h| u32::try_from(h).ok()),
+            text,
+            verdict: event.verdict.to_string(),
+        };
+        traces.packets.entry(tag).or_default().verdicts.push(rule);
     }
     traces
 }
 
-/// `nft -a monitor trace` in the LB namespace, its lines collected by a thread.
+/// The trace reader of a lab (see `nftrace`): events of the LB namespace, collected by a
+/// thread, and the rule texts to name them with.
 #[derive(Debug)]
 pub struct Monitor {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    probes_seen: Arc<AtomicUsize>,
-    overflow: Arc<AtomicUsize>,
-    reader: Option<JoinHandle<()>>,
+    reader: TraceReader,
+    ns: String,
+    /// Events lost before the current run.
+    lost_before: std::sync::atomic::AtomicU64,
 }
 
 impl Monitor {
-    /// Start the monitor (the trace table must be installed).
+    /// Start reading (the trace table must be installed).
     pub fn start(topology: &Topology) -> anyhow::Result<Self> {
-        let lb = topology.lb_ns();
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &lb, "nft", "-a", "monitor", "trace"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting `nft monitor trace`")?;
-        let stdout = child.stdout.take().context("nft monitor stdout")?;
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let probes_seen = Arc::new(AtomicUsize::new(0));
-        let overflow = Arc::new(AtomicUsize::new(0));
-        let (kept, probes, over) = (lines.clone(), probes_seen.clone(), overflow.clone());
-        let probe = format!(" ip id {PROBE_TAG} ");
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line.contains(" packet: ") && line.contains(&probe) {
-                    probes.fetch_add(1, Ordering::Release);
-                }
-                let mut kept = kept
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if kept.len() >= TRACE_LINES_CAPACITY {
-                    over.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    kept.push(line);
-                }
-            }
-        });
+        let ns = topology.lb_ns();
         Ok(Self {
-            child,
-            lines,
-            probes_seen,
-            overflow,
-            reader: Some(reader),
+            reader: TraceReader::start(&ns).context("reading nftables traces")?,
+            ns,
+            lost_before: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
-    /// How many probe traces the monitor has printed.
+    /// How many probe trace events were read.
     pub fn probes_seen(&self) -> usize {
-        self.probes_seen.load(Ordering::Acquire)
+        self.reader.probes_seen()
     }
 
-    /// Take the lines printed so far.
-    pub fn take_lines(&self) -> Vec<String> {
-        std::mem::take(
-            &mut *self
-                .lines
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
+    /// Forget the events read so far.
+    pub fn discard(&self) {
+        self.reader.take_events();
+        let lost = self.reader.lost();
+        self.lost_before
+            .store(lost, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Send probes with `send_probe` until the monitor prints one more than `before`
-    /// (then every event before it was printed too). False after [`PROBE_TIMEOUT`].
+    /// Send probes with `send_probe` until the reader has seen more than `before` probe
+    /// events (then every event before them was read too: netlink keeps their order).
+    /// False after [`PROBE_TIMEOUT`].
     pub fn sync(&self, before: usize, send_probe: impl Fn() -> anyhow::Result<()>) -> bool {
         let deadline = Instant::now() + PROBE_TIMEOUT;
         while Instant::now() < deadline {
@@ -346,29 +267,15 @@ impl Monitor {
         false
     }
 
-    /// Stop the monitor (the process this runner started) and parse what it printed.
-    pub fn finish(mut self) -> Traces {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-        let lines = std::mem::take(
-            &mut *self
-                .lines
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        let mut traces = parse(&lines);
-        traces.unparsed += self.overflow.load(Ordering::Relaxed) as u64;
-        traces
-    }
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// The traces read since [`Monitor::discard`], named with the rules installed now,
+    /// with the events lost meanwhile (receive-buffer overflows).
+    pub fn traces(&self, topology: &Topology) -> anyhow::Result<Traces> {
+        let events = self.reader.take_events();
+        let listing = topology.exec(&self.ns, &["nft", "-a", "list", "ruleset"], None)?;
+        let mut traces = from_events(&events, &RuleTexts::parse(&listing));
+        let before = self.lost_before.load(std::sync::atomic::Ordering::Relaxed);
+        traces.unparsed = self.reader.lost().saturating_sub(before);
+        Ok(traces)
     }
 }
 
@@ -431,29 +338,49 @@ pub fn counter_deltas(
 mod tests {
     use super::*;
 
-    fn lines(text: &str) -> Vec<String> {
-        text.lines().map(str::to_string).collect()
+    fn event(
+        id: u32,
+        table: &str,
+        chain: &str,
+        handle: Option<u64>,
+        verdict: &'static str,
+    ) -> TraceEvent {
+        TraceEvent {
+            id,
+            family: if table == "lbsim_shield" {
+                "netdev"
+            } else {
+                "ip"
+            },
+            table: table.into(),
+            chain: chain.into(),
+            handle,
+            verdict,
+            policy: handle.is_none(),
+            tag: None,
+            probe: false,
+        }
     }
 
-    const TRACE: &str = "\
-trace id 8b0d835f netdev lbsim_trace client packet: iif \"lbc\" ip saddr 10.9.9.9 ip daddr 192.168.0.3 ip ttl 64 ip id 7 ip protocol tcp tcp dport 22
-trace id 8b0d835f netdev lbsim_trace client rule meta protocol ip meta nftrace set 1 # handle 2 (verdict continue)
-trace id 8b0d835f netdev lbsim_trace client policy accept 
-trace id 8b0d835f ip mangle PREROUTING packet: iif \"lbc\" ip saddr 10.9.9.9 ip daddr 192.168.0.3 ip id 7 ip length 60
-trace id 8b0d835f ip mangle PREROUTING rule counter packets 0 bytes 0 jump alltherest # handle 11 (verdict jump alltherest)
-trace id 8b0d835f ip mangle alltherest rule counter packets 3 bytes 180 drop # handle 24 (verdict drop)
-trace id 0c25fc43 netdev lbsim_trace client packet: iif \"lbc\" ip saddr 100.127.255.2 ip id 0 ip protocol icmp
-trace id 0c25fc43 netdev lbsim_shield ingress rule ip saddr @deny_default counter packets 1 bytes 2 drop # handle 9 (verdict drop)
-trace id 1111 netdev lbsim_shield ingress packet: iif \"lbc\" ip saddr 10.1.1.1 ip id 8 ip protocol udp
-trace id 1111 netdev lbsim_shield ingress rule ip daddr 192.0.2.10 ip saddr @allow_src_0 counter packets 1 bytes 2 accept # handle 5 (verdict accept)
-trace id 1111 ip mangle PREROUTING packet: iif \"lbc\" ip saddr 10.1.1.1 ip id 8
-trace id 1111 ip mangle PREROUTING policy accept 
-";
+    fn tagged(mut event: TraceEvent, tag: u16) -> TraceEvent {
+        event.tag = Some(tag);
+        event
+    }
 
     #[test]
-    fn traces_are_grouped_by_ip_id_and_name_the_deciding_rule() {
-        let traces = parse(&lines(TRACE));
-        assert_eq!(traces.unparsed, 0);
+    fn traces_are_grouped_by_tag_and_name_the_deciding_rule() {
+        let listing = "table ip mangle {\n\tchain PREROUTING {\n\t\tcounter packets 1 bytes 2 jump alltherest # handle 11\n\t}\n\tchain alltherest {\n\t\tcounter packets 3 bytes 180 drop # handle 24\n\t}\n}\ntable netdev lbsim_shield {\n\tchain ingress {\n\t\tip daddr 192.0.2.10 ip saddr @allow_src_0 counter packets 1 bytes 2 accept # handle 5\n\t}\n}\n";
+        let texts = RuleTexts::parse(listing);
+        let mut probe = tagged(event(3, "lbsim_shield", "ingress", Some(5), "accept"), 0);
+        probe.probe = true;
+        let events = vec![
+            tagged(event(1, "mangle", "PREROUTING", Some(11), "jump"), 7),
+            event(1, "mangle", "alltherest", Some(24), "drop"),
+            probe,
+            tagged(event(2, "lbsim_shield", "ingress", Some(5), "accept"), 8),
+            tagged(event(2, "mangle", "PREROUTING", None, "accept"), 8),
+        ];
+        let traces = from_events(&events, &texts);
         assert_eq!(traces.packets.len(), 2, "the probe is left out");
         let dropped = &traces.packets[&7];
         assert_eq!(
@@ -467,6 +394,7 @@ trace id 1111 ip mangle PREROUTING policy accept
             "nft netdev lbsim_shield ingress handle 5: ip daddr 192.0.2.10 ip saddr @allow_src_0 counter accept"
         );
         assert!(accepted.drop_rule().is_none());
+        assert_eq!(accepted.hooks.len(), 2);
     }
 
     #[test]
@@ -474,7 +402,9 @@ trace id 1111 ip mangle PREROUTING policy accept
         let before = parse_snmp(
             "Ip: Forwarding InAddrErrors\nIp: 1 3\nTcp: RtoMin\nTcp: 200\nIp6InReceives 4\nUdp6InErrors 1\n",
         );
-        let after = parse_snmp("Ip: Forwarding InAddrErrors\nIp: 1 5\nTcp: RtoMin\nTcp: 200\n");
+        let after = parse_snmp(
+            "Ip: Forwarding InAddrErrors\nIp: 1 5\nTcp: RtoMin\nTcp: 200\nIp6InReceives 4\n",
+        );
         assert_eq!(before.len(), 3);
         let deltas = counter_deltas(&before, &after);
         assert_eq!(deltas, BTreeMap::from([("Ip.InAddrErrors".to_string(), 2)]));
