@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
-use datapath::director::config::{DirectorConfig, ServiceKey};
+use datapath::director::config::{DirectorConfig, RealSpec, ServiceKey, ServiceSpec};
 use datapath::director::dest::Forward;
 use datapath::director::scheduler::SchedulerKind;
 use datapath::flows::Family;
@@ -598,36 +598,10 @@ fn director_nft(directors: &[DirectorConfig], rules: &mut KernelRules) -> anyhow
             }
             continue;
         }
-        // IPVS keeps real servers in a list it adds to at the head (`list_add_rcu`), and
-        // rr starts from the head: the last real added is chosen first. numgen counts from
-        // 0, so the map lists the reals in that (reverse configuration) order. Hash
-        // emulations repeat a real once per unit of weight.
-        let hashed = matches!(
-            spec.scheduler,
-            SchedulerKind::Sh | SchedulerKind::Dh | SchedulerKind::Mh
-        );
-        let slots: Vec<_> = reals
-            .iter()
-            .rev()
-            .flat_map(|real| {
-                let copies = if hashed {
-                    real.weight.max(1) as usize
-                } else {
-                    1
-                };
-                std::iter::repeat_n(real, copies)
-            })
-            .collect();
-        let map: Vec<String> = slots
-            .iter()
-            .enumerate()
-            .map(|(index, real)| {
-                format!("{index} : {} . {}", real.address.ip(), real.address.port())
-            })
-            .collect();
+        let map = slot_map(spec.scheduler, &reals);
         let ip = if v6 { "ip6" } else { "ip" };
         let (selector, mut matching, mut mechanism) =
-            scheduler_selector(spec.scheduler, slots.len(), ip);
+            scheduler_selector(spec.scheduler, map.len(), ip);
         if spec.persistence.is_some() {
             matching = BackendMatch::StandIn;
             mechanism = format!(
@@ -639,28 +613,7 @@ fn director_nft(directors: &[DirectorConfig], rules: &mut KernelRules) -> anyhow
             "\t\t{matcher} counter dnat {ip} to {selector} map {{ {} }}",
             map.join(", ")
         );
-        if matching == BackendMatch::Exact {
-            rules.comparable_directors.push(spec.name.clone());
-        }
-        let rule = BackendRule {
-            director: spec.name.clone(),
-            mechanism: mechanism.clone(),
-            matching,
-        };
-        if let ServiceKey::Tuple { vip, port, .. } = spec.key {
-            rules.services.insert(SocketAddr::new(vip, port), rule);
-        }
-        for real in &reals {
-            rules.server_addresses.insert(real.address.ip());
-            rules.backends.insert(
-                real.address,
-                BackendRule {
-                    director: spec.name.clone(),
-                    mechanism: mechanism.clone(),
-                    matching,
-                },
-            );
-        }
+        record_director(rules, &spec, &reals, &mechanism, matching);
         rules.features.push(row(feature, mechanism, true));
     }
     let mut out = nat_table("ip", DIRECTOR_TABLE, &lines);
@@ -668,6 +621,57 @@ fn director_nft(directors: &[DirectorConfig], rules: &mut KernelRules) -> anyhow
         out.push_str(&nat_table("ip6", DIRECTOR6_TABLE, &lines6));
     }
     Ok(out)
+}
+
+/// Remember how the kernel reproduces a director: its comparability, its virtual service
+/// and its real servers (routed to the server side).
+fn record_director(
+    rules: &mut KernelRules,
+    spec: &ServiceSpec,
+    reals: &[&RealSpec],
+    mechanism: &str,
+    matching: BackendMatch,
+) {
+    let rule = || BackendRule {
+        director: spec.name.clone(),
+        mechanism: mechanism.to_string(),
+        matching,
+    };
+    if matching == BackendMatch::Exact {
+        rules.comparable_directors.push(spec.name.clone());
+    }
+    if let ServiceKey::Tuple { vip, port, .. } = spec.key {
+        rules.services.insert(SocketAddr::new(vip, port), rule());
+    }
+    for real in reals {
+        rules.server_addresses.insert(real.address.ip());
+        rules.backends.insert(real.address, rule());
+    }
+}
+
+/// The DNAT map's slots (`0 : 10.0.2.3 . 25`). IPVS keeps real servers in a list it adds
+/// to at the head (`list_add_rcu`), and rr starts from the head: the last real added is
+/// chosen first. numgen counts from 0, so the map lists the reals in that (reverse
+/// configuration) order. Hash emulations repeat a real once per unit of weight.
+fn slot_map(scheduler: SchedulerKind, reals: &[&RealSpec]) -> Vec<String> {
+    let hashed = matches!(
+        scheduler,
+        SchedulerKind::Sh | SchedulerKind::Dh | SchedulerKind::Mh
+    );
+    reals
+        .iter()
+        .rev()
+        .flat_map(|real| {
+            let copies = if hashed {
+                real.weight.max(1) as usize
+            } else {
+                1
+            };
+            std::iter::repeat_n(real, copies)
+        })
+        .enumerate()
+        .map(|(index, real)| format!("{index} : {} . {}", real.address.ip(), real.address.port()))
+        .collect()
 }
 
 /// A director table: the DNAT lines in prerouting, and the same in output (synproxy's
