@@ -367,6 +367,11 @@ fn kernel_rule(sim: &SimPacket, packet: &KernelPacket, rules: &KernelRules) -> S
             "no nft rule dropped it: the kernel stack did, after the {hook} hook (routing, TTL, conntrack; see the IP counters)"
         );
     }
+    if let (Outcome::Answer { .. } | Outcome::Proxy { .. }, Some(rule)) = (kernel, &packet.rule)
+        && rule.text.contains("synproxy")
+    {
+        return format!("nft synproxy: {rule}");
+    }
     if let Some(rule) = director_rule(sim, rules) {
         return rule.mechanism.clone();
     }
@@ -386,10 +391,17 @@ fn kernel_rule(sim: &SimPacket, packet: &KernelPacket, rules: &KernelRules) -> S
         Outcome::Answer { frame } if frame.icmp.is_some() => "IPv4 forwarding (ICMP error)".into(),
         Outcome::Answer { .. } | Outcome::Proxy { .. } => "nft synproxy".into(),
         Outcome::Drop { .. } => "a drop in nft shield / synproxy / iptables flows / routing".into(),
-        _ if sim.input.src.is_some_and(|a| a.is_ipv6()) => {
-            "IPv6 forwarding (nft/ip6tables accept)".into()
+        _ => {
+            let family = if sim.input.src.is_some_and(|a| a.is_ipv6()) {
+                "IPv6 forwarding (nft/ip6tables accept)"
+            } else {
+                "IPv4 forwarding (nft/iptables accept)"
+            };
+            match &packet.rule {
+                Some(rule) => format!("{family}, last accepted by {rule}"),
+                None => family.into(),
+            }
         }
-        _ => "IPv4 forwarding (nft/iptables accept)".into(),
     }
 }
 

@@ -112,9 +112,13 @@ pub struct TracedPacket {
 }
 
 impl TracedPacket {
-    /// The rule that dropped it, else the last one that accepted it.
+    /// The rule that dropped (or stole: synproxy answering) it, else the last one that
+    /// accepted it.
     pub fn decision(&self) -> Option<&RuleRef> {
-        let dropped = self.verdicts.iter().find(|r| r.verdict == "drop");
+        let dropped = self
+            .verdicts
+            .iter()
+            .find(|r| matches!(r.verdict.as_str(), "drop" | "stolen"));
         dropped.or_else(|| {
             self.verdicts
                 .iter()
