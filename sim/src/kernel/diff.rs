@@ -689,12 +689,18 @@ fn render_kernel_rules(out: &mut String, report: &DiffReport) {
             }
         }
     }
-    if !report.kernel_counters.is_empty() {
-        let counters: Vec<String> = report
-            .kernel_counters
-            .iter()
-            .map(|(name, delta)| format!("{name} +{delta}"))
-            .collect();
+    // The counters that say where packets went or why they were refused (the JSON has
+    // them all, including the runner's probe echoes).
+    let telling = [
+        "Err", "Discard", "NoRoute", "Fail", "Forw", "TimeExcd", "Unreach", "TooBig", "Trunc",
+    ];
+    let counters: Vec<String> = report
+        .kernel_counters
+        .iter()
+        .filter(|(name, _)| telling.iter().any(|word| name.contains(word)))
+        .map(|(name, delta)| format!("{name} +{delta}"))
+        .collect();
+    if !counters.is_empty() {
         let _ = writeln!(
             out,
             "kernel IP counters (LB namespace, whole run): {}",

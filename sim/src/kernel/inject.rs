@@ -220,11 +220,12 @@ fn set_macs(frame: &mut [u8], side: Side) {
 /// A topology with rules installed; dropping it removes everything.
 #[derive(Debug)]
 pub struct Lab {
+    /// The trace reader of traced runs, started by the first one (declared first: it
+    /// stops before the namespaces go).
+    monitor: std::sync::Mutex<Option<Monitor>>,
     topology: Topology,
     /// Why IPv6 packets are not injected (the rules have no IPv6 counterpart), if so.
     ipv6_refused: Option<String>,
-    /// The trace reader of traced runs, started by the first one.
-    monitor: std::sync::Mutex<Option<Monitor>>,
 }
 
 /// What one [`Lab::exchange`] saw.
