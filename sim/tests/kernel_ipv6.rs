@@ -4,7 +4,10 @@
 //! forwarding through the LB; IPv4 packets in the same run, and a tagged IPv6 frame. Every
 //! packet agrees, except the hop-limit-1 one (the kernel answers ICMPv6 time exceeded;
 //! explained). IPv6 NAT directors are `ip6` DNAT maps: the rr order, the rewrite and the
-//! replies' un-NAT agree; fwmark directors and `[[nat]]` leave IPv6 packets not injected.
+//! replies' un-NAT agree; SYN cookies of IPv6 contexts are the ip6tables `SYNPROXY`
+//! target (same SYN-ACK options, forged ACKs dropped; nft synproxy would drop every
+//! injected IPv6 segment on this kernel: it verifies IPv6 checksums with the IPv4
+//! function); fwmark directors and `[[nat]]` leave IPv6 packets not injected.
 
 mod kernel_support;
 
@@ -240,4 +243,51 @@ fn ipv6_nat_directors_agree_on_rr_order_rewrite_and_reply_un_nat() {
     assert_eq!((web.compared, web.agreed), (8, 8), "{text}");
     let sticky = &report.by_feature["director sticky6"];
     assert_eq!(sticky.agreed + sticky.explained, 8, "{text}");
+}
+
+#[test]
+fn ipv6_syn_cookies_agree_with_the_ip6tables_synproxy_target() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let _guard = lock();
+    let vip = v6("2001:db8:f::30");
+    let syn = |n: u16| {
+        PacketBuilder::eth()
+            .ipv6(v6(&format!("2001:db8:c::{n}")), vip)
+            .tcp(31_000 + n, 80)
+            .syn()
+    };
+    let frames = vec![
+        syn(1).mss(1440).build(),
+        syn(2)
+            .mss(1440)
+            .window_scale(7)
+            .sack_permitted()
+            .timestamps(1, 0)
+            .build(),
+        syn(3).mss(1220).sack_permitted().build(),
+        syn(4).build(),
+        PacketBuilder::eth()
+            .ipv6(v6("2001:db8:c::5"), vip)
+            .tcp(31_005, 80)
+            .seq_ack(1000, 0x0bad_c0de)
+            .build(),
+    ];
+    let pcap = write_pcap("ipv6-synproxy.pcap", &frames);
+    let before = own_namespaces();
+    let report = run_diff(&data("ipv6-synproxy.toml"), &[pcap], &[], GAP, 1).expect("diff runs");
+    assert_eq!(own_namespaces(), before, "namespaces left behind");
+    let text = render(&report);
+    assert!(report.not_injected.is_empty(), "{text}");
+    assert!(report.disagreements.is_empty(), "{text}");
+    assert_eq!(report.totals(), (5, 5), "{text}");
+    let cookies = &report.by_feature["shield SYN cookies"];
+    assert_eq!(cookies.compared, 5, "{text}");
+    let synproxy_hits = report
+        .kernel_rule_hits
+        .keys()
+        .filter(|rule| rule.contains("ip6 filter FORWARD"))
+        .count();
+    assert!(synproxy_hits >= 1, "{text}");
 }

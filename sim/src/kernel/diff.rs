@@ -368,7 +368,7 @@ fn kernel_rule(sim: &SimPacket, packet: &KernelPacket, rules: &KernelRules) -> S
         );
     }
     if let (Outcome::Answer { .. } | Outcome::Proxy { .. }, Some(rule)) = (kernel, &packet.rule)
-        && rule.text.contains("synproxy")
+        && rule.text.to_lowercase().contains("synproxy")
     {
         return format!("nft synproxy: {rule}");
     }

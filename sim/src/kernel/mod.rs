@@ -17,12 +17,13 @@
 //! kernel has no 8021q sub-interfaces, so the LB clears the tag after the shield.
 //!
 //! IPv6 packets are injected too (tagged in the flow label; the topology has IPv6
-//! addresses and routes; IPv6 directors are `ip6` DNAT maps), unless the appliance has
-//! directors by fwmark, SYN cookies on IPv6 contexts or `[[nat]]` rules, which are
-//! reproduced for IPv4 only.
+//! addresses and routes; IPv6 directors are `ip6` DNAT maps; SYN cookies of IPv6 contexts
+//! the ip6tables `SYNPROXY` target, as this kernel's nft synproxy checks IPv6 checksums
+//! with the IPv4 function), unless the appliance has directors by fwmark or `[[nat]]`
+//! rules, which are reproduced for IPv4 only.
 //!
-//! Not here: IPVS and VLAN sub-interfaces (this kernel has neither), IPv6 synproxy and
-//! `[[nat]]`, QinQ injection, the inline lab mode.
+//! Not here: IPVS and VLAN sub-interfaces (this kernel has neither), IPv6 `[[nat]]`, QinQ
+//! injection, the inline lab mode.
 
 pub mod diff;
 pub mod inject;
@@ -102,6 +103,10 @@ pub fn run(args: &KernelArgs) -> anyhow::Result<ExitCode> {
                 ("flows (ip6tables-restore)", &rules.flows_ip6tables),
                 ("directors (nft -f)", &rules.director_nft),
                 ("synproxy (nft -f)", &rules.synproxy_nft),
+                (
+                    "synproxy IPv6 (ip6tables-restore --noflush)",
+                    &rules.synproxy_ip6tables,
+                ),
                 ("nat (nft -f)", &rules.nat_nft),
             ];
             for (title, text) in sections.iter().filter(|(_, text)| !text.is_empty()) {

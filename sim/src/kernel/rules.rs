@@ -8,9 +8,10 @@
 //! in this runner (those are compared on the simulator side only).
 //!
 //! Not here: installing anything into the host namespace (rules go into the LB namespace of
-//! a [`Topology`]), IPv6 synproxy and `[[nat]]`, fwmark directors for IPv6 (IPv6 packets
-//! are then not injected, see [`KernelRules::refuse_ipv6`]). IPv6 directors are an `ip6`
-//! table of the same DNAT maps. The `[[nat]]` rules become an nft `nat` table (prerouting
+//! a [`Topology`]), IPv6 `[[nat]]` and fwmark directors for IPv6 (IPv6 packets are then
+//! not injected, see [`KernelRules::refuse_ipv6`]). IPv6 directors are an `ip6` table of
+//! the same DNAT maps; IPv6 protected ports use the ip6tables `SYNPROXY` target (see
+//! `synproxy_ip6tables` for why not nft synproxy). The `[[nat]]` rules become an nft `nat` table (prerouting
 //! `dnat`, postrouting `snat` / `masquerade`), see [`KernelRules::add_nat`].
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -75,6 +76,8 @@ pub struct KernelRules {
     pub comparable_directors: Vec<String>,
     /// `nft -f` input for synproxy (empty: no protected ports).
     pub synproxy_nft: String,
+    /// `ip6tables-restore --noflush` input for the IPv6 protected ports (empty: none).
+    pub synproxy_ip6tables: String,
     /// Addresses routed to the server side from the LB itself: real servers and protected
     /// destinations (synproxy's own SYNs). Packets from a real server are injected from
     /// the server side.
@@ -125,6 +128,15 @@ impl KernelRules {
                     true,
                 ));
             }
+            if let Some((text, destinations)) = synproxy_ip6tables(shield) {
+                rules.synproxy_ip6tables = text;
+                rules.server_addresses.extend(destinations);
+                rules.features.push(row(
+                    "shield SYN cookies (protected TCP ports, IPv6)",
+                    "ip6tables SYNPROXY target in FORWARD (SYNs CT --notrack in raw); nft synproxy checks IPv6 checksums as IPv4 on this kernel",
+                    true,
+                ));
+            }
         }
         if let Some(table) = flows {
             rules.flows_iptables = datapath::flows::compile::iptables(table, Family::V4);
@@ -140,20 +152,12 @@ impl KernelRules {
         }
         // Only what an IPv6 packet can reach matters: fwmark services (marks are
         // family-blind, their DNAT is IPv4) and IPv6 services the kernel cannot
-        // reproduce (refused in `director_nft`); contexts for IPv6 destinations.
+        // reproduce (refused in `director_nft`).
         let by_fwmark = |d: &DirectorConfig| {
             !matches!(d.build().map(|spec| spec.key), Ok(ServiceKey::Tuple { .. }))
         };
         if directors.iter().any(by_fwmark) {
             rules.refuse_ipv6("directors by fwmark are reproduced for IPv4 only (nft `ip` DNAT)");
-        }
-        let protected_ipv6 = shield.is_some_and(|s| {
-            s.context
-                .iter()
-                .any(|c| c.dst.is_some_and(|d| d.is_ipv6()) && !c.protected_tcp_ports.is_empty())
-        });
-        if protected_ipv6 {
-            rules.refuse_ipv6("SYN cookies are reproduced for IPv4 only (nft synproxy)");
         }
         Ok(rules)
     }
@@ -190,9 +194,15 @@ impl KernelRules {
     /// in its nft table). Separate from [`KernelRules::install`] so that a refusal leaves
     /// IPv4 runs possible (IPv6 packets are then not injected).
     pub fn install_ipv6(&self, topology: &Topology) -> anyhow::Result<()> {
+        let lb = topology.lb_ns();
         if !self.flows_ip6tables.is_empty() {
-            let lb = topology.lb_ns();
             topology.exec(&lb, &["ip6tables-restore"], Some(&self.flows_ip6tables))?;
+        }
+        if !self.synproxy_ip6tables.is_empty() {
+            let args = ["ip6tables-restore", "--noflush"];
+            topology.exec(&lb, &args, Some(&self.synproxy_ip6tables))?;
+            let loose = "net.netfilter.nf_conntrack_tcp_loose=0";
+            topology.exec(&lb, &["sysctl", "-qw", loose], None)?;
         }
         Ok(())
     }
@@ -727,6 +737,42 @@ fn synproxy_nft(shield: &ShieldConfig) -> Option<(String, Vec<IpAddr>)> {
         "table ip {SYNPROXY_TABLE}\ndelete table ip {SYNPROXY_TABLE}\ntable ip {SYNPROXY_TABLE} {{\n\tchain prerouting {{\n\t\ttype filter hook prerouting priority raw; policy accept;\n{raw}\t}}\n\tchain forward {{\n\t\ttype filter hook forward priority filter; policy accept;\n{forward}\t}}\n}}\n"
     );
     Some((text, destinations))
+}
+
+/// ip6tables-restore input (raw and filter tables, `--noflush`) for the shield's IPv6
+/// protected ports: `CT --notrack` for SYNs, the `SYNPROXY` target in FORWARD. Not nft
+/// synproxy: this kernel's `nft_synproxy_do_eval` checks TCP checksums with
+/// `nf_ip_checksum` (the IPv4 pseudo-header) whatever the family, so it drops every IPv6
+/// segment whose checksum is not already verified — every injected one; the ip6tables
+/// target checks with `nf_ip6_checksum`.
+fn synproxy_ip6tables(shield: &ShieldConfig) -> Option<(String, Vec<IpAddr>)> {
+    let instance = shield.main_instance();
+    let mss = instance.syn_proxy_mss.unwrap_or(1460);
+    let wscale = instance.syn_proxy_wscale.unwrap_or(7);
+    let (mut raw, mut filter, mut destinations) = (String::new(), String::new(), Vec::new());
+    for context in shield.context.iter().filter(|c| c.vlan.is_none()) {
+        let Some(IpAddr::V6(dst)) = context.dst else {
+            continue;
+        };
+        for port in &context.protected_tcp_ports {
+            let selector = format!("-d {dst}/128 -p tcp -m tcp --dport {port}");
+            let _ = writeln!(
+                raw,
+                "-A PREROUTING {selector} --tcp-flags FIN,SYN,RST,ACK SYN -j CT --notrack"
+            );
+            let _ = writeln!(
+                filter,
+                "-A FORWARD {selector} -m conntrack --ctstate INVALID,UNTRACKED -j SYNPROXY --sack-perm --timestamp --wscale {wscale} --mss {mss}\n-A FORWARD {selector} -m conntrack --ctstate INVALID -j DROP"
+            );
+        }
+        if !context.protected_tcp_ports.is_empty() {
+            destinations.push(IpAddr::V6(dst));
+        }
+    }
+    (!destinations.is_empty()).then(|| {
+        let text = format!("*raw\n{raw}COMMIT\n*filter\n{filter}COMMIT\n");
+        (text, destinations)
+    })
 }
 
 /// A gateway address inside `address`'s network other than `address` itself (the last
