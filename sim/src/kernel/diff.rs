@@ -313,7 +313,7 @@ fn routing_refusal(sim: &SimPacket) -> Option<&'static str> {
     let martian = src.is_multicast()
         || src.is_loopback()
         || src.is_broadcast()
-        || src.octets()[0] == 0
+        || src.is_unspecified()
         || src.octets()[0] >= 240;
     if martian {
         return Some("kernel routing: martian source dropped (ip_route_input_slow)");
@@ -321,7 +321,8 @@ fn routing_refusal(sim: &SimPacket) -> Option<&'static str> {
     if dst.is_loopback() {
         return Some("kernel routing: martian destination dropped (ip_route_input_slow)");
     }
-    let not_unicast = dst.is_multicast() || dst.is_broadcast() || dst.octets()[0] == 0;
+    // Since Linux 5.3 the rest of 0.0.0.0/8 is ordinary unicast (forwarded here).
+    let not_unicast = dst.is_multicast() || dst.is_broadcast() || dst.is_unspecified();
     not_unicast.then_some(
         "kernel routing: multicast/broadcast destination not forwarded (no multicast routing)",
     )
