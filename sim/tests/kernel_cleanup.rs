@@ -1,16 +1,20 @@
 //! Nothing is left behind: a topology is removed when dropped, when a panic unwinds through
 //! it, when `sim kernel up` gets SIGTERM, and — after a SIGKILL, which no process survives
-//! to clean up — by `sim kernel cleanup`.
+//! to clean up — by `sim kernel cleanup`, also for a traced `sim diff` killed mid-run
+//! (nothing it started runs on in its namespaces).
 
 mod kernel_support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-use kernel_support::{kernel_tests_enabled, lock, own_namespaces};
+use std::time::{Duration, Instant};
+
+use datapath::packet::builder::PacketBuilder;
+use kernel_support::{data, kernel_tests_enabled, lock, own_namespaces, write_pcap};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use sim::kernel::topology::{Topology, list_namespaces};
+use sim::kernel::topology::{Topology, list_namespaces, processes_in};
 
 fn start_up() -> (Child, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sim"))
@@ -111,4 +115,63 @@ fn sim_kernel_cleanup_removes_what_a_killed_run_left() {
         assert!(text.contains(&format!("removed {name}")), "{text}");
     }
     assert!(existing(&names).is_empty());
+}
+
+#[test]
+fn sim_kernel_cleanup_removes_what_a_killed_traced_diff_left() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let _guard = lock();
+    let frames: Vec<Vec<u8>> = (0..400u16)
+        .map(|i| {
+            PacketBuilder::eth()
+                .ipv4([10, 1, 1, 1].into(), [192, 0, 2, 10].into())
+                .udp(1000 + i, 53)
+                .build()
+        })
+        .collect();
+    let pcap = write_pcap("slow-diff.pcap", &frames);
+    let out = pcap.with_file_name("slow-diff-report");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sim"))
+        .args(["diff", "--appliance"])
+        .arg(data("shield-lists.toml"))
+        .arg(&pcap)
+        .args(["--gap-us", "20000", "--out"])
+        .arg(&out)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start sim diff");
+    let lb = format!("lbsim-{}-0-lb", child.id());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let traced = || {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lb,
+                "nft",
+                "list",
+                "table",
+                "netdev",
+                "lbsim_trace",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    while !traced() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(traced(), "the run in {lb} never started tracing");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("wait");
+    assert!(processes_in(&lb).is_empty(), "processes outlive the run");
+    let output = Command::new(env!("CARGO_BIN_EXE_sim"))
+        .args(["kernel", "cleanup"])
+        .output()
+        .expect("sim kernel cleanup");
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains(&format!("removed {lb}")), "{text}");
+    assert!(existing(&[lb]).is_empty());
 }

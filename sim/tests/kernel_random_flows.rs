@@ -4,7 +4,8 @@
 //! packets drawn from the addresses and ports the rules use. Each file runs through the
 //! simulator's pipeline and through its `iptables-restore` output in one kernel lab (the
 //! mangle table is replaced between files); every packet must get the same outcome, or a
-//! difference listed in `sim/src/kernel/known-differences.toml`.
+//! difference listed in `sim/src/kernel/known-differences.toml`. Runs are traced
+//! (nftables trace events), as `sim diff` runs them: every packet must have its trace.
 
 mod kernel_support;
 
@@ -15,7 +16,7 @@ use kernel_support::random_flows::{Draw, flow_file, frame, inputs};
 use kernel_support::{kernel_tests_enabled, lock, own_namespaces};
 use sim::appliance::ApplianceConfig;
 use sim::kernel::diff::{KNOWN_DIFFERENCES, compare, parse_explanations};
-use sim::kernel::inject::{InputPacket, Lab};
+use sim::kernel::inject::{InputPacket, Lab, TraceStatus};
 use sim::kernel::rules::KernelRules;
 use sim::kernel::simulate::{build, simulate};
 
@@ -48,7 +49,16 @@ fn check_file(
     if let Err(error) = lab.reload_flows(&rules) {
         panic!("file {index}:\n{text}\n{}\n{error:#}", rules.flows_iptables);
     }
-    let kernel = lab.run(packets, &rules, GAP, SETTLE).expect("kernel run");
+    let kernel = lab
+        .run_traced(packets, &rules, GAP, SETTLE)
+        .expect("kernel run");
+    assert_eq!(kernel.trace, TraceStatus::On, "file {index}: traced");
+    let untraced = kernel
+        .packets
+        .iter()
+        .filter(|p| p.last_hook.is_none())
+        .count();
+    assert_eq!(untraced, 0, "file {index}: every packet has a trace");
     let explanations = parse_explanations(KNOWN_DIFFERENCES).expect("known differences");
     let report = compare(&sim, &kernel, &rules, &explanations);
     let (compared, _) = report.totals();

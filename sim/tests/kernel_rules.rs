@@ -22,6 +22,11 @@ fn shield_lists_compile_to_a_netdev_ingress_table() {
 }
 
 #[test]
+fn vlan_contexts_compile_to_vlan_id_rules_before_the_dst_contexts() {
+    insta::assert_snapshot!(rules_text("shield-vlan.toml"));
+}
+
+#[test]
 fn doc_examples_compile_to_mangle_chains_and_an_rr_numgen_map() {
     insta::assert_snapshot!(rules_text("doc-examples.toml"));
 }

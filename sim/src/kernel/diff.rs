@@ -15,7 +15,14 @@
 //! SYN-ACK's option set, proxy SYNs by their options and tuple. Packets the kernel runner
 //! cannot inject are counted, not compared.
 //!
-//! Not here: closed-loop traffic (see `scenario_input`), IPv6 and VLAN injection.
+//! The kernel's deciding rule of a disagreement (`kernel_rule`) comes from the nft trace:
+//! the shield's nft rule (its comment names the context), the flow's iptables-nft rule
+//! (its chain is the flow), or, when no rule dropped the packet, the stack (martians,
+//! defragmentation, or "after the HOOK hook"); the report lists the packets decided per
+//! kernel rule and the LB's IP counters that moved.
+//!
+//! Not here: closed-loop traffic (see `scenario_input`), QinQ injection, IPv6 through
+//! fwmark directors / synproxy / `[[nat]]`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -26,7 +33,9 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::inject::{InputPacket, KernelRun, read_inputs, run_kernel};
+use super::inject::{
+    InputPacket, KernelPacket, KernelRun, TraceStatus, read_inputs, run_kernel_traced,
+};
 use super::outcome::Outcome;
 use super::rules::{BackendMatch, BackendRule, FeatureRow, KernelRules};
 use super::scenario_input::{self, DEFAULT_MAX_PACKETS};
@@ -152,7 +161,9 @@ pub struct Disagreement {
     pub kernel: String,
     /// The simulator's deciding rule (flow#rule, director → backend, or stage).
     pub simulator_rule: String,
-    /// The kernel mechanism that decided on the kernel side.
+    /// What decided on the kernel side: the nft / iptables-nft rule from the trace
+    /// (`nft netdev lbsim_shield ingress handle 7: ip saddr @deny_default counter drop`),
+    /// the stack's refusal, or the mechanism.
     pub kernel_rule: String,
     /// The explanation, when known.
     pub explained_by: Option<String>,
@@ -223,6 +234,14 @@ pub struct DiffReport {
     pub disagreements: Vec<Disagreement>,
     /// Latency and throughput of both sides.
     pub timing: Timing,
+    /// Whether kernel rules were traced per packet.
+    pub kernel_trace: TraceStatus,
+    /// Per deciding kernel rule, the packets it decided (all injected packets).
+    pub kernel_rule_hits: BTreeMap<String, u64>,
+    /// Injected packets the trace has nothing about (events lost).
+    pub kernel_untraced: u64,
+    /// IPv4 / ICMP counters of the LB namespace that moved during the run.
+    pub kernel_counters: BTreeMap<String, u64>,
 }
 
 impl DiffReport {
@@ -285,15 +304,16 @@ fn feature_of(sim: &SimPacket, rules: &KernelRules) -> String {
 /// The kernel's IPv4 routing refuses to forward these whatever the rules say
 /// (`ip_route_input_slow`: martian sources; no multicast routing; limited broadcast).
 fn routing_refusal(sim: &SimPacket) -> Option<&'static str> {
-    let (Some(std::net::IpAddr::V4(src)), Some(std::net::IpAddr::V4(dst))) =
-        (sim.input.src, sim.input.dst)
-    else {
-        return None;
+    use std::net::IpAddr;
+    let (src, dst) = match (sim.input.src, sim.input.dst) {
+        (Some(IpAddr::V4(src)), Some(IpAddr::V4(dst))) => (src, dst),
+        (Some(IpAddr::V6(src)), Some(IpAddr::V6(dst))) => return ipv6_routing_refusal(src, dst),
+        _ => return None,
     };
     let martian = src.is_multicast()
         || src.is_loopback()
         || src.is_broadcast()
-        || src.octets()[0] == 0
+        || src.is_unspecified()
         || src.octets()[0] >= 240;
     if martian {
         return Some("kernel routing: martian source dropped (ip_route_input_slow)");
@@ -301,19 +321,57 @@ fn routing_refusal(sim: &SimPacket) -> Option<&'static str> {
     if dst.is_loopback() {
         return Some("kernel routing: martian destination dropped (ip_route_input_slow)");
     }
-    let not_unicast = dst.is_multicast() || dst.is_broadcast() || dst.octets()[0] == 0;
+    // Since Linux 5.3 the rest of 0.0.0.0/8 is ordinary unicast (forwarded here).
+    let not_unicast = dst.is_multicast() || dst.is_broadcast() || dst.is_unspecified();
     not_unicast.then_some(
         "kernel routing: multicast/broadcast destination not forwarded (no multicast routing)",
     )
 }
 
-/// The kernel-side deciding mechanism of a packet.
-fn kernel_rule(sim: &SimPacket, kernel: &Outcome, rules: &KernelRules) -> String {
+/// The IPv6 counterpart (`ip6_forward`, `ip6_route_input`): multicast destinations are
+/// not forwarded without multicast routing; link-local, loopback and unspecified
+/// addresses never are.
+fn ipv6_routing_refusal(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr) -> Option<&'static str> {
+    let link_local = |a: std::net::Ipv6Addr| a.segments()[0] & 0xffc0 == 0xfe80;
+    if src.is_multicast() || src.is_loopback() || link_local(src) || src.is_unspecified() {
+        return Some(
+            "kernel routing (IPv6): martian source (multicast, loopback, link-local or unspecified) not forwarded (ip6_forward)",
+        );
+    }
+    if dst.is_multicast() {
+        return Some(
+            "kernel routing (IPv6): multicast/broadcast destination not forwarded (no multicast routing)",
+        );
+    }
+    (dst.is_loopback() || link_local(dst) || dst.is_unspecified()).then_some(
+        "kernel routing (IPv6): martian destination (loopback, link-local or unspecified) not forwarded (ip6_forward)",
+    )
+}
+
+/// The kernel-side deciding rule or mechanism of a packet: for a drop, the stack's
+/// refusals (martians, defragmentation) first, then the nft rule the trace names, then the
+/// last hook the packet reached; otherwise the director's mechanism or the kind of answer.
+fn kernel_rule(sim: &SimPacket, packet: &KernelPacket, rules: &KernelRules) -> String {
+    let kernel = &packet.outcome;
     if let (Some(refusal), Outcome::Drop { .. }) = (routing_refusal(sim), kernel) {
         return refusal.into();
     }
     if let (true, Outcome::Drop { .. }) = (sim.input.fragment, kernel) {
         return "conntrack defragmentation (nf_defrag_ipv4 holds fragments until the datagram is complete)".into();
+    }
+    if let (Outcome::Drop { .. }, Some(rule), true) = (kernel, &packet.rule, packet.dropped_by_rule)
+    {
+        return rule.to_string();
+    }
+    if let (Outcome::Drop { .. }, Some(hook)) = (kernel, &packet.last_hook) {
+        return format!(
+            "no nft rule dropped it: the kernel stack did, after the {hook} hook (routing, TTL, conntrack; see the IP counters)"
+        );
+    }
+    if let (Outcome::Answer { .. } | Outcome::Proxy { .. }, Some(rule)) = (kernel, &packet.rule)
+        && rule.text.to_lowercase().contains("synproxy")
+    {
+        return format!("nft synproxy: {rule}");
     }
     if let Some(rule) = director_rule(sim, rules) {
         return rule.mechanism.clone();
@@ -328,10 +386,23 @@ fn kernel_rule(sim: &SimPacket, kernel: &Outcome, rules: &KernelRules) -> String
         }
     }
     match kernel {
+        Outcome::Answer { frame } if frame.icmp.is_some() && frame.proto == "icmpv6" => {
+            "IPv6 forwarding (ICMPv6 error)".into()
+        }
         Outcome::Answer { frame } if frame.icmp.is_some() => "IPv4 forwarding (ICMP error)".into(),
         Outcome::Answer { .. } | Outcome::Proxy { .. } => "nft synproxy".into(),
         Outcome::Drop { .. } => "a drop in nft shield / synproxy / iptables flows / routing".into(),
-        _ => "IPv4 forwarding (nft/iptables accept)".into(),
+        _ => {
+            let family = if sim.input.src.is_some_and(|a| a.is_ipv6()) {
+                "IPv6 forwarding (nft/ip6tables accept)"
+            } else {
+                "IPv4 forwarding (nft/iptables accept)"
+            };
+            match &packet.rule {
+                Some(rule) => format!("{family}, last accepted by {rule}"),
+                None => family.into(),
+            }
+        }
     }
 }
 
@@ -404,7 +475,7 @@ pub fn compare(
             .map(|r| r.matching);
         let agreed = agrees(&sim.outcome, &kernel.outcome, matching);
         let feature = feature_of(sim, rules);
-        let kernel_rule = kernel_rule(sim, &kernel.outcome, rules);
+        let kernel_rule = kernel_rule(sim, kernel, rules);
         let (sim_text, kernel_text) = (sim.outcome.text(), kernel.outcome.text());
         let packet = packet_text(sim);
         let case = Case {
@@ -438,6 +509,10 @@ pub fn compare(
         }
     }
     report.timing = timing(sim, kernel);
+    report.kernel_trace = kernel.trace.clone();
+    report.kernel_rule_hits = kernel.rule_hits.clone();
+    report.kernel_untraced = kernel.untraced;
+    report.kernel_counters = kernel.counters.clone();
     report
 }
 
@@ -526,7 +601,7 @@ pub fn run_input(
 ) -> anyhow::Result<DiffReport> {
     let (mut pipeline, rules) = build(&input.appliance, &input.base_dir, input.seed)?;
     let sim = simulate(&mut pipeline, &input.packets);
-    let kernel = run_kernel(&input.packets, &rules, gap)?;
+    let kernel = run_kernel_traced(&input.packets, &rules, gap)?;
     let mut all = parse_explanations(KNOWN_DIFFERENCES)?;
     all.extend_from_slice(explanations);
     let mut report = compare(&sim, &kernel, &rules, &all);
@@ -587,8 +662,52 @@ pub fn render(report: &DiffReport) -> String {
         let _ = writeln!(out, "not injected: {count} ({why})");
     }
     render_disagreements(&mut out, report);
+    render_kernel_rules(&mut out, report);
     render_timing(&mut out, &report.timing);
     out
+}
+
+fn render_kernel_rules(out: &mut String, report: &DiffReport) {
+    match &report.kernel_trace {
+        TraceStatus::Off => {}
+        TraceStatus::Failed(why) => {
+            let _ = writeln!(out, "kernel rules: not traced ({why})");
+        }
+        TraceStatus::On => {
+            let _ = writeln!(
+                out,
+                "kernel rule hits (nft trace, deciding rule per packet):"
+            );
+            if report.kernel_untraced > 0 {
+                let _ = writeln!(
+                    out,
+                    "  (no trace for {} packet(s): trace events were lost)",
+                    report.kernel_untraced
+                );
+            }
+            for (rule, hits) in &report.kernel_rule_hits {
+                let _ = writeln!(out, "  {hits:>6}  {rule}");
+            }
+        }
+    }
+    // The counters that say where packets went or why they were refused (the JSON has
+    // them all, including the runner's probe echoes).
+    let telling = [
+        "Err", "Discard", "NoRoute", "Fail", "Forw", "TimeExcd", "Unreach", "TooBig", "Trunc",
+    ];
+    let counters: Vec<String> = report
+        .kernel_counters
+        .iter()
+        .filter(|(name, _)| telling.iter().any(|word| name.contains(word)))
+        .map(|(name, delta)| format!("{name} +{delta}"))
+        .collect();
+    if !counters.is_empty() {
+        let _ = writeln!(
+            out,
+            "kernel IP counters (LB namespace, whole run): {}",
+            counters.join(", ")
+        );
+    }
 }
 
 fn render_disagreements(out: &mut String, report: &DiffReport) {

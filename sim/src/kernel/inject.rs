@@ -1,49 +1,61 @@
 //! Run packets through the kernel: prepare each packet for injection (tagged with its
-//! ordinal in the IPv4 ID, Ethernet addresses set for the veth it enters by), inject them
+//! ordinal in the IPv4 ID or the IPv6 flow label, see `tag`; Ethernet addresses set for
+//! the veth it enters by), inject them
 //! with AF_PACKET — from the client side, or from the server side for packets whose source
 //! is a real server (replies, which the kernel un-NATs) — observe both of the LB's veths,
 //! and give every packet an [`Outcome`] in the vocabulary the simulator's side uses.
 //!
-//! A packet is *forwarded* when a frame with its tag (IPv4 ID, protocol, SYN bit and the
+//! A packet is *forwarded* when a frame with its tag (IPv4 ID / flow label, protocol, SYN bit and the
 //! unchanged end of its tuple) leaves the LB on the other side, with its 5-tuple as it left
 //! (after DNAT or reply un-NAT); *answered* when the LB sends toward the client a SYN-ACK
 //! acknowledging it (synproxy), a RST for its tuple, or an ICMP error quoting it;
 //! *proxied* when, for an ACK, a SYN of the same client and sequence leaves on the server
 //! side (synproxy opening the connection after a valid cookie); *dropped* otherwise.
-//! Packets that cannot be injected faithfully (not Ethernet + IPv4, snapped, larger than
-//! the veth MTU) are *not injected* and left out of comparisons. Tags are 16 bits: a run
+//! Packets that cannot be injected faithfully (not Ethernet + IPv4, stacked VLAN tags,
+//! snapped, larger than the veth MTU) are *not injected* and left out of comparisons.
+//! Frames with one 802.1Q (or 802.1ad) tag are injected as they are: the shield's nft
+//! chain sees the tag, then the topology's `lbsim_vlan` chain clears it so the LB forwards
+//! them (see `topology::vlan_nft`); the IPv4 header is found after the tag both ways. Tags are 16 bits: a run
 //! holds at most [`MAX_PACKETS_PER_RUN`] packets.
 //!
 //! [`Lab`] is the reusable part: a topology with rules installed, and `exchange` (inject,
 //! observe, return the raw frames) for interactive checks such as the SYN-cookie
 //! cross-check; [`run_kernel`] is the one-shot batch used by `sim diff` and by `sim bench`.
 //!
-//! Not here: IPv6 (no ID field to tag; not injected), per-rule attribution of kernel drops.
+//! Traced runs ([`Lab::run_traced`], [`run_kernel_traced`]: what `sim diff` uses) also
+//! give each packet the nft / iptables-nft rule that decided it (see `trace`), per-rule
+//! hit counts and the LB's IP counter deltas; untraced runs (`sim bench`) skip the
+//! monitor.
+//!
+//! IPv6 packets are injected unless the rules refuse them (directors by fwmark and
+//! `[[nat]]` are reproduced for IPv4 only: [`KernelRules::refuse_ipv6`]), or the
+//! `ip6tables-restore` input (flows, IPv6 SYNPROXY) was refused.
+//!
+//! Not here: IPv6 NAT rules; QinQ.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use datapath::packet::{LinkType, checksum, tcp_flags};
+use datapath::packet::{LinkType, tcp_flags};
 use serde::Serialize;
 
 use super::outcome::{FrameSummary, Outcome};
 use super::rules::KernelRules;
+use super::tag;
 use super::topology::{
-    CLIENT_IFACE, CLIENT_MAC, LB_CLIENT_MAC, LB_SERVER_MAC, SERVER_IFACE, SERVER_MAC, Topology,
-    VETH_MTU,
+    CLIENT_ADDR, CLIENT_IFACE, CLIENT_MAC, LB_CLIENT_ADDR, LB_CLIENT_MAC, LB_SERVER_MAC,
+    SERVER_IFACE, SERVER_MAC, Topology, VETH_MTU,
 };
+use super::trace::{self, Monitor, PROBE_TAG, RuleRef, Traces};
 use super::wire::{Observed, ObservedFrame, Observer, Port, inject};
 use crate::capture::CaptureReader;
 
-/// Packets per kernel run (tags are IPv4 IDs 1..=65535).
+/// Packets per kernel run (tags are IPv4 IDs / IPv6 flow labels 1..=65535).
 pub const MAX_PACKETS_PER_RUN: usize = 65_535;
 /// How long to keep observing after the last packet was sent.
 pub const SETTLE_TIME: Duration = Duration::from_millis(300);
-
-const ETHERNET_HEADER_LEN: usize = 14;
-const ETHERTYPE_IPV4: u16 = 0x0800;
 
 /// One packet to run: what a capture (or a generator) gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +91,13 @@ pub struct KernelPacket {
     pub outcome: Outcome,
     /// Injection-to-egress time of the frame it caused, ns (user-space timestamps).
     pub latency_ns: Option<u64>,
+    /// The nft / iptables-nft rule that dropped it, else the last that accepted it (traced
+    /// runs only).
+    pub rule: Option<RuleRef>,
+    /// Whether an nft rule (not the stack) dropped it (traced runs only).
+    pub dropped_by_rule: bool,
+    /// The last netfilter hook it reached (`family table chain`; traced runs only).
+    pub last_hook: Option<String>,
 }
 
 /// A kernel run's per-packet outcomes plus what the observers saw.
@@ -96,6 +115,29 @@ pub struct KernelRun {
     pub inject_sec: f64,
     /// Frames injected.
     pub injected: usize,
+    /// Whether the run was traced (nftables trace events), and why not when it failed.
+    pub trace: TraceStatus,
+    /// Per deciding kernel rule, how many packets it decided (traced runs only).
+    pub rule_hits: BTreeMap<String, u64>,
+    /// Injected packets without any trace event (traced runs only; events lost).
+    pub untraced: u64,
+    /// Trace events lost (receive-buffer overflows) during the run.
+    pub trace_events_lost: u64,
+    /// IPv4 / ICMP counters of the LB namespace that moved during the run.
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// Whether a run's packets carry their deciding kernel rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "why")]
+pub enum TraceStatus {
+    /// Not asked for.
+    #[default]
+    Off,
+    /// Every packet's trace was read.
+    On,
+    /// Asked for but unavailable (the reason).
+    Failed(String),
 }
 
 /// Read every packet of `files`, in order (the order `sim replay` reads them).
@@ -124,27 +166,13 @@ struct Prepared {
     summary: FrameSummary,
 }
 
-fn ipv4_header_len(frame: &[u8]) -> Option<usize> {
-    let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
-    let version_ihl = *frame.get(ETHERNET_HEADER_LEN)?;
-    let header_len = usize::from(version_ihl & 0x0f) * 4;
-    let valid = ethertype == ETHERTYPE_IPV4 && version_ihl >> 4 == 4 && header_len >= 20;
-    (valid && frame.len() >= ETHERNET_HEADER_LEN + header_len).then_some(header_len)
-}
-
-fn ip_tag(frame: &[u8]) -> u16 {
-    u16::from_be_bytes([
-        frame[ETHERNET_HEADER_LEN + 4],
-        frame[ETHERNET_HEADER_LEN + 5],
-    ])
-}
-
-/// Tag a frame: Ethernet addresses of the entry veth → LB, IPv4 ID = `tag`, header
-/// checksum recomputed (kept wrong if it was wrong).
+/// Tag a frame (see `tag`) and set its Ethernet addresses for the veth it enters by.
+/// IPv6 frames are refused with `ipv6_refused` when the rules have no IPv6 counterpart.
 fn prepare(
     packet: &InputPacket,
     tag: u16,
     is_server: impl Fn(IpAddr) -> bool,
+    ipv6_refused: Option<&str>,
 ) -> Result<Prepared, String> {
     if packet.link != LinkType::Ethernet {
         return Err(format!("link type {}", packet.link.name()));
@@ -153,10 +181,13 @@ fn prepare(
         return Err("snapped by the capture".into());
     }
     let mut frame = packet.data.clone();
-    let Some(header_len) = ipv4_header_len(&frame) else {
-        return Err("not Ethernet + IPv4 (VLAN, IPv6, ARP, …)".into());
+    let Some(at) = tag::ip_at(&frame) else {
+        return Err(tag::not_ip_reason(&frame).into());
     };
-    if frame.len() > ETHERNET_HEADER_LEN + VETH_MTU as usize {
+    if let (true, Some(why)) = (at.v6, ipv6_refused) {
+        return Err(format!("IPv6: {why}"));
+    }
+    if frame.len() > at.offset + VETH_MTU as usize {
         return Err("larger than the veth MTU".into());
     }
     let summary = FrameSummary::of(LinkType::Ethernet, &frame);
@@ -165,17 +196,7 @@ fn prepare(
         _ => Side::Client,
     };
     set_macs(&mut frame, side);
-    let header = ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + header_len;
-    let was_valid = checksum::is_valid(checksum::partial(&frame[header.clone()]));
-    frame[ETHERNET_HEADER_LEN + 4..ETHERNET_HEADER_LEN + 6].copy_from_slice(&tag.to_be_bytes());
-    frame[ETHERNET_HEADER_LEN + 10..ETHERNET_HEADER_LEN + 12].fill(0);
-    let sum = checksum::field_bytes(checksum::partial(&frame[header]));
-    let sum = if was_valid {
-        sum
-    } else {
-        [sum[0], sum[1] ^ 0x01]
-    };
-    frame[ETHERNET_HEADER_LEN + 10..ETHERNET_HEADER_LEN + 12].copy_from_slice(&sum);
+    tag::write(&mut frame, at, tag);
     Ok(Prepared {
         frame,
         side,
@@ -199,7 +220,12 @@ fn set_macs(frame: &mut [u8], side: Side) {
 /// A topology with rules installed; dropping it removes everything.
 #[derive(Debug)]
 pub struct Lab {
+    /// The trace reader of traced runs, started by the first one (declared first: it
+    /// stops before the namespaces go).
+    monitor: std::sync::Mutex<Option<Monitor>>,
     topology: Topology,
+    /// Why IPv6 packets are not injected (the rules have no IPv6 counterpart), if so.
+    ipv6_refused: Option<String>,
 }
 
 /// What one [`Lab::exchange`] saw.
@@ -221,7 +247,17 @@ impl Lab {
         super::topology::install_signal_cleanup();
         let topology = Topology::create()?;
         rules.install(&topology)?;
-        Ok(Self { topology })
+        let ipv6_refused = rules.ipv6_refused.clone().or_else(|| {
+            rules
+                .install_ipv6(&topology)
+                .err()
+                .map(|error| format!("{error:#}"))
+        });
+        Ok(Self {
+            topology,
+            ipv6_refused,
+            monitor: std::sync::Mutex::new(None),
+        })
     }
 
     /// The topology (for commands inside its namespaces).
@@ -250,6 +286,15 @@ impl Lab {
         };
         let lb = self.topology.lb_ns();
         self.topology.exec(&lb, &["iptables-restore"], Some(text))?;
+        if self.ipv6_refused.is_none() {
+            let text = if rules.flows_ip6tables.is_empty() {
+                "*mangle\nCOMMIT\n"
+            } else {
+                rules.flows_ip6tables.as_str()
+            };
+            self.topology
+                .exec(&lb, &["ip6tables-restore"], Some(text))?;
+        }
         Ok(())
     }
 
@@ -262,6 +307,30 @@ impl Lab {
         gap: Duration,
         settle: Duration,
     ) -> anyhow::Result<KernelRun> {
+        self.run_with(packets, rules, gap, settle, false)
+    }
+
+    /// [`Lab::run`], with every packet's deciding kernel rule read from the nftables
+    /// trace events (see `trace`), the rules' hit counts and the LB's IP counter deltas.
+    /// When tracing is unavailable the run still completes, with [`TraceStatus::Failed`].
+    pub fn run_traced(
+        &self,
+        packets: &[InputPacket],
+        rules: &KernelRules,
+        gap: Duration,
+        settle: Duration,
+    ) -> anyhow::Result<KernelRun> {
+        self.run_with(packets, rules, gap, settle, true)
+    }
+
+    fn run_with(
+        &self,
+        packets: &[InputPacket],
+        rules: &KernelRules,
+        gap: Duration,
+        settle: Duration,
+        traced: bool,
+    ) -> anyhow::Result<KernelRun> {
         if packets.len() > MAX_PACKETS_PER_RUN {
             anyhow::bail!(
                 "{} packets: a kernel run holds at most {MAX_PACKETS_PER_RUN} (16-bit IPv4 ID tags)",
@@ -270,24 +339,115 @@ impl Lab {
         }
         // Fragments of one datagram share a tag (the first one's), or the kernel's
         // defragmentation could never put them together again.
-        let mut datagram_tags: BTreeMap<[u8; 11], u16> = BTreeMap::new();
+        let mut datagram_tags: BTreeMap<Vec<u8>, u16> = BTreeMap::new();
         let prepared: Vec<Result<Prepared, String>> = packets
             .iter()
             .enumerate()
             .map(|(ordinal, packet)| {
-                let tag = match datagram_key(&packet.data) {
+                let tag = match tag::datagram_key(&packet.data) {
                     Some(key) => *datagram_tags.entry(key).or_insert(tag_of(ordinal)),
                     None => tag_of(ordinal),
                 };
-                prepare(packet, tag, |a| rules.is_server(a))
+                prepare(
+                    packet,
+                    tag,
+                    |a| rules.is_server(a),
+                    self.ipv6_refused.as_deref(),
+                )
             })
             .collect();
         let frames: Vec<(Side, Vec<u8>)> = prepared
             .iter()
             .filter_map(|p| p.as_ref().ok().map(|p| (p.side, p.frame.clone())))
             .collect();
+        let counters_before = trace::snmp_counters(&self.topology).unwrap_or_default();
+        let status = if traced {
+            self.trace_begin()
+        } else {
+            TraceStatus::Off
+        };
         let exchange = self.exchange_settling(frames, gap, settle)?;
-        Ok(outcomes(&prepared, &exchange, rules.source_nat))
+        let (status, traces) = match status {
+            TraceStatus::On => self.trace_end(),
+            other => (other, Traces::default()),
+        };
+        let mut run = outcomes(&prepared, &exchange, rules.source_nat);
+        let counters_after = trace::snmp_counters(&self.topology).unwrap_or_default();
+        run.counters = trace::counter_deltas(&counters_before, &counters_after);
+        if status == TraceStatus::On {
+            attribute(&mut run, &prepared, &traces);
+            run.trace_events_lost = traces.unparsed;
+        }
+        run.trace = status;
+        Ok(run)
+    }
+
+    /// Send one probe frame (IPv4 ID [`PROBE_TAG`], client → the LB's own address).
+    fn send_probe(&self) -> anyhow::Result<()> {
+        let client: std::net::Ipv4Addr = CLIENT_ADDR.parse()?;
+        let lb: std::net::Ipv4Addr = LB_CLIENT_ADDR.parse()?;
+        let mut frame = datapath::packet::builder::PacketBuilder::eth()
+            .ipv4(client, lb)
+            .ip_id(PROBE_TAG)
+            .echo_request(0x6c62, 1)
+            .build();
+        set_macs(&mut frame, Side::Client);
+        let port = Port {
+            ns: self.topology.client_ns(),
+            iface: CLIENT_IFACE.into(),
+        };
+        inject(&[port], vec![(0, frame)], Duration::ZERO).map(drop)
+    }
+
+    fn lock_monitor(&self) -> std::sync::MutexGuard<'_, Option<Monitor>> {
+        self.monitor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Make sure the trace reader runs (subscribed before this returns), and forget what
+    /// it read so far.
+    fn trace_begin(&self) -> TraceStatus {
+        let mut slot = self.lock_monitor();
+        if slot.is_none() {
+            // Installed by the first traced run only: untraced runs (`sim bench`) measure
+            // the kernel without the extra chain.
+            let lb = self.topology.lb_ns();
+            let installed = self
+                .topology
+                .exec(&lb, &["nft", "-f", "-"], Some(&trace::trace_nft()));
+            if let Err(error) = installed {
+                return TraceStatus::Failed(format!("{error:#}"));
+            }
+            let monitor = match Monitor::start(&self.topology) {
+                Ok(monitor) => monitor,
+                Err(error) => return TraceStatus::Failed(format!("{error:#}")),
+            };
+            *slot = Some(monitor);
+        }
+        if let Some(monitor) = slot.as_ref() {
+            monitor.discard();
+        }
+        TraceStatus::On
+    }
+
+    /// Wait until the reader has this run's traces (a probe after the last packet) and
+    /// group them per packet.
+    fn trace_end(&self) -> (TraceStatus, Traces) {
+        let mut slot = self.lock_monitor();
+        let Some(monitor) = slot.as_ref() else {
+            return (TraceStatus::Failed("no monitor".into()), Traces::default());
+        };
+        let before = monitor.probes_seen();
+        if !monitor.sync(before, || self.send_probe()) {
+            *slot = None;
+            let why = "the trace reader saw no probe".to_string();
+            return (TraceStatus::Failed(why), Traces::default());
+        }
+        match monitor.traces(&self.topology) {
+            Ok(traces) => (TraceStatus::On, traces),
+            Err(error) => (TraceStatus::Failed(format!("{error:#}")), Traces::default()),
+        }
     }
 
     fn exchange_settling(
@@ -346,19 +506,20 @@ pub fn run_kernel(
     Lab::start(rules)?.run(packets, rules, gap, SETTLE_TIME)
 }
 
-/// (source, destination, protocol, IPv4 ID) of a fragment; `None` for whole datagrams.
-fn datagram_key(frame: &[u8]) -> Option<[u8; 11]> {
-    ipv4_header_len(frame)?;
-    let ip = &frame[ETHERNET_HEADER_LEN..];
-    let flags_offset = u16::from_be_bytes([ip[6], ip[7]]);
-    if flags_offset & 0x3fff == 0 {
-        return None;
+/// [`run_kernel`] with per-packet rule attribution (see [`Lab::run_traced`]): what
+/// `sim diff` runs.
+pub fn run_kernel_traced(
+    packets: &[InputPacket],
+    rules: &KernelRules,
+    gap: Duration,
+) -> anyhow::Result<KernelRun> {
+    if packets.len() > MAX_PACKETS_PER_RUN {
+        anyhow::bail!(
+            "{} packets: a kernel run holds at most {MAX_PACKETS_PER_RUN} (16-bit IPv4 ID tags)",
+            packets.len()
+        );
     }
-    let mut key = [0; 11];
-    key[..8].copy_from_slice(&ip[12..20]);
-    key[8] = ip[9];
-    key[9..].copy_from_slice(&ip[4..6]);
-    Some(key)
+    Lab::start(rules)?.run_traced(packets, rules, gap, SETTLE_TIME)
 }
 
 fn tag_of(ordinal: usize) -> u16 {
@@ -382,14 +543,14 @@ fn seen_frames(exchange: &Exchange) -> Vec<Seen> {
     let mut seen = Vec::new();
     for (side, frames) in sides {
         for ObservedFrame { at, frame } in frames {
-            if ipv4_header_len(frame).is_none() {
+            let Some(ip) = tag::ip_at(frame) else {
                 continue;
-            }
+            };
             seen.push(Seen {
                 side,
                 at: *at,
-                tag: ip_tag(frame),
-                quoted: quoted_tag(frame),
+                tag: tag::read(frame, ip),
+                quoted: tag::quoted(frame),
                 summary: FrameSummary::of(LinkType::Ethernet, frame),
             });
         }
@@ -400,7 +561,7 @@ fn seen_frames(exchange: &Exchange) -> Vec<Seen> {
 /// Indexes of what the LB sent, for matching packets to frames.
 #[derive(Default)]
 struct Index {
-    /// (tag, proto) → frames carrying that IPv4 ID.
+    /// (tag, proto) → frames carrying that tag.
     by_tag: BTreeMap<(u16, String), Vec<usize>>,
     /// Client-side TCP answers: (client, client port, server, server port) → frames.
     answers: BTreeMap<(IpAddr, u16, IpAddr, u16), Vec<usize>>,
@@ -442,19 +603,6 @@ fn index(seen: &[Seen]) -> Index {
     index
 }
 
-/// The (tag, protocol) an ICMP error quotes.
-fn quoted_tag(frame: &[u8]) -> Option<(u16, u8)> {
-    let header_len = ipv4_header_len(frame)?;
-    let ip = &frame[ETHERNET_HEADER_LEN..];
-    if ip[9] != 1 {
-        return None;
-    }
-    let icmp = ip.get(header_len..)?;
-    let quoted = icmp.get(8..28)?;
-    (matches!(icmp[0], 3 | 4 | 5 | 11 | 12) && quoted[0] >> 4 == 4)
-        .then(|| (u16::from_be_bytes([quoted[4], quoted[5]]), quoted[9]))
-}
-
 fn outcomes(
     prepared: &[Result<Prepared, String>],
     exchange: &Exchange,
@@ -488,9 +636,34 @@ fn outcomes(
             ordinal,
             outcome,
             latency_ns,
+            rule: None,
+            dropped_by_rule: false,
+            last_hook: None,
         });
     }
     run
+}
+
+/// Give every injected packet its deciding rule (by tag) and count the rules' hits.
+fn attribute(run: &mut KernelRun, prepared: &[Result<Prepared, String>], traces: &Traces) {
+    for (packet, prepared) in run.packets.iter_mut().zip(prepared) {
+        let (Ok(prepared), false) = (
+            prepared,
+            matches!(packet.outcome, Outcome::NotInjected { .. }),
+        ) else {
+            continue;
+        };
+        let Some(traced) = traces.packets.get(&prepared.tag) else {
+            run.untraced += 1;
+            continue;
+        };
+        packet.rule = traced.decision().cloned();
+        packet.dropped_by_rule = traced.drop_rule().is_some();
+        packet.last_hook = traced.last_hook().map(str::to_string);
+        if let Some(rule) = &packet.rule {
+            *run.rule_hits.entry(rule.to_string()).or_default() += 1;
+        }
+    }
 }
 
 fn first_after<'s>(
@@ -587,6 +760,7 @@ impl FrameSummary {
             "tcp" => Some(6),
             "udp" => Some(17),
             "icmp" => Some(1),
+            "icmpv6" => Some(58),
             other => other.parse().ok(),
         }
     }
@@ -596,6 +770,7 @@ impl FrameSummary {
 mod tests {
     use super::*;
     use datapath::packet::builder::PacketBuilder;
+    use datapath::packet::checksum;
     use std::collections::BTreeSet;
     use std::net::Ipv4Addr;
 
@@ -616,8 +791,8 @@ mod tests {
             .tcp(1234, 80)
             .syn()
             .build();
-        let prepared = prepare(&input(frame), 0x1234, |_| false).expect("IPv4");
-        let ip = &prepared.frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + 20];
+        let prepared = prepare(&input(frame), 0x1234, |_| false, None).expect("IPv4");
+        let ip = &prepared.frame[14..34];
         assert_eq!(&ip[4..6], &[0x12, 0x34]);
         assert!(checksum::is_valid(checksum::partial(ip)));
         assert_eq!(&prepared.frame[0..6], &LB_CLIENT_MAC);
@@ -632,7 +807,7 @@ mod tests {
             .syn_ack()
             .build();
         let servers = BTreeSet::from([IpAddr::V4(Ipv4Addr::new(10, 0, 1, 2))]);
-        let prepared = prepare(&input(frame), 9, |a| servers.contains(&a)).expect("IPv4");
+        let prepared = prepare(&input(frame), 9, |a| servers.contains(&a), None).expect("IPv4");
         assert_eq!(prepared.side, Side::Server);
         assert_eq!(&prepared.frame[0..6], &LB_SERVER_MAC);
     }
@@ -643,14 +818,14 @@ mod tests {
             .ipv4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2))
             .udp(1, 53)
             .build();
-        frame[ETHERNET_HEADER_LEN + 10] ^= 0xff;
-        let prepared = prepare(&input(frame), 7, |_| false).expect("IPv4");
-        let ip = &prepared.frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + 20];
+        frame[24] ^= 0xff;
+        let prepared = prepare(&input(frame), 7, |_| false, None).expect("IPv4");
+        let ip = &prepared.frame[14..34];
         assert!(!checksum::is_valid(checksum::partial(ip)));
     }
 
     #[test]
-    fn ipv6_and_vlan_frames_are_not_injected() {
+    fn ipv6_is_tagged_in_the_flow_label_unless_refused_and_qinq_is_not_injected() {
         let v6 = PacketBuilder::eth()
             .ipv6(
                 "2001:db8::1".parse().unwrap(),
@@ -658,12 +833,36 @@ mod tests {
             )
             .udp(1, 53)
             .build();
-        assert!(prepare(&input(v6), 1, |_| false).is_err());
-        let vlan = PacketBuilder::eth()
+        let refused = prepare(&input(v6.clone()), 1, |_| false, Some("no IPv6 here"));
+        assert_eq!(refused.err().as_deref(), Some("IPv6: no IPv6 here"));
+        let prepared = prepare(&input(v6), 0x0304, |_| false, None).expect("IPv6");
+        assert_eq!(&prepared.frame[15..18], &[0x00, 0x03, 0x04]);
+        let qinq = PacketBuilder::eth()
+            .vlan(10)
+            .vlan(20)
+            .ipv4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2))
+            .udp(1, 53)
+            .build();
+        let why = prepare(&input(qinq), 1, |_| false, None)
+            .err()
+            .expect("QinQ");
+        assert!(why.contains("QinQ"), "{why}");
+    }
+
+    #[test]
+    fn a_single_tagged_frame_is_tagged_after_its_vlan_header() {
+        let frame = PacketBuilder::eth()
             .vlan(42)
             .ipv4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2))
             .udp(1, 53)
             .build();
-        assert!(prepare(&input(vlan), 1, |_| false).is_err());
+        let prepared = prepare(&input(frame), 0x0102, |_| false, None).expect("tagged IPv4");
+        let at = tag::ip_at(&prepared.frame).expect("IPv4");
+        assert_eq!((at.offset, at.header_len), (18, 20));
+        assert_eq!(tag::read(&prepared.frame, at), 0x0102);
+        assert_eq!(&prepared.frame[12..16], &[0x81, 0x00, 0x00, 42]);
+        assert!(checksum::is_valid(checksum::partial(
+            &prepared.frame[18..38]
+        )));
     }
 }

@@ -4,7 +4,8 @@
 //! compiler's iptables-restore output for flows, nft DNAT by numgen (rr) or jhash (sh, dh,
 //! mh) for NAT directors, nft `nat` dnat / snat / masquerade for `[[nat]]` rules, conntrack
 //! un-NATing the replies), AF_PACKET packet I/O
-//! ([`wire`]), injection and per-packet kernel outcomes ([`inject`]), the simulator's side
+//! ([`wire`]), injection and per-packet kernel outcomes ([`inject`]), the kernel rule that
+//! decided each packet from nftables trace events ([`trace`], [`nftrace`]), the simulator's side
 //! with its per-packet cost ([`simulate`]), a scenario's open-loop traffic
 //! ([`scenario_input`]), one outcome vocabulary for both ([`outcome`]) and the per-packet
 //! [`diff`] (`sim diff`, `sim run --kernel`).
@@ -12,15 +13,28 @@
 //! `sim kernel check|cleanup|rules|up` are the lab commands. Everything runs in namespaces
 //! this runner creates, never in the host namespace.
 //!
-//! Not here: IPVS (this kernel has none), IPv6 and VLAN injection, the inline lab mode.
+//! 802.1Q frames are injected tagged (the shield's nft chain matches `vlan id`); this
+//! kernel has no 8021q sub-interfaces, so the LB clears the tag after the shield.
+//!
+//! IPv6 packets are injected too (tagged in the flow label; the topology has IPv6
+//! addresses and routes; IPv6 directors are `ip6` DNAT maps; SYN cookies of IPv6 contexts
+//! the ip6tables `SYNPROXY` target, as this kernel's nft synproxy checks IPv6 checksums
+//! with the IPv4 function), unless the appliance has directors by fwmark or `[[nat]]`
+//! rules, which are reproduced for IPv4 only.
+//!
+//! Not here: IPVS and VLAN sub-interfaces (this kernel has neither), IPv6 `[[nat]]`, QinQ
+//! injection, the inline lab mode.
 
 pub mod diff;
 pub mod inject;
+pub mod nftrace;
 pub mod outcome;
 pub mod rules;
 pub mod scenario_input;
 pub mod simulate;
+pub mod tag;
 pub mod topology;
+pub mod trace;
 pub mod wire;
 
 use std::path::{Path, PathBuf};
@@ -86,8 +100,13 @@ pub fn run(args: &KernelArgs) -> anyhow::Result<ExitCode> {
             let sections = [
                 ("shield (nft -f)", &rules.shield_nft),
                 ("flows (iptables-restore)", &rules.flows_iptables),
+                ("flows (ip6tables-restore)", &rules.flows_ip6tables),
                 ("directors (nft -f)", &rules.director_nft),
                 ("synproxy (nft -f)", &rules.synproxy_nft),
+                (
+                    "synproxy IPv6 (ip6tables-restore --noflush)",
+                    &rules.synproxy_ip6tables,
+                ),
                 ("nat (nft -f)", &rules.nat_nft),
             ];
             for (title, text) in sections.iter().filter(|(_, text)| !text.is_empty()) {
@@ -106,6 +125,9 @@ fn up(appliance: Option<&Path>) -> anyhow::Result<()> {
     let topology = topology::Topology::create()?;
     if let Some(rules) = &rules {
         rules.install(&topology)?;
+        if let Err(error) = rules.install_ipv6(&topology) {
+            eprintln!("warning: IPv6 flows not installed: {error:#}");
+        }
     }
     println!("up {}", topology.namespaces().join(" "));
     use std::io::Write;

@@ -1,19 +1,24 @@
 //! Kernel rules from the same tables the simulator runs: the shield's deny/allow lists as an
-//! nft table in the netdev ingress hook of the LB's client-side veth, the flow table as the
-//! flowmgr compiler's `iptables-restore` output (mangle chains and marks), and directors as
+//! nft table in the netdev ingress hook of the LB's client-side veth (`dst + vlan` contexts
+//! first, matched with `vlan id N`, then `dst` contexts, then the default; `ip` and, when
+//! the lists have IPv6 entries or contexts, `ip6` sets), the flow table as the flowmgr
+//! compiler's `iptables-restore` and `ip6tables-restore` output (mangle chains and marks), and directors as
 //! nft `dnat to numgen inc mod N map {…}` (no IPVS on this kernel). [`KernelRules::features`]
 //! says, per feature, which mechanism was used or that the feature has no kernel counterpart
 //! in this runner (those are compared on the simulator side only).
 //!
 //! Not here: installing anything into the host namespace (rules go into the LB namespace of
-//! a [`Topology`]), IPv6 lists. The `[[nat]]` rules become an nft `nat` table (prerouting
+//! a [`Topology`]), IPv6 `[[nat]]` and fwmark directors for IPv6 (IPv6 packets are then
+//! not injected, see [`KernelRules::refuse_ipv6`]). IPv6 directors are an `ip6` table of
+//! the same DNAT maps; IPv6 protected ports use the ip6tables `SYNPROXY` target (see
+//! `synproxy_ip6tables` for why not nft synproxy). The `[[nat]]` rules become an nft `nat` table (prerouting
 //! `dnat`, postrouting `snat` / `masquerade`), see [`KernelRules::add_nat`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
-use datapath::director::config::{DirectorConfig, ServiceKey};
+use datapath::director::config::{DirectorConfig, RealSpec, ServiceKey, ServiceSpec};
 use datapath::director::dest::Forward;
 use datapath::director::scheduler::SchedulerKind;
 use datapath::flows::Family;
@@ -34,6 +39,8 @@ use super::topology::{
 pub const SHIELD_TABLE: &str = "lbsim_shield";
 /// Name of the directors' nft table (family ip).
 pub const DIRECTOR_TABLE: &str = "lbsim_director";
+/// Name of the IPv6 directors' nft table (family ip6).
+pub const DIRECTOR6_TABLE: &str = "lbsim_director6";
 /// Name of the synproxy nft table (family ip).
 pub const SYNPROXY_TABLE: &str = "lbsim_synproxy";
 /// Name of the NAT rules' nft table (family ip).
@@ -57,6 +64,10 @@ pub struct KernelRules {
     pub shield_nft: String,
     /// `iptables-restore` input for the flows (empty: no flows).
     pub flows_iptables: String,
+    /// `ip6tables-restore` input for the flows (empty: no flows).
+    pub flows_ip6tables: String,
+    /// Why IPv6 packets cannot be compared (a feature with no IPv6 counterpart here).
+    pub ipv6_refused: Option<String>,
     /// `nft -f` input for the directors (empty: no directors).
     pub director_nft: String,
     /// Per-feature mechanisms.
@@ -65,6 +76,8 @@ pub struct KernelRules {
     pub comparable_directors: Vec<String>,
     /// `nft -f` input for synproxy (empty: no protected ports).
     pub synproxy_nft: String,
+    /// `ip6tables-restore --noflush` input for the IPv6 protected ports (empty: none).
+    pub synproxy_ip6tables: String,
     /// Addresses routed to the server side from the LB itself: real servers and protected
     /// destinations (synproxy's own SYNs). Packets from a real server are injected from
     /// the server side.
@@ -115,17 +128,36 @@ impl KernelRules {
                     true,
                 ));
             }
+            if let Some((text, destinations)) = synproxy_ip6tables(shield) {
+                rules.synproxy_ip6tables = text;
+                rules.server_addresses.extend(destinations);
+                rules.features.push(row(
+                    "shield SYN cookies (protected TCP ports, IPv6)",
+                    "ip6tables SYNPROXY target in FORWARD (SYNs CT --notrack in raw); nft synproxy checks IPv6 checksums as IPv4 on this kernel",
+                    true,
+                ));
+            }
         }
         if let Some(table) = flows {
             rules.flows_iptables = datapath::flows::compile::iptables(table, Family::V4);
+            rules.flows_ip6tables = datapath::flows::compile::iptables(table, Family::V6);
             rules.features.push(row(
                 "flows",
-                "iptables-restore: mangle PREROUTING, one chain per flow, MARK",
+                "iptables-restore (IPv4) and ip6tables-restore (IPv6): mangle PREROUTING, one chain per flow, MARK",
                 true,
             ));
         }
         if !directors.is_empty() {
             rules.director_nft = director_nft(directors, &mut rules)?;
+        }
+        // Only what an IPv6 packet can reach matters: fwmark services (marks are
+        // family-blind, their DNAT is IPv4) and IPv6 services the kernel cannot
+        // reproduce (refused in `director_nft`).
+        let by_fwmark = |d: &DirectorConfig| {
+            !matches!(d.build().map(|spec| spec.key), Ok(ServiceKey::Tuple { .. }))
+        };
+        if directors.iter().any(by_fwmark) {
+            rules.refuse_ipv6("directors by fwmark are reproduced for IPv4 only (nft `ip` DNAT)");
         }
         Ok(rules)
     }
@@ -158,6 +190,32 @@ impl KernelRules {
         Ok(())
     }
 
+    /// The IPv6 rules: the flows' `ip6tables-restore` output (the shield's IPv6 sets are
+    /// in its nft table). Separate from [`KernelRules::install`] so that a refusal leaves
+    /// IPv4 runs possible (IPv6 packets are then not injected).
+    pub fn install_ipv6(&self, topology: &Topology) -> anyhow::Result<()> {
+        let lb = topology.lb_ns();
+        if !self.flows_ip6tables.is_empty() {
+            topology.exec(&lb, &["ip6tables-restore"], Some(&self.flows_ip6tables))?;
+        }
+        if !self.synproxy_ip6tables.is_empty() {
+            let args = ["ip6tables-restore", "--noflush"];
+            topology.exec(&lb, &args, Some(&self.synproxy_ip6tables))?;
+            let loose = "net.netfilter.nf_conntrack_tcp_loose=0";
+            topology.exec(&lb, &["sysctl", "-qw", loose], None)?;
+        }
+        Ok(())
+    }
+
+    /// Mark IPv6 packets as not comparable (the first reason is kept), with a feature row.
+    pub fn refuse_ipv6(&mut self, why: &str) {
+        if self.ipv6_refused.is_none() {
+            self.ipv6_refused = Some(why.to_string());
+            self.features
+                .push(row("IPv6 packets", format!("not injected: {why}"), false));
+        }
+    }
+
     /// Whether a packet from `address` enters from the server side.
     pub fn is_server(&self, address: IpAddr) -> bool {
         self.server_addresses.contains(&address)
@@ -175,6 +233,7 @@ impl KernelRules {
         if rules.is_empty() {
             return;
         }
+        self.refuse_ipv6("[[nat]] rules are reproduced for IPv4 only (nft `ip` nat)");
         let server = rules.iter().find_map(|r| r.out.clone());
         if let Some(name) = &server
             && let Some(address) = interfaces.get(name)
@@ -252,17 +311,57 @@ impl KernelRules {
     }
 }
 
-fn v4_elements(prefixes: impl Iterator<Item = ipnet::IpNet>) -> Vec<String> {
+/// An address family of the shield's nft sets and rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IpFamily {
+    V4,
+    V6,
+}
+
+impl IpFamily {
+    fn has(self, address: IpAddr) -> bool {
+        matches!(
+            (self, address),
+            (Self::V4, IpAddr::V4(_)) | (Self::V6, IpAddr::V6(_))
+        )
+    }
+
+    /// nft payload keyword (`ip`, `ip6`).
+    fn keyword(self) -> &'static str {
+        match self {
+            Self::V4 => "ip",
+            Self::V6 => "ip6",
+        }
+    }
+
+    /// Set name suffix: `deny_0` (IPv4), `deny6_0` (IPv6).
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::V4 => "",
+            Self::V6 => "6",
+        }
+    }
+
+    fn set_type(self) -> &'static str {
+        match self {
+            Self::V4 => "ipv4_addr",
+            Self::V6 => "ipv6_addr",
+        }
+    }
+}
+
+fn elements(prefixes: impl Iterator<Item = ipnet::IpNet>, family: IpFamily) -> Vec<String> {
     prefixes
-        .filter(|net| matches!(net.addr(), IpAddr::V4(_)))
+        .filter(|net| family.has(net.addr()))
         .map(|net| net.to_string())
         .collect()
 }
 
-fn set(out: &mut String, name: &str, elements: &[String]) {
+fn set(out: &mut String, name: &str, family: IpFamily, elements: &[String]) {
     let _ = writeln!(
         out,
-        "\tset {name} {{\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\tauto-merge"
+        "\tset {name} {{\n\t\ttype {}\n\t\tflags interval\n\t\tauto-merge",
+        family.set_type()
     );
     if !elements.is_empty() {
         let _ = writeln!(out, "\t\telements = {{ {} }}", elements.join(", "));
@@ -270,75 +369,117 @@ fn set(out: &mut String, name: &str, elements: &[String]) {
     out.push_str("\t}\n");
 }
 
-/// One context: `allow_src` accepts (they are removed from the denylist), then the
-/// instance's and the context's `deny` drop, then the context is done (`accept`), so that
-/// later contexts and the default context do not see the packet.
+/// One context of one family: `allow_src` accepts (they are removed from the denylist),
+/// then the instance's and the context's `deny` drop, then the context is done
+/// (`accept`), so that later contexts and the default context do not see the packet.
+/// Its sets are named `allow_src{6}_{id}` / `deny{6}_{id}`.
 fn context_rules(
-    out_sets: &mut String,
-    out_rules: &mut String,
-    index: usize,
+    out: &mut (String, String),
+    id: &str,
     context: &ContextConfig,
     instance_deny: &[String],
+    family: IpFamily,
 ) {
-    let allow = v4_elements(context.allow_src.iter().map(|p| p.0));
+    let (out_sets, out_rules) = out;
+    let (ip, suffix) = (family.keyword(), family.suffix());
+    let allow = elements(context.allow_src.iter().map(|p| p.0), family);
     let mut deny = instance_deny.to_vec();
-    deny.extend(v4_elements(context.deny.iter().map(|p| p.0)));
-    set(out_sets, &format!("allow_src_{index}"), &allow);
-    set(out_sets, &format!("deny_{index}"), &deny);
-    let selector = match context.dst {
-        Some(dst) => format!("ip daddr {dst} "),
-        None => String::new(),
+    deny.extend(elements(context.deny.iter().map(|p| p.0), family));
+    let (allow_set, deny_set) = (
+        format!("allow_src{suffix}_{id}"),
+        format!("deny{suffix}_{id}"),
+    );
+    set(out_sets, &allow_set, family, &allow);
+    set(out_sets, &deny_set, family, &deny);
+    let selector = match (context.vlan, context.dst) {
+        (Some(vlan), Some(dst)) => format!("vlan id {vlan} {ip} daddr {dst} "),
+        (None, Some(dst)) => format!("{ip} daddr {dst} "),
+        (_, None) => String::new(),
     };
+    let context_name = match (context.dst, context.vlan) {
+        (Some(dst), Some(vlan)) => format!("{dst} vlan {vlan}"),
+        (Some(dst), None) => dst.to_string(),
+        (None, _) => "default".into(),
+    };
+    let comment = |what: &str| format!("comment \"shield context {context_name}: {what}\"");
     let _ = writeln!(
         out_rules,
-        "\t\t{selector}ip saddr @allow_src_{index} counter accept"
+        "\t\t{selector}{ip} saddr @{allow_set} counter accept {}",
+        comment("allow_src")
     );
     let _ = writeln!(
         out_rules,
-        "\t\t{selector}ip saddr @deny_{index} counter drop"
+        "\t\t{selector}{ip} saddr @{deny_set} counter drop {}",
+        comment("deny")
     );
     if !selector.is_empty() {
-        let _ = writeln!(out_rules, "\t\t{selector}counter accept");
+        let _ = writeln!(
+            out_rules,
+            "\t\t{selector}counter accept {}",
+            comment("done")
+        );
     }
 }
 
-fn shield_nft(shield: &ShieldConfig, features: &mut Vec<FeatureRow>) -> String {
-    let instance_deny = v4_elements(shield.deny.iter().map(|p| p.0));
-    let (mut sets, mut rules) = (String::new(), String::new());
-    let contexts = shield
-        .context
+/// Whether the shield has anything for IPv6: a list entry or a context.
+fn shield_has_ipv6(shield: &ShieldConfig) -> bool {
+    let contexts = || {
+        shield
+            .context
+            .iter()
+            .chain(std::iter::once(&shield.default))
+    };
+    let mut prefixes = shield
+        .deny
         .iter()
-        .filter(|c| c.vlan.is_none() && matches!(c.dst, Some(IpAddr::V4(_))));
-    for (index, context) in contexts.enumerate() {
-        context_rules(&mut sets, &mut rules, index, context, &instance_deny);
+        .chain(contexts().flat_map(|c| c.deny.iter().chain(&c.allow_src)));
+    prefixes.any(|p| p.0.addr().is_ipv6()) || contexts().any(|c| c.dst.is_some_and(|d| d.is_ipv6()))
+}
+
+/// One family's contexts: `dst + vlan` contexts win over `dst` alone (the shield's
+/// selection order), so they come first; within each group, configuration order; the
+/// default context last.
+fn family_rules(shield: &ShieldConfig, family: IpFamily, out: &mut (String, String)) {
+    let instance_deny = elements(shield.deny.iter().map(|p| p.0), family);
+    let of_family = |c: &&ContextConfig| c.dst.is_some_and(|d| family.has(d));
+    let contexts = shield.context.iter().filter(of_family);
+    let tagged = contexts.clone().filter(|c| c.vlan.is_some());
+    let untagged = contexts.filter(|c| c.vlan.is_none());
+    for (index, context) in tagged.chain(untagged).enumerate() {
+        context_rules(out, &index.to_string(), context, &instance_deny, family);
     }
-    context_rules(
-        &mut sets,
-        &mut rules,
-        usize::MAX,
-        &shield.default,
-        &instance_deny,
-    );
-    let mut out = format!("table netdev {SHIELD_TABLE}\ndelete table netdev {SHIELD_TABLE}\n");
-    let _ = writeln!(out, "table netdev {SHIELD_TABLE} {{\n{sets}");
+    context_rules(out, "default", &shield.default, &instance_deny, family);
+}
+
+fn shield_nft(shield: &ShieldConfig, features: &mut Vec<FeatureRow>) -> String {
+    let mut out = (String::new(), String::new());
+    family_rules(shield, IpFamily::V4, &mut out);
+    let with_ipv6 = shield_has_ipv6(shield);
+    if with_ipv6 {
+        family_rules(shield, IpFamily::V6, &mut out);
+    }
+    let (sets, rules) = out;
+    let mut text = format!("table netdev {SHIELD_TABLE}\ndelete table netdev {SHIELD_TABLE}\n");
+    let _ = writeln!(text, "table netdev {SHIELD_TABLE} {{\n{sets}");
     let _ = writeln!(
-        out,
+        text,
         "\tchain ingress {{\n\t\ttype filter hook ingress device \"{LB_CLIENT_IFACE}\" priority -500; policy accept;\n{rules}\t}}\n}}"
     );
+    let families = if with_ipv6 { "IPv4 and IPv6" } else { "IPv4" };
     features.push(row(
-        "shield deny / allow_src (IPv4, per dst context)",
-        "nft netdev ingress on the LB's client veth, interval sets",
+        format!("shield deny / allow_src ({families}, per dst or dst + vlan context)"),
+        "nft netdev ingress on the LB's client veth, interval sets (`vlan id N` for VLAN contexts)",
         true,
     ));
-    let skipped_contexts = shield
+    let protected_vlan_contexts = shield
         .context
         .iter()
-        .filter(|c| c.vlan.is_some() || !matches!(c.dst, Some(IpAddr::V4(_))))
+        .filter(|c| c.vlan.is_some() && !c.protected_tcp_ports.is_empty())
         .count();
-    if skipped_contexts > 0 {
+    if protected_vlan_contexts > 0 {
         features.push(row(
-            format!("shield: {skipped_contexts} VLAN/IPv6 context(s)"),
-            "none",
+            format!("shield: protected TCP ports of {protected_vlan_contexts} VLAN context(s)"),
+            "none (nft synproxy runs after the tag is gone)",
             false,
         ));
     }
@@ -349,8 +490,7 @@ fn shield_nft(shield: &ShieldConfig, features: &mut Vec<FeatureRow>) -> String {
     ] {
         features.push(row(feature, "none (simulator only in this runner)", false));
     }
-    out.replace(&format!("allow_src_{}", usize::MAX), "allow_src_default")
-        .replace(&format!("deny_{}", usize::MAX), "deny_default")
+    text
 }
 
 fn service_match(key: ServiceKey) -> Option<String> {
@@ -358,18 +498,14 @@ fn service_match(key: ServiceKey) -> Option<String> {
         ServiceKey::Fwmark(mark) => {
             Some(format!("meta mark {mark:#x} meta l4proto {{ tcp, udp }}"))
         }
-        ServiceKey::Tuple {
-            vip: IpAddr::V4(vip),
-            proto,
-            port,
-        } => {
+        ServiceKey::Tuple { vip, proto, port } => {
+            let ip = if vip.is_ipv6() { "ip6" } else { "ip" };
             let name = if proto == ip_proto::UDP { "udp" } else { "tcp" };
             Some(match port {
-                0 => format!("ip daddr {vip} meta l4proto {name}"),
-                port => format!("ip daddr {vip} {name} dport {port}"),
+                0 => format!("{ip} daddr {vip} meta l4proto {name}"),
+                port => format!("{ip} daddr {vip} {name} dport {port}"),
             })
         }
-        ServiceKey::Tuple { .. } => None,
     }
 }
 
@@ -399,7 +535,11 @@ pub struct BackendRule {
 }
 
 /// The selector expression and the comparability of a scheduler.
-fn scheduler_selector(scheduler: SchedulerKind, slots: usize) -> (String, BackendMatch, String) {
+fn scheduler_selector(
+    scheduler: SchedulerKind,
+    slots: usize,
+    ip: &str,
+) -> (String, BackendMatch, String) {
     match scheduler {
         SchedulerKind::Rr => (
             format!("numgen inc mod {slots}"),
@@ -407,17 +547,19 @@ fn scheduler_selector(scheduler: SchedulerKind, slots: usize) -> (String, Backen
             "nft nat prerouting+output: dnat to numgen inc mod N map (rr, IPVS order)".into(),
         ),
         SchedulerKind::Sh | SchedulerKind::Mh => (
-            format!("jhash ip saddr mod {slots} seed 0x0"),
+            format!("jhash {ip} saddr mod {slots} seed 0x0"),
             BackendMatch::Jhash,
             format!(
-                "nft dnat to jhash ip saddr mod N map (weights as repeated slots) emulates {}",
+                "nft dnat to jhash {ip} saddr mod N map (weights as repeated slots) emulates {}",
                 scheduler.name()
             ),
         ),
         SchedulerKind::Dh => (
-            format!("jhash ip daddr mod {slots} seed 0x0"),
+            format!("jhash {ip} daddr mod {slots} seed 0x0"),
             BackendMatch::Jhash,
-            "nft dnat to jhash ip daddr mod N map (weights as repeated slots) emulates dh".into(),
+            format!(
+                "nft dnat to jhash {ip} daddr mod N map (weights as repeated slots) emulates dh"
+            ),
         ),
         other => (
             format!("numgen inc mod {slots}"),
@@ -431,7 +573,9 @@ fn scheduler_selector(scheduler: SchedulerKind, slots: usize) -> (String, Backen
 }
 
 fn director_nft(directors: &[DirectorConfig], rules: &mut KernelRules) -> anyhow::Result<String> {
-    let mut lines = String::new();
+    // DNAT lines per family: IPv4 services (and fwmark ones) in `table ip`, IPv6 VIPs in
+    // `table ip6`.
+    let (mut lines, mut lines6) = (String::new(), String::new());
     for config in directors {
         let spec = config
             .build()
@@ -443,50 +587,31 @@ fn director_nft(directors: &[DirectorConfig], rules: &mut KernelRules) -> anyhow
             spec.key
         );
         let reals: Vec<_> = spec.reals.iter().filter(|r| r.weight > 0).collect();
+        let v6 = matches!(spec.key, ServiceKey::Tuple { vip, .. } if vip.is_ipv6());
         let (Some(matcher), false) = (service_match(spec.key), reals.is_empty()) else {
             rules
                 .features
-                .push(row(feature, "none (IPv6 VIP or no usable real)", false));
+                .push(row(feature, "none (no usable real)", false));
             continue;
         };
         if reals
             .iter()
-            .any(|r| r.forward != Forward::Nat || !r.address.is_ipv4())
+            .any(|r| r.forward != Forward::Nat || r.address.is_ipv6() != v6)
         {
-            rules
-                .features
-                .push(row(feature, "none (dr/tun forwarding or IPv6 real)", false));
+            rules.features.push(row(
+                feature,
+                "none (dr/tun forwarding, or reals of another family than the VIP)",
+                false,
+            ));
+            if v6 {
+                rules.refuse_ipv6("an IPv6 director with no kernel counterpart");
+            }
             continue;
         }
-        // IPVS keeps real servers in a list it adds to at the head (`list_add_rcu`), and
-        // rr starts from the head: the last real added is chosen first. numgen counts from
-        // 0, so the map lists the reals in that (reverse configuration) order. Hash
-        // emulations repeat a real once per unit of weight.
-        let hashed = matches!(
-            spec.scheduler,
-            SchedulerKind::Sh | SchedulerKind::Dh | SchedulerKind::Mh
-        );
-        let slots: Vec<_> = reals
-            .iter()
-            .rev()
-            .flat_map(|real| {
-                let copies = if hashed {
-                    real.weight.max(1) as usize
-                } else {
-                    1
-                };
-                std::iter::repeat_n(real, copies)
-            })
-            .collect();
-        let map: Vec<String> = slots
-            .iter()
-            .enumerate()
-            .map(|(index, real)| {
-                format!("{index} : {} . {}", real.address.ip(), real.address.port())
-            })
-            .collect();
+        let map = slot_map(spec.scheduler, &reals);
+        let ip = if v6 { "ip6" } else { "ip" };
         let (selector, mut matching, mut mechanism) =
-            scheduler_selector(spec.scheduler, slots.len());
+            scheduler_selector(spec.scheduler, map.len(), ip);
         if spec.persistence.is_some() {
             matching = BackendMatch::StandIn;
             mechanism = format!(
@@ -494,41 +619,77 @@ fn director_nft(directors: &[DirectorConfig], rules: &mut KernelRules) -> anyhow
             );
         }
         let _ = writeln!(
-            lines,
-            "\t\t{matcher} counter dnat ip to {selector} map {{ {} }}",
+            if v6 { &mut lines6 } else { &mut lines },
+            "\t\t{matcher} counter dnat {ip} to {selector} map {{ {} }}",
             map.join(", ")
         );
-        if matching == BackendMatch::Exact {
-            rules.comparable_directors.push(spec.name.clone());
-        }
-        let rule = BackendRule {
-            director: spec.name.clone(),
-            mechanism: mechanism.clone(),
-            matching,
-        };
-        if let ServiceKey::Tuple { vip, port, .. } = spec.key {
-            rules.services.insert(SocketAddr::new(vip, port), rule);
-        }
-        for real in &reals {
-            rules.server_addresses.insert(real.address.ip());
-            rules.backends.insert(
-                real.address,
-                BackendRule {
-                    director: spec.name.clone(),
-                    mechanism: mechanism.clone(),
-                    matching,
-                },
-            );
-        }
+        record_director(rules, &spec, &reals, &mechanism, matching);
         rules.features.push(row(feature, mechanism, true));
     }
-    let mut out = format!("table ip {DIRECTOR_TABLE}\ndelete table ip {DIRECTOR_TABLE}\n");
-    // The same DNAT in output: synproxy's SYN toward the server is made locally.
-    let _ = writeln!(
-        out,
-        "table ip {DIRECTOR_TABLE} {{\n\tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n{lines}\t}}\n\tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n{lines}\t}}\n}}"
-    );
+    let mut out = nat_table("ip", DIRECTOR_TABLE, &lines);
+    if !lines6.is_empty() {
+        out.push_str(&nat_table("ip6", DIRECTOR6_TABLE, &lines6));
+    }
     Ok(out)
+}
+
+/// Remember how the kernel reproduces a director: its comparability, its virtual service
+/// and its real servers (routed to the server side).
+fn record_director(
+    rules: &mut KernelRules,
+    spec: &ServiceSpec,
+    reals: &[&RealSpec],
+    mechanism: &str,
+    matching: BackendMatch,
+) {
+    let rule = || BackendRule {
+        director: spec.name.clone(),
+        mechanism: mechanism.to_string(),
+        matching,
+    };
+    if matching == BackendMatch::Exact {
+        rules.comparable_directors.push(spec.name.clone());
+    }
+    if let ServiceKey::Tuple { vip, port, .. } = spec.key {
+        rules.services.insert(SocketAddr::new(vip, port), rule());
+    }
+    for real in reals {
+        rules.server_addresses.insert(real.address.ip());
+        rules.backends.insert(real.address, rule());
+    }
+}
+
+/// The DNAT map's slots (`0 : 10.0.2.3 . 25`). IPVS keeps real servers in a list it adds
+/// to at the head (`list_add_rcu`), and rr starts from the head: the last real added is
+/// chosen first. numgen counts from 0, so the map lists the reals in that (reverse
+/// configuration) order. Hash emulations repeat a real once per unit of weight.
+fn slot_map(scheduler: SchedulerKind, reals: &[&RealSpec]) -> Vec<String> {
+    let hashed = matches!(
+        scheduler,
+        SchedulerKind::Sh | SchedulerKind::Dh | SchedulerKind::Mh
+    );
+    reals
+        .iter()
+        .rev()
+        .flat_map(|real| {
+            let copies = if hashed {
+                real.weight.max(1) as usize
+            } else {
+                1
+            };
+            std::iter::repeat_n(real, copies)
+        })
+        .enumerate()
+        .map(|(index, real)| format!("{index} : {} . {}", real.address.ip(), real.address.port()))
+        .collect()
+}
+
+/// A director table: the DNAT lines in prerouting, and the same in output (synproxy's
+/// SYN toward the server is made locally).
+fn nat_table(family: &str, name: &str, lines: &str) -> String {
+    format!(
+        "table {family} {name}\ndelete table {family} {name}\ntable {family} {name} {{\n\tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n{lines}\t}}\n\tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n{lines}\t}}\n}}\n"
+    )
 }
 
 /// nft synproxy for the shield's protected TCP ports (per context destination): SYNs are
@@ -576,6 +737,42 @@ fn synproxy_nft(shield: &ShieldConfig) -> Option<(String, Vec<IpAddr>)> {
         "table ip {SYNPROXY_TABLE}\ndelete table ip {SYNPROXY_TABLE}\ntable ip {SYNPROXY_TABLE} {{\n\tchain prerouting {{\n\t\ttype filter hook prerouting priority raw; policy accept;\n{raw}\t}}\n\tchain forward {{\n\t\ttype filter hook forward priority filter; policy accept;\n{forward}\t}}\n}}\n"
     );
     Some((text, destinations))
+}
+
+/// ip6tables-restore input (raw and filter tables, `--noflush`) for the shield's IPv6
+/// protected ports: `CT --notrack` for SYNs, the `SYNPROXY` target in FORWARD. Not nft
+/// synproxy: this kernel's `nft_synproxy_do_eval` checks TCP checksums with
+/// `nf_ip_checksum` (the IPv4 pseudo-header) whatever the family, so it drops every IPv6
+/// segment whose checksum is not already verified — every injected one; the ip6tables
+/// target checks with `nf_ip6_checksum`.
+fn synproxy_ip6tables(shield: &ShieldConfig) -> Option<(String, Vec<IpAddr>)> {
+    let instance = shield.main_instance();
+    let mss = instance.syn_proxy_mss.unwrap_or(1460);
+    let wscale = instance.syn_proxy_wscale.unwrap_or(7);
+    let (mut raw, mut filter, mut destinations) = (String::new(), String::new(), Vec::new());
+    for context in shield.context.iter().filter(|c| c.vlan.is_none()) {
+        let Some(IpAddr::V6(dst)) = context.dst else {
+            continue;
+        };
+        for port in &context.protected_tcp_ports {
+            let selector = format!("-d {dst}/128 -p tcp -m tcp --dport {port}");
+            let _ = writeln!(
+                raw,
+                "-A PREROUTING {selector} --tcp-flags FIN,SYN,RST,ACK SYN -j CT --notrack"
+            );
+            let _ = writeln!(
+                filter,
+                "-A FORWARD {selector} -m conntrack --ctstate INVALID,UNTRACKED -j SYNPROXY --sack-perm --timestamp --wscale {wscale} --mss {mss}\n-A FORWARD {selector} -m conntrack --ctstate INVALID -j DROP"
+            );
+        }
+        if !context.protected_tcp_ports.is_empty() {
+            destinations.push(IpAddr::V6(dst));
+        }
+    }
+    (!destinations.is_empty()).then(|| {
+        let text = format!("*raw\n{raw}COMMIT\n*filter\n{filter}COMMIT\n");
+        (text, destinations)
+    })
 }
 
 /// A gateway address inside `address`'s network other than `address` itself (the last

@@ -1,6 +1,8 @@
 //! The kernel-side topology: three network namespaces (`<prefix>-cli`, `<prefix>-lb`,
-//! `<prefix>-srv`) joined by two veth pairs, with addresses, static neighbours, routes and
-//! forwarding on in the load-balancer namespace.
+//! `<prefix>-srv`) joined by two veth pairs, with IPv4 and IPv6 addresses, static neighbours, routes and
+//! forwarding on in the load-balancer namespace, and an nft netdev table that clears the
+//! 802.1Q tag of frames entering the LB after the shield saw it ([`vlan_nft`]: this kernel
+//! has no VLAN sub-interfaces).
 //!
 //! Everything is created *inside* namespaces this module made (veths are created in the LB
 //! namespace with their peer placed straight into the other namespace), so the host
@@ -8,6 +10,7 @@
 //! `Drop` deletes the namespaces (which deletes their veths and rules). Ctrl-C / SIGTERM
 //! delete every live topology of this process before exiting ([`install_signal_cleanup`]),
 //! and [`cleanup_leftovers`] removes namespaces of processes that died (`sim kernel cleanup`).
+//! Deleting a namespace first kills any process left inside it ([`delete_namespace`]).
 //!
 //! Not here: rules (see `rules`) and packet I/O (see `wire`).
 
@@ -42,10 +45,23 @@ pub const LB_SERVER_MAC: [u8; 6] = [0x02, 0x6c, 0x62, 0x00, 0x00, 0x03];
 pub const SERVER_MAC: [u8; 6] = [0x02, 0x6c, 0x62, 0x00, 0x00, 0x04];
 
 /// Link addresses (shared address space, unlikely in captures).
-const CLIENT_ADDR: &str = "100.127.255.2";
-const LB_CLIENT_ADDR: &str = "100.127.255.1";
+/// Address of the client veth.
+pub const CLIENT_ADDR: &str = "100.127.255.2";
+/// [`CLIENT_ADDR`] as octets.
+pub const CLIENT_ADDR_OCTETS: [u8; 4] = [100, 127, 255, 2];
+/// Address of the LB's client-side veth.
+pub const LB_CLIENT_ADDR: &str = "100.127.255.1";
 const LB_SERVER_ADDR: &str = "100.127.255.5";
 const SERVER_ADDR: &str = "100.127.255.6";
+/// IPv6 link networks (unique local addresses, unlikely in captures): client side
+/// `…:1::/64`, server side `…:2::/64`; the LB is `::1` on both, the peers `::2`.
+pub const CLIENT_ADDR6: &str = "fd6c:6273:696d:1::2";
+/// The LB's IPv6 address on its client-side veth.
+pub const LB_CLIENT_ADDR6: &str = "fd6c:6273:696d:1::1";
+const LB_SERVER_ADDR6: &str = "fd6c:6273:696d:2::1";
+const SERVER_ADDR6: &str = "fd6c:6273:696d:2::2";
+/// The nft table (family netdev) that untags 802.1Q frames after the shield.
+pub const VLAN_TABLE: &str = "lbsim_vlan";
 /// Policy routing table for traffic arriving from the client side.
 pub const FROM_CLIENT_TABLE: u32 = 100;
 
@@ -161,7 +177,12 @@ impl Topology {
     /// everything else to the client side): real servers and protected destinations, for
     /// packets the LB makes (synproxy's SYN to the server).
     pub fn route_to_server(&self, address: &str) -> anyhow::Result<()> {
-        let args = ["ip", "route", "replace", address, "via", SERVER_ADDR];
+        let gateway = if address.contains(':') {
+            SERVER_ADDR6
+        } else {
+            SERVER_ADDR
+        };
+        let args = ["ip", "route", "replace", address, "via", gateway];
         self.exec(&self.lb_ns(), &args, None).map(drop)
     }
 
@@ -181,7 +202,47 @@ impl Topology {
         self.neighbour(&lb, LB_CLIENT_IFACE, CLIENT_ADDR, CLIENT_MAC)?;
         self.neighbour(&lb, LB_SERVER_IFACE, SERVER_ADDR, SERVER_MAC)?;
         self.neighbour(&srv, SERVER_IFACE, LB_SERVER_ADDR, LB_SERVER_MAC)?;
-        self.routes()
+        self.routes()?;
+        self.ipv6()?;
+        self.exec(&lb, &["nft", "-f", "-"], Some(&vlan_nft()))
+            .map(drop)
+    }
+
+    /// The IPv6 side: addresses without duplicate address detection, permanent neighbours,
+    /// the same routes and policy rule as IPv4, forwarding on in the LB (one `ip -batch`
+    /// per namespace).
+    fn ipv6(&self) -> anyhow::Result<()> {
+        let (cli, lb, srv) = (self.client_ns(), self.lb_ns(), self.server_ns());
+        let (client_mac, server_mac) = (mac_text(CLIENT_MAC), mac_text(SERVER_MAC));
+        let (lb_client_mac, lb_server_mac) = (mac_text(LB_CLIENT_MAC), mac_text(LB_SERVER_MAC));
+        let client = format!(
+            "addr add {CLIENT_ADDR6}/64 dev {CLIENT_IFACE} nodad\n\
+             neigh replace {LB_CLIENT_ADDR6} lladdr {lb_client_mac} dev {CLIENT_IFACE} nud permanent\n\
+             route add default via {LB_CLIENT_ADDR6}\n"
+        );
+        let server = format!(
+            "addr add {SERVER_ADDR6}/64 dev {SERVER_IFACE} nodad\n\
+             neigh replace {LB_SERVER_ADDR6} lladdr {lb_server_mac} dev {SERVER_IFACE} nud permanent\n\
+             route add default via {LB_SERVER_ADDR6}\n"
+        );
+        let balancer = format!(
+            "addr add {LB_CLIENT_ADDR6}/64 dev {LB_CLIENT_IFACE} nodad\n\
+             addr add {LB_SERVER_ADDR6}/64 dev {LB_SERVER_IFACE} nodad\n\
+             neigh replace {CLIENT_ADDR6} lladdr {client_mac} dev {LB_CLIENT_IFACE} nud permanent\n\
+             neigh replace {SERVER_ADDR6} lladdr {server_mac} dev {LB_SERVER_IFACE} nud permanent\n\
+             route add default via {CLIENT_ADDR6} dev {LB_CLIENT_IFACE}\n\
+             route add default via {SERVER_ADDR6} dev {LB_SERVER_IFACE} table {FROM_CLIENT_TABLE}\n\
+             rule add iif {LB_CLIENT_IFACE} lookup {FROM_CLIENT_TABLE} pref 100\n"
+        );
+        for (ns, batch) in [(&cli, client), (&srv, server), (&lb, balancer)] {
+            self.exec(ns, &["ip", "-6", "-batch", "-"], Some(&batch))?;
+        }
+        self.exec(
+            &lb,
+            &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"],
+            None,
+        )
+        .map(drop)
     }
 
     fn veth(&self, ns: &str, name: &str, peer_ns: &str, peer: &str) -> anyhow::Result<()> {
@@ -199,7 +260,19 @@ impl Topology {
 
     fn configure_link(&self, ns: &str, name: &str, mac: [u8; 6], addr: &str) -> anyhow::Result<()> {
         let mac = mac_text(mac);
-        self.exec(ns, &["ip", "link", "set", name, "address", &mac], None)?;
+        // No IPv6 link-local address: no router solicitations, MLD reports or duplicate
+        // address detection on the observed veths (neighbours are static).
+        let link = [
+            "ip",
+            "link",
+            "set",
+            name,
+            "address",
+            &mac,
+            "addrgenmode",
+            "none",
+        ];
+        self.exec(ns, &link, None)?;
         self.exec(
             ns,
             &["ip", "addr", "add", &format!("{addr}/30"), "dev", name],
@@ -286,6 +359,24 @@ impl Topology {
     }
 }
 
+/// 802.1Q frames on the LB's veths. This kernel has no `8021q` module (no VLAN
+/// sub-interfaces), and a frame whose tag names a VLAN without a sub-interface is not for
+/// this host (`PACKET_OTHERHOST`). So after the shield's netdev ingress chain (priority
+/// -500) has seen the tag, a later ingress chain clears the VLAN id (`vlan id set 0`: a
+/// priority tag, which the stack treats as untagged) and IPv4 forwards the frame as if it
+/// had come untagged on the same veth.
+pub fn vlan_nft() -> String {
+    let mut out = format!("table netdev {VLAN_TABLE}\ndelete table netdev {VLAN_TABLE}\n");
+    out.push_str(&format!("table netdev {VLAN_TABLE} {{\n"));
+    for (chain, iface) in [("client", LB_CLIENT_IFACE), ("server", LB_SERVER_IFACE)] {
+        out.push_str(&format!(
+            "\tchain {chain} {{\n\t\ttype filter hook ingress device \"{iface}\" priority 0; policy accept;\n\t\tvlan id != 0 counter vlan id set 0 comment \"802.1Q tag seen by the shield; untagged for IPv4 forwarding (no 8021q)\"\n\t}}\n"
+        ));
+    }
+    out.push_str("}\n");
+    out
+}
+
 impl Drop for Topology {
     fn drop(&mut self) {
         remove_prefix(&self.prefix);
@@ -322,8 +413,33 @@ pub fn remove_prefix(prefix: &str) -> usize {
     names
         .iter()
         .filter(|name| name.starts_with(&wanted))
-        .filter(|name| run_command("ip", &["netns", "del", name], None).is_ok())
+        .filter(|name| delete_namespace(name).is_ok())
         .count()
+}
+
+/// Kill the processes left inside a namespace (a tool this runner started there and
+/// that outlived a killed run), then delete the namespace.
+pub fn delete_namespace(name: &str) -> anyhow::Result<()> {
+    for pid in processes_in(name) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    run_command("ip", &["netns", "del", name], None).map(drop)
+}
+
+/// Processes whose network namespace is `name` (`ip netns pids`), this one excepted.
+pub fn processes_in(name: &str) -> Vec<i32> {
+    let own = i32::try_from(std::process::id()).unwrap_or(0);
+    run_command("ip", &["netns", "pids", name], None)
+        .map(|text| {
+            text.lines()
+                .filter_map(|line| line.trim().parse().ok())
+                .filter(|&pid| pid != own)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The process id a namespace name carries (`lbsim-<pid>-...`).
@@ -347,7 +463,7 @@ pub fn cleanup_leftovers(force: bool) -> anyhow::Result<Vec<String>> {
         if !dead && !force {
             continue;
         }
-        run_command("ip", &["netns", "del", &name], None)?;
+        delete_namespace(&name)?;
         removed.push(name);
     }
     Ok(removed)

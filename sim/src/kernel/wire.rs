@@ -24,7 +24,7 @@ const READ_TIMEOUT: Duration = Duration::from_millis(20);
 pub const OBSERVED_FRAMES_CAPACITY: usize = 1 << 20;
 
 /// Move the calling thread into a named network namespace.
-fn enter_namespace(ns: &str) -> anyhow::Result<()> {
+pub(crate) fn enter_namespace(ns: &str) -> anyhow::Result<()> {
     let file = File::open(format!("/run/netns/{ns}"))
         .with_context(|| format!("opening network namespace {ns}"))?;
     setns(&file, CloneFlags::CLONE_NEWNET).with_context(|| format!("setns into {ns}"))
