@@ -91,14 +91,26 @@ dst = "192.0.2.10"
 protected_tcp_ports = [80]
 "#;
 
+/// The scenario of `engine_synflood` (`cookies`: `engine_synflood_cookies`) for about
+/// `packets` packets (also run under callgrind by `scripts/callgrind-check`).
+pub fn engine_scenario(
+    packets: usize,
+    cookies: bool,
+) -> anyhow::Result<crate::scenario::LoadedScenario> {
+    let appliance = if cookies { COOKIE_APPLIANCE } else { "" };
+    let text = flood_scenario_on(packets, 1, appliance);
+    Ok(crate::scenario::parse(
+        Path::new("bench-synflood.toml"),
+        &text,
+    )?)
+}
+
 /// `engine_synflood` (`cookies`: `engine_synflood_cookies`): the SYN-flood scenario on one
 /// receive queue and one thread — flood generation, engine, full pipeline, routing of what
 /// it emits — at the per-core cost the run measures itself (its shard's CPU time, as
 /// `sim run` reports it; wall time would count waiting for a core on a busy machine).
 pub fn engine_synflood(settings: Settings, cookies: bool) -> anyhow::Result<Measurement> {
-    let appliance = if cookies { COOKIE_APPLIANCE } else { "" };
-    let text = flood_scenario_on(settings.packets, 1, appliance);
-    let loaded = crate::scenario::parse(Path::new("bench-synflood.toml"), &text)?;
+    let loaded = engine_scenario(settings.packets, cookies)?;
     let run = || -> anyhow::Result<(Duration, usize)> {
         let options = RunOptions {
             threads: 1,

@@ -3,7 +3,8 @@
 //! - `lbsim-callgrind run WORKLOAD PACKETS` — builds a `sim bench` workload, runs one
 //!   checked pass (untimed, not counted), then whole passes through
 //!   `sim::bench::measure::counted_pass` (or `counted_parse`) until at least PACKETS packets,
-//!   and prints `packets N`. Run it under `valgrind --tool=callgrind
+//!   and prints `packets N`; `engine_synflood` and `engine_synflood_cookies` run their whole
+//!   scenario once (counted: the shard's `sim::engine::Engine::run`). Run it under `valgrind --tool=callgrind
 //!   --toggle-collect=<that function>` so only the measured loop's instructions count.
 //! - `lbsim-callgrind check BASELINE.toml MEASURED.toml [--update]` — compares measured
 //!   instructions per packet with the baseline, prints the table, exits 1 on a regression;
@@ -22,6 +23,21 @@ use sim::bench::measure::{Runner, counted_parse};
 use sim::bench::workloads::{Body, workload};
 
 fn run_workload(name: &str, packets: usize) -> anyhow::Result<()> {
+    if let Some(cookies) = match name {
+        "engine_synflood" => Some(false),
+        "engine_synflood_cookies" => Some(true),
+        _ => None,
+    } {
+        // The whole scenario; the script counts the shard's `Engine::run` only.
+        let loaded = sim::bench::compare::engine_scenario(packets, cookies)?;
+        let options = sim::run::RunOptions {
+            threads: 1,
+            collect: sim::engine::Collect::default(),
+        };
+        let output = sim::run::run_scenario(&loaded, options, &|_| {})?;
+        println!("packets {}", output.report.totals.processed);
+        return Ok(());
+    }
     let Some(workload) = workload(name)? else {
         bail!("unknown workload `{name}`");
     };
