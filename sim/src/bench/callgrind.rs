@@ -15,13 +15,15 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 /// Workloads the check counts, in table order.
-pub const KEY_WORKLOADS: [&str; 6] = [
+pub const KEY_WORKLOADS: [&str; 8] = [
     "parse",
     "deny_drop",
     "syn_cookie",
     "flows_100",
     "established",
     "pipeline_mixed",
+    "engine_synflood",
+    "engine_synflood_cookies",
 ];
 
 /// Default tolerance when a baseline is first written, percent.
