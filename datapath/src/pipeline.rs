@@ -249,7 +249,7 @@ impl Pipeline {
         now: TimeNs,
         iface: IfaceId,
         link: LinkType,
-        mut frame: Vec<u8>,
+        frame: Vec<u8>,
         wire_len: u32,
     ) -> PacketOutcome {
         self.emitted.clear();
@@ -262,19 +262,42 @@ impl Pipeline {
             meta.invalid = self.fragments.observe(now, meta);
             self.counters.fragments = self.fragments.counters();
         }
-        if let Some(outcome) = self.nat_reply(now, link, iface, &mut frame) {
-            self.counters.count(&outcome);
-            return outcome;
-        }
-        let outcome = match self.director_reply(now, link, iface, &mut frame) {
-            Some(reply) => reply,
-            None => match self.shield_stage(now, link, &mut frame) {
-                Some(outcome) => outcome,
-                None => self.after_shield(now, iface, frame),
-            },
-        };
+        let outcome = self.decide(now, iface, link, frame);
         self.counters.count(&outcome);
         outcome
+    }
+
+    /// The stages of `process` after parsing. Each stage's entry is behind a test of
+    /// whether it is configured, so an absent stage costs a branch, not a call.
+    #[inline]
+    fn decide(
+        &mut self,
+        now: TimeNs,
+        iface: IfaceId,
+        link: LinkType,
+        mut frame: Vec<u8>,
+    ) -> PacketOutcome {
+        if self.nat.is_some()
+            && let Some(outcome) = self.nat_reply(now, link, iface, &mut frame)
+        {
+            return outcome;
+        }
+        if self.directors.is_some()
+            && let Some(reply) = self.director_reply(now, link, iface, &mut frame)
+        {
+            return reply;
+        }
+        if (self.shield.is_some() || self.last_meta.invalid.is_some())
+            && let Some(outcome) = self.shield_stage(now, link, &mut frame)
+        {
+            return outcome;
+        }
+        if self.flows.is_none() && self.nat.is_none() && self.directors.is_none() {
+            // What `classify` decides without any of its stages.
+            self.emitted.push(EmittedFrame { iface, frame });
+            return PacketOutcome::decided(Stage::Forward, Verdict::Pass);
+        }
+        self.after_shield(now, iface, frame)
     }
 
     /// Replies of the director's connections (real server → client) are un-NATed first,
@@ -595,6 +618,13 @@ impl Pipeline {
     /// [`Self::take_emitted`] both vectors keep their capacity, so a driver that reuses
     /// `frames` allocates nothing per packet.
     pub fn drain_emitted_into(&mut self, frames: &mut Vec<EmittedFrame>) {
+        // Usually one frame: moved without `append`'s memcpy call.
+        if self.emitted.len() == 1
+            && let Some(frame) = self.emitted.pop()
+        {
+            frames.push(frame);
+            return;
+        }
         frames.append(&mut self.emitted);
     }
 
