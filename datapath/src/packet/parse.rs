@@ -565,7 +565,7 @@ impl<'a> Parser<'a> {
 }
 
 /// The IPv4 header (options included) sums to all ones.
-#[inline]
+#[inline(always)]
 fn ipv4_header_checksum_ok(header: &[u8]) -> bool {
     let sum = match header.first_chunk::<IPV4_MIN_HEADER_LEN>() {
         Some(fixed) if header.len() == IPV4_MIN_HEADER_LEN => checksum::ipv4_header(fixed),
