@@ -341,8 +341,11 @@ fn shield_replies_are_the_same_whatever_the_packet_buffer() {
         let mut large = Vec::with_capacity(2048);
         large.extend_from_slice(frame);
         for (pipeline, buffer) in [(&mut exact, small), (&mut roomy, large)] {
+            let address = buffer.as_ptr();
             let (outcome, sent) = send(pipeline, now, OUTSIDE, buffer);
             assert_eq!(outcome.stage, Stage::Shield, "frame {index}");
+            // The reply fits in the packet's buffer: it is sent in it.
+            assert_eq!(sent[0].frame.as_ptr(), address, "frame {index}");
             let sent: Vec<Vec<u8>> = sent.into_iter().map(|f| f.frame).collect();
             assert_eq!(sent, expected, "frame {index}");
         }
