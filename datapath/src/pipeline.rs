@@ -617,6 +617,7 @@ impl Pipeline {
     /// Move the frames the last `process` call sends to the end of `frames`. Unlike
     /// [`Self::take_emitted`] both vectors keep their capacity, so a driver that reuses
     /// `frames` allocates nothing per packet.
+    #[inline]
     pub fn drain_emitted_into(&mut self, frames: &mut Vec<EmittedFrame>) {
         // Usually one frame: moved without `append`'s memcpy call.
         if self.emitted.len() == 1
