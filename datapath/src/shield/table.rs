@@ -9,7 +9,8 @@
 //! key's `Hash` bytes are gathered into a small buffer and hashed in one pass with the
 //! shared [`sip_round`] (the same value as the streaming `siphasher` `SipHasher13`, which
 //! remains the fallback for keys longer than the buffer). A caller that looks a key up and
-//! inserts it when absent hashes and scans its bucket once ([`BoundedTable::find_or_insert`]).
+//! then inserts it hashes once ([`BoundedTable::bucket_of`], [`BoundedTable::find_in`],
+//! [`BoundedTable::insert_in`]).
 //! No iteration order is exposed except by slot index (deterministic).
 
 use std::hash::{Hash, Hasher};
@@ -79,9 +80,10 @@ impl<K: Hash + Eq + Copy, V> BoundedTable<K, V> {
         }
     }
 
-    /// The bucket `key` lives in (its first slot index).
+    /// The bucket `key` lives in (its first slot index), for [`Self::find_in`] and
+    /// [`Self::insert_in`]: one hash for a lookup followed by an insertion.
     #[inline]
-    fn bucket_of(&self, key: &K) -> Bucket {
+    pub fn bucket_of(&self, key: &K) -> Bucket {
         Bucket((keyed_hash(self.keys, key) as usize & self.bucket_mask) * WAYS)
     }
 
@@ -96,7 +98,7 @@ impl<K: Hash + Eq + Copy, V> BoundedTable<K, V> {
 
     /// The slot holding `key`, which hashes to `bucket`.
     #[inline]
-    fn find_in(&self, bucket: Bucket, key: &K) -> Option<usize> {
+    pub fn find_in(&self, bucket: Bucket, key: &K) -> Option<usize> {
         if self.len == 0 {
             return None;
         }
@@ -141,8 +143,8 @@ impl<K: Hash + Eq + Copy, V> BoundedTable<K, V> {
         self.insert_in(bucket, key, value, policy)
     }
 
-    /// [`Self::insert`] of a key whose bucket is already known.
-    fn insert_in(
+    /// [`Self::insert`] of a key whose bucket is already known ([`Self::bucket_of`]).
+    pub fn insert_in(
         &mut self,
         bucket: Bucket,
         key: K,
@@ -279,9 +281,9 @@ pub enum Lookup<V> {
     Refused(V),
 }
 
-/// The bucket of a key (its first slot index), valid for one table only.
+/// The bucket of a key: from [`BoundedTable::bucket_of`], valid for that table only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Bucket(usize);
+pub struct Bucket(usize);
 
 /// Bytes of a key's `Hash` output hashed in one pass; longer keys use the streaming hasher.
 const KEY_BYTES_MAX: usize = 64;
