@@ -12,7 +12,7 @@ use super::emit::{
     EmitBuffer, LinkHeader, Segment, SegmentOptions, SynAckFields, Toward, write_segment,
 };
 use super::modes::{Mode, ModeSetting};
-use super::table::{Lookup, Placed, Victim};
+use super::table::{Placed, Victim};
 use super::{ContextId, FlowKey, Session, SessionState, SourceEntry, SourceKey, State, proxy};
 use crate::packet::{PacketMeta, ip_proto, tcp_flags};
 use crate::verdict::{DropReason, TimeNs, Verdict};
@@ -376,6 +376,27 @@ pub(crate) fn cookie_flow(key: FlowKey) -> CookieFlow {
 impl State {
     /// Count a SYN from a source; its SYNs in the current window.
     fn source_syn(&mut self, key: SourceKey, now: TimeNs, window_ns: TimeNs) -> u64 {
+        let bucket = self.sources.bucket_of(&key);
+        if let Some(index) = self.sources.find_in(bucket, &key)
+            && let Some(entry) = self.sources.get_mut(index)
+        {
+            if now >= entry.window_start_ns + window_ns {
+                entry.window_start_ns = now;
+                entry.syns = 0;
+            }
+            entry.syns += 1;
+            entry.last_seen_ns = now;
+            return entry.syns;
+        }
+        if self.qa_full.1 {
+            self.sources_evicted += 1;
+            return 1;
+        }
+        let entry = SourceEntry {
+            window_start_ns: now,
+            syns: 1,
+            last_seen_ns: now,
+        };
         let policy = |old: &SourceEntry| {
             if now >= old.last_seen_ns + window_ns {
                 Victim::Reclaim
@@ -383,41 +404,10 @@ impl State {
                 Victim::Evict(old.last_seen_ns)
             }
         };
-        let entry = || SourceEntry {
-            window_start_ns: now,
-            syns: 1,
-            last_seen_ns: now,
-        };
-        if !self.qa_full.1 {
-            return match self.sources.find_or_insert(key, entry, policy) {
-                Lookup::Found(index) => self.count_source_syn(index, now, window_ns),
-                Lookup::Inserted(Placed::Evicted(..)) => {
-                    self.sources_evicted += 1;
-                    1
-                }
-                Lookup::Inserted(_) | Lookup::Refused(_) => 1,
-            };
+        if let Ok(Placed::Evicted(..)) = self.sources.insert_in(bucket, key, entry, policy) {
+            self.sources_evicted += 1;
         }
-        // QA: a new source is not kept (counted as evicted).
-        if let Some(index) = self.sources.find(&key) {
-            return self.count_source_syn(index, now, window_ns);
-        }
-        self.sources_evicted += 1;
         1
-    }
-
-    /// One more SYN from the source in slot `index`; its SYNs in the current window.
-    fn count_source_syn(&mut self, index: usize, now: TimeNs, window_ns: TimeNs) -> u64 {
-        let Some(entry) = self.sources.get_mut(index) else {
-            return 1;
-        };
-        if now >= entry.window_start_ns + window_ns {
-            entry.window_start_ns = now;
-            entry.syns = 0;
-        }
-        entry.syns += 1;
-        entry.last_seen_ns = now;
-        entry.syns
     }
 
     /// Insert a session: reclaim an expired slot, else evict the oldest half-open one,

@@ -188,62 +188,6 @@ impl<K: Hash + Eq + Copy, V> BoundedTable<K, V> {
         })
     }
 
-    /// Find `key`, or else insert `value()` for it exactly as [`Self::insert`] would, in
-    /// one pass over its bucket (one hash, one scan).
-    pub fn find_or_insert(
-        &mut self,
-        key: K,
-        value: impl FnOnce() -> V,
-        policy: impl Fn(&V) -> Victim,
-    ) -> Lookup<V> {
-        let start = self.bucket_of(&key).0;
-        let Some(bucket) = self.slots.get(start..start + WAYS) else {
-            return Lookup::Refused(value());
-        };
-        let mut empty = None;
-        let mut reclaim = None;
-        let mut oldest: Option<(u64, usize)> = None;
-        for (way, slot) in bucket.iter().enumerate() {
-            let Some((held, old)) = slot else {
-                empty = empty.or(Some(start + way));
-                continue;
-            };
-            if *held == key {
-                return Lookup::Found(start + way);
-            }
-            // Victims matter only while no empty slot comes first.
-            if empty.is_none() {
-                match policy(old) {
-                    Victim::Reclaim if reclaim.is_none() => reclaim = Some(start + way),
-                    Victim::Evict(rank) if oldest.is_none_or(|(r, _)| rank < r) => {
-                        oldest = Some((rank, start + way));
-                    }
-                    _ => {}
-                }
-            }
-        }
-        let value = value();
-        let (index, kind) = match (empty, reclaim, oldest) {
-            (Some(index), _, _) => {
-                self.slots[index] = Some((key, value));
-                self.len += 1;
-                self.high_water = self.high_water.max(self.len);
-                return Lookup::Inserted(Placed::Empty(index));
-            }
-            (None, Some(index), _) => (index, true),
-            (None, None, Some((_, index))) => (index, false),
-            (None, None, None) => return Lookup::Refused(value),
-        };
-        let Some((_, old)) = self.slots[index].replace((key, value)) else {
-            return Lookup::Inserted(Placed::Empty(index));
-        };
-        Lookup::Inserted(if kind {
-            Placed::Reclaimed(index, old)
-        } else {
-            Placed::Evicted(index, old)
-        })
-    }
-
     /// Occupied slots.
     pub fn len(&self) -> usize {
         self.len
@@ -268,17 +212,6 @@ impl<K: Hash + Eq + Copy, V> BoundedTable<K, V> {
     pub fn capacity(&self) -> usize {
         self.slots.len()
     }
-}
-
-/// What [`BoundedTable::find_or_insert`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lookup<V> {
-    /// The key is in this slot (nothing was inserted).
-    Found(usize),
-    /// The key was not there; its value was inserted.
-    Inserted(Placed<V>),
-    /// The key was not there and every slot of its bucket must stay: the value back.
-    Refused(V),
 }
 
 /// The bucket of a key: from [`BoundedTable::bucket_of`], valid for that table only.
@@ -410,43 +343,6 @@ mod tests {
         let mut hasher = SipHasher13::new_with_keys(keys.0, keys.1);
         key.hash(&mut hasher);
         hasher.finish()
-    }
-
-    #[test]
-    fn find_or_insert_is_find_then_insert() {
-        let (mut one_pass, mut two_steps) = (
-            BoundedTable::<u32, u64>::new(64, 3),
-            BoundedTable::<u32, u64>::new(64, 3),
-        );
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        for step in 0..20_000u64 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let key = (state % 300) as u32;
-            // Old values (below `step - 500`) may be reclaimed, others evicted by age, and
-            // values divisible by 7 must stay.
-            let policy = |old: &u64| match *old {
-                v if v % 7 == 0 => Victim::Keep,
-                v if v + 500 < step => Victim::Reclaim,
-                v => Victim::Evict(v),
-            };
-            let expected = match two_steps.find(&key) {
-                Some(index) => Lookup::Found(index),
-                None => match two_steps.insert(key, step, policy) {
-                    Ok(placed) => Lookup::Inserted(placed),
-                    Err(value) => Lookup::Refused(value),
-                },
-            };
-            assert_eq!(one_pass.find_or_insert(key, || step, policy), expected);
-            if state.is_multiple_of(5)
-                && let Some(index) = one_pass.find(&key)
-            {
-                assert_eq!(one_pass.remove(index), two_steps.remove(index));
-            }
-        }
-        assert_eq!(one_pass.len(), two_steps.len());
-        assert_eq!(one_pass.high_water(), two_steps.high_water());
     }
 
     #[test]
