@@ -9,8 +9,8 @@
 //! key's `Hash` bytes are gathered into a small buffer and hashed in one pass with the
 //! shared [`sip_round`] (the same value as the streaming `siphasher` `SipHasher13`, which
 //! remains the fallback for keys longer than the buffer). A caller that looks a key up and
-//! then inserts it hashes once ([`BoundedTable::bucket_of`], [`BoundedTable::find_in`],
-//! [`BoundedTable::insert_in`]).
+//! then inserts it hashes once (`bucket_of`, `find_in`, `insert_in`, for the shield's
+//! per-source count).
 //! No iteration order is exposed except by slot index (deterministic).
 
 use std::hash::{Hash, Hasher};
@@ -83,7 +83,7 @@ impl<K: Hash + Eq + Copy, V> BoundedTable<K, V> {
     /// The bucket `key` lives in (its first slot index), for [`Self::find_in`] and
     /// [`Self::insert_in`]: one hash for a lookup followed by an insertion.
     #[inline]
-    pub fn bucket_of(&self, key: &K) -> Bucket {
+    pub(crate) fn bucket_of(&self, key: &K) -> Bucket {
         Bucket((keyed_hash(self.keys, key) as usize & self.bucket_mask) * WAYS)
     }
 
@@ -98,7 +98,7 @@ impl<K: Hash + Eq + Copy, V> BoundedTable<K, V> {
 
     /// The slot holding `key`, which hashes to `bucket`.
     #[inline]
-    pub fn find_in(&self, bucket: Bucket, key: &K) -> Option<usize> {
+    pub(crate) fn find_in(&self, bucket: Bucket, key: &K) -> Option<usize> {
         if self.len == 0 {
             return None;
         }
@@ -144,7 +144,7 @@ impl<K: Hash + Eq + Copy, V> BoundedTable<K, V> {
     }
 
     /// [`Self::insert`] of a key whose bucket is already known ([`Self::bucket_of`]).
-    pub fn insert_in(
+    pub(crate) fn insert_in(
         &mut self,
         bucket: Bucket,
         key: K,
@@ -216,7 +216,7 @@ impl<K: Hash + Eq + Copy, V> BoundedTable<K, V> {
 
 /// The bucket of a key: from [`BoundedTable::bucket_of`], valid for that table only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Bucket(usize);
+pub(crate) struct Bucket(usize);
 
 /// Bytes of a key's `Hash` output hashed in one pass; longer keys use the streaming hasher.
 const KEY_BYTES_MAX: usize = 64;
