@@ -52,6 +52,29 @@ pub fn checksum_adjust(checksum: u16, old: &[u8], new: &[u8]) -> u16 {
     !fold(sum)
 }
 
+/// The one's-complement sum that turns a checksum over 16-bit-aligned `old` into one over
+/// `new` (old words complemented, new words added; both of even length).
+#[inline]
+fn change_sum(old: &[u8], new: &[u8]) -> u32 {
+    let (old_words, _) = old.as_chunks::<2>();
+    let (new_words, _) = new.as_chunks::<2>();
+    let removed: u32 = old_words
+        .iter()
+        .map(|word| u32::from(!u16::from_be_bytes(*word)))
+        .sum();
+    let added: u32 = new_words
+        .iter()
+        .map(|word| u32::from(u16::from_be_bytes(*word)))
+        .sum();
+    removed + added
+}
+
+/// RFC 1624 eqn. 3 with a precomputed [`change_sum`] (plus port changes).
+#[inline]
+fn apply_change(checksum: u16, change: u32) -> u16 {
+    !fold(u32::from(!checksum) + change)
+}
+
 fn read_u16(frame: &[u8], at: usize) -> Result<u16, RewriteError> {
     let bytes = frame.get(at..at + 2).ok_or(RewriteError::Truncated)?;
     Ok(u16::from_be_bytes([bytes[0], bytes[1]]))
@@ -132,32 +155,28 @@ pub fn rewrite(
     }
     let new_address = &new_buffer[..layout.address_len];
     let range = layout.address_at..layout.address_at + layout.address_len;
-    let mut old_buffer = [0u8; 16];
     let current = frame.get(range.clone()).ok_or(RewriteError::Truncated)?;
-    old_buffer[..layout.address_len].copy_from_slice(current);
-    let old_address = &old_buffer[..layout.address_len];
-    let mut l4_checksum = match layout.l4_checksum_at {
+    // The address change, summed once for both checksums (RFC 1624 eqn. 3 applied to
+    // several fields at once gives what applying it field by field gives).
+    let address_change = change_sum(current, new_address);
+    let l4_checksum = match layout.l4_checksum_at {
         Some(at) => Some(read_u16(frame, at)?),
         None => None,
     };
     let udp_without_checksum = layout.udp && l4_checksum == Some(0) && meta.l3 == L3::Ipv4;
+    let mut l4_change = address_change;
     if let Some(at) = layout.port_at {
         let old_port = read_u16(frame, at)?;
         write_u16(frame, at, to.port())?;
-        l4_checksum = l4_checksum
-            .map(|c| checksum_adjust(c, &old_port.to_be_bytes(), &to.port().to_be_bytes()));
+        l4_change += u32::from(!old_port) + u32::from(to.port());
     }
     frame[range].copy_from_slice(new_address);
     if let Some(at) = layout.ip_checksum_at {
         let checksum = read_u16(frame, at)?;
-        write_u16(
-            frame,
-            at,
-            checksum_adjust(checksum, old_address, new_address),
-        )?;
+        write_u16(frame, at, apply_change(checksum, address_change))?;
     }
     if let (Some(at), Some(checksum)) = (layout.l4_checksum_at, l4_checksum) {
-        let adjusted = checksum_adjust(checksum, old_address, new_address);
+        let adjusted = apply_change(checksum, l4_change);
         let value = match (udp_without_checksum, layout.udp, adjusted) {
             (true, _, _) => 0,
             (false, true, 0) => 0xffff,
@@ -518,6 +537,86 @@ mod tests {
 
     fn meta(frame: &[u8]) -> PacketMeta {
         parse(LinkType::Ethernet, frame, frame.len() as u32, 0)
+    }
+
+    /// The reference: each changed field adjusted in turn with [`checksum_adjust`] (the
+    /// port, then the address), as `rewrite` did before it summed the changes once.
+    fn rewrite_field_by_field(frame: &mut [u8], meta: &PacketMeta, end: End, to: SocketAddr) {
+        let layout = layout(meta, end).unwrap();
+        let new: Vec<u8> = match to.ip() {
+            IpAddr::V4(v4) => v4.octets().to_vec(),
+            IpAddr::V6(v6) => v6.octets().to_vec(),
+        };
+        let range = layout.address_at..layout.address_at + layout.address_len;
+        let old = frame[range.clone()].to_vec();
+        let mut l4_checksum = layout.l4_checksum_at.map(|at| read_u16(frame, at).unwrap());
+        let udp_without_checksum = layout.udp && l4_checksum == Some(0) && meta.l3 == L3::Ipv4;
+        if let Some(at) = layout.port_at {
+            let old_port = read_u16(frame, at).unwrap();
+            write_u16(frame, at, to.port()).unwrap();
+            l4_checksum = l4_checksum
+                .map(|c| checksum_adjust(c, &old_port.to_be_bytes(), &to.port().to_be_bytes()));
+        }
+        frame[range].copy_from_slice(&new);
+        if let Some(at) = layout.ip_checksum_at {
+            let checksum = checksum_adjust(read_u16(frame, at).unwrap(), &old, &new);
+            write_u16(frame, at, checksum).unwrap();
+        }
+        if let (Some(at), Some(checksum)) = (layout.l4_checksum_at, l4_checksum) {
+            let value = match (
+                udp_without_checksum,
+                layout.udp,
+                checksum_adjust(checksum, &old, &new),
+            ) {
+                (true, _, _) => 0,
+                (false, true, 0) => 0xffff,
+                (_, _, value) => value,
+            };
+            write_u16(frame, at, value).unwrap();
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rewrite_equals_the_field_by_field_adjustment(
+            v6 in proptest::bool::ANY,
+            udp in proptest::bool::ANY,
+            zero_udp_checksum in proptest::bool::ANY,
+            destination in proptest::bool::ANY,
+            addresses in proptest::array::uniform3(proptest::num::u128::ANY),
+            ports in proptest::array::uniform3(1u16..),
+            payload in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+        ) {
+            let v4 = |bits: u128| Ipv4Addr::from(bits as u32);
+            let builder = if v6 {
+                PacketBuilder::eth().ipv6(addresses[0].into(), addresses[1].into())
+            } else {
+                PacketBuilder::eth().ipv4(v4(addresses[0]), v4(addresses[1]))
+            };
+            let builder = if udp {
+                builder.udp(ports[0], ports[1])
+            } else {
+                builder.tcp(ports[0], ports[1]).flags(crate::packet::tcp_flags::ACK)
+            };
+            let mut frame = builder.payload(&payload).build();
+            let before = meta(&frame);
+            proptest::prop_assume!(before.invalid.is_none());
+            if udp && !v6 && zero_udp_checksum {
+                let at = usize::from(before.l4_offset) + 6;
+                frame[at..at + 2].fill(0);
+            }
+            let to = if v6 {
+                SocketAddr::new(IpAddr::V6(addresses[2].into()), ports[2])
+            } else {
+                SocketAddr::new(IpAddr::V4(v4(addresses[2])), ports[2])
+            };
+            let end = if destination { End::Destination } else { End::Source };
+            let mut expected = frame.clone();
+            rewrite_field_by_field(&mut expected, &before, end, to);
+            rewrite(&mut frame, &before, end, to).unwrap();
+            proptest::prop_assert_eq!(&frame, &expected);
+            proptest::prop_assert_eq!(meta(&frame).invalid, None);
+        }
     }
 
     fn table(text: &str) -> Nat {

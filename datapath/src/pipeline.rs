@@ -249,7 +249,7 @@ impl Pipeline {
         now: TimeNs,
         iface: IfaceId,
         link: LinkType,
-        mut frame: Vec<u8>,
+        frame: Vec<u8>,
         wire_len: u32,
     ) -> PacketOutcome {
         self.emitted.clear();
@@ -257,23 +257,47 @@ impl Pipeline {
         self.counters.packets += 1;
         let meta = &mut self.last_meta;
         parse_into(&self.parse_options, link, &frame, wire_len, iface, meta);
-        if meta.invalid.is_none() {
+        // Only fragments reach the tracker (its counters change only for them).
+        if meta.frag.is_fragment && meta.invalid.is_none() {
             meta.invalid = self.fragments.observe(now, meta);
+            self.counters.fragments = self.fragments.counters();
         }
-        self.counters.fragments = self.fragments.counters();
-        if let Some(outcome) = self.nat_reply(now, link, iface, &mut frame) {
-            self.counters.count(&outcome);
-            return outcome;
-        }
-        let outcome = match self.director_reply(now, link, iface, &mut frame) {
-            Some(reply) => reply,
-            None => match self.shield_stage(now, link, &mut frame) {
-                Some(outcome) => outcome,
-                None => self.after_shield(now, iface, frame),
-            },
-        };
+        let outcome = self.decide(now, iface, link, frame);
         self.counters.count(&outcome);
         outcome
+    }
+
+    /// The stages of `process` after parsing. Each stage's entry is behind a test of
+    /// whether it is configured, so an absent stage costs a branch, not a call.
+    #[inline]
+    fn decide(
+        &mut self,
+        now: TimeNs,
+        iface: IfaceId,
+        link: LinkType,
+        mut frame: Vec<u8>,
+    ) -> PacketOutcome {
+        if self.nat.is_some()
+            && let Some(outcome) = self.nat_reply(now, link, iface, &mut frame)
+        {
+            return outcome;
+        }
+        if self.directors.is_some()
+            && let Some(reply) = self.director_reply(now, link, iface, &mut frame)
+        {
+            return reply;
+        }
+        if (self.shield.is_some() || self.last_meta.invalid.is_some())
+            && let Some(outcome) = self.shield_stage(now, link, &mut frame)
+        {
+            return outcome;
+        }
+        if self.flows.is_none() && self.nat.is_none() && self.directors.is_none() {
+            // What `classify` decides without any of its stages.
+            self.emitted.push(EmittedFrame { iface, frame });
+            return PacketOutcome::decided(Stage::Forward, Verdict::Pass);
+        }
+        self.after_shield(now, iface, frame)
     }
 
     /// Replies of the director's connections (real server → client) are un-NATed first,
@@ -316,13 +340,14 @@ impl Pipeline {
     }
 
     /// Run the shield (or, without one, the bare invalid-packet check). `Some` when the
-    /// packet was decided here. Frames the shield sends toward the server go through the
+    /// packet was decided here (then `frame` is consumed: its buffer may carry a frame the
+    /// shield emits). Frames the shield sends toward the server go through the
     /// later stages like passed client frames; those toward the client go out directly.
     fn shield_stage(
         &mut self,
         now: TimeNs,
         link: LinkType,
-        frame: &mut [u8],
+        frame: &mut Vec<u8>,
     ) -> Option<PacketOutcome> {
         let invalid = self.last_meta.invalid;
         let Some(shield) = self.shield.as_mut() else {
@@ -334,14 +359,26 @@ impl Pipeline {
         };
         shield.set_ethernet(link == LinkType::Ethernet);
         let flow = shield.process(now, frame, &self.last_meta, &mut self.shield_emit);
-        let emitted: Vec<_> = self.shield_emit.frames().to_vec();
-        for sent in emitted {
-            match sent.toward {
+        // A decided packet is not sent on: the first frame the shield emits is copied into
+        // its buffer when it fits, so a cookie SYN-ACK costs no allocation.
+        let mut spare = flow.is_break().then(|| std::mem::take(frame));
+        for index in 0..self.shield_emit.len() {
+            let sent = &self.shield_emit.frames()[index];
+            let (iface, toward) = (sent.iface, sent.toward);
+            let bytes = match spare.take() {
+                Some(mut buffer) if buffer.capacity() >= sent.bytes.len() => {
+                    buffer.clear();
+                    buffer.extend_from_slice(&sent.bytes);
+                    buffer
+                }
+                _ => sent.bytes.clone(),
+            };
+            match toward {
                 Toward::Client => self.emitted.push(EmittedFrame {
-                    iface: sent.iface,
-                    frame: sent.bytes,
+                    iface,
+                    frame: bytes,
                 }),
-                Toward::Server => self.forward_shield_frame(now, link, sent.iface, sent.bytes),
+                Toward::Server => self.forward_shield_frame(now, link, iface, bytes),
             }
         }
         match flow {
@@ -372,7 +409,7 @@ impl Pipeline {
             &mut meta,
         );
         let mut frame = frame;
-        let classified = self.classify(now, &meta, &mut frame);
+        let classified = self.later_stages().0.classify(now, &meta, &mut frame);
         if classified.forward {
             self.emitted.push(EmittedFrame { iface, frame });
         }
@@ -380,22 +417,53 @@ impl Pipeline {
 
     /// Flows, then the director; forward what survives.
     fn after_shield(&mut self, now: TimeNs, iface: IfaceId, mut frame: Vec<u8>) -> PacketOutcome {
-        let meta = std::mem::take(&mut self.last_meta);
-        let classified = self.classify(now, &meta, &mut frame);
-        self.last_meta = meta;
+        let (mut later, meta) = self.later_stages();
+        let classified = later.classify(now, meta, &mut frame);
         if classified.forward {
             self.emitted.push(EmittedFrame { iface, frame });
         }
         classified.outcome
     }
 
+    /// The stages after the shield, borrowed apart from the current packet's description
+    /// (so that it is read in place, not moved out and back).
+    fn later_stages(&mut self) -> (LaterStages<'_>, &PacketMeta) {
+        let later = LaterStages {
+            flows: self.flows.as_mut(),
+            nat: self.nat.as_mut(),
+            directors: self.directors.as_mut(),
+        };
+        (later, &self.last_meta)
+    }
+
+    /// Add the NAT stage (DNAT in prerouting, SNAT / MASQUERADE in postrouting, replies
+    /// translated back before the shield).
+    pub fn with_nat(mut self, nat: Nat) -> Self {
+        self.nat = Some(nat);
+        self
+    }
+
+    /// The NAT stage, if configured (rules, rule hits, connection tracking).
+    pub fn nat(&self) -> Option<&Nat> {
+        self.nat.as_ref()
+    }
+}
+
+/// The flow manager, NAT and director stages of a pipeline, borrowed together.
+struct LaterStages<'a> {
+    flows: Option<&'a mut FlowStage>,
+    nat: Option<&'a mut Nat>,
+    directors: Option<&'a mut Directors>,
+}
+
+impl LaterStages<'_> {
     /// Flow manager then director. A `deny` flow drops; a `director`/`table` flow sets the
     /// firewall mark the director looks services up by; the director forwards (rewritten)
     /// or drops; anything else passes unchanged.
     fn classify(&mut self, now: TimeNs, meta: &PacketMeta, frame: &mut Vec<u8>) -> Classified {
         let mut outcome = PacketOutcome::decided(Stage::Forward, Verdict::Pass);
         let mut fwmark = None;
-        if let Some(flows) = self.flows.as_mut()
+        if let Some(flows) = self.flows.as_deref_mut()
             && let Some(hit) = flows.table.classify_counted(meta, &mut flows.counters)
         {
             outcome.stage = Stage::Flows;
@@ -427,7 +495,7 @@ impl Pipeline {
                 };
             }
         };
-        if let Some(directors) = self.directors.as_mut()
+        if let Some(directors) = self.directors.as_deref_mut()
             && let ControlFlow::Break(decision) = directors.process_input(now, frame, meta, fwmark)
         {
             outcome.stage = Stage::Director;
@@ -441,18 +509,64 @@ impl Pipeline {
         Classified { outcome, forward }
     }
 
-    /// Add the NAT stage (DNAT in prerouting, SNAT / MASQUERADE in postrouting, replies
-    /// translated back before the shield).
-    pub fn with_nat(mut self, nat: Nat) -> Self {
-        self.nat = Some(nat);
-        self
+    /// DNAT (nat PREROUTING) after the flows, before the director. `Ok(Some(meta))`: the
+    /// frame was rewritten and `meta` describes it now; `Err(())`: dropped (table full).
+    fn nat_prerouting(
+        &mut self,
+        now: TimeNs,
+        meta: &PacketMeta,
+        frame: &mut [u8],
+        outcome: &mut PacketOutcome,
+    ) -> Result<Option<PacketMeta>, ()> {
+        let Some(nat) = self.nat.as_deref_mut() else {
+            return Ok(None);
+        };
+        match nat.prerouting(now, frame, meta) {
+            Ok(NatOutcome::Translated(flow)) => {
+                outcome.stage = Stage::Nat;
+                outcome.verdict = Verdict::Forward;
+                Ok(Some(rewritten_meta(meta, &flow)))
+            }
+            Ok(NatOutcome::Untouched) | Err(_) => Ok(None),
+            Ok(NatOutcome::TableFull) => {
+                outcome.stage = Stage::Nat;
+                outcome.verdict = Verdict::Drop(DropReason::TableFull);
+                Err(())
+            }
+        }
     }
 
-    /// The NAT stage, if configured (rules, rule hits, connection tracking).
-    pub fn nat(&self) -> Option<&Nat> {
-        self.nat.as_ref()
+    /// SNAT / MASQUERADE (nat POSTROUTING) on what the earlier stages forward, as the
+    /// frame is now (after the director's rewrite). A full table drops the packet.
+    fn nat_postrouting(
+        &mut self,
+        now: TimeNs,
+        meta: &PacketMeta,
+        frame: &mut [u8],
+        outcome: &mut PacketOutcome,
+    ) {
+        let Some(nat) = self.nat.as_deref_mut() else {
+            return;
+        };
+        let Some(flow) = current_flow(frame, meta) else {
+            return;
+        };
+        let current = rewritten_meta(meta, &flow);
+        match nat.postrouting(now, frame, &current) {
+            Ok(NatOutcome::Translated(_)) if outcome.stage != Stage::Director => {
+                outcome.stage = Stage::Nat;
+                outcome.verdict = Verdict::Forward;
+            }
+            Ok(NatOutcome::TableFull) => {
+                outcome.stage = Stage::Nat;
+                outcome.verdict = Verdict::Drop(DropReason::TableFull);
+            }
+            _ => {}
+        }
     }
+}
 
+impl Pipeline {
     /// Replies of NATed connections are translated back (source NAT, then destination
     /// NAT), then given to the director's reply path (a masqueraded director connection)
     /// or shown to the shield and sent, like the director's replies.
@@ -485,62 +599,6 @@ impl Pipeline {
         Some(PacketOutcome::decided(Stage::Nat, Verdict::Forward))
     }
 
-    /// DNAT (nat PREROUTING) after the flows, before the director. `Ok(Some(meta))`: the
-    /// frame was rewritten and `meta` describes it now; `Err(())`: dropped (table full).
-    fn nat_prerouting(
-        &mut self,
-        now: TimeNs,
-        meta: &PacketMeta,
-        frame: &mut [u8],
-        outcome: &mut PacketOutcome,
-    ) -> Result<Option<PacketMeta>, ()> {
-        let Some(nat) = self.nat.as_mut() else {
-            return Ok(None);
-        };
-        match nat.prerouting(now, frame, meta) {
-            Ok(NatOutcome::Translated(flow)) => {
-                outcome.stage = Stage::Nat;
-                outcome.verdict = Verdict::Forward;
-                Ok(Some(rewritten_meta(meta, &flow)))
-            }
-            Ok(NatOutcome::Untouched) | Err(_) => Ok(None),
-            Ok(NatOutcome::TableFull) => {
-                outcome.stage = Stage::Nat;
-                outcome.verdict = Verdict::Drop(DropReason::TableFull);
-                Err(())
-            }
-        }
-    }
-
-    /// SNAT / MASQUERADE (nat POSTROUTING) on what the earlier stages forward, as the
-    /// frame is now (after the director's rewrite). A full table drops the packet.
-    fn nat_postrouting(
-        &mut self,
-        now: TimeNs,
-        meta: &PacketMeta,
-        frame: &mut [u8],
-        outcome: &mut PacketOutcome,
-    ) {
-        let Some(nat) = self.nat.as_mut() else {
-            return;
-        };
-        let Some(flow) = current_flow(frame, meta) else {
-            return;
-        };
-        let current = rewritten_meta(meta, &flow);
-        match nat.postrouting(now, frame, &current) {
-            Ok(NatOutcome::Translated(_)) if outcome.stage != Stage::Director => {
-                outcome.stage = Stage::Nat;
-                outcome.verdict = Verdict::Forward;
-            }
-            Ok(NatOutcome::TableFull) => {
-                outcome.stage = Stage::Nat;
-                outcome.verdict = Verdict::Drop(DropReason::TableFull);
-            }
-            _ => {}
-        }
-    }
-
     /// The parsed description of the last packet processed.
     pub fn last_meta(&self) -> &PacketMeta {
         &self.last_meta
@@ -559,7 +617,15 @@ impl Pipeline {
     /// Move the frames the last `process` call sends to the end of `frames`. Unlike
     /// [`Self::take_emitted`] both vectors keep their capacity, so a driver that reuses
     /// `frames` allocates nothing per packet.
+    #[inline]
     pub fn drain_emitted_into(&mut self, frames: &mut Vec<EmittedFrame>) {
+        // Usually one frame: moved without `append`'s memcpy call.
+        if self.emitted.len() == 1
+            && let Some(frame) = self.emitted.pop()
+        {
+            frames.push(frame);
+            return;
+        }
         frames.append(&mut self.emitted);
     }
 

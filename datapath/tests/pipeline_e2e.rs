@@ -287,3 +287,67 @@ fn a_bare_ack_for_no_connection_is_not_forwarded_to_a_server() {
             .all(|f| meta(&f.frame).dst != Some(IpAddr::V4(Ipv4Addr::new(10, 0, 1, 2))))
     );
 }
+
+/// The frames the pipeline sends for a packet the shield decides (cookie SYN-ACK, RST of a
+/// bad cookie) are the shield's own, whatever buffer the packet came in: the pipeline
+/// copies a reply into the consumed packet's buffer when it fits, else into a new one.
+#[test]
+fn shield_replies_are_the_same_whatever_the_packet_buffer() {
+    let text = r#"
+        syn_cookies = "on"
+        bad_cookie = "rst"
+        [[context]]
+        dst = "192.0.2.10"
+        protected_tcp_ports = [80]
+        "#;
+    let config: ShieldConfig = toml::from_str(text).unwrap();
+    let ifaces = ["outside", "inside"];
+    let mut alone = datapath::shield::build(&config, 7, &ifaces).unwrap();
+    let mut exact =
+        Pipeline::default().with_shield(datapath::shield::build(&config, 7, &ifaces).unwrap());
+    let mut roomy =
+        Pipeline::default().with_shield(datapath::shield::build(&config, 7, &ifaces).unwrap());
+    let base = || PacketBuilder::eth().ipv4(CLIENT, VIP);
+    let frames = [
+        base().tcp(40000, 80).syn().seq_ack(1, 0).build(),
+        base().tcp(40001, 80).syn().seq_ack(2, 0).mss(1460).build(),
+        base()
+            .tcp(40002, 80)
+            .syn()
+            .mss(1400)
+            .window_scale(7)
+            .sack_permitted()
+            .timestamps(5, 0)
+            .build(),
+        PacketBuilder::eth()
+            .vlan(42)
+            .ipv4(CLIENT, VIP)
+            .tcp(40003, 80)
+            .syn()
+            .timestamps(9, 0)
+            .build(),
+        base().tcp(40004, 80).seq_ack(7, 12345).build(),
+    ];
+    for (index, frame) in frames.iter().enumerate() {
+        let now = 1_000_000 * index as u64;
+        let mut emit = datapath::shield::EmitBuffer::new();
+        let meta = parse(LinkType::Ethernet, frame, frame.len() as u32, OUTSIDE);
+        let flow = alone.process(now, &mut frame.clone(), &meta, &mut emit);
+        assert!(flow.is_break(), "frame {index}: {flow:?}");
+        let expected: Vec<Vec<u8>> = emit.frames().iter().map(|f| f.bytes.clone()).collect();
+        assert_eq!(expected.len(), 1, "frame {index}");
+        let mut small = frame.clone();
+        small.shrink_to_fit();
+        let mut large = Vec::with_capacity(2048);
+        large.extend_from_slice(frame);
+        for (pipeline, buffer) in [(&mut exact, small), (&mut roomy, large)] {
+            let address = buffer.as_ptr();
+            let (outcome, sent) = send(pipeline, now, OUTSIDE, buffer);
+            assert_eq!(outcome.stage, Stage::Shield, "frame {index}");
+            // The reply fits in the packet's buffer: it is sent in it.
+            assert_eq!(sent[0].frame.as_ptr(), address, "frame {index}");
+            let sent: Vec<Vec<u8>> = sent.into_iter().map(|f| f.frame).collect();
+            assert_eq!(sent, expected, "frame {index}");
+        }
+    }
+}

@@ -10,25 +10,14 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// Bytes summed per unrolled step of [`partial`] (fewer than 16 are left for the tail).
-const BLOCK: usize = 16;
-
 /// Unfolded one's-complement sum of `data` (zero-padded to an even length), below 2^34.
 #[inline]
 pub fn partial(data: &[u8]) -> u64 {
     let mut wide = 0u128;
-    let (blocks, rest) = data.as_chunks::<BLOCK>();
-    for block in blocks {
-        let (words, _) = block.as_chunks::<8>();
-        for word in words {
-            wide += u128::from(u64::from_ne_bytes(*word));
-        }
+    let (words, tail) = data.as_chunks::<8>();
+    for word in words {
+        wide += u128::from(u64::from_ne_bytes(*word));
     }
-    let (word, tail) = match rest.split_first_chunk::<8>() {
-        Some((word, tail)) => (u64::from_ne_bytes(*word), tail),
-        None => (0, rest),
-    };
-    wide += u128::from(word);
     let sum = add_end_around(wide as u64, (wide >> 64) as u64);
     fold_to_32(sum) + tail_sum(tail)
 }

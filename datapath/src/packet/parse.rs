@@ -475,16 +475,21 @@ impl<'a> Parser<'a> {
         if segment.len() < data_offset {
             return Err(self.short_first_fragment(InvalidReason::TruncatedTcp));
         }
-        let mut options = TcpOptions::default();
-        if data_offset > TCP_MIN_HEADER_LEN {
-            parse_tcp_options(&segment[TCP_MIN_HEADER_LEN..data_offset], &mut options)?;
-        }
-        self.meta.tcp = Some(TcpInfo {
+        // Options are parsed straight into the description (which has no TCP header when
+        // they are malformed).
+        let info = self.meta.tcp.insert(TcpInfo {
             seq: be32(segment, 4),
             ack: be32(segment, 8),
             window: be16(segment, 14),
-            options,
+            options: TcpOptions::default(),
         });
+        if data_offset > TCP_MIN_HEADER_LEN
+            && let Err(reason) =
+                parse_tcp_options(&segment[TCP_MIN_HEADER_LEN..data_offset], &mut info.options)
+        {
+            self.meta.tcp = None;
+            return Err(reason);
+        }
         self.meta.payload_offset = offset_u16(l4 + data_offset);
         self.meta.payload_len = segment_len.saturating_sub(data_offset as u32);
         if verify && !self.l4_checksum_ok(ip_proto::TCP, &segment[..segment_len as usize]) {
@@ -565,7 +570,7 @@ impl<'a> Parser<'a> {
 }
 
 /// The IPv4 header (options included) sums to all ones.
-#[inline]
+#[inline(always)]
 fn ipv4_header_checksum_ok(header: &[u8]) -> bool {
     let sum = match header.first_chunk::<IPV4_MIN_HEADER_LEN>() {
         Some(fixed) if header.len() == IPV4_MIN_HEADER_LEN => checksum::ipv4_header(fixed),

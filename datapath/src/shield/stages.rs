@@ -376,7 +376,8 @@ pub(crate) fn cookie_flow(key: FlowKey) -> CookieFlow {
 impl State {
     /// Count a SYN from a source; its SYNs in the current window.
     fn source_syn(&mut self, key: SourceKey, now: TimeNs, window_ns: TimeNs) -> u64 {
-        if let Some(index) = self.sources.find(&key)
+        let bucket = self.sources.bucket_of(&key);
+        if let Some(index) = self.sources.find_in(bucket, &key)
             && let Some(entry) = self.sources.get_mut(index)
         {
             if now >= entry.window_start_ns + window_ns {
@@ -403,7 +404,7 @@ impl State {
                 Victim::Evict(old.last_seen_ns)
             }
         };
-        if let Ok(Placed::Evicted(..)) = self.sources.insert(key, entry, policy) {
+        if let Ok(Placed::Evicted(..)) = self.sources.insert_in(bucket, key, entry, policy) {
             self.sources_evicted += 1;
         }
         1
