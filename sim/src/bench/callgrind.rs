@@ -126,8 +126,14 @@ pub fn failed(comparisons: &[Comparison]) -> bool {
 
 /// The comparison table.
 pub fn render(comparisons: &[Comparison], tolerance_percent: f64) -> String {
+    let width = comparisons
+        .iter()
+        .map(|c| c.workload.len())
+        .max()
+        .unwrap_or(0)
+        .max(16);
     let mut out = format!(
-        "instructions per packet (callgrind, release), tolerance ±{tolerance_percent}%\n{:<16} {:>12} {:>12} {:>9}  status\n",
+        "instructions per packet (callgrind, release), tolerance ±{tolerance_percent}%\n{:<width$} {:>12} {:>12} {:>9}  status\n",
         "workload", "baseline", "measured", "change"
     );
     let number = |value: Option<f64>| value.map_or("-".into(), |v| format!("{v:.1}"));
@@ -137,7 +143,7 @@ pub fn render(comparisons: &[Comparison], tolerance_percent: f64) -> String {
             .map_or("-".into(), |c| format!("{c:+.2}%"));
         let _ = writeln!(
             out,
-            "{:<16} {:>12} {:>12} {:>9}  {}",
+            "{:<width$} {:>12} {:>12} {:>9}  {}",
             row.workload,
             number(row.baseline),
             number(row.measured),
