@@ -190,6 +190,11 @@ pub struct Pipeline {
     qa_full_after: Vec<(QaTable, u64)>,
     /// QA: tables made full so far, with the packet count they were set to.
     qa_full: Vec<(QaTable, u64)>,
+    /// Keep the buffer of a frame the early stages consumed (dropped or answered from a
+    /// copy) for [`Pipeline::take_spare_frame`], instead of freeing it.
+    keep_spares: bool,
+    /// That buffer, until taken.
+    spare: Option<Vec<u8>>,
 }
 
 impl Default for Pipeline {
@@ -220,6 +225,34 @@ impl Pipeline {
             nat: None,
             qa_full_after: Vec::new(),
             qa_full: Vec::new(),
+            keep_spares: false,
+            spare: None,
+        }
+    }
+
+    /// Opt in to buffer recycling: the buffer of a frame that the reply un-NAT, director
+    /// reply or shield step consumed without sending it on (a drop, mostly) is kept for
+    /// [`Pipeline::take_spare_frame`] instead of being freed, so a caller that allocates
+    /// frames (the simulator's traffic sources) can reuse it. Off by default: then nothing
+    /// is kept and nothing costs more.
+    pub fn keep_spare_frames(&mut self, keep: bool) {
+        self.keep_spares = keep;
+        if !keep {
+            self.spare = None;
+        }
+    }
+
+    /// The kept buffer of the last consumed frame, if any (see
+    /// [`Pipeline::keep_spare_frames`]); its contents are unspecified.
+    #[inline]
+    pub fn take_spare_frame(&mut self) -> Option<Vec<u8>> {
+        self.spare.take()
+    }
+
+    #[inline]
+    fn keep_spare(&mut self, frame: Vec<u8>) {
+        if self.keep_spares && frame.capacity() > 0 {
+            self.spare = Some(frame);
         }
     }
 
@@ -280,16 +313,19 @@ impl Pipeline {
         if self.nat.is_some()
             && let Some(outcome) = self.nat_reply(now, link, iface, &mut frame)
         {
+            self.keep_spare(frame);
             return outcome;
         }
         if self.directors.is_some()
             && let Some(reply) = self.director_reply(now, link, iface, &mut frame)
         {
+            self.keep_spare(frame);
             return reply;
         }
         if (self.shield.is_some() || self.last_meta.invalid.is_some())
             && let Some(outcome) = self.shield_stage(now, link, &mut frame)
         {
+            self.keep_spare(frame);
             return outcome;
         }
         if self.flows.is_none() && self.nat.is_none() && self.directors.is_none() {
@@ -380,6 +416,9 @@ impl Pipeline {
                 }),
                 Toward::Server => self.forward_shield_frame(now, link, iface, bytes),
             }
+        }
+        if let Some(buffer) = spare {
+            *frame = buffer; // not used for an answer: the caller may keep it
         }
         match flow {
             ControlFlow::Break(verdict) => Some(PacketOutcome::decided(Stage::Shield, verdict)),

@@ -351,3 +351,50 @@ fn shield_replies_are_the_same_whatever_the_packet_buffer() {
         }
     }
 }
+
+/// With `keep_spare_frames`, the buffer of a frame the shield dropped comes back from
+/// `take_spare_frame` (once); a forwarded frame's buffer does not (it was sent on), a
+/// cookie answered in the SYN's own buffer does not (it is the answer), and without
+/// opting in nothing is kept.
+#[test]
+fn dropped_frames_buffers_come_back_only_when_asked() {
+    let xmas = || {
+        PacketBuilder::eth()
+            .ipv4(CLIENT, VIP)
+            .tcp(40003, 80)
+            .flags(tcp_flags::FIN | tcp_flags::PSH | tcp_flags::URG)
+            .build()
+    };
+    let mut p = pipeline();
+    send(&mut p, 0, OUTSIDE, xmas());
+    assert_eq!(p.take_spare_frame(), None, "off by default");
+    p.keep_spare_frames(true);
+    let frame = xmas();
+    let capacity = frame.capacity();
+    let (outcome, _) = send(&mut p, 1, OUTSIDE, frame);
+    assert!(matches!(outcome.verdict, Verdict::Drop(_)));
+    let spare = p.take_spare_frame().expect("the dropped frame's buffer");
+    assert_eq!(spare.capacity(), capacity);
+    assert_eq!(p.take_spare_frame(), None, "taken once");
+    let syn = PacketBuilder::eth()
+        .ipv4(CLIENT, VIP)
+        .tcp(40004, 80)
+        .syn()
+        .mss(1460)
+        .build();
+    let (outcome, sent) = send(&mut p, 2, OUTSIDE, syn);
+    assert_eq!(outcome.verdict, Verdict::Reply);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        p.take_spare_frame(),
+        None,
+        "the SYN's buffer carries the answer"
+    );
+    let other = PacketBuilder::eth()
+        .ipv4(CLIENT, Ipv4Addr::new(203, 0, 113, 9))
+        .udp(5000, 53)
+        .build();
+    let (_, sent) = send(&mut p, 3, OUTSIDE, other);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(p.take_spare_frame(), None, "a forwarded frame is sent on");
+}

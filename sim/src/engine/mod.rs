@@ -499,8 +499,10 @@ impl<'a> Engine<'a> {
             .iter()
             .map(String::as_str)
             .collect();
-        let pipeline =
+        let mut pipeline =
             crate::appliance::build_pipeline(&scenario.appliance, base_dir, scenario.seed, &names)?;
+        // Dropped frames' buffers come back to the sources' pool instead of being freed.
+        pipeline.keep_spare_frames(true);
         let links = world
             .hosts
             .iter()
@@ -1014,6 +1016,9 @@ impl<'a> Engine<'a> {
         let outcome = self
             .pipeline
             .process(now, iface, LinkType::Ethernet, frame, wire_len);
+        if let Some(buffer) = self.pipeline.take_spare_frame() {
+            self.outbox.recycle(buffer);
+        }
         let mut emitted = std::mem::take(&mut self.emitted);
         self.pipeline.drain_emitted_into(&mut emitted);
         self.count_outcome(now, &outcome, emitted.len());
