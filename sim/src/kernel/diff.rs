@@ -22,7 +22,7 @@
 //! kernel rule and the LB's IP counters that moved.
 //!
 //! Not here: closed-loop traffic (see `scenario_input`), QinQ injection, IPv6 through
-//! fwmark directors / synproxy / `[[nat]]`.
+//! fwmark directors.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -8,11 +8,13 @@
 //! in this runner (those are compared on the simulator side only).
 //!
 //! Not here: installing anything into the host namespace (rules go into the LB namespace of
-//! a [`Topology`]), IPv6 `[[nat]]` and fwmark directors for IPv6 (IPv6 packets are then
-//! not injected, see [`KernelRules::refuse_ipv6`]). IPv6 directors are an `ip6` table of
-//! the same DNAT maps; IPv6 protected ports use the ip6tables `SYNPROXY` target (see
-//! `synproxy_ip6tables` for why not nft synproxy). The `[[nat]]` rules become an nft `nat` table (prerouting
-//! `dnat`, postrouting `snat` / `masquerade`), see [`KernelRules::add_nat`].
+//! a [`Topology`]), fwmark directors for IPv6 (IPv6 packets are then not injected, see
+//! [`KernelRules::refuse_ipv6`]), `[[nat]]` rules mixing address families or naming a
+//! second output interface of one family. IPv6 directors are an `ip6` table of the same
+//! DNAT maps; IPv6 protected ports use the ip6tables `SYNPROXY` target (see
+//! `synproxy_ip6tables` for why not nft synproxy). The `[[nat]]` rules become nft `nat`
+//! tables, `ip` for IPv4 rules and `ip6` for IPv6 ones (prerouting `dnat`, postrouting
+//! `snat` / `masquerade`), see [`KernelRules::add_nat`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -45,6 +47,8 @@ pub const DIRECTOR6_TABLE: &str = "lbsim_director6";
 pub const SYNPROXY_TABLE: &str = "lbsim_synproxy";
 /// Name of the NAT rules' nft table (family ip).
 pub const NAT_TABLE: &str = "lbsim_nat";
+/// Name of the IPv6 NAT rules' nft table (family ip6).
+pub const NAT6_TABLE: &str = "lbsim_nat6";
 
 /// How one feature is (or is not) reproduced in the kernel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -89,10 +93,11 @@ pub struct KernelRules {
     pub services: BTreeMap<SocketAddr, BackendRule>,
     /// `nft -f` input for the `[[nat]]` rules (empty: none).
     pub nat_nft: String,
-    /// The appliance interface placed on the LB's server-side veth (the `out` of the
-    /// source NAT rules), with its address: added to that veth, its network routed there
-    /// through a gateway inside it (so MASQUERADE picks this address, as on the appliance).
-    pub server_interface: Option<(String, IpNet)>,
+    /// The appliance interfaces placed on the LB's server-side veth (per address family,
+    /// the first `out` of that family's source NAT rules), with their addresses: added to
+    /// that veth, their networks routed there through a gateway inside them (so MASQUERADE
+    /// picks this address, as on the appliance).
+    pub server_interfaces: Vec<(String, IpNet)>,
     /// Networks on the server side: packets from them are injected from the server side.
     pub server_networks: Vec<IpNet>,
     /// Some rule rewrites sources (SNAT / MASQUERADE): a forwarded frame is matched by
@@ -223,8 +228,9 @@ impl KernelRules {
     }
 
     /// Compile the appliance's `[[nat]]` rules as nft `nat` prerouting `dnat` and
-    /// postrouting `snat` / `masquerade` (the first `out` interface of the source NAT rules
-    /// becomes the LB's server-side veth; rules naming another one are not reproduced).
+    /// postrouting `snat` / `masquerade`, IPv4 rules in an `ip` table and IPv6 rules in an
+    /// `ip6` one (per family, the first `out` interface of the source NAT rules becomes an
+    /// address on the LB's server-side veth; rules naming another one are not reproduced).
     pub fn add_nat(
         &mut self,
         rules: &[NatRuleConfig],
@@ -233,12 +239,15 @@ impl KernelRules {
         if rules.is_empty() {
             return;
         }
-        self.refuse_ipv6("[[nat]] rules are reproduced for IPv4 only (nft `ip` nat)");
-        let server = rules.iter().find_map(|r| r.out.clone());
-        if let Some(name) = &server
-            && let Some(address) = interfaces.get(name)
-        {
-            self.server_interface = Some((name.clone(), address.0));
+        for family in [IpFamily::V4, IpFamily::V6] {
+            let server = rules
+                .iter()
+                .filter(|rule| nat_rule_family(rule, interfaces) == Some(family))
+                .find_map(|rule| rule.out.as_ref());
+            let Some((name, address)) = server.and_then(|n| interfaces.get_key_value(n)) else {
+                continue;
+            };
+            self.server_interfaces.push((name.clone(), address.0));
             self.server_networks.push(address.0.trunc());
             self.features.push(row(
                 format!("interface {name} ({})", address.0),
@@ -248,50 +257,12 @@ impl KernelRules {
                 true,
             ));
         }
-        self.nat_nft = nat_nft(rules, server.as_deref(), self);
+        self.nat_nft = nat_nft(rules, interfaces, self);
     }
 
     fn install_server_interface(&self, topology: &Topology) -> anyhow::Result<()> {
-        let Some((_, address)) = &self.server_interface else {
-            return Ok(());
-        };
-        let lb = topology.lb_ns();
-        let gateway = gateway_in(address).to_string();
-        let cidr = address.to_string();
-        topology.exec(
-            &lb,
-            &["ip", "addr", "add", &cidr, "dev", LB_SERVER_IFACE],
-            None,
-        )?;
-        let neighbour = [
-            "ip",
-            "neigh",
-            "replace",
-            &gateway,
-            "lladdr",
-            &mac_text(SERVER_MAC),
-            "dev",
-            LB_SERVER_IFACE,
-            "nud",
-            "permanent",
-        ];
-        topology.exec(&lb, &neighbour, None)?;
-        let network = address.trunc().to_string();
-        for table in ["main".to_string(), FROM_CLIENT_TABLE.to_string()] {
-            let route = [
-                "ip",
-                "route",
-                "replace",
-                &network,
-                "via",
-                &gateway,
-                "dev",
-                LB_SERVER_IFACE,
-                "onlink",
-                "table",
-                &table,
-            ];
-            topology.exec(&lb, &route, None)?;
+        for (_, address) in &self.server_interfaces {
+            install_interface_address(topology, address)?;
         }
         Ok(())
     }
@@ -796,7 +767,80 @@ fn gateway_in(address: &IpNet) -> IpAddr {
     }
 }
 
-fn nat_selector(rule: &NatRuleConfig) -> String {
+/// Add an appliance interface's address to the LB's server-side veth (IPv6 without
+/// duplicate address detection: a tentative address is never a source), and route its
+/// network there through a gateway inside it, in the main and the from-client tables.
+fn install_interface_address(topology: &Topology, address: &IpNet) -> anyhow::Result<()> {
+    let lb = topology.lb_ns();
+    let gateway = gateway_in(address).to_string();
+    let cidr = address.to_string();
+    let mut add = vec!["ip", "addr", "add", &cidr, "dev", LB_SERVER_IFACE];
+    if address.addr().is_ipv6() {
+        add.push("nodad");
+    }
+    topology.exec(&lb, &add, None)?;
+    let server_mac = mac_text(SERVER_MAC);
+    let neighbour = [
+        "ip",
+        "neigh",
+        "replace",
+        &gateway,
+        "lladdr",
+        &server_mac,
+        "dev",
+        LB_SERVER_IFACE,
+        "nud",
+        "permanent",
+    ];
+    topology.exec(&lb, &neighbour, None)?;
+    let network = address.trunc().to_string();
+    for table in ["main".to_string(), FROM_CLIENT_TABLE.to_string()] {
+        let route = [
+            "ip",
+            "route",
+            "replace",
+            &network,
+            "via",
+            &gateway,
+            "dev",
+            LB_SERVER_IFACE,
+            "onlink",
+            "table",
+            &table,
+        ];
+        topology.exec(&lb, &route, None)?;
+    }
+    Ok(())
+}
+
+/// The address family of a `[[nat]]` rule: that of every address it names (`src`, `dst`,
+/// `to`, the `out` interface's address), which is the only family of packets the
+/// simulator's rule translates. `None` when they mix families (the simulator matches
+/// packets of one family and cannot rewrite them to the other).
+fn nat_rule_family(
+    rule: &NatRuleConfig,
+    interfaces: &BTreeMap<String, InterfaceAddress>,
+) -> Option<IpFamily> {
+    let out = rule.out.as_ref().and_then(|name| interfaces.get(name));
+    let to = match rule.action {
+        NatAction::Dnat { address, .. } | NatAction::Snat { address, .. } => Some(address),
+        NatAction::Masquerade { .. } => None,
+    };
+    let addresses = [
+        rule.src.map(|n| n.addr()),
+        rule.dst.map(|d| d.network.addr()),
+        to,
+        out.map(|a| a.0.addr()),
+    ];
+    let mut families = addresses.into_iter().flatten().map(|a| a.is_ipv6());
+    let v6 = families.next()?;
+    families
+        .all(|f| f == v6)
+        .then_some(if v6 { IpFamily::V6 } else { IpFamily::V4 })
+}
+
+fn nat_selector(rule: &NatRuleConfig, family: IpFamily) -> String {
+    let ip = family.keyword();
     let mut parts = Vec::new();
     match rule.proto {
         Some(ip_proto::UDP) => parts.push("meta l4proto udp".to_string()),
@@ -804,15 +848,15 @@ fn nat_selector(rule: &NatRuleConfig) -> String {
         None => parts.push("meta l4proto { tcp, udp }".to_string()),
     }
     if let Some(src) = rule.src {
-        parts.push(format!("ip saddr {src}"));
+        parts.push(format!("{ip} saddr {src}"));
     }
     if let Some(dst) = rule.dst {
-        let network = if dst.network.prefix_len() == 32 {
+        let network = if dst.network.prefix_len() == dst.network.max_prefix_len() {
             dst.network.addr().to_string()
         } else {
             dst.network.to_string()
         };
-        parts.push(format!("ip daddr {network}"));
+        parts.push(format!("{ip} daddr {network}"));
         if let Some(port) = dst.port {
             let name = if rule.proto == Some(ip_proto::UDP) {
                 "udp"
@@ -825,62 +869,93 @@ fn nat_selector(rule: &NatRuleConfig) -> String {
     parts.join(" ")
 }
 
+/// The nft statement of an action (`dnat ip to 10.0.3.4:8080`, `snat ip6 to
+/// [2001:db8:3::1]:20000-20099`, `masquerade to :1024-2047`).
 fn nat_statement(action: &NatAction) -> String {
     let range = |ports: &Option<(u16, u16)>| match ports {
         Some((min, max)) if min == max => format!(":{min}"),
         Some((min, max)) => format!(":{min}-{max}"),
         None => String::new(),
     };
+    // An IPv6 address followed by a port is written in brackets.
+    let target = |address: &IpAddr, ports: String| match (address, ports.is_empty()) {
+        (IpAddr::V6(v6), false) => format!("ip6 to [{v6}]{ports}"),
+        (IpAddr::V6(v6), true) => format!("ip6 to {v6}"),
+        (IpAddr::V4(v4), _) => format!("ip to {v4}{ports}"),
+    };
     match action {
-        NatAction::Dnat {
-            address,
-            port: Some(port),
-        } => format!("dnat ip to {address}:{port}"),
-        NatAction::Dnat {
-            address,
-            port: None,
-        } => format!("dnat ip to {address}"),
-        NatAction::Snat { address, ports } => format!("snat ip to {address}{}", range(ports)),
+        NatAction::Dnat { address, port } => {
+            let port = port.map_or(String::new(), |p| format!(":{p}"));
+            format!("dnat {}", target(address, port))
+        }
+        NatAction::Snat { address, ports } => format!("snat {}", target(address, range(ports))),
         NatAction::Masquerade { ports: None } => "masquerade".into(),
         NatAction::Masquerade { ports } => format!("masquerade to {}", range(ports)),
     }
 }
 
-/// nft `nat` table for `[[nat]]` rules: DNAT in prerouting (dstnat), SNAT / MASQUERADE
-/// in postrouting (srcnat) with `oifname` the server veth for rules whose `out` is the
-/// server-side interface. IPv6 rules and rules on another output interface are skipped.
-fn nat_nft(rules: &[NatRuleConfig], server: Option<&str>, kernel: &mut KernelRules) -> String {
-    let (mut prerouting, mut postrouting) = (String::new(), String::new());
+/// The prerouting and postrouting lines of one family's `nat` table.
+#[derive(Default)]
+struct NatLines {
+    prerouting: String,
+    postrouting: String,
+}
+
+impl NatLines {
+    fn table(&self, family: IpFamily, name: &str) -> String {
+        let ip = family.keyword();
+        format!(
+            "table {ip} {name}\ndelete table {ip} {name}\ntable {ip} {name} {{\n\tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n{}\t}}\n\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n{}\t}}\n}}\n",
+            self.prerouting, self.postrouting
+        )
+    }
+}
+
+/// nft `nat` tables for `[[nat]]` rules, `ip` for IPv4 rules and `ip6` for IPv6 ones
+/// (see [`nat_rule_family`]): DNAT in prerouting (dstnat), SNAT / MASQUERADE in
+/// postrouting (srcnat) with `oifname` the server veth for rules whose `out` is the
+/// family's server-side interface. Rules mixing families and rules on another output
+/// interface are skipped.
+fn nat_nft(
+    rules: &[NatRuleConfig],
+    interfaces: &BTreeMap<String, InterfaceAddress>,
+    kernel: &mut KernelRules,
+) -> String {
+    let (mut lines, mut lines6) = (NatLines::default(), NatLines::default());
     for (index, rule) in rules.iter().enumerate() {
-        let feature = format!("nat rule {} ({})", index + 1, nat_statement(&rule.action));
-        let v6 = rule.src.is_some_and(|n| n.addr().is_ipv6())
-            || rule.dst.is_some_and(|d| d.network.addr().is_ipv6())
-            || matches!(rule.action, NatAction::Dnat { address, .. } | NatAction::Snat { address, .. } if address.is_ipv6());
-        if v6 || (rule.out.is_some() && rule.out.as_deref() != server) {
-            kernel.features.push(row(
-                feature,
-                "none (IPv6 or a second output interface)",
-                false,
-            ));
-            continue;
-        }
-        let selector = nat_selector(rule);
         let statement = nat_statement(&rule.action);
+        let feature = format!("nat rule {} ({statement})", index + 1);
+        let family = nat_rule_family(rule, interfaces);
+        let server = family.and_then(|family| {
+            let mut servers = kernel.server_interfaces.iter();
+            servers.find(|(_, address)| family.has(address.addr()))
+        });
+        let other_out = rule.out.is_some() && rule.out.as_ref() != server.map(|s| &s.0);
+        let Some(family) = family.filter(|_| !other_out) else {
+            let why = "none (addresses of both families, or a second output interface)";
+            kernel.features.push(row(feature, why, false));
+            continue;
+        };
+        let selector = nat_selector(rule, family);
+        let lines = match family {
+            IpFamily::V4 => &mut lines,
+            IpFamily::V6 => &mut lines6,
+        };
         match (&rule.action, &rule.out) {
             (NatAction::Dnat { address, .. }, _) => {
                 kernel.server_addresses.insert(*address);
-                let _ = writeln!(prerouting, "\t\t{selector} counter {statement}");
+                let _ = writeln!(lines.prerouting, "\t\t{selector} counter {statement}");
             }
-            (_, Some(_)) => {
+            (_, out) => {
                 kernel.source_nat = true;
+                let device = match out {
+                    Some(_) => format!("oifname \"{LB_SERVER_IFACE}\" "),
+                    None => String::new(),
+                };
                 let _ = writeln!(
-                    postrouting,
-                    "\t\toifname \"{LB_SERVER_IFACE}\" {selector} counter {statement}"
+                    lines.postrouting,
+                    "\t\t{device}{selector} counter {statement}"
                 );
-            }
-            (_, None) => {
-                kernel.source_nat = true;
-                let _ = writeln!(postrouting, "\t\t{selector} counter {statement}");
             }
         }
         let hook = if rule.action.is_source() {
@@ -888,11 +963,16 @@ fn nat_nft(rules: &[NatRuleConfig], server: Option<&str>, kernel: &mut KernelRul
         } else {
             "prerouting"
         };
-        kernel
-            .features
-            .push(row(feature, format!("nft nat {hook}: {statement}"), true));
+        let table = match family {
+            IpFamily::V4 => "nft nat",
+            IpFamily::V6 => "nft ip6 nat",
+        };
+        let mechanism = format!("{table} {hook}: {statement}");
+        kernel.features.push(row(feature, mechanism, true));
     }
-    format!(
-        "table ip {NAT_TABLE}\ndelete table ip {NAT_TABLE}\ntable ip {NAT_TABLE} {{\n\tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n{prerouting}\t}}\n\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n{postrouting}\t}}\n}}\n"
-    )
+    let mut text = lines.table(IpFamily::V4, NAT_TABLE);
+    if !(lines6.prerouting.is_empty() && lines6.postrouting.is_empty()) {
+        text.push_str(&lines6.table(IpFamily::V6, NAT6_TABLE));
+    }
+    text
 }
