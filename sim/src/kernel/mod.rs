@@ -20,11 +20,12 @@
 //! IPv6 packets are injected too (tagged in the flow label; the topology has IPv6
 //! addresses and routes; IPv6 directors are `ip6` DNAT maps; SYN cookies of IPv6 contexts
 //! the ip6tables `SYNPROXY` target, as this kernel's nft synproxy checks IPv6 checksums
-//! with the IPv4 function; IPv6 `[[nat]]` rules an `ip6` nat table), unless the
-//! appliance has directors by fwmark, which are reproduced for IPv4 only.
+//! with the IPv4 function; IPv6 `[[nat]]` rules an `ip6` nat table; fwmark directors
+//! DNAT-by-mark maps in the table of their real servers' family), unless a fwmark or
+//! IPv6 director has no kernel counterpart (dr / tun, mixed families).
 //!
-//! Not here: IPVS and VLAN sub-interfaces (this kernel has neither), IPv6 fwmark
-//! directors, QinQ injection, the inline lab mode.
+//! Not here: IPVS and VLAN sub-interfaces (this kernel has neither), QinQ injection, the
+//! inline lab mode.
 
 pub mod diff;
 pub mod inject;

@@ -8,10 +8,13 @@
 //! in this runner (those are compared on the simulator side only).
 //!
 //! Not here: installing anything into the host namespace (rules go into the LB namespace of
-//! a [`Topology`]), fwmark directors for IPv6 (IPv6 packets are then not injected, see
-//! [`KernelRules::refuse_ipv6`]), `[[nat]]` rules mixing address families or naming a
-//! second output interface of one family. IPv6 directors are an `ip6` table of the same
-//! DNAT maps; IPv6 protected ports use the ip6tables `SYNPROXY` target (see
+//! a [`Topology`]), fwmark or IPv6 directors with dr / tun reals or reals of mixed
+//! families (IPv6 packets are then not injected, see [`KernelRules::refuse_ipv6`]),
+//! `[[nat]]` rules mixing address families or naming a second output interface of one
+//! family. IPv6 directors, and fwmark directors of IPv6 reals, are an `ip6` table of the
+//! same DNAT maps (reals without a port keep the virtual port: see `dnat_statement`);
+//! replies of translated connections are accepted before the flows (see
+//! `accept_translated_replies`); IPv6 protected ports use the ip6tables `SYNPROXY` target (see
 //! `synproxy_ip6tables` for why not nft synproxy). The `[[nat]]` rules become nft `nat`
 //! tables, `ip` for IPv4 rules and `ip6` for IPv6 ones (prerouting `dnat`, postrouting
 //! `snat` / `masquerade`), see [`KernelRules::add_nat`].
@@ -144,8 +147,11 @@ impl KernelRules {
             }
         }
         if let Some(table) = flows {
-            rules.flows_iptables = datapath::flows::compile::iptables(table, Family::V4);
-            rules.flows_ip6tables = datapath::flows::compile::iptables(table, Family::V6);
+            let compiled = |family| {
+                accept_translated_replies(&datapath::flows::compile::iptables(table, family))
+            };
+            rules.flows_iptables = compiled(Family::V4);
+            rules.flows_ip6tables = compiled(Family::V6);
             rules.features.push(row(
                 "flows",
                 "iptables-restore (IPv4) and ip6tables-restore (IPv6): mangle PREROUTING, one chain per flow, MARK",
@@ -154,15 +160,6 @@ impl KernelRules {
         }
         if !directors.is_empty() {
             rules.director_nft = director_nft(directors, &mut rules)?;
-        }
-        // Only what an IPv6 packet can reach matters: fwmark services (marks are
-        // family-blind, their DNAT is IPv4) and IPv6 services the kernel cannot
-        // reproduce (refused in `director_nft`).
-        let by_fwmark = |d: &DirectorConfig| {
-            !matches!(d.build().map(|spec| spec.key), Ok(ServiceKey::Tuple { .. }))
-        };
-        if directors.iter().any(by_fwmark) {
-            rules.refuse_ipv6("directors by fwmark are reproduced for IPv4 only (nft `ip` DNAT)");
         }
         Ok(rules)
     }
@@ -219,6 +216,15 @@ impl KernelRules {
             self.features
                 .push(row("IPv6 packets", format!("not injected: {why}"), false));
         }
+    }
+
+    /// The rule of the real server a connection went to: by address and port, or, for a
+    /// real configured without a port (it keeps the virtual port), by address.
+    pub fn backend_rule(&self, backend: SocketAddr) -> Option<&BackendRule> {
+        let portless = SocketAddr::new(backend.ip(), 0);
+        self.backends
+            .get(&backend)
+            .or_else(|| self.backends.get(&portless))
     }
 
     /// Whether a packet from `address` enters from the server side.
@@ -480,6 +486,21 @@ fn service_match(key: ServiceKey) -> Option<String> {
     }
 }
 
+/// The flowmgr compiler's iptables-restore output with a first mangle PREROUTING rule
+/// accepting replies of translated connections (`--ctstate SNAT,DNAT --ctdir REPLY`): the
+/// appliance un-NATs director and `[[nat]]` replies before its flows and does not
+/// classify them (the pipeline's `director_reply` / `nat_reply`), so a flow table ending
+/// in `deny` must not drop them here.
+fn accept_translated_replies(text: &str) -> String {
+    let Some(at) = text.find("\n-A PREROUTING ") else {
+        return text.to_string();
+    };
+    let (head, tail) = text.split_at(at + 1);
+    format!(
+        "{head}# replies of translated connections: un-NATed before the flows, not classified\n-A PREROUTING -m conntrack --ctstate SNAT,DNAT --ctdir REPLY -j ACCEPT\n{tail}"
+    )
+}
+
 /// How a director's backend choice is reproduced in the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -544,9 +565,10 @@ fn scheduler_selector(
 }
 
 fn director_nft(directors: &[DirectorConfig], rules: &mut KernelRules) -> anyhow::Result<String> {
-    // DNAT lines per family: IPv4 services (and fwmark ones) in `table ip`, IPv6 VIPs in
-    // `table ip6`.
+    // DNAT lines per family: IPv4 services (and fwmark ones of IPv4 reals) in `table ip`,
+    // IPv6 VIPs (and fwmark ones of IPv6 reals) in `table ip6`.
     let (mut lines, mut lines6) = (String::new(), String::new());
+    let (mut chains, mut chains6) = (String::new(), String::new());
     for config in directors {
         let spec = config
             .build()
@@ -558,7 +580,11 @@ fn director_nft(directors: &[DirectorConfig], rules: &mut KernelRules) -> anyhow
             spec.key
         );
         let reals: Vec<_> = spec.reals.iter().filter(|r| r.weight > 0).collect();
-        let v6 = matches!(spec.key, ServiceKey::Tuple { vip, .. } if vip.is_ipv6());
+        // A fwmark service is of its real servers' family (IPVS: `ipvsadm -A -f N -6`).
+        let v6 = match spec.key {
+            ServiceKey::Tuple { vip, .. } => vip.is_ipv6(),
+            ServiceKey::Fwmark(_) => reals.first().is_some_and(|r| r.address.is_ipv6()),
+        };
         let (Some(matcher), false) = (service_match(spec.key), reals.is_empty()) else {
             rules
                 .features
@@ -574,32 +600,33 @@ fn director_nft(directors: &[DirectorConfig], rules: &mut KernelRules) -> anyhow
                 "none (dr/tun forwarding, or reals of another family than the VIP)",
                 false,
             ));
-            if v6 {
-                rules.refuse_ipv6("an IPv6 director with no kernel counterpart");
+            if v6 || matches!(spec.key, ServiceKey::Fwmark(_)) {
+                rules.refuse_ipv6("an IPv6 or fwmark director with no kernel counterpart");
             }
             continue;
         }
-        let map = slot_map(spec.scheduler, &reals);
+        let slots = slots(spec.scheduler, &reals);
         let ip = if v6 { "ip6" } else { "ip" };
         let (selector, mut matching, mut mechanism) =
-            scheduler_selector(spec.scheduler, map.len(), ip);
+            scheduler_selector(spec.scheduler, slots.len(), ip);
         if spec.persistence.is_some() {
             matching = BackendMatch::StandIn;
             mechanism = format!(
                 "{mechanism}; persistence has no kernel counterpart (backend not compared)"
             );
         }
-        let _ = writeln!(
-            if v6 { &mut lines6 } else { &mut lines },
-            "\t\t{matcher} counter dnat {ip} to {selector} map {{ {} }}",
-            map.join(", ")
-        );
+        let (lines, chains) = match v6 {
+            false => (&mut lines, &mut chains),
+            true => (&mut lines6, &mut chains6),
+        };
+        let statement = dnat_statement(&spec.name, ip, &selector, &slots, chains);
+        let _ = writeln!(lines, "\t\t{matcher} counter {statement}");
         record_director(rules, &spec, &reals, &mechanism, matching);
         rules.features.push(row(feature, mechanism, true));
     }
-    let mut out = nat_table("ip", DIRECTOR_TABLE, &lines);
+    let mut out = nat_table("ip", DIRECTOR_TABLE, &lines, &chains);
     if !lines6.is_empty() {
-        out.push_str(&nat_table("ip6", DIRECTOR6_TABLE, &lines6));
+        out.push_str(&nat_table("ip6", DIRECTOR6_TABLE, &lines6, &chains6));
     }
     Ok(out)
 }
@@ -630,11 +657,11 @@ fn record_director(
     }
 }
 
-/// The DNAT map's slots (`0 : 10.0.2.3 . 25`). IPVS keeps real servers in a list it adds
-/// to at the head (`list_add_rcu`), and rr starts from the head: the last real added is
-/// chosen first. numgen counts from 0, so the map lists the reals in that (reverse
+/// The DNAT map's slots, in order. IPVS keeps real servers in a list it adds to at the
+/// head (`list_add_rcu`), and rr starts from the head: the last real added is chosen
+/// first. numgen counts from 0, so the map lists the reals in that (reverse
 /// configuration) order. Hash emulations repeat a real once per unit of weight.
-fn slot_map(scheduler: SchedulerKind, reals: &[&RealSpec]) -> Vec<String> {
+fn slots<'r>(scheduler: SchedulerKind, reals: &[&'r RealSpec]) -> Vec<&'r RealSpec> {
     let hashed = matches!(
         scheduler,
         SchedulerKind::Sh | SchedulerKind::Dh | SchedulerKind::Mh
@@ -648,18 +675,61 @@ fn slot_map(scheduler: SchedulerKind, reals: &[&RealSpec]) -> Vec<String> {
             } else {
                 1
             };
-            std::iter::repeat_n(real, copies)
+            std::iter::repeat_n(*real, copies)
         })
-        .enumerate()
-        .map(|(index, real)| format!("{index} : {} . {}", real.address.ip(), real.address.port()))
         .collect()
 }
 
+/// A director's DNAT statement over its slots. A real without a port (`:0`) keeps the
+/// virtual port, as in IPVS, but nft's `dnat to … map` sets the port it maps to (0
+/// included), so: every real with a port, a map to `address . port`
+/// (`0 : 10.0.2.3 . 25`); none with a port, a map to addresses; a mix, a verdict map to
+/// one chain per slot (appended to `chains`) whose `dnat` has a port or not.
+fn dnat_statement(
+    director: &str,
+    ip: &str,
+    selector: &str,
+    slots: &[&RealSpec],
+    chains: &mut String,
+) -> String {
+    let ports = || slots.iter().map(|real| real.address.port());
+    let entries = |entry: &dyn Fn(usize, &RealSpec) -> String| {
+        let entries: Vec<String> = (0..slots.len()).map(|i| entry(i, slots[i])).collect();
+        entries.join(", ")
+    };
+    if ports().all(|port| port != 0) {
+        let map =
+            entries(&|i, real| format!("{i} : {} . {}", real.address.ip(), real.address.port()));
+        return format!("dnat {ip} to {selector} map {{ {map} }}");
+    }
+    if ports().all(|port| port == 0) {
+        let map = entries(&|i, real| format!("{i} : {}", real.address.ip()));
+        return format!("dnat {ip} to {selector} map {{ {map} }}");
+    }
+    let identifier: String = director
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let map = entries(&|i, _| format!("{i} : goto real_{identifier}_{i}"));
+    for (index, real) in slots.iter().enumerate() {
+        let target = match (real.address.port(), real.address.ip()) {
+            (0, address) => address.to_string(),
+            (port, IpAddr::V6(address)) => format!("[{address}]:{port}"),
+            (port, IpAddr::V4(address)) => format!("{address}:{port}"),
+        };
+        let _ = writeln!(
+            chains,
+            "\tchain real_{identifier}_{index} {{\n\t\tmeta l4proto {{ tcp, udp }} dnat {ip} to {target}\n\t}}"
+        );
+    }
+    format!("{selector} vmap {{ {map} }}")
+}
+
 /// A director table: the DNAT lines in prerouting, and the same in output (synproxy's
-/// SYN toward the server is made locally).
-fn nat_table(family: &str, name: &str, lines: &str) -> String {
+/// SYN toward the server is made locally), plus the per-real chains of verdict maps.
+fn nat_table(family: &str, name: &str, lines: &str, chains: &str) -> String {
     format!(
-        "table {family} {name}\ndelete table {family} {name}\ntable {family} {name} {{\n\tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n{lines}\t}}\n\tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n{lines}\t}}\n}}\n"
+        "table {family} {name}\ndelete table {family} {name}\ntable {family} {name} {{\n{chains}\tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n{lines}\t}}\n\tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n{lines}\t}}\n}}\n"
     )
 }
 
