@@ -8,8 +8,8 @@
 //! target (same SYN-ACK options, forged ACKs dropped; nft synproxy would drop every
 //! injected IPv6 segment on this kernel: it verifies IPv6 checksums with the IPv4
 //! function); fwmark directors of IPv6 reals are `ip6` DNAT-by-mark maps (an IPv6 packet marked for
-//! an IPv4 fwmark service is explained); fwmark directors without a kernel counterpart
-//! leave IPv6 packets not injected.
+//! an IPv4 fwmark service is explained); direct-routing directors are plain forwarding;
+//! fwmark directors without a kernel counterpart (tun) leave IPv6 packets not injected.
 
 mod kernel_support;
 
@@ -149,11 +149,11 @@ fn ipv6_packets_are_injected_beside_an_ipv4_fwmark_director() {
     assert_eq!(report.totals(), (1, 1), "{text}");
 }
 
-/// A fwmark director the kernel cannot reproduce (dr forwarding) still keeps IPv6
+/// A fwmark director the kernel cannot reproduce (tun forwarding) still keeps IPv6
 /// packets out (its marks may be set on them); no root needed.
 #[test]
 fn a_fwmark_director_without_kernel_counterpart_refuses_ipv6() {
-    let rules = sim::kernel::rules_for(&data("fwmark-dr.toml")).expect("rules compile");
+    let rules = sim::kernel::rules_for(&data("fwmark-tun.toml")).expect("rules compile");
     let why = rules.ipv6_refused.expect("refused");
     assert!(
         why.contains("fwmark director with no kernel counterpart"),
@@ -389,4 +389,44 @@ fn ipv6_syn_cookies_agree_with_the_ip6tables_synproxy_target() {
         .filter(|rule| rule.contains("ip6 filter FORWARD"))
         .count();
     assert!(synproxy_hits >= 1, "{text}");
+}
+
+/// Direct-routing directors are the kernel's plain forwarding (the IP packet is left as it
+/// is; only the real server's MAC would tell the backend): IPv6 packets to one are
+/// injected and agree with the simulator's DR forward, as IPv4 ones do.
+#[test]
+fn ipv6_direct_routing_directors_are_plain_forwarding() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let _guard = lock();
+    let mut frames: Vec<Vec<u8>> = (1..=3u16)
+        .map(|n| {
+            PacketBuilder::eth()
+                .ipv6(v6(&format!("2001:db8:c::{n}")), v6("2001:db8:f::70"))
+                .tcp(33_000 + n, 80)
+                .syn()
+                .mss(1440)
+                .build()
+        })
+        .collect();
+    frames.push(
+        PacketBuilder::eth()
+            .ipv4(
+                Ipv4Addr::new(198, 51, 100, 70),
+                Ipv4Addr::new(192, 0, 2, 70),
+            )
+            .tcp(33_100, 80)
+            .syn()
+            .build(),
+    );
+    let pcap = write_pcap("ipv6-dr.pcap", &frames);
+    let before = own_namespaces();
+    let report = run_diff(&data("dr6.toml"), &[pcap], &[], GAP, 1).expect("diff runs");
+    assert_eq!(own_namespaces(), before, "namespaces left behind");
+    let text = render(&report);
+    assert!(report.not_injected.is_empty(), "{text}");
+    assert_eq!(report.totals(), (4, 4), "{text}");
+    let director = report.stages.get("director").map_or(0, |s| s.agreed);
+    assert_eq!(director, 4, "{text}");
 }

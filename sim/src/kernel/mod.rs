@@ -22,7 +22,8 @@
 //! the ip6tables `SYNPROXY` target, as this kernel's nft synproxy checks IPv6 checksums
 //! with the IPv4 function; IPv6 `[[nat]]` rules an `ip6` nat table; fwmark directors
 //! DNAT-by-mark maps in the table of their real servers' family), unless a fwmark or
-//! IPv6 director has no kernel counterpart (dr / tun, mixed families).
+//! IPv6 director has no kernel counterpart (tun, mixed families; direct routing is plain
+//! forwarding).
 //!
 //! Not here: IPVS and VLAN sub-interfaces (this kernel has neither), QinQ injection, the
 //! inline lab mode.

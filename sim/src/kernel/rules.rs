@@ -8,8 +8,9 @@
 //! in this runner (those are compared on the simulator side only).
 //!
 //! Not here: installing anything into the host namespace (rules go into the LB namespace of
-//! a [`Topology`]), fwmark or IPv6 directors with dr / tun reals or reals of mixed
-//! families (IPv6 packets are then not injected, see [`KernelRules::refuse_ipv6`]),
+//! a [`Topology`]), fwmark or IPv6 directors with tun reals, reals of mixed forwarding
+//! methods or of mixed families (direct routing is the kernel's plain forwarding: the IP
+//! packet is unchanged) (IPv6 packets are then not injected, see [`KernelRules::refuse_ipv6`]),
 //! `[[nat]]` rules mixing address families or naming a second output interface of one
 //! family. IPv6 directors, and fwmark directors of IPv6 reals, are an `ip6` table of the
 //! same DNAT maps (reals without a port keep the virtual port: see `dnat_statement`);
@@ -591,13 +592,22 @@ fn director_nft(directors: &[DirectorConfig], rules: &mut KernelRules) -> anyhow
                 .push(row(feature, "none (no usable real)", false));
             continue;
         };
+        let direct = |r: &&RealSpec| r.forward == Forward::Dr && r.address.is_ipv6() == v6;
+        if reals.iter().all(direct) {
+            rules.features.push(row(
+                feature,
+                "kernel routing: direct routing leaves the IP packet as it is (the real server's MAC, hence the backend choice, is not compared)",
+                true,
+            ));
+            continue;
+        }
         if reals
             .iter()
             .any(|r| r.forward != Forward::Nat || r.address.is_ipv6() != v6)
         {
             rules.features.push(row(
                 feature,
-                "none (dr/tun forwarding, or reals of another family than the VIP)",
+                "none (tun forwarding, mixed forwarding methods, or reals of another family than the VIP)",
                 false,
             ));
             if v6 || matches!(spec.key, ServiceKey::Fwmark(_)) {
