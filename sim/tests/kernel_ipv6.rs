@@ -205,13 +205,28 @@ fn fwmark6_frames() -> Vec<Vec<u8>> {
                 .build(),
         );
     }
+    // The IPv4 service's replies (rr: 10.0.2.2 first), through a flow table ending in deny.
+    for (n, real) in [(1u8, 2u8), (2, 1)] {
+        frames.push(
+            PacketBuilder::eth()
+                .ipv4(
+                    Ipv4Addr::new(10, 0, 2, real),
+                    Ipv4Addr::new(198, 51, 100, n),
+                )
+                .tcp(25, 32_000 + u16::from(n))
+                .syn_ack()
+                .seq_ack(99, 1)
+                .build(),
+        );
+    }
     frames.push(syn(30, "2001:db8:f::25", 25));
     frames
 }
 
 /// fwmark directors with IPv6 reals are `ip6` DNAT-by-mark maps (the marks set by the
 /// flows' ip6tables mangle chains): rr order, the rewrite (a port-less real keeps the
-/// virtual port) and the replies' un-NAT agree; sh (jhash) differences and an IPv6
+/// virtual port) and the replies' un-NAT agree (replies pass a flow table ending in deny,
+/// IPv6 and IPv4, as in the appliance); sh (jhash) differences and an IPv6
 /// packet marked for the IPv4 fwmark service are explained.
 #[test]
 fn ipv6_fwmark_directors_agree_on_rr_order_rewrite_and_reply_un_nat() {
@@ -226,7 +241,7 @@ fn ipv6_fwmark_directors_agree_on_rr_order_rewrite_and_reply_un_nat() {
     let text = render(&report);
     assert!(report.not_injected.is_empty(), "{text}");
     assert_eq!(report.unexplained(), 0, "{text}");
-    assert_eq!(report.totals().0, 18, "{text}");
+    assert_eq!(report.totals().0, 20, "{text}");
     let web = &report.by_feature["director web6"];
     assert_eq!((web.compared, web.agreed), (9, 9), "{text}");
     let dns = &report.by_feature["director dns6"];
@@ -234,7 +249,7 @@ fn ipv6_fwmark_directors_agree_on_rr_order_rewrite_and_reply_un_nat() {
     let mail = &report.by_feature["director mail"];
     assert_eq!(
         (mail.compared, mail.agreed, mail.explained),
-        (3, 2, 1),
+        (5, 4, 1),
         "{text}"
     );
     let other_family = report
