@@ -565,6 +565,18 @@ fn scheduler_selector(
     }
 }
 
+/// The kernel mechanism of direct-routing directors.
+const DIRECT_ROUTING: &str = "kernel routing: direct routing leaves the IP packet as it is (the real server's MAC, hence the backend choice, is not compared)";
+
+/// Whether a director is of IPv6: its VIP's family or, for a fwmark service, its real
+/// servers' (IPVS: `ipvsadm -A -f N -6`).
+fn director_is_ipv6(key: ServiceKey, reals: &[&RealSpec]) -> bool {
+    match key {
+        ServiceKey::Tuple { vip, .. } => vip.is_ipv6(),
+        ServiceKey::Fwmark(_) => reals.first().is_some_and(|r| r.address.is_ipv6()),
+    }
+}
+
 fn director_nft(directors: &[DirectorConfig], rules: &mut KernelRules) -> anyhow::Result<String> {
     // DNAT lines per family: IPv4 services (and fwmark ones of IPv4 reals) in `table ip`,
     // IPv6 VIPs (and fwmark ones of IPv6 reals) in `table ip6`.
@@ -581,11 +593,7 @@ fn director_nft(directors: &[DirectorConfig], rules: &mut KernelRules) -> anyhow
             spec.key
         );
         let reals: Vec<_> = spec.reals.iter().filter(|r| r.weight > 0).collect();
-        // A fwmark service is of its real servers' family (IPVS: `ipvsadm -A -f N -6`).
-        let v6 = match spec.key {
-            ServiceKey::Tuple { vip, .. } => vip.is_ipv6(),
-            ServiceKey::Fwmark(_) => reals.first().is_some_and(|r| r.address.is_ipv6()),
-        };
+        let v6 = director_is_ipv6(spec.key, &reals);
         let (Some(matcher), false) = (service_match(spec.key), reals.is_empty()) else {
             rules
                 .features
@@ -594,11 +602,7 @@ fn director_nft(directors: &[DirectorConfig], rules: &mut KernelRules) -> anyhow
         };
         let direct = |r: &&RealSpec| r.forward == Forward::Dr && r.address.is_ipv6() == v6;
         if reals.iter().all(direct) {
-            rules.features.push(row(
-                feature,
-                "kernel routing: direct routing leaves the IP packet as it is (the real server's MAC, hence the backend choice, is not compared)",
-                true,
-            ));
+            rules.features.push(row(feature, DIRECT_ROUTING, true));
             continue;
         }
         if reals
