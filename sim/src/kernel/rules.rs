@@ -1060,3 +1060,102 @@ fn nat_nft(
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn real(address: &str) -> RealSpec {
+        RealSpec {
+            address: address.parse().expect("socket address"),
+            weight: 1,
+            forward: Forward::Nat,
+            upper_threshold: 0,
+            lower_threshold: 0,
+            mac: None,
+        }
+    }
+
+    #[test]
+    fn dnat_statements_keep_the_virtual_port_of_port_less_reals() {
+        let (with_port, without_port) = (real("10.0.2.1:25"), real("10.0.2.2:0"));
+        let mut chains = String::new();
+        let both = [&with_port, &with_port];
+        assert_eq!(
+            dnat_statement("a", "ip", "numgen inc mod 2", &both, &mut chains),
+            "dnat ip to numgen inc mod 2 map { 0 : 10.0.2.1 . 25, 1 : 10.0.2.1 . 25 }"
+        );
+        let neither = [&without_port];
+        assert_eq!(
+            dnat_statement("a", "ip", "numgen inc mod 1", &neither, &mut chains),
+            "dnat ip to numgen inc mod 1 map { 0 : 10.0.2.2 }"
+        );
+        assert!(chains.is_empty());
+        let v6 = real("[2001:db8::3]:8080");
+        let mixed = [&without_port, &v6];
+        assert_eq!(
+            dnat_statement("web-1", "ip6", "numgen inc mod 2", &mixed, &mut chains),
+            "numgen inc mod 2 vmap { 0 : goto real_web_1_0, 1 : goto real_web_1_1 }"
+        );
+        assert!(chains.contains(
+            "chain real_web_1_0 {\n\t\tmeta l4proto { tcp, udp } dnat ip6 to 10.0.2.2\n"
+        ));
+        assert!(chains.contains("dnat ip6 to [2001:db8::3]:8080"));
+    }
+
+    #[test]
+    fn a_nat_rule_is_of_the_family_of_every_address_it_names() {
+        let interfaces: BTreeMap<String, InterfaceAddress> =
+            [("inside", "10.0.3.1/24"), ("inside6", "2001:db8:3::1/64")]
+                .into_iter()
+                .map(|(name, net)| (name.to_string(), InterfaceAddress(net.parse().unwrap())))
+                .collect();
+        #[derive(serde::Deserialize)]
+        struct File {
+            nat: Vec<NatRuleConfig>,
+        }
+        let rules = toml::from_str::<File>(
+            r#"nat = [
+            { kind = "masquerade", out = "inside6" },
+            { kind = "masquerade", out = "inside", src = "198.51.100.0/24" },
+            { kind = "dnat", proto = "tcp", dst = "[2001:db8::1]:80", to = "[2001:db8:3::4]:8080" },
+            { kind = "snat", out = "inside", src = "2001:db8:c::/48", to = "10.0.3.1" },
+        ]"#,
+        )
+        .expect("rules")
+        .nat;
+        let families: Vec<_> = rules
+            .iter()
+            .map(|rule| nat_rule_family(rule, &interfaces))
+            .collect();
+        assert_eq!(
+            families,
+            [
+                Some(IpFamily::V6),
+                Some(IpFamily::V4),
+                Some(IpFamily::V6),
+                None
+            ]
+        );
+        assert_eq!(
+            nat_statement(&rules[2].action),
+            "dnat ip6 to [2001:db8:3::4]:8080"
+        );
+        assert_eq!(
+            nat_selector(&rules[2], IpFamily::V6),
+            "meta l4proto tcp ip6 daddr 2001:db8::1 tcp dport 80"
+        );
+    }
+
+    #[test]
+    fn translated_replies_are_accepted_before_the_first_flow() {
+        let text = "*mangle\n:PREROUTING ACCEPT [0:0]\n:web - [0:0]\n-A PREROUTING -j web\n-A web -j ACCEPT\nCOMMIT\n";
+        let accepted = accept_translated_replies(text);
+        let rule = "-A PREROUTING -m conntrack --ctstate SNAT,DNAT --ctdir REPLY -j ACCEPT\n-A PREROUTING -j web\n";
+        assert!(accepted.contains(rule), "{accepted}");
+        assert_eq!(
+            accept_translated_replies("*mangle\nCOMMIT\n"),
+            "*mangle\nCOMMIT\n"
+        );
+    }
+}
