@@ -7,7 +7,9 @@
 //! replies' un-NAT agree; SYN cookies of IPv6 contexts are the ip6tables `SYNPROXY`
 //! target (same SYN-ACK options, forged ACKs dropped; nft synproxy would drop every
 //! injected IPv6 segment on this kernel: it verifies IPv6 checksums with the IPv4
-//! function); fwmark directors and `[[nat]]` leave IPv6 packets not injected.
+//! function); fwmark directors of IPv6 reals are `ip6` DNAT-by-mark maps (an IPv6 packet marked for
+//! an IPv4 fwmark service is explained); direct-routing directors are plain forwarding;
+//! fwmark directors without a kernel counterpart (tun) leave IPv6 packets not injected.
 
 mod kernel_support;
 
@@ -130,23 +132,135 @@ fn ipv6_shield_lists_and_flows_agree_with_the_kernel() {
     assert!(ip6_rules >= 4, "{text}");
 }
 
+/// The doc examples' fwmark director has IPv4 reals: an IPv6 packet is injected (no
+/// longer refused) and both sides drop it (the flows' `alltherest deny`).
 #[test]
-fn ipv6_packets_are_not_injected_when_fwmark_directors_have_no_ipv6_counterpart() {
+fn ipv6_packets_are_injected_beside_an_ipv4_fwmark_director() {
     if !kernel_tests_enabled() {
         return;
     }
     let _guard = lock();
-    let pcap = write_pcap("ipv6-nat.pcap", &[syn6("2001:db8:5::1", 22)]);
+    let pcap = write_pcap("ipv6-doc.pcap", &[syn6("2001:db8:5::1", 22)]);
     let before = own_namespaces();
     let report = run_diff(&data("doc-examples.toml"), &[pcap], &[], GAP, 1).expect("diff runs");
     assert_eq!(own_namespaces(), before, "namespaces left behind");
     let text = render(&report);
-    let reasons: Vec<&String> = report.not_injected.keys().collect();
+    assert!(report.not_injected.is_empty(), "{text}");
+    assert_eq!(report.totals(), (1, 1), "{text}");
+}
+
+/// A fwmark director the kernel cannot reproduce (tun forwarding) still keeps IPv6
+/// packets out (its marks may be set on them); no root needed.
+#[test]
+fn a_fwmark_director_without_kernel_counterpart_refuses_ipv6() {
+    let rules = sim::kernel::rules_for(&data("fwmark-tun.toml")).expect("rules compile");
+    let why = rules.ipv6_refused.expect("refused");
     assert!(
-        reasons.len() == 1
-            && reasons[0].contains("directors by fwmark are reproduced for IPv4 only"),
+        why.contains("fwmark director with no kernel counterpart"),
+        "{why}"
+    );
+}
+
+fn fwmark6_frames() -> Vec<Vec<u8>> {
+    let client = |n: u16| v6(&format!("2001:db8:c::{n}"));
+    let syn = |n: u16, dst: &str, dport: u16| {
+        PacketBuilder::eth()
+            .ipv6(client(n), v6(dst))
+            .tcp(30_000 + n, dport)
+            .syn()
+            .mss(1440)
+            .build()
+    };
+    let mut frames = Vec::new();
+    for n in 1..=6u16 {
+        frames.push(syn(n, "2001:db8:f::40", if n % 2 == 0 { 443 } else { 80 }));
+    }
+    // rr in IPVS order (the last real configured first); the port-less real keeps the
+    // virtual port.
+    let chosen = [
+        ("2001:db8:e::4", 80),
+        ("2001:db8:e::3", 8080),
+        ("2001:db8:e::2", 8080),
+    ];
+    for (n, (real, port)) in (1..=3u16).zip(chosen) {
+        frames.push(
+            PacketBuilder::eth()
+                .ipv6(v6(real), client(n))
+                .tcp(port, 30_000 + n)
+                .syn_ack()
+                .seq_ack(99, 1)
+                .mss(1440)
+                .build(),
+        );
+    }
+    for n in 20..=25u16 {
+        frames.push(udp6(&format!("2001:db8:c::{n}"), "2001:db8:f::53", 53).build());
+    }
+    for n in 1..=2u8 {
+        frames.push(
+            PacketBuilder::eth()
+                .ipv4(Ipv4Addr::new(198, 51, 100, n), Ipv4Addr::new(192, 0, 2, 25))
+                .tcp(32_000 + u16::from(n), 25)
+                .syn()
+                .build(),
+        );
+    }
+    // The IPv4 service's replies (rr: 10.0.2.2 first), through a flow table ending in deny.
+    for (n, real) in [(1u8, 2u8), (2, 1)] {
+        frames.push(
+            PacketBuilder::eth()
+                .ipv4(
+                    Ipv4Addr::new(10, 0, 2, real),
+                    Ipv4Addr::new(198, 51, 100, n),
+                )
+                .tcp(25, 32_000 + u16::from(n))
+                .syn_ack()
+                .seq_ack(99, 1)
+                .build(),
+        );
+    }
+    frames.push(syn(30, "2001:db8:f::25", 25));
+    frames
+}
+
+/// fwmark directors with IPv6 reals are `ip6` DNAT-by-mark maps (the marks set by the
+/// flows' ip6tables mangle chains): rr order, the rewrite (a port-less real keeps the
+/// virtual port) and the replies' un-NAT agree (replies pass a flow table ending in deny,
+/// IPv6 and IPv4, as in the appliance); sh (jhash) differences and an IPv6
+/// packet marked for the IPv4 fwmark service are explained.
+#[test]
+fn ipv6_fwmark_directors_agree_on_rr_order_rewrite_and_reply_un_nat() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let _guard = lock();
+    let pcap = write_pcap("ipv6-fwmark.pcap", &fwmark6_frames());
+    let before = own_namespaces();
+    let report = run_diff(&data("fwmark6.toml"), &[pcap], &[], GAP, 1).expect("diff runs");
+    assert_eq!(own_namespaces(), before, "namespaces left behind");
+    let text = render(&report);
+    assert!(report.not_injected.is_empty(), "{text}");
+    assert_eq!(report.unexplained(), 0, "{text}");
+    assert_eq!(report.totals().0, 20, "{text}");
+    let web = &report.by_feature["director web6"];
+    assert_eq!((web.compared, web.agreed), (9, 9), "{text}");
+    let dns = &report.by_feature["director dns6"];
+    assert_eq!(dns.agreed + dns.explained, 6, "{text}");
+    let mail = &report.by_feature["director mail"];
+    assert_eq!(
+        (mail.compared, mail.agreed, mail.explained),
+        (5, 4, 1),
         "{text}"
     );
+    let other_family = report
+        .disagreements
+        .iter()
+        .filter(|d| {
+            d.kernel_rule
+                .contains("fwmark service of the other address family")
+        })
+        .count();
+    assert_eq!(other_family, 1, "{text}");
 }
 
 fn corpus() -> PathBuf {
@@ -290,4 +404,44 @@ fn ipv6_syn_cookies_agree_with_the_ip6tables_synproxy_target() {
         .filter(|rule| rule.contains("ip6 filter FORWARD"))
         .count();
     assert!(synproxy_hits >= 1, "{text}");
+}
+
+/// Direct-routing directors are the kernel's plain forwarding (the IP packet is left as it
+/// is; only the real server's MAC would tell the backend): IPv6 packets to one are
+/// injected and agree with the simulator's DR forward, as IPv4 ones do.
+#[test]
+fn ipv6_direct_routing_directors_are_plain_forwarding() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let _guard = lock();
+    let mut frames: Vec<Vec<u8>> = (1..=3u16)
+        .map(|n| {
+            PacketBuilder::eth()
+                .ipv6(v6(&format!("2001:db8:c::{n}")), v6("2001:db8:f::70"))
+                .tcp(33_000 + n, 80)
+                .syn()
+                .mss(1440)
+                .build()
+        })
+        .collect();
+    frames.push(
+        PacketBuilder::eth()
+            .ipv4(
+                Ipv4Addr::new(198, 51, 100, 70),
+                Ipv4Addr::new(192, 0, 2, 70),
+            )
+            .tcp(33_100, 80)
+            .syn()
+            .build(),
+    );
+    let pcap = write_pcap("ipv6-dr.pcap", &frames);
+    let before = own_namespaces();
+    let report = run_diff(&data("dr6.toml"), &[pcap], &[], GAP, 1).expect("diff runs");
+    assert_eq!(own_namespaces(), before, "namespaces left behind");
+    let text = render(&report);
+    assert!(report.not_injected.is_empty(), "{text}");
+    assert_eq!(report.totals(), (4, 4), "{text}");
+    let director = report.stages.get("director").map_or(0, |s| s.agreed);
+    assert_eq!(director, 4, "{text}");
 }

@@ -21,8 +21,7 @@
 //! defragmentation, or "after the HOOK hook"); the report lists the packets decided per
 //! kernel rule and the LB's IP counters that moved.
 //!
-//! Not here: closed-loop traffic (see `scenario_input`), QinQ injection, IPv6 through
-//! fwmark directors / synproxy / `[[nat]]`.
+//! Not here: closed-loop traffic (see `scenario_input`), QinQ injection.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -277,7 +276,7 @@ fn director_rule<'r>(sim: &SimPacket, rules: &'r KernelRules) -> Option<&'r Back
         .into_iter()
         .flatten()
         .find_map(|service| rules.services.get(&service))
-        .or_else(|| rules.backends.get(&backend))
+        .or_else(|| rules.backend_rule(backend))
 }
 
 /// The feature a simulator decision belongs to.
@@ -372,6 +371,13 @@ fn kernel_rule(sim: &SimPacket, packet: &KernelPacket, rules: &KernelRules) -> S
         && rule.text.to_lowercase().contains("synproxy")
     {
         return format!("nft synproxy: {rule}");
+    }
+    if let (Some(backend), Some(source)) = (sim.backend, sim.input.src)
+        && backend.is_ipv6() != source.is_ipv6()
+    {
+        return format!(
+            "no DNAT: the packet's fwmark service of the other address family (its real {backend}) has no rule in this family's table"
+        );
     }
     if let Some(rule) = director_rule(sim, rules) {
         return rule.mechanism.clone();
@@ -471,7 +477,7 @@ pub fn compare(
         }
         let matching = sim
             .backend
-            .and_then(|b| rules.backends.get(&b))
+            .and_then(|b| rules.backend_rule(b))
             .map(|r| r.matching);
         let agreed = agrees(&sim.outcome, &kernel.outcome, matching);
         let feature = feature_of(sim, rules);

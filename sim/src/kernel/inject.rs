@@ -27,11 +27,11 @@
 //! hit counts and the LB's IP counter deltas; untraced runs (`sim bench`) skip the
 //! monitor.
 //!
-//! IPv6 packets are injected unless the rules refuse them (directors by fwmark and
-//! `[[nat]]` are reproduced for IPv4 only: [`KernelRules::refuse_ipv6`]), or the
+//! IPv6 packets are injected unless the rules refuse them (a fwmark or IPv6 director
+//! without kernel counterpart: [`KernelRules::refuse_ipv6`]), or the
 //! `ip6tables-restore` input (flows, IPv6 SYNPROXY) was refused.
 //!
-//! Not here: IPv6 NAT rules; QinQ.
+//! Not here: QinQ.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -2,7 +2,8 @@
 //! network namespaces and veths, [`rules`] compiled from the simulator's own tables (nft
 //! netdev ingress for the shield lists, nft synproxy for protected ports, the flowmgr
 //! compiler's iptables-restore output for flows, nft DNAT by numgen (rr) or jhash (sh, dh,
-//! mh) for NAT directors, nft `nat` dnat / snat / masquerade for `[[nat]]` rules, conntrack
+//! mh) for NAT directors, nft `nat` dnat / snat / masquerade for `[[nat]]` rules (`ip` and
+//! `ip6` tables), conntrack
 //! un-NATing the replies), AF_PACKET packet I/O
 //! ([`wire`]), injection and per-packet kernel outcomes ([`inject`]), the kernel rule that
 //! decided each packet from nftables trace events ([`trace`], [`nftrace`]), the simulator's side
@@ -19,11 +20,13 @@
 //! IPv6 packets are injected too (tagged in the flow label; the topology has IPv6
 //! addresses and routes; IPv6 directors are `ip6` DNAT maps; SYN cookies of IPv6 contexts
 //! the ip6tables `SYNPROXY` target, as this kernel's nft synproxy checks IPv6 checksums
-//! with the IPv4 function), unless the appliance has directors by fwmark or `[[nat]]`
-//! rules, which are reproduced for IPv4 only.
+//! with the IPv4 function; IPv6 `[[nat]]` rules an `ip6` nat table; fwmark directors
+//! DNAT-by-mark maps in the table of their real servers' family), unless a fwmark or
+//! IPv6 director has no kernel counterpart (tun, mixed families; direct routing is plain
+//! forwarding).
 //!
-//! Not here: IPVS and VLAN sub-interfaces (this kernel has neither), IPv6 `[[nat]]`, QinQ
-//! injection, the inline lab mode.
+//! Not here: IPVS and VLAN sub-interfaces (this kernel has neither), QinQ injection, the
+//! inline lab mode.
 
 pub mod diff;
 pub mod inject;

@@ -8,11 +8,17 @@
 //! in this runner (those are compared on the simulator side only).
 //!
 //! Not here: installing anything into the host namespace (rules go into the LB namespace of
-//! a [`Topology`]), IPv6 `[[nat]]` and fwmark directors for IPv6 (IPv6 packets are then
-//! not injected, see [`KernelRules::refuse_ipv6`]). IPv6 directors are an `ip6` table of
-//! the same DNAT maps; IPv6 protected ports use the ip6tables `SYNPROXY` target (see
-//! `synproxy_ip6tables` for why not nft synproxy). The `[[nat]]` rules become an nft `nat` table (prerouting
-//! `dnat`, postrouting `snat` / `masquerade`), see [`KernelRules::add_nat`].
+//! a [`Topology`]), fwmark or IPv6 directors with tun reals, reals of mixed forwarding
+//! methods or of mixed families (direct routing is the kernel's plain forwarding: the IP
+//! packet is unchanged) (IPv6 packets are then not injected, see [`KernelRules::refuse_ipv6`]),
+//! `[[nat]]` rules mixing address families or naming a second output interface of one
+//! family. IPv6 directors, and fwmark directors of IPv6 reals, are an `ip6` table of the
+//! same DNAT maps (reals without a port keep the virtual port: see `dnat_statement`);
+//! replies of translated connections are accepted before the flows (see
+//! `accept_translated_replies`); IPv6 protected ports use the ip6tables `SYNPROXY` target (see
+//! `synproxy_ip6tables` for why not nft synproxy). The `[[nat]]` rules become nft `nat`
+//! tables, `ip` for IPv4 rules and `ip6` for IPv6 ones (prerouting `dnat`, postrouting
+//! `snat` / `masquerade`), see [`KernelRules::add_nat`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -45,6 +51,8 @@ pub const DIRECTOR6_TABLE: &str = "lbsim_director6";
 pub const SYNPROXY_TABLE: &str = "lbsim_synproxy";
 /// Name of the NAT rules' nft table (family ip).
 pub const NAT_TABLE: &str = "lbsim_nat";
+/// Name of the IPv6 NAT rules' nft table (family ip6).
+pub const NAT6_TABLE: &str = "lbsim_nat6";
 
 /// How one feature is (or is not) reproduced in the kernel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -89,10 +97,11 @@ pub struct KernelRules {
     pub services: BTreeMap<SocketAddr, BackendRule>,
     /// `nft -f` input for the `[[nat]]` rules (empty: none).
     pub nat_nft: String,
-    /// The appliance interface placed on the LB's server-side veth (the `out` of the
-    /// source NAT rules), with its address: added to that veth, its network routed there
-    /// through a gateway inside it (so MASQUERADE picks this address, as on the appliance).
-    pub server_interface: Option<(String, IpNet)>,
+    /// The appliance interfaces placed on the LB's server-side veth (per address family,
+    /// the first `out` of that family's source NAT rules), with their addresses: added to
+    /// that veth, their networks routed there through a gateway inside them (so MASQUERADE
+    /// picks this address, as on the appliance).
+    pub server_interfaces: Vec<(String, IpNet)>,
     /// Networks on the server side: packets from them are injected from the server side.
     pub server_networks: Vec<IpNet>,
     /// Some rule rewrites sources (SNAT / MASQUERADE): a forwarded frame is matched by
@@ -139,8 +148,11 @@ impl KernelRules {
             }
         }
         if let Some(table) = flows {
-            rules.flows_iptables = datapath::flows::compile::iptables(table, Family::V4);
-            rules.flows_ip6tables = datapath::flows::compile::iptables(table, Family::V6);
+            let compiled = |family| {
+                accept_translated_replies(&datapath::flows::compile::iptables(table, family))
+            };
+            rules.flows_iptables = compiled(Family::V4);
+            rules.flows_ip6tables = compiled(Family::V6);
             rules.features.push(row(
                 "flows",
                 "iptables-restore (IPv4) and ip6tables-restore (IPv6): mangle PREROUTING, one chain per flow, MARK",
@@ -149,15 +161,6 @@ impl KernelRules {
         }
         if !directors.is_empty() {
             rules.director_nft = director_nft(directors, &mut rules)?;
-        }
-        // Only what an IPv6 packet can reach matters: fwmark services (marks are
-        // family-blind, their DNAT is IPv4) and IPv6 services the kernel cannot
-        // reproduce (refused in `director_nft`).
-        let by_fwmark = |d: &DirectorConfig| {
-            !matches!(d.build().map(|spec| spec.key), Ok(ServiceKey::Tuple { .. }))
-        };
-        if directors.iter().any(by_fwmark) {
-            rules.refuse_ipv6("directors by fwmark are reproduced for IPv4 only (nft `ip` DNAT)");
         }
         Ok(rules)
     }
@@ -216,6 +219,15 @@ impl KernelRules {
         }
     }
 
+    /// The rule of the real server a connection went to: by address and port, or, for a
+    /// real configured without a port (it keeps the virtual port), by address.
+    pub fn backend_rule(&self, backend: SocketAddr) -> Option<&BackendRule> {
+        let portless = SocketAddr::new(backend.ip(), 0);
+        self.backends
+            .get(&backend)
+            .or_else(|| self.backends.get(&portless))
+    }
+
     /// Whether a packet from `address` enters from the server side.
     pub fn is_server(&self, address: IpAddr) -> bool {
         self.server_addresses.contains(&address)
@@ -223,8 +235,9 @@ impl KernelRules {
     }
 
     /// Compile the appliance's `[[nat]]` rules as nft `nat` prerouting `dnat` and
-    /// postrouting `snat` / `masquerade` (the first `out` interface of the source NAT rules
-    /// becomes the LB's server-side veth; rules naming another one are not reproduced).
+    /// postrouting `snat` / `masquerade`, IPv4 rules in an `ip` table and IPv6 rules in an
+    /// `ip6` one (per family, the first `out` interface of the source NAT rules becomes an
+    /// address on the LB's server-side veth; rules naming another one are not reproduced).
     pub fn add_nat(
         &mut self,
         rules: &[NatRuleConfig],
@@ -233,12 +246,15 @@ impl KernelRules {
         if rules.is_empty() {
             return;
         }
-        self.refuse_ipv6("[[nat]] rules are reproduced for IPv4 only (nft `ip` nat)");
-        let server = rules.iter().find_map(|r| r.out.clone());
-        if let Some(name) = &server
-            && let Some(address) = interfaces.get(name)
-        {
-            self.server_interface = Some((name.clone(), address.0));
+        for family in [IpFamily::V4, IpFamily::V6] {
+            let server = rules
+                .iter()
+                .filter(|rule| nat_rule_family(rule, interfaces) == Some(family))
+                .find_map(|rule| rule.out.as_ref());
+            let Some((name, address)) = server.and_then(|n| interfaces.get_key_value(n)) else {
+                continue;
+            };
+            self.server_interfaces.push((name.clone(), address.0));
             self.server_networks.push(address.0.trunc());
             self.features.push(row(
                 format!("interface {name} ({})", address.0),
@@ -248,50 +264,12 @@ impl KernelRules {
                 true,
             ));
         }
-        self.nat_nft = nat_nft(rules, server.as_deref(), self);
+        self.nat_nft = nat_nft(rules, interfaces, self);
     }
 
     fn install_server_interface(&self, topology: &Topology) -> anyhow::Result<()> {
-        let Some((_, address)) = &self.server_interface else {
-            return Ok(());
-        };
-        let lb = topology.lb_ns();
-        let gateway = gateway_in(address).to_string();
-        let cidr = address.to_string();
-        topology.exec(
-            &lb,
-            &["ip", "addr", "add", &cidr, "dev", LB_SERVER_IFACE],
-            None,
-        )?;
-        let neighbour = [
-            "ip",
-            "neigh",
-            "replace",
-            &gateway,
-            "lladdr",
-            &mac_text(SERVER_MAC),
-            "dev",
-            LB_SERVER_IFACE,
-            "nud",
-            "permanent",
-        ];
-        topology.exec(&lb, &neighbour, None)?;
-        let network = address.trunc().to_string();
-        for table in ["main".to_string(), FROM_CLIENT_TABLE.to_string()] {
-            let route = [
-                "ip",
-                "route",
-                "replace",
-                &network,
-                "via",
-                &gateway,
-                "dev",
-                LB_SERVER_IFACE,
-                "onlink",
-                "table",
-                &table,
-            ];
-            topology.exec(&lb, &route, None)?;
+        for (_, address) in &self.server_interfaces {
+            install_interface_address(topology, address)?;
         }
         Ok(())
     }
@@ -509,6 +487,21 @@ fn service_match(key: ServiceKey) -> Option<String> {
     }
 }
 
+/// The flowmgr compiler's iptables-restore output with a first mangle PREROUTING rule
+/// accepting replies of translated connections (`--ctstate SNAT,DNAT --ctdir REPLY`): the
+/// appliance un-NATs director and `[[nat]]` replies before its flows and does not
+/// classify them (the pipeline's `director_reply` / `nat_reply`), so a flow table ending
+/// in `deny` must not drop them here.
+fn accept_translated_replies(text: &str) -> String {
+    let Some(at) = text.find("\n-A PREROUTING ") else {
+        return text.to_string();
+    };
+    let (head, tail) = text.split_at(at + 1);
+    format!(
+        "{head}# replies of translated connections: un-NATed before the flows, not classified\n-A PREROUTING -m conntrack --ctstate SNAT,DNAT --ctdir REPLY -j ACCEPT\n{tail}"
+    )
+}
+
 /// How a director's backend choice is reproduced in the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -572,10 +565,23 @@ fn scheduler_selector(
     }
 }
 
+/// The kernel mechanism of direct-routing directors.
+const DIRECT_ROUTING: &str = "kernel routing: direct routing leaves the IP packet as it is (the real server's MAC, hence the backend choice, is not compared)";
+
+/// Whether a director is of IPv6: its VIP's family or, for a fwmark service, its real
+/// servers' (IPVS: `ipvsadm -A -f N -6`).
+fn director_is_ipv6(key: ServiceKey, reals: &[&RealSpec]) -> bool {
+    match key {
+        ServiceKey::Tuple { vip, .. } => vip.is_ipv6(),
+        ServiceKey::Fwmark(_) => reals.first().is_some_and(|r| r.address.is_ipv6()),
+    }
+}
+
 fn director_nft(directors: &[DirectorConfig], rules: &mut KernelRules) -> anyhow::Result<String> {
-    // DNAT lines per family: IPv4 services (and fwmark ones) in `table ip`, IPv6 VIPs in
-    // `table ip6`.
+    // DNAT lines per family: IPv4 services (and fwmark ones of IPv4 reals) in `table ip`,
+    // IPv6 VIPs (and fwmark ones of IPv6 reals) in `table ip6`.
     let (mut lines, mut lines6) = (String::new(), String::new());
+    let (mut chains, mut chains6) = (String::new(), String::new());
     for config in directors {
         let spec = config
             .build()
@@ -587,48 +593,54 @@ fn director_nft(directors: &[DirectorConfig], rules: &mut KernelRules) -> anyhow
             spec.key
         );
         let reals: Vec<_> = spec.reals.iter().filter(|r| r.weight > 0).collect();
-        let v6 = matches!(spec.key, ServiceKey::Tuple { vip, .. } if vip.is_ipv6());
+        let v6 = director_is_ipv6(spec.key, &reals);
         let (Some(matcher), false) = (service_match(spec.key), reals.is_empty()) else {
             rules
                 .features
                 .push(row(feature, "none (no usable real)", false));
             continue;
         };
+        let direct = |r: &&RealSpec| r.forward == Forward::Dr && r.address.is_ipv6() == v6;
+        if reals.iter().all(direct) {
+            rules.features.push(row(feature, DIRECT_ROUTING, true));
+            continue;
+        }
         if reals
             .iter()
             .any(|r| r.forward != Forward::Nat || r.address.is_ipv6() != v6)
         {
             rules.features.push(row(
                 feature,
-                "none (dr/tun forwarding, or reals of another family than the VIP)",
+                "none (tun forwarding, mixed forwarding methods, or reals of another family than the VIP)",
                 false,
             ));
-            if v6 {
-                rules.refuse_ipv6("an IPv6 director with no kernel counterpart");
+            if v6 || matches!(spec.key, ServiceKey::Fwmark(_)) {
+                rules.refuse_ipv6("an IPv6 or fwmark director with no kernel counterpart");
             }
             continue;
         }
-        let map = slot_map(spec.scheduler, &reals);
+        let slots = slots(spec.scheduler, &reals);
         let ip = if v6 { "ip6" } else { "ip" };
         let (selector, mut matching, mut mechanism) =
-            scheduler_selector(spec.scheduler, map.len(), ip);
+            scheduler_selector(spec.scheduler, slots.len(), ip);
         if spec.persistence.is_some() {
             matching = BackendMatch::StandIn;
             mechanism = format!(
                 "{mechanism}; persistence has no kernel counterpart (backend not compared)"
             );
         }
-        let _ = writeln!(
-            if v6 { &mut lines6 } else { &mut lines },
-            "\t\t{matcher} counter dnat {ip} to {selector} map {{ {} }}",
-            map.join(", ")
-        );
+        let (lines, chains) = match v6 {
+            false => (&mut lines, &mut chains),
+            true => (&mut lines6, &mut chains6),
+        };
+        let statement = dnat_statement(&spec.name, ip, &selector, &slots, chains);
+        let _ = writeln!(lines, "\t\t{matcher} counter {statement}");
         record_director(rules, &spec, &reals, &mechanism, matching);
         rules.features.push(row(feature, mechanism, true));
     }
-    let mut out = nat_table("ip", DIRECTOR_TABLE, &lines);
+    let mut out = nat_table("ip", DIRECTOR_TABLE, &lines, &chains);
     if !lines6.is_empty() {
-        out.push_str(&nat_table("ip6", DIRECTOR6_TABLE, &lines6));
+        out.push_str(&nat_table("ip6", DIRECTOR6_TABLE, &lines6, &chains6));
     }
     Ok(out)
 }
@@ -659,11 +671,11 @@ fn record_director(
     }
 }
 
-/// The DNAT map's slots (`0 : 10.0.2.3 . 25`). IPVS keeps real servers in a list it adds
-/// to at the head (`list_add_rcu`), and rr starts from the head: the last real added is
-/// chosen first. numgen counts from 0, so the map lists the reals in that (reverse
+/// The DNAT map's slots, in order. IPVS keeps real servers in a list it adds to at the
+/// head (`list_add_rcu`), and rr starts from the head: the last real added is chosen
+/// first. numgen counts from 0, so the map lists the reals in that (reverse
 /// configuration) order. Hash emulations repeat a real once per unit of weight.
-fn slot_map(scheduler: SchedulerKind, reals: &[&RealSpec]) -> Vec<String> {
+fn slots<'r>(scheduler: SchedulerKind, reals: &[&'r RealSpec]) -> Vec<&'r RealSpec> {
     let hashed = matches!(
         scheduler,
         SchedulerKind::Sh | SchedulerKind::Dh | SchedulerKind::Mh
@@ -677,18 +689,61 @@ fn slot_map(scheduler: SchedulerKind, reals: &[&RealSpec]) -> Vec<String> {
             } else {
                 1
             };
-            std::iter::repeat_n(real, copies)
+            std::iter::repeat_n(*real, copies)
         })
-        .enumerate()
-        .map(|(index, real)| format!("{index} : {} . {}", real.address.ip(), real.address.port()))
         .collect()
 }
 
+/// A director's DNAT statement over its slots. A real without a port (`:0`) keeps the
+/// virtual port, as in IPVS, but nft's `dnat to … map` sets the port it maps to (0
+/// included), so: every real with a port, a map to `address . port`
+/// (`0 : 10.0.2.3 . 25`); none with a port, a map to addresses; a mix, a verdict map to
+/// one chain per slot (appended to `chains`) whose `dnat` has a port or not.
+fn dnat_statement(
+    director: &str,
+    ip: &str,
+    selector: &str,
+    slots: &[&RealSpec],
+    chains: &mut String,
+) -> String {
+    let ports = || slots.iter().map(|real| real.address.port());
+    let entries = |entry: &dyn Fn(usize, &RealSpec) -> String| {
+        let entries: Vec<String> = (0..slots.len()).map(|i| entry(i, slots[i])).collect();
+        entries.join(", ")
+    };
+    if ports().all(|port| port != 0) {
+        let map =
+            entries(&|i, real| format!("{i} : {} . {}", real.address.ip(), real.address.port()));
+        return format!("dnat {ip} to {selector} map {{ {map} }}");
+    }
+    if ports().all(|port| port == 0) {
+        let map = entries(&|i, real| format!("{i} : {}", real.address.ip()));
+        return format!("dnat {ip} to {selector} map {{ {map} }}");
+    }
+    let identifier: String = director
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let map = entries(&|i, _| format!("{i} : goto real_{identifier}_{i}"));
+    for (index, real) in slots.iter().enumerate() {
+        let target = match (real.address.port(), real.address.ip()) {
+            (0, address) => address.to_string(),
+            (port, IpAddr::V6(address)) => format!("[{address}]:{port}"),
+            (port, IpAddr::V4(address)) => format!("{address}:{port}"),
+        };
+        let _ = writeln!(
+            chains,
+            "\tchain real_{identifier}_{index} {{\n\t\tmeta l4proto {{ tcp, udp }} dnat {ip} to {target}\n\t}}"
+        );
+    }
+    format!("{selector} vmap {{ {map} }}")
+}
+
 /// A director table: the DNAT lines in prerouting, and the same in output (synproxy's
-/// SYN toward the server is made locally).
-fn nat_table(family: &str, name: &str, lines: &str) -> String {
+/// SYN toward the server is made locally), plus the per-real chains of verdict maps.
+fn nat_table(family: &str, name: &str, lines: &str, chains: &str) -> String {
     format!(
-        "table {family} {name}\ndelete table {family} {name}\ntable {family} {name} {{\n\tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n{lines}\t}}\n\tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n{lines}\t}}\n}}\n"
+        "table {family} {name}\ndelete table {family} {name}\ntable {family} {name} {{\n{chains}\tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n{lines}\t}}\n\tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n{lines}\t}}\n}}\n"
     )
 }
 
@@ -796,7 +851,80 @@ fn gateway_in(address: &IpNet) -> IpAddr {
     }
 }
 
-fn nat_selector(rule: &NatRuleConfig) -> String {
+/// Add an appliance interface's address to the LB's server-side veth (IPv6 without
+/// duplicate address detection: a tentative address is never a source), and route its
+/// network there through a gateway inside it, in the main and the from-client tables.
+fn install_interface_address(topology: &Topology, address: &IpNet) -> anyhow::Result<()> {
+    let lb = topology.lb_ns();
+    let gateway = gateway_in(address).to_string();
+    let cidr = address.to_string();
+    let mut add = vec!["ip", "addr", "add", &cidr, "dev", LB_SERVER_IFACE];
+    if address.addr().is_ipv6() {
+        add.push("nodad");
+    }
+    topology.exec(&lb, &add, None)?;
+    let server_mac = mac_text(SERVER_MAC);
+    let neighbour = [
+        "ip",
+        "neigh",
+        "replace",
+        &gateway,
+        "lladdr",
+        &server_mac,
+        "dev",
+        LB_SERVER_IFACE,
+        "nud",
+        "permanent",
+    ];
+    topology.exec(&lb, &neighbour, None)?;
+    let network = address.trunc().to_string();
+    for table in ["main".to_string(), FROM_CLIENT_TABLE.to_string()] {
+        let route = [
+            "ip",
+            "route",
+            "replace",
+            &network,
+            "via",
+            &gateway,
+            "dev",
+            LB_SERVER_IFACE,
+            "onlink",
+            "table",
+            &table,
+        ];
+        topology.exec(&lb, &route, None)?;
+    }
+    Ok(())
+}
+
+/// The address family of a `[[nat]]` rule: that of every address it names (`src`, `dst`,
+/// `to`, the `out` interface's address), which is the only family of packets the
+/// simulator's rule translates. `None` when they mix families (the simulator matches
+/// packets of one family and cannot rewrite them to the other).
+fn nat_rule_family(
+    rule: &NatRuleConfig,
+    interfaces: &BTreeMap<String, InterfaceAddress>,
+) -> Option<IpFamily> {
+    let out = rule.out.as_ref().and_then(|name| interfaces.get(name));
+    let to = match rule.action {
+        NatAction::Dnat { address, .. } | NatAction::Snat { address, .. } => Some(address),
+        NatAction::Masquerade { .. } => None,
+    };
+    let addresses = [
+        rule.src.map(|n| n.addr()),
+        rule.dst.map(|d| d.network.addr()),
+        to,
+        out.map(|a| a.0.addr()),
+    ];
+    let mut families = addresses.into_iter().flatten().map(|a| a.is_ipv6());
+    let v6 = families.next()?;
+    families
+        .all(|f| f == v6)
+        .then_some(if v6 { IpFamily::V6 } else { IpFamily::V4 })
+}
+
+fn nat_selector(rule: &NatRuleConfig, family: IpFamily) -> String {
+    let ip = family.keyword();
     let mut parts = Vec::new();
     match rule.proto {
         Some(ip_proto::UDP) => parts.push("meta l4proto udp".to_string()),
@@ -804,15 +932,15 @@ fn nat_selector(rule: &NatRuleConfig) -> String {
         None => parts.push("meta l4proto { tcp, udp }".to_string()),
     }
     if let Some(src) = rule.src {
-        parts.push(format!("ip saddr {src}"));
+        parts.push(format!("{ip} saddr {src}"));
     }
     if let Some(dst) = rule.dst {
-        let network = if dst.network.prefix_len() == 32 {
+        let network = if dst.network.prefix_len() == dst.network.max_prefix_len() {
             dst.network.addr().to_string()
         } else {
             dst.network.to_string()
         };
-        parts.push(format!("ip daddr {network}"));
+        parts.push(format!("{ip} daddr {network}"));
         if let Some(port) = dst.port {
             let name = if rule.proto == Some(ip_proto::UDP) {
                 "udp"
@@ -825,62 +953,93 @@ fn nat_selector(rule: &NatRuleConfig) -> String {
     parts.join(" ")
 }
 
+/// The nft statement of an action (`dnat ip to 10.0.3.4:8080`, `snat ip6 to
+/// [2001:db8:3::1]:20000-20099`, `masquerade to :1024-2047`).
 fn nat_statement(action: &NatAction) -> String {
     let range = |ports: &Option<(u16, u16)>| match ports {
         Some((min, max)) if min == max => format!(":{min}"),
         Some((min, max)) => format!(":{min}-{max}"),
         None => String::new(),
     };
+    // An IPv6 address followed by a port is written in brackets.
+    let target = |address: &IpAddr, ports: String| match (address, ports.is_empty()) {
+        (IpAddr::V6(v6), false) => format!("ip6 to [{v6}]{ports}"),
+        (IpAddr::V6(v6), true) => format!("ip6 to {v6}"),
+        (IpAddr::V4(v4), _) => format!("ip to {v4}{ports}"),
+    };
     match action {
-        NatAction::Dnat {
-            address,
-            port: Some(port),
-        } => format!("dnat ip to {address}:{port}"),
-        NatAction::Dnat {
-            address,
-            port: None,
-        } => format!("dnat ip to {address}"),
-        NatAction::Snat { address, ports } => format!("snat ip to {address}{}", range(ports)),
+        NatAction::Dnat { address, port } => {
+            let port = port.map_or(String::new(), |p| format!(":{p}"));
+            format!("dnat {}", target(address, port))
+        }
+        NatAction::Snat { address, ports } => format!("snat {}", target(address, range(ports))),
         NatAction::Masquerade { ports: None } => "masquerade".into(),
         NatAction::Masquerade { ports } => format!("masquerade to {}", range(ports)),
     }
 }
 
-/// nft `nat` table for `[[nat]]` rules: DNAT in prerouting (dstnat), SNAT / MASQUERADE
-/// in postrouting (srcnat) with `oifname` the server veth for rules whose `out` is the
-/// server-side interface. IPv6 rules and rules on another output interface are skipped.
-fn nat_nft(rules: &[NatRuleConfig], server: Option<&str>, kernel: &mut KernelRules) -> String {
-    let (mut prerouting, mut postrouting) = (String::new(), String::new());
+/// The prerouting and postrouting lines of one family's `nat` table.
+#[derive(Default)]
+struct NatLines {
+    prerouting: String,
+    postrouting: String,
+}
+
+impl NatLines {
+    fn table(&self, family: IpFamily, name: &str) -> String {
+        let ip = family.keyword();
+        format!(
+            "table {ip} {name}\ndelete table {ip} {name}\ntable {ip} {name} {{\n\tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n{}\t}}\n\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n{}\t}}\n}}\n",
+            self.prerouting, self.postrouting
+        )
+    }
+}
+
+/// nft `nat` tables for `[[nat]]` rules, `ip` for IPv4 rules and `ip6` for IPv6 ones
+/// (see [`nat_rule_family`]): DNAT in prerouting (dstnat), SNAT / MASQUERADE in
+/// postrouting (srcnat) with `oifname` the server veth for rules whose `out` is the
+/// family's server-side interface. Rules mixing families and rules on another output
+/// interface are skipped.
+fn nat_nft(
+    rules: &[NatRuleConfig],
+    interfaces: &BTreeMap<String, InterfaceAddress>,
+    kernel: &mut KernelRules,
+) -> String {
+    let (mut lines, mut lines6) = (NatLines::default(), NatLines::default());
     for (index, rule) in rules.iter().enumerate() {
-        let feature = format!("nat rule {} ({})", index + 1, nat_statement(&rule.action));
-        let v6 = rule.src.is_some_and(|n| n.addr().is_ipv6())
-            || rule.dst.is_some_and(|d| d.network.addr().is_ipv6())
-            || matches!(rule.action, NatAction::Dnat { address, .. } | NatAction::Snat { address, .. } if address.is_ipv6());
-        if v6 || (rule.out.is_some() && rule.out.as_deref() != server) {
-            kernel.features.push(row(
-                feature,
-                "none (IPv6 or a second output interface)",
-                false,
-            ));
-            continue;
-        }
-        let selector = nat_selector(rule);
         let statement = nat_statement(&rule.action);
+        let feature = format!("nat rule {} ({statement})", index + 1);
+        let family = nat_rule_family(rule, interfaces);
+        let server = family.and_then(|family| {
+            let mut servers = kernel.server_interfaces.iter();
+            servers.find(|(_, address)| family.has(address.addr()))
+        });
+        let other_out = rule.out.is_some() && rule.out.as_ref() != server.map(|s| &s.0);
+        let Some(family) = family.filter(|_| !other_out) else {
+            let why = "none (addresses of both families, or a second output interface)";
+            kernel.features.push(row(feature, why, false));
+            continue;
+        };
+        let selector = nat_selector(rule, family);
+        let lines = match family {
+            IpFamily::V4 => &mut lines,
+            IpFamily::V6 => &mut lines6,
+        };
         match (&rule.action, &rule.out) {
             (NatAction::Dnat { address, .. }, _) => {
                 kernel.server_addresses.insert(*address);
-                let _ = writeln!(prerouting, "\t\t{selector} counter {statement}");
+                let _ = writeln!(lines.prerouting, "\t\t{selector} counter {statement}");
             }
-            (_, Some(_)) => {
+            (_, out) => {
                 kernel.source_nat = true;
+                let device = match out {
+                    Some(_) => format!("oifname \"{LB_SERVER_IFACE}\" "),
+                    None => String::new(),
+                };
                 let _ = writeln!(
-                    postrouting,
-                    "\t\toifname \"{LB_SERVER_IFACE}\" {selector} counter {statement}"
+                    lines.postrouting,
+                    "\t\t{device}{selector} counter {statement}"
                 );
-            }
-            (_, None) => {
-                kernel.source_nat = true;
-                let _ = writeln!(postrouting, "\t\t{selector} counter {statement}");
             }
         }
         let hook = if rule.action.is_source() {
@@ -888,11 +1047,115 @@ fn nat_nft(rules: &[NatRuleConfig], server: Option<&str>, kernel: &mut KernelRul
         } else {
             "prerouting"
         };
-        kernel
-            .features
-            .push(row(feature, format!("nft nat {hook}: {statement}"), true));
+        let table = match family {
+            IpFamily::V4 => "nft nat",
+            IpFamily::V6 => "nft ip6 nat",
+        };
+        let mechanism = format!("{table} {hook}: {statement}");
+        kernel.features.push(row(feature, mechanism, true));
     }
-    format!(
-        "table ip {NAT_TABLE}\ndelete table ip {NAT_TABLE}\ntable ip {NAT_TABLE} {{\n\tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n{prerouting}\t}}\n\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n{postrouting}\t}}\n}}\n"
-    )
+    let mut text = lines.table(IpFamily::V4, NAT_TABLE);
+    if !(lines6.prerouting.is_empty() && lines6.postrouting.is_empty()) {
+        text.push_str(&lines6.table(IpFamily::V6, NAT6_TABLE));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn real(address: &str) -> RealSpec {
+        RealSpec {
+            address: address.parse().expect("socket address"),
+            weight: 1,
+            forward: Forward::Nat,
+            upper_threshold: 0,
+            lower_threshold: 0,
+            mac: None,
+        }
+    }
+
+    #[test]
+    fn dnat_statements_keep_the_virtual_port_of_port_less_reals() {
+        let (with_port, without_port) = (real("10.0.2.1:25"), real("10.0.2.2:0"));
+        let mut chains = String::new();
+        let both = [&with_port, &with_port];
+        assert_eq!(
+            dnat_statement("a", "ip", "numgen inc mod 2", &both, &mut chains),
+            "dnat ip to numgen inc mod 2 map { 0 : 10.0.2.1 . 25, 1 : 10.0.2.1 . 25 }"
+        );
+        let neither = [&without_port];
+        assert_eq!(
+            dnat_statement("a", "ip", "numgen inc mod 1", &neither, &mut chains),
+            "dnat ip to numgen inc mod 1 map { 0 : 10.0.2.2 }"
+        );
+        assert!(chains.is_empty());
+        let v6 = real("[2001:db8::3]:8080");
+        let mixed = [&without_port, &v6];
+        assert_eq!(
+            dnat_statement("web-1", "ip6", "numgen inc mod 2", &mixed, &mut chains),
+            "numgen inc mod 2 vmap { 0 : goto real_web_1_0, 1 : goto real_web_1_1 }"
+        );
+        assert!(chains.contains(
+            "chain real_web_1_0 {\n\t\tmeta l4proto { tcp, udp } dnat ip6 to 10.0.2.2\n"
+        ));
+        assert!(chains.contains("dnat ip6 to [2001:db8::3]:8080"));
+    }
+
+    #[test]
+    fn a_nat_rule_is_of_the_family_of_every_address_it_names() {
+        let interfaces: BTreeMap<String, InterfaceAddress> =
+            [("inside", "10.0.3.1/24"), ("inside6", "2001:db8:3::1/64")]
+                .into_iter()
+                .map(|(name, net)| (name.to_string(), InterfaceAddress(net.parse().unwrap())))
+                .collect();
+        #[derive(serde::Deserialize)]
+        struct File {
+            nat: Vec<NatRuleConfig>,
+        }
+        let rules = toml::from_str::<File>(
+            r#"nat = [
+            { kind = "masquerade", out = "inside6" },
+            { kind = "masquerade", out = "inside", src = "198.51.100.0/24" },
+            { kind = "dnat", proto = "tcp", dst = "[2001:db8::1]:80", to = "[2001:db8:3::4]:8080" },
+            { kind = "snat", out = "inside", src = "2001:db8:c::/48", to = "10.0.3.1" },
+        ]"#,
+        )
+        .expect("rules")
+        .nat;
+        let families: Vec<_> = rules
+            .iter()
+            .map(|rule| nat_rule_family(rule, &interfaces))
+            .collect();
+        assert_eq!(
+            families,
+            [
+                Some(IpFamily::V6),
+                Some(IpFamily::V4),
+                Some(IpFamily::V6),
+                None
+            ]
+        );
+        assert_eq!(
+            nat_statement(&rules[2].action),
+            "dnat ip6 to [2001:db8:3::4]:8080"
+        );
+        assert_eq!(
+            nat_selector(&rules[2], IpFamily::V6),
+            "meta l4proto tcp ip6 daddr 2001:db8::1 tcp dport 80"
+        );
+    }
+
+    #[test]
+    fn translated_replies_are_accepted_before_the_first_flow() {
+        let text = "*mangle\n:PREROUTING ACCEPT [0:0]\n:web - [0:0]\n-A PREROUTING -j web\n-A web -j ACCEPT\nCOMMIT\n";
+        let accepted = accept_translated_replies(text);
+        let rule = "-A PREROUTING -m conntrack --ctstate SNAT,DNAT --ctdir REPLY -j ACCEPT\n-A PREROUTING -j web\n";
+        assert!(accepted.contains(rule), "{accepted}");
+        assert_eq!(
+            accept_translated_replies("*mangle\nCOMMIT\n"),
+            "*mangle\nCOMMIT\n"
+        );
+    }
 }
