@@ -191,6 +191,28 @@ fn fwmark_persistence_keeps_http_and_https_on_one_server_until_timeout() {
     assert_ne!(third, other_server);
 }
 
+/// A fwmark service is of its real servers' family (IPVS: `__ip_vs_svc_fwm_find` compares
+/// the service's family): an IPv6 packet carrying the mark of an IPv4 service is not the
+/// service's (the director lets it pass), an IPv4 one is.
+#[test]
+fn a_fwmark_service_takes_only_its_real_servers_family() {
+    let mut d = directors(FWMARK_SERVICE, DirectorOptions::default());
+    let mut v6 = PacketBuilder::eth()
+        .ipv6(
+            "2001:db8::7".parse().unwrap(),
+            "2001:db8:ffff::10".parse().unwrap(),
+        )
+        .tcp(40000, 80)
+        .syn()
+        .build();
+    assert_eq!(send(&mut d, 0, &mut v6, Some(80)), None);
+    let mut v4 = tcp([198, 51, 100, 7], 40000, VIP, 80, tcp_flags::SYN);
+    assert_eq!(
+        send(&mut d, 0, &mut v4, Some(80)).map(|decision| decision.verdict),
+        Some(Verdict::Forward)
+    );
+}
+
 #[test]
 fn flood_fills_the_table_then_drops_new_connections_and_counts_them() {
     let options = DirectorOptions {

@@ -118,6 +118,19 @@ impl Service {
         }
     }
 
+    /// Whether the service takes packets of this family (IPv6 when `ipv6`). A fwmark service
+    /// is of its real servers' family, as IPVS looks fwmark services up per family
+    /// (`__ip_vs_svc_fwm_find` compares `svc->af`): a packet of the other family carrying
+    /// the mark is not the service's. Services without real servers, or with both families,
+    /// take both.
+    pub fn serves_family(&self, ipv6: bool) -> bool {
+        let mut families = self.spec.reals.iter().map(|r| r.address.is_ipv6());
+        match families.next() {
+            Some(first) if families.all(|f| f == first) => first == ipv6,
+            _ => true,
+        }
+    }
+
     /// The service's virtual port (0 for fwmark and port-zero services).
     pub fn port(&self) -> u16 {
         match self.spec.key {
@@ -284,6 +297,7 @@ impl Directors {
     ) -> Option<usize> {
         if let Some(mark) = fwmark.filter(|&m| m != 0)
             && let Some(&index) = self.by_key.get(&ServiceKey::Fwmark(mark))
+            && self.services[index].serves_family(destination.is_ipv6())
         {
             return Some(index);
         }

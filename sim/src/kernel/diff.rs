@@ -372,13 +372,6 @@ fn kernel_rule(sim: &SimPacket, packet: &KernelPacket, rules: &KernelRules) -> S
     {
         return format!("nft synproxy: {rule}");
     }
-    if let (Some(backend), Some(source)) = (sim.backend, sim.input.src)
-        && backend.is_ipv6() != source.is_ipv6()
-    {
-        return format!(
-            "no DNAT: the packet's fwmark service of the other address family (its real {backend}) has no rule in this family's table"
-        );
-    }
     if let Some(rule) = director_rule(sim, rules) {
         return rule.mechanism.clone();
     }
