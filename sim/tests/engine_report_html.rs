@@ -2,9 +2,10 @@
 //! SVG only), well-formed (every element closed, in order), one plot per time series with a
 //! drawn line, and rendered by headless Chromium into a non-blank screenshot.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod browser_support;
+
+use std::path::Path;
+use std::process::Command;
 
 use sim::engine::Collect;
 use sim::run::{RunOptions, run_scenario};
@@ -44,48 +45,6 @@ fn well_formed(html: &str) -> usize {
     elements
 }
 
-fn chromium() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    ["chromium", "chromium-browser"].iter().find_map(|name| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(name))
-            .find(|candidate| candidate.is_file())
-    })
-}
-
-fn screenshot(browser: &Path, page: &Path, png: &Path, profile: &Path) {
-    let mut child = Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("--screenshot={}", png.display()))
-        .arg("--window-size=1100,2400")
-        .arg(format!("file://{}", page.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromium starts");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "chromium exited with {status}");
-            return;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("chromium did not finish within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn synflood_report_html_is_self_contained_well_formed_and_renders() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/synflood.toml");
@@ -120,18 +79,17 @@ fn synflood_report_html_is_self_contained_well_formed_and_renders() {
     std::fs::create_dir_all(&dir).unwrap();
     let page = dir.join("report.html");
     std::fs::write(&page, &html).unwrap();
-    let Some(browser) = chromium() else {
-        if std::env::var("LBSIM_SKIP_BROWSER").as_deref() == Ok("1") {
-            eprintln!("chromium missing; browser check skipped (LBSIM_SKIP_BROWSER=1)");
-            return;
-        }
-        panic!(
-            "chromium is not installed: install it (`apt-get install -y chromium`) or set \
-             LBSIM_SKIP_BROWSER=1 to skip the browser check"
-        );
+    let Some(browser) = browser_support::browser_or_skip() else {
+        return;
     };
     let png = dir.join("report.png");
-    screenshot(&browser, &page, &png, &dir.join("chromium-profile"));
+    browser_support::screenshot(
+        &browser,
+        &page,
+        &png,
+        &dir.join("chromium-profile"),
+        (1100, 2400),
+    );
     let bytes = std::fs::read(&png).expect("screenshot written");
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "screenshot is a PNG");
     let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());

@@ -3,10 +3,11 @@
 //! arithmetic against a doubled calibration, and `plan.html` opened in headless Chromium
 //! (screenshot) with every inline SVG holding drawn lines.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod browser_support;
+
+use std::path::Path;
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 use sim::plan::sweep::{SweepTarget, SweepValue};
 use sim::plan::{self, Plan, PlanOptions, render};
@@ -176,48 +177,6 @@ fn attribute_values<'a>(
     })
 }
 
-fn chromium() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    ["chromium", "chromium-browser"].iter().find_map(|name| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(name))
-            .find(|candidate| candidate.is_file())
-    })
-}
-
-fn screenshot(browser: &Path, page: &Path, png: &Path, profile: &Path) {
-    let mut child = Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("--screenshot={}", png.display()))
-        .arg("--window-size=1200,2000")
-        .arg(format!("file://{}", page.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromium starts");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "chromium exited with {status}");
-            return;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("chromium did not finish within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn plan_html_renders_in_headless_chromium() {
     let plan = the_plan();
@@ -239,19 +198,12 @@ fn plan_html_renders_in_headless_chromium() {
     assert_eq!(svgs, 7, "one SVG per plot");
     assert!(empty.is_empty(), "SVGs without drawn lines: {empty:?}");
     assert!(!html.contains("<script") && !html.contains("<link") && !html.contains(" src="));
-    let Some(browser) = chromium() else {
-        if std::env::var("LBSIM_SKIP_BROWSER").as_deref() == Ok("1") {
-            eprintln!("chromium missing; browser check skipped (LBSIM_SKIP_BROWSER=1)");
-            return;
-        }
-        panic!(
-            "chromium is not installed: install it (`apt-get install -y chromium`, or run \
-             scripts/test as root) or set LBSIM_SKIP_BROWSER=1 to skip the browser check"
-        );
+    let Some(browser) = browser_support::browser_or_skip() else {
+        return;
     };
     let png = dir.join("plan.png");
     let profile = dir.join("chromium-profile");
-    screenshot(&browser, &page, &png, &profile);
+    browser_support::screenshot(&browser, &page, &png, &profile, (1200, 2000));
     let bytes = std::fs::read(&png).expect("screenshot written");
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "screenshot is a PNG");
     let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
