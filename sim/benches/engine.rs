@@ -12,30 +12,9 @@ use sim::run::{RunOptions, run_scenario};
 /// Packets per iteration: 2 Mpps of virtual traffic for 50 ms.
 const PACKETS: u64 = 100_000;
 
-const SCENARIO: &str = r#"
-name = "bench-synflood"
-seed = 1
-duration = "50ms"
-queues = 2
-
-[topology]
-interfaces = ["outside", "inside"]
-
-[[topology.network]]
-name = "internet"
-prefix = "0.0.0.0/0"
-iface = "outside"
-
-[[traffic]]
-kind = "syn_flood"
-from = "internet"
-rate = "2M/s"
-src = "0.0.0.0/0"
-dst = "192.0.2.10:80"
-"#;
-
 fn synflood(c: &mut Criterion) {
-    let loaded = sim::scenario::parse(Path::new("bench.toml"), SCENARIO).expect("valid scenario");
+    let text = sim::bench::compare::flood_scenario_on(PACKETS as usize, 2, "");
+    let loaded = sim::scenario::parse(Path::new("bench.toml"), &text).expect("valid scenario");
     let mut group = c.benchmark_group("engine_synflood");
     group.throughput(Throughput::Elements(PACKETS));
     group.sample_size(10);

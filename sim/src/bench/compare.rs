@@ -53,8 +53,10 @@ fn flood_scenario(packets: usize) -> String {
     flood_scenario_on(packets, 2, "")
 }
 
-/// The SYN-flood scenario on `queues` receive queues, with `appliance` TOML appended.
-fn flood_scenario_on(packets: usize, queues: u16, appliance: &str) -> String {
+/// The SYN-flood benchmark scenario (spoofed sources at 2 Mpps of virtual time, for about
+/// `packets` packets) on `queues` receive queues, with `appliance` TOML appended; also the
+/// criterion engine bench's scenario.
+pub fn flood_scenario_on(packets: usize, queues: u16, appliance: &str) -> String {
     let duration_us = (packets as u64 * 1_000_000).div_ceil(FLOOD_RATE).max(1);
     format!(
         r#"
