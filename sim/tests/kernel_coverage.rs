@@ -9,7 +9,7 @@ mod kernel_support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kernel_support::{kernel_tests_enabled, lock, own_namespaces};
+use kernel_support::{corpus, kernel_tests_enabled, lock, own_namespaces};
 use sim::kernel::diff::{
     DiffInput, load_explanations, render, run_input, scenario_explanation_path,
 };
@@ -23,14 +23,6 @@ fn repo(path: &str) -> PathBuf {
 
 /// `../shared/corpus/real` of the repository (the first ancestor that has it: worktrees
 /// sit deeper than the main checkout).
-fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|dir| dir.join("shared/corpus/real"))
-        .find(|dir| dir.is_dir())
-        .expect("../shared/corpus/real exists")
-}
-
 const CAPTURES: [&str; 24] = [
     "esnet__nmap_80_all.pcap",
     "esnet__one_way_all_flags.pcap",

@@ -14,11 +14,11 @@
 mod kernel_support;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use datapath::packet::builder::PacketBuilder;
-use kernel_support::{data, kernel_tests_enabled, lock, own_namespaces, write_pcap};
+use kernel_support::{corpus, data, kernel_tests_enabled, lock, own_namespaces, write_pcap};
 use sim::kernel::diff::{DiffInput, render, run_diff, run_input};
 
 const GAP: Duration = Duration::from_micros(200);
@@ -256,14 +256,6 @@ fn ipv6_fwmark_directors_agree_on_rr_order_rewrite_and_reply_un_nat() {
     // (a fwmark service is of its reals' family, as in IPVS): the flows decide it.
     let flows = &report.stages["flows"];
     assert_eq!((flows.compared, flows.agreed), (1, 1), "{text}");
-}
-
-fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|dir| dir.join("shared/corpus/real"))
-        .find(|dir| dir.is_dir())
-        .expect("../shared/corpus/real exists")
 }
 
 /// Real IPv6 captures through the game appliance (its director is an IPv4 tuple service,

@@ -7,11 +7,11 @@
 mod kernel_support;
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use datapath::packet::builder::PacketBuilder;
-use kernel_support::{data, kernel_tests_enabled, lock, own_namespaces, write_pcap};
+use kernel_support::{corpus, data, kernel_tests_enabled, lock, own_namespaces, write_pcap};
 use sim::kernel::diff::{DiffInput, DiffReport, render, run_diff, run_input};
 
 const GAP: Duration = Duration::from_micros(200);
@@ -76,14 +76,6 @@ fn shield_contexts_per_vlan_agree_with_the_kernel() {
     let forwarded = TABLE.iter().filter(|row| row.3).count() as u64;
     let shield = &report.stages["shield"];
     assert_eq!(shield.compared, 12 - forwarded, "{text}");
-}
-
-fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|dir| dir.join("shared/corpus/real"))
-        .find(|dir| dir.is_dir())
-        .expect("../shared/corpus/real exists")
 }
 
 /// Real captures with 802.1Q frames: ICMP in VLAN 123, an HTTP segment in VLAN 165, the

@@ -331,12 +331,7 @@ impl Lab {
         settle: Duration,
         traced: bool,
     ) -> anyhow::Result<KernelRun> {
-        if packets.len() > MAX_PACKETS_PER_RUN {
-            anyhow::bail!(
-                "{} packets: a kernel run holds at most {MAX_PACKETS_PER_RUN} (16-bit IPv4 ID tags)",
-                packets.len()
-            );
-        }
+        check_run_size(packets)?;
         // Fragments of one datagram share a tag (the first one's), or the kernel's
         // defragmentation could never put them together again.
         let mut datagram_tags: BTreeMap<Vec<u8>, u16> = BTreeMap::new();
@@ -497,12 +492,7 @@ pub fn run_kernel(
     rules: &KernelRules,
     gap: Duration,
 ) -> anyhow::Result<KernelRun> {
-    if packets.len() > MAX_PACKETS_PER_RUN {
-        anyhow::bail!(
-            "{} packets: a kernel run holds at most {MAX_PACKETS_PER_RUN} (16-bit IPv4 ID tags)",
-            packets.len()
-        );
-    }
+    check_run_size(packets)?; // before building a topology for nothing
     Lab::start(rules)?.run(packets, rules, gap, SETTLE_TIME)
 }
 
@@ -513,13 +503,19 @@ pub fn run_kernel_traced(
     rules: &KernelRules,
     gap: Duration,
 ) -> anyhow::Result<KernelRun> {
+    check_run_size(packets)?; // before building a topology for nothing
+    Lab::start(rules)?.run_traced(packets, rules, gap, SETTLE_TIME)
+}
+
+/// A run's packets must fit the 16-bit tags.
+fn check_run_size(packets: &[InputPacket]) -> anyhow::Result<()> {
     if packets.len() > MAX_PACKETS_PER_RUN {
         anyhow::bail!(
             "{} packets: a kernel run holds at most {MAX_PACKETS_PER_RUN} (16-bit IPv4 ID tags)",
             packets.len()
         );
     }
-    Lab::start(rules)?.run_traced(packets, rules, gap, SETTLE_TIME)
+    Ok(())
 }
 
 fn tag_of(ordinal: usize) -> u16 {

@@ -67,6 +67,15 @@ pub fn write_pcap(name: &str, frames: &[Vec<u8>]) -> PathBuf {
     path
 }
 
+/// The real captures, `../shared/corpus/real` (found from the workspace or a worktree).
+pub fn corpus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("shared/corpus/real"))
+        .find(|dir| dir.is_dir())
+        .expect("../shared/corpus/real exists")
+}
+
 /// A file of `sim/tests/data/kernel/`.
 pub fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
