@@ -143,14 +143,6 @@ impl Pipe {
         self.faults
     }
 
-    /// True when frames cross instantly and are never lost or damaged.
-    pub fn is_ideal(&self) -> bool {
-        self.latency_ns == 0
-            && self.bits_per_sec.is_none()
-            && self.loss_ppm == 0
-            && self.faults == Faults::default()
-    }
-
     /// The latency, when it is all the pipe does to a frame (no bandwidth limit, no loss,
     /// no faults): then a frame's arrival needs no draw and depends on nothing else.
     pub fn fixed_latency(&self) -> Option<TimeNs> {
