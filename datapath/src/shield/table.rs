@@ -7,7 +7,7 @@
 //! insertion is refused and the caller counts it. Keys are hashed with SipHash-1-3 keyed from
 //! the shield's seed, so spoofed sources cannot aim at one bucket without knowing it: the
 //! key's `Hash` bytes are gathered into a small buffer and hashed in one pass with the
-//! shared [`sip_round`] (the same value as the streaming `siphasher` `SipHasher13`, which
+//! shared [`siphash13`](crate::siphash::siphash13) (the same value as the streaming `siphasher` `SipHasher13`, which
 //! remains the fallback for keys longer than the buffer). A caller that looks a key up and
 //! then inserts it hashes once (`bucket_of`, `find_in`, `insert_in`, for the shield's
 //! per-source count).
@@ -17,7 +17,7 @@ use std::hash::{Hash, Hasher};
 
 use siphasher::sip::SipHasher13;
 
-use crate::siphash::sip_round;
+use crate::siphash::siphash13;
 
 /// Slots per bucket.
 pub const WAYS: usize = 8;
@@ -300,38 +300,7 @@ fn keyed_hash<K: Hash>(keys: (u64, u64), key: &K) -> u64 {
         key.hash(&mut hasher);
         return hasher.finish();
     }
-    sip13(keys, &collected.bytes[..collected.len])
-}
-
-/// SipHash-1-3 of a whole message (one compression round per word, three to finish).
-#[inline(always)]
-fn sip13(keys: (u64, u64), message: &[u8]) -> u64 {
-    let (k0, k1) = keys;
-    let mut v = [
-        k0 ^ 0x736f_6d65_7073_6575,
-        k1 ^ 0x646f_7261_6e64_6f6d,
-        k0 ^ 0x6c79_6765_6e65_7261,
-        k1 ^ 0x7465_6462_7974_6573,
-    ];
-    let (words, tail) = message.as_chunks::<8>();
-    for word in words {
-        let m = u64::from_le_bytes(*word);
-        v[3] ^= m;
-        sip_round(&mut v);
-        v[0] ^= m;
-    }
-    let mut last = (message.len() as u64) << 56;
-    for (index, &byte) in tail.iter().enumerate() {
-        last |= u64::from(byte) << (8 * index);
-    }
-    v[3] ^= last;
-    sip_round(&mut v);
-    v[0] ^= last;
-    v[2] ^= 0xff;
-    sip_round(&mut v);
-    sip_round(&mut v);
-    sip_round(&mut v);
-    v[0] ^ v[1] ^ v[2] ^ v[3]
+    siphash13(keys, &collected.bytes[..collected.len])
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::hash::Hasher;
 use std::net::IpAddr;
 
 use datapath::packet::IfaceId;
-use datapath::siphash::sip_round;
+use datapath::siphash::siphash13;
 use ipnet::IpNet;
 use siphasher::sip::SipHasher13;
 
@@ -163,7 +163,7 @@ pub fn queue_of(client: IpAddr, port: u16, queues: u16) -> u16 {
         IpAddr::V4(v4) => {
             let [a, b, c, d] = v4.octets();
             let [p0, p1] = port.to_le_bytes();
-            siphash13_short(&[a, b, c, d, p0, p1])
+            siphash13(RSS_KEYS, &[a, b, c, d, p0, p1])
         }
         IpAddr::V6(v6) => {
             let mut hasher = SipHasher13::new_with_keys(RSS_KEYS.0, RSS_KEYS.1);
@@ -184,31 +184,6 @@ fn reduce(hash: u64, queues: u16) -> u16 {
     } else {
         (hash % queues) as u16
     }
-}
-
-/// SipHash-1-3 under [`RSS_KEYS`] of a message shorter than 8 bytes: what
-/// `SipHasher13::write` + `finish` compute, without the streaming buffer (the flood's hot
-/// path hashes every packet's source once per receive queue).
-fn siphash13_short(message: &[u8]) -> u64 {
-    debug_assert!(message.len() < 8);
-    let (k0, k1) = RSS_KEYS;
-    let mut v = [
-        k0 ^ 0x736f_6d65_7073_6575,
-        k1 ^ 0x646f_7261_6e64_6f6d,
-        k0 ^ 0x6c79_6765_6e65_7261,
-        k1 ^ 0x7465_6462_7974_6573,
-    ];
-    let mut last = [0u8; 8];
-    last[..message.len()].copy_from_slice(message);
-    let block = u64::from_le_bytes(last) | ((message.len() as u64) << 56);
-    v[3] ^= block;
-    sip_round(&mut v);
-    v[0] ^= block;
-    v[2] ^= 0xff;
-    for _ in 0..3 {
-        sip_round(&mut v);
-    }
-    v[0] ^ v[1] ^ v[2] ^ v[3]
 }
 
 /// Receive queue of a packet seen without knowing which side is the client (captures):
@@ -262,9 +237,9 @@ mod tests {
     use super::*;
     use rand_core::{Rng, SeedableRng};
 
-    /// The short-message SipHash is the streaming hasher's result, byte for byte.
+    /// The queue hash (one-pass SipHash-1-3) is the streaming hasher's result, byte for byte.
     #[test]
-    fn short_siphash_matches_the_streaming_hasher() {
+    fn queue_hash_matches_the_streaming_hasher() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
         for _ in 0..100_000 {
             let address = std::net::Ipv4Addr::from(rng.next_u32());
