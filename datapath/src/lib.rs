@@ -19,6 +19,8 @@
 //!   protection, protection modes, Linux-style SYN cookies and the SYN proxy.
 //! - [`director`] — LVS/IPVS virtual services, the 13 kernel schedulers, persistence,
 //!   the connection table and NAT/DR/TUN forwarding; `ipvsadm`-style listings.
+//! - [`ip`] — the Linux IP layer: reassembly, the routing decision (martians, rp_filter,
+//!   multicast/broadcast), forwarding checks (TTL, MTU) and the ICMP errors they send.
 //! - [`nat`], [`conntrack`] — address rewriting and connection tracking for it.
 //! - [`siphash`] — the SipRound shared by the hand-unrolled SipHash of SYN cookies and of
 //!   the simulator's receive-queue hash.
@@ -28,6 +30,7 @@
 pub mod conntrack;
 pub mod director;
 pub mod flows;
+pub mod ip;
 pub mod nat;
 pub mod packet;
 pub mod pipeline;

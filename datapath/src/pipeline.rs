@@ -21,6 +21,8 @@ use std::ops::ControlFlow;
 
 use crate::director::Directors;
 use crate::flows::{FlowAction, FlowCounters, FlowTable};
+use crate::ip::defrag::Gathered;
+use crate::ip::{IpDecision, IpLayer};
 use crate::nat::{Nat, NatOutcome, current_flow, rewritten_meta};
 use crate::packet::fragments::{FragmentCounters, FragmentTracker};
 use crate::packet::{IfaceId, InvalidReason, LinkType, PacketMeta, ParseOptions, parse_into};
@@ -186,6 +188,7 @@ pub struct Pipeline {
     flows: Option<FlowStage>,
     directors: Option<Directors>,
     nat: Option<Nat>,
+    ip: Option<IpLayer>,
     /// QA: tables still to be made full, and after how many packets.
     qa_full_after: Vec<(QaTable, u64)>,
     /// QA: tables made full so far, with the packet count they were set to.
@@ -207,6 +210,8 @@ impl Default for Pipeline {
 struct Classified {
     outcome: PacketOutcome,
     forward: bool,
+    /// An ICMP error the IP layer answers with (back out of the ingress interface).
+    answer: Option<Vec<u8>>,
 }
 
 impl Pipeline {
@@ -223,6 +228,7 @@ impl Pipeline {
             flows: None,
             directors: None,
             nat: None,
+            ip: None,
             qa_full_after: Vec::new(),
             qa_full: Vec::new(),
             keep_spares: false,
@@ -326,9 +332,16 @@ impl Pipeline {
             && let Some(outcome) = self.shield_stage(now, link, &mut frame)
         {
             self.keep_spare(frame);
-            return outcome;
+            return self.unroutable_answer(outcome);
         }
-        if self.flows.is_none() && self.nat.is_none() && self.directors.is_none() {
+        if self.ip.is_some() && self.last_meta.frag.is_fragment {
+            return self.reassemble(now, iface, link, frame);
+        }
+        if self.flows.is_none()
+            && self.nat.is_none()
+            && self.directors.is_none()
+            && self.ip.is_none()
+        {
             // What `classify` decides without any of its stages.
             self.emitted.push(EmittedFrame { iface, frame });
             return PacketOutcome::decided(Stage::Forward, Verdict::Pass);
@@ -449,8 +462,18 @@ impl Pipeline {
         );
         let mut frame = frame;
         let classified = self.later_stages().0.classify(now, &meta, &mut frame);
+        self.send_classified(iface, frame, &classified);
+    }
+
+    /// Send what `classify` let through, or the ICMP error it answered with.
+    fn send_classified(&mut self, iface: IfaceId, frame: Vec<u8>, classified: &Classified) {
         if classified.forward {
             self.emitted.push(EmittedFrame { iface, frame });
+        } else if let Some(answer) = &classified.answer {
+            self.emitted.push(EmittedFrame {
+                iface,
+                frame: answer.clone(),
+            });
         }
     }
 
@@ -458,9 +481,7 @@ impl Pipeline {
     fn after_shield(&mut self, now: TimeNs, iface: IfaceId, mut frame: Vec<u8>) -> PacketOutcome {
         let (mut later, meta) = self.later_stages();
         let classified = later.classify(now, meta, &mut frame);
-        if classified.forward {
-            self.emitted.push(EmittedFrame { iface, frame });
-        }
+        self.send_classified(iface, frame, &classified);
         classified.outcome
     }
 
@@ -471,6 +492,7 @@ impl Pipeline {
             flows: self.flows.as_mut(),
             nat: self.nat.as_mut(),
             directors: self.directors.as_mut(),
+            ip: self.ip.as_mut(),
         };
         (later, &self.last_meta)
     }
@@ -486,6 +508,92 @@ impl Pipeline {
     pub fn nat(&self) -> Option<&Nat> {
         self.nat.as_ref()
     }
+
+    /// A shield answer (SYN-ACK cookie, RST) to a packet the IP layer's routing decision
+    /// refuses (martian source or destination, multicast / broadcast) is not sent: Linux
+    /// answers (SYN cookies, synproxy, RST) only packets its routing accepted, and a
+    /// reflector toward such addresses is what the routing checks exist to prevent. The
+    /// shield still saw the packet (its state and counters moved); the packet counts as
+    /// the IP layer's drop.
+    fn unroutable_answer(&mut self, outcome: PacketOutcome) -> PacketOutcome {
+        let (Some(ip), Verdict::Reply) = (self.ip.as_ref(), outcome.verdict) else {
+            return outcome;
+        };
+        match ip.refusal(&self.last_meta) {
+            Some(reason) => {
+                self.emitted.clear();
+                PacketOutcome::decided(Stage::Ip, Verdict::Drop(reason))
+            }
+            None => outcome,
+        }
+    }
+
+    /// Add the IP layer (reassembly, routing decision, forwarding checks; see `ip`).
+    pub fn with_ip(mut self, ip: IpLayer) -> Self {
+        self.ip = Some(ip);
+        self
+    }
+
+    /// The IP layer, if configured (settings and counters).
+    pub fn ip(&self) -> Option<&IpLayer> {
+        self.ip.as_ref()
+    }
+
+    /// A fragment the shield let through: held until its datagram is complete, which then
+    /// goes through the later stages as its first fragment (the one with the ports) and
+    /// leaves as its fragments, each carrying the first's rewritten addresses and TTL.
+    fn reassemble(
+        &mut self,
+        now: TimeNs,
+        iface: IfaceId,
+        link: LinkType,
+        frame: Vec<u8>,
+    ) -> PacketOutcome {
+        let ip = self.ip.as_mut().expect("reassembly needs the IP layer");
+        let frames = match ip.defrag.gather(now, &self.last_meta, &frame) {
+            Gathered::Held => return PacketOutcome::decided(Stage::Ip, Verdict::Pass),
+            Gathered::Duplicate => {
+                let reason = DropReason::FragmentDuplicate;
+                return PacketOutcome::decided(Stage::Ip, Verdict::Drop(reason));
+            }
+            Gathered::Failed => {
+                let reason = DropReason::ReassemblyFailed;
+                return PacketOutcome::decided(Stage::Ip, Verdict::Drop(reason));
+            }
+            Gathered::Complete(frames) => frames,
+        };
+        let mut frames = frames.into_iter();
+        let Some(mut first) = frames.next() else {
+            return PacketOutcome::decided(Stage::Ip, Verdict::Pass);
+        };
+        let wire_len = first.len() as u32;
+        parse_into(
+            &self.parse_options,
+            link,
+            &first,
+            wire_len,
+            iface,
+            &mut self.last_meta,
+        );
+        let (mut later, meta) = self.later_stages();
+        let classified = later.classify(now, meta, &mut first);
+        let l3 = usize::from(self.last_meta.l3_offset);
+        let rest: Vec<Vec<u8>> = if classified.forward {
+            frames
+                .map(|mut f| {
+                    crate::ip::copy_header_fields(&first, &mut f, l3);
+                    f
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.send_classified(iface, first, &classified);
+        for f in rest {
+            self.emitted.push(EmittedFrame { iface, frame: f });
+        }
+        classified.outcome
+    }
 }
 
 /// The flow manager, NAT and director stages of a pipeline, borrowed together.
@@ -493,6 +601,7 @@ struct LaterStages<'a> {
     flows: Option<&'a mut FlowStage>,
     nat: Option<&'a mut Nat>,
     directors: Option<&'a mut Directors>,
+    ip: Option<&'a mut IpLayer>,
 }
 
 impl LaterStages<'_> {
@@ -514,10 +623,34 @@ impl LaterStages<'_> {
                     return Classified {
                         outcome,
                         forward: false,
+                        answer: None,
                     };
                 }
                 FlowAction::Mark(mark) => fwmark = Some(mark),
                 FlowAction::Accept | FlowAction::Skip => {}
+            }
+        }
+        if let Some(ip) = self.ip.as_deref_mut() {
+            match ip.route_and_forward(now, meta, frame) {
+                IpDecision::Forward => {}
+                IpDecision::Drop(reason) => {
+                    outcome.stage = Stage::Ip;
+                    outcome.verdict = Verdict::Drop(reason);
+                    return Classified {
+                        outcome,
+                        forward: false,
+                        answer: None,
+                    };
+                }
+                IpDecision::Answer(answer) => {
+                    outcome.stage = Stage::Ip;
+                    outcome.verdict = Verdict::Reply;
+                    return Classified {
+                        outcome,
+                        forward: false,
+                        answer: Some(answer),
+                    };
+                }
             }
         }
         let prerouted;
@@ -531,6 +664,7 @@ impl LaterStages<'_> {
                 return Classified {
                     outcome,
                     forward: false,
+                    answer: None,
                 };
             }
         };
@@ -545,7 +679,11 @@ impl LaterStages<'_> {
             self.nat_postrouting(now, meta, frame, &mut outcome);
         }
         let forward = matches!(outcome.verdict, Verdict::Pass | Verdict::Forward);
-        Classified { outcome, forward }
+        Classified {
+            outcome,
+            forward,
+            answer: None,
+        }
     }
 
     /// DNAT (nat PREROUTING) after the flows, before the director. `Ok(Some(meta))`: the

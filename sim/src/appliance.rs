@@ -46,6 +46,9 @@ pub struct ApplianceConfig {
     /// `[[nat]]` rules (iptables-style DNAT / SNAT / MASQUERADE), in order.
     #[serde(default)]
     pub nat: Vec<NatRuleConfig>,
+    /// `[ip]` table: the Linux IP layer's settings (kernel defaults when absent).
+    #[serde(default)]
+    pub ip: datapath::ip::config::IpSettings,
     /// `[qa]` table: test-only settings.
     pub qa: Option<QaConfig>,
 }
@@ -119,7 +122,8 @@ pub fn build_pipeline(
             || config.shield.is_some()
             || !config.director.is_empty()
             || !config.nat.is_empty()
-            || !config.interfaces.is_empty();
+            || !config.interfaces.is_empty()
+            || config.ip != datapath::ip::config::IpSettings::default();
         // `[qa]` may sit next to `appliance = "file"` in a scenario: it is not a table of
         // the appliance, it is how this run treats it.
         if inline {
@@ -159,6 +163,7 @@ pub fn build_pipeline(
     if let Some(nat) = build_nat(config, iface_names)? {
         pipeline = pipeline.with_nat(nat);
     }
+    pipeline = pipeline.with_ip(datapath::ip::IpLayer::new(ip_config(config, iface_names)?));
     for (table, packets) in config
         .qa
         .as_ref()
@@ -168,6 +173,15 @@ pub fn build_pipeline(
         pipeline.report_full_after(table, packets);
     }
     Ok(pipeline)
+}
+
+/// The IP layer's settings of an appliance (`[ip]` and the `[interfaces]` addresses).
+pub fn ip_config(
+    config: &ApplianceConfig,
+    iface_names: &[&str],
+) -> anyhow::Result<datapath::ip::IpConfig> {
+    datapath::ip::config::build(&config.ip, &config.interfaces, iface_names)
+        .map_err(|e| anyhow::anyhow!("[ip]: {e}"))
 }
 
 /// The NAT stage of an appliance (`None` without `[[nat]]` rules). Interfaces named in

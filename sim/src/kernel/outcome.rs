@@ -170,10 +170,14 @@ impl Outcome {
         let input_syn = input.tcp_flags & tcp_flags::SYN != 0;
         let answer = (sent.is_syn_ack() && !input.is_syn_ack())
             || (sent.tcp_flags & tcp_flags::RST != 0 && input.tcp_flags & tcp_flags::RST == 0)
-            || (sent
-                .icmp
-                .is_some_and(|(t, _)| matches!(t, 3 | 4 | 5 | 11 | 12))
-                && input.icmp.is_none());
+            || (sent.icmp.is_some_and(|(t, _)| {
+                // ICMPv6 errors are types 1-127; ICMP's are these.
+                if sent.proto == "icmpv6" {
+                    t < 128
+                } else {
+                    matches!(t, 3 | 4 | 5 | 11 | 12)
+                }
+            }) && input.icmp.is_none());
         if answer {
             Self::Answer { frame: sent }
         } else if sent.is_bare_syn() && !input_syn {

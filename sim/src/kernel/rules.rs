@@ -97,6 +97,11 @@ pub struct KernelRules {
     pub services: BTreeMap<SocketAddr, BackendRule>,
     /// `nft -f` input for the `[[nat]]` rules (empty: none).
     pub nat_nft: String,
+    /// The appliance's `[ip]` settings as the LB namespace's sysctls (`key=value`).
+    pub ip_sysctls: Vec<String>,
+    /// The egress MTU of the LB's server-side veth (`[ip] mtu`; the client-side veth keeps
+    /// its jumbo MTU so that any captured frame can enter).
+    pub server_mtu: Option<u32>,
     /// The appliance interfaces placed on the LB's server-side veth (per address family,
     /// the first `out` of that family's source NAT rules), with their addresses: added to
     /// that veth, their networks routed there through a gateway inside them (so MASQUERADE
@@ -190,7 +195,39 @@ impl KernelRules {
         for address in &self.server_addresses {
             topology.route_to_server(&address.to_string())?;
         }
+        for setting in &self.ip_sysctls {
+            topology.exec(&lb, &["sysctl", "-qw", setting], None)?;
+        }
+        if let Some(mtu) = self.server_mtu {
+            let mtu = mtu.to_string();
+            let args = ["ip", "link", "set", LB_SERVER_IFACE, "mtu", &mtu];
+            topology.exec(&lb, &args, None)?;
+        }
         Ok(())
+    }
+
+    /// The IP layer's settings, for [`KernelRules::install`]: forwarding, `rp_filter` (all
+    /// and both veths: the kernel uses the larger), ICMP rate limits, defragmentation
+    /// limits, the server side's MTU.
+    pub fn add_ip(&mut self, ip: &datapath::ip::IpConfig) {
+        let rp = ip.rp_filter.sysctl();
+        let flag = |on: bool| u8::from(on);
+        self.ip_sysctls = vec![
+            format!("net.ipv4.ip_forward={}", flag(ip.forwarding)),
+            format!("net.ipv6.conf.all.forwarding={}", flag(ip.forwarding_v6)),
+            format!("net.ipv4.conf.all.rp_filter={rp}"),
+            format!("net.ipv4.conf.{LB_CLIENT_IFACE}.rp_filter={rp}"),
+            format!("net.ipv4.conf.{LB_SERVER_IFACE}.rp_filter={rp}"),
+            format!("net.ipv4.icmp_ratelimit={}", ip.icmp.ratelimit_ms),
+            format!("net.ipv4.icmp_ratemask={}", ip.icmp.ratemask),
+            format!("net.ipv6.icmp.ratelimit={}", ip.icmp.ratelimit_v6_ms),
+            format!("net.ipv4.icmp_msgs_per_sec={}", ip.icmp.msgs_per_sec),
+            format!("net.ipv4.icmp_msgs_burst={}", ip.icmp.msgs_burst),
+            format!("net.ipv4.ipfrag_high_thresh={}", ip.defrag.high_thresh),
+            format!("net.ipv4.ipfrag_low_thresh={}", ip.defrag.low_thresh),
+            format!("net.ipv4.ipfrag_time={}", ip.defrag.time_ns / 1_000_000_000),
+        ];
+        self.server_mtu = Some(ip.mtu);
     }
 
     /// The IPv6 rules: the flows' `ip6tables-restore` output (the shield's IPv6 sets are
