@@ -334,7 +334,9 @@ impl Pipeline {
             self.keep_spare(frame);
             return self.unroutable_answer(outcome);
         }
-        if self.ip.is_some() && self.last_meta.frag.is_fragment {
+        if self.last_meta.frag.is_fragment
+            && self.ip.as_ref().is_some_and(|ip| ip.config().conntrack)
+        {
             return self.reassemble(now, iface, link, frame);
         }
         if self.flows.is_none()

@@ -163,7 +163,17 @@ pub fn build_pipeline(
     if let Some(nat) = build_nat(config, iface_names)? {
         pipeline = pipeline.with_nat(nat);
     }
-    pipeline = pipeline.with_ip(datapath::ip::IpLayer::new(ip_config(config, iface_names)?));
+    let mut ip = ip_config(config, iface_names)?;
+    // Connection tracking runs for NAT, the directors (DNAT) and SYN-protected ports.
+    ip.conntrack = !config.nat.is_empty()
+        || !config.director.is_empty()
+        || config.shield.as_ref().is_some_and(|shield| {
+            shield
+                .context
+                .iter()
+                .any(|c| !c.protected_tcp_ports.is_empty())
+        });
+    pipeline = pipeline.with_ip(datapath::ip::IpLayer::new(ip));
     for (table, packets) in config
         .qa
         .as_ref()

@@ -19,7 +19,9 @@
 //! ipfrag_time = 30             # net.ipv4.ipfrag_time (s; IPv6: nf_conntrack_frag6_timeout, 60)
 //! ```
 //!
-//! Interfaces are those of `[interfaces]` (their addresses are the appliance's own: local
+//! Whether connection tracking runs (and so reassembly) follows from the other tables
+//! (NAT, directors, SYN-protected ports), not from a key here. Interfaces are those of
+//! `[interfaces]` (their addresses are the appliance's own: local
 //! delivery, connected routes, ICMP sources).
 
 use std::collections::BTreeMap;
@@ -129,6 +131,7 @@ pub fn build(
         interfaces: addresses,
         default_route: settings.default_route.as_deref().map(index).transpose()?,
         defrag,
+        conntrack: false,
     })
 }
 

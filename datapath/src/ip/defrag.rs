@@ -162,7 +162,7 @@ impl Defrag {
             id: meta.frag.id,
         };
         let offset = meta.frag.offset;
-        let end = offset + meta.payload_len;
+        let end = offset + crate::packet::fragments::fragment_data_len(meta);
         if !self.queues.contains_key(&key) && self.bytes > self.limits.high_thresh {
             self.counters.failed += 1;
             return Gathered::Failed;
@@ -253,4 +253,77 @@ fn complete(queue: &Queue) -> bool {
         covered = stop;
     }
     covered == end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::FragInfo;
+
+    fn piece(id: u32, offset: u32, len: u32, more: bool) -> PacketMeta {
+        PacketMeta {
+            src: Some("198.51.100.1".parse().unwrap()),
+            dst: Some("192.0.2.1".parse().unwrap()),
+            proto: Some(17),
+            payload_len: len,
+            frag: FragInfo {
+                is_fragment: true,
+                offset,
+                more,
+                id,
+            },
+            ..PacketMeta::default()
+        }
+    }
+
+    fn gather(d: &mut Defrag, now: TimeNs, meta: &PacketMeta) -> Gathered {
+        d.gather(now, meta, &[meta.frag.offset as u8; 40])
+    }
+
+    #[test]
+    fn a_complete_set_is_released_in_offset_order() {
+        let mut d = Defrag::new(DefragLimits::default());
+        assert_eq!(gather(&mut d, 0, &piece(1, 16, 8, false)), Gathered::Held);
+        let Gathered::Complete(frames) = gather(&mut d, 1, &piece(1, 0, 16, true)) else {
+            panic!("complete");
+        };
+        assert_eq!((frames[0][0], frames[1][0]), (0, 16));
+        assert_eq!((d.pending(), d.counters().reassembled), (0, 1));
+    }
+
+    #[test]
+    fn overlaps_discard_the_datagram_and_duplicates_only_themselves() {
+        let mut d = Defrag::new(DefragLimits::default());
+        assert_eq!(gather(&mut d, 0, &piece(2, 0, 24, true)), Gathered::Held);
+        assert_eq!(
+            gather(&mut d, 0, &piece(2, 8, 8, true)),
+            Gathered::Duplicate
+        );
+        assert_eq!(d.pending(), 1);
+        assert_eq!(
+            gather(&mut d, 0, &piece(2, 16, 16, false)),
+            Gathered::Failed
+        );
+        assert_eq!((d.pending(), d.counters().overlaps), (0, 1));
+        // An end before data already queued is inconsistent.
+        assert_eq!(gather(&mut d, 0, &piece(3, 16, 8, true)), Gathered::Held);
+        assert_eq!(gather(&mut d, 0, &piece(3, 0, 8, false)), Gathered::Failed);
+    }
+
+    #[test]
+    fn queues_time_out_and_memory_is_bounded() {
+        let limits = DefragLimits {
+            high_thresh: 150,
+            ..DefragLimits::default()
+        };
+        let mut d = Defrag::new(limits);
+        for id in 0..4 {
+            assert_eq!(gather(&mut d, 0, &piece(id, 0, 8, true)), Gathered::Held);
+        }
+        assert_eq!(gather(&mut d, 0, &piece(9, 0, 8, true)), Gathered::Failed);
+        let later = limits.time_ns;
+        assert_eq!(gather(&mut d, later, &piece(9, 0, 8, true)), Gathered::Held);
+        assert_eq!(d.counters().timeouts, 4);
+        assert_eq!(d.pending(), 1);
+    }
 }

@@ -11,8 +11,8 @@
 //!
 //! IPv6 follows `ipv6_rcv` / `ip6_rcv_core` (net/ipv6/ip6_input.c) and `ip6_forward`
 //! (net/ipv6/ip6_output.c): multicast, loopback, unspecified and link-local sources are never
-//! forwarded (`ip6_forward`'s "security critical" check; link-local sources also get an ICMPv6
-//! "beyond scope", which this model leaves out), nor are loopback, unspecified and link-local
+//! forwarded (`ip6_forward`'s "security critical" check; link-local sources get an ICMPv6
+//! "beyond scope" error), nor are loopback, unspecified and link-local
 //! destinations (no route: link-local routes are per interface); multicast destinations are
 //! not forwarded (no multicast routing).
 
@@ -23,6 +23,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 pub enum Refusal {
     /// A source address no router accepts.
     MartianSource,
+    /// IPv6 link-local source: not forwarded, answered with ICMPv6 "beyond scope".
+    LinkLocalSource,
     /// A destination address no router forwards to.
     MartianDestination,
     /// Multicast or broadcast destination: not unicast-forwarded.
@@ -78,7 +80,7 @@ fn link_local(a: Ipv6Addr) -> bool {
 
 /// IPv6 (`ip6_rcv_core`, `ip6_route_input`, `ip6_forward`).
 pub fn refusal_v6(src: Ipv6Addr, dst: Ipv6Addr) -> Option<Refusal> {
-    if src.is_multicast() || src.is_loopback() || src.is_unspecified() || link_local(src) {
+    if src.is_multicast() || src.is_loopback() || src.is_unspecified() {
         return Some(Refusal::MartianSource);
     }
     if dst.is_multicast() {
@@ -87,7 +89,7 @@ pub fn refusal_v6(src: Ipv6Addr, dst: Ipv6Addr) -> Option<Refusal> {
     if dst.is_loopback() || dst.is_unspecified() || link_local(dst) {
         return Some(Refusal::MartianDestination);
     }
-    None
+    link_local(src).then_some(Refusal::LinkLocalSource)
 }
 
 #[cfg(test)]
@@ -130,7 +132,7 @@ mod tests {
     fn ipv6_classes_follow_ip6_forward() {
         let v6 = |s: &str, d: &str| refusal_v6(s.parse().unwrap(), d.parse().unwrap());
         assert_eq!(v6("2001:db8::1", "2001:db8::2"), None);
-        assert_eq!(v6("fe80::1", "2001:db8::2"), Some(Refusal::MartianSource));
+        assert_eq!(v6("fe80::1", "2001:db8::2"), Some(Refusal::LinkLocalSource));
         assert_eq!(v6("::1", "2001:db8::2"), Some(Refusal::MartianSource));
         assert_eq!(v6("::", "2001:db8::2"), Some(Refusal::MartianSource));
         assert_eq!(v6("ff02::1", "2001:db8::2"), Some(Refusal::MartianSource));

@@ -18,6 +18,9 @@
 //! 5. TTL / hop limit ≤ 1 (`ip_forward`, `ip6_forward`): ICMP time exceeded (11/0,
 //!    ICMPv6 3/0) back to the source, rate-limited (see [`icmp`]); drop `ttl_exceeded`
 //!    when the limit holds the error back;
+//!    Then an IPv6 packet from a link-local source gets ICMPv6 destination unreachable
+//!    2 (beyond scope of source address), as `ip6_forward` sends it; drop `martian_source`
+//!    when limited;
 //! 6. MTU (`ip_exceeds_mtu`, `ip6_pkt_too_big`): an IPv4 datagram longer than the egress
 //!    MTU with DF set gets ICMP fragmentation needed (3/4, next-hop MTU), an IPv6 one
 //!    packet too big (2/0, MTU at least 1280); drop `packet_too_big` when limited;
@@ -28,10 +31,11 @@
 //! invalid reasons (stage `parse`); defragmentation is [`defrag`].
 //!
 //! Not here: IPv4 fragmentation of oversized datagrams without DF (forwarded whole), ICMP
-//! redirects, the ICMPv6 "beyond scope" error for link-local sources, multicast routing.
+//! redirects, multicast routing, `accept_local` / `route_localnet`.
 
 pub mod config;
 pub mod defrag;
+pub mod fixtures;
 pub mod icmp;
 pub mod martian;
 
@@ -101,6 +105,10 @@ pub struct IpConfig {
     pub default_route: Option<IfaceId>,
     /// Defragmentation limits.
     pub defrag: defrag::DefragLimits,
+    /// Connection tracking runs (NAT, directors, SYN proxy): then, and only then,
+    /// fragments are reassembled before the flows (`nf_defrag_ipv4/6` hooks are registered
+    /// in a namespace only for conntrack's users); otherwise each is forwarded on its own.
+    pub conntrack: bool,
 }
 
 impl Default for IpConfig {
@@ -115,6 +123,7 @@ impl Default for IpConfig {
             interfaces: Vec::new(),
             default_route: None,
             defrag: defrag::DefragLimits::default(),
+            conntrack: false,
         }
     }
 }
@@ -212,9 +221,11 @@ impl IpLayer {
         let (Some(src), Some(dst)) = (meta.src, meta.dst) else {
             return IpDecision::Forward;
         };
-        if let Some(reason) = self.refusal(meta) {
-            return IpDecision::Drop(reason);
-        }
+        let link_local_source = match martian::refusal(src, dst, &self.broadcasts) {
+            None => false,
+            Some(Refusal::LinkLocalSource) => true,
+            Some(other) => return IpDecision::Drop(drop_reason(other)),
+        };
         if !self.config.interfaces.is_empty() && self.is_local(dst) {
             self.counters.local += 1;
             return IpDecision::Forward;
@@ -233,6 +244,10 @@ impl IpLayer {
             let (icmp_type, code) = if dst.is_ipv4() { (11, 0) } else { (3, 0) };
             return self.icmp_error(now, meta, frame, icmp_type, code, 0);
         }
+        if link_local_source {
+            // ip6_forward: "beyond scope of source address", back to the link-local source.
+            return self.icmp_error(now, meta, frame, 1, 2, 0);
+        }
         if let Some(mtu) = self.too_big(meta, frame, dst) {
             let (icmp_type, code) = if dst.is_ipv4() { (3, 4) } else { (2, 0) };
             return self.icmp_error(now, meta, frame, icmp_type, code, mtu);
@@ -247,11 +262,7 @@ impl IpLayer {
     #[inline]
     pub fn refusal(&self, meta: &PacketMeta) -> Option<DropReason> {
         let (src, dst) = meta.src.zip(meta.dst)?;
-        Some(match martian::refusal(src, dst, &self.broadcasts)? {
-            Refusal::MartianSource => DropReason::MartianSource,
-            Refusal::MartianDestination => DropReason::MartianDestination,
-            Refusal::NotUnicast => DropReason::NotUnicast,
-        })
+        martian::refusal(src, dst, &self.broadcasts).map(drop_reason)
     }
 
     fn is_local(&self, dst: IpAddr) -> bool {
@@ -310,10 +321,10 @@ impl IpLayer {
         info: u32,
     ) -> IpDecision {
         let too_big = info != 0;
-        let reason = if too_big {
-            DropReason::PacketTooBig
-        } else {
-            DropReason::TtlExceeded
+        let reason = match icmp_type {
+            1 => DropReason::MartianSource,
+            _ if too_big => DropReason::PacketTooBig,
+            _ => DropReason::TtlExceeded,
         };
         let Some(dest) = meta.src else {
             return IpDecision::Drop(reason);
@@ -381,6 +392,14 @@ pub fn copy_header_fields(first: &[u8], fragment: &mut [u8], l3: usize) {
             to[8..40].copy_from_slice(&from[8..40]);
         }
         _ => {}
+    }
+}
+
+fn drop_reason(refusal: Refusal) -> DropReason {
+    match refusal {
+        Refusal::MartianSource | Refusal::LinkLocalSource => DropReason::MartianSource,
+        Refusal::MartianDestination => DropReason::MartianDestination,
+        Refusal::NotUnicast => DropReason::NotUnicast,
     }
 }
 

@@ -121,7 +121,7 @@ impl FragmentTracker {
             id: meta.frag.id,
         };
         let start = meta.frag.offset;
-        let range = (start, start + meta.payload_len);
+        let range = (start, start + fragment_data_len(meta));
         if !self.datagrams.contains_key(&key) && !self.make_room(now) {
             self.counters.untracked += 1;
             return None;
@@ -172,6 +172,18 @@ impl FragmentTracker {
             .retain(|_, d| now.saturating_sub(d.last_seen) < FRAGMENT_TIMEOUT_NS);
         self.counters.expired += (before - self.datagrams.len()) as u64;
         self.datagrams.len() < FRAGMENT_TRACKER_CAPACITY
+    }
+}
+
+/// Bytes of the datagram a fragment carries: from its transport header on for a first
+/// fragment (the transport parser's `payload_len` there describes the reassembled
+/// datagram, e.g. the UDP length), its `payload_len` (fragment data) for the others.
+pub fn fragment_data_len(meta: &PacketMeta) -> u32 {
+    if meta.frag.offset == 0 && meta.l4_offset != 0 {
+        let headers = u32::from(meta.l4_offset.saturating_sub(meta.l3_offset));
+        meta.ip_len.saturating_sub(headers)
+    } else {
+        meta.payload_len
     }
 }
 
