@@ -136,7 +136,7 @@ pub fn martian_cases() -> Vec<Case> {
             "IPv6 link-local source",
             v6("fe80::1"),
             dst6,
-            Expect::Drop("martian_source"),
+            Expect::Icmp(1, 2),
         ),
         (
             "IPv6 loopback source",
