@@ -300,6 +300,11 @@ impl Pipeline {
         if meta.frag.is_fragment && meta.invalid.is_none() {
             meta.invalid = self.fragments.observe(now, meta);
             self.counters.fragments = self.fragments.counters();
+            if meta.invalid.is_some()
+                && let Some(ip) = self.ip.as_mut()
+            {
+                ip.defrag.discard_datagram(meta);
+            }
         }
         let outcome = self.decide(now, iface, link, frame);
         self.counters.count(&outcome);

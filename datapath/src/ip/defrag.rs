@@ -201,6 +201,24 @@ impl Defrag {
         Gathered::Complete(queue.pieces.into_iter().map(|(_, _, f)| f).collect())
     }
 
+    /// Discard the datagram a fragment belongs to (an overlap the parser's fragment check
+    /// caught before reassembly saw it: the kernel's `ip_frag_queue` would discard it too).
+    pub fn discard_datagram(&mut self, meta: &PacketMeta) {
+        let (Some(src), Some(dst), Some(proto)) = (meta.src, meta.dst, meta.proto) else {
+            return;
+        };
+        let key = Key {
+            src,
+            dst,
+            proto,
+            id: meta.frag.id,
+        };
+        if self.queues.contains_key(&key) {
+            self.counters.overlaps += 1;
+            self.discard(&key);
+        }
+    }
+
     fn discard(&mut self, key: &Key) {
         if let Some(queue) = self.queues.remove(key) {
             self.bytes -= queue.bytes;
