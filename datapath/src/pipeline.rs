@@ -1,5 +1,5 @@
-//! The pipeline: parse → invalid/fragment checks → shield → flows → director/NAT, counting
-//! every verdict per stage and reason.
+//! The pipeline: parse → invalid/fragment checks → shield → IP layer → flows → director/NAT,
+//! counting every verdict per stage and reason.
 //!
 //! `Pipeline::process(now, iface, link, frame)` is the one entry point drivers call (the
 //! simulator engine, `sim replay --appliance`, benchmarks). It returns a [`PacketOutcome`]
@@ -7,9 +7,30 @@
 //! SYN-cookie SYN-ACKs) in [`Pipeline::emitted`]. Stages are optional: a pipeline with none
 //! classifies invalid packets and passes the rest, which is what a bare capture replay needs.
 //!
-//! Order: parse (and fragment overlap) → shield → flows → director for every packet, except
-//! replies of the director's own connections (real server → client): those are un-NATed by
-//! the director first, then shown to the shield (SYN-proxy sequence translation), then sent.
+//! Order, as the appliance's Linux kernel runs it:
+//! 1. parse: the frame's headers, with `ip_rcv` / `ip_rcv_core` / `ipv6_rcv`'s sanity checks
+//!    (version, IHL, lengths, header checksum) as the parser's invalid reasons, and the
+//!    fragment overlap check;
+//! 2. shield (PacketShield: netdev ingress, before IP);
+//! 3. ip, reassembly (`nf_defrag_ipv4` / `nf_defrag_ipv6`, PREROUTING priority -400, only
+//!    when conntrack runs): fragments are held until their datagram is complete;
+//! 4. flows (mangle PREROUTING);
+//! 5. ip, the routing decision and forwarding checks (`ip_route_input_slow` /
+//!    `ip6_route_input`: martians, non-unicast destinations, `rp_filter`, forwarding off;
+//!    `ip_forward` / `ip6_forward`: TTL / hop limit → ICMP time exceeded, MTU → ICMP
+//!    fragmentation needed / packet too big, TTL decrement). In the kernel these come after
+//!    DNAT (nat PREROUTING); here just before it, so that an ICMP error quotes the packet as
+//!    received, which is what the kernel's conntrack makes of the quoted header on the way
+//!    out (`nf_nat_icmp_reply_translation`); no check depends on the translated address
+//!    except a DNAT to a loopback address;
+//! 6. DNAT (nat PREROUTING) and the director (IPVS);
+//! 7. SNAT / MASQUERADE (nat POSTROUTING). The kernel refragments a reassembled datagram
+//!    along its original fragments (`ip_do_fragment`); so does `reassemble`.
+//!
+//! Replies of the director's own connections (real server → client) and of NATed ones are
+//! un-NATed first, then shown to the shield (SYN-proxy sequence translation), then sent
+//! (the IP layer's checks are not applied to them yet). A shield answer to a packet the
+//! routing decision refuses is not sent (see `unroutable_answer`).
 //!
 //! Not here: configuration parsing (each stage's `build` does it) and any I/O.
 
