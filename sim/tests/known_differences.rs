@@ -172,22 +172,31 @@ fn a_drop_of_another_class_is_a_disagreement() {
 }
 
 #[test]
-fn a_wrong_dnat_port_is_caught_even_behind_a_jhash_director() {
+fn a_wrong_dnat_port_is_caught_whatever_the_scheduler_mechanism() {
     let input = syn_from(CLIENT, VIP, 80);
     let to = |port: u16| forward(&syn_from(CLIENT, REAL, port));
-    let backend = SocketAddr::new(IpAddr::V4(REAL), 8081);
-    for matching in [BackendMatch::Exact, BackendMatch::Jhash] {
+    // The director chose REAL:8080 but the buggy rewrite wrote port 8081.
+    let backend = SocketAddr::new(IpAddr::V4(REAL), 8080);
+    for matching in [
+        BackendMatch::Exact,
+        BackendMatch::Jhash,
+        BackendMatch::StandIn,
+    ] {
         let mut rules = KernelRules::default();
         rules.backends.insert(
             backend,
             BackendRule {
                 director: "web".into(),
-                mechanism: "nft jhash ip saddr mod 2 (sh emulated)".into(),
+                mechanism: "nft jhash ip saddr mod 2 (sh emulated), numgen rr stands in".into(),
                 matching,
             },
         );
-        let sim = sim_packet(&input, "director", to(8081), Some(backend));
-        assert_eq!(unexplained(sim, kernel_run(to(8080), None), &rules), 1);
+        let sim = || sim_packet(&input, "director", to(8081), Some(backend));
+        let kernel = || kernel_run(to(8080), None);
+        assert_eq!(unexplained(sim(), kernel(), &rules), 1, "{matching:?}");
+        // Without the bug, the same packet agrees.
+        let right = sim_packet(&input, "director", to(8080), Some(backend));
+        assert_eq!(unexplained(right, kernel(), &rules), 0, "{matching:?}");
     }
 }
 

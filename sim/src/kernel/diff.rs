@@ -29,6 +29,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -368,6 +369,42 @@ pub fn agrees(sim: &Outcome, kernel: &Outcome, matching: Option<BackendMatch>) -
     }
 }
 
+/// A stand-in scheduler's backend is not compared, but a request it DNATed must go, on
+/// each side, to a real server of that director, at its port (the virtual port for a
+/// port-less real): a wrong DNAT address or port is a disagreement.
+fn stand_in_destinations_ok(sim: &SimPacket, kernel: &Outcome, rules: &KernelRules) -> bool {
+    let (Outcome::Forward { frame: ours }, Outcome::Forward { frame: theirs }, Some(backend)) =
+        (&sim.outcome, kernel, sim.backend)
+    else {
+        return true;
+    };
+    if (ours.dst, ours.dport) == (sim.input.dst, sim.input.dport) {
+        return true; // not a DNATed request: a reply, or direct routing
+    }
+    let virtual_port = sim.input.dport.unwrap_or(0);
+    let at_port = |real: SocketAddr| match real.port() {
+        0 => SocketAddr::new(real.ip(), virtual_port),
+        _ => real,
+    };
+    let destination = |frame: &super::outcome::FrameSummary| {
+        frame
+            .dst
+            .zip(frame.dport)
+            .map(|(a, p)| SocketAddr::new(a, p))
+    };
+    let director = rules.backend_rule(backend).map(|r| r.director.as_str());
+    let a_real = |to: SocketAddr| {
+        let exact = rules.backends.get(&to).map(|r| r.director.as_str());
+        let portless = rules
+            .backends
+            .get(&SocketAddr::new(to.ip(), 0))
+            .filter(|_| to.port() == virtual_port)
+            .map(|r| r.director.as_str());
+        exact.or(portless).is_some_and(|d| Some(d) == director)
+    };
+    destination(ours) == Some(at_port(backend)) && destination(theirs).is_some_and(a_real)
+}
+
 /// Compare simulator records with kernel outcomes, packet by packet; counts the packets
 /// each explanation explained (the first that matches) in `explained_per_entry`.
 pub fn compare(
@@ -395,7 +432,9 @@ pub fn compare(
             .backend
             .and_then(|b| rules.backend_rule(b))
             .map(|r| r.matching);
-        let agreed = agrees(&sim.outcome, &kernel_outcome, matching);
+        let agreed = agrees(&sim.outcome, &kernel_outcome, matching)
+            && (matching != Some(BackendMatch::StandIn)
+                || stand_in_destinations_ok(sim, &kernel_outcome, rules));
         let feature = feature_of(sim, rules);
         let kernel_rule = kernel_rule(sim, kernel, rules);
         let case = Case {
