@@ -162,7 +162,7 @@ impl Defrag {
             id: meta.frag.id,
         };
         let offset = meta.frag.offset;
-        let end = offset + crate::packet::fragments::fragment_data_len(meta);
+        let end = offset + crate::packet::fragments::fragment_len(meta);
         if !self.queues.contains_key(&key) && self.bytes > self.limits.high_thresh {
             self.counters.failed += 1;
             return Gathered::Failed;

@@ -34,6 +34,7 @@ use datapath::nat::config::{InterfaceAddress, NatRuleConfig};
 use datapath::packet::ip_proto;
 use datapath::shield::ShieldConfig;
 use datapath::shield::config::ContextConfig;
+use datapath::shield::modes::ModeSetting;
 use ipnet::IpNet;
 use serde::Serialize;
 
@@ -90,6 +91,9 @@ pub struct KernelRules {
     /// destinations (synproxy's own SYNs). Packets from a real server are injected from
     /// the server side.
     pub server_addresses: BTreeSet<IpAddr>,
+    /// Destinations with protected TCP ports whose context's `syn_cookies` is `auto` (the
+    /// shield answers with cookies only once its SYN rate switched the mode on).
+    pub cookie_auto: BTreeSet<IpAddr>,
     /// Per real server: its director and how its choice compares (the last director
     /// naming it, when several do; see `services`).
     pub backends: BTreeMap<SocketAddr, BackendRule>,
@@ -132,6 +136,7 @@ impl KernelRules {
     ) -> anyhow::Result<Self> {
         let mut rules = Self::default();
         if let Some(shield) = shield {
+            rules.cookie_auto = cookie_auto_destinations(shield);
             rules.shield_nft = shield_nft(shield, &mut rules.features);
             if let Some((text, destinations)) = synproxy_nft(shield) {
                 rules.synproxy_nft = text;
@@ -782,6 +787,18 @@ fn nat_table(family: &str, name: &str, lines: &str, chains: &str) -> String {
     format!(
         "table {family} {name}\ndelete table {family} {name}\ntable {family} {name} {{\n{chains}\tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n{lines}\t}}\n\tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n{lines}\t}}\n}}\n"
     )
+}
+
+/// Destinations with protected TCP ports whose effective `syn_cookies` is `auto`.
+fn cookie_auto_destinations(shield: &ShieldConfig) -> BTreeSet<IpAddr> {
+    let instance = shield.main_instance();
+    shield
+        .context
+        .iter()
+        .filter(|c| !c.protected_tcp_ports.is_empty())
+        .filter(|c| c.syn_cookies.or(instance.syn_cookies).unwrap_or_default() == ModeSetting::Auto)
+        .filter_map(|c| c.dst)
+        .collect()
 }
 
 /// nft synproxy for the shield's protected TCP ports (per context destination): SYNs are
