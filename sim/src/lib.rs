@@ -5,6 +5,8 @@
 //!
 //! ## Map of the code (lowest layer first; a module only uses the ones above it)
 //! - [`capture`] — streaming pcap / pcapng / gzip reader, errors located by packet and offset.
+//! - [`diagnostics`] — located errors rendered rustc-style (flowmgr errors).
+//! - [`svg`] — SVG charts (plotters) and HTML escaping for report.html and plan.html.
 //! - [`appliance`] — the appliance file (`flows`, `[shield]`, `[[director]]`) → a pipeline.
 //! - [`scenario`] — scenario files: units, parsing, validation (destinations included).
 //! - [`net`] — the simulated network: world (hosts, routing), links, rng streams, smoltcp glue.
@@ -22,6 +24,10 @@
 //! import cycle between modules.
 
 pub mod capture;
+
+pub mod diagnostics;
+
+pub mod svg;
 
 pub mod appliance;
 

@@ -6,6 +6,9 @@
 //! code; `use` trees are expanded). A module naming one of its own ancestors (`super::Item`)
 //! is not an edge: a parent owns its children. Test modules (`#[cfg(test)] mod … { … }`),
 //! comments and string literals are ignored. Every cycle found is printed.
+//!
+//! For `sim`, the order of the `pub mod` lines of `sim/src/lib.rs` is its layer order: a
+//! module may only use top-level modules declared before its own (or itself).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -370,6 +373,32 @@ fn sim_has_no_import_cycles() {
         "import cycles in sim/src:\n{}",
         report("sim", &found)
     );
+}
+
+/// The top-level module of a module path.
+fn top(module: &str) -> &str {
+    module.split("::").next().unwrap_or(module)
+}
+
+#[test]
+fn sim_modules_only_use_the_ones_declared_before_them_in_lib_rs() {
+    let lib = std::fs::read_to_string(src("sim").join("lib.rs")).expect("read lib.rs");
+    let order: Vec<&str> = lib
+        .lines()
+        .filter_map(|line| line.strip_prefix("pub mod ")?.strip_suffix(';'))
+        .collect();
+    let rank = |module: &str| order.iter().position(|m| *m == top(module));
+    let mut upward = String::new();
+    for (from, targets) in graph(&src("sim")) {
+        for to in targets {
+            if let (Some(a), Some(b)) = (rank(&from), rank(&to))
+                && b > a
+            {
+                upward.push_str(&format!("{from} uses {to}, declared after it in lib.rs\n"));
+            }
+        }
+    }
+    assert!(upward.is_empty(), "upward imports in sim/src:\n{upward}");
 }
 
 #[test]
