@@ -277,10 +277,11 @@ fn edges_between(known: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<
     for (module, text) in known {
         let targets = edges.entry(module.clone()).or_default();
         for path in paths(text) {
-            if let Some(target) = resolve(module, &path, known) {
-                if target != *module && !is_ancestor(&target, module) {
-                    targets.insert(target);
-                }
+            if let Some(target) = resolve(module, &path, known)
+                && target != *module
+                && !is_ancestor(&target, module)
+            {
+                targets.insert(target);
             }
         }
     }
