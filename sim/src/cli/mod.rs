@@ -10,7 +10,7 @@
 //! - [`tui`] — `sim tui` and `sim run --tui`: the live terminal UI.
 //! - [`check`] — `sim check`: the regression corpus, `--bless`, JUnit output.
 //! - [`generate`] — `sim gen`: deterministic synthetic captures.
-//! - [`bench`] — `sim bench`: benchmark workloads and the callgrind baseline.
+//! - [`bench`](mod@bench) — `sim bench`: benchmark workloads and the callgrind baseline.
 //!
 //! `sim kernel` and `sim diff` live with the kernel runner ([`crate::kernel`]).
 
