@@ -8,10 +8,17 @@
 //! would make two flows share one reply tuple, the source port is moved up to the next free
 //! port, deterministically. This module does not rewrite packets (see [`crate::nat`]) and
 //! does not model TCP states.
+//!
+//! Both flow indexes are keyed by packet fields: they hash with keyed SipHash-1-3
+//! ([`crate::hash::keyed`], keys from the run's seed); entry ids (ours) use the fast hash.
+//! No map is iterated, so hash order never reaches any output.
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 
+use crate::hash::fast::FastBuild;
+use crate::hash::keyed::{DEFAULT_SEED, KeyedState, write_socket};
 use crate::packet::{PacketMeta, ip_proto};
 use crate::verdict::{NS_PER_SEC, TimeNs};
 
@@ -24,7 +31,7 @@ pub const OTHER_IDLE_TIMEOUT: TimeNs = 120 * NS_PER_SEC;
 const PORT_SEARCH_LIMIT: u16 = 1024;
 
 /// A flow as seen on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FlowKey {
     /// IP protocol.
     pub proto: u8,
@@ -58,6 +65,16 @@ impl FlowKey {
     }
 }
 
+impl Hash for FlowKey {
+    /// Packed (addresses as one integer): fewer SipHash rounds than the derived form.
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u8(self.proto);
+        write_socket(state, &self.source);
+        write_socket(state, &self.destination);
+    }
+}
+
 /// What a tracked packet becomes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Translation {
@@ -88,9 +105,9 @@ pub struct ConnTrackCounters {
 /// The bounded tracking table.
 #[derive(Clone, Debug)]
 pub struct ConnTrack {
-    entries: HashMap<u32, Entry>,
-    by_original: HashMap<FlowKey, u32>,
-    by_reply: HashMap<FlowKey, u32>,
+    entries: HashMap<u32, Entry, FastBuild>,
+    by_original: HashMap<FlowKey, u32, KeyedState>,
+    by_reply: HashMap<FlowKey, u32, KeyedState>,
     timers: BTreeSet<(TimeNs, u32)>,
     next_id: u32,
     capacity: usize,
@@ -108,12 +125,19 @@ fn idle_timeout(proto: u8) -> TimeNs {
 }
 
 impl ConnTrack {
-    /// An empty table holding at most `capacity` entries.
+    /// An empty table holding at most `capacity` entries, keyed from
+    /// [`DEFAULT_SEED`].
     pub fn new(capacity: usize) -> Self {
+        Self::keyed(capacity, DEFAULT_SEED)
+    }
+
+    /// An empty table holding at most `capacity` entries, its flow indexes keyed from
+    /// `hash_seed` (the run's seed).
+    pub fn keyed(capacity: usize, hash_seed: u64) -> Self {
         Self {
-            entries: HashMap::new(),
-            by_original: HashMap::new(),
-            by_reply: HashMap::new(),
+            entries: HashMap::default(),
+            by_original: HashMap::with_hasher(KeyedState::new(hash_seed, 0x6374_6f72_6967_696e)),
+            by_reply: HashMap::with_hasher(KeyedState::new(hash_seed, 0x6374_7265_706c_7921)),
             timers: BTreeSet::new(),
             next_id: 0,
             capacity,

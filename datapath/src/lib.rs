@@ -28,11 +28,11 @@
 pub mod conntrack;
 pub mod director;
 pub mod flows;
+pub mod hash;
 pub mod nat;
 pub mod packet;
 pub mod pipeline;
 pub mod shield;
-pub mod siphash;
 pub mod verdict;
 
 pub use packet::{InvalidReason, PacketMeta};

@@ -626,7 +626,12 @@ mod tests {
             interfaces: BTreeMap<String, config::InterfaceAddress>,
         }
         let file: File = toml::from_str(text).unwrap();
-        config::build(&file.nat, &file.interfaces).unwrap()
+        config::build(
+            &file.nat,
+            &file.interfaces,
+            crate::hash::keyed::DEFAULT_SEED,
+        )
+        .unwrap()
     }
 
     const RULES: &str = r#"

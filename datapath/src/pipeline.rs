@@ -230,6 +230,15 @@ impl Pipeline {
         }
     }
 
+    /// Key the pipeline's own packet-keyed table (the fragment tracker) from `seed`, the
+    /// run's seed (stages get theirs when built: `shield::build`, `DirectorOptions`,
+    /// `nat::config::build`). Without it the tracker is keyed from
+    /// [`crate::hash::keyed::DEFAULT_SEED`]. Call it before the first packet.
+    pub fn with_hash_seed(mut self, seed: u64) -> Self {
+        self.fragments = FragmentTracker::keyed(seed);
+        self
+    }
+
     /// Opt in to buffer recycling: the buffer of a frame that the reply un-NAT, director
     /// reply or shield step consumed without sending it on (a drop, mostly) is kept for
     /// [`Pipeline::take_spare_frame`] instead of being freed, so a caller that allocates

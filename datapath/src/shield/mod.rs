@@ -33,7 +33,6 @@ pub mod config;
 pub mod cookie;
 pub mod counters;
 pub mod emit;
-mod fasthash;
 pub mod lists;
 pub mod modes;
 pub mod overrides;

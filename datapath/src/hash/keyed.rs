@@ -1,0 +1,238 @@
+//! Keyed SipHash-1-3 for tables whose keys come from packets: [`keyed_hash`] (one value for
+//! a key's `Hash` bytes under two 64-bit keys) and [`KeyedState`], the `BuildHasher` of the
+//! `HashMap`s such tables use. The key's `Hash` bytes are gathered into a small buffer and
+//! hashed in one pass with [`siphash13`] (the same value as the streaming `siphasher`
+//! `SipHasher13`, which remains the fallback for keys longer than the buffer).
+//!
+//! Keys are derived from a seed ([`KeyedState::new`]): the scenario's seed in a run, so runs
+//! stay deterministic; [`DEFAULT_SEED`] when no seed is given (`sim replay` / `sim check`
+//! without `--seed`, tests, benches).
+
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+
+use siphasher::sip::SipHasher13;
+
+use super::siphash::siphash13;
+
+/// The seed of keyed tables built without one: `0x6c62_7369_6d2d_6b79` ("lbsim-ky").
+pub const DEFAULT_SEED: u64 = 0x6c62_7369_6d2d_6b79;
+
+/// Bytes of a key's `Hash` output hashed in one pass; longer keys use the streaming hasher.
+const KEY_BYTES_MAX: usize = 64;
+
+/// Collects the bytes a `Hash` implementation writes (little-endian integers, as
+/// `siphasher` reads them), so they can be hashed in one pass; hashes them on `finish`.
+#[derive(Clone, Debug)]
+pub struct KeyedHasher {
+    keys: (u64, u64),
+    bytes: [u8; KEY_BYTES_MAX],
+    len: usize,
+    overflow: bool,
+}
+
+impl KeyedHasher {
+    /// An empty hasher under `keys`.
+    #[inline(always)]
+    pub fn new(keys: (u64, u64)) -> Self {
+        Self {
+            keys,
+            bytes: [0; KEY_BYTES_MAX],
+            len: 0,
+            overflow: false,
+        }
+    }
+
+    #[inline(always)]
+    fn push<const N: usize>(&mut self, bytes: [u8; N]) {
+        match self.bytes.get_mut(self.len..self.len + N) {
+            Some(room) => {
+                room.copy_from_slice(&bytes);
+                self.len += N;
+            }
+            None => self.overflow = true,
+        }
+    }
+}
+
+impl Hasher for KeyedHasher {
+    #[inline(always)]
+    fn write(&mut self, bytes: &[u8]) {
+        match self.bytes.get_mut(self.len..self.len + bytes.len()) {
+            Some(room) => {
+                room.copy_from_slice(bytes);
+                self.len += bytes.len();
+            }
+            None => self.overflow = true,
+        }
+    }
+
+    #[inline(always)]
+    fn write_u8(&mut self, value: u8) {
+        self.push(value.to_le_bytes());
+    }
+
+    #[inline(always)]
+    fn write_u16(&mut self, value: u16) {
+        self.push(value.to_le_bytes());
+    }
+
+    #[inline(always)]
+    fn write_u32(&mut self, value: u32) {
+        self.push(value.to_le_bytes());
+    }
+
+    #[inline(always)]
+    fn write_u64(&mut self, value: u64) {
+        self.push(value.to_le_bytes());
+    }
+
+    #[inline(always)]
+    fn write_u128(&mut self, value: u128) {
+        self.push(value.to_le_bytes());
+    }
+
+    #[inline(always)]
+    fn write_usize(&mut self, value: usize) {
+        self.push(value.to_le_bytes());
+    }
+
+    /// SipHash-1-3 of the bytes written (an overflowing key is rehashed by the caller:
+    /// see [`keyed_hash`]; a `HashMap` never gets here with one, see [`KeyedState`]).
+    #[inline(always)]
+    fn finish(&self) -> u64 {
+        siphash13(self.keys, &self.bytes[..self.len])
+    }
+}
+
+/// SipHash-1-3 of `key`'s `Hash` bytes under `keys`: the value of `siphasher`'s
+/// `SipHasher13::new_with_keys(keys.0, keys.1)` fed the same key.
+#[inline]
+pub fn keyed_hash<K: Hash + ?Sized>(keys: (u64, u64), key: &K) -> u64 {
+    let mut collected = KeyedHasher::new(keys);
+    key.hash(&mut collected);
+    if collected.overflow {
+        let mut hasher = SipHasher13::new_with_keys(keys.0, keys.1);
+        key.hash(&mut hasher);
+        return hasher.finish();
+    }
+    collected.finish()
+}
+
+/// The two SipHash keys of a table: `seed` mixed with the table's `domain` constant (so
+/// two tables of one run do not share keys) by two rounds of SplitMix64.
+pub fn keys_from_seed(seed: u64, domain: u64) -> (u64, u64) {
+    fn splitmix(mut z: u64) -> u64 {
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let k0 = splitmix(seed ^ domain);
+    (k0, splitmix(k0))
+}
+
+/// `BuildHasher` of keyed SipHash-1-3 for `HashMap`s keyed by packet fields. Its keys
+/// must hash to at most 64 bytes (the packed key types of this crate do: see
+/// [`write_socket`]); a longer key still hashes consistently, but only its first 64 bytes
+/// count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyedState {
+    keys: (u64, u64),
+}
+
+impl KeyedState {
+    /// Keys derived from `seed` and the table's `domain` ([`keys_from_seed`]).
+    pub fn new(seed: u64, domain: u64) -> Self {
+        Self {
+            keys: keys_from_seed(seed, domain),
+        }
+    }
+}
+
+impl BuildHasher for KeyedState {
+    type Hasher = KeyedHasher;
+
+    #[inline(always)]
+    fn build_hasher(&self) -> KeyedHasher {
+        KeyedHasher::new(self.keys)
+    }
+}
+
+/// Feed a socket address to a hasher packed: the IPv4 address as one `u32` or the IPv6
+/// one as one `u128`, then the port (the derived `Hash` of `SocketAddr` writes
+/// discriminants and length prefixes too, which costs SipHash rounds for nothing).
+#[inline(always)]
+pub fn write_socket<H: Hasher>(state: &mut H, address: &SocketAddr) {
+    write_address(state, &address.ip());
+    state.write_u16(address.port());
+}
+
+/// Feed an address to a hasher packed (see [`write_socket`]).
+#[inline(always)]
+pub fn write_address<H: Hasher>(state: &mut H, address: &IpAddr) {
+    match address {
+        IpAddr::V4(v4) => state.write_u32(u32::from(*v4)),
+        IpAddr::V6(v6) => state.write_u128(u128::from(*v6)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn streaming<K: Hash>(keys: (u64, u64), key: &K) -> u64 {
+        let mut hasher = SipHasher13::new_with_keys(keys.0, keys.1);
+        key.hash(&mut hasher);
+        hasher.finish()
+    }
+
+    #[test]
+    fn one_pass_hash_equals_the_streaming_siphasher() {
+        #[derive(Hash)]
+        struct Flow(IpAddr, IpAddr, u16, u16);
+        #[derive(Hash)]
+        struct Source(u32, IpAddr);
+        let v4 = |i: u32| IpAddr::V4(Ipv4Addr::from(0xc000_0200 + i));
+        let v6 = |i: u32| IpAddr::V6(Ipv6Addr::from(0x2001_0db8_u128 << 96 | u128::from(i)));
+        for seed in [0u64, 7, u64::MAX] {
+            let keys = (seed ^ 0x1234, seed.rotate_left(17));
+            for i in 0..64u32 {
+                let flow = Flow(v4(i), v4(i * 7), 1024 + i as u16, 80);
+                assert_eq!(keyed_hash(keys, &flow), streaming(keys, &flow));
+                let flow6 = Flow(v6(i), v6(!i), 1024, i as u16);
+                assert_eq!(keyed_hash(keys, &flow6), streaming(keys, &flow6));
+                let source = Source(i, v4(i));
+                assert_eq!(keyed_hash(keys, &source), streaming(keys, &source));
+                let source6 = Source(i, v6(i));
+                assert_eq!(keyed_hash(keys, &source6), streaming(keys, &source6));
+                // Every message length from 0 to past the buffer (streaming fallback).
+                let bytes: Vec<u8> = (0..i as u8 + 80).collect();
+                let message = &bytes[..i as usize + 8];
+                assert_eq!(keyed_hash(keys, &message), streaming(keys, &message));
+                assert_eq!(keyed_hash(keys, &i), streaming(keys, &i));
+            }
+        }
+    }
+
+    #[test]
+    fn keyed_maps_find_their_entries_and_seeds_change_the_hash() {
+        let state = KeyedState::new(7, 1);
+        let mut map: HashMap<SocketAddr, u32, KeyedState> = HashMap::with_hasher(state);
+        for i in 0..1000u32 {
+            map.insert(SocketAddr::from((Ipv4Addr::from(i), i as u16)), i);
+        }
+        for i in 0..1000u32 {
+            assert_eq!(
+                map.get(&SocketAddr::from((Ipv4Addr::from(i), i as u16))),
+                Some(&i)
+            );
+        }
+        let hash = |s: KeyedState| s.hash_one(SocketAddr::from(([10, 0, 0, 1], 80)));
+        assert_eq!(hash(KeyedState::new(7, 1)), hash(KeyedState::new(7, 1)));
+        assert_ne!(hash(KeyedState::new(7, 1)), hash(KeyedState::new(8, 1)));
+        assert_ne!(hash(KeyedState::new(7, 1)), hash(KeyedState::new(7, 2)));
+    }
+}
