@@ -37,6 +37,7 @@ pub mod lists;
 pub mod modes;
 pub mod overrides;
 mod proxy;
+mod run;
 mod stages;
 pub mod table;
 
@@ -331,7 +332,7 @@ impl Shield {
         let context = self.select_in(instance, meta);
         let tables = &self.instances[usize::from(instance)];
         let local = (context.0 - self.context_base[usize::from(instance)]) as usize;
-        let mut run = stages::Run {
+        let mut run = run::Run {
             now,
             id: context,
             instance: tables,

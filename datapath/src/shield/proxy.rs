@@ -26,7 +26,7 @@ use super::emit::{
     EmitBuffer, LinkHeader, Segment, SegmentOptions, Toward, refresh_tcp_checksum,
     shift_sack_blocks, tcp_segment_range, timestamps_offset, write_segment,
 };
-use super::stages::Run;
+use super::run::Run;
 use super::{FlowKey, Session, SessionState, State};
 use crate::packet::{IfaceId, PacketMeta, tcp_flags};
 use crate::verdict::{DropReason, TimeNs, Verdict};
