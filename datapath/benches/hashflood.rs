@@ -19,10 +19,11 @@ use std::hint::black_box;
 use std::net::{Ipv6Addr, SocketAddr};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use datapath::conntrack::{ConnTrack, FlowKey};
 use datapath::director::config::DirectorConfig;
 use datapath::director::{DirectorOptions, Directors};
+use datapath::nat::conntrack::ConnTrack;
 use datapath::packet::builder::PacketBuilder;
+use datapath::packet::flow::FlowKey;
 use datapath::packet::{LinkType, PacketMeta, ip_proto, parse, tcp_flags};
 
 /// The old mix of `director/connection.rs` (private copy, to choose colliding keys).

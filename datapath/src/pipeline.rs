@@ -21,8 +21,9 @@ use std::ops::ControlFlow;
 
 use crate::director::Directors;
 use crate::flows::{FlowAction, FlowCounters, FlowTable};
-use crate::nat::{Nat, NatOutcome, current_flow, rewritten_meta};
+use crate::nat::{Nat, NatOutcome};
 use crate::packet::fragments::{FragmentCounters, FragmentTracker};
+use crate::packet::rewrite::{current_flow, rewritten_meta};
 use crate::packet::{IfaceId, InvalidReason, LinkType, PacketMeta, ParseOptions, parse_into};
 use crate::shield::{EmitBuffer, Shield, Toward};
 use crate::verdict::{DropReason, Stage, TimeNs, Verdict};

@@ -38,7 +38,7 @@ use self::connection::{
 use self::dest::{BindKind, DestId, DestStats, Dests, Forward, RealServer};
 use self::listing::RateEstimator;
 use self::scheduler::{DestChange, SchedulePacket, Scheduler};
-use crate::conntrack::FlowKey;
+use crate::packet::flow::FlowKey;
 use crate::packet::{PacketMeta, ip_proto, tcp_flags};
 use crate::verdict::{DropReason, NS_PER_SEC, TimeNs, Verdict};
 
@@ -500,7 +500,7 @@ impl Directors {
         real: SocketAddr,
         direction: Direction,
         new_connection: bool,
-        result: Result<FlowKey, crate::nat::RewriteError>,
+        result: Result<FlowKey, crate::packet::rewrite::RewriteError>,
     ) -> Decision {
         let verdict = match result {
             Ok(_) => Verdict::Forward,

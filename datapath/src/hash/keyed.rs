@@ -1,8 +1,20 @@
-//! Keyed SipHash-1-3 for tables whose keys come from packets: [`keyed_hash`] (one value for
-//! a key's `Hash` bytes under two 64-bit keys) and [`KeyedState`], the `BuildHasher` of the
-//! `HashMap`s such tables use. The key's `Hash` bytes are gathered into a small buffer and
-//! hashed in one pass with [`siphash13`] (the same value as the streaming `siphasher`
-//! `SipHasher13`, which remains the fallback for keys longer than the buffer).
+//! Keyed hashes for tables whose keys come from packets, both under a 128-bit key derived
+//! from the run's seed:
+//!
+//! - [`keyed_hash`]: SipHash-1-3 of a key's `Hash` bytes, gathered into a small buffer and
+//!   hashed in one pass with [`siphash13`] (the same value as the streaming `siphasher`
+//!   `SipHasher13`, the fallback for keys longer than the buffer). The shield's bounded
+//!   tables place entries with it (its value decides evictions, so it is fixed).
+//! - [`KeyedState`]: the `BuildHasher` of packet-keyed `HashMap`s (director connections and
+//!   templates, conntrack, fragments, lblc caches): a keyed folded multiply ([`FoldHasher`],
+//!   the construction of `foldhash`/`ahash`'s fallback: each word is XORed into the state,
+//!   which is multiplied to 128 bits by a secret 64-bit key and folded). An attacker who
+//!   does not know the key cannot choose colliding keys (the keys that collide under an
+//!   unkeyed FxHash do not collide here: `benches/hashflood.rs`), at a few instructions per
+//!   word, where SipHash-1-3 costs ~14 per round and 3 more rounds to finish: measured on
+//!   the `established` workload, SipHash cost +275 instructions per packet (+15%), this
+//!   hash +N. It is not a cryptographic PRF; the value never reaches any output (the maps
+//!   are never iterated in hash order).
 //!
 //! Keys are derived from a seed ([`KeyedState::new`]): the scenario's seed in a run, so runs
 //! stay deterministic; [`DEFAULT_SEED`] when no seed is given (`sim replay` / `sim check`
@@ -132,10 +144,7 @@ pub fn keys_from_seed(seed: u64, domain: u64) -> (u64, u64) {
     (k0, splitmix(k0))
 }
 
-/// `BuildHasher` of keyed SipHash-1-3 for `HashMap`s keyed by packet fields. Its keys
-/// must hash to at most 64 bytes (the packed key types of this crate do: see
-/// [`write_socket`]); a longer key still hashes consistently, but only its first 64 bytes
-/// count.
+/// `BuildHasher` of the keyed [`FoldHasher`] for `HashMap`s keyed by packet fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyedState {
     keys: (u64, u64),
@@ -151,21 +160,106 @@ impl KeyedState {
 }
 
 impl BuildHasher for KeyedState {
-    type Hasher = KeyedHasher;
+    type Hasher = FoldHasher;
 
     #[inline(always)]
-    fn build_hasher(&self) -> KeyedHasher {
-        KeyedHasher::new(self.keys)
+    fn build_hasher(&self) -> FoldHasher {
+        FoldHasher {
+            accumulator: self.keys.0,
+            multiplier: self.keys.1,
+        }
     }
 }
 
-/// Feed a socket address to a hasher packed: the IPv4 address as one `u32` or the IPv6
-/// one as one `u128`, then the port (the derived `Hash` of `SocketAddr` writes
-/// discriminants and length prefixes too, which costs SipHash rounds for nothing).
+/// The product of `a` and `b` to 128 bits, its halves XORed.
+#[inline(always)]
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let product = u128::from(a) * u128::from(b);
+    (product as u64) ^ ((product >> 64) as u64)
+}
+
+/// Keyed folded-multiply hasher (see the module doc): per word, `state = fold((state ^
+/// word) × key1)`, starting from `key0`; the finish multiplies once more by a constant
+/// and rotates, so both the low bits (bucket) and the high bits (tag) of a `HashMap`
+/// depend on every input bit.
+#[derive(Clone, Copy, Debug)]
+pub struct FoldHasher {
+    accumulator: u64,
+    multiplier: u64,
+}
+
+impl FoldHasher {
+    #[inline(always)]
+    fn mix(&mut self, word: u64) {
+        self.accumulator = folded_multiply(self.accumulator ^ word, self.multiplier);
+    }
+}
+
+impl Hasher for FoldHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let (words, tail) = bytes.as_chunks::<8>();
+        for word in words {
+            self.mix(u64::from_le_bytes(*word));
+        }
+        let mut last = (bytes.len() as u64) << 56;
+        for (index, &byte) in tail.iter().enumerate() {
+            last |= u64::from(byte) << (8 * index);
+        }
+        self.mix(last);
+    }
+
+    #[inline(always)]
+    fn write_u8(&mut self, value: u8) {
+        self.mix(u64::from(value));
+    }
+
+    #[inline(always)]
+    fn write_u16(&mut self, value: u16) {
+        self.mix(u64::from(value));
+    }
+
+    #[inline(always)]
+    fn write_u32(&mut self, value: u32) {
+        self.mix(u64::from(value));
+    }
+
+    #[inline(always)]
+    fn write_u64(&mut self, value: u64) {
+        self.mix(value);
+    }
+
+    #[inline(always)]
+    fn write_u128(&mut self, value: u128) {
+        self.mix(value as u64);
+        self.mix((value >> 64) as u64);
+    }
+
+    #[inline(always)]
+    fn write_usize(&mut self, value: usize) {
+        self.mix(value as u64);
+    }
+
+    #[inline(always)]
+    fn finish(&self) -> u64 {
+        folded_multiply(self.accumulator, 0x2d35_8dcc_aa6c_78a5).rotate_left(26)
+    }
+}
+
+/// Feed a socket address to a hasher packed: an IPv4 address and its port as one `u64`,
+/// an IPv6 address as one `u128` then the port (the derived `Hash` of `SocketAddr` writes
+/// discriminants, flow info and scope too, which costs hashing work for nothing).
 #[inline(always)]
 pub fn write_socket<H: Hasher>(state: &mut H, address: &SocketAddr) {
-    write_address(state, &address.ip());
-    state.write_u16(address.port());
+    match address.ip() {
+        IpAddr::V4(v4) => {
+            state.write_u64(u64::from(u32::from(v4)) << 16 | u64::from(address.port()))
+        }
+        IpAddr::V6(v6) => {
+            state.write_u128(u128::from(v6));
+            state.write_u16(address.port());
+        }
+    }
 }
 
 /// Feed an address to a hasher packed (see [`write_socket`]).

@@ -27,8 +27,8 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
+use super::conntrack::{CONNTRACK_CAPACITY, ConnTrack};
 use super::{Nat, NatAction, NatInterface, NatMatch, NatRule};
-use crate::conntrack::{CONNTRACK_CAPACITY, ConnTrack};
 use crate::packet::ip_proto;
 
 /// The rule kind.

@@ -6,7 +6,7 @@
 //! drops it, like `nf_conntrack: table full, dropping packet`). Entries expire after an idle
 //! timeout per protocol, in virtual time (a single ordered timer queue). When a source NAT
 //! would make two flows share one reply tuple, the source port is moved up to the next free
-//! port, deterministically. This module does not rewrite packets (see [`crate::nat`]) and
+//! port, deterministically. This module does not rewrite packets (see [`super`]) and
 //! does not model TCP states.
 //!
 //! Both flow indexes are keyed by packet fields: they hash with keyed SipHash-1-3
@@ -14,12 +14,11 @@
 //! No map is iterated, so hash order never reaches any output.
 
 use std::collections::{BTreeSet, HashMap};
-use std::hash::{Hash, Hasher};
-use std::net::SocketAddr;
 
 use crate::hash::fast::FastBuild;
-use crate::hash::keyed::{DEFAULT_SEED, KeyedState, write_socket};
-use crate::packet::{PacketMeta, ip_proto};
+use crate::hash::keyed::{DEFAULT_SEED, KeyedState};
+pub use crate::packet::flow::FlowKey;
+use crate::packet::ip_proto;
 use crate::verdict::{NS_PER_SEC, TimeNs};
 
 /// Default capacity (entries; each covers both directions).
@@ -29,51 +28,6 @@ pub const TCP_IDLE_TIMEOUT: TimeNs = 432_000 * NS_PER_SEC;
 /// Idle timeout of UDP and other entries (`nf_conntrack_udp_timeout_stream`).
 pub const OTHER_IDLE_TIMEOUT: TimeNs = 120 * NS_PER_SEC;
 const PORT_SEARCH_LIMIT: u16 = 1024;
-
-/// A flow as seen on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct FlowKey {
-    /// IP protocol.
-    pub proto: u8,
-    /// Source address and port (port 0 without ports).
-    pub source: SocketAddr,
-    /// Destination address and port.
-    pub destination: SocketAddr,
-}
-
-impl FlowKey {
-    /// The flow of a parsed TCP/UDP packet.
-    pub fn from_meta(meta: &PacketMeta) -> Option<Self> {
-        let proto = meta.proto?;
-        if proto != ip_proto::TCP && proto != ip_proto::UDP {
-            return None;
-        }
-        Some(Self {
-            proto,
-            source: SocketAddr::new(meta.src?, meta.sport?),
-            destination: SocketAddr::new(meta.dst?, meta.dport?),
-        })
-    }
-
-    /// The same flow seen from the other end.
-    pub fn reversed(&self) -> Self {
-        Self {
-            proto: self.proto,
-            source: self.destination,
-            destination: self.source,
-        }
-    }
-}
-
-impl Hash for FlowKey {
-    /// Packed (addresses as one integer): fewer SipHash rounds than the derived form.
-    #[inline]
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u8(self.proto);
-        write_socket(state, &self.source);
-        write_socket(state, &self.destination);
-    }
-}
 
 /// What a tracked packet becomes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
