@@ -11,10 +11,11 @@
 //!   which is multiplied to 128 bits by a secret 64-bit key and folded). An attacker who
 //!   does not know the key cannot choose colliding keys (the keys that collide under an
 //!   unkeyed FxHash do not collide here: `benches/hashflood.rs`), at a few instructions per
-//!   word, where SipHash-1-3 costs ~14 per round and 3 more rounds to finish: measured on
-//!   the `established` workload, SipHash cost +275 instructions per packet (+15%), this
-//!   hash +N. It is not a cryptographic PRF; the value never reaches any output (the maps
-//!   are never iterated in hash order).
+//!   word, where SipHash-1-3 costs ~14 per round and 3 more rounds to finish: measured by
+//!   `scripts/callgrind-check` on the `established` workload, SipHash-1-3 here cost +276
+//!   instructions per packet (+15%), this hash −7 (the unkeyed FxHash it replaced: 1789).
+//!   It is not a cryptographic PRF; the value never reaches any output (the maps are
+//!   never iterated in hash order).
 //!
 //! Keys are derived from a seed ([`KeyedState::new`]): the scenario's seed in a run, so runs
 //! stay deterministic; [`DEFAULT_SEED`] when no seed is given (`sim replay` / `sim check`
