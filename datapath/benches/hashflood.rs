@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::hint::black_box;
 use std::net::{Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use datapath::director::config::DirectorConfig;
@@ -153,7 +154,13 @@ fn directors(persistent: bool) -> Directors {
         director: Vec<DirectorConfig>,
     }
     let file: File = toml::from_str(&text).unwrap();
-    Directors::build(&file.director, DirectorOptions::default()).unwrap()
+    // Room for every client in both tables (the template table's default is 2^18).
+    let options = DirectorOptions {
+        connection_capacity: 1 << 20,
+        template_capacity: 1 << 20,
+        ..DirectorOptions::default()
+    };
+    Directors::build(&file.director, options).unwrap()
 }
 
 fn syns(clients: &[Ipv6Addr]) -> Vec<(Vec<u8>, PacketMeta)> {
@@ -185,7 +192,7 @@ fn director_tables(c: &mut Criterion) {
         ("director_templates", true),
     ] {
         let mut group = c.benchmark_group(format!("hashflood/{table}"));
-        group.sample_size(10);
+        group.sample_size(10).warm_up_time(Duration::from_secs(1));
         for (name, clients) in key_sets() {
             let packets = syns(&clients);
             group.throughput(Throughput::Elements(packets.len() as u64));
@@ -209,7 +216,7 @@ fn director_tables(c: &mut Criterion) {
 
 fn conntrack(c: &mut Criterion) {
     let mut group = c.benchmark_group("hashflood/conntrack");
-    group.sample_size(10);
+    group.sample_size(10).warm_up_time(Duration::from_secs(1));
     let real = SocketAddr::from((Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2), 8080));
     for (name, clients) in key_sets() {
         let flows: Vec<(FlowKey, FlowKey)> = clients
