@@ -60,6 +60,9 @@ impl Default for IcmpLimits {
 #[derive(Debug, Default)]
 pub struct IcmpLimiter {
     peers: HashMap<IpAddr, (u64, u64)>,
+    /// When a full peer table was last swept (ms): at most one sweep a second, so that a
+    /// flood of errors to new (spoofed) peers does not scan the table for each.
+    last_sweep_ms: Option<u64>,
     global_credit: u64,
     global_stamp: Option<u64>,
 }
@@ -125,8 +128,14 @@ impl IcmpLimiter {
             return true;
         }
         if !self.peers.contains_key(&dest) && self.peers.len() >= PEER_CAPACITY {
-            self.peers
-                .retain(|_, (_, last)| ms.saturating_sub(*last) < PEER_IDLE_MS);
+            if self
+                .last_sweep_ms
+                .is_none_or(|at| ms.saturating_sub(at) >= 1000)
+            {
+                self.last_sweep_ms = Some(ms);
+                self.peers
+                    .retain(|_, (_, last)| ms.saturating_sub(*last) < PEER_IDLE_MS);
+            }
             if self.peers.len() >= PEER_CAPACITY {
                 return true;
             }
