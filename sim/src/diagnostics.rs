@@ -326,7 +326,10 @@ mod tests {
         let error = LocatedError::at(Path::new("f.toml"), text, Some(13..18), "port out of range");
         assert_eq!(error.to_string(), "f.toml:2:8: port out of range");
         let rendered = error.render(text);
-        assert!(rendered.contains("2 | port = 99999\n  |        ^^^^^\n"), "{rendered}");
+        assert!(
+            rendered.contains("2 | port = 99999\n  |        ^^^^^\n"),
+            "{rendered}"
+        );
         let nowhere = LocatedError::at(Path::new("f.toml"), text, None, "cannot read");
         assert_eq!(nowhere.to_string(), "f.toml: cannot read");
     }

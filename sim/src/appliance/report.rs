@@ -474,7 +474,8 @@ real = [{ addr = "10.0.1.2:80", weight = 1 }]
 "#;
 
     fn write_temp(name: &str, text: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("lbsim-appliance-report-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("lbsim-appliance-report-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();

@@ -35,7 +35,11 @@ pub(super) fn deserialize_error(path: &Path, text: &str, error: &toml::de::Error
             };
             match probe(table) {
                 Verdict::Fine => {}
-                Verdict::Wrong { key, culprit, message } => {
+                Verdict::Wrong {
+                    key,
+                    culprit,
+                    message,
+                } => {
                     let at = culprit.span(&spans, &element, &key);
                     let shown = value_text(text, &at, &culprit);
                     let message = format!("{element}.{key}: {shown}{message}");
@@ -80,9 +84,7 @@ impl Culprit {
             Self::Key => spans.key_span(element, key),
             Self::Value => spans.value(&element.key(key)).map(Spanned::span),
         };
-        found
-            .or_else(|| spans.span(element))
-            .unwrap_or(0..0)
+        found.or_else(|| spans.span(element)).unwrap_or(0..0)
     }
 }
 

@@ -364,13 +364,16 @@ pub fn parse_destination(text: &str) -> Result<(IpAddr, Option<u16>), String> {
 /// the port missing.
 pub fn explain_socket_address(text: &str) -> String {
     let (address, port) = match text.rsplit_once(':') {
-        Some((address, port)) if !address.contains(':') || address.ends_with(']') => {
-            (address.trim_start_matches('[').trim_end_matches(']'), Some(port))
-        }
+        Some((address, port)) if !address.contains(':') || address.ends_with(']') => (
+            address.trim_start_matches('[').trim_end_matches(']'),
+            Some(port),
+        ),
         _ => (text, None),
     };
     if address.parse::<IpAddr>().is_err() {
-        return format!("`{address}` is not an IPv4 or IPv6 address (expected \"address:port\", IPv6 as \"[2001:db8::1]:80\")");
+        return format!(
+            "`{address}` is not an IPv4 or IPv6 address (expected \"address:port\", IPv6 as \"[2001:db8::1]:80\")"
+        );
     }
     match port {
         None => "expected \"address:port\" (the port is missing)".to_string(),

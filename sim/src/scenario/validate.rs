@@ -150,7 +150,10 @@ fn validate_traffic(spec: &TrafficSpec) -> Result<(), (&'static str, String)> {
             let too_big = |set: &Option<super::RangeSet>, max: u32| {
                 set.as_ref().is_some_and(|s| s.max() > max)
             };
-            for (key, set) in [("src_ports", &flood.src_ports), ("dst_ports", &flood.dst_ports)] {
+            for (key, set) in [
+                ("src_ports", &flood.src_ports),
+                ("dst_ports", &flood.dst_ports),
+            ] {
                 if too_big(set, 65535) {
                     return Err((key, "ports must be at most 65535".into()));
                 }
@@ -178,7 +181,10 @@ fn validate_traffic(spec: &TrafficSpec) -> Result<(), (&'static str, String)> {
                 return positive("clients");
             }
             if udp.payload < 8 {
-                return Err(("payload", "must be at least 8 bytes (the request id)".into()));
+                return Err((
+                    "payload",
+                    "must be at least 8 bytes (the request id)".into(),
+                ));
             }
         }
     }

@@ -36,9 +36,8 @@ pub(super) fn validate_events(
                     return Err(at(spans, &element.key("syn_cookies"), message));
                 }
                 if let Some(appliance) = &appliance {
-                    check_context(appliance, *context).map_err(|(key, message)| {
-                        at(spans, &element.key(key), message)
-                    })?;
+                    check_context(appliance, *context)
+                        .map_err(|(key, message)| at(spans, &element.key(key), message))?;
                 }
             }
             TimedEvent::ServerDown {
@@ -51,9 +50,8 @@ pub(super) fn validate_events(
                 director, server, ..
             } => {
                 if let Some(appliance) = &appliance {
-                    check_server(&appliance.director, director.as_deref(), *server).map_err(
-                        |(key, message)| at(spans, &element.key(key), message),
-                    )?;
+                    check_server(&appliance.director, director.as_deref(), *server)
+                        .map_err(|(key, message)| at(spans, &element.key(key), message))?;
                 }
             }
         }
@@ -96,7 +94,10 @@ fn check_context(
     context: Option<IpAddr>,
 ) -> Result<(), (&'static str, String)> {
     let Some(shield) = &appliance.shield else {
-        return Err(("kind", "a mode event needs a [shield] in the appliance".into()));
+        return Err((
+            "kind",
+            "a mode event needs a [shield] in the appliance".into(),
+        ));
     };
     let Some(destination) = context else {
         return Ok(());
@@ -114,7 +115,11 @@ fn check_context(
         "context",
         format!(
             "`{destination}`: no shield context has that destination (contexts: {})",
-            if list.is_empty() { "none".into() } else { list.join(", ") }
+            if list.is_empty() {
+                "none".into()
+            } else {
+                list.join(", ")
+            }
         ),
     ))
 }
@@ -128,33 +133,46 @@ fn check_server(
 ) -> Result<(), (&'static str, String)> {
     let names = || {
         let names: Vec<&str> = directors.iter().map(|d| d.name.as_str()).collect();
-        if names.is_empty() { "none".into() } else { names.join(", ") }
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
+        }
     };
     let candidates: Vec<&DirectorConfig> = match director {
         Some(name) => {
             let found: Vec<_> = directors.iter().filter(|d| d.name == name).collect();
             if found.is_empty() {
-                let message = format!("`{name}`: no director of that name (directors: {})", names());
+                let message = format!(
+                    "`{name}`: no director of that name (directors: {})",
+                    names()
+                );
                 return Err(("director", message));
             }
             found
         }
         None if directors.is_empty() => {
-            return Err(("server", format!("`{server}`: the appliance has no director")));
+            return Err((
+                "server",
+                format!("`{server}`: the appliance has no director"),
+            ));
         }
         None => directors.iter().collect(),
     };
-    if candidates
-        .iter()
-        .any(|d| d.real.iter().any(|real| is_server(&real.addr, d.port, server)))
-    {
+    if candidates.iter().any(|d| {
+        d.real
+            .iter()
+            .any(|real| is_server(&real.addr, d.port, server))
+    }) {
         return Ok(());
     }
     let reals: Vec<&str> = candidates
         .iter()
         .flat_map(|d| d.real.iter().map(|r| r.addr.as_str()))
         .collect();
-    let whose = director.map_or("any director".to_string(), |name| format!("director {name:?}"));
+    let whose = director.map_or("any director".to_string(), |name| {
+        format!("director {name:?}")
+    });
     Err((
         "server",
         format!(
@@ -170,7 +188,6 @@ fn is_server(addr: &str, service_port: Option<u16>, server: SocketAddr) -> bool 
     if let Ok(socket) = addr.parse::<SocketAddr>() {
         return socket == server;
     }
-    addr.parse::<IpAddr>().is_ok_and(|ip| {
-        ip == server.ip() && service_port.is_none_or(|port| port == server.port())
-    })
+    addr.parse::<IpAddr>()
+        .is_ok_and(|ip| ip == server.ip() && service_port.is_none_or(|port| port == server.port()))
 }
