@@ -389,6 +389,10 @@ fn cases() -> Vec<Case> {
             vec!["run", "scenarios/invalid/event_unknown_context.toml"],
         ),
         plain(
+            "scenario: negative weight in the second `[[appliance.director]]`",
+            vec!["run", "scenarios/invalid/appliance_bad_real.toml"],
+        ),
+        plain(
             "scenario: two networks with the same prefix",
             vec!["run", "scenarios/invalid/duplicate_prefix.toml"],
         ),

@@ -8,7 +8,10 @@
 //! Not here: the stages' own validation (each stage's config type validates itself when the
 //! pipeline is built); what the stages saw during a run ([`report`]).
 
+mod check;
 pub mod report;
+
+pub use self::check::check;
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +26,8 @@ use datapath::packet::ParseOptions;
 use datapath::pipeline::{Pipeline, QaTable};
 use datapath::shield::ShieldConfig;
 use serde::Deserialize;
+
+use crate::diagnostics::{KeyPath, LocatedError, TomlSpans};
 
 pub use self::report::{
     ApplianceReport, FlowReport, NatReport, RealReport, ServiceReport, ShieldContextReport,
@@ -249,8 +254,11 @@ impl ApplianceConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let config: Self = toml::from_str(&text)
-            .map_err(|e| crate::diagnostics::LocatedError::from_toml(path, &text, &e))?;
+        let config: Self =
+            toml::from_str(&text).map_err(|e| LocatedError::from_toml(path, &text, &e))?;
+        check(&config, &KeyPath::root()).map_err(|(key, message)| {
+            LocatedError::at(path, &text, TomlSpans::parse(&text).span(&key), message)
+        })?;
         if config.appliance.is_some() {
             anyhow::bail!(
                 "{}: `appliance = ...` belongs in a scenario's [appliance] table, not in an appliance file",

@@ -39,6 +39,10 @@ pub(super) fn validate(
         let message = format!("queues must be between 1 and {MAX_QUEUES}");
         return Err((spans.span(&path), message));
     }
+    if scenario.appliance.appliance.is_none() {
+        crate::appliance::check(&scenario.appliance, &root.key("appliance"))
+            .map_err(|(path, message)| (spans.span(&path), message))?;
+    }
     validate_topology(scenario, spans)?;
     let networks: BTreeSet<&str> = scenario
         .topology
