@@ -6,6 +6,8 @@
 //! Not here: building the pipeline (see [`super::build_pipeline`]), which runs the same
 //! checks again.
 
+use std::collections::BTreeSet;
+
 use datapath::director::config::{ConfigError, DirectorConfig, build_all};
 use datapath::shield::ShieldConfigError;
 
@@ -13,12 +15,25 @@ use super::ApplianceConfig;
 use crate::diagnostics::KeyPath;
 
 /// The first problem of `config` (under `base`: the root of an appliance file, `appliance`
-/// in a scenario): the key path it is at and the message.
-pub fn check(config: &ApplianceConfig, base: &KeyPath) -> Result<(), (KeyPath, String)> {
-    if let Some(shield) = &config.shield
-        && let Err(error) = datapath::shield::build(shield, 0, &[])
-    {
-        return Err((shield_path(&error, base), error.to_string()));
+/// in a scenario): the key path it is at and the message. `iface_names` are the appliance's
+/// interfaces when known (a scenario's topology); otherwise every interface the shield names
+/// is taken as existing (the pipeline build checks them against the real ones).
+pub fn check(
+    config: &ApplianceConfig,
+    base: &KeyPath,
+    iface_names: Option<&[&str]>,
+) -> Result<(), (KeyPath, String)> {
+    if let Some(shield) = &config.shield {
+        let named: BTreeSet<&str> = shield
+            .interfaces
+            .iter()
+            .chain(shield.instance.iter().flat_map(|i| i.interfaces.iter()))
+            .map(String::as_str)
+            .collect();
+        let named: Vec<&str> = named.into_iter().collect();
+        if let Err(error) = datapath::shield::build(shield, 0, iface_names.unwrap_or(&named)) {
+            return Err((shield_path(&error, base), error.to_string()));
+        }
     }
     if let Err(error) = build_all(&config.director) {
         return Err((
@@ -87,5 +102,58 @@ fn director_path(error: &ConfigError, directors: &[DirectorConfig], base: &KeyPa
         (Some(position), Some(key)) => table.index(position).key(key),
         (Some(position), None) => table.index(position),
         (None, _) => table,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn located(text: &str) -> (String, usize, usize) {
+        let config: ApplianceConfig = toml::from_str(text).expect("parses");
+        let (path, message) = check(&config, &KeyPath::root(), None).expect_err("rejected");
+        let span = crate::diagnostics::TomlSpans::parse(text)
+            .span(&path)
+            .expect("located");
+        let (line, column) = crate::diagnostics::line_column(text, span.start);
+        (format!("{path}: {message}"), line, column)
+    }
+
+    #[test]
+    fn director_errors_are_at_the_right_director() {
+        let director = |name: &str, vip: &str| {
+            format!(
+                "[[director]]\nname = \"{name}\"\nvip = \"{vip}\"\nport = 80\nproto = \"tcp\"\nreal = [{{ addr = \"10.0.1.2:80\" }}]\n\n"
+            )
+        };
+        let text = format!(
+            "{}{}",
+            director("web", "192.0.2.10"),
+            director("web", "192.0.2.11")
+        );
+        let (message, line, column) = located(&text);
+        assert_eq!(message, "director[1].name: director \"web\" defined twice");
+        assert_eq!((line, column), (9, 8));
+    }
+
+    #[test]
+    fn shield_errors_are_at_their_key_and_named_interfaces_are_not_unknown() {
+        let text = "[shield]\nsession_table_capacity = 3\n";
+        let (message, line, column) = located(text);
+        assert_eq!(
+            message,
+            "shield.session_table_capacity: shield: `session_table_capacity` = 3 is outside 8..=4194304"
+        );
+        assert_eq!((line, column), (2, 26));
+        // Interfaces named by instances exist as far as a file alone can tell.
+        let instances =
+            "[shield]\ninterfaces = [\"eth0\"]\n[[shield.instance]]\ninterfaces = [\"eth1\"]\n";
+        let config: ApplianceConfig = toml::from_str(instances).unwrap();
+        assert_eq!(check(&config, &KeyPath::root(), None), Ok(()));
+        let twice =
+            "[shield]\ninterfaces = [\"eth0\"]\n[[shield.instance]]\ninterfaces = [\"eth0\"]\n";
+        let (message, line, _) = located(twice);
+        assert!(message.contains("already belongs"), "{message}");
+        assert_eq!(line, 3);
     }
 }

@@ -256,7 +256,7 @@ impl ApplianceConfig {
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let config: Self =
             toml::from_str(&text).map_err(|e| LocatedError::from_toml(path, &text, &e))?;
-        check(&config, &KeyPath::root()).map_err(|(key, message)| {
+        check(&config, &KeyPath::root(), None).map_err(|(key, message)| {
             LocatedError::at(path, &text, TomlSpans::parse(&text).span(&key), message)
         })?;
         if config.appliance.is_some() {

@@ -40,7 +40,13 @@ pub(super) fn validate(
         return Err((spans.span(&path), message));
     }
     if scenario.appliance.appliance.is_none() {
-        crate::appliance::check(&scenario.appliance, &root.key("appliance"))
+        let names: Vec<&str> = scenario
+            .topology
+            .interfaces
+            .iter()
+            .map(String::as_str)
+            .collect();
+        crate::appliance::check(&scenario.appliance, &root.key("appliance"), Some(&names))
             .map_err(|(path, message)| (spans.span(&path), message))?;
     }
     validate_topology(scenario, spans)?;
