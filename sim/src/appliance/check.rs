@@ -1,7 +1,8 @@
 //! Check an appliance configuration when its file (or scenario) loads, so that a value the
 //! stages reject (a shield capacity out of range, a director's bad real server, two
-//! directors with one name) is reported at its key's `file:line:col`, like a syntax error,
-//! rather than later without a place.
+//! directors with one name, a NAT rule leaving by an interface without an address) is
+//! reported at its key's `file:line:col`, like a syntax error, rather than later without a
+//! place.
 //!
 //! Not here: building the pipeline (see [`super::build_pipeline`]), which runs the same
 //! checks again.
@@ -33,6 +34,16 @@ pub fn check(
         let named: Vec<&str> = named.into_iter().collect();
         if let Err(error) = datapath::shield::build(shield, 0, iface_names.unwrap_or(&named)) {
             return Err((shield_path(&error, base), error.to_string()));
+        }
+    }
+    for (index, rule) in config.nat.iter().enumerate() {
+        if let Some(out) = rule
+            .out
+            .as_ref()
+            .filter(|o| !config.interfaces.contains_key(*o))
+        {
+            let message = format!("`{out}`: this interface has no address in [interfaces]");
+            return Err((base.key("nat").index(index).key("out"), message));
         }
     }
     if let Err(error) = build_all(&config.director) {
