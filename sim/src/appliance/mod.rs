@@ -27,6 +27,7 @@ use datapath::pipeline::{Pipeline, QaTable};
 use datapath::shield::ShieldConfig;
 use serde::Deserialize;
 
+use crate::diagnostics::elements::{ElementCheck, locate_in_arrays, whole};
 use crate::diagnostics::{KeyPath, LocatedError, TomlSpans};
 
 pub use self::report::{
@@ -254,8 +255,10 @@ impl ApplianceConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let config: Self =
-            toml::from_str(&text).map_err(|e| LocatedError::from_toml(path, &text, &e))?;
+        let config: Self = toml::from_str(&text).map_err(|e| {
+            let nat: ElementCheck = whole::<NatRuleConfig>;
+            locate_in_arrays(path, &text, &e, &[(KeyPath::root().key("nat"), nat)])
+        })?;
         check(&config, &KeyPath::root(), None).map_err(|(key, message)| {
             LocatedError::at(path, &text, TomlSpans::parse(&text).span(&key), message)
         })?;
@@ -329,6 +332,17 @@ mod tests {
         let error = ApplianceConfig::load(&path).unwrap_err().to_string();
         assert!(
             error.contains("bad.toml:2:1: unknown field `shields`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn errors_in_the_second_nat_rule_are_at_that_rule() {
+        let text = "[interfaces]\ninside = \"10.0.3.1/24\"\n\n[[nat]]\nkind = \"masquerade\"\nout = \"inside\"\n\n[[nat]]\nkind = \"dnat\"\ndst = \"192.0.2.30:80\"\nto = \"10.0.3.4:8080\"\n";
+        let path = write_temp("nat-second.toml", text);
+        let error = ApplianceConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("nat-second.toml:8:1: nat[1]: a rule with ports needs"),
             "{error}"
         );
     }

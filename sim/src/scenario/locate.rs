@@ -1,157 +1,26 @@
-//! Put a scenario's deserialisation error at the offending key. `[[traffic]]` and `[[events]]`
-//! are tagged by `kind`, which makes serde read each element whole before choosing its type:
-//! the `toml` crate can then only point at the element's `[[…]]` header. Here the failing
-//! element is read again one key at a time (`kind` plus that key) with spans kept, so the
-//! error names the key, its value and its own `line:col`.
+//! Put a scenario's deserialisation error at the offending key: `[[traffic]]` and `[[events]]`
+//! elements are tagged by `kind`, `[[appliance.nat]]` rules are read whole (see
+//! [`crate::diagnostics::elements`]).
 //!
 //! Not here: checks made after parsing (see `validate.rs`).
 
-use std::ops::Range;
 use std::path::Path;
 
-use serde::de::DeserializeOwned;
-use toml::Spanned;
-use toml::de::{DeTable, DeValue};
+use datapath::nat::config::NatRuleConfig;
 
 use super::{TimedEvent, TrafficSpec};
-use crate::diagnostics::{KeyPath, LocatedError, TomlSpans};
+use crate::diagnostics::elements::{ElementCheck, locate_in_arrays, tagged, whole};
+use crate::diagnostics::{KeyPath, LocatedError};
 
 /// The located form of a TOML error in scenario `text`.
 pub(super) fn deserialize_error(path: &Path, text: &str, error: &toml::de::Error) -> LocatedError {
-    let spans = TomlSpans::parse(text);
-    let tagged: [(&str, Probe); 2] = [
-        ("traffic", probe::<TrafficSpec>),
-        ("events", probe::<TimedEvent>),
+    let root = KeyPath::root();
+    let arrays: [(KeyPath, ElementCheck); 3] = [
+        (root.key("traffic"), tagged::<TrafficSpec>),
+        (root.key("events"), tagged::<TimedEvent>),
+        (root.key("appliance").key("nat"), whole::<NatRuleConfig>),
     ];
-    for (array, probe) in tagged {
-        let array = KeyPath::root().key(array);
-        for index in 0..spans.len(&array) {
-            let element = array.index(index);
-            let Some(value) = spans.value(&element) else {
-                continue;
-            };
-            let DeValue::Table(table) = value.get_ref() else {
-                continue;
-            };
-            match probe(table) {
-                Verdict::Fine => {}
-                Verdict::Wrong {
-                    key,
-                    culprit,
-                    message,
-                } => {
-                    let at = culprit.span(&spans, &element, &key);
-                    let shown = value_text(text, &at, &culprit);
-                    let message = format!("{element}.{key}: {shown}{message}");
-                    return LocatedError::at(path, text, Some(at), message);
-                }
-                // No single key is wrong (a missing field): the element is the place.
-                Verdict::Whole(message) => {
-                    let message = format!("{element}: {message}");
-                    return LocatedError::at(path, text, spans.span(&element), message);
-                }
-            }
-        }
-    }
-    LocatedError::from_toml(path, text, error)
-}
-
-/// What [`probe`] found about one element.
-enum Verdict {
-    /// It reads.
-    Fine,
-    /// One key is wrong.
-    Wrong {
-        key: String,
-        culprit: Culprit,
-        message: String,
-    },
-    /// It does not read, but no single key is to blame.
-    Whole(String),
-}
-
-type Probe = fn(&DeTable<'_>) -> Verdict;
-
-/// What is wrong about a key: the key itself (unknown) or its value.
-enum Culprit {
-    Key,
-    Value,
-}
-
-impl Culprit {
-    fn span(&self, spans: &TomlSpans<'_>, element: &KeyPath, key: &str) -> Range<usize> {
-        let found = match self {
-            Self::Key => spans.key_span(element, key),
-            Self::Value => spans.value(&element.key(key)).map(Spanned::span),
-        };
-        found.or_else(|| spans.span(element)).unwrap_or(0..0)
-    }
-}
-
-/// `` `value`: `` for a value error (the value as written), nothing for an unknown key.
-fn value_text(text: &str, span: &Range<usize>, culprit: &Culprit) -> String {
-    match culprit {
-        Culprit::Key => String::new(),
-        Culprit::Value => text
-            .get(span.clone())
-            .map(|written| format!("`{}`: ", written.trim_matches('"')))
-            .unwrap_or_default(),
-    }
-}
-
-/// Whether `T` reads `table`; if not, the first key it rejects on its own (read with
-/// `kind` only, so missing fields do not count), `kind` itself when it is the problem.
-fn probe<T: DeserializeOwned>(table: &DeTable<'_>) -> Verdict {
-    let read = |entries: &mut dyn Iterator<Item = (&Spanned<_>, &Spanned<DeValue<'_>>)>| {
-        let mut partial = DeTable::new();
-        for (key, value) in entries {
-            partial.insert(key.clone(), value.clone());
-        }
-        let deserializer = toml::de::Deserializer::from(Spanned::new(0..0, partial));
-        T::deserialize(deserializer)
-            .err()
-            .map(|e| e.message().trim().to_string())
-    };
-    let Some(whole) = read(&mut table.iter()) else {
-        return Verdict::Fine;
-    };
-    let rejected = |message: Option<String>| message.filter(|m| !m.starts_with("missing field"));
-    let Some(kind) = table.iter().find(|(key, _)| key.get_ref() == "kind") else {
-        return Verdict::Whole(whole);
-    };
-    let wrong = |key: &str, message: String, value: &DeValue<'_>| {
-        let culprit = if message.starts_with("unknown field") {
-            Culprit::Key
-        } else {
-            Culprit::Value
-        };
-        let message = explain(&message, value);
-        Verdict::Wrong {
-            key: key.to_string(),
-            culprit,
-            message,
-        }
-    };
-    if let Some(message) = rejected(read(&mut std::iter::once(kind))) {
-        return wrong("kind", message, kind.1.get_ref());
-    }
-    for entry in table.iter().filter(|(key, _)| key.get_ref() != "kind") {
-        if let Some(message) = rejected(read(&mut [kind, entry].into_iter())) {
-            return wrong(entry.0.get_ref(), message, entry.1.get_ref());
-        }
-    }
-    Verdict::Whole(whole)
-}
-
-/// A clearer message for a socket address the standard library rejects ("invalid socket
-/// address syntax" says neither what nor why).
-fn explain(message: &str, value: &DeValue<'_>) -> String {
-    match value.as_str() {
-        Some(written) if message == "invalid socket address syntax" => {
-            super::explain_socket_address(written)
-        }
-        _ => message.to_string(),
-    }
+    locate_in_arrays(path, text, error, &arrays)
 }
 
 #[cfg(test)]

@@ -357,31 +357,7 @@ pub fn parse_destination(text: &str) -> Result<(IpAddr, Option<u16>), String> {
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Ok((ip, None));
     }
-    Err(explain_socket_address(text))
-}
-
-/// Why `text` is not an `address:port`: the port out of range, the address unreadable, or
-/// the port missing.
-pub fn explain_socket_address(text: &str) -> String {
-    let (address, port) = match text.rsplit_once(':') {
-        Some((address, port)) if !address.contains(':') || address.ends_with(']') => (
-            address.trim_start_matches('[').trim_end_matches(']'),
-            Some(port),
-        ),
-        _ => (text, None),
-    };
-    if address.parse::<IpAddr>().is_err() {
-        return format!(
-            "`{address}` is not an IPv4 or IPv6 address (expected \"address:port\", IPv6 as \"[2001:db8::1]:80\")"
-        );
-    }
-    match port {
-        None => "expected \"address:port\" (the port is missing)".to_string(),
-        Some(port) => match port.parse::<u64>() {
-            Ok(number) if number > 65535 => format!("port {number} is out of range (0-65535)"),
-            _ => format!("port `{port}` is not a number from 0 to 65535"),
-        },
-    }
+    Err(crate::diagnostics::explain_socket_address(text))
 }
 
 /// The floods (`syn_flood`, `ack_flood`, `udp_flood`, `icmp_flood`).

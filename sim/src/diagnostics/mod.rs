@@ -7,7 +7,10 @@
 //!
 //! Not here: what is wrong with a file (each loader decides), reading files.
 
+pub mod elements;
+
 use std::fmt::{self, Write as _};
+use std::net::IpAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -98,6 +101,30 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let column = before[line_start..].chars().count() + 1;
     (line, column)
+}
+
+/// Why `text` is not an `address:port`: the port out of range, the address unreadable, or
+/// the port missing.
+pub fn explain_socket_address(text: &str) -> String {
+    let (address, port) = match text.rsplit_once(':') {
+        Some((address, port)) if !address.contains(':') || address.ends_with(']') => (
+            address.trim_start_matches('[').trim_end_matches(']'),
+            Some(port),
+        ),
+        _ => (text, None),
+    };
+    if address.parse::<IpAddr>().is_err() {
+        return format!(
+            "`{address}` is not an IPv4 or IPv6 address (expected \"address:port\", IPv6 as \"[2001:db8::1]:80\")"
+        );
+    }
+    match port {
+        None => "expected \"address:port\" (the port is missing)".to_string(),
+        Some(port) => match port.parse::<u64>() {
+            Ok(number) if number > 65535 => format!("port {number} is out of range (0-65535)"),
+            _ => format!("port `{port}` is not a number from 0 to 65535"),
+        },
+    }
 }
 
 /// One located problem, as [`render`] shows it.
