@@ -75,9 +75,37 @@ impl LocatedError {
 
     /// A TOML deserialisation error, located where the `toml` crate puts it (the start of
     /// the file when it gives no place).
+    /// The message names the key it is at, and the value when that is what is wrong
+    /// (`topology.network[0].prefix: `10.0.0.300/24`: invalid IP address syntax`).
     pub fn from_toml(path: &Path, text: &str, error: &toml::de::Error) -> Self {
         let span = error.span().unwrap_or(0..0);
-        Self::at(path, text, Some(span), error.message().trim().to_string())
+        let message = error.message().trim();
+        let named = match TomlSpans::parse(text).key_at(span.start) {
+            // On a key (an unknown field): name the table it is in.
+            Some((key, true)) => key
+                .parent()
+                .filter(|table| *table != KeyPath::root())
+                .map(|table| format!("{table}: {message}")),
+            Some((key, false)) => {
+                let written = text.get(span.clone()).unwrap_or("");
+                let scalar = !written.is_empty()
+                    && !written.contains('\n')
+                    && !written.starts_with(['{', '['])
+                    && written.len() <= 80;
+                Some(if scalar {
+                    format!("{key}: `{}`: {message}", written.trim_matches('"'))
+                } else {
+                    format!("{key}: {message}")
+                })
+            }
+            None => None,
+        };
+        Self::at(
+            path,
+            text,
+            Some(span),
+            named.unwrap_or_else(|| message.to_string()),
+        )
     }
 
     /// Rendered rustc-style with the source line underlined (see [`render`]).
@@ -224,6 +252,13 @@ impl KeyPath {
         Self(steps)
     }
 
+    /// The path without its last step (`None` for the root).
+    pub fn parent(&self) -> Option<Self> {
+        let mut steps = self.0.clone();
+        steps.pop()?;
+        Some(Self(steps))
+    }
+
     /// This path, then element `index` of an array.
     pub fn index(&self, index: usize) -> Self {
         let mut steps = self.0.clone();
@@ -301,6 +336,35 @@ impl<'a> TomlSpans<'a> {
             .map(|(key, _)| key.span())
     }
 
+    /// The key whose key (`true`) or value (`false`) holds byte `offset`, innermost first.
+    pub fn key_at(&self, offset: usize) -> Option<(KeyPath, bool)> {
+        let contains = |span: Range<usize>| span.start <= offset && offset < span.end;
+        let holds = |value: &Spanned<DeValue<'a>>| holds(value, offset);
+        let mut table = self.root.as_ref()?.get_ref();
+        let mut path = KeyPath::root();
+        loop {
+            let (key, value) = table
+                .iter()
+                .find(|(key, value)| contains(key.span()) || holds(value))?;
+            path = path.key(key.get_ref());
+            if contains(key.span()) {
+                return Some((path, true));
+            }
+            let mut value = value;
+            if let DeValue::Array(elements) = value.get_ref() {
+                let Some(index) = elements.iter().position(holds) else {
+                    return Some((path, false));
+                };
+                path = path.index(index);
+                value = &elements[index];
+            }
+            match value.get_ref() {
+                DeValue::Table(inner) => table = inner,
+                _ => return Some((path, false)),
+            }
+        }
+    }
+
     /// Number of elements of the array at `path` (0 when it is not an array).
     pub fn len(&self, path: &KeyPath) -> usize {
         match self.value(path).map(Spanned::get_ref) {
@@ -308,6 +372,20 @@ impl<'a> TomlSpans<'a> {
             _ => 0,
         }
     }
+}
+
+/// Whether byte `offset` is in `value` (tables and arrays of tables: in one of their keys
+/// or values, wherever their headers put their own spans).
+fn holds(value: &Spanned<DeValue<'_>>, offset: usize) -> bool {
+    let contains = |span: Range<usize>| span.start <= offset && offset < span.end;
+    contains(value.span())
+        || match value.get_ref() {
+            DeValue::Table(table) => table
+                .iter()
+                .any(|(key, value)| contains(key.span()) || holds(value, offset)),
+            DeValue::Array(elements) => elements.iter().any(|element| holds(element, offset)),
+            _ => false,
+        }
 }
 
 #[cfg(test)]
@@ -345,6 +423,21 @@ mod tests {
         let missing = spans.span(&table.key("nope")).expect("table found");
         assert_eq!(missing, spans.value(&table).unwrap().span());
         assert_eq!(spans.len(&KeyPath::root().key("traffic")), 2);
+        // The key at an offset, inside the second element of an array of tables.
+        let (found, on_key) = spans.key_at(span.start).expect("a key");
+        assert_eq!(
+            (found.to_string(), on_key),
+            ("traffic[1].rate".into(), false)
+        );
+        let (found, on_key) = spans.key_at(key.start).expect("a key");
+        assert_eq!(
+            (found.to_string(), on_key),
+            ("traffic[1].rate".into(), true)
+        );
+        let nested = "[[a.b]]\nx = 1\n[[a.b]]\nlink = { loss = 5 }\n";
+        let offset = nested.find('5').unwrap();
+        let (found, _) = TomlSpans::parse(nested).key_at(offset).expect("a key");
+        assert_eq!(found.to_string(), "a.b[1].link.loss");
     }
 
     #[test]
