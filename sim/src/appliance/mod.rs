@@ -315,7 +315,9 @@ mod tests {
         let path = write_temp("qa-bad.toml", text);
         let error = ApplianceConfig::load(&path).unwrap_err().to_string();
         assert!(
-            error.contains("qa-bad.toml:2:33: unknown field `sessions`, expected one of"),
+            error.contains(
+                "qa-bad.toml:2:33: qa.full_after: unknown field `sessions`, expected one of"
+            ),
             "{error}"
         );
         let path = write_temp("qa-bad2.toml", "[qa]\nfull_after = { fragments = -1 }\n");
