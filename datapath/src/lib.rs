@@ -12,12 +12,14 @@
 //! - [`shield`] — PacketShield: contexts, invalid/deny/allow stages, protection modes, SYN cookies and proxy.
 //! - [`flows`] — the flowmgr language: parser, table and evaluator, iptables/nft compilers.
 //! - [`director`] — LVS/IPVS: services, the 13 schedulers, persistence, connection table, NAT/DR/TUN forwarding.
+//! - [`ip`] — the Linux IP layer: reassembly, the routing decision (martians, rp_filter, multicast/broadcast), forwarding checks (TTL, MTU) and the ICMP errors they send.
 //! - [`nat`] — DNAT/SNAT/MASQUERADE rules and their connection tracking ([`nat::conntrack`]).
 //! - [`pipeline`] — composes the stages: `Pipeline::process(now, iface, link, frame)` → outcome, emitted frames, counters.
 
 pub mod director;
 pub mod flows;
 pub mod hash;
+pub mod ip;
 pub mod nat;
 pub mod packet;
 pub mod pipeline;

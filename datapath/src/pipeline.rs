@@ -1,5 +1,5 @@
-//! The pipeline: parse → invalid/fragment checks → shield → flows → director/NAT, counting
-//! every verdict per stage and reason.
+//! The pipeline: parse → invalid/fragment checks → shield → IP layer → flows → director/NAT,
+//! counting every verdict per stage and reason.
 //!
 //! `Pipeline::process(now, iface, link, frame)` is the one entry point drivers call (the
 //! simulator engine, `sim replay --appliance`, benchmarks). It returns a [`PacketOutcome`]
@@ -7,9 +7,30 @@
 //! SYN-cookie SYN-ACKs) in [`Pipeline::emitted`]. Stages are optional: a pipeline with none
 //! classifies invalid packets and passes the rest, which is what a bare capture replay needs.
 //!
-//! Order: parse (and fragment overlap) → shield → flows → director for every packet, except
-//! replies of the director's own connections (real server → client): those are un-NATed by
-//! the director first, then shown to the shield (SYN-proxy sequence translation), then sent.
+//! Order, as the appliance's Linux kernel runs it:
+//! 1. parse: the frame's headers, with `ip_rcv` / `ip_rcv_core` / `ipv6_rcv`'s sanity checks
+//!    (version, IHL, lengths, header checksum) as the parser's invalid reasons, and the
+//!    fragment overlap check;
+//! 2. shield (PacketShield: netdev ingress, before IP);
+//! 3. ip, reassembly (`nf_defrag_ipv4` / `nf_defrag_ipv6`, PREROUTING priority -400, only
+//!    when conntrack runs): fragments are held until their datagram is complete;
+//! 4. flows (mangle PREROUTING);
+//! 5. ip, the routing decision and forwarding checks (`ip_route_input_slow` /
+//!    `ip6_route_input`: martians, non-unicast destinations, `rp_filter`, forwarding off;
+//!    `ip_forward` / `ip6_forward`: TTL / hop limit → ICMP time exceeded, MTU → ICMP
+//!    fragmentation needed / packet too big, TTL decrement). In the kernel these come after
+//!    DNAT (nat PREROUTING); here just before it, so that an ICMP error quotes the packet as
+//!    received, which is what the kernel's conntrack makes of the quoted header on the way
+//!    out (`nf_nat_icmp_reply_translation`); no check depends on the translated address
+//!    except a DNAT to a loopback address;
+//! 6. DNAT (nat PREROUTING) and the director (IPVS);
+//! 7. SNAT / MASQUERADE (nat POSTROUTING). The kernel refragments a reassembled datagram
+//!    along its original fragments (`ip_do_fragment`); so does `reassemble`.
+//!
+//! Replies of the director's own connections (real server → client) and of NATed ones are
+//! un-NATed first, then shown to the shield (SYN-proxy sequence translation), then sent
+//! (the IP layer's checks are not applied to them yet). A shield answer to a packet the
+//! routing decision refuses is not sent (see `unroutable_answer`).
 //!
 //! Not here: configuration parsing (each stage's `build` does it) and any I/O.
 
@@ -21,6 +42,8 @@ use std::ops::ControlFlow;
 
 use crate::director::Directors;
 use crate::flows::{FlowAction, FlowCounters, FlowTable};
+use crate::ip::defrag::Gathered;
+use crate::ip::{IpDecision, IpLayer};
 use crate::nat::{Nat, NatOutcome};
 use crate::packet::fragments::{FragmentCounters, FragmentTracker};
 use crate::packet::rewrite::{current_flow, rewritten_meta};
@@ -187,6 +210,7 @@ pub struct Pipeline {
     flows: Option<FlowStage>,
     directors: Option<Directors>,
     nat: Option<Nat>,
+    ip: Option<IpLayer>,
     /// QA: tables still to be made full, and after how many packets.
     qa_full_after: Vec<(QaTable, u64)>,
     /// QA: tables made full so far, with the packet count they were set to.
@@ -208,6 +232,8 @@ impl Default for Pipeline {
 struct Classified {
     outcome: PacketOutcome,
     forward: bool,
+    /// An ICMP error the IP layer answers with (back out of the ingress interface).
+    answer: Option<Vec<u8>>,
 }
 
 impl Pipeline {
@@ -224,6 +250,7 @@ impl Pipeline {
             flows: None,
             directors: None,
             nat: None,
+            ip: None,
             qa_full_after: Vec::new(),
             qa_full: Vec::new(),
             keep_spares: false,
@@ -304,6 +331,11 @@ impl Pipeline {
         if meta.frag.is_fragment && meta.invalid.is_none() {
             meta.invalid = self.fragments.observe(now, meta);
             self.counters.fragments = self.fragments.counters();
+            if meta.invalid.is_some()
+                && let Some(ip) = self.ip.as_mut()
+            {
+                ip.defrag.discard_datagram(meta);
+            }
         }
         let outcome = self.decide(now, iface, link, frame);
         self.counters.count(&outcome);
@@ -336,9 +368,18 @@ impl Pipeline {
             && let Some(outcome) = self.shield_stage(now, link, &mut frame)
         {
             self.keep_spare(frame);
-            return outcome;
+            return self.unroutable_answer(outcome);
         }
-        if self.flows.is_none() && self.nat.is_none() && self.directors.is_none() {
+        if self.last_meta.frag.is_fragment
+            && self.ip.as_ref().is_some_and(|ip| ip.config().conntrack)
+        {
+            return self.reassemble(now, iface, link, frame);
+        }
+        if self.flows.is_none()
+            && self.nat.is_none()
+            && self.directors.is_none()
+            && self.ip.is_none()
+        {
             // What `classify` decides without any of its stages.
             self.emitted.push(EmittedFrame { iface, frame });
             return PacketOutcome::decided(Stage::Forward, Verdict::Pass);
@@ -459,8 +500,18 @@ impl Pipeline {
         );
         let mut frame = frame;
         let classified = self.later_stages().0.classify(now, &meta, &mut frame);
+        self.send_classified(iface, frame, &classified);
+    }
+
+    /// Send what `classify` let through, or the ICMP error it answered with.
+    fn send_classified(&mut self, iface: IfaceId, frame: Vec<u8>, classified: &Classified) {
         if classified.forward {
             self.emitted.push(EmittedFrame { iface, frame });
+        } else if let Some(answer) = &classified.answer {
+            self.emitted.push(EmittedFrame {
+                iface,
+                frame: answer.clone(),
+            });
         }
     }
 
@@ -468,9 +519,7 @@ impl Pipeline {
     fn after_shield(&mut self, now: TimeNs, iface: IfaceId, mut frame: Vec<u8>) -> PacketOutcome {
         let (mut later, meta) = self.later_stages();
         let classified = later.classify(now, meta, &mut frame);
-        if classified.forward {
-            self.emitted.push(EmittedFrame { iface, frame });
-        }
+        self.send_classified(iface, frame, &classified);
         classified.outcome
     }
 
@@ -481,6 +530,7 @@ impl Pipeline {
             flows: self.flows.as_mut(),
             nat: self.nat.as_mut(),
             directors: self.directors.as_mut(),
+            ip: self.ip.as_mut(),
         };
         (later, &self.last_meta)
     }
@@ -496,6 +546,92 @@ impl Pipeline {
     pub fn nat(&self) -> Option<&Nat> {
         self.nat.as_ref()
     }
+
+    /// A shield answer (SYN-ACK cookie, RST) to a packet the IP layer's routing decision
+    /// refuses (martian source or destination, multicast / broadcast) is not sent: Linux
+    /// answers (SYN cookies, synproxy, RST) only packets its routing accepted, and a
+    /// reflector toward such addresses is what the routing checks exist to prevent. The
+    /// shield still saw the packet (its state and counters moved); the packet counts as
+    /// the IP layer's drop.
+    fn unroutable_answer(&mut self, outcome: PacketOutcome) -> PacketOutcome {
+        let (Some(ip), Verdict::Reply) = (self.ip.as_ref(), outcome.verdict) else {
+            return outcome;
+        };
+        match ip.refusal(&self.last_meta) {
+            Some(reason) => {
+                self.emitted.clear();
+                PacketOutcome::decided(Stage::Ip, Verdict::Drop(reason))
+            }
+            None => outcome,
+        }
+    }
+
+    /// Add the IP layer (reassembly, routing decision, forwarding checks; see `ip`).
+    pub fn with_ip(mut self, ip: IpLayer) -> Self {
+        self.ip = Some(ip);
+        self
+    }
+
+    /// The IP layer, if configured (settings and counters).
+    pub fn ip(&self) -> Option<&IpLayer> {
+        self.ip.as_ref()
+    }
+
+    /// A fragment the shield let through: held until its datagram is complete, which then
+    /// goes through the later stages as its first fragment (the one with the ports) and
+    /// leaves as its fragments, each carrying the first's rewritten addresses and TTL.
+    fn reassemble(
+        &mut self,
+        now: TimeNs,
+        iface: IfaceId,
+        link: LinkType,
+        frame: Vec<u8>,
+    ) -> PacketOutcome {
+        let ip = self.ip.as_mut().expect("reassembly needs the IP layer");
+        let frames = match ip.defrag.gather(now, &self.last_meta, &frame) {
+            Gathered::Held => return PacketOutcome::decided(Stage::Ip, Verdict::Pass),
+            Gathered::Duplicate => {
+                let reason = DropReason::FragmentDuplicate;
+                return PacketOutcome::decided(Stage::Ip, Verdict::Drop(reason));
+            }
+            Gathered::Failed => {
+                let reason = DropReason::ReassemblyFailed;
+                return PacketOutcome::decided(Stage::Ip, Verdict::Drop(reason));
+            }
+            Gathered::Complete(frames) => frames,
+        };
+        let mut frames = frames.into_iter();
+        let Some(mut first) = frames.next() else {
+            return PacketOutcome::decided(Stage::Ip, Verdict::Pass);
+        };
+        let wire_len = first.len() as u32;
+        parse_into(
+            &self.parse_options,
+            link,
+            &first,
+            wire_len,
+            iface,
+            &mut self.last_meta,
+        );
+        let (mut later, meta) = self.later_stages();
+        let classified = later.classify(now, meta, &mut first);
+        let l3 = usize::from(self.last_meta.l3_offset);
+        let rest: Vec<Vec<u8>> = if classified.forward {
+            frames
+                .map(|mut f| {
+                    crate::ip::copy_header_fields(&first, &mut f, l3);
+                    f
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.send_classified(iface, first, &classified);
+        for f in rest {
+            self.emitted.push(EmittedFrame { iface, frame: f });
+        }
+        classified.outcome
+    }
 }
 
 /// The flow manager, NAT and director stages of a pipeline, borrowed together.
@@ -503,6 +639,7 @@ struct LaterStages<'a> {
     flows: Option<&'a mut FlowStage>,
     nat: Option<&'a mut Nat>,
     directors: Option<&'a mut Directors>,
+    ip: Option<&'a mut IpLayer>,
 }
 
 impl LaterStages<'_> {
@@ -524,10 +661,34 @@ impl LaterStages<'_> {
                     return Classified {
                         outcome,
                         forward: false,
+                        answer: None,
                     };
                 }
                 FlowAction::Mark(mark) => fwmark = Some(mark),
                 FlowAction::Accept | FlowAction::Skip => {}
+            }
+        }
+        if let Some(ip) = self.ip.as_deref_mut() {
+            match ip.route_and_forward(now, meta, frame) {
+                IpDecision::Forward => {}
+                IpDecision::Drop(reason) => {
+                    outcome.stage = Stage::Ip;
+                    outcome.verdict = Verdict::Drop(reason);
+                    return Classified {
+                        outcome,
+                        forward: false,
+                        answer: None,
+                    };
+                }
+                IpDecision::Answer(answer) => {
+                    outcome.stage = Stage::Ip;
+                    outcome.verdict = Verdict::Reply;
+                    return Classified {
+                        outcome,
+                        forward: false,
+                        answer: Some(answer),
+                    };
+                }
             }
         }
         let prerouted;
@@ -541,6 +702,7 @@ impl LaterStages<'_> {
                 return Classified {
                     outcome,
                     forward: false,
+                    answer: None,
                 };
             }
         };
@@ -555,7 +717,11 @@ impl LaterStages<'_> {
             self.nat_postrouting(now, meta, frame, &mut outcome);
         }
         let forward = matches!(outcome.verdict, Verdict::Pass | Verdict::Forward);
-        Classified { outcome, forward }
+        Classified {
+            outcome,
+            forward,
+            answer: None,
+        }
     }
 
     /// DNAT (nat PREROUTING) after the flows, before the director. `Ok(Some(meta))`: the

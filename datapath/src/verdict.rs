@@ -22,6 +22,8 @@ pub enum Stage {
     Parse,
     /// PacketShield.
     Shield,
+    /// The Linux IP layer: reassembly, routing decision, forwarding checks (see `ip`).
+    Ip,
     /// Flow manager.
     Flows,
     /// LVS director.
@@ -34,9 +36,10 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in processing order.
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 7] = [
         Self::Parse,
         Self::Shield,
+        Self::Ip,
         Self::Flows,
         Self::Director,
         Self::Nat,
@@ -53,6 +56,7 @@ impl Stage {
         match self {
             Self::Parse => "parse",
             Self::Shield => "shield",
+            Self::Ip => "ip",
             Self::Flows => "flows",
             Self::Director => "director",
             Self::Nat => "nat",
@@ -92,11 +96,29 @@ pub enum DropReason {
     ConnTableFull,
     /// Reply traffic with no connection to translate it back.
     NoReverseTranslation,
+    /// IP routing: a martian source address (`ip_route_input_slow`, `ip6_forward`).
+    MartianSource,
+    /// IP routing: a martian destination address (0.0.0.0, loopback, link-local…).
+    MartianDestination,
+    /// IP routing: a multicast or broadcast destination, not unicast-forwarded.
+    NotUnicast,
+    /// IP routing: the reverse-path filter refused the source.
+    RpFilter,
+    /// IP forwarding is off.
+    ForwardingOff,
+    /// TTL / hop limit expired and the ICMP error was rate-limited.
+    TtlExceeded,
+    /// Too big for the egress MTU (DF / IPv6) and the ICMP error was rate-limited.
+    PacketTooBig,
+    /// Reassembly discarded the datagram (overlap, inconsistent end, memory limit).
+    ReassemblyFailed,
+    /// A duplicate of a fragment already queued for reassembly.
+    FragmentDuplicate,
 }
 
 impl DropReason {
     /// The reasons other than `Invalid(_)`, in declaration order.
-    pub const OTHERS: [DropReason; 12] = [
+    pub const OTHERS: [DropReason; 21] = [
         Self::Denylist,
         Self::BadCookie,
         Self::StaleCookie,
@@ -109,6 +131,15 @@ impl DropReason {
         Self::NoDestination,
         Self::ConnTableFull,
         Self::NoReverseTranslation,
+        Self::MartianSource,
+        Self::MartianDestination,
+        Self::NotUnicast,
+        Self::RpFilter,
+        Self::ForwardingOff,
+        Self::TtlExceeded,
+        Self::PacketTooBig,
+        Self::ReassemblyFailed,
+        Self::FragmentDuplicate,
     ];
 
     /// Number of distinct reasons (size of a counter array indexed by [`DropReason::index`]).
@@ -149,6 +180,15 @@ impl DropReason {
             Self::NoDestination => "no_destination".into(),
             Self::ConnTableFull => "conn_table_full".into(),
             Self::NoReverseTranslation => "no_reverse_translation".into(),
+            Self::MartianSource => "martian_source".into(),
+            Self::MartianDestination => "martian_destination".into(),
+            Self::NotUnicast => "not_unicast".into(),
+            Self::RpFilter => "rp_filter".into(),
+            Self::ForwardingOff => "forwarding_off".into(),
+            Self::TtlExceeded => "ttl_exceeded".into(),
+            Self::PacketTooBig => "packet_too_big".into(),
+            Self::ReassemblyFailed => "reassembly_failed".into(),
+            Self::FragmentDuplicate => "fragment_duplicate".into(),
         }
     }
 }

@@ -150,7 +150,7 @@ impl FragmentTracker {
             id: meta.frag.id,
         };
         let start = meta.frag.offset;
-        let range = (start, start + meta.payload_len);
+        let range = (start, start + fragment_len(meta));
         if !self.datagrams.contains_key(&key) && !self.make_room(now) {
             self.counters.untracked += 1;
             return None;
@@ -204,6 +204,18 @@ impl FragmentTracker {
     }
 }
 
+/// The bytes of the datagram this fragment carries: its IP payload after the header (and
+/// IPv6 extension headers). Not the transport payload: a first fragment's `payload_len` is
+/// its transport header's (a UDP length covers the whole reassembled datagram, and the
+/// transport header itself is fragment data).
+pub fn fragment_len(meta: &PacketMeta) -> u32 {
+    if meta.frag.offset != 0 || meta.l4_offset == 0 {
+        return meta.payload_len;
+    }
+    let headers = u32::from(meta.l4_offset.saturating_sub(meta.l3_offset));
+    meta.ip_len.saturating_sub(headers)
+}
+
 fn is_complete(datagram: &Datagram) -> bool {
     let Some(end) = datagram.end else {
         return false;
@@ -224,6 +236,10 @@ mod tests {
             dst: Some("192.0.2.2".parse().unwrap()),
             proto: Some(17),
             payload_len: len,
+            // A first fragment as the parser leaves it: IPv4 header at 14, transport at 34.
+            l3_offset: if offset == 0 { 14 } else { 0 },
+            l4_offset: if offset == 0 { 34 } else { 0 },
+            ip_len: 20 + len,
             frag: FragInfo {
                 is_fragment: true,
                 offset,
@@ -241,6 +257,24 @@ mod tests {
         assert_eq!(t.observe(1, &fragment(7, 1480, 1480, true)), None);
         assert_eq!(t.observe(2, &fragment(7, 2960, 100, false)), None);
         assert_eq!((t.len(), t.counters().completed), (0, 1));
+    }
+
+    /// A first UDP fragment's UDP length covers the whole datagram (the parser's
+    /// `payload_len`); its fragment data is its own IP payload. Seen in a real capture
+    /// (stopddos__amp.dns.RRSIG.fragmented, last fragment before the middle one), where the
+    /// kernel reassembles and the tracker used to call the later fragments overlapping.
+    #[test]
+    fn a_first_udp_fragment_covers_its_own_bytes_not_the_udp_length() {
+        let mut t = FragmentTracker::new();
+        let mut first = fragment(3, 0, 1456, true);
+        first.payload_len = 3930 - 8;
+        assert_eq!(t.observe(0, &first), None);
+        assert_eq!(t.observe(1, &fragment(3, 2912, 1018, false)), None);
+        assert_eq!(t.observe(2, &fragment(3, 1456, 1456, true)), None);
+        assert_eq!(
+            (t.len(), t.counters().completed, t.counters().overlaps),
+            (0, 1, 0)
+        );
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct ApplianceConfig {
     pub nat: Vec<NatRuleConfig>,
     /// `[qa]` table: test-only settings.
     pub qa: Option<QaConfig>,
+    /// `[ip]` table: the Linux IP layer's settings (kernel defaults when absent).
+    #[serde(default)]
+    pub ip: datapath::ip::config::IpSettings,
 }
 
 /// `[qa]`: settings that make a run exercise rare paths deterministically.
@@ -132,7 +135,8 @@ pub fn build_pipeline(
             || config.shield.is_some()
             || !config.director.is_empty()
             || !config.nat.is_empty()
-            || !config.interfaces.is_empty();
+            || !config.interfaces.is_empty()
+            || config.ip != datapath::ip::config::IpSettings::default();
         // `[qa]` may sit next to `appliance = "file"` in a scenario: it is not a table of
         // the appliance, it is how this run treats it.
         if inline {
@@ -176,6 +180,17 @@ pub fn build_pipeline(
     if let Some(nat) = build_nat(config, iface_names, seed)? {
         pipeline = pipeline.with_nat(nat);
     }
+    let mut ip = ip_config(config, iface_names)?;
+    // Connection tracking runs for NAT, the directors (DNAT) and SYN-protected ports.
+    ip.conntrack = !config.nat.is_empty()
+        || !config.director.is_empty()
+        || config.shield.as_ref().is_some_and(|shield| {
+            shield
+                .context
+                .iter()
+                .any(|c| !c.protected_tcp_ports.is_empty())
+        });
+    pipeline = pipeline.with_ip(datapath::ip::IpLayer::new(ip));
     for (table, packets) in config
         .qa
         .as_ref()
@@ -185,6 +200,15 @@ pub fn build_pipeline(
         pipeline.report_full_after(table, packets);
     }
     Ok(pipeline)
+}
+
+/// The IP layer's settings of an appliance (`[ip]` and the `[interfaces]` addresses).
+pub fn ip_config(
+    config: &ApplianceConfig,
+    iface_names: &[&str],
+) -> anyhow::Result<datapath::ip::IpConfig> {
+    datapath::ip::config::build(&config.ip, &config.interfaces, iface_names)
+        .map_err(|e| anyhow::anyhow!("[ip]: {e}"))
 }
 
 /// The NAT stage of an appliance (`None` without `[[nat]]` rules). Interfaces named in

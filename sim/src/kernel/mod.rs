@@ -30,6 +30,7 @@
 
 pub mod diff;
 pub mod inject;
+pub mod known;
 pub mod nftrace;
 pub mod outcome;
 pub mod rules;

@@ -36,6 +36,54 @@ pub struct FrameSummary {
     pub icmp: Option<(u8, u8)>,
     /// An IP fragment (first or later).
     pub fragment: bool,
+    /// IPv4 TTL or IPv6 hop limit (0 without IP).
+    #[serde(skip)]
+    pub ttl: u8,
+    /// Whether the TCP/UDP checksum is right, computed here from the bytes (not the
+    /// parser's verdict); `None` when it cannot be checked (other protocols, fragments,
+    /// truncated captures).
+    #[serde(skip)]
+    pub l4_checksum_ok: Option<bool>,
+    /// IPv4 only: whether the header passes `ip_rcv_core`'s checks (IHL >= 5, total
+    /// length >= header length, header checksum), computed here from the bytes.
+    #[serde(skip)]
+    pub ipv4_header_ok: Option<bool>,
+}
+
+/// `ip_rcv_core`'s IPv4 header checks on the bytes at the packet's L3 offset.
+fn ipv4_header_ok(meta: &PacketMeta, frame: &[u8]) -> Option<bool> {
+    use datapath::packet::checksum::{is_valid, partial};
+    let header = frame.get(usize::from(meta.l3_offset)..)?;
+    if header.first()? >> 4 != 4 {
+        return None;
+    }
+    let length = usize::from(header[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([*header.get(2)?, *header.get(3)?]));
+    Some(length >= 20 && total >= length && is_valid(partial(header.get(..length)?)))
+}
+
+/// The TCP/UDP checksum of a whole, unfragmented datagram: right or wrong (`None` when it
+/// cannot be checked). A UDP/IPv4 checksum of 0 means "none" and is right.
+fn l4_checksum_ok(meta: &PacketMeta, frame: &[u8]) -> Option<bool> {
+    use datapath::packet::checksum::{is_valid, partial, pseudo_header_v4, pseudo_header_v6};
+    let proto = meta.proto.filter(|p| matches!(p, 6 | 17))?;
+    if meta.frag.is_fragment || meta.l4_offset == 0 {
+        return None;
+    }
+    let end = usize::from(meta.l3_offset) + meta.ip_len as usize;
+    let l4 = frame.get(usize::from(meta.l4_offset)..end)?;
+    let length = u32::try_from(l4.len()).ok()?;
+    let pseudo = match (meta.src?, meta.dst?) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            if proto == 17 && l4.get(6..8) == Some(&[0, 0]) {
+                return Some(true);
+            }
+            pseudo_header_v4(src, dst, proto, length)
+        }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => pseudo_header_v6(src, dst, proto, length),
+        _ => return None,
+    };
+    Some(is_valid(pseudo + partial(l4)))
 }
 
 fn endpoint(addr: Option<IpAddr>, port: Option<u16>) -> String {
@@ -70,7 +118,11 @@ impl FrameSummary {
     /// Summarise an Ethernet (or other link) frame.
     pub fn of(link: LinkType, frame: &[u8]) -> Self {
         let meta = parse(link, frame, frame.len() as u32, 0);
-        Self::of_meta(&meta)
+        Self {
+            l4_checksum_ok: l4_checksum_ok(&meta, frame),
+            ipv4_header_ok: ipv4_header_ok(&meta, frame),
+            ..Self::of_meta(&meta)
+        }
     }
 
     /// Summarise an already parsed frame.
@@ -89,6 +141,9 @@ impl FrameSummary {
             options: if syn { options_text(meta) } else { None },
             icmp: meta.icmp_type.zip(meta.icmp_code),
             fragment: meta.frag.is_fragment,
+            ttl: meta.ttl,
+            l4_checksum_ok: None,
+            ipv4_header_ok: None,
         }
     }
 
@@ -120,6 +175,23 @@ impl FrameSummary {
             let _ = write!(line, " [{names}]");
         }
         line
+    }
+
+    /// Whether the TCP flags named by letters (`S` SYN, `A` ACK, `F` FIN, `R` RST, `P`
+    /// PSH, `U` URG) are all set (`want = true`) or all clear.
+    pub fn tcp_flags_are(&self, letters: &str, want: bool) -> bool {
+        letters.chars().all(|letter| {
+            let bit = match letter {
+                'S' => tcp_flags::SYN,
+                'A' => tcp_flags::ACK,
+                'F' => tcp_flags::FIN,
+                'R' => tcp_flags::RST,
+                'P' => tcp_flags::PSH,
+                'U' => 0x20,
+                _ => return false,
+            };
+            (self.tcp_flags & bit != 0) == want
+        })
     }
 
     fn is_syn_ack(&self) -> bool {
@@ -170,10 +242,14 @@ impl Outcome {
         let input_syn = input.tcp_flags & tcp_flags::SYN != 0;
         let answer = (sent.is_syn_ack() && !input.is_syn_ack())
             || (sent.tcp_flags & tcp_flags::RST != 0 && input.tcp_flags & tcp_flags::RST == 0)
-            || (sent
-                .icmp
-                .is_some_and(|(t, _)| matches!(t, 3 | 4 | 5 | 11 | 12))
-                && input.icmp.is_none());
+            || (sent.icmp.is_some_and(|(t, _)| {
+                // ICMPv6 errors are types 1-127; ICMP's are these.
+                if sent.proto == "icmpv6" {
+                    t < 128
+                } else {
+                    matches!(t, 3 | 4 | 5 | 11 | 12)
+                }
+            }) && input.icmp.is_none());
         if answer {
             Self::Answer { frame: sent }
         } else if sent.is_bare_syn() && !input_syn {

@@ -34,6 +34,7 @@ use datapath::nat::config::{InterfaceAddress, NatRuleConfig};
 use datapath::packet::ip_proto;
 use datapath::shield::ShieldConfig;
 use datapath::shield::config::ContextConfig;
+use datapath::shield::modes::ModeSetting;
 use ipnet::IpNet;
 use serde::Serialize;
 
@@ -90,6 +91,9 @@ pub struct KernelRules {
     /// destinations (synproxy's own SYNs). Packets from a real server are injected from
     /// the server side.
     pub server_addresses: BTreeSet<IpAddr>,
+    /// Destinations with protected TCP ports whose context's `syn_cookies` is `auto` (the
+    /// shield answers with cookies only once its SYN rate switched the mode on).
+    pub cookie_auto: BTreeSet<IpAddr>,
     /// Per real server: its director and how its choice compares (the last director
     /// naming it, when several do; see `services`).
     pub backends: BTreeMap<SocketAddr, BackendRule>,
@@ -97,6 +101,11 @@ pub struct KernelRules {
     pub services: BTreeMap<SocketAddr, BackendRule>,
     /// `nft -f` input for the `[[nat]]` rules (empty: none).
     pub nat_nft: String,
+    /// The appliance's `[ip]` settings as the LB namespace's sysctls (`key=value`).
+    pub ip_sysctls: Vec<String>,
+    /// The egress MTU of the LB's server-side veth (`[ip] mtu`; the client-side veth keeps
+    /// its jumbo MTU so that any captured frame can enter).
+    pub server_mtu: Option<u32>,
     /// The appliance interfaces placed on the LB's server-side veth (per address family,
     /// the first `out` of that family's source NAT rules), with their addresses: added to
     /// that veth, their networks routed there through a gateway inside them (so MASQUERADE
@@ -127,6 +136,7 @@ impl KernelRules {
     ) -> anyhow::Result<Self> {
         let mut rules = Self::default();
         if let Some(shield) = shield {
+            rules.cookie_auto = cookie_auto_destinations(shield);
             rules.shield_nft = shield_nft(shield, &mut rules.features);
             if let Some((text, destinations)) = synproxy_nft(shield) {
                 rules.synproxy_nft = text;
@@ -190,7 +200,39 @@ impl KernelRules {
         for address in &self.server_addresses {
             topology.route_to_server(&address.to_string())?;
         }
+        for setting in &self.ip_sysctls {
+            topology.exec(&lb, &["sysctl", "-qw", setting], None)?;
+        }
+        if let Some(mtu) = self.server_mtu {
+            let mtu = mtu.to_string();
+            let args = ["ip", "link", "set", LB_SERVER_IFACE, "mtu", &mtu];
+            topology.exec(&lb, &args, None)?;
+        }
         Ok(())
+    }
+
+    /// The IP layer's settings, for [`KernelRules::install`]: forwarding, `rp_filter` (all
+    /// and both veths: the kernel uses the larger), ICMP rate limits, defragmentation
+    /// limits, the server side's MTU.
+    pub fn add_ip(&mut self, ip: &datapath::ip::IpConfig) {
+        let rp = ip.rp_filter.sysctl();
+        let flag = |on: bool| u8::from(on);
+        self.ip_sysctls = vec![
+            format!("net.ipv4.ip_forward={}", flag(ip.forwarding)),
+            format!("net.ipv6.conf.all.forwarding={}", flag(ip.forwarding_v6)),
+            format!("net.ipv4.conf.all.rp_filter={rp}"),
+            format!("net.ipv4.conf.{LB_CLIENT_IFACE}.rp_filter={rp}"),
+            format!("net.ipv4.conf.{LB_SERVER_IFACE}.rp_filter={rp}"),
+            format!("net.ipv4.icmp_ratelimit={}", ip.icmp.ratelimit_ms),
+            format!("net.ipv4.icmp_ratemask={}", ip.icmp.ratemask),
+            format!("net.ipv6.icmp.ratelimit={}", ip.icmp.ratelimit_v6_ms),
+            format!("net.ipv4.icmp_msgs_per_sec={}", ip.icmp.msgs_per_sec),
+            format!("net.ipv4.icmp_msgs_burst={}", ip.icmp.msgs_burst),
+            format!("net.ipv4.ipfrag_high_thresh={}", ip.defrag.high_thresh),
+            format!("net.ipv4.ipfrag_low_thresh={}", ip.defrag.low_thresh),
+            format!("net.ipv4.ipfrag_time={}", ip.defrag.time_ns / 1_000_000_000),
+        ];
+        self.server_mtu = Some(ip.mtu);
     }
 
     /// The IPv6 rules: the flows' `ip6tables-restore` output (the shield's IPv6 sets are
@@ -745,6 +787,18 @@ fn nat_table(family: &str, name: &str, lines: &str, chains: &str) -> String {
     format!(
         "table {family} {name}\ndelete table {family} {name}\ntable {family} {name} {{\n{chains}\tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n{lines}\t}}\n\tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n{lines}\t}}\n}}\n"
     )
+}
+
+/// Destinations with protected TCP ports whose effective `syn_cookies` is `auto`.
+fn cookie_auto_destinations(shield: &ShieldConfig) -> BTreeSet<IpAddr> {
+    let instance = shield.main_instance();
+    shield
+        .context
+        .iter()
+        .filter(|c| !c.protected_tcp_ports.is_empty())
+        .filter(|c| c.syn_cookies.or(instance.syn_cookies).unwrap_or_default() == ModeSetting::Auto)
+        .filter_map(|c| c.dst)
+        .collect()
 }
 
 /// nft synproxy for the shield's protected TCP ports (per context destination): SYNs are

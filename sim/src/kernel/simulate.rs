@@ -90,11 +90,48 @@ pub fn build(
         &config.director,
     )?;
     rules.add_nat(&config.nat, &config.interfaces);
+    rules.add_ip(&crate::appliance::ip_config(config, &[])?);
     Ok((pipeline, rules))
 }
 
-/// Run every input through `pipeline`, in order.
+/// Run every input through `pipeline`, in order. A fragment the IP layer holds for
+/// reassembly (or drops as a duplicate of a held one) takes the outcome of its datagram,
+/// decided by the fragment that completes or discards it, as the kernel runner reads the
+/// kernel's (fragments of one datagram share a tag); a datagram still incomplete at the
+/// end is dropped (`reassembly_incomplete`: the kernel times it out).
 pub fn simulate(pipeline: &mut Pipeline, inputs: &[InputPacket]) -> Vec<SimPacket> {
+    let mut packets = simulate_each(pipeline, inputs);
+    let mut held: std::collections::HashMap<Vec<u8>, Vec<usize>> = Default::default();
+    for (index, input) in inputs.iter().enumerate() {
+        let Some(key) = super::tag::datagram_key(&input.data) else {
+            continue;
+        };
+        let packet = &packets[index];
+        let waiting = packet.stage == "ip"
+            && match &packet.outcome {
+                Outcome::Forward { frame } => frame == &packet.input,
+                Outcome::Drop { reason } => reason.as_deref() == Some("fragment_duplicate"),
+                _ => false,
+            }
+            && pipeline.ip().is_some();
+        if waiting {
+            held.entry(key).or_default().push(index);
+            continue;
+        }
+        let outcome = packet.outcome.clone();
+        for earlier in held.remove(&key).unwrap_or_default() {
+            packets[earlier].outcome = outcome.clone();
+        }
+    }
+    for index in held.into_values().flatten() {
+        packets[index].outcome = Outcome::Drop {
+            reason: Some("reassembly_incomplete".into()),
+        };
+    }
+    packets
+}
+
+fn simulate_each(pipeline: &mut Pipeline, inputs: &[InputPacket]) -> Vec<SimPacket> {
     let mut clock = VirtualClock::default();
     let mut packets = Vec::with_capacity(inputs.len());
     for (ordinal, packet) in inputs.iter().enumerate() {

@@ -1,0 +1,272 @@
+//! ICMP / ICMPv6 errors the IP layer sends (time exceeded, fragmentation needed / packet
+//! too big), and the kernel's rate limits on them.
+//!
+//! An error goes back out of the ingress interface: the Ethernet addresses swapped and the
+//! VLAN tags kept, the IP source the appliance's address on that interface (unspecified
+//! when the appliance file names none), TTL / hop limit 64, and as much of the offending
+//! datagram as fits in 576 bytes (IPv4, `__icmp_send`) or 1280 bytes (IPv6,
+//! `icmp6_send`), as received.
+//!
+//! Rate limits (`icmpv4_xrlim_allow`, `icmpv6_xrlim_allow`, `inet_peer_xrlim_allow`): per
+//! destination a token bucket of `icmp_ratelimit` ms per message and a burst of
+//! `XRLIM_BURST_FACTOR` (6) messages, a new peer starting full; IPv4 types in
+//! `icmp_ratemask` only, fragmentation-needed never (PMTU discovery); IPv6 errors except
+//! packet-too-big, with the interval shifted right by (128 − prefix length) / 32 of the
+//! route to the destination (4 for a default route). Then the global bucket
+//! (`icmp_global_allow`: `icmp_msgs_per_sec`, burst `icmp_msgs_burst`) without the kernel's
+//! random jitter, so that runs are reproducible.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use crate::packet::{PacketMeta, checksum, ip_proto};
+use crate::verdict::TimeNs;
+
+/// Burst factor of the per-peer bucket (`XRLIM_BURST_FACTOR`).
+pub const XRLIM_BURST_FACTOR: u64 = 6;
+/// Peers remembered at once; a full table forgets peers idle for a minute, and a peer that
+/// still finds no room is not limited per peer (as `inet_getpeer` failing).
+pub const PEER_CAPACITY: usize = 4_096;
+const PEER_IDLE_MS: u64 = 60_000;
+
+/// Rate-limit settings (the kernel's sysctls).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IcmpLimits {
+    /// `net.ipv4.icmp_ratelimit`, ms per message per destination (0: no per-peer limit).
+    pub ratelimit_ms: u64,
+    /// `net.ipv4.icmp_ratemask`: IPv4 types limited (bit per type).
+    pub ratemask: u32,
+    /// `net.ipv6.icmp.ratelimit`, ms (kernel default 100).
+    pub ratelimit_v6_ms: u64,
+    /// `net.ipv4.icmp_msgs_per_sec` (global; 0: no global limit).
+    pub msgs_per_sec: u64,
+    /// `net.ipv4.icmp_msgs_burst`.
+    pub msgs_burst: u64,
+}
+
+impl Default for IcmpLimits {
+    fn default() -> Self {
+        Self {
+            ratelimit_ms: 1000,
+            ratemask: 6168,
+            ratelimit_v6_ms: 100,
+            msgs_per_sec: 1000,
+            msgs_burst: 50,
+        }
+    }
+}
+
+/// Per-peer and global token buckets.
+#[derive(Debug, Default)]
+pub struct IcmpLimiter {
+    peers: HashMap<IpAddr, (u64, u64)>,
+    /// When a full peer table was last swept (ms): at most one sweep a second, so that a
+    /// flood of errors to new (spoofed) peers does not scan the table for each.
+    last_sweep_ms: Option<u64>,
+    global_credit: u64,
+    global_stamp: Option<u64>,
+}
+
+impl IcmpLimiter {
+    /// May an error of `icmp_type`/`code` go to `dest` at `now`? `v6_prefix` is the prefix
+    /// length of the route to an IPv6 destination.
+    pub fn allow(
+        &mut self,
+        limits: &IcmpLimits,
+        now: TimeNs,
+        dest: IpAddr,
+        icmp_type: u8,
+        code: u8,
+        v6_prefix: u8,
+    ) -> bool {
+        let ms = now / 1_000_000;
+        let timeout = match dest {
+            IpAddr::V4(_) => {
+                let limited = icmp_type < 32 && limits.ratemask & (1 << icmp_type) != 0;
+                if !limited || (icmp_type == 3 && code == 4) {
+                    return true;
+                }
+                limits.ratelimit_ms
+            }
+            IpAddr::V6(_) => {
+                if icmp_type >= 128 || icmp_type == 2 {
+                    return true;
+                }
+                limits.ratelimit_v6_ms >> ((128 - u32::from(v6_prefix.min(128))) >> 5)
+            }
+        };
+        self.global_allow(limits, ms) && self.peer_allow(dest, timeout, ms)
+    }
+
+    /// `icmp_global_allow`: credit refilled by `msgs_per_sec` per elapsed second (at most
+    /// one second's worth, only after more than 20 ms), capped at `msgs_burst`.
+    fn global_allow(&mut self, limits: &IcmpLimits, ms: u64) -> bool {
+        if limits.msgs_per_sec == 0 {
+            return true;
+        }
+        let Some(stamp) = self.global_stamp else {
+            // Long since boot: the bucket starts full.
+            self.global_stamp = Some(ms);
+            self.global_credit = limits.msgs_burst.saturating_sub(1);
+            return limits.msgs_burst > 0;
+        };
+        let delta = ms.saturating_sub(stamp).min(1000);
+        let mut incr = 0;
+        if delta > 20 {
+            incr = limits.msgs_per_sec * delta / 1000;
+            if incr > 0 {
+                self.global_stamp = Some(ms);
+            }
+        }
+        let credit = (self.global_credit + incr).min(limits.msgs_burst);
+        self.global_credit = credit.saturating_sub(1);
+        credit > 0
+    }
+
+    fn peer_allow(&mut self, dest: IpAddr, timeout: u64, ms: u64) -> bool {
+        if timeout == 0 {
+            return true;
+        }
+        if !self.peers.contains_key(&dest) && self.peers.len() >= PEER_CAPACITY {
+            if self
+                .last_sweep_ms
+                .is_none_or(|at| ms.saturating_sub(at) >= 1000)
+            {
+                self.last_sweep_ms = Some(ms);
+                self.peers
+                    .retain(|_, (_, last)| ms.saturating_sub(*last) < PEER_IDLE_MS);
+            }
+            if self.peers.len() >= PEER_CAPACITY {
+                return true;
+            }
+        }
+        let max = XRLIM_BURST_FACTOR * timeout;
+        let (tokens, last) = self.peers.entry(dest).or_insert((max, ms));
+        let mut token = (*tokens + ms.saturating_sub(*last)).min(max);
+        *last = ms;
+        let allowed = token >= timeout;
+        if allowed {
+            token -= timeout;
+        }
+        *tokens = token;
+        allowed
+    }
+}
+
+/// Build the error `icmp_type`/`code` (`info`: the next-hop MTU of fragmentation needed /
+/// packet too big) for the packet in `frame`, from `source` (the appliance's address on
+/// the ingress interface, if known). `None` when the packet is not IP.
+pub fn error_frame(
+    frame: &[u8],
+    meta: &PacketMeta,
+    source: Option<IpAddr>,
+    icmp_type: u8,
+    code: u8,
+    info: u32,
+) -> Option<Vec<u8>> {
+    let l3 = usize::from(meta.l3_offset);
+    let dest = meta.src?;
+    let datagram = frame.get(l3..)?;
+    let mut out = Vec::with_capacity(l3 + 576);
+    out.extend_from_slice(frame.get(..l3)?);
+    if l3 >= 14 {
+        // Ethernet: back to the sender (tags and EtherType kept in place).
+        out.copy_within(6..12, 0);
+        out[6..12].copy_from_slice(&frame[0..6]);
+    }
+    match dest {
+        IpAddr::V4(dest) => {
+            let tos = datagram.get(1).copied().unwrap_or(0) & 0x1e | 0xc0;
+            let quoted = &datagram[..datagram.len().min(576 - 28).min(meta.ip_len as usize)];
+            let total = (28 + quoted.len()) as u16;
+            let src = match source {
+                Some(IpAddr::V4(a)) => a,
+                _ => std::net::Ipv4Addr::UNSPECIFIED,
+            };
+            let start = out.len();
+            out.extend_from_slice(&[0x45, tos]);
+            out.extend_from_slice(&total.to_be_bytes());
+            out.extend_from_slice(&[0, 0, 0, 0, 64, ip_proto::ICMP, 0, 0]);
+            out.extend_from_slice(&src.octets());
+            out.extend_from_slice(&dest.octets());
+            let header: &[u8; 20] = out[start..start + 20].try_into().ok()?;
+            let sum = checksum::field_bytes(checksum::ipv4_header(header));
+            out[start + 10..start + 12].copy_from_slice(&sum);
+            let icmp = out.len();
+            out.extend_from_slice(&[icmp_type, code, 0, 0]);
+            out.extend_from_slice(&info.to_be_bytes());
+            out.extend_from_slice(quoted);
+            let sum = checksum::field_bytes(checksum::partial(&out[icmp..]));
+            out[icmp + 2..icmp + 4].copy_from_slice(&sum);
+        }
+        IpAddr::V6(dest) => {
+            let quoted = &datagram[..datagram.len().min(1280 - 48).min(meta.ip_len as usize)];
+            let length = (8 + quoted.len()) as u32;
+            let src = match source {
+                Some(IpAddr::V6(a)) => a,
+                _ => std::net::Ipv6Addr::UNSPECIFIED,
+            };
+            out.extend_from_slice(&[0x60, 0, 0, 0]);
+            out.extend_from_slice(&(length as u16).to_be_bytes());
+            out.extend_from_slice(&[ip_proto::ICMPV6, 64]);
+            out.extend_from_slice(&src.octets());
+            out.extend_from_slice(&dest.octets());
+            let icmp = out.len();
+            out.extend_from_slice(&[icmp_type, code, 0, 0]);
+            out.extend_from_slice(&info.to_be_bytes());
+            out.extend_from_slice(quoted);
+            let pseudo = checksum::pseudo_header_v6(src, dest, ip_proto::ICMPV6, length);
+            let sum = checksum::field_bytes(pseudo + checksum::partial(&out[icmp..]));
+            out[icmp + 2..icmp + 4].copy_from_slice(&sum);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_gets_a_burst_of_six_then_one_per_interval() {
+        let mut limiter = IcmpLimiter::default();
+        let limits = IcmpLimits::default();
+        let dest: IpAddr = "192.0.2.1".parse().unwrap();
+        let sent = (0..10)
+            .filter(|_| limiter.allow(&limits, 0, dest, 11, 0, 32))
+            .count();
+        assert_eq!(sent, 6);
+        assert!(!limiter.allow(&limits, 999_000_000, dest, 11, 0, 32));
+        assert!(limiter.allow(&limits, 1_000_000_000, dest, 11, 0, 32));
+        // Fragmentation needed is never limited; nor are types outside the mask.
+        assert!(limiter.allow(&limits, 1_000_000_000, dest, 3, 4, 32));
+        assert!(limiter.allow(&limits, 1_000_000_000, dest, 0, 0, 32));
+    }
+
+    #[test]
+    fn the_global_bucket_caps_errors_to_many_peers() {
+        let mut limiter = IcmpLimiter::default();
+        let limits = IcmpLimits::default();
+        let sent = (0..200u32)
+            .filter(|i| {
+                let dest = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+                limiter.allow(&limits, 0, dest, 11, 0, 32)
+            })
+            .count();
+        assert_eq!(sent, 50);
+    }
+
+    #[test]
+    fn ipv6_intervals_shrink_with_the_route_prefix() {
+        let mut limiter = IcmpLimiter::default();
+        let limits = IcmpLimits::default();
+        let dest: IpAddr = "2001:db8::1".parse().unwrap();
+        // Default route (prefix 0): 100 ms >> 4 = 6 ms per message, burst 6.
+        for _ in 0..6 {
+            assert!(limiter.allow(&limits, 0, dest, 3, 0, 0));
+        }
+        assert!(!limiter.allow(&limits, 5_000_000, dest, 3, 0, 0));
+        assert!(limiter.allow(&limits, 11_000_000, dest, 3, 0, 0));
+        assert!(limiter.allow(&limits, 11_000_000, dest, 2, 0, 0), "PTB");
+    }
+}
