@@ -29,6 +29,7 @@
 //! inline lab mode.
 
 pub mod diff;
+pub mod guest;
 pub mod inject;
 pub mod nftrace;
 pub mod outcome;
