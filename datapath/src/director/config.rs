@@ -65,7 +65,9 @@ pub struct DirectorConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RealConfig {
-    /// `"10.0.1.2:80"`, or an address alone (port 0: keep the client's port).
+    /// `"10.0.1.2:80"`, `"[2001:db8::2]:80"`, or an address alone (`"10.0.1.2"`,
+    /// `"[2001:db8::2]"`): the service's port, as `ipvsadm -r ADDR` gives it, or for port-0
+    /// and fwmark services port 0 (keep the client's port).
     pub addr: String,
     /// Weight, 0 ..= 2147483647; 1 when absent.
     pub weight: Option<i32>,
@@ -211,6 +213,28 @@ pub enum ConfigError {
     /// Two directors with one key.
     #[error("directors {0:?} and {1:?} have the same virtual service {2}")]
     DuplicateService(String, String, ServiceKey),
+    /// `port = 0` without persistence: IPVS refuses to create it (`ip_vs_add_service`
+    /// returns EINVAL; ipvsadm says "Zero port specified for non-persistent service").
+    #[error(
+        "director {0:?}: port 0 (every port) needs persistence: IPVS refuses a non-persistent \
+         service with port 0 (\"Zero port specified for non-persistent service\")"
+    )]
+    ZeroPort(String),
+}
+
+impl ConfigError {
+    /// The key of the `[[director]]` table the error is about, when it is one key (for
+    /// locating the error in the file).
+    pub fn key(&self) -> Option<&'static str> {
+        match self {
+            Self::ZeroPort(_) => Some("port"),
+            Self::Protocol(..) => Some("proto"),
+            Self::Flag(..) => Some("flags"),
+            Self::Duration(..) => Some("persistence"),
+            Self::Netmask(..) => Some("persistence_netmask"),
+            _ => None,
+        }
+    }
 }
 
 /// Parse `"300s"`, `"5m"`, `"1h"`, `"250ms"`, `"10"` (seconds) into nanoseconds.
@@ -261,13 +285,17 @@ impl DirectorConfig {
         let key = self.key()?;
         let scheduler = self.scheduler.unwrap_or(SchedulerKind::Wlc);
         let flags = self.flags(scheduler)?;
-        let ipv6 = matches!(
-            key,
-            ServiceKey::Tuple {
-                vip: IpAddr::V6(_),
-                ..
-            }
-        );
+        // A fwmark service is of its real servers' family (`ipvsadm -f MARK -6`), and its
+        // persistence mask defaults to /128 then, as for an IPv6 VIP.
+        let ipv6 = match key {
+            ServiceKey::Tuple { vip, .. } => vip.is_ipv6(),
+            ServiceKey::Fwmark(_) => self.real.first().is_some_and(|r| {
+                r.addr.starts_with('[') || r.addr.parse::<std::net::Ipv6Addr>().is_ok()
+            }),
+        };
+        if matches!(key, ServiceKey::Tuple { port: 0, .. }) && self.persistence.is_none() {
+            return Err(ConfigError::ZeroPort(name.clone()));
+        }
         let persistence = match &self.persistence {
             None => None,
             Some(text) => {
@@ -353,11 +381,23 @@ impl DirectorConfig {
 
     fn real_spec(&self, real: &RealConfig, key: ServiceKey) -> Result<RealSpec, ConfigError> {
         let name = &self.name;
-        let address = real
+        let bare = real
+            .addr
+            .strip_prefix('[')
+            .and_then(|rest| rest.strip_suffix(']'))
+            .unwrap_or(&real.addr);
+        let mut address = real
             .addr
             .parse::<SocketAddr>()
-            .or_else(|_| real.addr.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 0)))
+            .or_else(|_| bare.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 0)))
             .map_err(|_| ConfigError::RealAddress(name.clone(), real.addr.clone()))?;
+        // `ipvsadm -a -t VIP:PORT -r ADDR` (no port) gives the server the service's port;
+        // only port-0 and fwmark services keep port 0 (the client's port).
+        if let ServiceKey::Tuple { port, .. } = key
+            && address.port() == 0
+        {
+            address.set_port(port);
+        }
         let weight = real.weight.unwrap_or(1);
         if weight < 0 {
             return Err(ConfigError::Weight(name.clone(), address, weight));

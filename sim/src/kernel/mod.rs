@@ -25,10 +25,11 @@
 //! IPv6 director has no kernel counterpart (tun, mixed families; direct routing is plain
 //! forwarding).
 //!
-//! Not here: IPVS and VLAN sub-interfaces (this kernel has neither), QinQ injection, the
-//! inline lab mode.
+//! Not here: IPVS (this kernel has none: [`guest`] runs a guest kernel that has it, for
+//! the director oracle) and VLAN sub-interfaces, QinQ injection, the inline lab mode.
 
 pub mod diff;
+pub mod guest;
 pub mod inject;
 pub mod known;
 pub mod nftrace;
@@ -76,6 +77,16 @@ enum KernelCommand {
         #[arg(long, value_name = "APPLIANCE.toml")]
         appliance: Option<PathBuf>,
     },
+    /// Inside the guest kernel: run a director-oracle job file (see `guest::driver`).
+    #[command(hide = true)]
+    GuestDrive {
+        /// The job (JSON, written by the host).
+        #[arg(long)]
+        job: PathBuf,
+        /// Where to write the results (JSON).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// Compile an appliance file's kernel rules.
@@ -119,6 +130,7 @@ pub fn run(args: &KernelArgs) -> anyhow::Result<ExitCode> {
             print!("## features\n{}", rules.render_features());
         }
         KernelCommand::Up { appliance } => up(appliance.as_deref())?,
+        KernelCommand::GuestDrive { job, out } => guest::driver::drive(job, out)?,
     }
     Ok(ExitCode::SUCCESS)
 }
