@@ -58,7 +58,10 @@ fn no_fuzz_artifact_is_left_outside_the_regressions() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|name| prefixes.iter().any(|p| name.starts_with(p)))
         .collect();
-    assert!(stray.is_empty(), "move to fuzz/regressions/<target>/: {stray:?}");
+    assert!(
+        stray.is_empty(),
+        "move to fuzz/regressions/<target>/: {stray:?}"
+    );
     let regressions = root.join("regressions");
     for target in std::fs::read_dir(&regressions).unwrap() {
         let name = target.unwrap().file_name().to_string_lossy().into_owned();
