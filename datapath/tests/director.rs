@@ -282,6 +282,29 @@ fn removed_server_with_expire_nodest_conn_drops_its_connections() {
     assert_eq!(d.table().connection_count, 0);
 }
 
+/// `set_down` takes a real out of scheduling, `set_up` puts it back (prepended to the list,
+/// as `ipvsadm -a` does): new connections reach it again, and up twice changes nothing.
+#[test]
+fn a_server_set_down_gets_no_new_connections_until_set_up() {
+    let mut d = directors(NAT_SERVICE, DirectorOptions::default());
+    let backend = |d: &mut Directors, time: u64, port: u16| {
+        let mut syn = tcp([198, 51, 100, 9], port, VIP, 80, tcp_flags::SYN);
+        send(d, time, &mut syn, None).unwrap().backend.unwrap()
+    };
+    let first = backend(&mut d, 0, 1);
+    d.set_down(NS_PER_SEC, "web", first).unwrap();
+    let while_down: Vec<_> = (2..10).map(|port| backend(&mut d, 2, port)).collect();
+    assert!(!while_down.contains(&first), "{while_down:?}");
+    d.set_up(3 * NS_PER_SEC, "web", first).unwrap();
+    d.set_up(3 * NS_PER_SEC, "web", first).unwrap();
+    let after: Vec<_> = (10..20).map(|port| backend(&mut d, 4, port)).collect();
+    assert!(after.contains(&first), "{after:?}");
+    let others = after.iter().filter(|b| **b != first).count();
+    assert!(others > 0, "both servers share the load again: {after:?}");
+    let unknown = "10.9.9.9:80".parse().unwrap();
+    assert!(d.set_up(5 * NS_PER_SEC, "web", unknown).is_err());
+}
+
 #[test]
 fn upper_threshold_overloads_a_server_until_connections_drop_below_lower() {
     let text = r#"

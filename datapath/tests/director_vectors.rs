@@ -271,3 +271,25 @@ fn maglev_vectors() {
         }
     }
 }
+
+/// The sh / dh / mh vectors are the output of their independent generator, byte for byte:
+/// the generator (written from the kernel sources) and the committed file cannot drift
+/// apart.
+#[test]
+fn the_hashing_vectors_are_what_their_generator_prints() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
+    let output = std::process::Command::new("python3")
+        .arg(dir.join("generate_hashing.py"))
+        .output()
+        .expect("python3 runs tests/vectors/generate_hashing.py");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let committed = std::fs::read(dir.join("hashing.toml")).expect("hashing.toml");
+    assert!(
+        output.stdout == committed,
+        "tests/vectors/hashing.toml differs from `python3 generate_hashing.py` output: regenerate it"
+    );
+}

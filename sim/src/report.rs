@@ -187,9 +187,9 @@ pub struct TcpSection {
     pub failed_timeout: u64,
     /// Closed or reset early.
     pub failed_reset: u64,
-    /// Still open at the end.
+    /// Still open at the end (not succeeded).
     pub unfinished: u64,
-    /// completed / (completed + failed).
+    /// completed / attempted: failed and still-open connections both count against it.
     pub success_ratio: f64,
     /// Connection setup time.
     pub connect_ns: Option<Percentiles>,
@@ -206,9 +206,9 @@ pub struct UdpSection {
     pub answered: u64,
     /// Timed out.
     pub failed_timeout: u64,
-    /// Waiting at the end.
+    /// Waiting at the end (not succeeded).
     pub unfinished: u64,
-    /// answered / (answered + failed).
+    /// answered / (answered + timed out + still waiting).
     pub success_ratio: f64,
     /// Round-trip time.
     pub rtt_ns: Option<Percentiles>,
@@ -321,8 +321,9 @@ pub fn thread_cpu_ns() -> Option<u64> {
     text.split_whitespace().next()?.parse().ok()
 }
 
-/// Success ratio over the attempts that finished (succeeded or failed); attempts still in
-/// flight when the run ends count for neither. Nothing finished: 0 (no evidence of success).
+/// Success ratio over every attempt: `bad` includes the attempts still open when the run
+/// ends (a connection stranded by a failover has not succeeded). No attempt: 0 (no
+/// evidence of success).
 fn ratio(good: u64, bad: u64) -> f64 {
     if good + bad == 0 {
         0.0
@@ -350,7 +351,10 @@ fn clients(merged: &ShardResult) -> ClientsSection {
             failed_timeout: t.failed_timeout,
             failed_reset: t.failed_reset,
             unfinished: t.unfinished,
-            success_ratio: ratio(t.completed, t.failed_timeout + t.failed_reset),
+            success_ratio: ratio(
+                t.completed,
+                t.failed_timeout + t.failed_reset + t.unfinished,
+            ),
             connect_ns: Percentiles::of_histogram(&t.connect_ns),
             complete_ns: Percentiles::of_histogram(&t.complete_ns),
         }),
@@ -359,7 +363,7 @@ fn clients(merged: &ShardResult) -> ClientsSection {
             answered: u.answered,
             failed_timeout: u.failed_timeout,
             unfinished: u.unfinished,
-            success_ratio: ratio(u.answered, u.failed_timeout),
+            success_ratio: ratio(u.answered, u.failed_timeout + u.unfinished),
             rtt_ns: Percentiles::of_histogram(&u.rtt_ns),
         }),
     }

@@ -187,19 +187,23 @@ pub fn summary(report: &Report, measured: &Measured) -> String {
     );
     if let Some(tcp) = &report.clients.tcp {
         text += &format!(
-            "tcp clients: {}/{} completed ({:.2}% success), {} timed out, {} reset\n",
-            tcp.completed,
+            "tcp clients: {} attempted: {} completed, {} failed ({} timed out, {} reset), {} still open at the end; {:.2}% success (still open counts as not succeeded)\n",
             tcp.attempted,
-            tcp.success_ratio * 100.0,
+            tcp.completed,
+            tcp.failed_timeout + tcp.failed_reset,
             tcp.failed_timeout,
-            tcp.failed_reset
+            tcp.failed_reset,
+            tcp.unfinished,
+            tcp.success_ratio * 100.0,
         );
     }
     if let Some(udp) = &report.clients.udp {
         text += &format!(
-            "udp clients: {}/{} answered ({:.2}% success)\n",
-            udp.answered,
+            "udp clients: {} sent: {} answered, {} timed out, {} still waiting at the end; {:.2}% success\n",
             udp.sent,
+            udp.answered,
+            udp.failed_timeout,
+            udp.unfinished,
             udp.success_ratio * 100.0
         );
     }

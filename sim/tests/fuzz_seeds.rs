@@ -45,3 +45,29 @@ fn config_seeds() {
 fn pipeline_seeds() {
     assert!(replay("pipeline", sim::fuzzing::pipeline) >= 50);
 }
+
+/// Every input a fuzzer once kept (crash, timeout, slow unit, out-of-memory) lives under
+/// `fuzz/regressions/<target>/`, where the tests above replay it: none lies elsewhere in
+/// `fuzz/` (two slow lblc units once did, replayed by nothing).
+#[test]
+fn no_fuzz_artifact_is_left_outside_the_regressions() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let prefixes = ["crash-", "timeout-", "slow-unit-", "oom-", "leak-"];
+    let stray: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| prefixes.iter().any(|p| name.starts_with(p)))
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "move to fuzz/regressions/<target>/: {stray:?}"
+    );
+    let regressions = root.join("regressions");
+    for target in std::fs::read_dir(&regressions).unwrap() {
+        let name = target.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            ["parse", "capture", "flowmgr", "config", "pipeline"].contains(&name.as_str()),
+            "fuzz/regressions/{name}: no such target, so nothing replays it"
+        );
+    }
+}

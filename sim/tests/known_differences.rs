@@ -220,3 +220,19 @@ fn an_invalid_verdict_on_a_valid_packet_is_not_explained() {
         );
     }
 }
+
+/// The report counts the packets each entry explained; an entry that explained nothing is
+/// what `sim diff --strict` refuses.
+#[test]
+fn explained_packets_are_counted_per_entry_and_unused_entries_found() {
+    let rules = KernelRules::default();
+    let input = syn_from(Ipv4Addr::new(224, 0, 0, 9), VIP, 80);
+    let sim = sim_packet(&input, "forward", forward(&input), None);
+    let kernel = kernel_run(Outcome::Drop { reason: None }, None);
+    let entries = built_in_explanations();
+    let report = compare(&[sim], &kernel, &rules, &entries);
+    assert_eq!(report.explained_per_entry["ipv4-martian-source"], 1);
+    let unused = sim::kernel::diff::unused_entries(&report, &entries);
+    assert_eq!(unused.len(), entries.len() - 1, "{unused:?}");
+    assert!(!unused.iter().any(|n| n == "ipv4-martian-source"));
+}

@@ -1,7 +1,12 @@
 //! Every capture in `../shared/corpus/real/` parsed by lbsim and by tshark: the per-packet
 //! fields of the outermost headers (VLAN ids, IP src/dst/proto/TTL, ports, TCP flags, ICMP
 //! type) must agree on every packet tshark dissects, and every packet tshark flags as
-//! malformed in a layer lbsim parses (link … L4) must be `invalid` here.
+//! malformed in a layer lbsim parses (link … L4) must be `invalid` here. Checksums are
+//! verified on both sides (tshark's IPv4/TCP/UDP/ICMP validation on): a checksum tshark
+//! finds bad makes the packet invalid here, and one lbsim calls bad tshark finds bad. The
+//! other direction of the invalid verdict too: a packet lbsim refuses for its structure
+//! (truncation, lengths, version) is one tshark finds wrong (malformed, an expert error,
+//! cut short by the capture, or a bad checksum).
 //!
 //! Remaining disagreements are listed, each with a justification, in
 //! `tests/data/tshark-known-differences.txt`; the test fails on any unlisted difference and on
@@ -43,6 +48,46 @@ const FIELDS: &[&str] = &[
     "udp.dstport",
     "icmp.type",
     "icmpv6.type",
+    "ip.checksum.status",
+    "tcp.checksum.status",
+    "udp.checksum.status",
+    "icmp.checksum.status",
+    "icmpv6.checksum.status",
+    "frame.len",
+    "frame.cap_len",
+    "_ws.expert.severity",
+];
+
+/// tshark's checksum verdicts (status 0 = bad, 1 = good, 2 = unverified) and the invalid
+/// reason lbsim gives a packet whose checksum of that layer is wrong.
+const CHECKSUMS: [(&str, &str); 5] = [
+    ("ip.checksum.status", "bad_ipv4_checksum"),
+    ("tcp.checksum.status", "bad_tcp_checksum"),
+    ("udp.checksum.status", "bad_udp_checksum"),
+    ("icmp.checksum.status", "bad_icmp_checksum"),
+    ("icmpv6.checksum.status", "bad_icmp_checksum"),
+];
+
+/// Invalid reasons about the packet's structure (lengths, versions, truncation): tshark
+/// must see something wrong with such a packet too (malformed, or a bad checksum). The
+/// others are lbsim's policy (TCP flag combinations, port 0, fragment checks, options),
+/// which tshark dissects as ordinary packets.
+const STRUCTURAL: &[&str] = &[
+    "truncated_link",
+    "truncated_vlan",
+    "truncated_mpls",
+    "truncated_ipv4",
+    "truncated_ipv6",
+    "truncated_ipv6_extension",
+    "truncated_tcp",
+    "truncated_udp",
+    "truncated_icmp",
+    "wrong_ip_version",
+    "bad_ipv4_header_length",
+    "ipv4_total_length_too_short",
+    "ip_length_beyond_frame",
+    "bad_udp_length",
+    "bad_tcp_data_offset",
 ];
 
 /// Layers lbsim parses; a tshark malformation in any of them must make the packet invalid.
@@ -105,11 +150,15 @@ fn run_tshark(path: &Path) -> String {
     let mut command = Command::new("tshark");
     command.args(["-n", "-r"]).arg(path);
     command.args(["-o", "ip.defragment:FALSE", "-o", "ipv6.defragment:FALSE"]);
+    // Checksums verified on both sides: lbsim's parser checks them (a capture taken with
+    // checksum offload has bad ones on both sides alike).
     command.args([
         "-o",
-        "tcp.check_checksum:FALSE",
+        "ip.check_checksum:TRUE",
         "-o",
-        "udp.check_checksum:FALSE",
+        "tcp.check_checksum:TRUE",
+        "-o",
+        "udp.check_checksum:TRUE",
     ]);
     command.args(["-T", "fields", "-E", "separator=|", "-E", "occurrence=a"]);
     for field in FIELDS {
@@ -183,6 +232,8 @@ fn compare_packet(d: &mut Diffs, meta: &PacketMeta, row: &Row<'_>) {
     let ip_at = tokens.iter().position(|t| *t == "ip" || *t == "ipv6");
     let invalid = meta.invalid.is_some();
     check_malformed(d, meta, row, &tokens, ip_at);
+    check_checksums(d, meta, row);
+    check_invalid_is_seen(d, meta, row, &tokens);
     check_vlans(d, meta, row, &tokens[..ip_at.unwrap_or(tokens.len())]);
     let Some(ip_at) = ip_at else {
         if meta.src.is_some() && !protocols.is_empty() {
@@ -327,6 +378,55 @@ fn check_malformed(
         d.add(
             "malformed",
             format!("tshark flags malformed in {layer}, lbsim valid"),
+        );
+    }
+}
+
+/// Both directions of the checksum verdict: a checksum tshark finds bad makes the packet
+/// invalid here, and a packet lbsim calls bad_X_checksum has a checksum tshark finds bad.
+fn check_checksums(d: &mut Diffs, meta: &PacketMeta, row: &Row<'_>) {
+    let ours = meta.invalid.map(|r| r.name());
+    for (field, reason) in CHECKSUMS {
+        match row.first(field) {
+            Some("0") if ours.is_none() => {
+                d.add("checksum", format!("tshark {field} bad, lbsim valid"));
+            }
+            Some("1") if ours == Some(reason) => {
+                d.add("checksum", format!("lbsim {reason}, tshark {field} good"));
+            }
+            Some(_) => d.compared += 1,
+            None => {}
+        }
+    }
+}
+
+/// The other direction of the invalid verdict: a packet lbsim refuses for its structure
+/// is one tshark also finds wrong (malformed, cut short, or a bad checksum).
+fn check_invalid_is_seen(d: &mut Diffs, meta: &PacketMeta, row: &Row<'_>, tokens: &[&str]) {
+    let Some(reason) = meta.invalid.map(|r| r.name()) else {
+        return;
+    };
+    if !STRUCTURAL.contains(&reason) {
+        return;
+    }
+    // Expert infos of severity error (PI_ERROR, 0x00800000).
+    let expert_error = row
+        .all("_ws.expert.severity")
+        .iter()
+        .any(|s| s.parse::<u32>().is_ok_and(|v| v >= 0x0080_0000));
+    let cut_by_capture = matches!(
+        (num::<u32>(row.first("frame.cap_len")), num::<u32>(row.first("frame.len"))),
+        (Some(captured), Some(length)) if captured < length
+    );
+    let seen = row.first("_ws.malformed").is_some()
+        || tokens.contains(&"_ws.malformed")
+        || expert_error
+        || cut_by_capture
+        || CHECKSUMS.iter().any(|(f, _)| row.first(f) == Some("0"));
+    if !seen {
+        d.add(
+            "invalid",
+            format!("lbsim invalid:{reason}, tshark dissects it without error"),
         );
     }
 }

@@ -400,6 +400,9 @@ impl<'a> Parser<'a> {
             if at + len > datagram_end {
                 return Err(InvalidReason::TruncatedIpv6Extension);
             }
+            if next == 43 {
+                self.ipv6_routing_final_destination(offset, at, len);
+            }
             next = self.frame[at];
             at += len;
             if self.meta.frag.is_fragment && self.meta.frag.offset != 0 {
@@ -407,6 +410,27 @@ impl<'a> Parser<'a> {
                 return Ok((at, next));
             }
         }
+    }
+
+    /// RFC 8200 8.1: with a Routing header whose Segments Left is not zero, the
+    /// upper-layer checksum's pseudo-header carries the final destination: the last
+    /// address of a type 0 or type 2 header, Segment List[0] of a segment routing header.
+    fn ipv6_routing_final_destination(&mut self, offset: usize, at: usize, len: usize) {
+        let (Some(&kind), Some(&left)) = (self.frame.get(at + 2), self.frame.get(at + 3)) else {
+            return;
+        };
+        let final_at = match kind {
+            0 | 2 if left > 0 && len >= 24 => at + len - 16,
+            4 if left > 0 && len >= 24 => at + 8,
+            _ => return,
+        };
+        let (Some(src), Some(dst)) = (
+            self.frame.get(offset + 8..offset + 24),
+            self.frame.get(final_at..final_at + 16),
+        ) else {
+            return;
+        };
+        self.address_sum = checksum::partial(src) + checksum::partial(dst);
     }
 
     fn ipv6_fragment(&mut self, at: usize) {

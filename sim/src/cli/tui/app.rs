@@ -204,7 +204,9 @@ pub struct TcpView {
     pub failed_timeout: u64,
     /// Reset early.
     pub failed_reset: u64,
-    /// Success over finished attempts.
+    /// Still open at the end of the run.
+    pub unfinished: u64,
+    /// Success over every attempt (still open counts as not succeeded).
     pub success_ratio: f64,
     /// Connection setup time.
     pub connect_ns: Option<PercentilesView>,
@@ -220,7 +222,9 @@ pub struct UdpView {
     pub answered: u64,
     /// Timed out.
     pub failed_timeout: u64,
-    /// Success over finished requests.
+    /// Still waiting at the end of the run.
+    pub unfinished: u64,
+    /// Success over every request (still waiting counts as not succeeded).
     pub success_ratio: f64,
     /// Round-trip time.
     pub rtt_ns: Option<PercentilesView>,
@@ -931,8 +935,8 @@ impl App {
             );
             let _ = writeln!(
                 text,
-                "  {} timeout, {} reset",
-                tcp.failed_timeout, tcp.failed_reset
+                "  {} timeout, {} reset, {} still open",
+                tcp.failed_timeout, tcp.failed_reset, tcp.unfinished
             );
             if let Some(p) = &tcp.connect_ns {
                 let _ = writeln!(text, "  connect ms {}", percentiles_text(p));
@@ -941,11 +945,12 @@ impl App {
         if let Some(udp) = &self.view.clients.udp {
             let _ = writeln!(
                 text,
-                "udp {}/{} answered, success {:.2}%, {} timeout",
+                "udp {}/{} answered, success {:.2}%, {} timeout, {} waiting",
                 udp.answered,
                 udp.sent,
                 udp.success_ratio * 100.0,
-                udp.failed_timeout
+                udp.failed_timeout,
+                udp.unfinished
             );
             if let Some(p) = &udp.rtt_ns {
                 let _ = writeln!(text, "  rtt ms {}", percentiles_text(p));
