@@ -4,9 +4,24 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The exit-code table, shown after `sim --help` and in the README.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    failed checks: a scenario's [expect] failed, a corpus regression, an unexplained
+       kernel disagreement, a damaged capture or a flowmgr file with errors
+  2    usage or I/O error: bad arguments, a missing capture, scenario or flowmgr file,
+       an invalid configuration
+  141  stdout was closed by its reader (e.g. `| head`): output stops quietly
+
+Examples:
+  sim run scenarios/synflood.toml
+  sim replay capture.pcap --packets - | head
+  sim completions bash > /etc/bash_completion.d/sim";
+
 /// lbsim: a deterministic simulator and test bench for an L4 load-balancer pipeline.
 #[derive(Parser, Debug)]
-#[command(name = "sim", version, about)]
+#[command(name = "sim", version, about, after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,7 +62,40 @@ enum Command {
     Bench(sim::cli::bench::BenchArgs),
 }
 
+/// Exit status when the reader of stdout went away (128 + SIGPIPE, as a shell reports a tool
+/// killed by SIGPIPE).
+const CLOSED_STDOUT: u8 = 141;
+
+/// `print!` panics when stdout's reader has gone (`sim run … | head -1`). Resetting SIGPIPE
+/// would need `unsafe` in main; instead every such panic, from any subcommand, ends the
+/// process quietly here, before the default hook prints anything.
+fn end_quietly_on_closed_stdout() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(i32::from(CLOSED_STDOUT));
+        }
+        default_hook(info);
+    }));
+}
+
+/// Whether an error is a write to a closed pipe (`write_all` on stdout returns it as an error).
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn main() -> ExitCode {
+    end_quietly_on_closed_stdout();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Replay(args) => sim::cli::replay::run(&args),
@@ -70,6 +118,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(error) if is_broken_pipe(&error) => ExitCode::from(CLOSED_STDOUT),
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::from(2)
