@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// The exit-code table, shown after `sim --help` and in the README.
 const EXIT_CODES: &str = "\
@@ -60,6 +60,10 @@ enum Command {
     Gen(sim::cli::generate::GenArgs),
     /// Benchmark the workloads end to end: ns/packet, Mpps, targets, lbsim vs kernel, 2 vs 1 threads.
     Bench(sim::cli::bench::BenchArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(sim::cli::docs::CompletionsArgs),
+    /// Print the man page, generated from this command line (`--dir`: one page per command).
+    Man(sim::cli::docs::ManArgs),
 }
 
 /// Exit status when the reader of stdout went away (128 + SIGPIPE, as a shell reports a tool
@@ -115,6 +119,8 @@ fn main() -> ExitCode {
         Command::Check(args) => sim::cli::check::run(&args),
         Command::Gen(args) => sim::cli::generate::run(&args),
         Command::Bench(args) => sim::cli::bench::run(&args),
+        Command::Completions(args) => sim::cli::docs::completions(Cli::command(), &args),
+        Command::Man(args) => sim::cli::docs::man(Cli::command(), &args),
     };
     match result {
         Ok(code) => code,

@@ -54,7 +54,7 @@ fn a_closed_stdout_ends_quietly() {
         "run",
         "scenarios/synflood.toml",
         "--duration",
-        "50ms",
+        "300ms",
         "--out",
         out,
     ]);
@@ -136,4 +136,37 @@ fn exit_codes_follow_the_documented_table() {
 
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn completions_and_the_man_page_are_generated_from_the_cli() {
+    let output = sim(&["completions", "bash"]).output().unwrap();
+    assert!(output.status.success());
+    let script = String::from_utf8(output.stdout).unwrap();
+    for word in ["run", "diff", "replay", "complete -F"] {
+        assert!(script.contains(word), "bash completion lacks {word:?}");
+    }
+    let output = sim(&["man"]).output().unwrap();
+    assert!(output.status.success());
+    let page = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH sim 1"),
+        "not roff: {page:.200}"
+    );
+    for subcommand in [
+        "sim\\-run(1)",
+        "sim\\-replay(1)",
+        "sim\\-diff(1)",
+        "sim\\-completions(1)",
+    ] {
+        assert!(page.contains(subcommand), "man page lacks {subcommand:?}");
+    }
+    let dir = scratch("man");
+    let status = sim(&["man", "--dir", dir.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for page in ["sim.1", "sim-run.1", "sim-flows-eval.1"] {
+        assert!(dir.join(page).is_file(), "{page} not written");
+    }
 }
