@@ -30,12 +30,26 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Parse every packet of one or more captures and print a tcpreplay-style summary.
+    #[command(after_help = "Examples:
+  sim replay pcaps/gen/synflood-web.pcap
+  sim replay capture.pcapng.gz --packets - | head
+  sim replay a.pcap b.pcap --json")]
     Replay(sim::cli::replay::ReplayArgs),
     /// Check, compile and evaluate flowmgr (flow manager) files.
+    #[command(after_help = "Examples:
+  sim flows check scenarios/flows/game.flowmgr
+  sim flows eval scenarios/flows/game.flowmgr --packet 'tcp 198.51.100.7:40000 > 10.10.10.10:25565' --explain
+  sim flows eval scenarios/flows/game.flowmgr --pcap pcaps/gen/synflood-game.pcap")]
     Flows(sim::cli::flows::FlowsArgs),
     /// LVS director tools (`which`: the real server a new connection would get).
+    #[command(after_help = "Examples:
+  sim director which --appliance pcaps/cases/appliances/director-web.toml --packet 'tcp 198.51.100.7:40000 > 192.0.2.10:80 mark 80'")]
     Director(sim::cli::director::DirectorArgs),
     /// Run a scenario in virtual time and write its report.
+    #[command(after_help = "Examples:
+  sim run scenarios/synflood.toml
+  sim run scenarios/synflood.toml --duration 500ms --seed 3 --packets packets.jsonl
+  sim run scenarios/failover.toml --tui")]
     Run {
         #[command(flatten)]
         args: sim::cli::run::RunArgs,
@@ -45,20 +59,45 @@ enum Command {
         kernel: bool,
     },
     /// Kernel runner lab commands (check, cleanup, rules, up).
+    #[command(after_help = "Examples:
+  sim kernel check
+  sim kernel rules --appliance pcaps/cases/appliances/web-vip.toml
+  sudo sim kernel cleanup")]
     Kernel(sim::kernel::KernelArgs),
     /// Run captures through the simulator and the Linux kernel and diff per-packet verdicts.
+    #[command(after_help = "Examples:
+  sudo sim diff scenarios/synflood.toml
+  sudo sim diff --appliance pcaps/cases/appliances/web-vip.toml pcaps/gen/synflood-web.pcap")]
     Diff(sim::kernel::diff::DiffArgs),
     /// Run the lbsim pipeline live between two veths: real curl/ping through it (root).
+    #[command(after_help = "Examples:
+  sudo sim inline scenarios/synflood.toml --duration 30s")]
     Inline(sim::cli::inline::InlineArgs),
     /// Capacity planning: sweep a scenario and report cores, memory and the first broken constraint.
+    #[command(after_help = "Examples:
+  sim plan scenarios/synflood.toml --sweep flood.rate=100k..20M
+  sim plan scenarios/synflood.toml --sweep queues=1..4 --duration 500ms")]
     Plan(sim::cli::plan::PlanArgs),
     /// Watch a scenario run live, or replay a finished run's report.json, in a terminal UI.
+    #[command(after_help = "Examples:
+  sim tui scenarios/synflood.toml
+  sim tui reports/synflood/report.json --paused")]
     Tui(sim::cli::tui::TuiArgs),
-    /// Check a corpus of cases (captures + appliance + expected results); `--bless` accepts.
+    /// Check a corpus of cases (captures, appliance, expected results); `--bless` accepts new results.
+    #[command(after_help = "Examples:
+  sim check pcaps/cases
+  sim check pcaps/cases --junit junit.xml
+  sim check pcaps/cases --bless")]
     Check(sim::cli::check::CheckArgs),
     /// Write deterministic synthetic captures (floods, conversations, malformed packets).
+    #[command(after_help = "Examples:
+  sim gen syn-flood --count 1000 -o flood.pcap
+  sim gen syn-flood --dst 192.0.2.10:80 --rate 100000 -o web-flood.pcap")]
     Gen(sim::cli::generate::GenArgs),
     /// Benchmark the workloads end to end: ns/packet, Mpps, targets, lbsim vs kernel, 2 vs 1 threads.
+    #[command(after_help = "Examples:
+  sim bench --quick
+  sim bench --workloads parse,syn_cookie --json")]
     Bench(sim::cli::bench::BenchArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(sim::cli::docs::CompletionsArgs),

@@ -170,3 +170,40 @@ fn completions_and_the_man_page_are_generated_from_the_cli() {
         assert!(dir.join(page).is_file(), "{page} not written");
     }
 }
+
+/// The subcommand names listed under "Commands:" in `sim --help` (clap's own list, so new
+/// subcommands are covered without touching this test).
+fn subcommands() -> Vec<String> {
+    let help = String::from_utf8(sim(&["--help"]).output().unwrap().stdout).unwrap();
+    help.lines()
+        .skip_while(|line| !line.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|line| line.starts_with("  "))
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_subcommand_help_has_examples() {
+    let names = subcommands();
+    assert!(names.len() >= 14, "too few subcommands parsed: {names:?}");
+    for name in &names {
+        let output = sim(&[name, "--help"]).output().unwrap();
+        let help = String::from_utf8(output.stdout).unwrap();
+        assert!(
+            help.contains("Examples:"),
+            "`sim {name} --help` has no examples"
+        );
+        assert!(
+            help.contains(&format!("  sim {name}")) || help.contains(&format!("sudo sim {name}"))
+        );
+    }
+    let top = String::from_utf8(sim(&["--help"]).output().unwrap().stdout).unwrap();
+    let check = top
+        .lines()
+        .find(|l| l.trim_start().starts_with("check "))
+        .unwrap();
+    assert!(check.ends_with("accepts new results"), "cut off: {check}");
+}
