@@ -10,6 +10,7 @@
 //! - [`tui`] — `sim tui` and `sim run --tui`: the live terminal UI.
 //! - [`check`] — `sim check`: the regression corpus, `--bless`, JUnit output.
 //! - [`generate`] — `sim gen`: deterministic synthetic captures.
+//! - [`docs`] — `sim completions SHELL` and `sim man`: generated from the CLI definition.
 //! - [`bench`](mod@bench) — `sim bench`: benchmark workloads and the callgrind baseline.
 //!
 //! `sim kernel` and `sim diff` live with the kernel runner ([`crate::kernel`]).
@@ -17,6 +18,7 @@
 pub mod bench;
 pub mod check;
 pub mod director;
+pub mod docs;
 pub mod flows;
 pub mod generate;
 pub mod inline;

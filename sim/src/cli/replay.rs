@@ -489,6 +489,14 @@ impl ReplayRun<'_> {
 
 /// Run `sim replay`.
 pub fn run(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
+    // A capture that cannot be opened at all is an I/O error (exit 2), not a damaged one.
+    for file in &args.files {
+        let opened = std::fs::File::open(file)
+            .with_context(|| format!("cannot open capture {}", file.display()))?;
+        if opened.metadata().is_ok_and(|m| m.is_dir()) {
+            anyhow::bail!("cannot read capture {}: it is a directory", file.display());
+        }
+    }
     let options = ParseOptions {
         verify_l4_checksum: !args.no_l4_checksum,
         ..Default::default()

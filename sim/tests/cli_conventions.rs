@@ -1,0 +1,209 @@
+//! CLI conventions of the `sim` binary: a closed stdout ends quietly (no panic, no exit 101),
+//! the documented exit-code table holds row by row, completions and the man page are
+//! generated from the CLI, and every subcommand's `--help` has examples.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn sim(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sim"));
+    command.args(args).current_dir(repository()).env("CI", "1");
+    command
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sim-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `sim ARGS`, reads one line of its stdout, closes the pipe and waits: the exit must not
+/// be a panic.
+fn assert_quiet_on_closed_stdout(args: &[&str]) {
+    let mut child = sim(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(!first.is_empty(), "{args:?} printed nothing");
+    drop(stdout);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    assert_ne!(output.status.code(), Some(101), "{args:?}: {stderr}");
+    assert!(
+        matches!(output.status.code(), Some(0 | 141)),
+        "{args:?} exited {:?}: {stderr}",
+        output.status
+    );
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let out = scratch("closed");
+    let out = out.to_str().unwrap();
+    assert_quiet_on_closed_stdout(&[
+        "run",
+        "scenarios/synflood.toml",
+        "--duration",
+        "300ms",
+        "--out",
+        out,
+    ]);
+    // Records to stdout: many lines, so the reader closes while sim is still writing.
+    assert_quiet_on_closed_stdout(&["replay", "pcaps/gen/synflood-game.pcap", "--packets", "-"]);
+    assert_quiet_on_closed_stdout(&[
+        "flows",
+        "eval",
+        "scenarios/flows/game.flowmgr",
+        "--pcap",
+        "pcaps/gen/synflood-game.pcap",
+    ]);
+}
+
+#[test]
+fn exit_codes_follow_the_documented_table() {
+    let bad = "sim/tests/data/bad-inputs";
+    let rows: &[(&str, Vec<String>, i32)] = &[
+        (
+            "success",
+            args(&["flows", "check", "scenarios/flows/game.flowmgr"]),
+            0,
+        ),
+        (
+            "damaged capture",
+            args(&["replay", &format!("{bad}/truncated-record.pcap")]),
+            1,
+        ),
+        (
+            "flowmgr file with errors",
+            args(&["flows", "check", &format!("{bad}/unknown-keyword.flowmgr")]),
+            1,
+        ),
+        ("unknown subcommand", args(&["no-such-command"]), 2),
+        ("unknown option", args(&["run", "--no-such-option"]), 2),
+        (
+            "missing capture",
+            args(&["replay", "no/such/capture.pcap"]),
+            2,
+        ),
+        ("capture is a directory", args(&["replay", "pcaps"]), 2),
+        (
+            "missing scenario",
+            args(&["run", "no/such/scenario.toml"]),
+            2,
+        ),
+        (
+            "missing flowmgr file",
+            args(&["flows", "check", "no/such/file.flowmgr"]),
+            2,
+        ),
+        (
+            "bad config",
+            args(&["run", "scenarios/invalid/bad_duration.toml"]),
+            2,
+        ),
+    ];
+    for (row, arguments, expected) in rows {
+        let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
+        let output = sim(&arguments).output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(*expected),
+            "{row}: sim {arguments:?}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let help = String::from_utf8(sim(&["--help"]).output().unwrap().stdout).unwrap();
+    let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
+    for line in [
+        "0    success",
+        "1    failed checks",
+        "2    usage or I/O error",
+    ] {
+        assert!(help.contains(line), "`sim --help` lacks {line:?}");
+        assert!(readme.contains(line), "README lacks {line:?}");
+    }
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn completions_and_the_man_page_are_generated_from_the_cli() {
+    let output = sim(&["completions", "bash"]).output().unwrap();
+    assert!(output.status.success());
+    let script = String::from_utf8(output.stdout).unwrap();
+    for word in ["run", "diff", "replay", "complete -F"] {
+        assert!(script.contains(word), "bash completion lacks {word:?}");
+    }
+    let output = sim(&["man"]).output().unwrap();
+    assert!(output.status.success());
+    let page = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH sim 1"),
+        "not roff: {page:.200}"
+    );
+    for subcommand in [
+        "sim\\-run(1)",
+        "sim\\-replay(1)",
+        "sim\\-diff(1)",
+        "sim\\-completions(1)",
+    ] {
+        assert!(page.contains(subcommand), "man page lacks {subcommand:?}");
+    }
+    let dir = scratch("man");
+    let status = sim(&["man", "--dir", dir.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for page in ["sim.1", "sim-run.1", "sim-flows-eval.1"] {
+        assert!(dir.join(page).is_file(), "{page} not written");
+    }
+}
+
+/// The subcommand names listed under "Commands:" in `sim --help` (clap's own list, so new
+/// subcommands are covered without touching this test).
+fn subcommands() -> Vec<String> {
+    let help = String::from_utf8(sim(&["--help"]).output().unwrap().stdout).unwrap();
+    help.lines()
+        .skip_while(|line| !line.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|line| line.starts_with("  "))
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_subcommand_help_has_examples() {
+    let names = subcommands();
+    assert!(names.len() >= 14, "too few subcommands parsed: {names:?}");
+    for name in &names {
+        let output = sim(&[name, "--help"]).output().unwrap();
+        let help = String::from_utf8(output.stdout).unwrap();
+        assert!(
+            help.contains("Examples:"),
+            "`sim {name} --help` has no examples"
+        );
+        assert!(
+            help.contains(&format!("  sim {name}")) || help.contains(&format!("sudo sim {name}"))
+        );
+    }
+    let top = String::from_utf8(sim(&["--help"]).output().unwrap().stdout).unwrap();
+    let check = top
+        .lines()
+        .find(|l| l.trim_start().starts_with("check "))
+        .unwrap();
+    assert!(check.ends_with("accepts new results"), "cut off: {check}");
+}
