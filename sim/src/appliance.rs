@@ -5,8 +5,13 @@
 //! Key names are those of `../shared/DESIGN.md` §5 and are kept stable: users write them by
 //! hand. Unknown keys are rejected with file, line and column.
 //!
+//! keepalived.conf, ipvsadm and iptables-save files are read here too, converted on the fly
+//! by [`confio`] (format found from the content, warnings on stderr).
+//!
 //! Not here: the stages' own validation (each stage's config type validates itself when the
 //! pipeline is built).
+
+pub mod confio;
 
 use std::path::{Path, PathBuf};
 
@@ -278,6 +283,9 @@ impl ApplianceConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if confio::detect(&text) != confio::Format::Toml {
+            return confio::load_for_appliance(path, &text);
+        }
         let config: Self = toml::from_str(&text).map_err(|e| locate_toml_error(path, &text, &e))?;
         if config.appliance.is_some() {
             anyhow::bail!(

@@ -43,6 +43,10 @@ enum Command {
     Check(sim::cli::check::CheckArgs),
     /// Write deterministic synthetic captures (floods, conversations, malformed packets).
     Gen(sim::cli::generate::GenArgs),
+    /// Import keepalived.conf / ipvsadm / iptables-save files into an appliance TOML (+ flows).
+    Import(sim::cli::confio::ImportArgs),
+    /// Export an appliance as keepalived.conf, ipvsadm-restore, iptables-restore or nft input.
+    Export(sim::cli::confio::ExportArgs),
     /// Benchmark the workloads end to end: ns/packet, Mpps, targets, lbsim vs kernel, 2 vs 1 threads.
     Bench(sim::cli::bench::BenchArgs),
 }
@@ -67,6 +71,8 @@ fn main() -> ExitCode {
         Command::Check(args) => sim::cli::check::run(&args),
         Command::Gen(args) => sim::cli::generate::run(&args),
         Command::Bench(args) => sim::cli::bench::run(&args),
+        Command::Import(args) => sim::cli::confio::run_import(&args),
+        Command::Export(args) => sim::cli::confio::run_export(&args),
     };
     match result {
         Ok(code) => code,
