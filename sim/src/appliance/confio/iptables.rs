@@ -235,7 +235,9 @@ fn parse_rule(file: &str, line: usize, content: &str) -> Result<Rule, ConfigErro
             }
             "-m" | "--match" => {
                 let module = need()?;
-                if !matches!(
+                if negate {
+                    rule.unmappable(format!("`! -m {module}` has no flow form"));
+                } else if !matches!(
                     module.as_str(),
                     "tcp" | "udp" | "icmp" | "multiport" | "comment"
                 ) {
