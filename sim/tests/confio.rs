@@ -30,7 +30,10 @@ fn imported_pipeline(files: &[&str], name: &str) -> (Imported, Pipeline) {
         .partition(|p| p.extension().is_some_and(|e| e == "toml"));
     let mut imported = confio::import_files(&production).unwrap();
     for base in bases {
-        imported.config.interfaces.extend(ApplianceConfig::load(&base).unwrap().interfaces);
+        imported
+            .config
+            .interfaces
+            .extend(ApplianceConfig::load(&base).unwrap().interfaces);
     }
     confio::finish(&mut imported);
     let dir = temp_dir(name);
@@ -64,12 +67,20 @@ fn traffic() -> Vec<Vec<u8>> {
     ];
     for round in 0..2u16 {
         for client in 1..=40u8 {
-            let net = if client % 9 == 0 { [203, 0, 113, client] } else { [198, 51, 100, client] };
+            let net = if client % 9 == 0 {
+                [203, 0, 113, client]
+            } else {
+                [198, 51, 100, client]
+            };
             for (i, dst) in destinations.iter().enumerate() {
                 let sport = 1000 + u16::from(client) * 7 + round;
                 let port = [80, 443, 53, 8080, 22][(usize::from(client) + i) % 5];
                 let builder = PacketBuilder::eth().ipv4(Ipv4Addr::from(net), Ipv4Addr::from(*dst));
-                frames.push(if port == 53 { builder.udp(sport, 53).payload(b"q").build() } else { builder.tcp(sport, port).syn().build() });
+                frames.push(if port == 53 {
+                    builder.udp(sport, 53).payload(b"q").build()
+                } else {
+                    builder.tcp(sport, port).syn().build()
+                });
             }
         }
     }
@@ -82,20 +93,42 @@ fn assert_same_outcomes(mut left: Pipeline, mut right: Pipeline) {
         let len = frame.len() as u32;
         let a = left.process(n as u64 * 1000, 0, LinkType::Ethernet, frame.clone(), len);
         let b = right.process(n as u64 * 1000, 0, LinkType::Ethernet, frame.clone(), len);
-        assert_eq!((a.stage, a.verdict, a.backend), (b.stage, b.verdict, b.backend), "packet {n}");
+        assert_eq!(
+            (a.stage, a.verdict, a.backend),
+            (b.stage, b.verdict, b.backend),
+            "packet {n}"
+        );
         assert_eq!(left.emitted(), right.emitted(), "packet {n}: frames sent");
         let rewritten = left.emitted().first().is_some_and(|e| e.frame != frame);
-        decided += usize::from(a.backend.is_some() || rewritten || a.verdict != datapath::verdict::Verdict::Pass);
+        decided += usize::from(
+            a.backend.is_some() || rewritten || a.verdict != datapath::verdict::Verdict::Pass,
+        );
     }
-    assert!(decided >= 30, "the traffic must exercise the configuration ({decided} decided)");
+    assert!(
+        decided >= 30,
+        "the traffic must exercise the configuration ({decided} decided)"
+    );
 }
 
 #[test]
 fn keepalived_and_iptables_mangle_match_the_hand_written_fwmark_appliance() {
-    let (imported, pipeline) = imported_pipeline(&["web-fwmark.keepalived.conf", "web-fwmark.iptables"], "web");
+    let (imported, pipeline) = imported_pipeline(
+        &["web-fwmark.keepalived.conf", "web-fwmark.iptables"],
+        "web",
+    );
     assert_eq!(imported.vrrp.len(), 1);
-    assert_eq!(imported.checks.iter().map(|c| c.kind.as_str()).collect::<Vec<_>>(), ["inhibit_on_failure", "TCP_CHECK", "HTTP_GET"]);
-    assert_eq!(imported.sorry_servers, [("fwm-80".to_string(), "10.0.1.250 80".to_string())]);
+    assert_eq!(
+        imported
+            .checks
+            .iter()
+            .map(|c| c.kind.as_str())
+            .collect::<Vec<_>>(),
+        ["inhibit_on_failure", "TCP_CHECK", "HTTP_GET"]
+    );
+    assert_eq!(
+        imported.sorry_servers,
+        [("fwm-80".to_string(), "10.0.1.250 80".to_string())]
+    );
     assert_same_outcomes(pipeline, hand_written("web-fwmark.toml"));
 }
 
@@ -107,7 +140,13 @@ fn ipvsadm_dump_and_mark_rule_match_the_hand_written_dr_slash24() {
 
 #[test]
 fn iptables_dnat_masquerade_matches_the_hand_written_nat_appliance() {
-    let (imported, pipeline) = imported_pipeline(&["dnat-masquerade.iptables", "dnat-masquerade.interfaces.toml"], "nat");
+    let (imported, pipeline) = imported_pipeline(
+        &[
+            "dnat-masquerade.iptables",
+            "dnat-masquerade.interfaces.toml",
+        ],
+        "nat",
+    );
     assert_eq!(imported.config.nat.len(), 3);
     assert_same_outcomes(pipeline, hand_written("dnat-masquerade.toml"));
 }
@@ -128,7 +167,11 @@ fn warnings_for_unmappable_lines_are_located() {
     let ipvsadm = "-A -t 192.0.2.2:80 -s rr --pe sip\n-a -t 192.0.2.2:80 -r 10.0.0.1 -m -w 1\n-a -t 192.0.2.9:80 -r 10.0.0.2\n--set 1 2 3\n";
     let iptables = "*mangle\n-A PREROUTING -p tcp -j CONNMARK --restore-mark\n-A PREROUTING -p tcp ! -m multiport --dports 80,443 -j MARK --set-mark 1\n-A OUTPUT -j MARK --set-mark 2\nCOMMIT\n*raw\n-A PREROUTING -j NOTRACK\nCOMMIT\n*filter\n:INPUT DROP [0:0]\n-A INPUT -p tcp --dport 22 -j ACCEPT\n-A INPUT -s 10.9.0.0/16 -j DROP\n-A INPUT -j LOG\nCOMMIT\n*nat\n-A POSTROUTING -o eth9 -j MASQUERADE\n-A PREROUTING -p tcp -m multiport --dports 1,2 -j DNAT --to-destination 10.0.0.1\nCOMMIT\n";
     let mut imported = Imported::default();
-    for (file, text) in [("k.conf", keepalived), ("ipvs.save", ipvsadm), ("fw.rules", iptables)] {
+    for (file, text) in [
+        ("k.conf", keepalived),
+        ("ipvs.save", ipvsadm),
+        ("fw.rules", iptables),
+    ] {
         confio::import_text(file, text, confio::detect(text), &mut imported).unwrap();
     }
     confio::finish(&mut imported);
@@ -139,17 +182,36 @@ fn warnings_for_unmappable_lines_are_located() {
 #[test]
 fn unreadable_input_is_a_located_error() {
     let cases = [
-        ("virtual_server 192.0.2.1 80 {\n  lb_algo rr\n", "x:1:1: `virtual_server 192.0.2.1 80` block is never closed"),
-        ("virtual_server 192.0.2.1 80 {\n  lb_kind XX\n}\n", "x:2:1: `lb_kind XX`: expected NAT, DR or TUN"),
+        (
+            "virtual_server 192.0.2.1 80 {\n  lb_algo rr\n",
+            "x:1:1: `virtual_server 192.0.2.1 80` block is never closed",
+        ),
+        (
+            "virtual_server 192.0.2.1 80 {\n  lb_kind XX\n}\n",
+            "x:2:1: `lb_kind XX`: expected NAT, DR or TUN",
+        ),
         ("vrrp_instance a {\n}\n}\n", "x:3:1: `}` closes no block"),
-        ("-A -t 192.0.2.1:80 -s nosuch\n", "x:1:1: unknown scheduler `nosuch`"),
-        ("-A -t 192.0.2.1:80\n-a -t 192.0.2.1:80 -r 10.0.0.1 -w lots\n", "x:2:1: `-w lots`: not a number in range"),
-        ("*mangle\n-A PREROUTING -d nowhere -j ACCEPT\n", "x:2:1: `nowhere` is not an address or network"),
-        ("*nat\nbogus line\n", "x:2:1: `bogus line` is not an iptables-save line (`*table`, `:CHAIN`, `-A`, `COMMIT`)"),
+        (
+            "-A -t 192.0.2.1:80 -s nosuch\n",
+            "x:1:1: unknown scheduler `nosuch`",
+        ),
+        (
+            "-A -t 192.0.2.1:80\n-a -t 192.0.2.1:80 -r 10.0.0.1 -w lots\n",
+            "x:2:1: `-w lots`: not a number in range",
+        ),
+        (
+            "*mangle\n-A PREROUTING -d nowhere -j ACCEPT\n",
+            "x:2:1: `nowhere` is not an address or network",
+        ),
+        (
+            "*nat\nbogus line\n",
+            "x:2:1: `bogus line` is not an iptables-save line (`*table`, `:CHAIN`, `-A`, `COMMIT`)",
+        ),
     ];
     for (text, expected) in cases {
         let mut imported = Imported::default();
-        let error = confio::import_text("x", text, confio::detect(text), &mut imported).unwrap_err();
+        let error =
+            confio::import_text("x", text, confio::detect(text), &mut imported).unwrap_err();
         assert_eq!(error.to_string(), expected);
     }
 }

@@ -189,7 +189,7 @@ fn parse_rule(file: &str, line: usize, content: &str) -> Result<Rule, ConfigErro
             }
             "-p" | "--protocol" => {
                 let p = need()?;
-                if negate || !matches!(p.as_str(), "tcp" | "udp" | "icmp") {
+                if !matches!(p.as_str(), "tcp" | "udp" | "icmp") {
                     rule.unmappable(format!(
                         "protocol `{}{p}` has no flow form",
                         if negate { "! " } else { "" }
@@ -356,6 +356,9 @@ fn translate(file: &str, state: State, into: &mut Imported) {
     let mut filter_accepted: Vec<String> = Vec::new();
     for (table, rule) in &state.rules {
         let mut rule = rule.clone();
+        if table == "mangle" && user(table, &rule.chain) {
+            continue; // read with the jump to its chain
+        }
         if let Some(why) = rule.unmappable.take() {
             into.warn(
                 file,
@@ -516,6 +519,7 @@ impl<'a> FlowBuilder<'a> {
         self.open = false;
         let all_return = rules.iter().all(|r| r.target == "RETURN");
         let mut current: Option<FlowRule> = None;
+        let mut part = 0;
         let mut ignores: Vec<String> = Vec::new();
         let mut skip_next_accept = false;
         for rule in rules {
@@ -547,9 +551,10 @@ impl<'a> FlowBuilder<'a> {
             skip_next_accept = matches!(policy, FlowPolicy::Mark(_));
             if current.as_ref().is_some_and(|f| f.policy != policy) {
                 self.flows.extend(current.take());
+                part += 1;
             }
             let flow = current.get_or_insert_with(|| FlowRule {
-                name: flow_name(name, self.flows.len()),
+                name: flow_name(name, part),
                 policy,
                 lines: ignores.clone(),
                 origin: format!("{}:{}", self.file, rule.line),
