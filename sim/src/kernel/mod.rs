@@ -29,6 +29,7 @@
 //! inline lab mode.
 
 pub mod diff;
+pub mod guest;
 pub mod inject;
 pub mod nftrace;
 pub mod outcome;
@@ -75,6 +76,16 @@ enum KernelCommand {
         #[arg(long, value_name = "APPLIANCE.toml")]
         appliance: Option<PathBuf>,
     },
+    /// Inside the guest kernel: run a director-oracle job file (see `guest::driver`).
+    #[command(hide = true)]
+    GuestDrive {
+        /// The job (JSON, written by the host).
+        #[arg(long)]
+        job: PathBuf,
+        /// Where to write the results (JSON).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// Compile an appliance file's kernel rules.
@@ -118,6 +129,7 @@ pub fn run(args: &KernelArgs) -> anyhow::Result<ExitCode> {
             print!("## features\n{}", rules.render_features());
         }
         KernelCommand::Up { appliance } => up(appliance.as_deref())?,
+        KernelCommand::GuestDrive { job, out } => guest::driver::drive(job, out)?,
     }
     Ok(ExitCode::SUCCESS)
 }
