@@ -203,6 +203,9 @@ fn parse_options(
                 )?)
             }
             "-6" | "--ipv6" | "-n" | "--numeric" => {}
+            "--tun-type" if iter.peek().is_some_and(|t| **t == "ipip") => {
+                iter.next(); // the default tunnel, the one the director models
+            }
             "--pe" | "--tun-type" | "--tun-port" | "--tun-nocsum" | "--tun-csum"
             | "--tun-remcsum" => {
                 let _ = iter.next_if(|v| !v.starts_with('-'));
@@ -475,6 +478,13 @@ fn real_line(
     }
     if let Some(y) = real.lower_threshold.filter(|&y| y != 0) {
         line.push_str(&format!(" -y {y}"));
+    }
+    let service_port = director.port.unwrap_or(0);
+    if forward != "-m" && director.fwmark.is_none() && addr.port() != service_port {
+        notes.push(format!(
+            "director {}: real server {addr}: the kernel gives a direct-routing or tunnelled real server the service's port {service_port}",
+            director.name
+        ));
     }
     if real.mac.is_some() {
         notes.push(format!(
