@@ -97,6 +97,13 @@ fn director(index: u8) -> impl Strategy<Value = DirectorConfig> {
                 real[0].forward = None;
                 for r in &mut real {
                     r.forward = r.forward.filter(|f| *f != service);
+                    // The kernel gives DR and tunnelled real servers the service's port.
+                    if let Some(port) =
+                        port.filter(|_| r.forward.unwrap_or(service) != Forward::Nat)
+                    {
+                        let addr: SocketAddr = r.addr.parse().unwrap();
+                        r.addr = SocketAddr::new(addr.ip(), port).to_string();
+                    }
                 }
                 let vip: Option<IpAddr> = port.map(|_| {
                     if v6 {

@@ -45,3 +45,10 @@ fn config_seeds() {
 fn pipeline_seeds() {
     assert!(replay("pipeline", sim::fuzzing::pipeline) >= 50);
 }
+
+#[test]
+fn import_seeds() {
+    assert!(replay("import_keepalived", sim::fuzzing::import_keepalived) >= 3);
+    assert!(replay("import_ipvsadm", sim::fuzzing::import_ipvsadm) >= 2);
+    assert!(replay("import_iptables", sim::fuzzing::import_iptables) >= 5);
+}

@@ -328,7 +328,26 @@ fn parse_rule(file: &str, line: usize, content: &str) -> Result<Rule, ConfigErro
     if rule.target.is_empty() {
         rule.unmappable("a rule without `-j` only counts packets".into());
     }
+    if let Some(why) = flowmgr_rejects(&rule) {
+        rule.unmappable(why);
+    }
     Ok(rule)
+}
+
+/// Why the flowmgr parser would refuse the rule's conditions (a value flowmgr cannot
+/// hold, e.g. an interface name with a wildcard), if it would.
+fn flowmgr_rejects(rule: &Rule) -> Option<String> {
+    for line in rule.lines("match") {
+        if line.contains('#') {
+            return Some("`#` in a value (a comment in flowmgr)".into());
+        }
+        if let Err(errors) = datapath::flows::parse(&format!("flow x permit\n   {line}\n")) {
+            return errors
+                .first()
+                .map(|e| format!("no flow form ({})", e.message));
+        }
+    }
+    None
 }
 
 fn cond(negate: bool, key: &str, value: &str) -> String {
@@ -577,7 +596,10 @@ fn flow_name(chain: &str, index: usize) -> String {
         })
         .take(20)
         .collect();
-    let clean = clean.trim_start_matches('-');
+    let clean = match clean.trim_start_matches('-') {
+        "" => "chain",
+        clean => clean,
+    };
     if index == 0 {
         clean.to_string()
     } else {

@@ -11,15 +11,35 @@ use datapath::nat::config::{NatKind, NatRuleConfig};
 
 use super::{Imported, ipvsadm::socket};
 
+/// A TOML basic string.
 fn quoted(text: &str) -> String {
-    format!("{text:?}")
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A TOML key: bare when it can be, quoted otherwise.
+fn key(text: &str) -> String {
+    let bare = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if bare { text.to_string() } else { quoted(text) }
 }
 
 /// The TOML text; `flows_file` is the flowmgr path written in `flows = …`.
 pub fn render(imported: &Imported, flows_file: Option<&str>) -> String {
     let mut out = String::from("# Appliance imported by `sim import` from:\n");
     for (file, format) in &imported.files {
-        let _ = writeln!(out, "#   {file} ({})", format.name());
+        let _ = writeln!(out, "#   {} ({})", comment_text(file), format.name());
     }
     comments(imported, &mut out);
     if let Some(flows) = flows_file {
@@ -28,7 +48,7 @@ pub fn render(imported: &Imported, flows_file: Option<&str>) -> String {
     if !imported.config.interfaces.is_empty() {
         out.push_str("\n[interfaces]\n");
         for (name, address) in &imported.config.interfaces {
-            let _ = writeln!(out, "{name} = {}", quoted(&address.0.to_string()));
+            let _ = writeln!(out, "{} = {}", key(name), quoted(&address.0.to_string()));
         }
     }
     for director in &imported.config.director {
@@ -42,7 +62,28 @@ pub fn render(imported: &Imported, flows_file: Option<&str>) -> String {
     out
 }
 
+/// A comment line's text: control characters escaped (TOML comments cannot hold them).
+fn comment_text(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn comments(imported: &Imported, out: &mut String) {
+    let mut lines = String::new();
+    comment_lines(imported, &mut lines);
+    for line in lines.lines() {
+        let _ = writeln!(out, "{}", comment_text(line));
+    }
+}
+
+fn comment_lines(imported: &Imported, out: &mut String) {
     for vrrp in &imported.vrrp {
         let settings: Vec<String> = vrrp
             .settings
