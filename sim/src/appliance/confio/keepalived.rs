@@ -160,7 +160,7 @@ fn service_keys(
     file: &str,
     node: &Node,
     groups: &[(String, Vec<Node>)],
-) -> Result<Vec<(Option<std::net::SocketAddr>, Option<u32>)>, ConfigError> {
+) -> Result<Vec<ServiceKey>, ConfigError> {
     let w = &node.words;
     let bad = || {
         located(
@@ -200,10 +200,7 @@ fn service_keys(
     }
 }
 
-fn group_member(
-    file: &str,
-    node: &Node,
-) -> Result<(Option<std::net::SocketAddr>, Option<u32>), ConfigError> {
+fn group_member(file: &str, node: &Node) -> Result<ServiceKey, ConfigError> {
     let w = &node.words;
     if w[0] == "fwmark" {
         let mark = w.get(1).and_then(|m| m.parse().ok());
@@ -316,6 +313,9 @@ fn forward(file: &str, node: &Node) -> Result<Forward, ConfigError> {
 }
 
 type Real = (RealConfig, Vec<HealthCheck>);
+
+/// A service a `virtual_server` names: VIP:PORT, or a firewall mark.
+type ServiceKey = (Option<std::net::SocketAddr>, Option<u32>);
 
 fn service_setting(
     file: &str,
