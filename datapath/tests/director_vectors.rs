@@ -100,7 +100,13 @@ fn sequence_vectors() {
             .collect();
         let (mut dests, names) = dests_in_list_order(&servers);
         let mut scheduler = if case.configured {
-            Scheduler::configured(case.scheduler, SchedulerFlags::default(), 4093, &dests)
+            Scheduler::configured(
+                case.scheduler,
+                SchedulerFlags::default(),
+                4093,
+                &dests,
+                datapath::hash::keyed::DEFAULT_SEED,
+            )
         } else {
             Scheduler::new(case.scheduler, SchedulerFlags::default(), 4093, &dests)
         };
