@@ -100,13 +100,7 @@ fn sequence_vectors() {
             .collect();
         let (mut dests, names) = dests_in_list_order(&servers);
         let mut scheduler = if case.configured {
-            Scheduler::configured(
-                case.scheduler,
-                SchedulerFlags::default(),
-                4093,
-                &dests,
-                datapath::hash::keyed::DEFAULT_SEED,
-            )
+            Scheduler::configured(case.scheduler, SchedulerFlags::default(), 4093, &dests)
         } else {
             Scheduler::new(case.scheduler, SchedulerFlags::default(), 4093, &dests)
         };

@@ -65,7 +65,9 @@ pub struct DirectorConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RealConfig {
-    /// `"10.0.1.2:80"`, or an address alone (port 0: keep the client's port).
+    /// `"10.0.1.2:80"`, `"[2001:db8::2]:80"`, or an address alone (`"10.0.1.2"`,
+    /// `"[2001:db8::2]"`): the service's port, as `ipvsadm -r ADDR` gives it, or for port-0
+    /// and fwmark services port 0 (keep the client's port).
     pub addr: String,
     /// Weight, 0 ..= 2147483647; 1 when absent.
     pub weight: Option<i32>,
@@ -379,11 +381,23 @@ impl DirectorConfig {
 
     fn real_spec(&self, real: &RealConfig, key: ServiceKey) -> Result<RealSpec, ConfigError> {
         let name = &self.name;
-        let address = real
+        let bare = real
+            .addr
+            .strip_prefix('[')
+            .and_then(|rest| rest.strip_suffix(']'))
+            .unwrap_or(&real.addr);
+        let mut address = real
             .addr
             .parse::<SocketAddr>()
-            .or_else(|_| real.addr.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 0)))
+            .or_else(|_| bare.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 0)))
             .map_err(|_| ConfigError::RealAddress(name.clone(), real.addr.clone()))?;
+        // `ipvsadm -a -t VIP:PORT -r ADDR` (no port) gives the server the service's port;
+        // only port-0 and fwmark services keep port 0 (the client's port).
+        if let ServiceKey::Tuple { port, .. } = key
+            && address.port() == 0
+        {
+            address.set_port(port);
+        }
         let weight = real.weight.unwrap_or(1);
         if weight < 0 {
             return Err(ConfigError::Weight(name.clone(), address, weight));

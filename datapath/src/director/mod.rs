@@ -111,7 +111,7 @@ impl Service {
             }
             dests.add(server);
         }
-        let scheduler = Scheduler::configured(
+        let scheduler = Scheduler::configured_keyed(
             spec.scheduler,
             spec.flags,
             spec.maglev_table_size,

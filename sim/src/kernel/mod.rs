@@ -25,8 +25,8 @@
 //! IPv6 director has no kernel counterpart (tun, mixed families; direct routing is plain
 //! forwarding).
 //!
-//! Not here: IPVS and VLAN sub-interfaces (this kernel has neither), QinQ injection, the
-//! inline lab mode.
+//! Not here: IPVS (this kernel has none: [`guest`] runs a guest kernel that has it, for
+//! the director oracle) and VLAN sub-interfaces, QinQ injection, the inline lab mode.
 
 pub mod diff;
 pub mod guest;

@@ -201,6 +201,22 @@ impl Scheduler {
         flags: SchedulerFlags,
         maglev_table_size: usize,
         dests: &Dests,
+    ) -> Self {
+        Self::configured_keyed(
+            kind,
+            flags,
+            maglev_table_size,
+            dests,
+            crate::hash::keyed::DEFAULT_SEED,
+        )
+    }
+
+    /// [`Scheduler::configured`] with the lblc/lblcr cache's index keyed from `hash_seed`.
+    pub fn configured_keyed(
+        kind: SchedulerKind,
+        flags: SchedulerFlags,
+        maglev_table_size: usize,
+        dests: &Dests,
         hash_seed: u64,
     ) -> Self {
         if kind != SchedulerKind::Wrr {

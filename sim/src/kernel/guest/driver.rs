@@ -14,10 +14,11 @@ use serde::{Deserialize, Serialize};
 
 use super::boot::{Guest, GuestOutput};
 use super::oracle::{
-    Case, LB_CLIENT_MAC, LB_SERVER_MAC, PacketOutcome, dump_script, event_frame, is_marker,
-    is_noise, marker_frame, nat_target, setup_script, teardown_script, wire_text,
+    CONNECTION_LISTINGS, Case, LB_CLIENT_MAC, LB_SERVER_MAC, LB_SYSCTLS, PacketOutcome,
+    STATS_LISTING, Setup, event_frame, is_marker, is_noise, marker_frame, nat_target, setup_script,
+    teardown_batch, wire_text,
 };
-use crate::kernel::wire::open_channel;
+use crate::kernel::wire::{enter_namespace, open_channel};
 
 /// Cases set up and injected before one wait for the IPVS estimator and the dumps.
 const CASES_PER_BATCH: usize = 64;
@@ -32,7 +33,7 @@ pub struct JobCase {
     /// The case.
     pub case: Case,
     /// [`setup_script`] for it.
-    pub setup: String,
+    pub setup: Setup,
 }
 
 /// What the guest saw for one case.
@@ -46,6 +47,8 @@ pub struct KernelRun {
     pub dump: String,
     /// A failure of the harness itself (lost marker, socket error).
     pub harness_error: Option<String>,
+    /// Milliseconds spent in the guest: setup, injection, dumps.
+    pub millis: [u64; 3],
 }
 
 /// Boot the guest once and run every case in it. `sim` is the host's `sim` binary (it runs
@@ -106,48 +109,127 @@ pub fn drive(job: &Path, out: &Path) -> anyhow::Result<()> {
         // IPVS 6.1 folds the per-CPU counters into what `--stats` shows only when its
         // estimator timer runs (every 2 s): wait for it once per batch.
         std::thread::sleep(STATS_SETTLE);
+        let mut teardown = String::new();
         for (offset, run) in batch_runs.iter_mut().enumerate() {
             if run.setup_error.is_none() {
-                let (_, stdout, stderr) = shell(&dump_script(first + offset));
-                run.dump = stdout;
-                if !stderr.trim().is_empty() {
-                    run.harness_error.get_or_insert(stderr);
+                let lb = format!("lb{}", first + offset);
+                match in_namespace(&lb, || run_tool("ipvsadm", STATS_LISTING, "")) {
+                    Ok(stdout) => run.dump.push_str(&stdout),
+                    Err(error) => {
+                        run.harness_error.get_or_insert(format!("{error:#}"));
+                    }
                 }
             }
-            shell(&teardown_script(first + offset));
+            teardown.push_str(&teardown_batch(first + offset));
         }
+        let _ = run_tool("ip", &["-force", "-batch", "-"], &teardown);
         runs.extend(batch_runs);
     }
     std::fs::write(out, serde_json::to_vec(&runs)?)?;
     Ok(())
 }
 
-fn shell(script: &str) -> (bool, String, String) {
-    match Command::new("sh").arg("-c").arg(script).output() {
-        Ok(output) => (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        ),
-        Err(error) => (false, String::new(), error.to_string()),
+/// Run `program args` with `input` on its stdin; its stdout, or an error with its stderr.
+fn run_tool(program: &str, args: &[&str], input: &str) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {program}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes())?;
     }
+    let output = child.wait_with_output()?;
+    if !output.status.success() {
+        bail!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// Set up one case and inject its packets (the dump and teardown come later).
+/// Run `work` on a thread inside network namespace `ns` (processes it starts are there too).
+fn in_namespace<T: Send + 'static>(
+    ns: &str,
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let ns = ns.to_string();
+    std::thread::spawn(move || {
+        enter_namespace(&ns)?;
+        work()
+    })
+    .join()
+    .map_err(|_| anyhow!("thread in namespace panicked"))?
+}
+
+/// Namespaces, LB addresses and sysctls, IPVS services, mark rules.
+fn set_up(index: usize, setup: &Setup) -> anyhow::Result<()> {
+    run_tool("ip", &["-batch", "-"], &setup.root_batch)?;
+    let lb = format!("lb{index}");
+    run_tool("ip", &["-n", &lb, "-batch", "-"], &setup.lb_batch)?;
+    run_tool(
+        "ip",
+        &["-n", &format!("e{index}"), "-batch", "-"],
+        &setup.ends_batch,
+    )?;
+    let setup = setup.clone();
+    in_namespace(&lb, move || {
+        for (key, value) in LB_SYSCTLS {
+            std::fs::write(format!("/proc/sys/{key}"), value)
+                .with_context(|| format!("sysctl {key}"))?;
+        }
+        if !setup.iptables.is_empty() {
+            run_tool("iptables-legacy-restore", &[], &setup.iptables)?;
+        }
+        if !setup.ip6tables.is_empty() {
+            run_tool("ip6tables-legacy-restore", &[], &setup.ip6tables)?;
+        }
+        run_tool("ipvsadm", &["-R"], &setup.ipvsadm)?;
+        Ok(())
+    })
+}
+
+/// Set up one case, inject its packets and list its connections (the `--stats` listing
+/// and the teardown come later, per batch).
 fn run_case(index: usize, job: JobCase) -> KernelRun {
     let mut run = KernelRun::default();
-    let (ok, _, stderr) = shell(&job.setup);
-    if !ok {
-        run.setup_error = Some(stderr.trim().to_string());
-    } else {
-        let case = job.case;
-        let handle = std::thread::spawn(move || inject_case(index, &case));
-        match handle.join() {
-            Ok(Ok(packets)) => run.packets = packets,
-            Ok(Err(error)) => run.harness_error = Some(format!("{error:#}")),
-            Err(_) => run.harness_error = Some("injection thread panicked".into()),
+    let started = Instant::now();
+    let setup = set_up(index, &job.setup);
+    run.millis[0] = started.elapsed().as_millis() as u64;
+    if let Err(error) = setup {
+        run.setup_error = Some(format!("{error:#}"));
+        return run;
+    }
+    let case = job.case;
+    match std::thread::spawn(move || inject_case(index, &case)).join() {
+        Ok(Ok(packets)) => run.packets = packets,
+        Ok(Err(error)) => run.harness_error = Some(format!("{error:#}")),
+        Err(_) => run.harness_error = Some("injection thread panicked".into()),
+    }
+    run.millis[1] = started.elapsed().as_millis() as u64 - run.millis[0];
+    // Connections and their counts now, before CLOSE (10 s) connections expire.
+    let dumped = Instant::now();
+    let listed = in_namespace(&format!("lb{index}"), || {
+        let mut dump = String::new();
+        for args in CONNECTION_LISTINGS {
+            dump.push_str(&run_tool("ipvsadm", args, "")?);
+            dump.push_str("#--\n");
+        }
+        Ok(dump)
+    });
+    match listed {
+        Ok(dump) => run.dump = dump,
+        Err(error) => {
+            run.harness_error.get_or_insert(format!("{error:#}"));
         }
     }
+    run.millis[2] = dumped.elapsed().as_millis() as u64;
     run
 }
 
@@ -187,8 +269,8 @@ fn read_until_marker(
 }
 
 fn inject_case(index: usize, case: &Case) -> anyhow::Result<Vec<PacketOutcome>> {
-    let mut client = open_channel(&format!("c{index}"), "c0")?;
-    let mut server = open_channel(&format!("s{index}"), "s0")?;
+    let mut client = open_channel(&format!("e{index}"), "c0")?;
+    let mut server = open_channel(&format!("e{index}"), "s0")?;
     let mut targets = vec![None; case.conns.len()];
     let mut packets = Vec::with_capacity(case.events.len());
     for (n, event) in case.events.iter().enumerate() {

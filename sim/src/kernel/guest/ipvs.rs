@@ -12,7 +12,7 @@
 //! persistence template); [`parse_listing`] reads `ipvsadm -L -n` with `--stats`, `--rate`,
 //! `--persistent-conn` and `--exact` (one [`ListedService`] per service, numbers per column).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use anyhow::{Context, bail};
 use datapath::director::config::{ServiceKey, ServiceSpec};
@@ -99,11 +99,11 @@ fn forward_flag(forward: Forward) -> &'static str {
     }
 }
 
-/// The `-r` argument: `ADDR:PORT`, or the address alone for port 0.
+/// The `-r` argument: `ADDR:PORT` (`[V6]:PORT`), or the bare address for port 0 (ipvsadm
+/// refuses `[V6]` without a port).
 pub fn real_argument(address: SocketAddr) -> String {
-    match (address.port(), address.ip()) {
-        (0, IpAddr::V6(ip)) => format!("[{ip}]"),
-        (0, ip) => ip.to_string(),
+    match address.port() {
+        0 => address.ip().to_string(),
         _ => address.to_string(),
     }
 }
@@ -322,7 +322,7 @@ real = [{ addr = "10.0.1.2:80", weight = 4, upper_threshold = 10, lower_threshol
             [
                 "ipvsadm -A -t 192.0.2.10:80 -s sh -b sh-fallback,sh-port -p 300 -M 255.255.255.0",
                 "ipvsadm -a -t 192.0.2.10:80 -r 10.0.1.2:80 -m -w 4 -x 10 -y 5",
-                "ipvsadm -a -t 192.0.2.10:80 -r 10.0.1.3 -g -w 0",
+                "ipvsadm -a -t 192.0.2.10:80 -r 10.0.1.3:80 -g -w 0",
             ]
         );
     }
@@ -356,7 +356,7 @@ real = [{ addr = "2001:db8::2" }]"#,
             service_commands(&[v6]),
             [
                 "ipvsadm -A -u [2001:db8::10]:53 -s rr",
-                "ipvsadm -a -u [2001:db8::10]:53 -r [2001:db8::2] -m -w 1",
+                "ipvsadm -a -u [2001:db8::10]:53 -r [2001:db8::2]:53 -m -w 1",
             ]
         );
     }

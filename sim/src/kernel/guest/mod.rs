@@ -31,6 +31,7 @@ pub mod ipvs;
 pub mod oracle;
 pub mod oracle_compare;
 pub mod oracle_sim;
+pub mod random_case;
 
 pub use boot::{Guest, GuestOutput, Unavailable};
 

@@ -5,8 +5,8 @@
 //! ([`compare`]).
 //!
 //! Every case gets fresh network namespaces in the guest, so IPVS starts empty as lbsim
-//! does: `lb` holds the services; the client namespace's `c0` faces the LB's `vc`, the
-//! server namespace's `s0` faces the LB's `vs`. Neither end namespace owns the client or
+//! does: `lb` holds the services; in the ends' namespace `e`, `c0` faces the LB's `vc` (the
+//! client side) and `s0` the LB's `vs` (the server side). The ends' namespace owns neither the client or
 //! real-server addresses, so nothing answers on its own: every packet is injected with
 //! AF_PACKET and every packet the LB sends is read back. Real servers are on-link behind
 //! `vs` with static neighbours (the MAC lbsim's direct routing uses), virtual addresses are
@@ -328,11 +328,40 @@ pub fn case_directors(
     Ok(file.director)
 }
 
-/// The guest shell script that builds case `index`'s namespaces (`lb<index>`,
-/// `c<index>`, `s<index>`) and creates its IPVS services and mark rules. `None` when lbsim
-/// itself refuses the directors (the script then only tries `ipvsadm`, so that the kernel's
-/// refusal is recorded too).
-pub fn setup_script(case: &Case, index: usize) -> anyhow::Result<String> {
+/// What builds case `index`'s namespaces (`lb<index>`, and `e<index>` with both ends), IPVS
+/// services and mark rules in the guest: inputs of `ip -batch -` (in the root namespace,
+/// then in the LB's), of `ipvsadm -R` and of `iptables-legacy-restore` /
+/// `ip6tables-legacy-restore` (in the LB's). Few processes: each costs a lot in the guest.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Setup {
+    /// `ip -batch` in the root namespace: namespaces and veths.
+    pub root_batch: String,
+    /// `ip -n lb<index> -batch`: addresses, routes, neighbours.
+    pub lb_batch: String,
+    /// `ip -n e<index> -batch`: the client-side and server-side ends up.
+    pub ends_batch: String,
+    /// `ipvsadm -R`: the services, then their real servers.
+    pub ipvsadm: String,
+    /// `iptables-legacy-restore` (empty: none).
+    pub iptables: String,
+    /// `ip6tables-legacy-restore` (empty: none).
+    pub ip6tables: String,
+}
+
+/// Sysctls of the LB namespace: forwarding on (replies of NAT connections are forwarded),
+/// reverse-path filtering off.
+pub const LB_SYSCTLS: [(&str, &str); 6] = [
+    ("net/ipv4/ip_forward", "1"),
+    ("net/ipv6/conf/all/forwarding", "1"),
+    ("net/ipv4/conf/all/rp_filter", "0"),
+    ("net/ipv4/conf/default/rp_filter", "0"),
+    ("net/ipv4/conf/vc/rp_filter", "0"),
+    ("net/ipv4/conf/vs/rp_filter", "0"),
+];
+
+/// The [`Setup`] of case `index`. The directors lbsim refuses are still given to
+/// `ipvsadm` when they parse, so that the kernel's refusal is recorded too.
+pub fn setup_script(case: &Case, index: usize) -> anyhow::Result<Setup> {
     use datapath::director::config::{ServiceKey, build_all};
     use datapath::director::dest::default_mac;
     let configs = case_directors(case)?;
@@ -342,27 +371,23 @@ pub fn setup_script(case: &Case, index: usize) -> anyhow::Result<String> {
             .filter_map(|c| lenient_spec(c).ok())
             .collect()
     });
-    let (lb, c, s) = (
-        format!("lb{index}"),
-        format!("c{index}"),
-        format!("s{index}"),
-    );
+    let (lb, ends) = (format!("lb{index}"), format!("e{index}"));
     let mac = |m: [u8; 6]| {
         m.iter()
             .map(|b| format!("{b:02x}"))
             .collect::<Vec<_>>()
             .join(":")
     };
-    let mut root = format!("netns add {lb}\nnetns add {c}\nnetns add {s}\n");
+    let mut root = format!("netns add {lb}\nnetns add {ends}\n");
     let _ = writeln!(
         root,
-        "link add vc netns {lb} address {} type veth peer name c0 netns {c} address {}",
+        "link add vc netns {lb} address {} type veth peer name c0 netns {ends} address {}",
         mac(LB_CLIENT_MAC),
         mac(CLIENT_MAC)
     );
     let _ = writeln!(
         root,
-        "link add vs netns {lb} address {} type veth peer name s0 netns {s} address {}",
+        "link add vs netns {lb} address {} type veth peer name s0 netns {ends} address {}",
         mac(LB_SERVER_MAC),
         mac(SERVER_MAC)
     );
@@ -418,22 +443,15 @@ pub fn setup_script(case: &Case, index: usize) -> anyhow::Result<String> {
             "neigh replace {real} lladdr {mac} dev vs nud permanent"
         );
     }
-    let mut script = format!(
-        "set -e\nip -batch - <<'LBSIM_END'\n{root}LBSIM_END\n\
-         ip -n {lb} -batch - <<'LBSIM_END'\n{lb_batch}LBSIM_END\n\
-         ip -n {c} link set c0 up\nip -n {s} link set s0 up\n\
-         ip netns exec {lb} sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
-         net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
-         net.ipv4.conf.vc.rp_filter=0 net.ipv4.conf.vs.rp_filter=0\n"
-    );
-    script.push_str(&mark_rules_script(&case.marks, &lb));
-    let commands = ipvs_commands_lenient(&configs);
-    let _ = write!(
-        script,
-        "ip netns exec {lb} ipvsadm -R <<'LBSIM_END'\n{}\nLBSIM_END\n",
-        commands.join("\n")
-    );
-    Ok(script)
+    let (iptables, ip6tables) = mark_rules(&case.marks);
+    Ok(Setup {
+        root_batch: root,
+        lb_batch,
+        ends_batch: "link set c0 up\nlink set s0 up\n".into(),
+        ipvsadm: ipvs_commands_lenient(&configs).join("\n") + "\n",
+        iptables,
+        ip6tables,
+    })
 }
 
 /// A director's spec even when lbsim refuses it for a reason the kernel may not share
@@ -465,17 +483,16 @@ fn ipvs_commands_lenient(configs: &[datapath::director::config::DirectorConfig])
         .collect()
 }
 
-/// `iptables-legacy-restore` / `ip6tables-legacy-restore` for the case's mark rules: the
-/// first matching rule marks (later rules only touch unmarked packets).
-fn mark_rules_script(marks: &[MarkRule], lb: &str) -> String {
-    let mut script = String::new();
-    for ipv6 in [false, true] {
+/// `iptables-restore` input (IPv4, IPv6) for the case's mark rules: the first matching
+/// rule marks (later rules only touch unmarked packets).
+fn mark_rules(marks: &[MarkRule]) -> (String, String) {
+    let text = |ipv6: bool| {
         let rules: Vec<&MarkRule> = marks
             .iter()
             .filter(|r| r.network.contains(':') == ipv6)
             .collect();
         if rules.is_empty() {
-            continue;
+            return String::new();
         }
         let mut text = String::from("*mangle\n:PREROUTING ACCEPT [0:0]\n");
         for rule in rules {
@@ -485,27 +502,21 @@ fn mark_rules_script(marks: &[MarkRule], lb: &str) -> String {
                 rule.proto, rule.network, rule.mark
             );
         }
-        text.push_str("COMMIT");
-        let _ = write!(
-            script,
-            "ip netns exec {lb} {}",
-            super::ipvs::fwmark_rules_script(&text, ipv6)
-        );
-    }
-    script
+        text.push_str("COMMIT\n");
+        text
+    };
+    (text(false), text(true))
 }
 
-/// The guest commands that print a case's final IPVS state, sections separated by `#--`.
-pub fn dump_script(index: usize) -> String {
-    let lb = format!("lb{index}");
-    format!(
-        "ip netns exec {lb} ipvsadm -Lcn; echo '#--'; \
-         ip netns exec {lb} ipvsadm -L -n --stats --exact; echo '#--'; \
-         ip netns exec {lb} ipvsadm -L -n --persistent-conn"
-    )
-}
+/// The `ipvsadm` listings taken right after a case's packets (connections, and their
+/// counts with `--persistent-conn`), before CLOSE connections (10 s) expire.
+pub const CONNECTION_LISTINGS: [&[&str]; 2] = [&["-Lcn"], &["-L", "-n", "--persistent-conn"]];
 
-/// The guest commands that remove a case's namespaces.
-pub fn teardown_script(index: usize) -> String {
-    format!("ip netns del lb{index}; ip netns del c{index}; ip netns del s{index}")
+/// The `ipvsadm` listing taken once IPVS's estimator has folded the counters in (IPVS 6.1
+/// updates what `--stats` shows every 2 s).
+pub const STATS_LISTING: &[&str] = &["-L", "-n", "--stats", "--exact"];
+
+/// `ip -batch` input that removes a case's namespaces.
+pub fn teardown_batch(index: usize) -> String {
+    format!("netns del lb{index}\nnetns del e{index}\n")
 }

@@ -163,16 +163,21 @@ pub fn simulated_state(directors: &Directors) -> (BTreeMap<String, Counters>, Ve
         let Some(template) = table.templates[slot as usize].as_ref() else {
             continue;
         };
-        let real = directors
+        let mut real = directors
             .service(template.service)
             .dests
             .get(template.dest)
             .address;
+        if let TemplateTarget::Fwmark(_) = template.key.target {
+            // `ip_vs_sched_persist` creates fwmark templates with destination port 0.
+            real.set_port(0);
+        }
         let client = template.key.client_network;
         let virtual_address = match template.key.target {
             TemplateTarget::Virtual(vip, port) => SocketAddr::new(vip, port),
             TemplateTarget::Fwmark(mark) if client.is_ipv6() => {
-                SocketAddr::new(IpAddr::V6(Ipv6Addr::from(u128::from(mark))), 0)
+                // The mark in network order in the address's first 32 bits.
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::from(u128::from(mark) << 96)), 0)
             }
             TemplateTarget::Fwmark(mark) => SocketAddr::new(IpAddr::V4(Ipv4Addr::from(mark)), 0),
         };
@@ -190,7 +195,7 @@ pub fn simulated_state(directors: &Directors) -> (BTreeMap<String, Counters>, Ve
 /// [`super::oracle::dump_script`]).
 pub fn kernel_state(dump: &str) -> anyhow::Result<(BTreeMap<String, Counters>, Vec<String>)> {
     let sections: Vec<&str> = dump.split("#--\n").collect();
-    let [connections, stats, plain] = sections[..] else {
+    let [connections, plain, stats] = sections[..] else {
         anyhow::bail!(
             "ipvsadm dump has {} sections, not 3:\n{dump}",
             sections.len()
