@@ -351,6 +351,55 @@ forward = "nat"
 real = [{ addr = "10.0.2.2:53", weight = 1, upper_threshold = 3 }, { addr = "10.0.2.3:53" }]
 "#;
 
+/// Importers (`sim import`): never panic; an error names a line of the input; what is
+/// imported renders to an appliance TOML that reads back to the same directors and NAT
+/// rules, and to flows that the flowmgr compiler accepts.
+fn import(format: crate::appliance::confio::Format, data: &[u8]) {
+    use crate::appliance::confio::{self, Imported, toml_out};
+    let text = String::from_utf8_lossy(data);
+    let mut imported = Imported::default();
+    if let Err(error) = confio::import_text("fuzz", &text, format, &mut imported) {
+        assert!(
+            error.line >= 1 && error.line <= text.lines().count().max(1),
+            "{error}"
+        );
+        return;
+    }
+    confio::finish(&mut imported);
+    for warning in &imported.warnings {
+        assert!(warning.line <= text.lines().count(), "{warning}");
+    }
+    let rendered = toml_out::render(&imported, None);
+    let back: crate::appliance::ApplianceConfig =
+        toml::from_str(&rendered).unwrap_or_else(|e| panic!("{e}\n{rendered}"));
+    assert_eq!(back.director, imported.config.director, "{rendered}");
+    assert_eq!(back.nat, imported.config.nat, "{rendered}");
+    if let Some(flows) = imported.flows() {
+        let config = TableConfig {
+            iface_names: None,
+            director_marks: Some(crate::appliance::director_marks(&imported.config.director)),
+        };
+        if let Err(errors) = FlowTable::from_source(&flows, &config) {
+            panic!("{errors:?}\n{flows}");
+        }
+    }
+}
+
+/// Fuzz target `import_keepalived`: keepalived.conf text.
+pub fn import_keepalived(data: &[u8]) {
+    import(crate::appliance::confio::Format::Keepalived, data);
+}
+
+/// Fuzz target `import_ipvsadm`: ipvsadm-save dumps and scripts.
+pub fn import_ipvsadm(data: &[u8]) {
+    import(crate::appliance::confio::Format::Ipvsadm, data);
+}
+
+/// Fuzz target `import_iptables`: iptables-save files.
+pub fn import_iptables(data: &[u8]) {
+    import(crate::appliance::confio::Format::Iptables, data);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

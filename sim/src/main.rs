@@ -94,6 +94,16 @@ enum Command {
   sim gen syn-flood --count 1000 -o flood.pcap
   sim gen syn-flood --dst 192.0.2.10:80 --rate 100000 -o web-flood.pcap")]
     Gen(sim::cli::generate::GenArgs),
+    /// Import keepalived.conf / ipvsadm / iptables-save files into an appliance TOML (+ flows).
+    #[command(after_help = "Examples:
+  sim import keepalived.conf --out appliance.toml
+  sim import ipvsadm-save.txt iptables-save.txt --out imported/")]
+    Import(sim::cli::confio::ImportArgs),
+    /// Export an appliance as keepalived.conf, ipvsadm-restore, iptables-restore or nft input.
+    #[command(after_help = "Examples:
+  sim export scenarios/appliances/game.toml --to ipvsadm
+  sim export scenarios/appliances/game.toml --to iptables --out rules.v4")]
+    Export(sim::cli::confio::ExportArgs),
     /// Benchmark the workloads end to end: ns/packet, Mpps, targets, lbsim vs kernel, 2 vs 1 threads.
     #[command(after_help = "Examples:
   sim bench --quick
@@ -160,6 +170,8 @@ fn main() -> ExitCode {
         Command::Bench(args) => sim::cli::bench::run(&args),
         Command::Completions(args) => sim::cli::docs::completions(Cli::command(), &args),
         Command::Man(args) => sim::cli::docs::man(Cli::command(), &args),
+        Command::Import(args) => sim::cli::confio::run_import(&args),
+        Command::Export(args) => sim::cli::confio::run_export(&args),
     };
     match result {
         Ok(code) => code,

@@ -66,8 +66,15 @@ fn no_fuzz_artifact_is_left_outside_the_regressions() {
     for target in std::fs::read_dir(&regressions).unwrap() {
         let name = target.unwrap().file_name().to_string_lossy().into_owned();
         assert!(
-            ["parse", "capture", "flowmgr", "config", "pipeline"].contains(&name.as_str()),
+            ["parse", "capture", "flowmgr", "config", "pipeline", "import_keepalived", "import_ipvsadm", "import_iptables"].contains(&name.as_str()),
             "fuzz/regressions/{name}: no such target, so nothing replays it"
         );
     }
+}
+
+#[test]
+fn import_seeds() {
+    assert!(replay("import_keepalived", sim::fuzzing::import_keepalived) >= 3);
+    assert!(replay("import_ipvsadm", sim::fuzzing::import_ipvsadm) >= 2);
+    assert!(replay("import_iptables", sim::fuzzing::import_iptables) >= 5);
 }

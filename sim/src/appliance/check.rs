@@ -99,6 +99,7 @@ fn director_path(error: &ConfigError, directors: &[DirectorConfig], base: &KeyPa
         E::Flag(name, ..) => (index(name), Some("flags")),
         E::Duration(name, _) => (index(name), Some("persistence")),
         E::Netmask(name, _) => (index(name), Some("persistence_netmask")),
+        E::ZeroPort(name) => (index(name), Some("port")),
         E::RealAddress(name, _)
         | E::Weight(name, ..)
         | E::Thresholds(name, _)

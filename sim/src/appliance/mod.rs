@@ -9,6 +9,7 @@
 //! pipeline is built); what the stages saw during a run ([`report`]).
 
 mod check;
+pub mod confio;
 pub mod report;
 
 pub use self::check::check;
@@ -284,6 +285,9 @@ impl ApplianceConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if confio::detect(&text) != confio::Format::Toml {
+            return confio::load_for_appliance(path, &text);
+        }
         let config: Self = toml::from_str(&text).map_err(|e| {
             let nat: ElementCheck = whole::<NatRuleConfig>;
             locate_in_arrays(path, &text, &e, &[(KeyPath::root().key("nat"), nat)])
