@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 use datapath::director::config::DirectorConfig;
 use datapath::director::scheduler::SchedulerKind;
 
-use super::{ApplianceConfig, ConfigError};
+use super::ApplianceConfig;
+use crate::diagnostics::LocatedError as ConfigError;
 
 /// A file format this module reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
