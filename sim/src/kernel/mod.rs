@@ -28,6 +28,7 @@
 //! Not here: IPVS and VLAN sub-interfaces (this kernel has neither), QinQ injection, the
 //! inline lab mode.
 
+pub mod backend;
 pub mod diff;
 pub mod inject;
 pub mod nftrace;
