@@ -30,6 +30,7 @@
 
 pub mod backend;
 pub mod diff;
+pub mod guest;
 pub mod inject;
 pub mod nftrace;
 pub mod outcome;
