@@ -1,6 +1,6 @@
 //! Which kernel answers: the host's own kernel (network namespaces and veths on this
 //! machine; nft `numgen` / `jhash` DNAT maps stand in for directors, as this kernel has no
-//! IPVS) or a guest kernel (the same topology inside user-mode Linux 6.1, directors as
+//! IPVS) or a guest kernel (the same topology, without nft: its nf_tables has no ip, ip6, inet or netdev family, inside user-mode Linux 6.1, directors as
 //! real IPVS services configured with `ipvsadm` as an operator would, fwmark services
 //! marked with the flowmgr compiler's iptables mangle `MARK` rules through
 //! iptables-legacy). See `crate::kernel::guest` for the guest's boot and run.
@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A kernel the runner installs rules in and injects packets into.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Backend {
     /// The host's kernel (no IPVS: directors are nft stand-ins).

@@ -32,13 +32,13 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::inject::{
-    InputPacket, KernelPacket, KernelRun, TraceStatus, read_inputs, run_kernel_traced,
-};
+use super::backend_diff::{self, BackendChoice, BackendReport};
+use super::inject::{InputPacket, KernelPacket, KernelRun, TraceStatus, read_inputs};
+pub use super::input_source::InputSource;
 use super::outcome::Outcome;
 use super::rules::{BackendMatch, BackendRule, FeatureRow, KernelRules};
 use super::scenario_input::{self, DEFAULT_MAX_PACKETS};
-use super::simulate::{SimPacket, build, simulate};
+use super::simulate::SimPacket;
 use crate::appliance::ApplianceConfig;
 
 /// The explanations shipped with lbsim.
@@ -77,6 +77,11 @@ pub struct DiffArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Which kernel answers: `guest` (user-mode Linux 6.1 with IPVS: directors are real
+    /// IPVS services), `host` (this machine's kernel: nft stand-ins for directors), or
+    /// `auto` (the guest when the appliance has directors and the guest can start here).
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub kernel_backend: BackendChoice,
 }
 
 /// One known difference: outcome-text prefixes on each side, and why.
@@ -239,6 +244,8 @@ pub struct DiffReport {
     pub kernel_rule_hits: BTreeMap<String, u64>,
     /// Injected packets the trace has nothing about (events lost).
     pub kernel_untraced: u64,
+    /// Which kernel answered which feature, and the directors compared with IPVS.
+    pub backend: BackendReport,
     /// IPv4 / ICMP counters of the LB namespace that moved during the run.
     pub kernel_counters: BTreeMap<String, u64>,
 }
@@ -532,6 +539,8 @@ fn timing(sim: &[SimPacket], kernel: &KernelRun) -> Timing {
 /// What to diff: an appliance and packets.
 #[derive(Debug)]
 pub struct DiffInput {
+    /// How it was made.
+    pub source: InputSource,
     /// What it is (for the report).
     pub subject: String,
     /// The appliance configuration.
@@ -564,6 +573,12 @@ impl DiffInput {
             packets.truncate(max_packets);
         }
         Ok(Self {
+            source: InputSource::Captures {
+                appliance: appliance.to_path_buf(),
+                files: files.to_vec(),
+                seed,
+                max_packets,
+            },
             subject: files
                 .iter()
                 .map(|f| f.display().to_string())
@@ -582,6 +597,11 @@ impl DiffInput {
         let loaded = crate::scenario::load(path)?;
         let input = scenario_input::collect(&loaded, max_packets)?;
         Ok(Self {
+            source: InputSource::Scenario {
+                path: path.to_path_buf(),
+                seed,
+                max_packets,
+            },
             subject: path.display().to_string(),
             appliance: loaded.scenario.appliance.clone(),
             base_dir: loaded.base_dir.clone(),
@@ -590,22 +610,49 @@ impl DiffInput {
             notes: input.notes,
         })
     }
+
+    /// Rebuild an input from its source (what the guest kernel does).
+    pub fn from_source(source: &InputSource) -> anyhow::Result<Self> {
+        match source {
+            InputSource::Scenario {
+                path,
+                seed,
+                max_packets,
+            } => Self::scenario(path, *seed, *max_packets),
+            InputSource::Captures {
+                appliance,
+                files,
+                seed,
+                max_packets,
+            } => Self::captures(appliance, files, *seed, *max_packets),
+        }
+    }
 }
 
-/// Run both sides and compare. `explanations` add to the built-in ones.
+/// Run both sides on the host kernel and compare. `explanations` add to the built-in
+/// ones.
 pub fn run_input(
     input: &DiffInput,
     explanations: &[Explanation],
     gap: Duration,
 ) -> anyhow::Result<DiffReport> {
-    let (mut pipeline, rules) = build(&input.appliance, &input.base_dir, input.seed)?;
-    let sim = simulate(&mut pipeline, &input.packets);
-    let kernel = run_kernel_traced(&input.packets, &rules, gap)?;
+    run_input_on(input, explanations, gap, BackendChoice::Host)
+}
+
+/// [`run_input`] on a chosen kernel backend (see `backend_diff`).
+pub fn run_input_on(
+    input: &DiffInput,
+    explanations: &[Explanation],
+    gap: Duration,
+    choice: BackendChoice,
+) -> anyhow::Result<DiffReport> {
+    let kernel = backend_diff::run_kernel_side(input, gap, choice)?;
     let mut all = parse_explanations(KNOWN_DIFFERENCES)?;
     all.extend_from_slice(explanations);
-    let mut report = compare(&sim, &kernel, &rules, &all);
+    let mut report = compare(&kernel.sim, &kernel.run, &kernel.rules, &all);
     report.subject = input.subject.clone();
-    report.features = rules.features;
+    report.features = kernel.rules.features.clone();
+    report.backend = backend_diff::report(&kernel);
     report.notes = input.notes.clone();
     report.timing.gap_us = u64::try_from(gap.as_micros()).unwrap_or(u64::MAX);
     Ok(report)
@@ -625,14 +672,17 @@ pub fn run_diff(
 
 /// Human-readable report.
 pub fn render(report: &DiffReport) -> String {
-    let mut out = format!("kernel diff: {}\nkernel mechanisms:\n", report.subject);
+    let mut out = format!("kernel diff: {}\n", report.subject);
+    backend_diff::render_kernels(&mut out, &report.backend);
+    out.push_str("kernel mechanisms:\n");
     for f in &report.features {
         let compared = if f.compared {
             ""
         } else {
             " [no kernel counterpart: simulator only]"
         };
-        let _ = writeln!(out, "  {}: {}{compared}", f.feature, f.mechanism);
+        let kernel = report.backend.kernel_of(&f.feature);
+        let _ = writeln!(out, "  {}: {}{compared} [{kernel}]", f.feature, f.mechanism);
     }
     for note in &report.notes {
         let _ = writeln!(out, "left out: {note}");
@@ -662,6 +712,7 @@ pub fn render(report: &DiffReport) -> String {
     }
     render_disagreements(&mut out, report);
     render_kernel_rules(&mut out, report);
+    backend_diff::render_directors(&mut out, &report.backend);
     render_timing(&mut out, &report.timing);
     out
 }
@@ -821,7 +872,7 @@ pub fn run(args: &DiffArgs) -> anyhow::Result<ExitCode> {
     };
     let explanations = load_explanations(&explanation_files)?;
     let gap = Duration::from_micros(args.gap_us);
-    let report = run_input(&input, &explanations, gap)?;
+    let report = run_input_on(&input, &explanations, gap, args.kernel_backend)?;
     let out_dir = args.out.clone().or(default_out);
     let text = render(&report);
     if let Some(dir) = &out_dir {
@@ -873,6 +924,7 @@ pub fn run_after_simulation(
         disagreements_pcap: None,
         out: out.map(Path::to_path_buf),
         json: false,
+        kernel_backend: BackendChoice::Auto,
     };
     run(&args)
 }

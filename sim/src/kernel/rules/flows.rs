@@ -7,11 +7,32 @@
 
 use datapath::flows::{Family, FlowTable};
 
-/// The flows' IPv4 and IPv6 restore inputs.
-pub(super) fn flows_restore(table: &FlowTable) -> (String, String) {
-    let compiled =
-        |family| accept_translated_replies(&datapath::flows::compile::iptables(table, family));
+use super::Backend;
+
+/// The flows' IPv4 and IPv6 restore inputs for a backend.
+pub(super) fn flows_restore(table: &FlowTable, backend: Backend) -> (String, String) {
+    let compiled = |family| {
+        let text = accept_translated_replies(&datapath::flows::compile::iptables(table, family));
+        match backend {
+            Backend::Host => text,
+            Backend::Guest => accept_ipvs_replies(&text),
+        }
+    };
     (compiled(Family::V4), compiled(Family::V6))
+}
+
+/// The guest's flows: IPVS un-NATs its replies in the forward hook and conntrack does not
+/// mark them `DNAT`, so the first mangle PREROUTING rule accepts packets of IPVS
+/// connections in the reply direction (`xt_ipvs`), as the appliance does not classify
+/// director replies.
+fn accept_ipvs_replies(text: &str) -> String {
+    let Some(at) = text.find("\n-A PREROUTING ") else {
+        return text.to_string();
+    };
+    let (head, tail) = text.split_at(at + 1);
+    format!(
+        "{head}# replies of IPVS connections: un-NATed by IPVS, not classified\n-A PREROUTING -m ipvs --ipvs --vdir REPLY -j ACCEPT\n{tail}"
+    )
 }
 
 /// The flowmgr compiler's iptables-restore output with a first mangle PREROUTING rule

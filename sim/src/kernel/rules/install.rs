@@ -17,7 +17,8 @@ impl KernelRules {
     pub fn install(&self, topology: &Topology) -> anyhow::Result<()> {
         let lb = topology.lb_ns();
         if !self.flows_iptables.is_empty() {
-            topology.exec(&lb, &["iptables-restore"], Some(&self.flows_iptables))?;
+            let program = self.backend.iptables_restore(false);
+            topology.exec(&lb, &[program], Some(&self.flows_iptables))?;
         }
         self.install_server_interface(topology)?;
         for text in [
@@ -37,7 +38,7 @@ impl KernelRules {
         for address in &self.server_addresses {
             topology.route_to_server(&address.to_string())?;
         }
-        Ok(())
+        self.ipvs.install(topology)
     }
 
     /// The IPv6 rules: the flows' `ip6tables-restore` output (the shield's IPv6 sets are
@@ -46,7 +47,8 @@ impl KernelRules {
     pub fn install_ipv6(&self, topology: &Topology) -> anyhow::Result<()> {
         let lb = topology.lb_ns();
         if !self.flows_ip6tables.is_empty() {
-            topology.exec(&lb, &["ip6tables-restore"], Some(&self.flows_ip6tables))?;
+            let program = self.backend.iptables_restore(true);
+            topology.exec(&lb, &[program], Some(&self.flows_ip6tables))?;
         }
         if !self.synproxy_ip6tables.is_empty() {
             let args = ["ip6tables-restore", "--noflush"];

@@ -20,6 +20,7 @@
 pub mod director;
 pub mod flows;
 pub mod install;
+pub mod ipvs;
 pub mod nat;
 pub mod shield;
 pub mod synproxy;
@@ -102,6 +103,13 @@ pub struct KernelRules {
     /// Some rule rewrites sources (SNAT / MASQUERADE): a forwarded frame is matched by
     /// its tag without requiring an unchanged source (nor, for replies, destination).
     pub source_nat: bool,
+    /// The kernel these rules are for.
+    pub backend: Backend,
+    /// The guest backend's IPVS services (empty on the host backend).
+    pub ipvs: ipvs::IpvsSetup,
+    /// Features of the appliance the guest kernel cannot reproduce (it lacks the modules):
+    /// a guest diff runs them on the host kernel (see `crate::kernel::guest_run`).
+    pub host_only: Vec<String>,
 }
 
 pub(crate) fn row(
@@ -117,15 +125,36 @@ pub(crate) fn row(
 }
 
 impl KernelRules {
-    /// Compile the rules for an appliance: its shield config, its (already built) flow table
-    /// and its directors.
+    /// Compile the rules for an appliance on the host backend: its shield config, its
+    /// (already built) flow table and its directors.
     pub fn compile(
         shield: Option<&ShieldConfig>,
         flows: Option<&FlowTable>,
         directors: &[DirectorConfig],
     ) -> anyhow::Result<Self> {
-        let mut rules = Self::default();
+        Self::compile_on(Backend::Host, shield, flows, directors)
+    }
+
+    /// [`KernelRules::compile`] for a backend: on the guest, directors are IPVS services and
+    /// the shield (nft: the guest's nf_tables has no netdev, ip or ip6 family) is left to
+    /// the host kernel ([`KernelRules::host_only`]).
+    pub fn compile_on(
+        backend: Backend,
+        shield: Option<&ShieldConfig>,
+        flows: Option<&FlowTable>,
+        directors: &[DirectorConfig],
+    ) -> anyhow::Result<Self> {
+        let mut rules = Self {
+            backend,
+            ..Self::default()
+        };
         if let Some(shield) = shield {
+            if backend == Backend::Guest {
+                rules
+                    .host_only
+                    .push("shield lists and SYN cookies (nft)".into());
+                return rules.compile_rest(flows, directors);
+            }
             rules.shield_nft = shield::shield_nft(shield, &mut rules.features);
             if let Some((text, destinations)) = synproxy::synproxy_nft(shield) {
                 rules.synproxy_nft = text;
@@ -146,18 +175,37 @@ impl KernelRules {
                 ));
             }
         }
+        rules.compile_rest(flows, directors)
+    }
+
+    /// The flows and directors (after the shield).
+    fn compile_rest(
+        mut self,
+        flows: Option<&FlowTable>,
+        directors: &[DirectorConfig],
+    ) -> anyhow::Result<Self> {
+        let rules = &mut self;
         if let Some(table) = flows {
-            (rules.flows_iptables, rules.flows_ip6tables) = flows::flows_restore(table);
-            rules.features.push(row(
-                "flows",
-                "iptables-restore (IPv4) and ip6tables-restore (IPv6): mangle PREROUTING, one chain per flow, MARK",
-                true,
-            ));
+            (rules.flows_iptables, rules.flows_ip6tables) =
+                flows::flows_restore(table, rules.backend);
+            let mechanism = match rules.backend {
+                Backend::Host => {
+                    "iptables-restore (IPv4) and ip6tables-restore (IPv6): mangle PREROUTING, one chain per flow, MARK"
+                }
+                Backend::Guest => {
+                    "iptables-legacy-restore (IPv4) and ip6tables-legacy-restore (IPv6) in the guest: mangle PREROUTING, one chain per flow, MARK (fwmark services' marks); IPVS replies accepted first (-m ipvs --vdir REPLY)"
+                }
+            };
+            rules.features.push(row("flows", mechanism, true));
         }
-        if !directors.is_empty() {
-            rules.director_nft = director::director_nft(directors, &mut rules)?;
+        match rules.backend {
+            Backend::Host if !directors.is_empty() => {
+                rules.director_nft = director::director_nft(directors, rules)?;
+            }
+            Backend::Host => {}
+            Backend::Guest => ipvs::ipvs_directors(directors, rules)?,
         }
-        Ok(rules)
+        Ok(self)
     }
 
     /// Mark IPv6 packets as not comparable (the first reason is kept), with a feature row.
