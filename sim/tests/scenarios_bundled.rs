@@ -8,7 +8,7 @@ use sim::run::{RunOptions, run_scenario};
 use sim::scenario::{self, DurationNs};
 
 /// Scenarios bundled in `scenarios/`.
-pub const BUNDLED: [&str; 8] = [
+pub const BUNDLED: [&str; 9] = [
     "synflood",
     "udpflood",
     "replay-real",
@@ -17,6 +17,7 @@ pub const BUNDLED: [&str; 8] = [
     "nat-masquerade",
     "failover",
     "faults",
+    "ipvs-schedulers",
 ];
 
 fn path(name: &str) -> PathBuf {

@@ -132,7 +132,14 @@ pub fn run_kernel_side(
             listing,
         });
     }
-    let guest = run_in_guest(input, &rules, gap)?;
+    // A split run gives the guest only the packets the simulator's directors handled, so
+    // that IPVS sees what lbsim's director saw (the guest has no shield to drop the rest).
+    let selected = (!rules.host_only.is_empty()).then(|| {
+        sim.iter()
+            .map(|p| p.backend.is_some())
+            .collect::<Vec<bool>>()
+    });
+    let guest = run_in_guest(input, &rules, gap, selected)?;
     let mut run = guest.run.clone();
     let mut host_features = Vec::new();
     if !rules.host_only.is_empty() {
@@ -238,6 +245,7 @@ pub fn report(side: &KernelSide) -> BackendReport {
         answered_by: side
             .host_features
             .iter()
+            .filter(|f| f.compared)
             .map(|f| (f.feature.clone(), host.clone()))
             .collect(),
         note: side.note.clone(),

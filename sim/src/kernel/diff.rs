@@ -652,6 +652,7 @@ pub fn run_input_on(
     let mut report = compare(&kernel.sim, &kernel.run, &kernel.rules, &all);
     report.subject = input.subject.clone();
     report.features = kernel.rules.features.clone();
+    report.features.extend(kernel.host_features.iter().cloned());
     report.backend = backend_diff::report(&kernel);
     report.notes = input.notes.clone();
     report.timing.gap_us = u64::try_from(gap.as_micros()).unwrap_or(u64::MAX);

@@ -4,8 +4,10 @@
 //! and runs this same `sim` binary's hidden `sim kernel guest-run --job JOB --out FILE`.
 //! Inside the guest that command rebuilds the input, compiles the rules for the guest
 //! ([`Backend::Guest`]: directors as IPVS services), builds the usual topology, injects,
-//! observes and traces exactly as on the host (`inject::Lab`), then lists IPVS
-//! (`ipvsadm -L -n`, `--stats --exact`, `-Lcn`) before the namespaces go, and writes it
+//! observes exactly as on the host (`inject::Lab`; no nft trace: the guest's nf_tables
+//! has no ip / ip6 / netdev family), then lists IPVS (`ipvsadm -L -n`, `--stats --exact`,
+//! `-Lcn`: after one 2 s estimator tick, which is when 6.1 publishes the per-CPU
+//! counters) before the namespaces go, and writes it
 //! all as JSON into the guest's `$OUT` — a host directory.
 //!
 //! Not here: booting (see `guest::boot`), the comparison (see `diff`).
@@ -41,6 +43,9 @@ const BASE_MODULES: &[&str] = &[
     "xt_conntrack",
 ];
 
+/// Longer than the 6.1 IPVS estimator's period (2 s), which publishes the counters.
+const STATS_TICK: Duration = Duration::from_millis(2_200);
+
 static JOBS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// What the guest runs: the input to rebuild and the injection gap.
@@ -52,6 +57,8 @@ pub struct GuestJob {
     pub gap_ns: u64,
     /// Packets the host has: the guest must rebuild as many.
     pub packets: usize,
+    /// On a split run, which packets the guest injects (those a director handled).
+    pub selected: Option<Vec<bool>>,
 }
 
 /// What the guest sends back.
@@ -110,11 +117,13 @@ pub fn run_in_guest(
     input: &DiffInput,
     rules: &KernelRules,
     gap: Duration,
+    selected: Option<Vec<bool>>,
 ) -> anyhow::Result<GuestResult> {
     let job = GuestJob {
         source: input.source.absolute()?,
         gap_ns: u64::try_from(gap.as_nanos()).unwrap_or(u64::MAX),
         packets: input.packets.len(),
+        selected,
     };
     let path = std::env::temp_dir().join(format!(
         "lbsim-guest-job-{}-{}.json",
@@ -164,7 +173,14 @@ pub fn guest_main(job: &Path, out: &Path) -> anyhow::Result<()> {
     )?;
     let lab = Lab::start(&rules)?;
     let gap = Duration::from_nanos(job.gap_ns);
-    let run = lab.run_traced(&input.packets, &rules, gap, SETTLE_TIME)?;
+    let run = match &job.selected {
+        Some(selected) => lab.run_traced_selected(&input.packets, &rules, gap, selected)?,
+        None => lab.run_traced(&input.packets, &rules, gap, SETTLE_TIME)?,
+    };
+    // Linux 6.1 sums the per-CPU IPVS counters into what `--stats` shows from its rate
+    // estimator's timer, every 2 s (`estimation_timer` → `ip_vs_read_cpu_stats`): wait for
+    // one tick so the listing has every packet of the run.
+    std::thread::sleep(STATS_TICK);
     let topology = lab.topology();
     let lb = topology.lb_ns();
     let ipvsadm = |args: &[&str]| -> anyhow::Result<String> {

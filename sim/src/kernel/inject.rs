@@ -53,6 +53,9 @@ use super::trace::{self, Monitor, PROBE_TAG, RuleRef, Traces};
 use super::wire::{Observed, ObservedFrame, Observer, Port, inject};
 use crate::capture::CaptureReader;
 
+/// Why a packet was not injected into the guest on a split run.
+pub const LEFT_TO_HOST: &str = "left to the host kernel (split per feature)";
+
 /// Why guest runs are not traced.
 pub const GUEST_NO_TRACE: &str = "the guest kernel (Debian's user-mode Linux 6.1) builds nf_tables without the ip, ip6, inet and netdev families: no nft trace there";
 
@@ -312,7 +315,7 @@ impl Lab {
         gap: Duration,
         settle: Duration,
     ) -> anyhow::Result<KernelRun> {
-        self.run_with(packets, rules, gap, settle, false)
+        self.run_with(packets, rules, gap, settle, false, None)
     }
 
     /// [`Lab::run`], with every packet's deciding kernel rule read from the nftables
@@ -325,7 +328,19 @@ impl Lab {
         gap: Duration,
         settle: Duration,
     ) -> anyhow::Result<KernelRun> {
-        self.run_with(packets, rules, gap, settle, true)
+        self.run_with(packets, rules, gap, settle, true, None)
+    }
+
+    /// [`Lab::run_traced`] injecting only the packets `selected` says (the others are
+    /// [`Outcome::NotInjected`]: a split guest run leaves them to the host kernel).
+    pub fn run_traced_selected(
+        &self,
+        packets: &[InputPacket],
+        rules: &KernelRules,
+        gap: Duration,
+        selected: &[bool],
+    ) -> anyhow::Result<KernelRun> {
+        self.run_with(packets, rules, gap, SETTLE_TIME, true, Some(selected))
     }
 
     fn run_with(
@@ -335,6 +350,7 @@ impl Lab {
         gap: Duration,
         settle: Duration,
         traced: bool,
+        selected: Option<&[bool]>,
     ) -> anyhow::Result<KernelRun> {
         check_run_size(packets)?;
         // Fragments of one datagram share a tag (the first one's), or the kernel's
@@ -344,6 +360,9 @@ impl Lab {
             .iter()
             .enumerate()
             .map(|(ordinal, packet)| {
+                if selected.is_some_and(|s| !s.get(ordinal).copied().unwrap_or(true)) {
+                    return Err(LEFT_TO_HOST.to_string());
+                }
                 let tag = match tag::datagram_key(&packet.data) {
                     Some(key) => *datagram_tags.entry(key).or_insert(tag_of(ordinal)),
                     None => tag_of(ordinal),
