@@ -25,7 +25,12 @@
 //! IPv6 director has no kernel counterpart (tun, mixed families; direct routing is plain
 //! forwarding).
 //!
-//! Not here: IPVS and VLAN sub-interfaces (this kernel has neither), QinQ injection, the
+//! Two backends ([`backend`]): the host's kernel (above), or a guest kernel with real IPVS
+//! ([`guest`]: user-mode Linux 6.1; [`guest_run`]: the kernel side of a diff run inside it
+//! by this same binary; [`backend_diff`]: choosing the backend, the split per feature, and
+//! the director comparison with `ipvsadm`'s listings).
+//!
+//! Not here: VLAN sub-interfaces (neither kernel has 8021q loaded), QinQ injection, the
 //! inline lab mode.
 
 pub mod backend;
