@@ -456,3 +456,65 @@ fn listing_has_the_ipvsadm_shape() {
     );
     insta::assert_snapshot!(listing);
 }
+
+/// A service configured as `ipvsadm -A` then `-a` per real (A 4, B 3, C 2) starts where
+/// `ip_vs_wrr_dest_changed` leaves wrr after the last add (cw = 1): C B A A B A C B A, as
+/// Linux 6.1's IPVS answers (sim/tests/ipvs_guest_oracle.rs), not A B A C B A C B A.
+#[test]
+fn wrr_starts_where_adding_the_reals_one_by_one_leaves_it() {
+    let mut d = directors(
+        r#"
+[[director]]
+name = "web"
+vip = "192.0.2.10"
+port = 80
+scheduler = "wrr"
+real = [{ addr = "10.0.1.1:80", weight = 4 }, { addr = "10.0.1.2:80", weight = 3 },
+        { addr = "10.0.1.3:80", weight = 2 }]
+"#,
+        DirectorOptions::default(),
+    );
+    let names: Vec<&str> = (0..9u8)
+        .map(|i| {
+            let mut frame = tcp([198, 51, 100, i + 1], 4000, VIP, 80, tcp_flags::SYN);
+            let decision = send(&mut d, 1, &mut frame, None).expect("scheduled");
+            match decision.backend.expect("backend").ip().to_string().as_str() {
+                "10.0.1.1" => "A",
+                "10.0.1.2" => "B",
+                _ => "C",
+            }
+        })
+        .collect();
+    assert_eq!(names.join(" "), "C B A A B A C B A");
+}
+
+/// `port = 0` without persistence is refused, as `ipvsadm` refuses it ("Zero port
+/// specified for non-persistent service"); with persistence it is a valid service.
+#[test]
+fn a_non_persistent_port_zero_service_is_refused() {
+    #[derive(serde::Deserialize)]
+    struct File {
+        director: Vec<DirectorConfig>,
+    }
+    let text = |persistence: &str| {
+        format!(
+            "[[director]]\nname = \"any\"\nvip = \"192.0.2.10\"\nport = 0\n{persistence}\
+             real = [{{ addr = \"10.0.1.2\" }}]\n"
+        )
+    };
+    let file: File = toml::from_str(&text("")).unwrap();
+    let error = Directors::build(&file.director, DirectorOptions::default())
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(error, datapath::director::config::ConfigError::ZeroPort(ref name) if name == "any"),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("Zero port specified for non-persistent service")
+    );
+    let file: File = toml::from_str(&text("persistence = \"60s\"\n")).unwrap();
+    assert!(Directors::build(&file.director, DirectorOptions::default()).is_ok());
+}

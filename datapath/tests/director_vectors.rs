@@ -20,6 +20,10 @@ struct SequenceCase {
     servers: Vec<(String, i32)>,
     #[allow(dead_code)]
     how: Option<String>,
+    /// The service was configured by `ipvsadm -A` then one `ipvsadm -a` per server (last
+    /// in the list first), not created with every server present.
+    #[serde(default)]
+    configured: bool,
     steps: String,
 }
 
@@ -95,7 +99,11 @@ fn sequence_vectors() {
             })
             .collect();
         let (mut dests, names) = dests_in_list_order(&servers);
-        let mut scheduler = Scheduler::new(case.scheduler, SchedulerFlags::default(), 4093, &dests);
+        let mut scheduler = if case.configured {
+            Scheduler::configured(case.scheduler, SchedulerFlags::default(), 4093, &dests)
+        } else {
+            Scheduler::new(case.scheduler, SchedulerFlags::default(), 4093, &dests)
+        };
         let mut got = Vec::new();
         for step in case.steps.split_whitespace() {
             if step.contains(':') {

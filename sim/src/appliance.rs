@@ -272,6 +272,41 @@ pub fn locate_toml_error(path: &Path, text: &str, error: &toml::de::Error) -> Co
     }
 }
 
+/// Validate each `[[director]]` table, locating an error at the key it is about (or at the
+/// table's header): `file:line:col: director "web": …`.
+pub fn check_directors(
+    path: &Path,
+    text: &str,
+    directors: &[DirectorConfig],
+) -> Result<(), ConfigError> {
+    for (index, director) in directors.iter().enumerate() {
+        if let Err(error) = director.build() {
+            let (line, column) = director_offset(text, index, error.key())
+                .map_or((1, 1), |offset| line_column(text, offset));
+            return Err(ConfigError {
+                path: path.display().to_string(),
+                line,
+                column,
+                message: error.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Byte offset of `[[director]]` number `index`'s `key` value (or of the table).
+fn director_offset(text: &str, index: usize, key: Option<&str>) -> Option<usize> {
+    let document = toml_edit::Document::parse(text).ok()?;
+    let table = document
+        .as_table()
+        .get("director")?
+        .as_array_of_tables()?
+        .get(index)?;
+    key.and_then(|key| table.get(key)?.span())
+        .or_else(|| table.span())
+        .map(|span| span.start)
+}
+
 impl ApplianceConfig {
     /// Load an appliance file. Unknown keys and bad values are reported with file, line and
     /// column.
@@ -279,6 +314,7 @@ impl ApplianceConfig {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let config: Self = toml::from_str(&text).map_err(|e| locate_toml_error(path, &text, &e))?;
+        check_directors(path, &text, &config.director)?;
         if config.appliance.is_some() {
             anyhow::bail!(
                 "{}: `appliance = ...` belongs in a scenario's [appliance] table, not in an appliance file",

@@ -216,6 +216,10 @@ fn write_inputs() {
     );
     write("bad-scheduler.toml", b"[[director]]\nname = \"web\"\nvip = \"192.0.2.10\"\nport = 80\nproto = \"tcp\"\nscheduler = \"fastest\"\n");
     write(
+        "zero-port-director.toml",
+        b"[[director]]\nname = \"any\"\nvip = \"192.0.2.10\"\nport = 0\nscheduler = \"rr\"\nreal = [{ addr = \"10.0.1.2\" }]\n",
+    );
+    write(
         "unknown-qa-table.toml",
         b"[qa]\nfull_after = { sessions = 5 }\n",
     );
@@ -335,6 +339,10 @@ fn cases() -> Vec<Case> {
         appliance(
             "appliance: unknown scheduler",
             "sim/tests/data/bad-inputs/bad-scheduler.toml",
+        ),
+        appliance(
+            "appliance: non-persistent director on port 0 (IPVS refuses it)",
+            "sim/tests/data/bad-inputs/zero-port-director.toml",
         ),
         appliance(
             "appliance: unknown `[qa] full_after` table",

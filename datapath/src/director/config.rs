@@ -211,6 +211,28 @@ pub enum ConfigError {
     /// Two directors with one key.
     #[error("directors {0:?} and {1:?} have the same virtual service {2}")]
     DuplicateService(String, String, ServiceKey),
+    /// `port = 0` without persistence: IPVS refuses to create it (`ip_vs_add_service`
+    /// returns EINVAL; ipvsadm says "Zero port specified for non-persistent service").
+    #[error(
+        "director {0:?}: port 0 (every port) needs persistence: IPVS refuses a non-persistent \
+         service with port 0 (\"Zero port specified for non-persistent service\")"
+    )]
+    ZeroPort(String),
+}
+
+impl ConfigError {
+    /// The key of the `[[director]]` table the error is about, when it is one key (for
+    /// locating the error in the file).
+    pub fn key(&self) -> Option<&'static str> {
+        match self {
+            Self::ZeroPort(_) => Some("port"),
+            Self::Protocol(..) => Some("proto"),
+            Self::Flag(..) => Some("flags"),
+            Self::Duration(..) => Some("persistence"),
+            Self::Netmask(..) => Some("persistence_netmask"),
+            _ => None,
+        }
+    }
 }
 
 /// Parse `"300s"`, `"5m"`, `"1h"`, `"250ms"`, `"10"` (seconds) into nanoseconds.
@@ -261,13 +283,17 @@ impl DirectorConfig {
         let key = self.key()?;
         let scheduler = self.scheduler.unwrap_or(SchedulerKind::Wlc);
         let flags = self.flags(scheduler)?;
-        let ipv6 = matches!(
-            key,
-            ServiceKey::Tuple {
-                vip: IpAddr::V6(_),
-                ..
-            }
-        );
+        // A fwmark service is of its real servers' family (`ipvsadm -f MARK -6`), and its
+        // persistence mask defaults to /128 then, as for an IPv6 VIP.
+        let ipv6 = match key {
+            ServiceKey::Tuple { vip, .. } => vip.is_ipv6(),
+            ServiceKey::Fwmark(_) => self.real.first().is_some_and(|r| {
+                r.addr.starts_with('[') || r.addr.parse::<std::net::Ipv6Addr>().is_ok()
+            }),
+        };
+        if matches!(key, ServiceKey::Tuple { port: 0, .. }) && self.persistence.is_none() {
+            return Err(ConfigError::ZeroPort(name.clone()));
+        }
         let persistence = match &self.persistence {
             None => None,
             Some(text) => {

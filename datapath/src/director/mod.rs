@@ -107,7 +107,8 @@ impl Service {
             }
             dests.add(server);
         }
-        let scheduler = Scheduler::new(spec.scheduler, spec.flags, spec.maglev_table_size, &dests);
+        let scheduler =
+            Scheduler::configured(spec.scheduler, spec.flags, spec.maglev_table_size, &dests);
         let rates = vec![RateEstimator::default(); dests.servers.len() + 1];
         Self {
             spec,

@@ -98,6 +98,16 @@ enum KernelCommand {
         #[arg(long, value_name = "APPLIANCE.toml")]
         appliance: Option<PathBuf>,
     },
+    /// Inside the guest kernel: run a director-oracle job file (see `guest::driver`).
+    #[command(hide = true)]
+    GuestDrive {
+        /// The job (JSON, written by the host).
+        #[arg(long)]
+        job: PathBuf,
+        /// Where to write the results (JSON).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// Compile an appliance file's kernel rules (host backend).
@@ -152,6 +162,7 @@ pub fn run(args: &KernelArgs) -> anyhow::Result<ExitCode> {
         }
         KernelCommand::Up { appliance } => up(appliance.as_deref())?,
         KernelCommand::GuestRun { job, out } => guest_run::guest_main(job, out)?,
+        KernelCommand::GuestDrive { job, out } => guest::driver::drive(job, out)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -31,7 +31,7 @@ pub(crate) fn enter_namespace(ns: &str) -> anyhow::Result<()> {
 }
 
 /// Open an AF_PACKET channel on `iface` from inside `ns` (call from a dedicated thread).
-fn open_channel(
+pub(crate) fn open_channel(
     ns: &str,
     iface: &str,
 ) -> anyhow::Result<(Box<dyn DataLinkSender>, Box<dyn DataLinkReceiver>)> {

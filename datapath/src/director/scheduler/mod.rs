@@ -168,6 +168,34 @@ impl Scheduler {
         }
     }
 
+    /// The state of a service configured as operators and keepalived do it: `ipvsadm -A`
+    /// (`init_service` on an empty list), then one `ipvsadm -a` per server in the order
+    /// given (`add_dest` after each). `dests` holds the servers added in id order.
+    ///
+    /// Only wrr's state depends on that history: `ip_vs_wrr_dest_changed` keeps the current
+    /// weight `cw` across changes (weights 4, 3, 2 added as A, B, C leave `cw` at 1, so the
+    /// first pass takes every server: C B A, then A, B A, C B A, …), where `init_service`
+    /// with all servers present would start at the maximum weight. The other schedulers'
+    /// state after the last `add_dest` is a function of the final list. Checked against the
+    /// guest kernel (Linux 6.1) by `sim/tests/ipvs_guest_oracle.rs`.
+    pub fn configured(
+        kind: SchedulerKind,
+        flags: SchedulerFlags,
+        maglev_table_size: usize,
+        dests: &Dests,
+    ) -> Self {
+        if kind != SchedulerKind::Wrr {
+            return Self::new(kind, flags, maglev_table_size, dests);
+        }
+        let mut partial = Dests::default();
+        let mut mark = WrrMark::new(&partial);
+        for server in &dests.servers {
+            partial.add(server.clone());
+            mark.dest_changed(&partial);
+        }
+        Self::Wrr(mark)
+    }
+
     /// The scheduler's kind.
     pub fn kind(&self) -> SchedulerKind {
         match self {

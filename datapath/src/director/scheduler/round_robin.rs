@@ -3,9 +3,11 @@
 //! rr keeps a cursor into the server list and takes the next server after it that has a
 //! positive weight and is not overloaded, wrapping once. wrr walks the list in passes: the
 //! first pass takes servers whose weight is at least `max − (gcd − 1)`, each later pass
-//! lowers the bar by the gcd, the last pass takes every weight ≥ 1; so weights 4, 3, 2 give
-//! A A B A B C A B C. Any change to the server list resets the wrr cursor to the list head
-//! and re-aligns the current bar exactly as `ip_vs_wrr_dest_changed` does.
+//! lowers the bar by the gcd, the last pass takes every weight ≥ 1; so weights 4, 3, 2 in
+//! list order A, B, C give A A B A B C A B C from `ip_vs_wrr_init_svc`'s state. Any change to
+//! the server list resets the wrr cursor to the list head and re-aligns the current bar
+//! exactly as `ip_vs_wrr_dest_changed` does — including each `ipvsadm -a` of a service
+//! being configured, which is how a service starts (see `Scheduler::configured`).
 
 use super::super::dest::{DestId, Dests};
 use super::{DestChange, usable};

@@ -119,12 +119,22 @@ impl Guest {
 
     /// Boot the guest, run `body` (POSIX shell) as PID 1's payload and return its output.
     ///
-    /// The body sees `$OUT` (a host directory: files written there come back in
+    /// The body sees `$IN` (see [`Guest::run_with_inputs`]), `$OUT` (a host directory: files written there come back in
     /// [`GuestOutput::files`]), `$MODDIR` and the shell function `load_modules M…`
     /// (`modprobe -d "$MODDIR"` each, failing loudly). An error means the guest did not
     /// start or did not finish (the message carries the console's tail); a body that
     /// fails is not an error: look at [`GuestOutput::status`].
     pub fn run(&self, body: &str) -> anyhow::Result<GuestOutput> {
+        self.run_with_inputs(body, &[])
+    }
+
+    /// [`Guest::run`] with input files: each `(name, bytes)` is written to `$IN/name`
+    /// before the guest starts.
+    pub fn run_with_inputs(
+        &self,
+        body: &str,
+        inputs: &[(&str, &[u8])],
+    ) -> anyhow::Result<GuestOutput> {
         Self::check().map_err(|why| anyhow::anyhow!("the guest kernel cannot run here: {why}"))?;
         let version = module_version()?;
         let dir = std::env::temp_dir().join(format!(
@@ -135,6 +145,10 @@ impl Guest {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("out"))
             .with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir.join("in"))?;
+        for (name, bytes) in inputs {
+            std::fs::write(dir.join("in").join(name), bytes)?;
+        }
         let result = self.run_in(&dir, &version, body);
         let keep = std::env::var_os("LBSIM_GUEST_KEEP").is_some();
         if result.is_ok() && !keep {
@@ -274,7 +288,7 @@ pub fn init_script(dir: &Path, version: &str, body: &str) -> String {
          mount -t proc proc /proc\n\
          mount -t sysfs sys /sys\n\
          mount -t tmpfs tmpfs /run\n\
-         export OUT={dir}/out MODDIR=/run/lbsim-modules\n\
+         export OUT={dir}/out IN={dir}/in MODDIR=/run/lbsim-modules\n\
          mkdir -p \"$MODDIR/lib/modules\"\n\
          ln -s {UML_MODULES}/{version} \"$MODDIR/lib/modules/{version}\"\n\
          load_modules() {{\n\

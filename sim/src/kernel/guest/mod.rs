@@ -26,7 +26,11 @@
 //! here, a panic instead when `CI=true`, so CI never skips the guest silently.
 
 pub mod boot;
+pub mod driver;
 pub mod ipvs;
+pub mod oracle;
+pub mod oracle_compare;
+pub mod oracle_sim;
 
 pub use boot::{Guest, GuestOutput, Unavailable};
 

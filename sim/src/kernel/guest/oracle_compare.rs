@@ -1,0 +1,205 @@
+//! Comparing lbsim's and the guest IPVS's records of the same cases, and printing a case as
+//! a reproduction (appliance TOML, mark rules, event list).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::boot::Guest;
+use super::driver::{KernelRun, run_job};
+use super::oracle::{Case, CaseRecord};
+use super::oracle_sim::{kernel_state, simulate};
+
+/// Both sides' records of a case and their differences (empty = agreement).
+#[derive(Clone, Debug)]
+pub struct Verdict {
+    /// lbsim's record.
+    pub lbsim: CaseRecord,
+    /// The guest kernel's record.
+    pub kernel: CaseRecord,
+    /// One line per difference.
+    pub differences: Vec<String>,
+}
+
+/// Run `cases` through lbsim and (in one guest boot) through the guest's IPVS, and compare.
+pub fn check_cases(guest: &Guest, sim: &Path, cases: &[Case]) -> anyhow::Result<Vec<Verdict>> {
+    let runs = run_job(guest, sim, cases)?;
+    cases
+        .iter()
+        .zip(runs)
+        .map(|(case, run)| {
+            let lbsim = simulate(case)?;
+            let (kernel, mut differences) = kernel_record(run)?;
+            differences.extend(compare(case, &lbsim, &kernel));
+            Ok(Verdict {
+                lbsim,
+                kernel,
+                differences,
+            })
+        })
+        .collect()
+}
+
+/// The kernel's record of a run (and harness errors as differences).
+pub fn kernel_record(run: KernelRun) -> anyhow::Result<(CaseRecord, Vec<String>)> {
+    let mut problems = Vec::new();
+    if let Some(error) = run.harness_error {
+        problems.push(format!("harness: {error}"));
+    }
+    let mut record = CaseRecord {
+        setup_error: run.setup_error,
+        packets: run.packets,
+        ..CaseRecord::default()
+    };
+    if record.setup_error.is_none() && !run.dump.is_empty() {
+        let (counters, connections) = kernel_state(&run.dump)?;
+        record.counters = counters;
+        record.connections = connections;
+    }
+    Ok((record, problems))
+}
+
+fn shown(outcome: &super::oracle::PacketOutcome) -> Vec<String> {
+    if outcome.sent {
+        outcome.forwarded.clone()
+    } else {
+        vec!["(not sent)".to_string()]
+    }
+}
+
+fn event_text(case: &Case, n: usize) -> String {
+    let event = &case.events[n];
+    let conn = &case.conns[event.conn];
+    let proto = if conn.proto == 17 { "udp" } else { "tcp" };
+    let side = if event.from_client {
+        "client"
+    } else {
+        "server"
+    };
+    format!(
+        "#{n} {side} {:?} conn {} ({proto} {} > {})",
+        event.kind, event.conn, conn.client, conn.vip
+    )
+}
+
+/// The differences between lbsim's and the kernel's records.
+pub fn compare(case: &Case, lbsim: &CaseRecord, kernel: &CaseRecord) -> Vec<String> {
+    let mut differences = Vec::new();
+    match (&lbsim.setup_error, &kernel.setup_error) {
+        (Some(_), Some(_)) => return differences,
+        (None, None) => {}
+        (l, k) => {
+            differences.push(format!(
+                "setup: lbsim {}, kernel {}",
+                l.as_deref()
+                    .map_or("accepts".into(), |e| format!("refuses ({e})")),
+                k.as_deref()
+                    .map_or("accepts".into(), |e| format!("refuses ({e})"))
+            ));
+            return differences;
+        }
+    }
+    for (n, (l, k)) in lbsim.packets.iter().zip(&kernel.packets).enumerate() {
+        if l.sent != k.sent || l.forwarded != k.forwarded {
+            differences.push(format!(
+                "packet {}: lbsim {:?}, kernel {:?}",
+                event_text(case, n),
+                shown(l),
+                shown(k),
+            ));
+        }
+    }
+    if lbsim.packets.len() != kernel.packets.len() {
+        differences.push(format!(
+            "packets: lbsim {} kernel {}",
+            lbsim.packets.len(),
+            kernel.packets.len()
+        ));
+    }
+    let keys: std::collections::BTreeSet<&String> = lbsim
+        .counters
+        .keys()
+        .chain(kernel.counters.keys())
+        .collect();
+    for key in keys {
+        let (l, k) = (lbsim.counters.get(key), kernel.counters.get(key));
+        if l != k {
+            differences.push(format!("counters {key}: lbsim {l:?}, kernel {k:?}"));
+        }
+    }
+    for line in &lbsim.connections {
+        if !kernel.connections.contains(line) {
+            differences.push(format!("connection only in lbsim: {line}"));
+        }
+    }
+    for line in &kernel.connections {
+        if !lbsim.connections.contains(line) {
+            differences.push(format!("connection only in the kernel: {line}"));
+        }
+    }
+    differences
+}
+
+/// A case as a reproduction: the appliance TOML, the mark rules and the events.
+pub fn render_case(case: &Case) -> String {
+    let mut text = format!("# appliance\n{}\n", case.appliance.trim());
+    for rule in &case.marks {
+        let _ = writeln!(
+            text,
+            "# mark: -p {} -d {} -j MARK --set-mark {}",
+            rule.proto, rule.network, rule.mark
+        );
+    }
+    text.push_str("# events\n");
+    for n in 0..case.events.len() {
+        let _ = writeln!(text, "{}", event_text(case, n));
+    }
+    text
+}
+
+/// Smaller variants of a failing case, most aggressive first: without each director
+/// (by index), without each event, without each real server of each director.
+pub fn shrink_candidates(case: &Case) -> Vec<Case> {
+    let mut candidates = Vec::new();
+    if let Ok(table) = case.appliance.parse::<toml_edit::DocumentMut>()
+        && let Some(directors) = table.get("director").and_then(|d| d.as_array_of_tables())
+    {
+        let count = directors.len();
+        for skip in 0..count {
+            let mut smaller = table.clone();
+            if let Some(d) = smaller
+                .get_mut("director")
+                .and_then(|d| d.as_array_of_tables_mut())
+            {
+                d.remove(skip);
+            }
+            candidates.push(Case {
+                appliance: smaller.to_string(),
+                ..case.clone()
+            });
+        }
+        for index in 0..count {
+            let reals = directors
+                .get(index)
+                .and_then(|d| d.get("real"))
+                .and_then(|r| r.as_array())
+                .map_or(0, |r| r.len());
+            for skip in 0..reals {
+                let mut smaller = table.clone();
+                if let Some(real) = smaller["director"][index]["real"].as_array_mut() {
+                    real.remove(skip);
+                }
+                candidates.push(Case {
+                    appliance: smaller.to_string(),
+                    ..case.clone()
+                });
+            }
+        }
+    }
+    for skip in (0..case.events.len()).rev() {
+        let mut smaller = case.clone();
+        smaller.events.remove(skip);
+        candidates.push(smaller);
+    }
+    candidates.retain(|c| c != case);
+    candidates
+}
