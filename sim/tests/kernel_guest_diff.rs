@@ -1,5 +1,6 @@
 //! `sim diff` on the guest backend: directors compared with a real IPVS (user-mode Linux
-//! 6.1), one test per scheduler family — counts (wlc), hashes (sh, mh) and persistence —
+//! 6.1), one test per scheduler family — counts (wlc), hashes (sh, mh), weighted rr and
+//! persistence —
 //! each asserting that every new connection went to the same real server on both sides,
 //! with the same rewritten 5-tuple, and that the IPVS counters equal lbsim's at the end.
 //! Under CI=true a guest that cannot start fails these tests (`guest_for_test`).
@@ -196,4 +197,14 @@ fn the_ipvs_schedulers_scenario_agrees_with_real_ipvs() {
         kernel_templates > 0 && kernel_templates == lbsim_templates,
         "{text}"
     );
+}
+
+/// wrr over reals added one by one: lbsim's first pass is the kernel's (the order
+/// `ip_vs_wrr_dest_changed` leaves after each `ipvsadm -a`), over two full cycles.
+#[test]
+fn wrr_follows_the_kernels_order_from_the_first_connection() {
+    let frames = syns("192.0.2.34", 80, 18, 1);
+    if let Some(report) = guest_diff("guest-wrr", &frames) {
+        assert_ipvs_agrees(&report, "weighted", 18);
+    }
 }
