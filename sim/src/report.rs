@@ -16,10 +16,10 @@ use datapath::packet::fragments::FragmentCounters;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::engine::world::World;
+use crate::actors::{BackendStats, TcpStats, UdpStats};
 use crate::engine::{EventLogEntry, SecondRow, ShardResult, Totals};
+use crate::net::world::World;
 use crate::scenario::{Expect, Scenario};
-use crate::traffic::{BackendStats, TcpStats, UdpStats};
 
 /// The deterministic report.
 #[derive(Debug, Clone, Serialize, PartialEq)]

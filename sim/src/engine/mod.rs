@@ -2,7 +2,7 @@
 //!
 //! Events — an actor's wake-up, a frame arriving at the appliance, a frame arriving at a
 //! host, a timed scenario event — are ordered by (time, sequence number). Actors (traffic
-//! sources and backends, see [`crate::traffic`]) send frames into their host's link; frames
+//! sources and backends, see [`crate::actors`]) send frames into their host's link; frames
 //! that reach the appliance go through [`Pipeline::process`] with `now` and the bytes only;
 //! every frame the pipeline emits is routed to the host owning its destination address
 //! (counted as unroutable when none does) over that host's link.
@@ -13,13 +13,8 @@
 //!
 //! Not here: scenario parsing, report rendering, threads.
 
-pub mod backend;
-pub mod link;
 pub mod queue;
-pub mod rng;
 pub mod series;
-pub mod stack;
-pub mod world;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -31,15 +26,15 @@ use datapath::pipeline::{EmittedFrame, PacketOutcome, Pipeline, PipelineCounters
 use datapath::verdict::{NS_PER_SEC, Verdict};
 use serde::Serialize;
 
+use crate::actors::flood::{FloodKind, FloodSource};
+use crate::actors::pcap::PcapSource;
+use crate::actors::tcp_clients::TcpClients;
+use crate::actors::udp_clients::UdpClients;
+use crate::actors::{Actor, ActorStats, Outbox};
+use crate::net::link::{Faults, Pipe, Transit};
+use crate::net::world::{HostId, HostKind, World, frame_destination};
 use crate::scenario::{Scenario, TimedEvent, TrafficSpec};
-use crate::traffic::flood::{FloodKind, FloodSource};
-use crate::traffic::pcap::PcapSource;
-use crate::traffic::tcp_clients::TcpClients;
-use crate::traffic::udp_clients::UdpClients;
-use crate::traffic::{Actor, ActorStats, Outbox};
-use link::{Faults, Pipe, Transit};
 use queue::EventQueue;
-use world::{HostId, HostKind, World, frame_destination};
 
 /// Wake-ups of one actor at one instant before the engine moves it 1 µs on (a guard against
 /// an actor that keeps asking for "now").
@@ -509,7 +504,7 @@ impl<'a> Engine<'a> {
             .map(|host| {
                 let stream = |direction: &str| {
                     let name = format!("link/{}/{direction}/q{queue_index}", host.name);
-                    rng::stream(scenario.seed, &name)
+                    crate::net::rng::stream(scenario.seed, &name)
                 };
                 (
                     Pipe::new(&host.link, scenario.queues, stream("to_appliance")),
@@ -601,7 +596,7 @@ impl<'a> Engine<'a> {
                 );
             };
             let name = source_name(spec, index);
-            let stream = rng::stream(seed, &format!("traffic/{name}"));
+            let stream = crate::net::rng::stream(seed, &format!("traffic/{name}"));
             let flood = |kind, flood_spec| -> Box<dyn Actor> {
                 Box::new(FloodSource::new(
                     name.clone(),
@@ -673,7 +668,7 @@ impl<'a> Engine<'a> {
         let mut addresses = Vec::with_capacity(count as usize);
         let mut tries = 0u32;
         while addresses.len() < count as usize && tries < count.saturating_mul(4).max(16) {
-            let address = crate::traffic::tcp_clients::client_address(&prefix, *index);
+            let address = crate::actors::tcp_clients::client_address(&prefix, *index);
             *index = index.wrapping_add(1);
             tries += 1;
             if self.world.route(address) == Some(host) {
@@ -690,8 +685,8 @@ impl<'a> Engine<'a> {
             };
             let backend_spec = &self.scenario.topology.backends[index];
             let name = format!("backend/{}/q{}", backend_spec.name, self.queue_index);
-            let seed = rng::derive_u64(self.scenario.seed, &name);
-            let actor = backend::Backend::new(backend_spec, host as HostId, seed);
+            let seed = crate::net::rng::derive_u64(self.scenario.seed, &name);
+            let actor = crate::actors::backend::Backend::new(backend_spec, host as HostId, seed);
             let id = self.add_actor(Box::new(actor));
             self.backend_actor[host] = Some(id);
         }
