@@ -503,9 +503,9 @@ fn a_non_persistent_port_zero_service_is_refused() {
         )
     };
     let file: File = toml::from_str(&text("")).unwrap();
-    let error = Directors::build(&file.director, DirectorOptions::default())
-        .err()
-        .expect("refused");
+    let Err(error) = Directors::build(&file.director, DirectorOptions::default()) else {
+        panic!("a non-persistent port-0 service must be refused");
+    };
     assert!(
         matches!(error, datapath::director::config::ConfigError::ZeroPort(ref name) if name == "any"),
         "{error}"

@@ -21,11 +21,11 @@ use datapath::director::listing::{ListFormat, render as render_listing};
 use serde::Serialize;
 
 use super::backend::Backend;
-use super::diff::DiffInput;
 use super::guest::Guest;
 use super::guest::ipvs::{ListedService, parse_connections, parse_listing};
 use super::guest_run::{GuestResult, run_in_guest};
 use super::inject::{KernelRun, run_kernel_traced};
+use super::input_source::DiffInput;
 use super::outcome::Outcome;
 use super::rules::{FeatureRow, KernelRules};
 use super::simulate::{SimPacket, build, build_on, simulate};

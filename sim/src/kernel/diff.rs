@@ -33,13 +33,12 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::backend_diff::{self, BackendChoice, BackendReport};
-use super::inject::{InputPacket, KernelPacket, KernelRun, TraceStatus, read_inputs};
-pub use super::input_source::InputSource;
+use super::inject::{InputPacket, KernelPacket, KernelRun, TraceStatus};
+pub use super::input_source::{DiffInput, InputSource};
 use super::outcome::Outcome;
 use super::rules::{BackendMatch, BackendRule, FeatureRow, KernelRules};
-use super::scenario_input::{self, DEFAULT_MAX_PACKETS};
+use super::scenario_input::DEFAULT_MAX_PACKETS;
 use super::simulate::SimPacket;
-use crate::appliance::ApplianceConfig;
 
 /// The explanations shipped with lbsim.
 pub const KNOWN_DIFFERENCES: &str = include_str!("known-differences.toml");
@@ -533,99 +532,6 @@ fn timing(sim: &[SimPacket], kernel: &KernelRun) -> Timing {
         ),
         kernel_pps: kernel.injected as f64 / kernel.inject_sec.max(1e-9),
         gap_us: 0,
-    }
-}
-
-/// What to diff: an appliance and packets.
-#[derive(Debug)]
-pub struct DiffInput {
-    /// How it was made.
-    pub source: InputSource,
-    /// What it is (for the report).
-    pub subject: String,
-    /// The appliance configuration.
-    pub appliance: ApplianceConfig,
-    /// Directory its relative paths start from.
-    pub base_dir: PathBuf,
-    /// The packets.
-    pub packets: Vec<InputPacket>,
-    /// Seed of the simulator's secrets.
-    pub seed: u64,
-    /// Inputs left out.
-    pub notes: Vec<String>,
-}
-
-impl DiffInput {
-    /// Captures through an appliance file (at most `max_packets`).
-    pub fn captures(
-        appliance: &Path,
-        files: &[PathBuf],
-        seed: u64,
-        max_packets: usize,
-    ) -> anyhow::Result<Self> {
-        let mut packets = read_inputs(files)?;
-        let mut notes = Vec::new();
-        if packets.len() > max_packets {
-            notes.push(format!(
-                "capped at the first {max_packets} of {} packets",
-                packets.len()
-            ));
-            packets.truncate(max_packets);
-        }
-        Ok(Self {
-            source: InputSource::Captures {
-                appliance: appliance.to_path_buf(),
-                files: files.to_vec(),
-                seed,
-                max_packets,
-            },
-            subject: files
-                .iter()
-                .map(|f| f.display().to_string())
-                .collect::<Vec<_>>()
-                .join(" "),
-            appliance: ApplianceConfig::load(appliance)?,
-            base_dir: appliance.parent().unwrap_or(Path::new(".")).to_path_buf(),
-            packets,
-            seed,
-            notes,
-        })
-    }
-
-    /// A scenario's appliance and open-loop traffic.
-    pub fn scenario(path: &Path, seed: Option<u64>, max_packets: usize) -> anyhow::Result<Self> {
-        let loaded = crate::scenario::load(path)?;
-        let input = scenario_input::collect(&loaded, max_packets)?;
-        Ok(Self {
-            source: InputSource::Scenario {
-                path: path.to_path_buf(),
-                seed,
-                max_packets,
-            },
-            subject: path.display().to_string(),
-            appliance: loaded.scenario.appliance.clone(),
-            base_dir: loaded.base_dir.clone(),
-            packets: input.packets,
-            seed: seed.unwrap_or(loaded.scenario.seed),
-            notes: input.notes,
-        })
-    }
-
-    /// Rebuild an input from its source (what the guest kernel does).
-    pub fn from_source(source: &InputSource) -> anyhow::Result<Self> {
-        match source {
-            InputSource::Scenario {
-                path,
-                seed,
-                max_packets,
-            } => Self::scenario(path, *seed, *max_packets),
-            InputSource::Captures {
-                appliance,
-                files,
-                seed,
-                max_packets,
-            } => Self::captures(appliance, files, *seed, *max_packets),
-        }
     }
 }
 

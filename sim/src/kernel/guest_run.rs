@@ -19,9 +19,9 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use super::backend::Backend;
-use super::diff::{DiffInput, InputSource};
 use super::guest::Guest;
 use super::inject::{KernelRun, Lab, SETTLE_TIME};
+use super::input_source::{DiffInput, InputSource};
 use super::rules::KernelRules;
 use super::simulate::build_on;
 
