@@ -461,3 +461,50 @@ pub fn render_directors(out: &mut String, report: &BackendReport) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guest(list: &str, stats: &str) -> GuestResult {
+        GuestResult {
+            release: "6.1.176".into(),
+            run: KernelRun::default(),
+            ipvs_list: list.into(),
+            ipvs_stats: stats.into(),
+            ipvs_connections: String::new(),
+        }
+    }
+
+    #[test]
+    fn ipvsadm_listings_line_up_with_lbsims_by_service_real_and_column() {
+        let kernel_list = "IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\nFWM  25 rr\n  -> 10.0.2.1:25                  Masq    1      4          0\n";
+        let kernel_stats = "IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n  -> RemoteAddress:Port\nFWM  25                                  4        4        0      176        0\n  -> 10.0.2.1:25                         4        4        0      176        0\n";
+        let lbsim = SimListing {
+            plain: kernel_list.replace("      4          0", "      3          1"),
+            stats: kernel_stats.into(),
+            templates: 0,
+        };
+        let rows = counters(&guest(kernel_list, kernel_stats), &lbsim);
+        let find = |entry: &str, column: &str| {
+            rows.iter()
+                .find(|r| r.entry == entry && r.column == column)
+                .map(|r| (r.kernel, r.lbsim))
+        };
+        let real = "FWM 25 -> 10.0.2.1:25";
+        assert_eq!(find(real, "ActiveConn"), Some((Some(4), Some(3))));
+        assert_eq!(find(real, "InActConn"), Some((Some(0), Some(1))));
+        assert_eq!(find(real, "InBytes"), Some((Some(176), Some(176))));
+        assert_eq!(find("FWM 25", "Conns"), Some((Some(4), Some(4))));
+        assert_eq!(rows.len(), 2 + 5 + 5);
+    }
+
+    #[test]
+    fn a_port_less_real_names_the_port_it_kept() {
+        let chosen = "10.0.2.1:25".parse().unwrap();
+        assert!(names("10.0.2.1:0".parse().unwrap(), chosen));
+        assert!(names("10.0.2.1:25".parse().unwrap(), chosen));
+        assert!(!names("10.0.2.1:26".parse().unwrap(), chosen));
+        assert!(!names("10.0.2.2:0".parse().unwrap(), chosen));
+    }
+}
