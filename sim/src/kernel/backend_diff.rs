@@ -117,9 +117,9 @@ pub fn run_kernel_side(
 ) -> anyhow::Result<KernelSide> {
     let (backend, note) = resolve(input, choice)?;
     let (mut pipeline, rules) = build_on(backend, &input.appliance, &input.base_dir, input.seed)?;
-    let sim = simulate(&mut pipeline, &input.packets);
-    let listing = listing_of(&pipeline);
     if backend == Backend::Host {
+        let sim = simulate(&mut pipeline, &input.packets);
+        let listing = listing_of(&pipeline);
         let run = run_kernel_traced(&input.packets, &rules, gap)?;
         return Ok(KernelSide {
             sim,
@@ -132,6 +132,7 @@ pub fn run_kernel_side(
             listing,
         });
     }
+    let (sim, listing) = simulate_routable(&mut pipeline, input);
     // A split run gives the guest only the packets the simulator's directors handled, so
     // that IPVS sees what lbsim's director saw (the guest has no shield to drop the rest).
     let selected = (!rules.host_only.is_empty()).then(|| {
@@ -153,6 +154,7 @@ pub fn run_kernel_side(
             .filter(|f| !f.feature.starts_with("director ") && !guest_has(f))
             .collect();
     }
+    leave_out_refused(&mut run, &sim);
     Ok(KernelSide {
         sim,
         run,
@@ -163,6 +165,67 @@ pub fn run_kernel_side(
         note,
         listing,
     })
+}
+
+/// Why a packet the kernel's routing refuses is left out on the guest backend.
+const REFUSED_BY_ROUTING: &str = "refused by the kernel's routing before IPVS (martian): left out of both sides on the guest backend, or lbsim's director, which would schedule it, and IPVS would drift apart";
+
+/// The simulator's side on the guest backend: packets the kernel's routing refuses
+/// (martian addresses, see `diff::refused_by_routing`) never reach IPVS, so lbsim's
+/// director must not see them either, or every later choice of a stateful scheduler (rr,
+/// wlc, …) drifts. They are left out of the simulation and marked not injected; the
+/// others keep their ordinals.
+fn simulate_routable(
+    pipeline: &mut datapath::pipeline::Pipeline,
+    input: &DiffInput,
+) -> (Vec<SimPacket>, SimListing) {
+    let stub = |ordinal: usize, packet: &super::inject::InputPacket| SimPacket {
+        ordinal,
+        input: super::outcome::FrameSummary::of(packet.link, &packet.data),
+        stage: "routing".into(),
+        outcome: Outcome::NotInjected {
+            why: REFUSED_BY_ROUTING.into(),
+        },
+        flow: None,
+        rule: None,
+        backend: None,
+        cost_ns: 0,
+    };
+    let refused: Vec<bool> = input
+        .packets
+        .iter()
+        .enumerate()
+        .map(|(i, p)| super::diff::refused_by_routing(&stub(i, p)).is_some())
+        .collect();
+    let kept: Vec<_> = input
+        .packets
+        .iter()
+        .zip(&refused)
+        .filter(|(_, refused)| !**refused)
+        .map(|(p, _)| p.clone())
+        .collect();
+    let mut simulated = simulate(pipeline, &kept).into_iter();
+    let mut sim = Vec::with_capacity(input.packets.len());
+    for (ordinal, (packet, refused)) in input.packets.iter().zip(&refused).enumerate() {
+        let record = if *refused { None } else { simulated.next() };
+        match record {
+            Some(mut record) => {
+                record.ordinal = ordinal;
+                sim.push(record);
+            }
+            None => sim.push(stub(ordinal, packet)),
+        }
+    }
+    (sim, listing_of(pipeline))
+}
+
+/// The kernel's outcome of packets left out of the simulation: not compared either.
+fn leave_out_refused(run: &mut KernelRun, sim: &[SimPacket]) {
+    for (packet, sim) in run.packets.iter_mut().zip(sim) {
+        if let Outcome::NotInjected { why } = &sim.outcome {
+            packet.outcome = Outcome::NotInjected { why: why.clone() };
+        }
+    }
 }
 
 /// A split run: packets the simulator's directors handled keep the guest's (IPVS)

@@ -306,6 +306,12 @@ fn feature_of(sim: &SimPacket, rules: &KernelRules) -> String {
     }
 }
 
+/// [`routing_refusal`] for a packet's input frame (the guest backend leaves these packets out
+/// of both sides, see `backend_diff`).
+pub fn refused_by_routing(sim: &SimPacket) -> Option<&'static str> {
+    routing_refusal(sim)
+}
+
 /// The kernel's IPv4 routing refuses to forward these whatever the rules say
 /// (`ip_route_input_slow`: martian sources; no multicast routing; limited broadcast).
 fn routing_refusal(sim: &SimPacket) -> Option<&'static str> {
