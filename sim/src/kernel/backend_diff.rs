@@ -109,11 +109,14 @@ fn resolve(input: &DiffInput, choice: BackendChoice) -> anyhow::Result<(Backend,
     }
 }
 
-/// Run the simulator and the chosen kernel on `input`.
+/// Run the simulator and the chosen kernel on `input`. `refused` says which packets the
+/// kernel's routing refuses before any rule (`diff`'s martian checks): on the guest
+/// backend they are left out of both sides.
 pub fn run_kernel_side(
     input: &DiffInput,
     gap: Duration,
     choice: BackendChoice,
+    refused: &dyn Fn(&SimPacket) -> bool,
 ) -> anyhow::Result<KernelSide> {
     let (backend, note) = resolve(input, choice)?;
     let (mut pipeline, rules) = build_on(backend, &input.appliance, &input.base_dir, input.seed)?;
@@ -132,7 +135,7 @@ pub fn run_kernel_side(
             listing,
         });
     }
-    let (sim, listing) = simulate_routable(&mut pipeline, input);
+    let (sim, listing) = simulate_routable(&mut pipeline, input, refused);
     // A split run gives the guest only the packets the simulator's directors handled, so
     // that IPVS sees what lbsim's director saw (the guest has no shield to drop the rest).
     let selected = (!rules.host_only.is_empty()).then(|| {
@@ -171,13 +174,14 @@ pub fn run_kernel_side(
 const REFUSED_BY_ROUTING: &str = "refused by the kernel's routing before IPVS (martian): left out of both sides on the guest backend, or lbsim's director, which would schedule it, and IPVS would drift apart";
 
 /// The simulator's side on the guest backend: packets the kernel's routing refuses
-/// (martian addresses, see `diff::refused_by_routing`) never reach IPVS, so lbsim's
+/// (martian addresses: `refused`) never reach IPVS, so lbsim's
 /// director must not see them either, or every later choice of a stateful scheduler (rr,
 /// wlc, …) drifts. They are left out of the simulation and marked not injected; the
 /// others keep their ordinals.
 fn simulate_routable(
     pipeline: &mut datapath::pipeline::Pipeline,
     input: &DiffInput,
+    refused: &dyn Fn(&SimPacket) -> bool,
 ) -> (Vec<SimPacket>, SimListing) {
     let stub = |ordinal: usize, packet: &super::inject::InputPacket| SimPacket {
         ordinal,
@@ -195,7 +199,7 @@ fn simulate_routable(
         .packets
         .iter()
         .enumerate()
-        .map(|(i, p)| super::diff::refused_by_routing(&stub(i, p)).is_some())
+        .map(|(i, p)| refused(&stub(i, p)))
         .collect();
     let kept: Vec<_> = input
         .packets
