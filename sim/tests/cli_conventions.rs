@@ -53,8 +53,6 @@ fn a_closed_stdout_ends_quietly() {
     assert_quiet_on_closed_stdout(&[
         "run",
         "scenarios/synflood.toml",
-        "--duration",
-        "300ms",
         "--out",
         out,
     ]);
