@@ -50,12 +50,7 @@ fn assert_quiet_on_closed_stdout(args: &[&str]) {
 fn a_closed_stdout_ends_quietly() {
     let out = scratch("closed");
     let out = out.to_str().unwrap();
-    assert_quiet_on_closed_stdout(&[
-        "run",
-        "scenarios/synflood.toml",
-        "--out",
-        out,
-    ]);
+    assert_quiet_on_closed_stdout(&["run", "scenarios/synflood.toml", "--out", out]);
     // Records to stdout: many lines, so the reader closes while sim is still writing.
     assert_quiet_on_closed_stdout(&["replay", "pcaps/gen/synflood-game.pcap", "--packets", "-"]);
     assert_quiet_on_closed_stdout(&[

@@ -131,12 +131,15 @@ fn forcing_cookies_on_and_off_mid_run_changes_the_shield() {
 }
 
 #[test]
-fn a_mode_event_for_an_unknown_context_fails_visibly() {
-    let report = run(&event("100ms", Some("192.0.2.99"), "on"));
-    let statuses: Vec<&str> = report.events.iter().map(|e| e.status.as_str()).collect();
-    assert_eq!(
-        statuses,
-        ["failed: no shield context for 192.0.2.99 (any vlan)"]
+fn a_mode_event_for_an_unknown_context_is_refused_at_load() {
+    // Checked when the scenario loads (located at the key), not left to fail mid-run.
+    let text = format!("{SCENARIO}\n{}", event("100ms", Some("192.0.2.99"), "on"));
+    let error = sim::scenario::parse(Path::new("mode.toml"), &text)
+        .expect_err("an unknown context is refused")
+        .to_string();
+    assert!(
+        error.contains("events[0].context: `192.0.2.99`: no shield context has that destination"),
+        "{error}"
     );
-    assert_eq!(vip_context(&report), (0, vec![]));
+    assert!(error.starts_with("mode.toml:"), "located: {error}");
 }

@@ -111,7 +111,7 @@ fn sim_run_writes_report_html_next_to_json_and_markdown() {
     let _ = std::fs::remove_dir_all(&dir);
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/faults.toml");
     let output = Command::new(env!("CARGO_BIN_EXE_sim"))
-        .args(["run", "--duration", "200ms", "--out"])
+        .args(["run", "--out"])
         .arg(&dir)
         .arg(&scenario)
         .env("CI", "true")
