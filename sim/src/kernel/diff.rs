@@ -50,6 +50,9 @@ use crate::report::Percentiles;
 
 /// The explanations shipped with lbsim.
 pub const KNOWN_DIFFERENCES: &str = include_str!("known-differences.toml");
+/// The class of a kernel drop in a run without trace events that no header or routing
+/// check explains: its deciding rule is unknown, so its class is not compared.
+pub const UNTRACED_DROP: &str = "untraced";
 /// Default gap between injected packets.
 pub const DEFAULT_GAP_US: u64 = 100;
 
@@ -335,7 +338,8 @@ pub fn agrees(sim: &Outcome, kernel: &Outcome, matching: Option<BackendMatch>) -
     let (sim_text, kernel_text) = (sim.text(), kernel.text());
     match (sim, kernel) {
         (Outcome::Drop { reason }, Outcome::Drop { reason: class }) => {
-            Some(simulator_drop_class(reason.as_deref())) == class.as_deref()
+            class.as_deref() == Some(UNTRACED_DROP)
+                || Some(simulator_drop_class(reason.as_deref())) == class.as_deref()
         }
         (Outcome::Forward { .. } | Outcome::Proxy { .. }, _)
             if matching == Some(BackendMatch::StandIn) =>
@@ -394,6 +398,9 @@ pub fn compare(
         explained_per_entry: explanations.iter().map(|e| (e.name.clone(), 0)).collect(),
         ..DiffReport::default()
     };
+    // Without nft trace events (the guest kernel has none) a drop no header or routing check
+    // explains cannot be given a class: it is `untraced`, and agrees with any drop.
+    let traced = kernel.trace == TraceStatus::On;
     for (sim, kernel) in sim.iter().zip(&kernel.packets) {
         if let Outcome::NotInjected { why } = &kernel.outcome {
             *report.not_injected.entry(why.clone()).or_default() += 1;
@@ -401,7 +408,10 @@ pub fn compare(
         }
         let kernel_outcome = match &kernel.outcome {
             Outcome::Drop { .. } => Outcome::Drop {
-                reason: Some(kernel_drop_class(&sim.input, kernel).to_string()),
+                reason: Some(match kernel_drop_class(&sim.input, kernel) {
+                    "stack" if !traced => UNTRACED_DROP.to_string(),
+                    class => class.to_string(),
+                }),
             },
             other => other.clone(),
         };
