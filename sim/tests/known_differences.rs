@@ -226,13 +226,19 @@ fn an_invalid_verdict_on_a_valid_packet_is_not_explained() {
 #[test]
 fn explained_packets_are_counted_per_entry_and_unused_entries_found() {
     let rules = KernelRules::default();
-    let input = syn_from(Ipv4Addr::new(224, 0, 0, 9), VIP, 80);
-    let sim = sim_packet(&input, "forward", forward(&input), None);
-    let kernel = kernel_run(Outcome::Drop { reason: None }, None);
+    // SYN+FIN: the shield drops it, the kernel's conntrack only marks it invalid and forwards.
+    let input = PacketBuilder::eth()
+        .ipv4(CLIENT, VIP)
+        .tcp(40_000, 80)
+        .flags(0x03)
+        .build();
+    let sim = sim_packet(&input, "shield", drop("invalid:tcp_syn_fin"), None);
+    let kernel = kernel_run(forward(&input), None);
     let entries = built_in_explanations();
     let report = compare(&[sim], &kernel, &rules, &entries);
-    assert_eq!(report.explained_per_entry["ipv4-martian-source"], 1);
+    assert_eq!(report.unexplained(), 0);
+    assert_eq!(report.explained_per_entry["tcp-syn-fin-forwarded"], 1);
     let unused = sim::kernel::diff::unused_entries(&report, &entries);
     assert_eq!(unused.len(), entries.len() - 1, "{unused:?}");
-    assert!(!unused.iter().any(|n| n == "ipv4-martian-source"));
+    assert!(!unused.iter().any(|n| n == "tcp-syn-fin-forwarded"));
 }
