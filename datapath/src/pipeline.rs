@@ -27,6 +27,9 @@ use crate::packet::{IfaceId, InvalidReason, LinkType, PacketMeta, ParseOptions, 
 use crate::shield::{EmitBuffer, Shield, Toward};
 use crate::verdict::{DropReason, Stage, TimeNs, Verdict};
 
+mod split;
+pub use split::{Deferred, Local, SharedStages};
+
 /// What happened to one packet.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PacketOutcome {
@@ -40,6 +43,10 @@ pub struct PacketOutcome {
     pub flow_rule: Option<u16>,
     /// Real server chosen by the director.
     pub backend: Option<SocketAddr>,
+    /// The director's virtual service (index) that decided, and whether this packet
+    /// created the connection (for the simulator's persistence checks; not serialized).
+    #[serde(skip)]
+    pub director: Option<(u16, bool)>,
 }
 
 impl PacketOutcome {
@@ -50,6 +57,7 @@ impl PacketOutcome {
             flow: None,
             flow_rule: None,
             backend: None,
+            director: None,
         }
     }
 }
@@ -195,6 +203,16 @@ pub struct Pipeline {
     keep_spares: bool,
     /// That buffer, until taken.
     spare: Option<Vec<u8>>,
+    /// Set when the shared stages were taken out ([`Pipeline::take_shared`]): what they
+    /// are, for the per-queue half of a split run.
+    split: Option<split::SplitInfo>,
+    /// The shared stages are out (split, and not lent back for [`Pipeline::resume`]).
+    lent: bool,
+    /// Work for the shared stages found while processing locally (frames the shield sends
+    /// toward servers), taken with [`Pipeline::take_deferred`].
+    deferred: Vec<split::Deferred>,
+    /// QA settings for shared tables that fired while the shared stages were out.
+    shared_full_pending: Vec<QaTable>,
 }
 
 impl Default for Pipeline {
@@ -227,6 +245,10 @@ impl Pipeline {
             qa_full: Vec::new(),
             keep_spares: false,
             spare: None,
+            split: None,
+            lent: false,
+            deferred: Vec::new(),
+            shared_full_pending: Vec::new(),
         }
     }
 
@@ -288,13 +310,8 @@ impl Pipeline {
         self.emitted.clear();
         self.apply_qa_full_after();
         self.counters.packets += 1;
-        let meta = &mut self.last_meta;
-        parse_into(&self.parse_options, link, &frame, wire_len, iface, meta);
         // Only fragments reach the tracker (its counters change only for them).
-        if meta.frag.is_fragment && meta.invalid.is_none() {
-            meta.invalid = self.fragments.observe(now, meta);
-            self.counters.fragments = self.fragments.counters();
-        }
+        self.parse(now, iface, link, &frame, wire_len);
         let outcome = self.decide(now, iface, link, frame);
         self.counters.count(&outcome);
         outcome
@@ -438,6 +455,10 @@ impl Pipeline {
         iface: IfaceId,
         frame: Vec<u8>,
     ) {
+        if self.lent {
+            self.defer_shield_frame(link, iface, frame);
+            return;
+        }
         let mut meta = PacketMeta::default();
         parse_into(
             &self.parse_options,
@@ -500,6 +521,18 @@ impl LaterStages<'_> {
     /// firewall mark the director looks services up by; the director forwards (rewritten)
     /// or drops; anything else passes unchanged.
     fn classify(&mut self, now: TimeNs, meta: &PacketMeta, frame: &mut Vec<u8>) -> Classified {
+        match self.classify_flows(meta) {
+            Ok((outcome, fwmark)) => self.classify_shared(now, meta, frame, outcome, fwmark),
+            Err(denied) => denied,
+        }
+    }
+
+    /// The flow manager's part of [`Self::classify`] (per queue): `Err` when a `deny` flow
+    /// decided, else the outcome so far and the firewall mark for the director.
+    fn classify_flows(
+        &mut self,
+        meta: &PacketMeta,
+    ) -> Result<(PacketOutcome, Option<u32>), Classified> {
         let mut outcome = PacketOutcome::decided(Stage::Forward, Verdict::Pass);
         let mut fwmark = None;
         if let Some(flows) = self.flows.as_deref_mut()
@@ -511,15 +544,27 @@ impl LaterStages<'_> {
             match hit.action {
                 FlowAction::Drop => {
                     outcome.verdict = Verdict::Drop(DropReason::FlowDeny);
-                    return Classified {
+                    return Err(Classified {
                         outcome,
                         forward: false,
-                    };
+                    });
                 }
                 FlowAction::Mark(mark) => fwmark = Some(mark),
                 FlowAction::Accept | FlowAction::Skip => {}
             }
         }
+        Ok((outcome, fwmark))
+    }
+
+    /// The shared stages' part of [`Self::classify`]: DNAT, the director, SNAT.
+    fn classify_shared(
+        &mut self,
+        now: TimeNs,
+        meta: &PacketMeta,
+        frame: &mut Vec<u8>,
+        mut outcome: PacketOutcome,
+        fwmark: Option<u32>,
+    ) -> Classified {
         let prerouted;
         let meta = match self.nat_prerouting(now, meta, frame, &mut outcome) {
             Ok(Some(rewritten)) => {
@@ -540,6 +585,8 @@ impl LaterStages<'_> {
             outcome.stage = Stage::Director;
             outcome.verdict = decision.verdict;
             outcome.backend = decision.backend;
+            let service = u16::try_from(decision.service).unwrap_or(u16::MAX);
+            outcome.director = Some((service, decision.new_connection));
         }
         if matches!(outcome.verdict, Verdict::Pass | Verdict::Forward) {
             self.nat_postrouting(now, meta, frame, &mut outcome);
@@ -790,6 +837,14 @@ impl Pipeline {
         let full = |t: QaTable| self.qa_full.iter().any(|(applied, _)| *applied == t);
         let shield_tables = (full(QaTable::KnownSessions), full(QaTable::SourceRates));
         match table {
+            QaTable::Connections
+            | QaTable::Persistence
+            | QaTable::LocalityCache
+            | QaTable::Conntrack
+                if self.lent =>
+            {
+                self.shared_full_pending.push(table);
+            }
             QaTable::Connections | QaTable::Persistence | QaTable::LocalityCache => {
                 let Some(directors) = self.directors.as_mut() else {
                     return;
