@@ -196,6 +196,10 @@ impl Pipeline {
         std::mem::swap(&mut self.directors, &mut shared.directors);
         std::mem::swap(&mut self.nat, &mut shared.nat);
         self.lent = false;
+        // Timers advance with every packet, as when every packet met the director first.
+        if let Some(directors) = self.directors.as_mut() {
+            directors.advance(now);
+        }
         for table in std::mem::take(&mut self.shared_full_pending) {
             self.set_table_full(table);
         }

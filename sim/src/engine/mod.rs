@@ -7,9 +7,19 @@
 //! every frame the pipeline emits is routed to the host owning its destination address
 //! (counted as unroutable when none does) over that host's link.
 //!
-//! A run is split into the scenario's receive queues, each with its own pipeline, hosts and
-//! links (bandwidth shared equally), and traffic spread by the client endpoint's hash;
-//! [`crate::run`] runs the shards (in parallel) and merges them in queue order.
+//! A run is split into the scenario's receive queues (shards), each with its own hosts,
+//! links (bandwidth shared equally) and per-queue half of the pipeline (parse, fragment
+//! tracker, shield, flow hit counters, verdict counters), traffic spread by the client
+//! endpoint's hash (a connection's frames, both ways, stay on its client's queue). The
+//! directors and the NAT stage are **one state for all queues** ([`shared`]): shards run in
+//! parallel in windows bounded by the smallest link latency, and the work that needs the
+//! shared stages runs between windows in one order (virtual time, then flow) that depends
+//! neither on `--threads` nor on `queues`. See [`shared`] for the contract and for what
+//! stays per queue.
+//!
+//! Files: `event` (queue events, lanes), `result` (what a shard produces), `setup`
+//! (building a shard), `shard` (its event loop), `timed` (timed scenario events),
+//! `shared` (the shared stages and the window schedule).
 //!
 //! Not here: scenario parsing, report rendering, threads.
 
@@ -22,13 +32,14 @@ pub mod rng;
 pub mod series;
 mod setup;
 mod shard;
+pub mod shared;
 pub mod stack;
 mod timed;
 pub mod world;
 
 use event::{Direction, Event, Held, InFlight, Receiver, lane_of};
 pub use result::{
-    Collect, EventLogEntry, Observer, PacketLine, SecondRow, ShardProbe, ShardResult,
+    Collect, ConnectionLine, TranslatedSyn, reused_tuples, EventLogEntry, Observer, PacketLine, SecondRow, ShardProbe, ShardResult,
     ShardSnapshot, ShardState, Totals,
 };
 use result::{count_row, second_row};
@@ -41,7 +52,9 @@ use std::path::Path;
 
 use datapath::TimeNs;
 use datapath::packet::{LinkType, PacketMeta};
-use datapath::pipeline::{EmittedFrame, PacketOutcome, Pipeline, PipelineCounters};
+use datapath::pipeline::{
+    Deferred, EmittedFrame, Local, PacketOutcome, Pipeline, PipelineCounters,
+};
 use datapath::verdict::{NS_PER_SEC, Verdict};
 use serde::Serialize;
 
@@ -110,6 +123,17 @@ pub struct Engine<'a> {
     /// Sink deliveries counted when sent and actors run ahead (off only in the test that
     /// checks they change nothing).
     shortcuts: bool,
+    /// Events before this time run in the current [`Engine::run_until`] call.
+    limit: TimeNs,
+    /// Virtual time last told to the progress callback.
+    reported: TimeNs,
+    /// The pipeline gave its shared stages away ([`shared`]): work that needs them waits
+    /// in `pending` for the shared pass.
+    split: bool,
+    /// Work waiting for the shared stages, in this shard's order.
+    pending: Vec<shared::Pending>,
+    /// Keep translated SYNs (the pipeline has a NAT stage).
+    track_tuples: bool,
 }
 
 #[cfg(test)]

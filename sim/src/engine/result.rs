@@ -181,6 +181,51 @@ pub struct ShardResult {
     pub appliance: crate::appliance::ApplianceReport,
     /// Fine-grained time series for plots.
     pub series: series::Series,
+    /// Connections the directors created, in this shard's order (merged: by time).
+    pub connections: Vec<ConnectionLine>,
+    /// TCP SYNs the appliance sent with a translated source (NAT scenarios only).
+    pub translated: Vec<TranslatedSyn>,
+}
+
+/// A connection opening the appliance sent with a translated source endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct TranslatedSyn {
+    /// Virtual time.
+    pub at: TimeNs,
+    /// Source and destination as sent.
+    pub translated: (SocketAddr, SocketAddr),
+    /// The client endpoint it was translated from.
+    pub original: SocketAddr,
+}
+
+/// Translated tuples used by more than one client endpoint during the run: for each
+/// translated (source, destination), the distinct original endpoints beyond the first
+/// (what Wireshark flags as `tcp.analysis.reused_ports` on the server side).
+pub fn reused_tuples(syns: &[TranslatedSyn]) -> u64 {
+    let mut originals: BTreeMap<(SocketAddr, SocketAddr), std::collections::BTreeSet<SocketAddr>> =
+        BTreeMap::new();
+    for syn in syns {
+        originals
+            .entry(syn.translated)
+            .or_default()
+            .insert(syn.original);
+    }
+    originals.values().map(|o| o.len() as u64 - 1).sum()
+}
+
+/// One connection a director created: when, for which client, service and real server.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ConnectionLine {
+    /// Virtual time of the packet that created it.
+    pub at: TimeNs,
+    /// Client address and port.
+    pub client: SocketAddr,
+    /// Virtual service (index in the appliance's director order).
+    pub service: u16,
+    /// Real server chosen.
+    pub real: SocketAddr,
+    /// Receive queue that processed the packet.
+    pub queue: u16,
 }
 
 impl ShardResult {
@@ -210,6 +255,8 @@ impl ShardResult {
             mine.merge(theirs);
         }
         self.records.extend(other.records);
+        self.connections.extend(other.connections);
+        self.translated.extend(other.translated);
         self.emitted.extend(other.emitted);
         self.series.merge(&other.series);
     }
@@ -284,6 +331,8 @@ impl<'e> ShardProbe<'e> {
             emitted: Vec::new(),
             appliance: crate::appliance::report(self.pipeline),
             series: result.series.clone(),
+            connections: result.connections.clone(),
+            translated: result.translated.clone(),
         }
     }
 }

@@ -20,6 +20,7 @@ impl<'a> Engine<'a> {
             .collect();
         let mut pipeline =
             crate::appliance::build_pipeline(&scenario.appliance, base_dir, scenario.seed, &names)?;
+        let pipeline_has_nat = pipeline.nat().is_some();
         // Dropped frames' buffers come back to the sources' pool instead of being freed.
         pipeline.keep_spare_frames(true);
         let links = world
@@ -71,6 +72,8 @@ impl<'a> Engine<'a> {
                 emitted: Vec::new(),
                 appliance: crate::appliance::ApplianceReport::default(),
                 series: series::Series::new(series::bucket_ns(scenario.duration.0)),
+                connections: Vec::new(),
+                translated: Vec::new(),
             },
             observer: None,
             next_sample: 0,
@@ -79,6 +82,11 @@ impl<'a> Engine<'a> {
             sink_cursors: Default::default(),
             has_clients: vec![false; world.hosts.len()],
             shortcuts: true,
+            limit: 0,
+            reported: 0,
+            split: false,
+            track_tuples: pipeline_has_nat,
+            pending: Vec::new(),
         };
         engine.build_sources(base_dir)?;
         engine.build_backends();

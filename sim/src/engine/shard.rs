@@ -51,7 +51,15 @@ impl<'a> Engine<'a> {
     }
 
     /// Run to the end of the scenario; `progress` is told how much virtual time passed.
+    /// (For a shard whose pipeline keeps all its stages; see [`super::shared`].)
     pub fn run(mut self, progress: &dyn Fn(TimeNs)) -> ShardResult {
+        self.start();
+        self.run_until(self.end.saturating_add(1), progress);
+        self.end_run(progress)
+    }
+
+    /// Schedule every actor's first wake-up and the timed events.
+    pub(super) fn start(&mut self) {
         for actor in 0..self.actors.len() as u16 {
             self.schedule_wake(actor, 0);
         }
@@ -59,10 +67,21 @@ impl<'a> Engine<'a> {
             self.queue
                 .push(event.get_ref().at().0, Event::Timed(index as u16));
         }
-        let mut reported: TimeNs = 0;
         self.boundary = self.observer.map_or(TimeNs::MAX, |(interval, _)| interval);
+    }
+
+    /// The time of the next event, if it is within the run.
+    pub(super) fn next_time(&self) -> Option<TimeNs> {
+        self.queue.peek_time().filter(|&time| time <= self.end)
+    }
+
+    /// Handle every event before `limit` (and not after the end). Nothing handled here
+    /// makes anything happen before `limit` that is not handled here too: actors run
+    /// ahead only up to it.
+    pub(super) fn run_until(&mut self, limit: TimeNs, progress: &dyn Fn(TimeNs)) {
+        self.limit = limit;
         while let Some(time) = self.queue.peek_time() {
-            if time > self.end {
+            if time > self.end || time >= limit {
                 break;
             }
             if time > self.boundary {
@@ -71,16 +90,20 @@ impl<'a> Engine<'a> {
             let Some((now, event)) = self.queue.pop() else {
                 break;
             };
-            if now - reported >= 1_000_000 {
-                progress(now - reported);
-                reported = now;
+            if now - self.reported >= 1_000_000 {
+                progress(now - self.reported);
+                self.reported = now;
             }
             if now >= self.next_sample {
                 self.sample(now);
             }
             self.handle(now, event);
         }
-        progress(self.end.saturating_sub(reported));
+    }
+
+    /// After the last event: the last progress, the last observer boundaries, the results.
+    pub(super) fn end_run(self, progress: &dyn Fn(TimeNs)) -> ShardResult {
+        progress(self.end.saturating_sub(self.reported));
         if self.boundary < self.end {
             self.observe_until(self.boundary, self.end - 1);
         }
@@ -106,6 +129,8 @@ impl<'a> Engine<'a> {
                 emitted: Vec::new(),
                 appliance: result.appliance.clone(),
                 series: result.series.clone(),
+                connections: result.connections.clone(),
+                translated: result.translated.clone(),
             };
             observer(ShardSnapshot {
                 queue,
@@ -122,7 +147,7 @@ impl<'a> Engine<'a> {
         // An event at the very end of a run that ends on a bucket boundary starts no bucket
         // of the run (whether such an event exists must not change the series).
         if now < self.end || !self.end.is_multiple_of(series.bucket_ns) {
-            series.sample_active(now, &self.pipeline);
+            series.sample_active(now, self.pipeline.directors());
         }
         self.next_sample = (now / series.bucket_ns + 1) * series.bucket_ns;
     }
@@ -197,6 +222,7 @@ impl<'a> Engine<'a> {
             .min(self.next_sample)
             .min(self.boundary.saturating_add(1))
             .min(self.end.saturating_add(1))
+            .min(self.limit)
     }
 
     pub(super) fn after_actor(&mut self, now: TimeNs, actor: u16, next: Option<TimeNs>) {
@@ -325,32 +351,107 @@ impl<'a> Engine<'a> {
     pub(super) fn at_appliance(&mut self, now: TimeNs, host: HostId, frame: Vec<u8>) {
         let iface = self.world.hosts[usize::from(host)].iface;
         let wire_len = frame.len() as u32;
-        let outcome = self
+        if !self.split {
+            let outcome = self
+                .pipeline
+                .process(now, iface, LinkType::Ethernet, frame, wire_len);
+            return self.after_pipeline(now, Some(outcome));
+        }
+        match self
             .pipeline
-            .process(now, iface, LinkType::Ethernet, frame, wire_len);
+            .process_local(now, iface, LinkType::Ethernet, frame, wire_len)
+        {
+            Local::Done(outcome) => self.after_pipeline(now, Some(outcome)),
+            Local::Deferred(work) => self.defer(now, work),
+        }
+        if self.pipeline.has_deferred() {
+            let frames: Vec<_> = self.pipeline.take_deferred().collect();
+            for work in frames {
+                self.defer(now, work);
+            }
+        }
+    }
+
+    /// Work for the shared stages, kept for the shared pass.
+    fn defer(&mut self, now: TimeNs, work: Deferred) {
+        let order = self.pending.len() as u64;
+        self.pending.push(shared::Pending::work(now, order, work));
+    }
+
+    /// Count what the pipeline decided (`None`: frames the shield sent, no packet of their
+    /// own) and route what it emitted.
+    pub(super) fn after_pipeline(&mut self, now: TimeNs, outcome: Option<PacketOutcome>) {
         if let Some(buffer) = self.pipeline.take_spare_frame() {
             self.outbox.recycle(buffer);
         }
         let mut emitted = std::mem::take(&mut self.emitted);
         self.pipeline.drain_emitted_into(&mut emitted);
-        self.count_outcome(now, &outcome, emitted.len());
-        if self.collect.records {
-            if self.result.records.len() < RECORD_CAPACITY {
-                self.result.records.push(PacketLine {
-                    time: now,
-                    queue: self.queue_index,
-                    meta: self.pipeline.last_meta().clone(),
-                    outcome,
-                    emitted: emitted.len() as u16,
-                });
-            } else {
-                self.result.totals.not_kept += 1;
+        match outcome {
+            Some(outcome) => {
+                self.count_outcome(now, &outcome, emitted.len());
+                self.record(now, outcome, emitted.len());
+            }
+            None => {
+                self.result.totals.emitted += emitted.len() as u64;
+                self.second(now).emitted += emitted.len() as u64;
+                let row = self.result.series.row(now, &mut self.cursors.1);
+                row.emitted += emitted.len() as u64;
+            }
+        }
+        if self.track_tuples {
+            for frame in &emitted {
+                self.note_translated(now, &frame.frame);
             }
         }
         for frame in emitted.drain(..) {
             self.route(now, frame.frame);
         }
         self.emitted = emitted;
+    }
+
+    /// A TCP SYN the appliance sends with another source endpoint than the packet it
+    /// processed had: a NAT-translated connection opening, kept for the reuse check.
+    fn note_translated(&mut self, now: TimeNs, frame: &[u8]) {
+        use datapath::packet::{ParseOptions, parse_into};
+        let mut meta = PacketMeta::default();
+        let options = ParseOptions::default();
+        parse_into(&options, LinkType::Ethernet, frame, frame.len() as u32, 0, &mut meta);
+        let syn = meta.tcp_flags & 0x12 == 0x02;
+        let input = self.pipeline.last_meta();
+        let endpoint = |ip: Option<IpAddr>, port: Option<u16>| Some(SocketAddr::new(ip?, port?));
+        let (Some(src), Some(dst), Some(original)) = (
+            endpoint(meta.src, meta.sport),
+            endpoint(meta.dst, meta.dport),
+            endpoint(input.src, input.sport),
+        ) else {
+            return;
+        };
+        if syn && src != original {
+            let line = TranslatedSyn {
+                at: now,
+                translated: (src, dst),
+                original,
+            };
+            self.result.translated.push(line);
+        }
+    }
+
+    /// Keep a per-packet record (`--packets`).
+    fn record(&mut self, now: TimeNs, outcome: PacketOutcome, emitted: usize) {
+        if !self.collect.records {
+            return;
+        }
+        if self.result.records.len() < RECORD_CAPACITY {
+            self.result.records.push(PacketLine {
+                time: now,
+                queue: self.queue_index,
+                meta: self.pipeline.last_meta().clone(),
+                outcome,
+                emitted: emitted as u16,
+            });
+        } else {
+            self.result.totals.not_kept += 1;
+        }
     }
 
     pub(super) fn count_outcome(&mut self, now: TimeNs, outcome: &PacketOutcome, emitted: usize) {
@@ -366,6 +467,18 @@ impl<'a> Engine<'a> {
         if let Some(backend) = outcome.backend {
             *self.result.backends.entry(backend).or_default() += 1;
             self.result.series.count_backend(now, backend);
+        }
+        if let (Some((service, true)), Some(real)) = (outcome.director, outcome.backend) {
+            let meta = self.pipeline.last_meta();
+            if let (Some(address), Some(port)) = (meta.src, meta.sport) {
+                self.result.connections.push(ConnectionLine {
+                    at: now,
+                    client: SocketAddr::new(address, port),
+                    service,
+                    real,
+                    queue: self.queue_index,
+                });
+            }
         }
         count_row(self.second(now), outcome, emitted);
         count_row(
@@ -462,8 +575,10 @@ impl<'a> Engine<'a> {
         series.record_modes(self.queue_index, &self.pipeline);
         let buckets = self.end.div_ceil(series.bucket_ns) as usize;
         // Buckets after the last event's start with the final state.
-        series.fill_active(buckets, &self.pipeline);
+        series.fill_active(buckets, self.pipeline.directors());
         series.finish(buckets);
+        // Shared timed events are logged when the shared pass runs them.
+        self.result.events.sort_by_key(|e| e.at_ns);
         self.result.totals.event_overflow = self.queue.overflow();
         let out_of_order = self
             .queue

@@ -1,12 +1,20 @@
 //! Timed scenario events: link changes, server down/up and weights, shield modes.
 
 use super::*;
+use datapath::director::Directors;
 
 impl Engine<'_> {
     pub(super) fn timed(&mut self, now: TimeNs, index: u16) {
         let event = self.scenario.events[usize::from(index)].get_ref().clone();
         let status = match &event {
             TimedEvent::Link { .. } => self.link_event(&event),
+            // The shared stages' events: once (queue 0 logs them), in the shared order.
+            _ if self.split && is_director_event(&event) => {
+                if self.queue_index != 0 {
+                    return;
+                }
+                return self.pending.push(shared::Pending::timed(now, index));
+            }
             other => apply_stage_event(&mut self.pipeline, other),
         };
         self.result.events.push(EventLogEntry {
@@ -68,18 +76,39 @@ impl Engine<'_> {
 /// `pipeline.set_syn_cookie_mode(context, mode, now)` and returns `"applied"`.
 pub fn apply_stage_event(pipeline: &mut Pipeline, event: &TimedEvent) -> String {
     match event {
+        TimedEvent::Mode {
+            at,
+            context,
+            syn_cookies,
+        } => mode_event(pipeline, at.0, *context, syn_cookies),
+        TimedEvent::Link { .. } => "applied".into(),
+        director_event => apply_director_event(pipeline.directors_mut(), director_event),
+    }
+}
+
+/// Whether a timed event changes the directors (server down/up, weight).
+pub(super) fn is_director_event(event: &TimedEvent) -> bool {
+    matches!(
+        event,
+        TimedEvent::ServerDown { .. } | TimedEvent::ServerUp { .. } | TimedEvent::Weight { .. }
+    )
+}
+
+/// Apply a server down/up or weight event to the directors (other events: ignored).
+pub fn apply_director_event(directors: Option<&mut Directors>, event: &TimedEvent) -> String {
+    match event {
         TimedEvent::ServerDown {
             at,
             director,
             server,
-        } => director_event(pipeline, director.as_deref(), |d, name| {
+        } => director_event(directors, director.as_deref(), |d, name| {
             d.set_down(at.0, name, *server)
         }),
         TimedEvent::ServerUp {
             at,
             director,
             server,
-        } => director_event(pipeline, director.as_deref(), |d, name| {
+        } => director_event(directors, director.as_deref(), |d, name| {
             d.set_up(at.0, name, *server)
         }),
         TimedEvent::Weight {
@@ -89,16 +118,11 @@ pub fn apply_stage_event(pipeline: &mut Pipeline, event: &TimedEvent) -> String 
             weight,
         } => {
             let weight = i32::try_from(*weight).unwrap_or(i32::MAX);
-            director_event(pipeline, director.as_deref(), |d, name| {
+            director_event(directors, director.as_deref(), |d, name| {
                 d.set_weight(at.0, name, *server, weight)
             })
         }
-        TimedEvent::Mode {
-            at,
-            context,
-            syn_cookies,
-        } => mode_event(pipeline, at.0, *context, syn_cookies),
-        TimedEvent::Link { .. } => "applied".into(),
+        TimedEvent::Mode { .. } | TimedEvent::Link { .. } => "ignored: not a director event".into(),
     }
 }
 
@@ -128,14 +152,14 @@ fn mode_event(pipeline: &mut Pipeline, now: u64, context: Option<IpAddr>, settin
 
 /// Apply a health change to the named director, or to every director that has the server.
 fn director_event(
-    pipeline: &mut Pipeline,
+    directors: Option<&mut Directors>,
     director: Option<&str>,
     mut change: impl FnMut(
         &mut datapath::director::Directors,
         &str,
     ) -> Result<(), datapath::director::HealthError>,
 ) -> String {
-    let Some(directors) = pipeline.directors_mut() else {
+    let Some(directors) = directors else {
         return "ignored: no director configured".into();
     };
     let names: Vec<String> = match director {

@@ -398,6 +398,10 @@ pub struct TcpClientsSpec {
     pub rate: Rate,
     /// Where to connect.
     pub dst: SocketAddr,
+    /// Destination ports to spread each client's connections over, in turn (a client's
+    /// `k`-th connection goes to `ports[k % len]`); absent: `dst`'s port only.
+    #[serde(default)]
+    pub ports: Vec<u16>,
     /// Response bytes each request asks for.
     #[serde(default = "default_response_bytes")]
     pub response_bytes: u32,

@@ -120,6 +120,9 @@ fn validate_traffic(spec: &TrafficSpec) -> Result<(), String> {
             if tcp.rate.0 == 0 || tcp.clients == 0 {
                 return Err("rate and clients must be positive".into());
             }
+            if tcp.ports.contains(&0) {
+                return Err("ports must be 1 to 65535".into());
+            }
         }
         TrafficSpec::UdpClients(udp) => {
             if udp.rate.0 == 0 || udp.clients == 0 {
