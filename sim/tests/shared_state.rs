@@ -59,7 +59,12 @@ fn translated(output: &RunOutput) -> BTreeSet<(SocketAddr, SocketAddr, SocketAdd
 
 #[test]
 fn director_and_nat_results_do_not_depend_on_queues() {
-    for name in ["multiport-fwmark", "nat-masquerade", "failover", "flows-doc"] {
+    for name in [
+        "multiport-fwmark",
+        "nat-masquerade",
+        "failover",
+        "flows-doc",
+    ] {
         let loaded = load(name);
         let one = run(&loaded, 1, 1);
         assert!(!one.merged.connections.is_empty(), "{name}: no connections");
@@ -67,9 +72,16 @@ fn director_and_nat_results_do_not_depend_on_queues() {
             let many = run(&loaded, queues, 2);
             let (a, b) = (backends(&one), backends(&many));
             let differ: Vec<_> = a.iter().filter(|(k, v)| b.get(k) != Some(v)).collect();
-            assert!(a.len() == b.len() && differ.is_empty(), "{name}: {queues} queues: {differ:?}");
+            assert!(
+                a.len() == b.len() && differ.is_empty(),
+                "{name}: {queues} queues: {differ:?}"
+            );
             assert_eq!(ipvsadm(&one), ipvsadm(&many), "{name}: {queues} queues");
-            assert_eq!(translated(&one), translated(&many), "{name}: {queues} queues");
+            assert_eq!(
+                translated(&one),
+                translated(&many),
+                "{name}: {queues} queues"
+            );
         }
     }
 }
@@ -99,7 +111,11 @@ fn persistence_holds_for_an_fwmark_80_443_service_at_1_2_4_queues() {
         assert!(ports.contains(&80) && ports.contains(&443), "{ports:?}");
         let per_client = backends(&output);
         let web_clients = per_client.keys().map(|c| c.ip()).collect::<BTreeSet<_>>();
-        assert!(web_clients.len() >= 40, "{queues} queues: {}", web_clients.len());
+        assert!(
+            web_clients.len() >= 40,
+            "{queues} queues: {}",
+            web_clients.len()
+        );
         assert_eq!(clients_on_two_reals(&output), 0, "{queues} queues");
     }
 }
@@ -110,7 +126,11 @@ fn no_translated_tuple_is_reused_at_any_queue_count() {
     for queues in [1, 2, 4] {
         let output = run(&loaded, queues, 2);
         assert!(output.merged.translated.len() > 50, "{queues} queues");
-        assert_eq!(reused_tuples(&output.merged.translated), 0, "{queues} queues");
+        assert_eq!(
+            reused_tuples(&output.merged.translated),
+            0,
+            "{queues} queues"
+        );
     }
 }
 
@@ -122,8 +142,42 @@ fn reports_are_identical_for_1_2_and_4_threads_with_shared_state() {
             let reference = sim::report::deterministic_json(&run(&loaded, queues, 1).report);
             for threads in [2, 4] {
                 let other = sim::report::deterministic_json(&run(&loaded, queues, threads).report);
-                assert!(reference == other, "{name}: {queues} queues, {threads} threads");
+                assert!(
+                    reference == other,
+                    "{name}: {queues} queues, {threads} threads"
+                );
             }
         }
+    }
+}
+
+/// The real servers `sim director which` hands out for the run's new connections, fed in
+/// the run's arrival order, equal the run's: one scheduler state (rr/wrr cursor) for all
+/// queues.
+#[test]
+fn rr_and_wrr_sequences_equal_director_which_for_the_same_arrivals() {
+    use datapath::director::{DirectorOptions, Directors};
+    for (name, queues) in [("nat-masquerade", 2), ("faults", 2), ("nat-masquerade", 4)] {
+        let loaded = load(name);
+        let output = run(&loaded, queues, 2);
+        let configs = &loaded.scenario.appliance.director;
+        let mut directors = Directors::build(configs, DirectorOptions::default()).unwrap();
+        let vip = |service: u16| {
+            let config = &configs[usize::from(service)];
+            format!("{}:{}", config.vip.unwrap(), config.port.unwrap())
+        };
+        let (mut run_order, mut which_order) = (Vec::new(), Vec::new());
+        for (index, line) in output.merged.connections.iter().enumerate() {
+            let text = format!("tcp {} > {}", line.client, vip(line.service));
+            let answer = sim::director_cli::answer(&mut directors, index as u64, &text).unwrap();
+            run_order.push(line.real.to_string());
+            which_order.push(answer.backend.unwrap_or_default());
+        }
+        assert!(
+            run_order.len() > 50,
+            "{name}: {} connections",
+            run_order.len()
+        );
+        assert_eq!(run_order, which_order, "{name} at {queues} queues");
     }
 }

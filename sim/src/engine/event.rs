@@ -92,3 +92,26 @@ pub(super) enum Receiver {
     Actor(u16),
     Sink,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use queue::Packed;
+
+    #[test]
+    fn events_pack_and_unpack() {
+        let slot_max = (1 << EVENT_KIND_SHIFT) - 1;
+        assert!(IN_FLIGHT_CAPACITY <= slot_max as usize + 1);
+        for event in [
+            Event::Wake(0),
+            Event::Wake(u16::MAX),
+            Event::Lane(7),
+            Event::Frame(0),
+            Event::Frame(slot_max),
+            Event::Timed(u16::MAX),
+        ] {
+            assert!(event.pack() < 1 << queue::EVENT_BITS);
+            assert_eq!(Event::unpack(event.pack()), event);
+        }
+    }
+}

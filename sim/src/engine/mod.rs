@@ -39,8 +39,8 @@ pub mod world;
 
 use event::{Direction, Event, Held, InFlight, Receiver, lane_of};
 pub use result::{
-    Collect, ConnectionLine, TranslatedSyn, reused_tuples, EventLogEntry, Observer, PacketLine, SecondRow, ShardProbe, ShardResult,
-    ShardSnapshot, ShardState, Totals,
+    Collect, ConnectionLine, EventLogEntry, Observer, PacketLine, SecondRow, ShardProbe,
+    ShardResult, ShardSnapshot, ShardState, Totals, TranslatedSyn, reused_tuples,
 };
 use result::{count_row, second_row};
 pub use setup::source_name;
@@ -139,24 +139,6 @@ pub struct Engine<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use queue::Packed;
-
-    #[test]
-    fn events_pack_and_unpack() {
-        let slot_max = (1 << EVENT_KIND_SHIFT) - 1;
-        assert!(IN_FLIGHT_CAPACITY <= slot_max as usize + 1);
-        for event in [
-            Event::Wake(0),
-            Event::Wake(u16::MAX),
-            Event::Lane(7),
-            Event::Frame(0),
-            Event::Frame(slot_max),
-            Event::Timed(u16::MAX),
-        ] {
-            assert!(event.pack() < 1 << queue::EVENT_BITS);
-            assert_eq!(Event::unpack(event.pack()), event);
-        }
-    }
 
     /// A flood with latency on both sides of its link plus legitimate clients, backends, a
     /// timed event and a link change: every per-shard result is the same with the shortcuts

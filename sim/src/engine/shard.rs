@@ -415,7 +415,14 @@ impl<'a> Engine<'a> {
         use datapath::packet::{ParseOptions, parse_into};
         let mut meta = PacketMeta::default();
         let options = ParseOptions::default();
-        parse_into(&options, LinkType::Ethernet, frame, frame.len() as u32, 0, &mut meta);
+        parse_into(
+            &options,
+            LinkType::Ethernet,
+            frame,
+            frame.len() as u32,
+            0,
+            &mut meta,
+        );
         let syn = meta.tcp_flags & 0x12 == 0x02;
         let input = self.pipeline.last_meta();
         let endpoint = |ip: Option<IpAddr>, port: Option<u16>| Some(SocketAddr::new(ip?, port?));

@@ -65,7 +65,17 @@ impl Pending {
 }
 
 /// The shared pass's order of one piece of work (see the module doc).
-type Key = (TimeNs, u8, u8, Option<IpAddr>, u16, Option<IpAddr>, u16, u16, u64);
+type Key = (
+    TimeNs,
+    u8,
+    u8,
+    Option<IpAddr>,
+    u16,
+    Option<IpAddr>,
+    u16,
+    u16,
+    u64,
+);
 
 fn key(pending: &Pending, queue: u16) -> Key {
     let (at, order) = (pending.at, pending.order);
@@ -76,7 +86,9 @@ fn key(pending: &Pending, queue: u16) -> Key {
             let class = 1 + u8::from(work.is_shield_frame());
             let proto = meta.proto.unwrap_or(0);
             let (sport, dport) = (meta.sport.unwrap_or(0), meta.dport.unwrap_or(0));
-            (at, class, proto, meta.src, sport, meta.dst, dport, queue, order)
+            (
+                at, class, proto, meta.src, sport, meta.dst, dport, queue, order,
+            )
         }
     }
 }
@@ -210,7 +222,12 @@ impl SharedRun {
             };
             if pool.current_num_threads() > 1 {
                 let costs = &mut self.costs;
-                pool.install(|| engines.par_iter_mut().zip(costs.par_iter_mut()).for_each(step));
+                pool.install(|| {
+                    engines
+                        .par_iter_mut()
+                        .zip(costs.par_iter_mut())
+                        .for_each(step)
+                });
             } else {
                 engines.iter_mut().zip(self.costs.iter_mut()).for_each(step);
             }

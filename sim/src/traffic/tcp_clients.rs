@@ -160,10 +160,7 @@ impl TcpClients {
         let rx = tcp::SocketBuffer::new(vec![0; CLIENT_RX_BUFFER]);
         let tx = tcp::SocketBuffer::new(vec![0; CLIENT_TX_BUFFER]);
         let mut socket = tcp::Socket::new(rx, tx);
-        let remote = (
-            smoltcp::wire::IpAddress::from(self.spec.dst.ip()),
-            dport,
-        );
+        let remote = (smoltcp::wire::IpAddress::from(self.spec.dst.ip()), dport);
         self.tcp.attempted += 1;
         if socket
             .connect(client.stack.iface.context(), remote, port)
