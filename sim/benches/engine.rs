@@ -13,7 +13,7 @@ use sim::run::{RunOptions, run_scenario};
 const PACKETS: u64 = 100_000;
 
 fn synflood(c: &mut Criterion) {
-    let text = sim::bench::compare::flood_scenario_on(PACKETS as usize, 2, "");
+    let text = sim::cli::bench::compare::flood_scenario_on(PACKETS as usize, 2, "");
     let loaded = sim::scenario::parse(Path::new("bench.toml"), &text).expect("valid scenario");
     let mut group = c.benchmark_group("engine_synflood");
     group.throughput(Throughput::Elements(PACKETS));

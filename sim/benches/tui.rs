@@ -2,7 +2,7 @@
 //! flat out
 //! (a) plain, with one thread per queue as the TUI uses;
 //! (b) under a live TUI session at full speed, its model fed at the default refresh rate
-//!     ([`sim::tui::REFRESH`] of wall time): the shards send counters every interval and full
+//!     ([`sim::cli::tui::REFRESH`] of wall time): the shards send counters every interval and full
 //!     results once per refresh, the UI thread merges them and builds a frame per refresh;
 //! (c) as (b), plus drawing the screen (120×40) on ratatui's `TestBackend` every refresh.
 //!
@@ -22,12 +22,12 @@ use std::time::{Duration, Instant};
 
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
+use sim::cli::tui::app::SPEED_EXPONENT_MAX;
+use sim::cli::tui::feed::Wait;
+use sim::cli::tui::{REFRESH, Session};
 use sim::engine::Collect;
 use sim::run::{RunOptions, RunOutput, run_scenario};
 use sim::scenario::{self, DurationNs, LoadedScenario};
-use sim::tui::app::SPEED_EXPONENT_MAX;
-use sim::tui::feed::Wait;
-use sim::tui::{REFRESH, Session};
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)

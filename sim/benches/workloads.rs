@@ -1,5 +1,5 @@
 //! Every per-packet `sim bench` workload as a criterion benchmark, from the same
-//! definitions (`sim::bench::workloads`): parse, shield (denylist drop, SYN → cookie, cookie
+//! definitions (`sim::cli::bench::workloads`): parse, shield (denylist drop, SYN → cookie, cookie
 //! ACK → proxy), flows (10/100/1,000), new connections per scheduler, established NAT, the
 //! mixed full pipeline, and pcap file replay through the full pipeline. Throughput is in
 //! packets (criterion's elem/s; Mpps = elem/s / 1e6). Each workload's outcomes are checked
@@ -14,8 +14,8 @@ use std::io::Sink;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use datapath::packet::{PacketMeta, ParseOptions};
-use sim::bench::measure::{Runner, counted_parse, counted_pass, owned};
-use sim::bench::workloads::{
+use sim::cli::bench::measure::{Runner, counted_parse, counted_pass, owned};
+use sim::cli::bench::workloads::{
     BenchFrame, Body, PipelineWorkload, names, temp_path, workload, write_pcap,
 };
 
@@ -70,7 +70,7 @@ fn replay(criterion: &mut Criterion, work: &PipelineWorkload) {
         bencher.iter_batched(
             || work.ready().expect("pipeline").0,
             |mut pipeline| {
-                let outcome = sim::replay::replay_files(
+                let outcome = sim::cli::replay::replay_files(
                     std::slice::from_ref(&path),
                     &ParseOptions::default(),
                     Some(&mut pipeline),

@@ -227,7 +227,7 @@ fn load_flows(
     };
     FlowTable::from_source(&source, &table_config).map_err(|errors| {
         let rendered =
-            crate::flows_cli::render_errors(&path.display().to_string(), &source, &errors);
+            crate::diagnostics::render_errors(&path.display().to_string(), &source, &errors);
         anyhow::anyhow!(
             "{} error(s) in {}:\n{rendered}",
             errors.len(),

@@ -71,7 +71,7 @@ pub fn flowmgr(data: &[u8]) {
     match FlowTable::from_source(source, &config) {
         Err(errors) => {
             assert!(!errors.is_empty());
-            let _ = crate::flows_cli::render_errors("fuzz.flowmgr", source, &errors);
+            let _ = crate::diagnostics::render_errors("fuzz.flowmgr", source, &errors);
         }
         Ok(table) => {
             let _ = datapath::flows::compile::nft(&table);

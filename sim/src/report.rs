@@ -16,10 +16,10 @@ use datapath::packet::fragments::FragmentCounters;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::engine::world::World;
+use crate::actors::{BackendStats, TcpStats, UdpStats};
 use crate::engine::{EventLogEntry, SecondRow, ShardResult, Totals};
+use crate::net::world::World;
 use crate::scenario::{Expect, Scenario};
-use crate::traffic::{BackendStats, TcpStats, UdpStats};
 
 /// The deterministic report.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -296,12 +296,7 @@ impl Measured {
     }
 }
 
-/// CPU time the calling thread has run so far (ns), from `/proc/thread-self/schedstat`;
-/// `None` where that file is unavailable. Measurement code only: never feeds a result.
-pub fn thread_cpu_ns() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    text.split_whitespace().next()?.parse().ok()
-}
+pub use crate::engine::shared::thread_cpu_ns;
 
 /// Success ratio over the attempts that finished (succeeded or failed); attempts still in
 /// flight when the run ends count for neither. Nothing finished: 0 (no evidence of success).

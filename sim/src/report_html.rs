@@ -9,8 +9,8 @@
 
 use std::fmt::Write as _;
 
-use crate::plan::html::{Axes, Chart, Series, svg_with};
 use crate::report::{Measured, Report};
+use crate::svg::{Axes, Chart, Series, svg_with};
 
 const LINES_MAX: usize = 16;
 
@@ -207,7 +207,7 @@ figure{margin:1.5em 0}.pass{color:#2a7d2a}.fail{color:#b22222}";
 
 /// The whole page.
 pub fn page(report: &Report, measured: Option<&Measured>) -> anyhow::Result<String> {
-    let escape = crate::plan::html::escape;
+    let escape = crate::svg::escape;
     let name = escape(&report.scenario);
     let (class, verdict) = if report.passed {
         ("pass", "PASS")

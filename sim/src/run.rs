@@ -1,59 +1,29 @@
-//! `sim run SCENARIO`: load a scenario, run its receive queues (in parallel with rayon, each
-//! shard its own pipeline), merge them in queue order, check `[expect]`, print a summary and
-//! write `report.json` / `report.md` / `report.html` (plus `--packets` records and a `--pcap-out` capture).
+//! Running a loaded scenario: its receive queues run (in parallel with rayon, each shard its
+//! own pipeline) and merge in queue order into the report; the summary text and the
+//! `--packets` / `--pcap-out` writers. The `sim run` command itself is [`crate::cli::run`].
 //!
 //! `--threads 1` and `--threads N` give byte-identical deterministic reports: the number of
 //! shards is the scenario's `queues`, not the thread count. Not here: the simulation itself
 //! (see [`crate::engine`]).
 
 use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use datapath::TimeNs;
 use datapath::verdict::Stage;
-use indicatif::{ProgressBar, ProgressStyle};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::{DataLink, TsResolution};
 use serde::Serialize;
 
-use crate::engine::world::World;
 use crate::engine::{Collect, Engine, PacketLine, ShardResult};
+use crate::net::world::World;
 use crate::record::PacketRecord;
 use crate::report::{self, Measured, Report};
-use crate::scenario::{self, LoadedScenario};
-
-/// Arguments of `sim run`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct RunArgs {
-    /// The scenario file.
-    pub scenario: PathBuf,
-    /// Override the scenario's seed.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Override the scenario's duration (e.g. `500ms`).
-    #[arg(long, value_parser = scenario::units::parse_duration)]
-    pub duration: Option<TimeNs>,
-    /// Worker threads (results do not depend on it).
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
-    /// Report directory (default `reports/<name>`).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Write one JSON record per processed packet to this file.
-    #[arg(long, value_name = "FILE.jsonl")]
-    pub packets: Option<PathBuf>,
-    /// Write what the pipeline emitted to this pcap file.
-    #[arg(long, value_name = "FILE.pcap")]
-    pub pcap_out: Option<PathBuf>,
-    /// Watch the run live in a terminal UI (see `sim tui`); the report is written as usual.
-    #[arg(long)]
-    pub tui: bool,
-}
+use crate::scenario::LoadedScenario;
 
 /// How to run.
 #[derive(Clone, Copy, Debug)]
@@ -197,20 +167,6 @@ pub fn write_pcap(path: &Path, frames: &[(TimeNs, Vec<u8>)]) -> anyhow::Result<(
     Ok(())
 }
 
-fn progress_bar(total_ns: u64) -> ProgressBar {
-    let hidden = !std::io::stderr().is_terminal() || std::env::var_os("CI").is_some();
-    if hidden {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total_ns / 1_000_000);
-    if let Ok(style) =
-        ProgressStyle::with_template("{bar:40} {pos}/{len} virtual ms (all queues) {elapsed}")
-    {
-        bar.set_style(style);
-    }
-    bar
-}
-
 /// One-paragraph summary for the terminal.
 pub fn summary(report: &Report, measured: &Measured) -> String {
     let mut text = format!(
@@ -255,72 +211,4 @@ pub fn summary(report: &Report, measured: &Measured) -> String {
         );
     }
     text
-}
-
-/// The `sim run` command.
-pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let mut loaded = scenario::load(&args.scenario)?;
-    if let Some(seed) = args.seed {
-        loaded.scenario.seed = seed;
-    }
-    if let Some(duration) = args.duration {
-        loaded.scenario.duration = scenario::DurationNs(duration);
-    }
-    let options = RunOptions {
-        threads: args.threads,
-        collect: Collect {
-            records: args.packets.is_some(),
-            emitted: args.pcap_out.is_some(),
-        },
-    };
-    let output = if args.tui {
-        crate::tui::run_live(&loaded, options)?
-    } else {
-        let bar = progress_bar(loaded.scenario.duration.0 * u64::from(loaded.scenario.queues));
-        let output = run_scenario(&loaded, options, &|ns| bar.inc(ns / 1_000_000))?;
-        bar.finish_and_clear();
-        output
-    };
-    // Invariant: every frame ends in exactly one counted outcome. A mismatch is a bug in
-    // the engine, never a property of the scenario: fail loudly, with the seed.
-    if let Some(imbalance) = output.report.totals.frame_imbalance()
-        && imbalance != 0
-    {
-        anyhow::bail!(
-            "internal error: {imbalance} frame(s) unaccounted for in scenario {} (seed {})",
-            output.report.scenario,
-            output.report.seed
-        );
-    }
-    let out_dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| Path::new("reports").join(&output.report.scenario));
-    std::fs::create_dir_all(&out_dir)
-        .with_context(|| format!("cannot create {}", out_dir.display()))?;
-    std::fs::write(
-        out_dir.join("report.json"),
-        report::full_json(&output.report, &output.measured),
-    )?;
-    std::fs::write(
-        out_dir.join("report.md"),
-        report::markdown(&output.report, Some(&output.measured)),
-    )?;
-    std::fs::write(
-        out_dir.join("report.html"),
-        crate::report_html::page(&output.report, Some(&output.measured))?,
-    )?;
-    if let Some(path) = &args.packets {
-        write_records(path, &output.merged.records)?;
-    }
-    if let Some(path) = &args.pcap_out {
-        write_pcap(path, &output.merged.emitted)?;
-    }
-    print!("{}", summary(&output.report, &output.measured));
-    println!("report: {}", out_dir.join("report.md").display());
-    Ok(if output.report.passed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use sim::bench::callgrind::{Baseline, KEY_WORKLOADS, Status, compare};
+use sim::cli::bench::callgrind::{Baseline, KEY_WORKLOADS, Status, compare};
 
 fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -45,11 +45,13 @@ fn the_script_runs_the_key_workloads_and_they_exist() {
     for name in KEY_WORKLOADS {
         if let Some(scenario) = name.strip_prefix("engine_synflood") {
             // A whole scenario, not a per-packet workload: it must build.
-            assert!(sim::bench::compare::engine_scenario(64, scenario == "_cookies").is_ok());
+            assert!(sim::cli::bench::compare::engine_scenario(64, scenario == "_cookies").is_ok());
             continue;
         }
         assert!(
-            sim::bench::workloads::workload(name).unwrap().is_some(),
+            sim::cli::bench::workloads::workload(name)
+                .unwrap()
+                .is_some(),
             "{name}"
         );
     }

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use sim::check::{CaseStatus, check_paths, render, tally};
-use sim::generate::{GenKind, GenSpec, corpus_specs, generate};
+use sim::cli::check::{CaseStatus, check_paths, render, tally};
+use sim::cli::generate::{GenKind, GenSpec, corpus_specs, generate};
 
 fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -41,7 +41,7 @@ fn the_whole_corpus_passes() {
 #[test]
 fn every_case_of_each_kind_is_there() {
     let corpus = repository().join("pcaps/cases");
-    let cases = sim::check::case::discover(&[corpus]).unwrap();
+    let cases = sim::cli::check::case::discover(&[corpus]).unwrap();
     let count = |prefix: &str| cases.iter().filter(|(_, n)| n.starts_with(prefix)).count();
     assert!(count("real/") >= 80, "real-capture cases");
     assert!(count("gen/") >= 30, "generated-capture cases");

@@ -90,8 +90,8 @@ fn unknown_requirements_fail_instead_of_skipping() {
         "captures = [\"x.pcap\"]\nneeds = [\"kernel\", \"kernell\"]\n",
     )
     .unwrap();
-    let result = sim::check::check_case(&case, "typo", false);
-    let sim::check::CaseStatus::Fail(lines) = &result.status else {
+    let result = sim::cli::check::check_case(&case, "typo", false);
+    let sim::cli::check::CaseStatus::Fail(lines) = &result.status else {
         panic!("{:?}", result.status)
     };
     assert!(

@@ -2,7 +2,7 @@
 //! a file with many errors to show that all are reported.
 
 use datapath::flows::{FlowTable, MAX_FLOWS, TableConfig};
-use sim::flows_cli::render_errors;
+use sim::diagnostics::render_errors;
 
 fn render(source: &str, config: &TableConfig) -> String {
     match FlowTable::from_source(source, config) {

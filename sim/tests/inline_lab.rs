@@ -47,7 +47,7 @@ fn lab_enabled() -> bool {
             Err(anyhow::anyhow!("`{tool}` is not installed"))
         }
     });
-    match sim::inline::netns::check_environment().and(tools) {
+    match sim::cli::inline::netns::check_environment().and(tools) {
         Ok(()) => true,
         Err(error) if in_ci => panic!("inline lab unavailable under CI: {error:#}"),
         Err(error) => {
@@ -267,7 +267,7 @@ fn bulk_downloads_through_the_syn_proxy_arrive_byte_for_byte() {
     let _guard = lock();
     let mut lab = Lab::start();
     let url = format!("http://192.0.2.10/bytes/{BULK_BYTES}");
-    let expected = sim::inline::server::bulk_body(BULK_BYTES);
+    let expected = sim::cli::inline::server::bulk_body(BULK_BYTES);
     let backend_ns = lab.namespaces[2].clone();
     // Two downloads: the rr director sends one to each backend.
     for download in 1..=2 {
@@ -336,10 +336,10 @@ fn a_panic_unwinding_through_the_lab_namespaces_removes_them() {
     }
     let _guard = lock();
     let loaded = sim::scenario::load(Path::new(&scenario())).expect("lab scenario");
-    let plan = sim::inline::plan::LabPlan::from_scenario(&loaded.scenario).expect("plan");
+    let plan = sim::cli::inline::plan::LabPlan::from_scenario(&loaded.scenario).expect("plan");
     let names = std::sync::Mutex::new(Vec::new());
     let result = std::panic::catch_unwind(|| {
-        let lab = sim::inline::netns::LabNamespaces::create(&plan).expect("namespaces");
+        let lab = sim::cli::inline::netns::LabNamespaces::create(&plan).expect("namespaces");
         *names.lock().unwrap() = lab.namespaces().to_vec();
         assert_eq!(existing(&lab.namespaces()), lab.namespaces().to_vec());
         panic!("mid-run failure");

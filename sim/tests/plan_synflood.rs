@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use sim::plan::sweep::{SweepTarget, SweepValue};
-use sim::plan::{self, Plan, PlanOptions, render};
+use sim::cli::plan::sweep::{SweepTarget, SweepValue};
+use sim::cli::plan::{self, Plan, PlanOptions, render};
 use sim::run::{RunOptions, run_scenario};
 use sim::scenario::{self, LoadedScenario, TrafficSpec};
 
@@ -58,7 +58,7 @@ fn a_sweep_point_equals_an_independent_run() {
         collect: Default::default(),
     };
     let output = run_scenario(&point, options, &|_| {}).unwrap();
-    let outcome = sim::plan::outcome::from_report(&point.scenario, &output.report);
+    let outcome = sim::cli::plan::outcome::from_report(&point.scenario, &output.report);
     assert_eq!(
         plan.deterministic.points[0].settings,
         [SweepValue::Number(10_000)]

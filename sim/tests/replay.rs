@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use datapath::packet::ParseOptions;
-use sim::replay::{render_summary, replay_files};
+use sim::cli::replay::{render_summary, replay_files};
 
 /// Captures relative to the `sim/` package directory (the test's working directory).
 fn real(name: &str) -> PathBuf {

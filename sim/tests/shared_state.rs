@@ -169,7 +169,7 @@ fn rr_and_wrr_sequences_equal_director_which_for_the_same_arrivals() {
         let (mut run_order, mut which_order) = (Vec::new(), Vec::new());
         for (index, line) in output.merged.connections.iter().enumerate() {
             let text = format!("tcp {} > {}", line.client, vip(line.service));
-            let answer = sim::director_cli::answer(&mut directors, index as u64, &text).unwrap();
+            let answer = sim::cli::director::answer(&mut directors, index as u64, &text).unwrap();
             run_order.push(line.real.to_string());
             which_order.push(answer.backend.unwrap_or_default());
         }

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
+use sim::cli::tui::app::{App, DecisionSort, FlowSort, Key, Panel, ReportView};
+use sim::cli::tui::feed::Wait;
+use sim::cli::tui::{Input, Session};
 use sim::engine::Collect;
 use sim::report;
 use sim::run::{RunOptions, run_scenario};
 use sim::scenario::{self, DurationNs, LoadedScenario};
-use sim::tui::app::{App, DecisionSort, FlowSort, Key, Panel, ReportView};
-use sim::tui::feed::Wait;
-use sim::tui::{Input, Session};
 
 fn load(name: &str) -> LoadedScenario {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -126,7 +126,7 @@ fn live_synflood_pause_step_speed_panels_help_and_end() {
 fn live_full_speed_samples_every_interval_and_frames_per_refresh() {
     let loaded = load("synflood.toml");
     let mut session = Session::live(&loaded, options(), None);
-    session.app.speed_exponent = sim::tui::app::SPEED_EXPONENT_MAX;
+    session.app.speed_exponent = sim::cli::tui::app::SPEED_EXPONENT_MAX;
     let mut frame_times = Vec::new();
     let mut pulls = 0;
     while !app(&session).finished {

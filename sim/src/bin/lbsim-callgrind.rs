@@ -2,7 +2,7 @@
 //!
 //! - `lbsim-callgrind run WORKLOAD PACKETS` — builds a `sim bench` workload, runs one
 //!   checked pass (untimed, not counted), then whole passes through
-//!   `sim::bench::measure::counted_pass` (or `counted_parse`) until at least PACKETS packets,
+//!   `sim::cli::bench::measure::counted_pass` (or `counted_parse`) until at least PACKETS packets,
 //!   and prints `packets N`; `engine_synflood` and `engine_synflood_cookies` run their whole
 //!   scenario once (counted: the shard's `sim::engine::Engine::run`). Run it under `valgrind --tool=callgrind
 //!   --toggle-collect=<that function>` so only the measured loop's instructions count.
@@ -18,9 +18,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use datapath::packet::PacketMeta;
-use sim::bench::callgrind::{self, Baseline, DEFAULT_TOLERANCE_PERCENT};
-use sim::bench::measure::{Runner, counted_parse};
-use sim::bench::workloads::{Body, workload};
+use sim::cli::bench::callgrind::{self, Baseline, DEFAULT_TOLERANCE_PERCENT};
+use sim::cli::bench::measure::{Runner, counted_parse};
+use sim::cli::bench::workloads::{Body, workload};
 
 fn run_workload(name: &str, packets: usize) -> anyhow::Result<()> {
     if let Some(cookies) = match name {
@@ -29,7 +29,7 @@ fn run_workload(name: &str, packets: usize) -> anyhow::Result<()> {
         _ => None,
     } {
         // The whole scenario; the script counts the shard's `Engine::run` only.
-        let loaded = sim::bench::compare::engine_scenario(packets, cookies)?;
+        let loaded = sim::cli::bench::compare::engine_scenario(packets, cookies)?;
         let options = sim::run::RunOptions {
             threads: 1,
             collect: sim::engine::Collect::default(),

@@ -2,7 +2,7 @@
 //!
 //! Events — an actor's wake-up, a frame arriving at the appliance, a frame arriving at a
 //! host, a timed scenario event — are ordered by (time, sequence number). Actors (traffic
-//! sources and backends, see [`crate::traffic`]) send frames into their host's link; frames
+//! sources and backends, see [`crate::actors`]) send frames into their host's link; frames
 //! that reach the appliance go through [`Pipeline::process`] with `now` and the bytes only;
 //! every frame the pipeline emits is routed to the host owning its destination address
 //! (counted as unroutable when none does) over that host's link.
@@ -23,19 +23,14 @@
 //!
 //! Not here: scenario parsing, report rendering, threads.
 
-pub mod backend;
 mod event;
-pub mod link;
 pub mod queue;
 mod result;
-pub mod rng;
 pub mod series;
 mod setup;
 mod shard;
 pub mod shared;
-pub mod stack;
 mod timed;
-pub mod world;
 
 use event::{Direction, Event, Held, InFlight, Receiver, lane_of};
 pub use result::{
@@ -58,15 +53,15 @@ use datapath::pipeline::{
 use datapath::verdict::{NS_PER_SEC, Verdict};
 use serde::Serialize;
 
+use crate::actors::flood::{FloodKind, FloodSource};
+use crate::actors::pcap::PcapSource;
+use crate::actors::tcp_clients::TcpClients;
+use crate::actors::udp_clients::UdpClients;
+use crate::actors::{Actor, ActorStats, Outbox};
+use crate::net::link::{Faults, Pipe, Transit};
+use crate::net::world::{HostId, HostKind, World, frame_destination};
 use crate::scenario::{Scenario, TimedEvent, TrafficSpec};
-use crate::traffic::flood::{FloodKind, FloodSource};
-use crate::traffic::pcap::PcapSource;
-use crate::traffic::tcp_clients::TcpClients;
-use crate::traffic::udp_clients::UdpClients;
-use crate::traffic::{Actor, ActorStats, Outbox};
-use link::{Faults, Pipe, Transit};
 use queue::EventQueue;
-use world::{HostId, HostKind, World, frame_destination};
 
 /// Wake-ups of one actor at one instant before the engine moves it 1 µs on (a guard against
 /// an actor that keeps asking for "now").

@@ -29,7 +29,7 @@ impl<'a> Engine<'a> {
             .map(|host| {
                 let stream = |direction: &str| {
                     let name = format!("link/{}/{direction}/q{queue_index}", host.name);
-                    rng::stream(scenario.seed, &name)
+                    crate::net::rng::stream(scenario.seed, &name)
                 };
                 (
                     Pipe::new(&host.link, scenario.queues, stream("to_appliance")),
@@ -128,7 +128,7 @@ impl<'a> Engine<'a> {
                 );
             };
             let name = source_name(spec, index);
-            let stream = rng::stream(seed, &format!("traffic/{name}"));
+            let stream = crate::net::rng::stream(seed, &format!("traffic/{name}"));
             let flood = |kind, flood_spec| -> Box<dyn Actor> {
                 Box::new(FloodSource::new(
                     name.clone(),
@@ -200,7 +200,7 @@ impl<'a> Engine<'a> {
         let mut addresses = Vec::with_capacity(count as usize);
         let mut tries = 0u32;
         while addresses.len() < count as usize && tries < count.saturating_mul(4).max(16) {
-            let address = crate::traffic::tcp_clients::client_address(&prefix, *index);
+            let address = crate::actors::tcp_clients::client_address(&prefix, *index);
             *index = index.wrapping_add(1);
             tries += 1;
             if self.world.route(address) == Some(host) {
@@ -217,8 +217,8 @@ impl<'a> Engine<'a> {
             };
             let backend_spec = &self.scenario.topology.backends[index];
             let name = format!("backend/{}/q{}", backend_spec.name, self.queue_index);
-            let seed = rng::derive_u64(self.scenario.seed, &name);
-            let actor = backend::Backend::new(backend_spec, host as HostId, seed);
+            let seed = crate::net::rng::derive_u64(self.scenario.seed, &name);
+            let actor = crate::actors::backend::Backend::new(backend_spec, host as HostId, seed);
             let id = self.add_actor(Box::new(actor));
             self.backend_actor[host] = Some(id);
         }

@@ -181,12 +181,19 @@ pub fn run_shards(
         .collect())
 }
 
+/// CPU time the calling thread has run so far (ns), from `/proc/thread-self/schedstat`;
+/// `None` where that file is unavailable. Measurement code only: never feeds a result.
+pub fn thread_cpu_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
 /// Run `work` and measure it (wall-clock and thread CPU ns).
 fn timed_run<T>(work: impl FnOnce() -> T) -> (T, u64, u64) {
     let started = Instant::now();
-    let cpu_started = crate::report::thread_cpu_ns();
+    let cpu_started = thread_cpu_ns();
     let value = work();
-    let cpu_ns = crate::report::thread_cpu_ns()
+    let cpu_ns = thread_cpu_ns()
         .zip(cpu_started)
         .map_or(0, |(end, start)| end.saturating_sub(start));
     (value, started.elapsed().as_nanos() as u64, cpu_ns)
@@ -243,12 +250,20 @@ impl SharedRun {
             work.extend(pending.map(|p| (key(&p, queue as u16), queue, p)));
         }
         work.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (_, queue, pending) in work {
-            self.sample(&mut engines[0], pending.at);
-            let (engine, shared) = (&mut engines[queue], &mut self.shared);
-            let ((), wall, cpu) = timed_run(|| engine.resume_pending(pending, shared));
-            self.costs[queue].0 += wall;
-            self.costs[queue].1 += cpu;
+        if work.is_empty() {
+            return;
+        }
+        let ((), wall, cpu) = timed_run(|| {
+            for (_, queue, pending) in work {
+                self.sample(&mut engines[0], pending.at);
+                engines[queue].resume_pending(pending, &mut self.shared);
+            }
+        });
+        // The pass serves every queue: its cost is shared out equally.
+        let queues = self.costs.len().max(1) as u64;
+        for cost in &mut self.costs {
+            cost.0 += wall / queues;
+            cost.1 += cpu / queues;
         }
     }
 

@@ -363,7 +363,7 @@ impl RuleTexts {
             };
             if let Ok(handle) = handle.trim().parse() {
                 let key = (family.clone(), table.clone(), chain.clone(), handle);
-                texts.insert(key, super::trace::without_counter_values(rule));
+                texts.insert(key, without_counter_values(rule));
             }
         }
         Self(texts)
@@ -379,6 +379,23 @@ impl RuleTexts {
         );
         self.0.get(&key).map(String::as_str)
     }
+}
+
+/// `counter packets 3 bytes 180 drop` → `counter drop`.
+fn without_counter_values(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut out = Vec::with_capacity(words.len());
+    let mut index = 0;
+    while index < words.len() {
+        if words[index] == "counter" && words.get(index + 1) == Some(&"packets") {
+            out.push("counter");
+            index += 5;
+            continue;
+        }
+        out.push(words[index]);
+        index += 1;
+    }
+    out.join(" ")
 }
 
 #[cfg(test)]

@@ -140,7 +140,7 @@ fn pcap_packets(
     let rewrite: &BTreeMap<IpAddr, IpAddr> = &spec.rewrite;
     for packet in &mut packets {
         let meta = parse(packet.link, &packet.data, packet.orig_len, 0);
-        crate::traffic::pcap::rewrite_addresses(&mut packet.data, &meta, rewrite);
+        crate::actors::pcap::rewrite_addresses(&mut packet.data, &meta, rewrite);
         packet.ts_ns = spec.start.0 + packet.ts_ns.saturating_sub(first);
         packet.interface = iface;
     }
@@ -160,7 +160,7 @@ fn flood_packets(
         .src
         .or(network)
         .unwrap_or_else(|| "0.0.0.0/0".parse().expect("valid prefix"));
-    let destinations = crate::traffic::flood::destinations(&spec.dst);
+    let destinations = crate::actors::flood::destinations(&spec.dst);
     let stop = spec.stop.map_or(end, |s| s.0.min(end));
     let span = stop.saturating_sub(spec.start.0);
     let rate = spec.rate.0.max(1);

@@ -149,23 +149,6 @@ pub struct Traces {
     pub missing: Option<String>,
 }
 
-/// `counter packets 3 bytes 180 drop` → `counter drop`.
-pub(crate) fn without_counter_values(text: &str) -> String {
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let mut out = Vec::with_capacity(words.len());
-    let mut index = 0;
-    while index < words.len() {
-        if words[index] == "counter" && words.get(index + 1) == Some(&"packets") {
-            out.push("counter");
-            index += 5;
-            continue;
-        }
-        out.push(words[index]);
-        index += 1;
-    }
-    out.join(" ")
-}
-
 /// Whether a verdict ends the packet's walk through a chain for good (accept, drop, …)
 /// rather than continuing, jumping or returning.
 fn is_final(verdict: &str) -> bool {

@@ -348,6 +348,16 @@ pub enum Destinations {
     Many(Vec<String>),
 }
 
+/// Parse `"192.0.2.10:80"`, `"[2001:db8::1]:80"` or a bare address.
+pub fn parse_destination(text: &str) -> Result<(IpAddr, Option<u16>), String> {
+    if let Ok(socket) = text.parse::<std::net::SocketAddr>() {
+        return Ok((socket.ip(), Some(socket.port())));
+    }
+    text.parse::<IpAddr>().map(|ip| (ip, None)).map_err(|_| {
+        format!("invalid destination {text:?}: expected \"address\" or \"address:port\"")
+    })
+}
+
 /// The floods (`syn_flood`, `ack_flood`, `udp_flood`, `icmp_flood`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

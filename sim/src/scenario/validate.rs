@@ -101,7 +101,7 @@ fn validate_traffic(spec: &TrafficSpec) -> Result<(), String> {
                 return Err("dst must name at least one destination".into());
             }
             for dst in list {
-                crate::traffic::flood::parse_destination(dst)?;
+                super::parse_destination(dst)?;
             }
             let too_big = |set: &Option<super::RangeSet>, max: u32| {
                 set.as_ref().is_some_and(|s| s.max() > max)

@@ -16,10 +16,10 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::time::Duration;
 
-use super::stack::Stack;
-use super::world::HostId;
+use super::{Actor, ActorStats, BackendStats, Outbox};
+use crate::net::stack::Stack;
+use crate::net::world::HostId;
 use crate::scenario::BackendSpec;
-use crate::traffic::{Actor, ActorStats, BackendStats, Outbox};
 
 /// Listening sockets kept waiting per port.
 pub const LISTEN_POOL_PER_PORT: usize = 16;

@@ -8,6 +8,7 @@
 //!
 //! Not here: links, routing and the pipeline (see [`crate::engine`]).
 
+pub mod backend;
 pub mod flood;
 pub mod pcap;
 pub mod tcp_clients;
@@ -16,7 +17,7 @@ pub mod udp_clients;
 use datapath::TimeNs;
 use hdrhistogram::Histogram;
 
-use crate::engine::world::HostId;
+use crate::net::world::HostId;
 
 /// Spare frame buffers an [`Outbox`] keeps for reuse.
 pub const SPARE_FRAMES: usize = 4096;

@@ -132,7 +132,7 @@ mod tests {
         actual.flows.insert("(unclassified)".into(), 0);
         let blessed = blessed_text(text, &actual).unwrap();
         insta::assert_snapshot!(blessed);
-        let reparsed: crate::check::case::CaseFile = toml::from_str(&blessed).unwrap();
+        let reparsed: crate::cli::check::case::CaseFile = toml::from_str(&blessed).unwrap();
         assert_eq!(reparsed.expect, actual);
         assert_eq!(blessed_text(&blessed, &actual).unwrap(), blessed);
     }
@@ -148,7 +148,7 @@ mod tests {
             blessed.contains("error = '''\na.flowmgr:2:3: bad\n  | here\n'''"),
             "{blessed}"
         );
-        let reparsed: crate::check::case::CaseFile = toml::from_str(&blessed).unwrap();
+        let reparsed: crate::cli::check::case::CaseFile = toml::from_str(&blessed).unwrap();
         assert_eq!(reparsed.expect.error, actual.error);
     }
 }

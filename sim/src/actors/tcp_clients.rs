@@ -7,7 +7,7 @@
 //! one closed or reset early fails too.
 //!
 //! Each receive queue runs the connections whose client endpoint hashes to it, on its own
-//! copies of the client hosts. Not here: the servers (see [`crate::engine::backend`]).
+//! copies of the client hosts. Not here: the servers (see [`crate::actors::backend`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -19,9 +19,9 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 
 use super::{Actor, ActorStats, Outbox, TcpStats};
-use crate::engine::rng::derive_u64;
-use crate::engine::stack::Stack;
-use crate::engine::world::{HostId, queue_of};
+use crate::net::rng::derive_u64;
+use crate::net::stack::Stack;
+use crate::net::world::{HostId, queue_of};
 use crate::scenario::TcpClientsSpec;
 
 /// Client receive buffer per connection.
@@ -315,7 +315,7 @@ impl Actor for TcpClients {
 
     fn deliver(&mut self, now: TimeNs, frame: &[u8], out: &mut Outbox) -> Option<TimeNs> {
         self.stats.packets_received += 1;
-        if let Some(destination) = crate::engine::world::frame_destination(frame)
+        if let Some(destination) = crate::net::world::frame_destination(frame)
             && let Some(client) = self.hosts.get_mut(&destination)
         {
             client.stack.receive(frame);

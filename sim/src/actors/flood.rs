@@ -26,19 +26,9 @@ use rand_core::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 
 use super::{Actor, ActorStats, Outbox};
-use crate::engine::rng::below;
-use crate::engine::world::{HostId, queue_of};
-use crate::scenario::{Burst, Destinations, FloodSpec, RangeSet};
-
-/// Parse `"192.0.2.10:80"`, `"[2001:db8::1]:80"` or a bare address.
-pub fn parse_destination(text: &str) -> Result<(IpAddr, Option<u16>), String> {
-    if let Ok(socket) = text.parse::<std::net::SocketAddr>() {
-        return Ok((socket.ip(), Some(socket.port())));
-    }
-    text.parse::<IpAddr>().map(|ip| (ip, None)).map_err(|_| {
-        format!("invalid destination {text:?}: expected \"address\" or \"address:port\"")
-    })
-}
+use crate::net::rng::below;
+use crate::net::world::{HostId, queue_of};
+use crate::scenario::{Burst, Destinations, FloodSpec, RangeSet, parse_destination};
 
 /// The destinations of a flood spec.
 pub fn destinations(spec: &Destinations) -> Vec<(IpAddr, Option<u16>)> {
@@ -607,7 +597,7 @@ mod tests {
                     spec.ttl = Some(RangeSet::single(64, 64));
                 }
                 let network = spec.src.unwrap();
-                let rng = crate::engine::rng::stream(5, "template-test");
+                let rng = crate::net::rng::stream(5, "template-test");
                 let mut source =
                     FloodSource::new("t".into(), kind, &spec, 0, network, 1, (0, 1), rng);
                 let mut buffer = Vec::new();
@@ -644,7 +634,7 @@ mod clock_tests {
                 off: DurationNs(off),
             });
             let network = spec.src.unwrap();
-            let rng = crate::engine::rng::stream(1, "clock");
+            let rng = crate::net::rng::stream(1, "clock");
             let mut source = FloodSource::new(
                 "c".into(),
                 FloodKind::Syn,

@@ -127,7 +127,7 @@ fn compare_packets(runs: &[String], actual: &Actual, lines: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::execute::PacketLine;
+    use crate::cli::check::execute::PacketLine;
 
     fn actual(labels: &[&str]) -> Actual {
         let packets: Vec<PacketLine> = labels

@@ -1,5 +1,5 @@
 //! Run one case: load its appliance, build the pipeline, replay its captures through
-//! [`crate::replay::replay_files`] (the one replay loop), and turn the summary, the
+//! [`crate::cli::replay::replay_files`] (the one replay loop), and turn the summary, the
 //! appliance report and the per-packet records into actual results shaped like the
 //! expectations.
 //!
@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::case::{Case, Expected, encode_verdicts};
 use crate::appliance::{ApplianceConfig, ApplianceReport, build_pipeline};
-use crate::replay::{ReplaySummary, replay_files};
+use crate::cli::replay::{ReplaySummary, replay_files};
 
 /// Per-packet verdicts are kept in a case only up to this many runs (longer lists would
 /// make the case file large; the counters still check the capture).

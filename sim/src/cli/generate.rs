@@ -2,7 +2,7 @@
 //! spoofed sources, a UDP flood, an ICMP flood, scripted TCP conversations (handshake, data,
 //! FIN), a set of malformed packets, and damaged capture files (truncated record, truncated
 //! header, bad magic, oversized record). The same kind, seed and options give byte-identical
-//! files: every random draw comes from the seed's ChaCha stream ([`crate::engine::rng`]) and
+//! files: every random draw comes from the seed's ChaCha stream ([`crate::net::rng`]) and
 //! timestamps are virtual (a fixed epoch plus the packet rate).
 //!
 //! `sim gen corpus --out DIR` writes the fixed set committed under `pcaps/gen/`.
@@ -23,7 +23,7 @@ use pcap_file::{DataLink, Endianness, TsResolution};
 use rand_chacha::ChaCha8Rng;
 use rand_core::Rng;
 
-use crate::engine::rng::stream;
+use crate::net::rng::stream;
 
 /// Timestamp of the first generated packet: 2023-11-14T22:13:20Z, in ns since the epoch.
 pub const EPOCH_NS: u64 = 1_700_000_000_000_000_000;

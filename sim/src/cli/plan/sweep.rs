@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::scenario::units::parse_rate;
 use crate::scenario::{MAX_QUEUES, Rate, Scenario, TrafficSpec};
+use crate::svg::human;
 
 /// Most points one sweep (all keys together) may have.
 pub const MAX_SWEEP_POINTS: usize = 400;
@@ -63,19 +64,6 @@ impl fmt::Display for SweepValue {
             Self::Name(name) => f.write_str(name),
         }
     }
-}
-
-/// `1500000` → `1.5M`, `20000` → `20k`, `7` → `7`.
-pub fn human(n: u64) -> String {
-    let (scale, suffix) = match n {
-        1_000_000_000.. => (1e9, "G"),
-        1_000_000.. => (1e6, "M"),
-        1_000.. => (1e3, "k"),
-        _ => return n.to_string(),
-    };
-    let text = format!("{:.2}", n as f64 / scale);
-    let text = text.trim_end_matches('0').trim_end_matches('.');
-    format!("{text}{suffix}")
 }
 
 /// One `--sweep KEY=RANGE`, expanded.

@@ -19,7 +19,7 @@ use datapath::verdict::NS_PER_SEC;
 
 use super::{Actor, ActorStats, Outbox};
 use crate::capture::CaptureReader;
-use crate::engine::world::{HostId, queue_of_symmetric};
+use crate::net::world::{HostId, queue_of_symmetric};
 use crate::scenario::PcapSpec;
 
 /// Most packets sent in one wake at top speed before yielding to other events.

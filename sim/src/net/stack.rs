@@ -3,8 +3,8 @@
 //! virtual time (`smoltcp::time::Instant` from the engine's nanoseconds). Frames cross the
 //! simulated wire as Ethernet; the Ethernet header is added and removed here.
 //!
-//! Not here: what the sockets do (clients in [`crate::traffic::tcp_clients`], servers in
-//! [`crate::engine::backend`]).
+//! Not here: what the sockets do (clients in [`crate::actors::tcp_clients`], servers in
+//! [`crate::actors::backend`]).
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -124,7 +124,7 @@ impl Stack {
 
     /// Queue an Ethernet frame for the stack (the Ethernet header is stripped).
     pub fn receive(&mut self, frame: &[u8]) {
-        let Some((offset, _)) = crate::engine::world::ip_offset(frame) else {
+        let Some((offset, _)) = crate::net::world::ip_offset(frame) else {
             return;
         };
         if self.device.rx.len() >= STACK_RX_QUEUE_CAPACITY {

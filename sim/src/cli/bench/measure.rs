@@ -221,7 +221,7 @@ fn replay_once(work: &PipelineWorkload, path: &std::path::Path) -> anyhow::Resul
     let (mut pipeline, _) = work.ready()?;
     let before = pipeline.counters().clone();
     let started = Instant::now();
-    let outcome = crate::replay::replay_files(
+    let outcome = crate::cli::replay::replay_files(
         &[path.to_path_buf()],
         &ParseOptions::default(),
         Some(&mut pipeline),

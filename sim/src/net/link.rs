@@ -13,7 +13,7 @@ use datapath::verdict::NS_PER_SEC;
 use rand_chacha::ChaCha8Rng;
 use rand_core::Rng;
 
-use crate::engine::rng::below;
+use crate::net::rng::below;
 use crate::scenario::{DEFAULT_REORDER_DELAY_NS, LinkSpec};
 
 /// Longest a frame may wait in a link's transmit queue before it is tail-dropped.
@@ -231,14 +231,14 @@ mod tests {
             bandwidth: Some(Bandwidth(8_000_000)), // 1 byte per µs
             ..spec(1_000)
         };
-        let mut pipe = Pipe::new(&spec, 1, crate::engine::rng::stream(1, "t"));
+        let mut pipe = Pipe::new(&spec, 1, crate::net::rng::stream(1, "t"));
         assert_eq!(pipe.send(0, 76), Transit::Arrives(100_000 + 1_000));
         assert_eq!(pipe.send(0, 76), Transit::Arrives(200_000 + 1_000));
         let lossy = LinkSpec {
             loss_ppm: 1_000_000,
             ..spec
         };
-        let mut pipe = Pipe::new(&lossy, 1, crate::engine::rng::stream(1, "t"));
+        let mut pipe = Pipe::new(&lossy, 1, crate::net::rng::stream(1, "t"));
         assert_eq!(pipe.send(0, 60), Transit::Lost);
     }
 
@@ -251,7 +251,7 @@ mod tests {
             corrupt_ppm: 1_000_000,
             ..spec(10)
         };
-        let mut pipe = Pipe::new(&faulty, 1, crate::engine::rng::stream(1, "t"));
+        let mut pipe = Pipe::new(&faulty, 1, crate::net::rng::stream(1, "t"));
         let original = vec![0u8; 60];
         let mut frame = original.clone();
         let sent = pipe.send_frame(100, &mut frame);
@@ -275,8 +275,8 @@ mod tests {
             loss_ppm: 300_000,
             ..spec(0)
         };
-        let mut plain = Pipe::new(&lossy, 1, crate::engine::rng::stream(2, "t"));
-        let mut framed = Pipe::new(&lossy, 1, crate::engine::rng::stream(2, "t"));
+        let mut plain = Pipe::new(&lossy, 1, crate::net::rng::stream(2, "t"));
+        let mut framed = Pipe::new(&lossy, 1, crate::net::rng::stream(2, "t"));
         for now in 0..1000 {
             let mut frame = [0u8; 60];
             assert_eq!(

@@ -29,8 +29,8 @@ use datapath::pipeline::PipelineCounters;
 use datapath::verdict::NS_PER_SEC;
 
 use super::app::{App, DecisionView, RateBase, ReportView};
-use crate::engine::world::World;
 use crate::engine::{SecondRow, ShardProbe, ShardResult, ShardSnapshot, ShardState};
+use crate::net::world::World;
 use crate::run::{RunOptions, RunOutput, run_scenario_observed};
 use crate::scenario::LoadedScenario;
 

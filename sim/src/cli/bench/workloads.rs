@@ -128,7 +128,7 @@ pub enum Body {
     Parse(Vec<Vec<u8>>),
     /// [`Pipeline::process`] on every frame.
     Pipeline(PipelineWorkload),
-    /// `sim replay --appliance`'s path ([`crate::replay::replay_files`]): a pcap file of
+    /// `sim replay --appliance`'s path ([`crate::cli::replay::replay_files`]): a pcap file of
     /// these frames through a pipeline, every pass a fresh pipeline.
     ReplayFile(PipelineWorkload),
 }

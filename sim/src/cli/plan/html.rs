@@ -4,56 +4,15 @@
 //! reason, per-backend load and imbalance, connect-time percentiles, cores needed and memory,
 //! each against the x-axis sweep key (log scale when it spans a decade or more).
 //!
-//! Not here: the numbers (see [`super::render`] and [`super::model`]).
+//! Not here: the numbers (see [`super::render`] and [`super::model`]), drawing a chart (see
+//! [`crate::svg`]).
 
 use std::fmt::Write as _;
 
-use plotters::prelude::*;
-
 use super::Plan;
 use super::render::{self, Group};
-use super::sweep::{human, round_significant};
-
-/// One line on a plot.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Series {
-    /// Legend.
-    pub name: String,
-    /// (x, y) points in x order.
-    pub points: Vec<(f64, f64)>,
-}
-
-/// One plot.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Chart {
-    /// Caption.
-    pub title: String,
-    /// Y axis description.
-    pub y_desc: String,
-    /// Lines.
-    pub series: Vec<Series>,
-    /// Fixed y range (else from the data, from 0).
-    pub y_range: Option<(f64, f64)>,
-}
-
-const PALETTE: [RGBColor; 8] = [
-    RGBColor(31, 119, 180),
-    RGBColor(214, 39, 40),
-    RGBColor(44, 160, 44),
-    RGBColor(255, 127, 14),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(23, 190, 207),
-];
-
-/// Escape text for HTML.
-pub fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use super::sweep::round_significant;
+use crate::svg::{Axes, Chart, Series, escape, human, svg_with};
 
 fn log_axis(plan: &Plan) -> bool {
     let xs: Vec<u64> = (0..plan.deterministic.points.len())
@@ -183,37 +142,6 @@ pub fn charts(plan: &Plan) -> Vec<Chart> {
     ]
 }
 
-/// How [`svg_with`] draws a chart's axes: everything that differs between a capacity sweep
-/// and a run's time series.
-pub struct Axes<'a> {
-    /// X axis description.
-    pub x_desc: &'a str,
-    /// Fixed x range (else from the data, padded 3%).
-    pub x_range: Option<(f64, f64)>,
-    /// X tick label.
-    pub x_label: &'a dyn Fn(f64) -> String,
-    /// Draw a dot on every point (sweeps have few points; time series many).
-    pub markers: bool,
-}
-
-fn bounds(chart: &Chart, x_range: Option<(f64, f64)>) -> ((f64, f64), (f64, f64)) {
-    let all = chart.series.iter().flat_map(|s| &s.points);
-    let (mut x0, mut x1, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
-    for &(x, y) in all {
-        x0 = x0.min(x);
-        x1 = x1.max(x);
-        y1 = y1.max(y);
-    }
-    if x0 >= x1 {
-        (x0, x1) = (x0 - 1.0, x0 + 1.0);
-    }
-    let pad = (x1 - x0) * 0.03;
-    let y = chart
-        .y_range
-        .unwrap_or((0.0, if y1 > 0.0 { y1 * 1.1 } else { 1.0 }));
-    (x_range.unwrap_or((x0 - pad, x1 + pad)), y)
-}
-
 /// Draw one sweep chart as an SVG document (x: the swept key, log scale when `log_x`).
 pub fn svg(chart: &Chart, x_desc: &str, log_x: bool) -> anyhow::Result<String> {
     let x_label = |v: f64| {
@@ -227,66 +155,6 @@ pub fn svg(chart: &Chart, x_desc: &str, log_x: bool) -> anyhow::Result<String> {
         markers: true,
     };
     svg_with(chart, &axes)
-}
-
-/// Draw one chart as an SVG document (plotters SVG backend: no font libraries).
-pub fn svg_with(chart: &Chart, axes: &Axes) -> anyhow::Result<String> {
-    let mut out = String::new();
-    let error = |e: &dyn std::fmt::Debug| anyhow::anyhow!("plotting {}: {e:?}", chart.title);
-    {
-        let root = SVGBackend::with_string(&mut out, (900, 420)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| error(&e))?;
-        let ((x0, x1), (y0, y1)) = bounds(chart, axes.x_range);
-        let mut plot = ChartBuilder::on(&root)
-            .caption(&chart.title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(45)
-            .y_label_area_size(80)
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(|e| error(&e))?;
-        let x_label = |v: &f64| (axes.x_label)(*v);
-        let y_label = |v: &f64| {
-            if v.abs() >= 1000.0 {
-                human(v.round() as u64)
-            } else {
-                format!("{v:.2}")
-            }
-        };
-        plot.configure_mesh()
-            .x_desc(axes.x_desc)
-            .y_desc(&chart.y_desc)
-            .x_label_formatter(&x_label)
-            .y_label_formatter(&y_label)
-            .draw()
-            .map_err(|e| error(&e))?;
-        for (index, series) in chart.series.iter().enumerate() {
-            let color = PALETTE[index % PALETTE.len()];
-            plot.draw_series(LineSeries::new(
-                series.points.clone(),
-                color.stroke_width(2),
-            ))
-            .map_err(|e| error(&e))?
-            .label(&series.name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-            if axes.markers {
-                plot.draw_series(
-                    series
-                        .points
-                        .iter()
-                        .map(|&point| Circle::new(point, 3, color.filled())),
-                )
-                .map_err(|e| error(&e))?;
-            }
-        }
-        plot.configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(|e| error(&e))?;
-        root.present().map_err(|e| error(&e))?;
-    }
-    Ok(out)
 }
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:1000px}\
@@ -347,13 +215,5 @@ mod tests {
         assert!(svg.starts_with("<svg"), "{}", &svg[..80]);
         assert!(svg.contains("<polyline"));
         assert!(svg.contains("<text"));
-    }
-
-    #[test]
-    fn escapes_markup() {
-        assert_eq!(
-            escape("<a href=\"x\">&</a>"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;"
-        );
     }
 }

@@ -3,7 +3,7 @@
 //! carrying its id in the first 8 payload bytes; the backend echoes the payload back. A
 //! request without an answer after `timeout` fails.
 //!
-//! Not here: the responder (see [`crate::engine::backend`]).
+//! Not here: the responder (see [`crate::actors::backend`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -14,7 +14,7 @@ use datapath::packet::{LinkType, ParseOptions, ip_proto, parse_with};
 use datapath::verdict::NS_PER_SEC;
 
 use super::{Actor, ActorStats, Outbox, UdpStats};
-use crate::engine::world::{HostId, queue_of};
+use crate::net::world::{HostId, queue_of};
 use crate::scenario::UdpClientsSpec;
 
 /// First source port.
