@@ -181,3 +181,88 @@ fn rr_and_wrr_sequences_equal_director_which_for_the_same_arrivals() {
         assert_eq!(run_order, which_order, "{name} at {queues} queues");
     }
 }
+
+#[test]
+fn the_shared_state_checks_count_what_they_say() {
+    use sim::engine::{ConnectionLine, TranslatedSyn};
+    let at = |ms: u64| ms * 1_000_000;
+    let client = |port: u16| SocketAddr::from(([198, 51, 100, 7], port));
+    let real = |last: u8| SocketAddr::from(([10, 0, 1, last], 0));
+    let line = |ms, port, last| ConnectionLine {
+        at: at(ms),
+        client: client(port),
+        service: 0,
+        real: real(last),
+        queue: 0,
+    };
+    // Same real, then another one within 300 s, then another one 400 s later.
+    let connections = [line(0, 1024, 2), line(5, 1025, 2), line(9, 1026, 3)];
+    let persistent = [Some(300_000_000_000)];
+    assert_eq!(
+        sim::report::persistence_violations(&connections, &persistent),
+        1
+    );
+    assert_eq!(
+        sim::report::persistence_violations(&connections, &[None]),
+        0
+    );
+    let late = [line(0, 1024, 2), line(400_000, 1025, 3)];
+    assert_eq!(sim::report::persistence_violations(&late, &persistent), 0);
+    let server = SocketAddr::from(([10, 0, 3, 3], 8080));
+    let syn = |port, original| TranslatedSyn {
+        at: 0,
+        translated: (SocketAddr::from(([10, 0, 3, 1], port)), server),
+        original: client(original),
+    };
+    // A retransmitted SYN reuses nothing; another client on the same tuple does.
+    assert_eq!(reused_tuples(&[syn(1024, 1024), syn(1024, 1024)]), 0);
+    assert_eq!(
+        reused_tuples(&[syn(1024, 1024), syn(1024, 2000), syn(1025, 1025)]),
+        1
+    );
+}
+
+#[test]
+fn source_expectations_are_validated_with_locations() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/flows-doc.toml"),
+    )
+    .unwrap();
+    let unknown = text.replace("name = \"outside-ssh\"            #", "name = \"nobody\" #");
+    let error = scenario::parse(Path::new("s.toml"), &unknown)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("s.toml:") && error.contains("\"nobody\""),
+        "{error}"
+    );
+    assert!(error.contains("outside-ssh"), "{error}");
+    let flood = text.replace(
+        "name = \"outside-ssh\"            #",
+        "name = \"lan-ping\" #",
+    );
+    let error = scenario::parse(Path::new("s.toml"), &flood)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("not a tcp_clients or udp_clients source"),
+        "{error}"
+    );
+    let typo = text.replace("success_ratio_max = 0.0", "success_ratio_maxx = 0.0");
+    let error = scenario::parse(Path::new("s.toml"), &typo)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("s.toml:") && error.contains("success_ratio_maxx"),
+        "{error}"
+    );
+    let ports = text.replace(
+        "kind = \"tcp_clients\"\nname = \"mail\"",
+        "kind = \"tcp_clients\"\nports = [0]\nname = \"mail\"",
+    );
+    assert!(ports != text);
+    let error = scenario::parse(Path::new("s.toml"), &ports)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("ports must be 1 to 65535"), "{error}");
+}

@@ -185,6 +185,9 @@ pub struct ShardResult {
     pub connections: Vec<ConnectionLine>,
     /// TCP SYNs the appliance sent with a translated source (NAT scenarios only).
     pub translated: Vec<TranslatedSyn>,
+    /// Persistence timeout per virtual service (`None`: not persistent); from the shard
+    /// that reports the shared stages.
+    pub persistence: Vec<Option<TimeNs>>,
 }
 
 /// A connection opening the appliance sent with a translated source endpoint.
@@ -257,6 +260,9 @@ impl ShardResult {
         self.records.extend(other.records);
         self.connections.extend(other.connections);
         self.translated.extend(other.translated);
+        if self.persistence.is_empty() {
+            self.persistence = other.persistence;
+        }
         self.emitted.extend(other.emitted);
         self.series.merge(&other.series);
     }
@@ -333,6 +339,7 @@ impl<'e> ShardProbe<'e> {
             series: result.series.clone(),
             connections: result.connections.clone(),
             translated: result.translated.clone(),
+            persistence: result.persistence.clone(),
         }
     }
 }

@@ -74,6 +74,7 @@ impl<'a> Engine<'a> {
                 series: series::Series::new(series::bucket_ns(scenario.duration.0)),
                 connections: Vec::new(),
                 translated: Vec::new(),
+                persistence: Vec::new(),
             },
             observer: None,
             next_sample: 0,
@@ -227,14 +228,5 @@ impl<'a> Engine<'a> {
 
 /// A source's name in reports: its `name`, or `<kind><index>`.
 pub fn source_name(spec: &TrafficSpec, index: usize) -> String {
-    let given = match spec {
-        TrafficSpec::Pcap(p) => p.name.clone(),
-        TrafficSpec::SynFlood(f)
-        | TrafficSpec::AckFlood(f)
-        | TrafficSpec::UdpFlood(f)
-        | TrafficSpec::IcmpFlood(f) => f.name.clone(),
-        TrafficSpec::TcpClients(t) => t.name.clone(),
-        TrafficSpec::UdpClients(u) => u.name.clone(),
-    };
-    given.unwrap_or_else(|| format!("{}{index}", spec.kind()))
+    spec.source_name(index)
 }

@@ -131,6 +131,7 @@ impl<'a> Engine<'a> {
                 series: result.series.clone(),
                 connections: result.connections.clone(),
                 translated: result.translated.clone(),
+                persistence: result.persistence.clone(),
             };
             observer(ShardSnapshot {
                 queue,
@@ -584,6 +585,11 @@ impl<'a> Engine<'a> {
         // Buckets after the last event's start with the final state.
         series.fill_active(buckets, self.pipeline.directors());
         series.finish(buckets);
+        if let Some(directors) = self.pipeline.directors() {
+            let services = directors.services().iter();
+            let timeouts = services.map(|s| s.spec.persistence.map(|p| p.timeout));
+            self.result.persistence = timeouts.collect();
+        }
         // Shared timed events are logged when the shared pass runs them.
         self.result.events.sort_by_key(|e| e.at_ns);
         self.result.totals.event_overflow = self.queue.overflow();

@@ -39,7 +39,45 @@ pub(super) fn validate(scenario: &Scenario) -> Result<(), Failure> {
         }
         validate_traffic(spec).map_err(|message| (span.clone(), message))?;
     }
-    validate_events(scenario)
+    validate_events(scenario)?;
+    validate_source_expects(scenario)
+}
+
+/// `[[expect.source]]` names a client source and sets a bound in 0..=1.
+fn validate_source_expects(scenario: &Scenario) -> Result<(), Failure> {
+    let clients: Vec<String> = scenario
+        .traffic
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| {
+            matches!(
+                t.get_ref(),
+                TrafficSpec::TcpClients(_) | TrafficSpec::UdpClients(_)
+            )
+        })
+        .map(|(index, t)| t.get_ref().source_name(index))
+        .collect();
+    for check in &scenario.expect.source {
+        let span = Some(check.span());
+        let expect = check.get_ref();
+        if !clients.contains(&expect.name) {
+            let known = clients.join(", ");
+            let message = format!(
+                "expect.source names {:?}, which is not a tcp_clients or udp_clients source (sources: {known})",
+                expect.name
+            );
+            return Err((span, message));
+        }
+        let bounds = [expect.success_ratio_min, expect.success_ratio_max];
+        if bounds.iter().all(Option::is_none) {
+            let message = "expect.source needs success_ratio_min or success_ratio_max".into();
+            return Err((span, message));
+        }
+        if bounds.iter().flatten().any(|b| !(0.0..=1.0).contains(b)) {
+            return Err((span, "success ratios must be between 0 and 1".into()));
+        }
+    }
+    Ok(())
 }
 
 fn validate_topology(scenario: &Scenario) -> Result<(), Failure> {
