@@ -11,6 +11,15 @@
 //! replies of the director's own connections (real server → client): those are un-NATed by
 //! the director first, then shown to the shield (SYN-proxy sequence translation), then sent.
 //!
+//! Per queue and shared: a driver modelling several receive queues (CPUs) of one
+//! appliance takes the shared stages out of one pipeline ([`Pipeline::take_shared`]: the
+//! directors and NAT, with their connection/template tables, scheduler state, per-real
+//! counters, conntrack and port allocation — one per network namespace in Linux) and runs
+//! each queue's packets with [`Pipeline::process_local`] on its own pipeline (parse,
+//! fragments, shield, flows, verdict counters — per CPU in Linux and PacketShield), then
+//! finishes deferred packets with [`Pipeline::resume`] in its own deterministic order
+//! (see `split.rs` and the simulator's `engine::shared`).
+//!
 //! Not here: configuration parsing (each stage's `build` does it) and any I/O.
 
 use std::net::SocketAddr;

@@ -28,6 +28,18 @@
 //! window's shared results late: a director or NAT reply is shown to the shield at the end
 //! of its window, at most `L` after it arrived.
 
+//!
+//! What stays per queue, and why (Linux keeps it per CPU): parsing and the fragment
+//! tracker (a datagram's fragments share the client's queue: RSS hashes fragments by
+//! address pair); the shield (PacketShield runs one instance per core); flow-manager hit
+//! counters (nft counters are per-CPU); verdict counters (per-CPU netdev and IPVS
+//! statistics, summed when read). What is shared (Linux keeps one per network namespace):
+//! the IPVS connection table and persistence templates (`ip_vs_conn_tab`), each service's
+//! scheduler state (`svc->sched_data`: rr/wrr cursors), per-real counters and ActiveConn /
+//! InActConn, NAT rules, conntrack (`nf_conntrack_hash`) and NAT source-port allocation
+//! (`nf_nat_bysource`). Backend and client hosts stay per queue (a connection's frames,
+//! both ways, stay on its client's queue).
+
 use std::net::IpAddr;
 use std::time::Instant;
 
