@@ -61,8 +61,8 @@ fn assert_same(name: &str, what: &str, a: &RunOutput, b: &RunOutput) {
         sim::report::deterministic_json(&a.report),
         sim::report::deterministic_json(&b.report),
     );
-    let shared_same = a.merged.connections == b.merged.connections
-        && a.merged.translated == b.merged.translated;
+    let shared_same =
+        a.merged.connections == b.merged.connections && a.merged.translated == b.merged.translated;
     if left != right || a.merged.emitted != b.merged.emitted || !shared_same {
         panic!(
             "{name}: {what} differ; first divergent event: {}",

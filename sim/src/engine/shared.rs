@@ -261,7 +261,7 @@ impl SharedRun {
             let pending = engine.pending.drain(..);
             work.extend(pending.map(|p| (key(&p, queue as u16), queue, p)));
         }
-        work.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        work.sort_unstable_by_key(|w| w.0);
         if work.is_empty() {
             return;
         }
