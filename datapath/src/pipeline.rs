@@ -30,8 +30,9 @@ use std::ops::ControlFlow;
 
 use crate::director::Directors;
 use crate::flows::{FlowAction, FlowCounters, FlowTable};
-use crate::nat::{Nat, NatOutcome, current_flow, rewritten_meta};
+use crate::nat::{Nat, NatOutcome};
 use crate::packet::fragments::{FragmentCounters, FragmentTracker};
+use crate::packet::rewrite::{current_flow, rewritten_meta};
 use crate::packet::{IfaceId, InvalidReason, LinkType, PacketMeta, ParseOptions, parse_into};
 use crate::shield::{EmitBuffer, Shield, Toward};
 use crate::verdict::{DropReason, Stage, TimeNs, Verdict};
@@ -259,6 +260,15 @@ impl Pipeline {
             deferred: Vec::new(),
             shared_full_pending: Vec::new(),
         }
+    }
+
+    /// Key the pipeline's own packet-keyed table (the fragment tracker) from `seed`, the
+    /// run's seed (stages get theirs when built: `shield::build`, `DirectorOptions`,
+    /// `nat::config::build`). Without it the tracker is keyed from
+    /// [`crate::hash::keyed::DEFAULT_SEED`]. Call it before the first packet.
+    pub fn with_hash_seed(mut self, seed: u64) -> Self {
+        self.fragments = FragmentTracker::keyed(seed);
+        self
     }
 
     /// Opt in to buffer recycling: the buffer of a frame that the reply un-NAT, director

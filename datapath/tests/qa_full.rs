@@ -5,11 +5,12 @@
 
 use std::net::Ipv4Addr;
 
-use datapath::conntrack::{ConnTrack, FlowKey};
 use datapath::director::config::DirectorConfig;
 use datapath::director::{DirectorOptions, Directors};
+use datapath::nat::conntrack::ConnTrack;
 use datapath::nat::{Nat, NatAction, NatMatch, NatOutcome, NatRule};
 use datapath::packet::builder::PacketBuilder;
+use datapath::packet::flow::FlowKey;
 use datapath::packet::{InvalidReason, LinkType, checksum, parse};
 use datapath::pipeline::{PacketOutcome, Pipeline, QaTable};
 use datapath::shield::ShieldConfig;

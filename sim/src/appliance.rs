@@ -141,7 +141,7 @@ pub fn build_pipeline(
         verify_l4_checksum: !config.no_l4_checksum,
         ..Default::default()
     };
-    let mut pipeline = Pipeline::new(options);
+    let mut pipeline = Pipeline::new(options).with_hash_seed(seed);
     if let Some(shield) = &config.shield {
         let shield = datapath::shield::build(shield, seed, iface_names)
             .map_err(|e| anyhow::anyhow!("[shield]: {e}"))?;
@@ -152,11 +152,15 @@ pub fn build_pipeline(
         pipeline = pipeline.with_flows(table);
     }
     if !config.director.is_empty() {
-        let directors = Directors::build(&config.director, DirectorOptions::default())
+        let options = DirectorOptions {
+            hash_seed: seed,
+            ..DirectorOptions::default()
+        };
+        let directors = Directors::build(&config.director, options)
             .map_err(|e| anyhow::anyhow!("[[director]]: {e}"))?;
         pipeline = pipeline.with_directors(directors);
     }
-    if let Some(nat) = build_nat(config, iface_names)? {
+    if let Some(nat) = build_nat(config, iface_names, seed)? {
         pipeline = pipeline.with_nat(nat);
     }
     for (table, packets) in config
@@ -175,6 +179,7 @@ pub fn build_pipeline(
 pub fn build_nat(
     config: &ApplianceConfig,
     iface_names: &[&str],
+    seed: u64,
 ) -> anyhow::Result<Option<datapath::nat::Nat>> {
     if let Some(unknown) = config
         .interfaces
@@ -189,7 +194,7 @@ pub fn build_nat(
     if config.nat.is_empty() {
         return Ok(None);
     }
-    datapath::nat::config::build(&config.nat, &config.interfaces)
+    datapath::nat::config::build(&config.nat, &config.interfaces, seed)
         .map(Some)
         .map_err(|e| anyhow::anyhow!("[[nat]] {e}"))
 }

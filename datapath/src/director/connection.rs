@@ -13,50 +13,20 @@
 //! (`DropReason::ConnTableFull`) and counted; established entries are never evicted.
 //! For QA, [`ConnectionTable::report_full`] makes either table refuse new entries as if it
 //! were at capacity, so the policy can be exercised after a chosen number of packets.
+//!
+//! The indexes are keyed by client addresses and ports, which an attacker chooses: they
+//! hash with keyed SipHash-1-3 ([`crate::hash::keyed`], keys from the run's seed, as IPVS
+//! keys its jhash with a random secret), over the packed key (`Hash` is written by hand:
+//! addresses as one integer, no discriminants). They are never iterated, so hash order
+//! never reaches any output.
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 
 use super::dest::{DestId, Forward};
+use crate::hash::keyed::{KeyedState, write_address, write_socket};
 use crate::verdict::{NS_PER_SEC, TimeNs};
-
-/// A fast, deterministic hasher for the lookup-only indexes (FxHash's multiply-rotate).
-/// The indexes are never iterated, so hash order never reaches any output.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct FastHasher(u64);
-
-impl std::hash::Hasher for FastHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-
-    fn write_u8(&mut self, value: u8) {
-        self.write_u64(u64::from(value));
-    }
-
-    fn write_u16(&mut self, value: u16) {
-        self.write_u64(u64::from(value));
-    }
-
-    fn write_u32(&mut self, value: u32) {
-        self.write_u64(u64::from(value));
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// `BuildHasher` for [`FastHasher`].
-pub type FastHash = std::hash::BuildHasherDefault<FastHasher>;
 
 /// Default capacity of the connection table.
 pub const CONNECTION_TABLE_CAPACITY: usize = 1 << 20;
@@ -196,7 +166,7 @@ pub fn next_tcp_state(current: TcpState, direction: Direction, tcp_flags: u8) ->
 }
 
 /// Connection lookup key from the client side.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ClientKey {
     /// IP protocol.
     pub proto: u8,
@@ -207,7 +177,7 @@ pub struct ClientKey {
 }
 
 /// Connection lookup key from the real-server side (NAT replies).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RealKey {
     /// IP protocol.
     pub proto: u8,
@@ -227,7 +197,7 @@ pub enum TemplateTarget {
 }
 
 /// Persistence template key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TemplateKey {
     /// Protocol (0 for fwmark templates).
     pub proto: u8,
@@ -235,6 +205,39 @@ pub struct TemplateKey {
     pub client_network: IpAddr,
     /// Service side of the key.
     pub target: TemplateTarget,
+}
+
+impl Hash for ClientKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u8(self.proto);
+        write_socket(state, &self.client);
+        write_socket(state, &self.virtual_address);
+    }
+}
+
+impl Hash for RealKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u8(self.proto);
+        write_socket(state, &self.real);
+        write_socket(state, &self.client);
+    }
+}
+
+impl Hash for TemplateKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u8(self.proto);
+        write_address(state, &self.client_network);
+        match self.target {
+            TemplateTarget::Virtual(address, port) => {
+                write_address(state, &address);
+                state.write_u16(port);
+            }
+            TemplateTarget::Fwmark(mark) => state.write_u32(mark),
+        }
+    }
 }
 
 /// Protocol state of a connection.
@@ -325,14 +328,14 @@ pub struct ConnectionTable {
     pub connections: Vec<Option<Connection>>,
     free_connections: Vec<u32>,
     /// Client-side index.
-    pub by_client: HashMap<ClientKey, u32, FastHash>,
+    pub by_client: HashMap<ClientKey, u32, KeyedState>,
     /// Real-side index (NAT only).
-    pub by_real: HashMap<RealKey, u32, FastHash>,
+    pub by_real: HashMap<RealKey, u32, KeyedState>,
     /// Template slots.
     pub templates: Vec<Option<Template>>,
     free_templates: Vec<u32>,
     /// Template index (hashed templates only).
-    pub by_template_key: HashMap<TemplateKey, u32, FastHash>,
+    pub by_template_key: HashMap<TemplateKey, u32, KeyedState>,
     /// One pending expiry check per entry, ordered by (time, entry).
     pub timers: BTreeSet<(TimeNs, TimerEntry)>,
     /// Connection capacity.
@@ -370,16 +373,19 @@ impl ConnectionTable {
         }
     }
 
-    /// An empty table with the given capacities.
-    pub fn new(connection_capacity: usize, template_capacity: usize) -> Self {
+    /// An empty table with the given capacities, its indexes keyed from `hash_seed`.
+    pub fn new(connection_capacity: usize, template_capacity: usize, hash_seed: u64) -> Self {
         Self {
             connections: Vec::new(),
             free_connections: Vec::new(),
-            by_client: HashMap::default(),
-            by_real: HashMap::default(),
+            by_client: HashMap::with_hasher(KeyedState::new(hash_seed, 0x6970_7673_636c_6e74)),
+            by_real: HashMap::with_hasher(KeyedState::new(hash_seed, 0x6970_7673_7265_616c)),
             templates: Vec::new(),
             free_templates: Vec::new(),
-            by_template_key: HashMap::default(),
+            by_template_key: HashMap::with_hasher(KeyedState::new(
+                hash_seed,
+                0x6970_7673_746d_706c,
+            )),
             timers: BTreeSet::new(),
             connection_capacity,
             template_capacity,

@@ -13,8 +13,8 @@ use std::net::{IpAddr, SocketAddr};
 use smoltcp::wire::checksum;
 
 use super::dest::Forward;
-use crate::conntrack::FlowKey;
-use crate::nat::{End, RewriteError, rewrite};
+use crate::packet::flow::FlowKey;
+use crate::packet::rewrite::{End, RewriteError, rewrite};
 use crate::packet::{L3, PacketMeta, ip_proto};
 
 const ETHERTYPE_IPV4: u16 = 0x0800;

@@ -38,7 +38,7 @@ use self::connection::{
 use self::dest::{BindKind, DestId, DestStats, Dests, Forward, RealServer};
 use self::listing::RateEstimator;
 use self::scheduler::{DestChange, SchedulePacket, Scheduler};
-use crate::conntrack::FlowKey;
+use crate::packet::flow::FlowKey;
 use crate::packet::{PacketMeta, ip_proto, tcp_flags};
 use crate::verdict::{DropReason, NS_PER_SEC, TimeNs, Verdict};
 
@@ -66,6 +66,9 @@ pub struct DirectorOptions {
     pub template_capacity: usize,
     /// Frames start with an Ethernet header (DR rewrites the destination MAC).
     pub ethernet: bool,
+    /// Seed of the keyed hash of the connection and template indexes (the run's seed;
+    /// [`crate::hash::keyed::DEFAULT_SEED`] by default). Never changes a result.
+    pub hash_seed: u64,
 }
 
 impl Default for DirectorOptions {
@@ -76,6 +79,7 @@ impl Default for DirectorOptions {
             connection_capacity: CONNECTION_TABLE_CAPACITY,
             template_capacity: TEMPLATE_TABLE_CAPACITY,
             ethernet: true,
+            hash_seed: crate::hash::keyed::DEFAULT_SEED,
         }
     }
 }
@@ -96,7 +100,7 @@ pub struct Service {
 }
 
 impl Service {
-    fn new(spec: ServiceSpec) -> Self {
+    fn new(spec: ServiceSpec, hash_seed: u64) -> Self {
         let mut dests = Dests::default();
         for real in &spec.reals {
             let mut server = RealServer::new(real.address, real.weight, real.forward);
@@ -107,7 +111,13 @@ impl Service {
             }
             dests.add(server);
         }
-        let scheduler = Scheduler::new(spec.scheduler, spec.flags, spec.maglev_table_size, &dests);
+        let scheduler = Scheduler::new_keyed(
+            spec.scheduler,
+            spec.flags,
+            spec.maglev_table_size,
+            &dests,
+            hash_seed,
+        );
         let rates = vec![RateEstimator::default(); dests.servers.len() + 1];
         Self {
             spec,
@@ -212,7 +222,10 @@ impl Directors {
 
     /// Build from already validated services.
     pub fn from_specs(specs: Vec<ServiceSpec>, options: DirectorOptions) -> Self {
-        let services: Vec<Service> = specs.into_iter().map(Service::new).collect();
+        let services: Vec<Service> = specs
+            .into_iter()
+            .map(|spec| Service::new(spec, options.hash_seed))
+            .collect();
         let by_key = services
             .iter()
             .enumerate()
@@ -221,7 +234,11 @@ impl Directors {
         Self {
             services,
             by_key,
-            table: ConnectionTable::new(options.connection_capacity, options.template_capacity),
+            table: ConnectionTable::new(
+                options.connection_capacity,
+                options.template_capacity,
+                options.hash_seed,
+            ),
             options,
             next_estimate: listing::ESTIMATOR_INTERVAL,
             counters: DirectorCounters::default(),
@@ -483,7 +500,7 @@ impl Directors {
         real: SocketAddr,
         direction: Direction,
         new_connection: bool,
-        result: Result<FlowKey, crate::nat::RewriteError>,
+        result: Result<FlowKey, crate::packet::rewrite::RewriteError>,
     ) -> Decision {
         let verdict = match result {
             Ok(_) => Verdict::Forward,

@@ -15,7 +15,7 @@ use super::config::ServiceKey;
 use super::connection::{Template, TemplateKey, TemplateTarget};
 use super::dest::{BindKind, DestId};
 use super::scheduler::SchedulePacket;
-use crate::conntrack::FlowKey;
+use crate::packet::flow::FlowKey;
 use crate::verdict::{DropReason, TimeNs};
 
 const FTP_PORT: u16 = 21;

@@ -52,6 +52,7 @@ pub mod compile;
 mod error;
 mod index;
 mod parse;
+mod rule;
 mod rule_index;
 mod table;
 #[cfg(test)]

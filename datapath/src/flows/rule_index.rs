@@ -13,7 +13,7 @@
 
 use super::ast::{Family, Test};
 use super::index::{Membership, RangeIndex, summary, words_for};
-use super::table::{Rule, address_key, packet_family};
+use super::rule::{Rule, address_key, packet_family};
 use crate::packet::{PacketMeta, ip_proto};
 
 /// Family-and-protocol classes: TCP, UDP, ICMP, anything else.

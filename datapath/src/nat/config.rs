@@ -27,8 +27,8 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
+use super::conntrack::{CONNTRACK_CAPACITY, ConnTrack};
 use super::{Nat, NatAction, NatInterface, NatMatch, NatRule};
-use crate::conntrack::{CONNTRACK_CAPACITY, ConnTrack};
 use crate::packet::ip_proto;
 
 /// The rule kind.
@@ -255,10 +255,12 @@ impl<'de> Deserialize<'de> for InterfaceAddress {
 }
 
 /// Build the NAT table of an appliance: its rules and its interfaces' addresses
-/// (interface names in `out` must be declared there).
+/// (interface names in `out` must be declared there). `hash_seed` (the run's seed) keys
+/// the connection tracking's indexes.
 pub fn build(
     rules: &[NatRuleConfig],
     interfaces: &BTreeMap<String, InterfaceAddress>,
+    hash_seed: u64,
 ) -> Result<Nat, String> {
     let declared: Vec<NatInterface> = interfaces
         .iter()
@@ -295,7 +297,7 @@ pub fn build(
     Ok(Nat::new(
         compiled,
         declared,
-        ConnTrack::new(CONNTRACK_CAPACITY),
+        ConnTrack::keyed(CONNTRACK_CAPACITY, hash_seed),
     ))
 }
 

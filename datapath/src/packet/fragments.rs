@@ -12,9 +12,11 @@
 //! [`FragmentTracker::set_report_full`] applies that policy as if the table were full.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 use super::{InvalidReason, PacketMeta};
+use crate::hash::keyed::{DEFAULT_SEED, KeyedState, write_address};
 use crate::verdict::{NS_PER_SEC, TimeNs};
 
 /// Datagrams tracked at once.
@@ -24,12 +26,23 @@ pub const MAX_RANGES_PER_DATAGRAM: usize = 64;
 /// A datagram is forgotten this long after its last fragment (Linux `ipfrag_time`).
 pub const FRAGMENT_TIMEOUT_NS: TimeNs = 30 * NS_PER_SEC;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct DatagramKey {
     src: IpAddr,
     dst: IpAddr,
     proto: u8,
     id: u32,
+}
+
+impl Hash for DatagramKey {
+    /// Packed (addresses as one integer) for the keyed hash.
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        write_address(state, &self.src);
+        write_address(state, &self.dst);
+        state.write_u8(self.proto);
+        state.write_u32(self.id);
+    }
 }
 
 #[derive(Debug)]
@@ -71,17 +84,33 @@ impl FragmentCounters {
 }
 
 /// Bounded per-datagram range tracker. Time is passed in; nothing reads a clock.
-#[derive(Debug, Default)]
+/// The datagram index is keyed by packet fields: keyed SipHash-1-3 ([`crate::hash::keyed`]).
+#[derive(Debug)]
 pub struct FragmentTracker {
-    datagrams: HashMap<DatagramKey, Datagram>,
+    datagrams: HashMap<DatagramKey, Datagram, KeyedState>,
     counters: FragmentCounters,
     report_full: bool,
 }
 
+impl Default for FragmentTracker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl FragmentTracker {
-    /// An empty tracker.
+    /// An empty tracker, keyed from [`DEFAULT_SEED`].
     pub fn new() -> Self {
-        Self::default()
+        Self::keyed(DEFAULT_SEED)
+    }
+
+    /// An empty tracker, its index keyed from `hash_seed` (the run's seed).
+    pub fn keyed(hash_seed: u64) -> Self {
+        Self {
+            datagrams: HashMap::with_hasher(KeyedState::new(hash_seed, 0x6672_6167_6d65_6e74)),
+            counters: FragmentCounters::default(),
+            report_full: false,
+        }
     }
 
     /// Counters so far.

@@ -12,10 +12,12 @@
 
 pub mod builder;
 pub mod checksum;
+pub mod flow;
 pub mod fragments;
 mod invalid;
 mod link;
 mod parse;
+pub mod rewrite;
 pub mod vlan;
 
 pub use invalid::InvalidReason;

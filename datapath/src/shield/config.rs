@@ -46,9 +46,9 @@ use std::net::IpAddr;
 use serde::{Deserialize, Deserializer};
 
 use super::emit::SynAckTemplates;
-use super::fasthash::FastBuild;
 use super::lists::{PortSet, PrefixList, SourcePrefix};
 use super::modes::{ModeSetting, Thresholds};
+use crate::hash::fast::FastBuild;
 use crate::packet::ip_proto;
 
 /// At most this many configured contexts per instance (plus the default context).

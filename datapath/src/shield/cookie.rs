@@ -400,7 +400,7 @@ fn sip_finish(mut v: [u64; 4]) -> u64 {
     v[0] ^ v[1] ^ v[2] ^ v[3]
 }
 
-use crate::siphash::sip_round;
+use crate::hash::siphash::sip_round;
 
 /// Eight message bytes as SipHash reads them (little-endian).
 #[inline]

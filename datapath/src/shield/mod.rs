@@ -33,11 +33,11 @@ pub mod config;
 pub mod cookie;
 pub mod counters;
 pub mod emit;
-mod fasthash;
 pub mod lists;
 pub mod modes;
 pub mod overrides;
 mod proxy;
+mod run;
 mod stages;
 pub mod table;
 
@@ -332,7 +332,7 @@ impl Shield {
         let context = self.select_in(instance, meta);
         let tables = &self.instances[usize::from(instance)];
         let local = (context.0 - self.context_base[usize::from(instance)]) as usize;
-        let mut run = stages::Run {
+        let mut run = run::Run {
             now,
             id: context,
             instance: tables,

@@ -26,8 +26,9 @@ use super::emit::{
     EmitBuffer, LinkHeader, Segment, SegmentOptions, Toward, refresh_tcp_checksum,
     shift_sack_blocks, tcp_segment_range, timestamps_offset, write_segment,
 };
-use super::stages::Run;
+use super::run::Run;
 use super::{FlowKey, Session, SessionState, State};
+use crate::packet::rewrite::{read_u32, write_u32};
 use crate::packet::{IfaceId, PacketMeta, tcp_flags};
 use crate::verdict::{DropReason, TimeNs, Verdict};
 
@@ -300,14 +301,4 @@ impl ProxyState {
             refresh_tcp_checksum(frame, meta);
         }
     }
-}
-
-fn read_u32(frame: &[u8], at: usize) -> u32 {
-    let mut bytes = [0; 4];
-    bytes.copy_from_slice(&frame[at..at + 4]);
-    u32::from_be_bytes(bytes)
-}
-
-fn write_u32(frame: &mut [u8], at: usize, value: u32) {
-    frame[at..at + 4].copy_from_slice(&value.to_be_bytes());
 }

@@ -6,14 +6,15 @@
 
 use std::ops::ControlFlow::{self, Break, Continue};
 
-use super::config::{BadCookieAction, ContextTables, InstanceTables};
+use super::config::BadCookieAction;
 use super::cookie::{CookieError, CookieFlow, CookieOptions, SynCookies};
 use super::emit::{
     EmitBuffer, LinkHeader, Segment, SegmentOptions, SynAckFields, Toward, write_segment,
 };
 use super::modes::{Mode, ModeSetting};
+use super::run::Run;
 use super::table::{Placed, Victim};
-use super::{ContextId, FlowKey, Session, SessionState, SourceEntry, SourceKey, State, proxy};
+use super::{FlowKey, Session, SessionState, SourceEntry, SourceKey, State, proxy};
 use crate::packet::{PacketMeta, ip_proto, tcp_flags};
 use crate::verdict::{DropReason, TimeNs, Verdict};
 
@@ -23,21 +24,7 @@ fn drop(reason: DropReason) -> Flow {
     Break(Verdict::Drop(reason))
 }
 
-/// One packet's run through one context.
-pub(crate) struct Run<'a> {
-    pub now: TimeNs,
-    pub id: ContextId,
-    pub instance: &'a InstanceTables,
-    pub context: &'a ContextTables,
-    pub state: &'a mut State,
-    pub ethernet: bool,
-}
-
 impl Run<'_> {
-    pub(crate) fn context_state(&mut self) -> &mut super::ContextState {
-        &mut self.state.contexts[self.id.0 as usize]
-    }
-
     /// All stages.
     pub fn stages(&mut self, frame: &mut [u8], meta: &PacketMeta, emit: &mut EmitBuffer) -> Flow {
         let (now, thresholds) = (self.now, &self.instance.thresholds);

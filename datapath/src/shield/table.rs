@@ -5,19 +5,15 @@
 //! traffic. When a bucket is full the caller's policy picks a victim: a slot that is
 //! reclaimable (expired), else the evictable slot with the oldest rank, else nothing — the
 //! insertion is refused and the caller counts it. Keys are hashed with SipHash-1-3 keyed from
-//! the shield's seed, so spoofed sources cannot aim at one bucket without knowing it: the
-//! key's `Hash` bytes are gathered into a small buffer and hashed in one pass with the
-//! shared [`siphash13`](crate::siphash::siphash13) (the same value as the streaming `siphasher` `SipHasher13`, which
-//! remains the fallback for keys longer than the buffer). A caller that looks a key up and
+//! the shield's seed, so spoofed sources cannot aim at one bucket without knowing it (the
+//! one-pass [`keyed_hash`] of [`crate::hash::keyed`]). A caller that looks a key up and
 //! then inserts it hashes once (`bucket_of`, `find_in`, `insert_in`, for the shield's
 //! per-source count).
 //! No iteration order is exposed except by slot index (deterministic).
 
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 
-use siphasher::sip::SipHasher13;
-
-use crate::siphash::siphash13;
+use crate::hash::keyed::keyed_hash;
 
 /// Slots per bucket.
 pub const WAYS: usize = 8;
@@ -218,129 +214,9 @@ impl<K: Hash + Eq + Copy, V> BoundedTable<K, V> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Bucket(usize);
 
-/// Bytes of a key's `Hash` output hashed in one pass; longer keys use the streaming hasher.
-const KEY_BYTES_MAX: usize = 64;
-
-/// Collects the bytes a `Hash` implementation writes (little-endian integers, as
-/// `siphasher` reads them), so they can be hashed in one pass.
-struct KeyBytes {
-    bytes: [u8; KEY_BYTES_MAX],
-    len: usize,
-    overflow: bool,
-}
-
-impl KeyBytes {
-    #[inline(always)]
-    fn push<const N: usize>(&mut self, bytes: [u8; N]) {
-        match self.bytes.get_mut(self.len..self.len + N) {
-            Some(room) => {
-                room.copy_from_slice(&bytes);
-                self.len += N;
-            }
-            None => self.overflow = true,
-        }
-    }
-}
-
-impl Hasher for KeyBytes {
-    #[inline(always)]
-    fn write(&mut self, bytes: &[u8]) {
-        match self.bytes.get_mut(self.len..self.len + bytes.len()) {
-            Some(room) => {
-                room.copy_from_slice(bytes);
-                self.len += bytes.len();
-            }
-            None => self.overflow = true,
-        }
-    }
-
-    #[inline(always)]
-    fn write_u8(&mut self, value: u8) {
-        self.push(value.to_le_bytes());
-    }
-
-    #[inline(always)]
-    fn write_u16(&mut self, value: u16) {
-        self.push(value.to_le_bytes());
-    }
-
-    #[inline(always)]
-    fn write_u32(&mut self, value: u32) {
-        self.push(value.to_le_bytes());
-    }
-
-    #[inline(always)]
-    fn write_u64(&mut self, value: u64) {
-        self.push(value.to_le_bytes());
-    }
-
-    #[inline(always)]
-    fn write_usize(&mut self, value: usize) {
-        self.push(value.to_le_bytes());
-    }
-
-    /// Not a hash: the bytes are hashed by [`keyed_hash`].
-    fn finish(&self) -> u64 {
-        0
-    }
-}
-
-/// SipHash-1-3 of `key`'s `Hash` bytes under `keys`: the value of `siphasher`'s
-/// `SipHasher13::new_with_keys(keys.0, keys.1)` fed the same key.
-#[inline]
-fn keyed_hash<K: Hash>(keys: (u64, u64), key: &K) -> u64 {
-    let mut collected = KeyBytes {
-        bytes: [0; KEY_BYTES_MAX],
-        len: 0,
-        overflow: false,
-    };
-    key.hash(&mut collected);
-    if collected.overflow {
-        let mut hasher = SipHasher13::new_with_keys(keys.0, keys.1);
-        key.hash(&mut hasher);
-        return hasher.finish();
-    }
-    siphash13(keys, &collected.bytes[..collected.len])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
-    fn streaming<K: Hash>(keys: (u64, u64), key: &K) -> u64 {
-        let mut hasher = SipHasher13::new_with_keys(keys.0, keys.1);
-        key.hash(&mut hasher);
-        hasher.finish()
-    }
-
-    #[test]
-    fn one_pass_hash_equals_the_streaming_siphasher() {
-        #[derive(Hash)]
-        struct Flow(IpAddr, IpAddr, u16, u16);
-        #[derive(Hash)]
-        struct Source(u32, IpAddr);
-        let v4 = |i: u32| IpAddr::V4(Ipv4Addr::from(0xc000_0200 + i));
-        let v6 = |i: u32| IpAddr::V6(Ipv6Addr::from(0x2001_0db8_u128 << 96 | u128::from(i)));
-        for seed in [0u64, 7, u64::MAX] {
-            let keys = (seed ^ 0x1234, seed.rotate_left(17));
-            for i in 0..64u32 {
-                let flow = Flow(v4(i), v4(i * 7), 1024 + i as u16, 80);
-                assert_eq!(keyed_hash(keys, &flow), streaming(keys, &flow));
-                let flow6 = Flow(v6(i), v6(!i), 1024, i as u16);
-                assert_eq!(keyed_hash(keys, &flow6), streaming(keys, &flow6));
-                let source = Source(i, v4(i));
-                assert_eq!(keyed_hash(keys, &source), streaming(keys, &source));
-                let source6 = Source(i, v6(i));
-                assert_eq!(keyed_hash(keys, &source6), streaming(keys, &source6));
-                // Every message length from 0 to past the buffer (streaming fallback).
-                let bytes: Vec<u8> = (0..i as u8 + 80).collect();
-                let message = &bytes[..i as usize + 8];
-                assert_eq!(keyed_hash(keys, &message), streaming(keys, &message));
-                assert_eq!(keyed_hash(keys, &i), streaming(keys, &i));
-            }
-        }
-    }
 
     #[test]
     fn full_bucket_evicts_oldest_or_refuses() {

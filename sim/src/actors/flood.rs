@@ -326,17 +326,6 @@ struct Template {
     l4_base: u64,
 }
 
-/// One's complement sum of the 16-bit words of `bytes` (an even-length slice at an even
-/// offset of its header), in [`checksum::partial`]'s native-endian convention.
-#[inline]
-fn words(bytes: &[u8]) -> u64 {
-    let (pairs, _) = bytes.as_chunks::<2>();
-    pairs
-        .iter()
-        .map(|pair| u64::from(u16::from_ne_bytes(*pair)))
-        .sum()
-}
-
 impl Template {
     fn new(mut frame: Vec<u8>, ipv6: bool, kind: FloodKind) -> Self {
         let ip = IP_OFFSET;
@@ -421,7 +410,7 @@ impl Template {
                 let source = src.octets();
                 out[ip + 7] = fields.ttl;
                 out[ip + 8..ip + 24].copy_from_slice(&source);
-                words(&source)
+                checksum::partial(&source)
             }
             _ => unreachable!("a template's family is its source network's"),
         };
@@ -465,13 +454,13 @@ impl Template {
     }
 }
 
-/// [`words`] of one 16-bit word.
+/// [`checksum::partial`] of one 16-bit word.
 #[inline]
 fn sum16(bytes: [u8; 2]) -> u64 {
     u64::from(u16::from_ne_bytes(bytes))
 }
 
-/// [`words`] of two 16-bit words (congruent: one 32-bit native-endian addition).
+/// [`checksum::partial`] of two 16-bit words (one 32-bit native-endian addition).
 #[inline]
 fn sum32(bytes: [u8; 4]) -> u64 {
     u64::from(u32::from_ne_bytes(bytes))

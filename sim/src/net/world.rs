@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::hash::Hasher;
 use std::net::IpAddr;
 
+use datapath::hash::siphash::siphash13;
 use datapath::packet::IfaceId;
-use datapath::siphash::siphash13;
 use ipnet::IpNet;
 use siphasher::sip::SipHasher13;
 

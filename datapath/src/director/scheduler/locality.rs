@@ -19,6 +19,7 @@ use std::net::IpAddr;
 use super::super::dest::{DestId, Dests, RealServer};
 use super::super::hash::{fold_address, hash_32};
 use super::least::wlc;
+use crate::hash::keyed::{DEFAULT_SEED, KeyedState};
 use crate::verdict::{NS_PER_SEC, TimeNs};
 
 /// Hard capacity of one service's lblc/lblcr cache.
@@ -50,7 +51,7 @@ pub struct LocalityEntry {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalityCache {
     /// Entries by destination address (lookup only; never iterated unordered).
-    pub entries: HashMap<IpAddr, LocalityEntry>,
+    pub entries: HashMap<IpAddr, LocalityEntry, KeyedState>,
     /// Entries not stored because the cache was full.
     pub overflows: u64,
     /// QA: new entries are refused as if the cache were at capacity.
@@ -62,8 +63,16 @@ pub struct LocalityCache {
 
 impl Default for LocalityCache {
     fn default() -> Self {
+        Self::new(DEFAULT_SEED)
+    }
+}
+
+impl LocalityCache {
+    /// An empty cache; its index (keyed by packet destinations) hashes with keyed SipHash
+    /// from `hash_seed`.
+    pub fn new(hash_seed: u64) -> Self {
         Self {
-            entries: HashMap::new(),
+            entries: HashMap::with_hasher(KeyedState::new(hash_seed, 0x6970_7673_6c62_6c63)),
             overflows: 0,
             report_full: false,
             next_check: CHECK_INTERVAL,

@@ -142,12 +142,30 @@ pub enum DestChange {
 }
 
 impl Scheduler {
-    /// `init_service`: fresh state for the given servers.
+    /// `init_service`: fresh state for the given servers (an lblc/lblcr cache keyed from
+    /// [`crate::hash::keyed::DEFAULT_SEED`]).
     pub fn new(
         kind: SchedulerKind,
         flags: SchedulerFlags,
         maglev_table_size: usize,
         dests: &Dests,
+    ) -> Self {
+        Self::new_keyed(
+            kind,
+            flags,
+            maglev_table_size,
+            dests,
+            crate::hash::keyed::DEFAULT_SEED,
+        )
+    }
+
+    /// [`Scheduler::new`] with the lblc/lblcr cache's index keyed from `hash_seed`.
+    pub fn new_keyed(
+        kind: SchedulerKind,
+        flags: SchedulerFlags,
+        maglev_table_size: usize,
+        dests: &Dests,
+        hash_seed: u64,
     ) -> Self {
         match kind {
             SchedulerKind::Rr => Self::Rr(None),
@@ -161,8 +179,8 @@ impl Scheduler {
             SchedulerKind::Mh => {
                 Self::Mh(Box::new(MaglevTable::new(maglev_table_size, dests)), flags)
             }
-            SchedulerKind::Lblc => Self::Lblc(LocalityCache::default()),
-            SchedulerKind::Lblcr => Self::Lblcr(LocalityCache::default()),
+            SchedulerKind::Lblc => Self::Lblc(LocalityCache::new(hash_seed)),
+            SchedulerKind::Lblcr => Self::Lblcr(LocalityCache::new(hash_seed)),
             SchedulerKind::Fo => Self::Fo,
             SchedulerKind::Ovf => Self::Ovf,
         }

@@ -6,13 +6,19 @@
 //! drops it, like `nf_conntrack: table full, dropping packet`). Entries expire after an idle
 //! timeout per protocol, in virtual time (a single ordered timer queue). When a source NAT
 //! would make two flows share one reply tuple, the source port is moved up to the next free
-//! port, deterministically. This module does not rewrite packets (see [`crate::nat`]) and
+//! port, deterministically. This module does not rewrite packets (see [`super`]) and
 //! does not model TCP states.
+//!
+//! Both flow indexes are keyed by packet fields: they hash with keyed SipHash-1-3
+//! ([`crate::hash::keyed`], keys from the run's seed); entry ids (ours) use the fast hash.
+//! No map is iterated, so hash order never reaches any output.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
 
-use crate::packet::{PacketMeta, ip_proto};
+use crate::hash::fast::FastBuild;
+use crate::hash::keyed::{DEFAULT_SEED, KeyedState};
+pub use crate::packet::flow::FlowKey;
+use crate::packet::ip_proto;
 use crate::verdict::{NS_PER_SEC, TimeNs};
 
 /// Default capacity (entries; each covers both directions).
@@ -22,41 +28,6 @@ pub const TCP_IDLE_TIMEOUT: TimeNs = 432_000 * NS_PER_SEC;
 /// Idle timeout of UDP and other entries (`nf_conntrack_udp_timeout_stream`).
 pub const OTHER_IDLE_TIMEOUT: TimeNs = 120 * NS_PER_SEC;
 const PORT_SEARCH_LIMIT: u16 = 1024;
-
-/// A flow as seen on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FlowKey {
-    /// IP protocol.
-    pub proto: u8,
-    /// Source address and port (port 0 without ports).
-    pub source: SocketAddr,
-    /// Destination address and port.
-    pub destination: SocketAddr,
-}
-
-impl FlowKey {
-    /// The flow of a parsed TCP/UDP packet.
-    pub fn from_meta(meta: &PacketMeta) -> Option<Self> {
-        let proto = meta.proto?;
-        if proto != ip_proto::TCP && proto != ip_proto::UDP {
-            return None;
-        }
-        Some(Self {
-            proto,
-            source: SocketAddr::new(meta.src?, meta.sport?),
-            destination: SocketAddr::new(meta.dst?, meta.dport?),
-        })
-    }
-
-    /// The same flow seen from the other end.
-    pub fn reversed(&self) -> Self {
-        Self {
-            proto: self.proto,
-            source: self.destination,
-            destination: self.source,
-        }
-    }
-}
 
 /// What a tracked packet becomes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,9 +59,9 @@ pub struct ConnTrackCounters {
 /// The bounded tracking table.
 #[derive(Clone, Debug)]
 pub struct ConnTrack {
-    entries: HashMap<u32, Entry>,
-    by_original: HashMap<FlowKey, u32>,
-    by_reply: HashMap<FlowKey, u32>,
+    entries: HashMap<u32, Entry, FastBuild>,
+    by_original: HashMap<FlowKey, u32, KeyedState>,
+    by_reply: HashMap<FlowKey, u32, KeyedState>,
     timers: BTreeSet<(TimeNs, u32)>,
     next_id: u32,
     capacity: usize,
@@ -108,12 +79,19 @@ fn idle_timeout(proto: u8) -> TimeNs {
 }
 
 impl ConnTrack {
-    /// An empty table holding at most `capacity` entries.
+    /// An empty table holding at most `capacity` entries, keyed from
+    /// [`DEFAULT_SEED`].
     pub fn new(capacity: usize) -> Self {
+        Self::keyed(capacity, DEFAULT_SEED)
+    }
+
+    /// An empty table holding at most `capacity` entries, its flow indexes keyed from
+    /// `hash_seed` (the run's seed).
+    pub fn keyed(capacity: usize, hash_seed: u64) -> Self {
         Self {
-            entries: HashMap::new(),
-            by_original: HashMap::new(),
-            by_reply: HashMap::new(),
+            entries: HashMap::default(),
+            by_original: HashMap::with_hasher(KeyedState::new(hash_seed, 0x6374_6f72_6967_696e)),
+            by_reply: HashMap::with_hasher(KeyedState::new(hash_seed, 0x6374_7265_706c_7921)),
             timers: BTreeSet::new(),
             next_id: 0,
             capacity,

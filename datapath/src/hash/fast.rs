@@ -1,8 +1,8 @@
-//! A small, fast, deterministic hasher for the shield's read-only lookup maps (context
-//! selectors): the FxHash multiply-rotate mix, with no random state, so every run hashes
-//! the same way. It is not collision-resistant: use it only for maps whose keys come from
-//! the configuration, never for tables keyed by packet fields an attacker chooses (those
-//! use keyed SipHash, see [`super::table`]). Map iteration order is never relied upon.
+//! A small, fast, deterministic hasher for read-only lookup maps keyed by configuration
+//! (the shield's context selectors): the FxHash multiply-rotate mix, with no random state,
+//! so every run hashes the same way. It is not collision-resistant: use it only for maps
+//! whose keys come from the configuration, never for tables keyed by packet fields an
+//! attacker chooses (those use [`super::keyed`]). Map iteration order is never relied upon.
 
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -11,12 +11,12 @@ const MULTIPLIER: u64 = 0xf135_7aea_2e62_a9c5;
 
 /// FxHash-style hasher state.
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct FastHasher {
+pub struct FastHasher {
     hash: u64,
 }
 
 /// Builds [`FastHasher`]s (no state, no randomness).
-pub(crate) type FastBuild = BuildHasherDefault<FastHasher>;
+pub type FastBuild = BuildHasherDefault<FastHasher>;
 
 impl FastHasher {
     #[inline]
