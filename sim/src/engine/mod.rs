@@ -48,7 +48,7 @@ use std::path::Path;
 use datapath::TimeNs;
 use datapath::packet::{LinkType, PacketMeta};
 use datapath::pipeline::{
-    Deferred, EmittedFrame, Local, PacketOutcome, Pipeline, PipelineCounters,
+    Deferred, EmittedFrame, Local, PacketOutcome, Pipeline, PipelineCounters, SharedStages,
 };
 use datapath::verdict::{NS_PER_SEC, Verdict};
 use serde::Serialize;

@@ -297,6 +297,8 @@ pub struct ShardProbe<'e> {
     pub(super) pipeline: &'e Pipeline,
     pub(super) result: &'e ShardResult,
     pub(super) actors: &'e [Box<dyn Actor>],
+    /// The shared stages, for the shard that shows them (queue 0) while they are out.
+    pub(super) shared: Option<&'e datapath::pipeline::SharedStages>,
 }
 
 impl<'e> ShardProbe<'e> {
@@ -335,7 +337,7 @@ impl<'e> ShardProbe<'e> {
             events: result.events.clone(),
             records: Vec::new(),
             emitted: Vec::new(),
-            appliance: crate::appliance::report(self.pipeline),
+            appliance: crate::appliance::report_with(self.pipeline, self.shared),
             series: result.series.clone(),
             connections: result.connections.clone(),
             translated: result.translated.clone(),

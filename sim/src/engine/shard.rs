@@ -21,20 +21,26 @@ impl<'a> Engine<'a> {
 
     /// The shard's cumulative results so far (without records and emitted frames).
     pub fn snapshot(&self) -> ShardResult {
-        self.probe().result()
+        self.probe(None).result()
     }
 
-    pub(super) fn probe(&self) -> ShardProbe<'_> {
+    pub(super) fn probe<'s>(&'s self, shared: Option<&'s SharedStages>) -> ShardProbe<'s> {
         ShardProbe {
             pipeline: &self.pipeline,
             result: &self.result,
             actors: &self.actors,
+            shared,
         }
     }
 
     /// Tell the observer about every interval boundary up to and including `time`; returns
     /// the next boundary.
-    pub(super) fn observe_until(&self, next: TimeNs, time: TimeNs) -> TimeNs {
+    pub(super) fn observe_until(
+        &self,
+        next: TimeNs,
+        time: TimeNs,
+        shared: Option<&SharedStages>,
+    ) -> TimeNs {
         let Some((interval, observer)) = self.observer else {
             return TimeNs::MAX;
         };
@@ -43,7 +49,7 @@ impl<'a> Engine<'a> {
             observer(ShardSnapshot {
                 queue: self.queue_index,
                 now: boundary,
-                state: ShardState::Running(self.probe()),
+                state: ShardState::Running(self.probe(shared)),
             });
             boundary = boundary.saturating_add(interval);
         }
@@ -54,7 +60,7 @@ impl<'a> Engine<'a> {
     /// (For a shard whose pipeline keeps all its stages; see [`super::shared`].)
     pub fn run(mut self, progress: &dyn Fn(TimeNs)) -> ShardResult {
         self.start();
-        self.run_until(self.end.saturating_add(1), progress);
+        self.run_until(self.end.saturating_add(1), progress, None);
         self.end_run(progress)
     }
 
@@ -78,14 +84,20 @@ impl<'a> Engine<'a> {
     /// Handle every event before `limit` (and not after the end). Nothing handled here
     /// makes anything happen before `limit` that is not handled here too: actors run
     /// ahead only up to it.
-    pub(super) fn run_until(&mut self, limit: TimeNs, progress: &dyn Fn(TimeNs)) {
+    /// `shared`: the shared stages, shown to the observer (while they are out).
+    pub(super) fn run_until(
+        &mut self,
+        limit: TimeNs,
+        progress: &dyn Fn(TimeNs),
+        shared: Option<&SharedStages>,
+    ) {
         self.limit = limit;
         while let Some(time) = self.queue.peek_time() {
             if time > self.end || time >= limit {
                 break;
             }
             if time > self.boundary {
-                self.boundary = self.observe_until(self.boundary, time - 1);
+                self.boundary = self.observe_until(self.boundary, time - 1, shared);
             }
             let Some((now, event)) = self.queue.pop() else {
                 break;
@@ -105,7 +117,7 @@ impl<'a> Engine<'a> {
     pub(super) fn end_run(self, progress: &dyn Fn(TimeNs)) -> ShardResult {
         progress(self.end.saturating_sub(self.reported));
         if self.boundary < self.end {
-            self.observe_until(self.boundary, self.end - 1);
+            self.observe_until(self.boundary, self.end - 1, None);
         }
         self.finish_observed()
     }

@@ -234,13 +234,16 @@ impl SharedRun {
         let end = engines[0].end;
         while let Some(from) = engines.iter().filter_map(|e| e.next_time()).min() {
             let limit = from.saturating_add(window).min(end.saturating_add(1));
+            let shared = &self.shared;
             let step = |(engine, cost): (&mut Engine<'_>, &mut (u64, u64))| {
-                let ((), wall, cpu) = timed_run(|| engine.run_until(limit, progress));
+                // Queue 0 shows the shared stages to a live observer (once, not per queue).
+                let shown = (engine.queue_index == 0).then_some(shared);
+                let ((), wall, cpu) = timed_run(|| engine.run_until(limit, progress, shown));
                 cost.0 += wall;
                 cost.1 += cpu;
             };
+            let costs = &mut self.costs;
             if pool.current_num_threads() > 1 {
-                let costs = &mut self.costs;
                 pool.install(|| {
                     engines
                         .par_iter_mut()
@@ -248,7 +251,7 @@ impl SharedRun {
                         .for_each(step)
                 });
             } else {
-                engines.iter_mut().zip(self.costs.iter_mut()).for_each(step);
+                engines.iter_mut().zip(costs.iter_mut()).for_each(step);
             }
             self.shared_pass(engines);
         }
