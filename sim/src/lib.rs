@@ -5,7 +5,7 @@
 //!
 //! ## Map of the code (lowest layer first; a module only uses the ones above it)
 //! - [`capture`] — streaming pcap / pcapng / gzip reader, errors located by packet and offset.
-//! - [`diagnostics`] — located errors rendered rustc-style (flowmgr errors).
+//! - [`diagnostics`] — located errors: one type, TOML key spans, one rustc-style renderer.
 //! - [`svg`] — SVG charts (plotters) and HTML escaping for report.html and plan.html.
 //! - [`appliance`] — the appliance file (`flows`, `[shield]`, `[[director]]`) → a pipeline.
 //! - [`scenario`] — scenario files: units, parsing, validation (destinations included).

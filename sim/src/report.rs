@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use datapath::InvalidReason;
 use datapath::packet::fragments::FragmentCounters;
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::actors::{BackendStats, TcpStats, UdpStats};
 use crate::engine::{EventLogEntry, SecondRow, ShardResult, Totals};
@@ -134,8 +134,10 @@ pub struct BackendRow {
     pub share: f64,
 }
 
-/// Latency percentiles in nanoseconds.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// Latency percentiles in nanoseconds: the one percentile type of the crate (run reports,
+/// `sim diff`'s cost and latency, the TUI, `sim plan`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct Percentiles {
     /// Median.
     pub p50: u64,
@@ -148,12 +150,28 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(histogram: &Histogram<u64>) -> Option<Self> {
+    /// Percentiles of a histogram (`None` when empty).
+    pub fn of_histogram(histogram: &Histogram<u64>) -> Option<Self> {
         (!histogram.is_empty()).then(|| Self {
             p50: histogram.value_at_quantile(0.50),
             p90: histogram.value_at_quantile(0.90),
             p99: histogram.value_at_quantile(0.99),
             max: histogram.max(),
+        })
+    }
+
+    /// Percentiles of a sample, nearest rank (`None` when empty).
+    pub fn of(mut values: Vec<u64>) -> Option<Self> {
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_unstable();
+        let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+        Some(Self {
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: at(1.0),
         })
     }
 }
@@ -382,8 +400,8 @@ fn clients(merged: &ShardResult) -> ClientsSection {
             failed_reset: t.failed_reset,
             unfinished: t.unfinished,
             success_ratio: ratio(t.completed, t.failed_timeout + t.failed_reset),
-            connect_ns: Percentiles::of(&t.connect_ns),
-            complete_ns: Percentiles::of(&t.complete_ns),
+            connect_ns: Percentiles::of_histogram(&t.connect_ns),
+            complete_ns: Percentiles::of_histogram(&t.complete_ns),
         }),
         udp: udp.map(|u| UdpSection {
             sent: u.sent,
@@ -391,7 +409,7 @@ fn clients(merged: &ShardResult) -> ClientsSection {
             failed_timeout: u.failed_timeout,
             unfinished: u.unfinished,
             success_ratio: ratio(u.answered, u.failed_timeout),
-            rtt_ns: Percentiles::of(&u.rtt_ns),
+            rtt_ns: Percentiles::of_histogram(&u.rtt_ns),
         }),
     }
 }

@@ -364,6 +364,38 @@ fn cases() -> Vec<Case> {
             "scenario: unknown appliance key",
             vec!["run", "scenarios/invalid/unknown_appliance_key.toml"],
         ),
+        plain(
+            "scenario: port out of range in the second `[[traffic]]` table",
+            vec!["run", "scenarios/invalid/second_source_bad_dst.toml"],
+        ),
+        plain(
+            "scenario: misspelt key in the second `[[traffic]]` table",
+            vec!["run", "scenarios/invalid/second_source_unknown_key.toml"],
+        ),
+        plain(
+            "scenario: wrong type in the second `[[traffic]]` table",
+            vec!["run", "scenarios/invalid/second_source_bad_type.toml"],
+        ),
+        plain(
+            "scenario: weight event naming an unknown director",
+            vec!["run", "scenarios/invalid/event_unknown_director.toml"],
+        ),
+        plain(
+            "scenario: server_down event naming a server the director does not have",
+            vec!["run", "scenarios/invalid/event_unknown_server.toml"],
+        ),
+        plain(
+            "scenario: mode event naming an unknown shield context",
+            vec!["run", "scenarios/invalid/event_unknown_context.toml"],
+        ),
+        plain(
+            "scenario: negative weight in the second `[[appliance.director]]`",
+            vec!["run", "scenarios/invalid/appliance_bad_real.toml"],
+        ),
+        plain(
+            "scenario: two networks with the same prefix",
+            vec!["run", "scenarios/invalid/duplicate_prefix.toml"],
+        ),
         Case {
             input: "kernel runner: not root",
             args: vec!["kernel", "check"],

@@ -153,6 +153,6 @@ fn out_of_range_fault_probabilities_are_rejected_with_their_location() {
     let error = sim::scenario::parse(Path::new("faults.toml"), &text).unwrap_err();
     assert_eq!(
         error.to_string(),
-        "faults.toml:14:42: corrupt_ppm 1000001 is above 1000000 (parts per million)"
+        "faults.toml:14:42: topology.network[0].link.corrupt_ppm: `1000001`: corrupt_ppm 1000001 is above 1000000 (parts per million)"
     );
 }

@@ -40,6 +40,7 @@ use super::rules::{BackendMatch, BackendRule, FeatureRow, KernelRules};
 use super::scenario_input::{self, DEFAULT_MAX_PACKETS};
 use super::simulate::{SimPacket, build, simulate};
 use crate::appliance::ApplianceConfig;
+use crate::report::Percentiles;
 
 /// The explanations shipped with lbsim.
 pub const KNOWN_DIFFERENCES: &str = include_str!("known-differences.toml");
@@ -166,36 +167,6 @@ pub struct Disagreement {
     pub kernel_rule: String,
     /// The explanation, when known.
     pub explained_by: Option<String>,
-}
-
-/// Percentiles (p50, p90, p99, max), ns.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct Percentiles {
-    /// Median.
-    pub p50: u64,
-    /// 90th percentile.
-    pub p90: u64,
-    /// 99th percentile.
-    pub p99: u64,
-    /// Maximum.
-    pub max: u64,
-}
-
-impl Percentiles {
-    /// Percentiles of a sample (`None` when empty).
-    pub fn of(mut values: Vec<u64>) -> Option<Self> {
-        if values.is_empty() {
-            return None;
-        }
-        values.sort_unstable();
-        let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
-        Some(Self {
-            p50: at(0.5),
-            p90: at(0.9),
-            p99: at(0.99),
-            max: at(1.0),
-        })
-    }
 }
 
 /// Latency and throughput of both sides on the same packets.

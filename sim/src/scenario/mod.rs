@@ -9,11 +9,11 @@
 //! Not here: running a scenario (see [`crate::engine`]) and building the pipeline (see
 //! [`crate::appliance::build_pipeline`]).
 
+mod locate;
 pub mod units;
 mod validate;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::appliance::ApplianceConfig;
+use crate::diagnostics::{LocatedError, TomlSpans};
 pub use units::{Bandwidth, DurationNs, RangeSet, Rate};
 
 /// Default number of receive queues (pipeline shards) a scenario runs with.
@@ -368,9 +369,10 @@ pub fn parse_destination(text: &str) -> Result<(IpAddr, Option<u16>), String> {
     if let Ok(socket) = text.parse::<std::net::SocketAddr>() {
         return Ok((socket.ip(), Some(socket.port())));
     }
-    text.parse::<IpAddr>().map(|ip| (ip, None)).map_err(|_| {
-        format!("invalid destination {text:?}: expected \"address\" or \"address:port\"")
-    })
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok((ip, None));
+    }
+    Err(crate::diagnostics::explain_socket_address(text))
 }
 
 /// The floods (`syn_flood`, `ack_flood`, `udp_flood`, `icmp_flood`).
@@ -616,53 +618,7 @@ pub struct SourceExpect {
 }
 
 /// A scenario file problem, located: renders as `file:line:col: message`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScenarioError {
-    /// The file.
-    pub path: PathBuf,
-    /// 1-based line (0 when unknown).
-    pub line: usize,
-    /// 1-based column in characters (0 when unknown).
-    pub column: usize,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for ScenarioError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
-            write!(f, "{}: {}", self.path.display(), self.message)
-        } else {
-            let (path, line, column) = (self.path.display(), self.line, self.column);
-            write!(f, "{path}:{line}:{column}: {}", self.message)
-        }
-    }
-}
-
-impl std::error::Error for ScenarioError {}
-
-impl ScenarioError {
-    /// An error at byte offset `offset` of `text`.
-    pub fn at(path: &Path, text: &str, offset: Option<usize>, message: impl Into<String>) -> Self {
-        let (line, column) = offset.map_or((0, 0), |o| line_column(text, o));
-        Self {
-            path: path.to_path_buf(),
-            line,
-            column,
-            message: message.into(),
-        }
-    }
-}
-
-/// 1-based line and column (in characters) of byte `offset` in `text`.
-pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before[line_start..].chars().count() + 1;
-    (line, column)
-}
+pub type ScenarioError = LocatedError;
 
 /// A loaded, validated scenario and the directory its relative paths resolve from.
 #[derive(Debug, Clone)]
@@ -678,44 +634,22 @@ pub struct LoadedScenario {
 /// Read, parse and validate a scenario file.
 pub fn load(path: &Path) -> Result<LoadedScenario, ScenarioError> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| ScenarioError::at(path, "", None, format!("cannot read: {e}")))?;
+        .map_err(|e| LocatedError::at(path, "", None, format!("cannot read: {e}")))?;
     parse(path, &text)
 }
 
-/// Byte offset of the line that sets the key a validation message starts with
-/// (`duration must be …` → the `duration = …` line; `topology.interfaces …` → `interfaces =`).
-fn key_offset(text: &str, message: &str) -> Option<usize> {
-    let key = message.split(' ').next()?.rsplit('.').next()?;
-    let mut offset = 0;
-    for line in text.split_inclusive('\n') {
-        let trimmed = line.trim_start();
-        if trimmed
-            .strip_prefix(key)
-            .is_some_and(|rest| rest.trim_start().starts_with('='))
-        {
-            return Some(offset + line.len() - trimmed.len());
-        }
-        offset += line.len();
-    }
-    None
-}
-
 /// Parse and validate scenario text; `path` names it in errors and anchors relative paths.
+/// Errors are located at the offending key (inside `[[traffic]]` and `[[events]]` elements
+/// too) and name it with its value.
 pub fn parse(path: &Path, text: &str) -> Result<LoadedScenario, ScenarioError> {
-    let scenario: Scenario = toml::from_str(text).map_err(|e| {
-        let offset = e.span().map(|s| s.start).or(Some(0));
-        ScenarioError::at(path, text, offset, e.message().trim_end().to_string())
-    })?;
-    validate::validate(&scenario).map_err(|(span, message)| {
-        // Checks on a whole value (duration, queues, interfaces) carry no span: point at the
-        // key the message names, or at the start of the file — never nowhere.
-        let offset = span
-            .map(|s| s.start)
-            .or_else(|| key_offset(text, &message))
-            .or(Some(0));
-        ScenarioError::at(path, text, offset, message)
-    })?;
+    let scenario: Scenario =
+        toml::from_str(text).map_err(|e| locate::deserialize_error(path, text, &e))?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let spans = TomlSpans::parse(text);
+    validate::validate(&scenario, &base_dir, &spans).map_err(|(span, message)| {
+        // Never nowhere: a check without a place points at the start of the file.
+        LocatedError::at(path, text, Some(span.unwrap_or(0..0)), message)
+    })?;
     Ok(LoadedScenario {
         scenario,
         base_dir,

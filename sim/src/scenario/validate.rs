@@ -1,45 +1,76 @@
-//! Cross-reference and range checks that serde cannot express: names that must exist,
-//! values that must be positive. Each failure carries the byte span of the offending table
-//! or value so the caller can print `file:line:col`.
+//! Cross-reference and range checks that serde cannot express: names that must exist
+//! (networks, hosts, directors, real servers, shield contexts), values that must be positive,
+//! prefixes that must not repeat. Each failure carries the byte span of the offending key's
+//! value, found with [`TomlSpans`], and names the key (`traffic[1].dst: …`) so the caller can
+//! print `file:line:col: message`.
+//!
+//! Not here: type and syntax errors (serde and `locate.rs`).
 
 use std::collections::BTreeSet;
 use std::ops::Range;
+use std::path::Path;
 
-use super::{Destinations, MAX_QUEUES, Scenario, TimedEvent, TrafficSpec};
+use super::{Destinations, MAX_QUEUES, Scenario, TrafficSpec};
+use crate::diagnostics::{KeyPath, TomlSpans};
+
+mod events;
 
 type Failure = (Option<Range<usize>>, String);
 
-/// Check a parsed scenario.
-pub(super) fn validate(scenario: &Scenario) -> Result<(), Failure> {
-    let fail = |message: String| Err((None, message));
+/// A failure at `path`, named in the message: `traffic[1].rate: must be positive`.
+fn at(spans: &TomlSpans<'_>, path: &KeyPath, message: impl std::fmt::Display) -> Failure {
+    (spans.span(path), format!("{path}: {message}"))
+}
+
+/// Check a parsed scenario; `base_dir` resolves a named appliance file (for the events'
+/// director names).
+pub(super) fn validate(
+    scenario: &Scenario,
+    base_dir: &Path,
+    spans: &TomlSpans<'_>,
+) -> Result<(), Failure> {
+    let root = KeyPath::root();
     if scenario.duration.0 == 0 {
-        return fail("duration must be positive".into());
+        let path = root.key("duration");
+        return Err((spans.span(&path), "duration must be positive".into()));
     }
     if scenario.queues == 0 || scenario.queues > MAX_QUEUES {
-        return fail(format!("queues must be between 1 and {MAX_QUEUES}"));
+        let path = root.key("queues");
+        let message = format!("queues must be between 1 and {MAX_QUEUES}");
+        return Err((spans.span(&path), message));
     }
-    validate_topology(scenario)?;
+    if scenario.appliance.appliance.is_none() {
+        let names: Vec<&str> = scenario
+            .topology
+            .interfaces
+            .iter()
+            .map(String::as_str)
+            .collect();
+        crate::appliance::check(&scenario.appliance, &root.key("appliance"), Some(&names))
+            .map_err(|(path, message)| (spans.span(&path), message))?;
+    }
+    validate_topology(scenario, spans)?;
     let networks: BTreeSet<&str> = scenario
         .topology
         .networks
         .iter()
         .map(|n| n.name.as_str())
         .collect();
-    for traffic in &scenario.traffic {
-        let span = Some(traffic.span());
+    for (index, traffic) in scenario.traffic.iter().enumerate() {
+        let element = root.key("traffic").index(index);
         let spec = traffic.get_ref();
         if !networks.contains(spec.network()) {
             let known = networks.iter().copied().collect::<Vec<_>>().join(", ");
             let message = format!(
-                "traffic source ({}) sends from network {:?}, which is not defined (networks: {known})",
+                "`{}`: no network of that name ({} source; networks: {known})",
+                spec.network(),
                 spec.kind(),
-                spec.network()
             );
-            return Err((span, message));
+            return Err(at(spans, &element.key("from"), message));
         }
-        validate_traffic(spec).map_err(|message| (span.clone(), message))?;
+        validate_traffic(spec).map_err(|(key, message)| at(spans, &element.key(key), message))?;
     }
-    validate_events(scenario)?;
+    events::validate_events(scenario, base_dir, spans)?;
     validate_source_expects(scenario)
 }
 
@@ -80,11 +111,12 @@ fn validate_source_expects(scenario: &Scenario) -> Result<(), Failure> {
     Ok(())
 }
 
-fn validate_topology(scenario: &Scenario) -> Result<(), Failure> {
+fn validate_topology(scenario: &Scenario, spans: &TomlSpans<'_>) -> Result<(), Failure> {
     let topology = &scenario.topology;
+    let root = KeyPath::root().key("topology");
     if topology.interfaces.is_empty() {
         return Err((
-            None,
+            spans.span(&root.key("interfaces")),
             "topology.interfaces must name at least one interface".into(),
         ));
     }
@@ -92,9 +124,16 @@ fn validate_topology(scenario: &Scenario) -> Result<(), Failure> {
     let hosts = topology
         .networks
         .iter()
-        .map(|n| (&n.name, &n.iface))
-        .chain(topology.backends.iter().map(|b| (&b.name, &b.iface)));
-    for (name, iface) in hosts {
+        .enumerate()
+        .map(|(i, n)| (root.key("network").index(i), &n.name, &n.iface))
+        .chain(
+            topology
+                .backends
+                .iter()
+                .enumerate()
+                .map(|(i, b)| (root.key("backend").index(i), &b.name, &b.iface)),
+        );
+    for (path, name, iface) in hosts {
         if !topology.interfaces.contains(iface.get_ref()) {
             let message = format!(
                 "interface {:?} is not among topology.interfaces {:?}",
@@ -104,24 +143,39 @@ fn validate_topology(scenario: &Scenario) -> Result<(), Failure> {
             return Err((Some(iface.span()), message));
         }
         if !names.insert(name.as_str()) {
-            return Err((None, format!("host name {name:?} is used twice")));
+            let message = format!("host name {name:?} is used twice");
+            return Err(at(spans, &path.key("name"), message));
+        }
+    }
+    let mut prefixes = std::collections::BTreeMap::new();
+    for (index, network) in topology.networks.iter().enumerate() {
+        if let Some(first) = prefixes.insert(network.prefix.trunc(), &network.name) {
+            let path = root.key("network").index(index).key("prefix");
+            let message = format!(
+                "`{}`: network {:?} has the same prefix (each address belongs to one network)",
+                network.prefix, first
+            );
+            return Err(at(spans, &path, message));
         }
     }
     Ok(())
 }
 
-fn validate_traffic(spec: &TrafficSpec) -> Result<(), String> {
+/// Range checks of one source: the failing key and what is wrong with it.
+fn validate_traffic(spec: &TrafficSpec) -> Result<(), (&'static str, String)> {
+    let positive = |key: &'static str| Err((key, "must be positive".to_string()));
     match spec {
         TrafficSpec::Pcap(pcap) => {
             if pcap.speed.is_some_and(|s| !(s > 0.0 && s.is_finite())) {
-                return Err("speed must be a positive number".into());
+                return Err(("speed", "must be a positive number".into()));
             }
             let modes = [pcap.speed.is_some(), pcap.pps.is_some(), pcap.top_speed];
             if modes.iter().filter(|m| **m).count() > 1 {
-                return Err("choose one of speed, pps and top_speed".into());
+                let key = if pcap.top_speed { "top_speed" } else { "pps" };
+                return Err((key, "choose one of speed, pps and top_speed".into()));
             }
             if pcap.pps.is_some_and(|r| r.0 == 0) {
-                return Err("pps must be positive".into());
+                return positive("pps");
             }
         }
         TrafficSpec::SynFlood(flood)
@@ -129,67 +183,60 @@ fn validate_traffic(spec: &TrafficSpec) -> Result<(), String> {
         | TrafficSpec::UdpFlood(flood)
         | TrafficSpec::IcmpFlood(flood) => {
             if flood.rate.0 == 0 {
-                return Err("rate must be positive".into());
+                return positive("rate");
             }
             let list = match &flood.dst {
                 Destinations::One(one) => std::slice::from_ref(one),
                 Destinations::Many(many) => many.as_slice(),
             };
             if list.is_empty() {
-                return Err("dst must name at least one destination".into());
+                return Err(("dst", "must name at least one destination".into()));
             }
             for dst in list {
-                super::parse_destination(dst)?;
+                super::parse_destination(dst).map_err(|why| ("dst", format!("`{dst}`: {why}")))?;
             }
             let too_big = |set: &Option<super::RangeSet>, max: u32| {
                 set.as_ref().is_some_and(|s| s.max() > max)
             };
-            if too_big(&flood.src_ports, 65535) || too_big(&flood.dst_ports, 65535) {
-                return Err("ports must be at most 65535".into());
+            for (key, set) in [
+                ("src_ports", &flood.src_ports),
+                ("dst_ports", &flood.dst_ports),
+            ] {
+                if too_big(set, 65535) {
+                    return Err((key, "ports must be at most 65535".into()));
+                }
             }
             if too_big(&flood.ttl, 255) {
-                return Err("ttl must be at most 255".into());
+                return Err(("ttl", "must be at most 255".into()));
             }
             if flood.burst.is_some_and(|b| b.on.0 == 0) {
-                return Err("burst.on must be positive".into());
+                return Err(("burst", "burst.on must be positive".into()));
             }
         }
         TrafficSpec::TcpClients(tcp) => {
-            if tcp.rate.0 == 0 || tcp.clients == 0 {
-                return Err("rate and clients must be positive".into());
+            if tcp.rate.0 == 0 {
+                return positive("rate");
+            }
+            if tcp.clients == 0 {
+                return positive("clients");
             }
             if tcp.ports.contains(&0) {
-                return Err("ports must be 1 to 65535".into());
+                return Err(("ports", "ports must be 1 to 65535".into()));
             }
         }
         TrafficSpec::UdpClients(udp) => {
-            if udp.rate.0 == 0 || udp.clients == 0 {
-                return Err("rate and clients must be positive".into());
+            if udp.rate.0 == 0 {
+                return positive("rate");
+            }
+            if udp.clients == 0 {
+                return positive("clients");
             }
             if udp.payload < 8 {
-                return Err("payload must be at least 8 bytes (the request id)".into());
+                return Err((
+                    "payload",
+                    "must be at least 8 bytes (the request id)".into(),
+                ));
             }
-        }
-    }
-    Ok(())
-}
-
-fn validate_events(scenario: &Scenario) -> Result<(), Failure> {
-    let topology = &scenario.topology;
-    for event in &scenario.events {
-        if let TimedEvent::Link { host, .. } = event.get_ref() {
-            let known = topology.networks.iter().any(|n| &n.name == host)
-                || topology.backends.iter().any(|b| &b.name == host);
-            if !known {
-                let message = format!("link event names host {host:?}, which is not defined");
-                return Err((Some(event.span()), message));
-            }
-        }
-        if let TimedEvent::Mode { syn_cookies, .. } = event.get_ref()
-            && !["on", "off", "auto"].contains(&syn_cookies.as_str())
-        {
-            let message = format!("syn_cookies must be on, off or auto, not {syn_cookies:?}");
-            return Err((Some(event.span()), message));
         }
     }
     Ok(())

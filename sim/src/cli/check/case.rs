@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::appliance::locate_toml_error;
+use crate::diagnostics::LocatedError;
 
 /// Capabilities a case may declare in `needs`.
 pub const KNOWN_NEEDS: [&str; 1] = ["kernel"];
@@ -102,8 +102,8 @@ impl Case {
     /// Load a case file; errors carry file, line and column.
     pub fn load(path: &Path, name: &str) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let file: CaseFile =
-            toml::from_str(&text).map_err(|e| locate_toml_error(path, &text, &e).to_string())?;
+        let file: CaseFile = toml::from_str(&text)
+            .map_err(|e| LocatedError::from_toml(path, &text, &e).to_string())?;
         if file.captures.is_empty() {
             return Err(format!("{}: `captures` is empty", path.display()));
         }

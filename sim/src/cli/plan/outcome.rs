@@ -108,7 +108,7 @@ pub fn from_report(scenario: &Scenario, report: &Report) -> PointOutcome {
         class_rates,
         backends,
         imbalance,
-        connect_ns: tcp.and_then(|t| t.connect_ns.clone()),
+        connect_ns: tcp.and_then(|t| t.connect_ns),
         tables,
         constraints: Vec::new(),
     };

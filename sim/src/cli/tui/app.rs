@@ -187,19 +187,8 @@ pub struct DecisionView {
     pub packets: u64,
 }
 
-/// Latency percentiles (ns).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct PercentilesView {
-    /// Median.
-    pub p50: u64,
-    /// 90th.
-    pub p90: u64,
-    /// 99th.
-    pub p99: u64,
-    /// Maximum.
-    pub max: u64,
-}
+/// Latency percentiles (ns): the report's own type.
+pub type PercentilesView = crate::report::Percentiles;
 
 /// TCP clients.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]

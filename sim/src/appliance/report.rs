@@ -1,0 +1,609 @@
+//! What the appliance's stages saw during a run, for reports: shield contexts and their mode
+//! timelines, flow and rule hits, the directors in `ipvsadm -L -n --stats` shape, NAT rules
+//! and conntrack, bounded tables that overflowed; and the text rendering of all that.
+//!
+//! Not here: building the pipeline (see [`crate::appliance`]).
+
+use std::collections::BTreeMap;
+
+use datapath::pipeline::{Pipeline, QaTable, SharedStages};
+
+/// What the appliance's stages saw, for reports: per-context shield counters and mode
+/// timelines, per-flow and per-rule hits, and the directors in `ipvsadm -L -n --stats`
+/// shape. Deterministic: every collection is ordered.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+pub struct ApplianceReport {
+    /// Shield contexts, in configuration order (default context first per instance).
+    pub shield: Vec<ShieldContextReport>,
+    /// Flows in file order.
+    pub flows: Vec<FlowReport>,
+    /// IP packets no flow claimed.
+    pub unclassified: u64,
+    /// Virtual services with their real servers (what `ipvsadm -L -n --stats` shows).
+    pub directors: Vec<ServiceReport>,
+    /// NAT rules with their hits and the tracking table's counters (absent without NAT).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nat: Option<NatReport>,
+    /// Bounded tables that overflowed or were made full by `[qa] full_after`, in
+    /// [`QaTable::ALL`] order (none: the key is left out).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<TableReport>,
+}
+
+/// The NAT stage: connections per rule (like `iptables -t nat -L -v`) and conntrack.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+pub struct NatReport {
+    /// `rule N (kind)` → connections it translated, in rule order.
+    pub rules: Vec<(String, u64)>,
+    /// Packets translated through tracked connections.
+    pub tracked: u64,
+    /// Tracking entries created.
+    pub created: u64,
+    /// New connections refused: table full.
+    pub overflows: u64,
+    /// New connections refused: no free source port (or a DNAT reply tuple taken).
+    pub port_exhausted: u64,
+}
+
+impl NatReport {
+    fn of(nat: &datapath::nat::Nat) -> Self {
+        let rules = nat
+            .rules()
+            .iter()
+            .zip(&nat.counters.rule_hits)
+            .enumerate()
+            .map(|(index, (rule, hits))| {
+                let kind = match rule.action {
+                    datapath::nat::NatAction::Dnat { .. } => "dnat",
+                    datapath::nat::NatAction::Snat { .. } => "snat",
+                    datapath::nat::NatAction::Masquerade { .. } => "masquerade",
+                };
+                (format!("rule {} ({kind})", index + 1), *hits)
+            })
+            .collect();
+        let conntrack = &nat.conntrack.counters;
+        Self {
+            rules,
+            tracked: nat.counters.tracked,
+            created: conntrack.created,
+            overflows: conntrack.overflows,
+            port_exhausted: conntrack.port_exhausted,
+        }
+    }
+
+    fn merge(&mut self, other: &Self) {
+        for (mine, theirs) in self.rules.iter_mut().zip(&other.rules) {
+            mine.1 += theirs.1;
+        }
+        self.tracked += other.tracked;
+        self.created += other.created;
+        self.overflows += other.overflows;
+        self.port_exhausted += other.port_exhausted;
+    }
+}
+
+/// One bounded table's occupancy and overflow.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct TableReport {
+    /// The table ([`QaTable::name`]).
+    pub name: &'static str,
+    /// Entries now (`None` where the table does not expose it).
+    pub entries: Option<usize>,
+    /// Capacity (per service for lblc caches).
+    pub capacity: usize,
+    /// New entries the overflow policy handled.
+    pub overflows: u64,
+    /// The overflow policy, in words.
+    pub policy: &'static str,
+    /// `[qa] full_after` setting, in packets.
+    pub full_after: Option<u64>,
+}
+
+fn table_reports(pipeline: &Pipeline, shared: Option<&SharedStages>) -> Vec<TableReport> {
+    let shared_directors = shared.and_then(SharedStages::directors);
+    let shared_nat = shared.and_then(SharedStages::nat);
+    let mut rows = Vec::new();
+    let mut row = |table: QaTable, entries, capacity, overflows, policy| {
+        rows.push(TableReport {
+            name: table.name(),
+            entries,
+            capacity,
+            overflows,
+            policy,
+            full_after: None,
+        });
+    };
+    if let Some(directors) = pipeline.directors().or(shared_directors) {
+        let table = directors.table();
+        let drop_new = "drop new (conn_table_full)";
+        row(
+            QaTable::Connections,
+            Some(table.connection_count),
+            table.connection_capacity,
+            table.counters.connection_overflows,
+            drop_new,
+        );
+        row(
+            QaTable::Persistence,
+            Some(table.template_count),
+            table.template_capacity,
+            table.counters.template_overflows,
+            drop_new,
+        );
+        row(
+            QaTable::LocalityCache,
+            Some(directors.locality_cache_entries()),
+            datapath::director::scheduler::LBLC_CACHE_CAPACITY,
+            directors.locality_cache_overflows(),
+            "schedule without caching",
+        );
+    }
+    row(
+        QaTable::Fragments,
+        None,
+        datapath::packet::fragments::FRAGMENT_TRACKER_CAPACITY,
+        pipeline.counters().fragments.untracked,
+        "pass unchecked (untracked)",
+    );
+    if let Some(shield) = pipeline.shield() {
+        let stats = shield.table_stats();
+        row(
+            QaTable::KnownSessions,
+            Some(stats.sessions),
+            stats.sessions_capacity,
+            stats.sessions_refused,
+            "reclaim expired, evict half-open, else drop (table_full)",
+        );
+        row(
+            QaTable::SourceRates,
+            Some(stats.sources),
+            stats.sources_capacity,
+            stats.sources_evicted,
+            "evict least recently seen",
+        );
+    }
+    if let Some(nat) = pipeline.nat().or(shared_nat) {
+        row(
+            QaTable::Conntrack,
+            Some(nat.conntrack.len()),
+            nat.conntrack.capacity(),
+            nat.conntrack.counters.overflows,
+            "drop new (table_full)",
+        );
+    }
+    for (table, packets, _) in pipeline.report_full_settings() {
+        if let Some(found) = rows.iter_mut().find(|r| r.name == table.name()) {
+            found.full_after = Some(packets);
+        }
+    }
+    rows.retain(|r| r.overflows > 0 || r.full_after.is_some());
+    rows
+}
+
+fn merge_tables(mine: &mut Vec<TableReport>, theirs: &[TableReport]) {
+    for row in theirs {
+        match mine.iter_mut().find(|r| r.name == row.name) {
+            Some(found) => {
+                found.overflows += row.overflows;
+                found.entries = found.entries.zip(row.entries).map(|(a, b)| a + b);
+            }
+            None => mine.push(row.clone()),
+        }
+    }
+    let order = |name: &str| QaTable::ALL.iter().position(|t| t.name() == name);
+    mine.sort_by_key(|r| order(r.name));
+}
+
+/// One virtual service.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct ServiceReport {
+    /// Director name.
+    pub name: String,
+    /// `TCP 192.0.2.10:80` or `FWM 80`.
+    pub key: String,
+    /// Scheduler.
+    pub scheduler: String,
+    /// Real servers in list order.
+    pub reals: Vec<RealReport>,
+}
+
+/// One real server.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct RealReport {
+    /// Address.
+    pub address: String,
+    /// `Masq`, `Route` or `Tunnel`.
+    pub forward: &'static str,
+    /// Weight.
+    pub weight: i32,
+    /// ActiveConn.
+    pub active: u64,
+    /// InActConn.
+    pub inactive: u64,
+    /// Connections scheduled.
+    pub connections: u64,
+    /// Packets client → server.
+    pub packets_in: u64,
+    /// Packets server → client.
+    pub packets_out: u64,
+}
+
+impl ApplianceReport {
+    /// Add the report of another shard of the same appliance (same configuration, so the
+    /// same contexts, flows and services in the same order). Counters add up; mode
+    /// timelines are concatenated in shard order.
+    pub fn merge(&mut self, other: &Self) {
+        let empty = self.shield.is_empty() && self.flows.is_empty() && self.directors.is_empty();
+        if empty && self.nat.is_none() {
+            *self = other.clone();
+            return;
+        }
+        match (&mut self.nat, &other.nat) {
+            (Some(mine), Some(theirs)) => mine.merge(theirs),
+            (None, Some(theirs)) => self.nat = Some(theirs.clone()),
+            _ => {}
+        }
+        for (mine, theirs) in self.shield.iter_mut().zip(&other.shield) {
+            for (name, value) in &theirs.counters {
+                if name != "mode_bits" {
+                    *mine.counters.entry(name.clone()).or_default() += value;
+                }
+            }
+            mine.modes.extend(&theirs.modes);
+            mine.modes.sort_unstable();
+        }
+        for (mine, theirs) in self.flows.iter_mut().zip(&other.flows) {
+            mine.hits += theirs.hits;
+            mine.rule_hits
+                .iter_mut()
+                .zip(&theirs.rule_hits)
+                .for_each(|(a, b)| *a += b);
+        }
+        self.unclassified += other.unclassified;
+        merge_tables(&mut self.tables, &other.tables);
+        for (mine, theirs) in self.directors.iter_mut().zip(&other.directors) {
+            for (a, b) in mine.reals.iter_mut().zip(&theirs.reals) {
+                a.active += b.active;
+                a.inactive += b.inactive;
+                a.connections += b.connections;
+                a.packets_in += b.packets_in;
+                a.packets_out += b.packets_out;
+            }
+        }
+    }
+}
+
+fn service_reports(directors: &datapath::director::Directors) -> Vec<ServiceReport> {
+    directors
+        .services()
+        .iter()
+        .map(|service| ServiceReport {
+            name: service.spec.name.clone(),
+            key: service.spec.key.to_string(),
+            scheduler: service.spec.scheduler.name().to_string(),
+            reals: service
+                .dests
+                .linked()
+                .map(|(_, real)| RealReport {
+                    address: real.address.to_string(),
+                    forward: real.forward.ipvsadm_name(),
+                    weight: real.weight,
+                    active: u64::from(real.active),
+                    inactive: u64::from(real.inactive),
+                    connections: real.stats.connections,
+                    packets_in: real.stats.packets_in,
+                    packets_out: real.stats.packets_out,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// One shield context.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct ShieldContextReport {
+    /// Context name, e.g. `shield/192.0.2.10 vlan 100`.
+    pub name: String,
+    /// Non-zero counters by name.
+    pub counters: BTreeMap<String, u64>,
+    /// Protection-mode changes: (virtual ns, status bits: 0x1 SYN cookies, 0x2 TTL filter,
+    /// 0x4 unmatched drop, 0x8 surge). In a sharded run, the changes of every queue in time
+    /// order (each queue measures its own share of the traffic).
+    pub modes: Vec<(u64, u8)>,
+}
+
+/// One flow's hits.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct FlowReport {
+    /// Flow name.
+    pub name: String,
+    /// Policy as written.
+    pub policy: String,
+    /// Packets the flow claimed.
+    pub hits: u64,
+    /// Packets each rule decided (1-based order).
+    pub rule_hits: Vec<u64>,
+}
+
+/// Collect the report of a pipeline's stages.
+pub fn report(pipeline: &Pipeline) -> ApplianceReport {
+    report_with(pipeline, None)
+}
+
+/// [`report`] of a pipeline whose shared stages (directors, NAT) are in `shared`.
+pub fn report_with(pipeline: &Pipeline, shared: Option<&SharedStages>) -> ApplianceReport {
+    let mut report = ApplianceReport::default();
+    if let Some(shield) = pipeline.shield() {
+        for context in shield.contexts() {
+            let counters = shield.counters(context).entries();
+            let counters = counters.into_iter().filter(|(_, v)| *v > 0).collect();
+            let modes = shield
+                .mode_timeline(context)
+                .iter()
+                .map(|m| (m.time_ns, m.bits))
+                .collect();
+            report.shield.push(ShieldContextReport {
+                name: shield.context_name(context),
+                counters,
+                modes,
+            });
+        }
+    }
+    if let Some(flows) = pipeline.flows() {
+        for (index, flow) in flows.table.flows().iter().enumerate() {
+            let rules = flow.first_rule..flow.first_rule + flow.rule_count;
+            report.flows.push(FlowReport {
+                name: flow.name.clone(),
+                policy: flow.policy.to_string(),
+                hits: flows.counters.flow_hits[index],
+                rule_hits: flows.counters.rule_hits[rules].to_vec(),
+            });
+        }
+        report.unclassified = flows.counters.unclassified;
+    }
+    let directors = pipeline
+        .directors()
+        .or(shared.and_then(SharedStages::directors));
+    report.directors = directors.map(service_reports).unwrap_or_default();
+    let nat = pipeline.nat().or(shared.and_then(SharedStages::nat));
+    report.nat = nat.map(NatReport::of);
+    report.tables = table_reports(pipeline, shared);
+    report
+}
+
+fn render_tables(tables: &[TableReport]) -> String {
+    let mut out = String::new();
+    if tables.is_empty() {
+        return out;
+    }
+    out.push_str("Tables:     table            entries/capacity   overflows  policy\n");
+    for table in tables {
+        let entries = table.entries.map_or("-".to_string(), |e| e.to_string());
+        let qa = table
+            .full_after
+            .map_or(String::new(), |n| format!(" [qa: full after {n} packets]"));
+        out.push_str(&format!(
+            "  {:<16} {:>8}/{:<9} {:>9}  {}{qa}\n",
+            table.name, entries, table.capacity, table.overflows, table.policy
+        ));
+    }
+    out
+}
+
+/// Render the report as text (after a replay or run summary).
+pub fn render_report(report: &ApplianceReport) -> String {
+    let mut out = String::new();
+    for context in &report.shield {
+        let modes: Vec<String> = context
+            .modes
+            .iter()
+            .map(|(t, bits)| format!("{:.3}s→{bits:#x}", *t as f64 / 1e9))
+            .collect();
+        out.push_str(&format!(
+            "Shield {}: modes [{}]\n",
+            context.name,
+            modes.join(" ")
+        ));
+        for (name, value) in &context.counters {
+            out.push_str(&format!("  {name:<34} {value}\n"));
+        }
+    }
+    if !report.flows.is_empty() {
+        out.push_str(
+            "Flowmgr:    flow                         policy               hits  rule hits\n",
+        );
+        for flow in &report.flows {
+            let rules: Vec<String> = flow.rule_hits.iter().map(u64::to_string).collect();
+            out.push_str(&format!(
+                "  {:<28} {:<18} {:>6}  [{}]\n",
+                flow.name,
+                flow.policy,
+                flow.hits,
+                rules.join(", ")
+            ));
+        }
+        out.push_str(&format!("  (unclassified: {})\n", report.unclassified));
+    }
+    if let Some(nat) = &report.nat {
+        out.push_str(&format!(
+            "NAT: {} tracked packets, conntrack created {} overflows {} port exhausted {}\n",
+            nat.tracked, nat.created, nat.overflows, nat.port_exhausted
+        ));
+        for (rule, hits) in &nat.rules {
+            out.push_str(&format!("  {rule:<28} {hits:>8}\n"));
+        }
+    }
+    if !report.directors.is_empty() {
+        out.push_str("Directors:  (ipvsadm -L -n shape, with --stats counters)\n");
+        out.push_str("  Prot LocalAddress:Port Scheduler\n    -> RemoteAddress:Port           Forward Weight ActiveConn InActConn    Conns   InPkts  OutPkts\n");
+    }
+    for service in &report.directors {
+        out.push_str(&format!(
+            "  {} {} ({})\n",
+            service.key, service.scheduler, service.name
+        ));
+        for r in &service.reals {
+            out.push_str(&format!(
+                "    -> {:<28} {:<7} {:<6} {:<10} {:<9} {:>8} {:>8} {:>8}\n",
+                r.address,
+                r.forward,
+                r.weight,
+                r.active,
+                r.inactive,
+                r.connections,
+                r.packets_in,
+                r.packets_out
+            ));
+        }
+    }
+    out.push_str(&render_tables(&report.tables));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::appliance::{ApplianceConfig, build_pipeline};
+
+    const QA_APPLIANCE: &str = r#"
+[qa]
+full_after = { connections = 2, known_sessions = 100 }
+
+[[director]]
+name = "web"
+vip = "192.0.2.10"
+port = 80
+proto = "tcp"
+scheduler = "rr"
+forward = "nat"
+real = [{ addr = "10.0.1.2:80", weight = 1 }]
+"#;
+
+    fn write_temp(name: &str, text: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("lbsim-appliance-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn qa_full_after_makes_the_table_overflow_and_the_report_shows_it() {
+        use datapath::packet::LinkType;
+        use datapath::packet::builder::PacketBuilder;
+        let path = write_temp("qa.toml", QA_APPLIANCE);
+        let config = ApplianceConfig::load(&path).unwrap();
+        let mut pipeline = build_pipeline(&config, Path::new("."), 1, &[]).unwrap();
+        for client in 1..=3u8 {
+            let frame = PacketBuilder::eth()
+                .ipv4([198, 51, 100, client].into(), [192, 0, 2, 10].into())
+                .tcp(1000, 80)
+                .syn()
+                .build();
+            let len = frame.len() as u32;
+            pipeline.process(u64::from(client), 0, LinkType::Ethernet, frame, len);
+        }
+        let report = report(&pipeline);
+        let row = &report.tables[0];
+        assert_eq!(
+            (row.name, row.entries, row.overflows, row.full_after),
+            ("connections", Some(2), 1, Some(2))
+        );
+        let text = render_report(&report);
+        assert!(
+            text.contains("connections             2/1048576           1  drop new (conn_table_full) [qa: full after 2 packets]"),
+            "{text}"
+        );
+        // The shield table is not configured: its setting is ignored, not reported.
+        assert_eq!(report.tables.len(), 1);
+    }
+
+    const QA_EVERY_TABLE: &str = r#"
+[qa]
+full_after = { connections = 6, persistence = 5, lblc_cache = 0, fragments = 0, known_sessions = 2, source_rates = 0 }
+
+[shield]
+syn_cookies = "off"
+surge = "on"
+[[shield.context]]
+dst = "192.0.2.10"
+protected_tcp_ports = [80]
+
+[[director]]
+name = "web"
+vip = "192.0.2.20"
+port = 80
+proto = "tcp"
+scheduler = "lblc"
+persistence = "60s"
+forward = "nat"
+real = [{ addr = "10.0.1.2:80", weight = 1 }]
+"#;
+
+    /// Every table of `[qa] full_after` overflows in one run, and the report lists each
+    /// with its policy, counter and setting.
+    #[test]
+    fn every_qa_table_shows_in_the_report() {
+        use datapath::packet::LinkType;
+        use datapath::packet::builder::PacketBuilder;
+        let path = write_temp("qa-every.toml", QA_EVERY_TABLE);
+        let config = ApplianceConfig::load(&path).unwrap();
+        let mut pipeline = build_pipeline(&config, Path::new("."), 1, &[]).unwrap();
+        let mut fragment = PacketBuilder::eth()
+            .ipv4([198, 51, 100, 9].into(), [192, 0, 2, 99].into())
+            .udp(1000, 53)
+            .build();
+        fragment[20] = 0x20; // more fragments
+        fragment[24..26].fill(0);
+        let sum = datapath::packet::checksum::field_bytes(datapath::packet::checksum::partial(
+            &fragment[14..34],
+        ));
+        fragment[24..26].copy_from_slice(&sum);
+        let syn = |client: u8, port: u16, vip: u8| {
+            PacketBuilder::eth()
+                .ipv4([198, 51, 100, client].into(), [192, 0, 2, vip].into())
+                .tcp(port, 80)
+                .syn()
+                .build()
+        };
+        // Packets 2-4 to the protected VIP (.10): one session, then the table is full.
+        // Packets 5-7 to the director's VIP (.20): a connection and its template (not
+        // cached: lblc full), a new client (template table full), a new connection of the
+        // first client (connection table full).
+        let frames = vec![
+            fragment,
+            syn(1, 1000, 10),
+            syn(2, 1000, 10),
+            syn(3, 1000, 10),
+            syn(1, 1000, 20),
+            syn(2, 1000, 20),
+            syn(1, 2000, 20),
+        ];
+        for (index, frame) in frames.into_iter().enumerate() {
+            let len = frame.len() as u32;
+            pipeline.process(index as u64, 0, LinkType::Ethernet, frame, len);
+        }
+        let report = report(&pipeline);
+        let rows: Vec<_> = report
+            .tables
+            .iter()
+            .map(|t| (t.name, t.overflows, t.full_after))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                ("connections", 1, Some(6)),
+                ("persistence", 1, Some(5)),
+                ("lblc_cache", 1, Some(0)),
+                ("fragments", 1, Some(0)),
+                ("known_sessions", 2, Some(2)),
+                ("source_rates", 3, Some(0)),
+            ],
+            "{}",
+            render_report(&report)
+        );
+    }
+}
