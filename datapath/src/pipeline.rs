@@ -718,7 +718,7 @@ impl LaterStages<'_> {
         &mut self,
         now: TimeNs,
         meta: &PacketMeta,
-        frame: &mut Vec<u8>,
+        frame: &mut [u8],
     ) -> Result<(PacketOutcome, Option<u32>), Classified> {
         let mut outcome = PacketOutcome::decided(Stage::Forward, Verdict::Pass);
         let mut fwmark = None;
