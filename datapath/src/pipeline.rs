@@ -32,6 +32,16 @@
 //! (the IP layer's checks are not applied to them yet). A shield answer to a packet the
 //! routing decision refuses is not sent (see `unroutable_answer`).
 //!
+//! Per queue and shared: a driver modelling several receive queues (CPUs) of one
+//! appliance takes the shared stages out of one pipeline ([`Pipeline::take_shared`]: the
+//! directors and NAT, with their connection/template tables, scheduler state, per-real
+//! counters, conntrack and port allocation — one per network namespace in Linux) and runs
+//! each queue's packets with [`Pipeline::process_local`] on its own pipeline (parse,
+//! fragments, shield, flows, the IP layer, verdict counters — per CPU in Linux and
+//! PacketShield, except the IP layer's ICMP rate limit and reassembly; see `split.rs`), then
+//! finishes deferred packets with [`Pipeline::resume`] in its own deterministic order
+//! (see `split.rs` and the simulator's `engine::shared`).
+//!
 //! Not here: configuration parsing (each stage's `build` does it) and any I/O.
 
 use std::net::SocketAddr;
@@ -51,6 +61,11 @@ use crate::packet::{IfaceId, InvalidReason, LinkType, PacketMeta, ParseOptions, 
 use crate::shield::{EmitBuffer, Shield, Toward};
 use crate::verdict::{DropReason, Stage, TimeNs, Verdict};
 
+mod qa;
+mod split;
+pub use qa::QaTable;
+pub use split::{Deferred, Local, SharedStages};
+
 /// What happened to one packet.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PacketOutcome {
@@ -64,6 +79,10 @@ pub struct PacketOutcome {
     pub flow_rule: Option<u16>,
     /// Real server chosen by the director.
     pub backend: Option<SocketAddr>,
+    /// The director's virtual service (index) that decided, and whether this packet
+    /// created the connection (for the simulator's persistence checks; not serialized).
+    #[serde(skip)]
+    pub director: Option<(u16, bool)>,
 }
 
 impl PacketOutcome {
@@ -74,6 +93,7 @@ impl PacketOutcome {
             flow: None,
             flow_rule: None,
             backend: None,
+            director: None,
         }
     }
 }
@@ -220,6 +240,16 @@ pub struct Pipeline {
     keep_spares: bool,
     /// That buffer, until taken.
     spare: Option<Vec<u8>>,
+    /// Set when the shared stages were taken out ([`Pipeline::take_shared`]): what they
+    /// are, for the per-queue half of a split run.
+    split: Option<split::SplitInfo>,
+    /// The shared stages are out (split, and not lent back for [`Pipeline::resume`]).
+    lent: bool,
+    /// Work for the shared stages found while processing locally (frames the shield sends
+    /// toward servers), taken with [`Pipeline::take_deferred`].
+    deferred: Vec<split::Deferred>,
+    /// QA settings for shared tables that fired while the shared stages were out.
+    shared_full_pending: Vec<QaTable>,
 }
 
 impl Default for Pipeline {
@@ -255,6 +285,10 @@ impl Pipeline {
             qa_full: Vec::new(),
             keep_spares: false,
             spare: None,
+            split: None,
+            lent: false,
+            deferred: Vec::new(),
+            shared_full_pending: Vec::new(),
         }
     }
 
@@ -325,18 +359,8 @@ impl Pipeline {
         self.emitted.clear();
         self.apply_qa_full_after();
         self.counters.packets += 1;
-        let meta = &mut self.last_meta;
-        parse_into(&self.parse_options, link, &frame, wire_len, iface, meta);
         // Only fragments reach the tracker (its counters change only for them).
-        if meta.frag.is_fragment && meta.invalid.is_none() {
-            meta.invalid = self.fragments.observe(now, meta);
-            self.counters.fragments = self.fragments.counters();
-            if meta.invalid.is_some()
-                && let Some(ip) = self.ip.as_mut()
-            {
-                ip.defrag.discard_datagram(meta);
-            }
-        }
+        self.parse(now, iface, link, &frame, wire_len);
         let outcome = self.decide(now, iface, link, frame);
         self.counters.count(&outcome);
         outcome
@@ -489,6 +513,10 @@ impl Pipeline {
         iface: IfaceId,
         frame: Vec<u8>,
     ) {
+        if self.lent {
+            self.defer_shield_frame(link, iface, frame);
+            return;
+        }
         let mut meta = PacketMeta::default();
         parse_into(
             &self.parse_options,
@@ -587,22 +615,42 @@ impl Pipeline {
         link: LinkType,
         frame: Vec<u8>,
     ) -> PacketOutcome {
+        let (mut first, rest) = match self.gather_datagram(now, iface, link, &frame) {
+            Ok(datagram) => datagram,
+            Err(outcome) => return outcome,
+        };
+        let (mut later, meta) = self.later_stages();
+        let classified = later.classify(now, meta, &mut first);
+        self.send_datagram(iface, first, rest, &classified);
+        classified.outcome
+    }
+
+    /// Reassembly's first half: hold `frame` (a fragment) until its datagram is complete;
+    /// then its first fragment (parsed into the current packet's description) and the
+    /// others, or `Err` with the outcome of a fragment held, duplicated or failed.
+    fn gather_datagram(
+        &mut self,
+        now: TimeNs,
+        iface: IfaceId,
+        link: LinkType,
+        frame: &[u8],
+    ) -> Result<(Vec<u8>, Vec<Vec<u8>>), PacketOutcome> {
         let ip = self.ip.as_mut().expect("reassembly needs the IP layer");
-        let frames = match ip.defrag.gather(now, &self.last_meta, &frame) {
-            Gathered::Held => return PacketOutcome::decided(Stage::Ip, Verdict::Pass),
+        let frames = match ip.defrag.gather(now, &self.last_meta, frame) {
+            Gathered::Held => return Err(PacketOutcome::decided(Stage::Ip, Verdict::Pass)),
             Gathered::Duplicate => {
                 let reason = DropReason::FragmentDuplicate;
-                return PacketOutcome::decided(Stage::Ip, Verdict::Drop(reason));
+                return Err(PacketOutcome::decided(Stage::Ip, Verdict::Drop(reason)));
             }
             Gathered::Failed => {
                 let reason = DropReason::ReassemblyFailed;
-                return PacketOutcome::decided(Stage::Ip, Verdict::Drop(reason));
+                return Err(PacketOutcome::decided(Stage::Ip, Verdict::Drop(reason)));
             }
             Gathered::Complete(frames) => frames,
         };
         let mut frames = frames.into_iter();
-        let Some(mut first) = frames.next() else {
-            return PacketOutcome::decided(Stage::Ip, Verdict::Pass);
+        let Some(first) = frames.next() else {
+            return Err(PacketOutcome::decided(Stage::Ip, Verdict::Pass));
         };
         let wire_len = first.len() as u32;
         parse_into(
@@ -613,11 +661,21 @@ impl Pipeline {
             iface,
             &mut self.last_meta,
         );
-        let (mut later, meta) = self.later_stages();
-        let classified = later.classify(now, meta, &mut first);
+        Ok((first, frames.collect()))
+    }
+
+    /// Reassembly's second half: send the classified first fragment (or the answer) and,
+    /// when it is forwarded, the others with its rewritten header fields.
+    fn send_datagram(
+        &mut self,
+        iface: IfaceId,
+        first: Vec<u8>,
+        rest: Vec<Vec<u8>>,
+        classified: &Classified,
+    ) {
         let l3 = usize::from(self.last_meta.l3_offset);
         let rest: Vec<Vec<u8>> = if classified.forward {
-            frames
+            rest.into_iter()
                 .map(|mut f| {
                     crate::ip::copy_header_fields(&first, &mut f, l3);
                     f
@@ -626,11 +684,10 @@ impl Pipeline {
         } else {
             Vec::new()
         };
-        self.send_classified(iface, first, &classified);
+        self.send_classified(iface, first, classified);
         for f in rest {
             self.emitted.push(EmittedFrame { iface, frame: f });
         }
-        classified.outcome
     }
 }
 
@@ -647,6 +704,22 @@ impl LaterStages<'_> {
     /// firewall mark the director looks services up by; the director forwards (rewritten)
     /// or drops; anything else passes unchanged.
     fn classify(&mut self, now: TimeNs, meta: &PacketMeta, frame: &mut Vec<u8>) -> Classified {
+        match self.classify_flows(now, meta, frame) {
+            Ok((outcome, fwmark)) => self.classify_shared(now, meta, frame, outcome, fwmark),
+            Err(denied) => denied,
+        }
+    }
+
+    /// The per-queue part of [`Self::classify`]: the flow manager, then the IP layer's
+    /// routing decision and forwarding checks. `Err` when a `deny` flow or the IP layer
+    /// decided (dropped, or answered with an ICMP error), else the outcome so far and the
+    /// firewall mark for the director.
+    fn classify_flows(
+        &mut self,
+        now: TimeNs,
+        meta: &PacketMeta,
+        frame: &mut [u8],
+    ) -> Result<(PacketOutcome, Option<u32>), Classified> {
         let mut outcome = PacketOutcome::decided(Stage::Forward, Verdict::Pass);
         let mut fwmark = None;
         if let Some(flows) = self.flows.as_deref_mut()
@@ -658,11 +731,11 @@ impl LaterStages<'_> {
             match hit.action {
                 FlowAction::Drop => {
                     outcome.verdict = Verdict::Drop(DropReason::FlowDeny);
-                    return Classified {
+                    return Err(Classified {
                         outcome,
                         forward: false,
                         answer: None,
-                    };
+                    });
                 }
                 FlowAction::Mark(mark) => fwmark = Some(mark),
                 FlowAction::Accept | FlowAction::Skip => {}
@@ -674,23 +747,35 @@ impl LaterStages<'_> {
                 IpDecision::Drop(reason) => {
                     outcome.stage = Stage::Ip;
                     outcome.verdict = Verdict::Drop(reason);
-                    return Classified {
+                    return Err(Classified {
                         outcome,
                         forward: false,
                         answer: None,
-                    };
+                    });
                 }
                 IpDecision::Answer(answer) => {
                     outcome.stage = Stage::Ip;
                     outcome.verdict = Verdict::Reply;
-                    return Classified {
+                    return Err(Classified {
                         outcome,
                         forward: false,
                         answer: Some(answer),
-                    };
+                    });
                 }
             }
         }
+        Ok((outcome, fwmark))
+    }
+
+    /// The shared stages' part of [`Self::classify`]: DNAT, the director, SNAT.
+    fn classify_shared(
+        &mut self,
+        now: TimeNs,
+        meta: &PacketMeta,
+        frame: &mut Vec<u8>,
+        mut outcome: PacketOutcome,
+        fwmark: Option<u32>,
+    ) -> Classified {
         let prerouted;
         let meta = match self.nat_prerouting(now, meta, frame, &mut outcome) {
             Ok(Some(rewritten)) => {
@@ -712,6 +797,8 @@ impl LaterStages<'_> {
             outcome.stage = Stage::Director;
             outcome.verdict = decision.verdict;
             outcome.backend = decision.backend;
+            let service = u16::try_from(decision.service).unwrap_or(u16::MAX);
+            outcome.director = Some((service, decision.new_connection));
         }
         if matches!(outcome.verdict, Verdict::Pass | Verdict::Forward) {
             self.nat_postrouting(now, meta, frame, &mut outcome);
@@ -872,124 +959,6 @@ impl Pipeline {
     /// The shield, for timed operations.
     pub fn shield_mut(&mut self) -> Option<&mut Shield> {
         self.shield.as_mut()
-    }
-}
-
-/// A bounded table the QA option can make report full ([`Pipeline::report_full_after`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum QaTable {
-    /// The director's connection table (drop new: `conn_table_full`).
-    Connections,
-    /// The director's persistence templates (drop new: `conn_table_full`).
-    Persistence,
-    /// lblc/lblcr destination caches (not cached; the connection is still scheduled).
-    LocalityCache,
-    /// The fragment-overlap tracker (new datagrams untracked).
-    Fragments,
-    /// The shield's known sessions (new sessions refused).
-    KnownSessions,
-    /// The shield's per-source rate table (new sources not kept).
-    SourceRates,
-    /// The NAT stage's connection tracking (drop new: `table_full`).
-    Conntrack,
-}
-
-impl QaTable {
-    /// Every table, in report order.
-    pub const ALL: [QaTable; 7] = [
-        Self::Connections,
-        Self::Persistence,
-        Self::LocalityCache,
-        Self::Fragments,
-        Self::KnownSessions,
-        Self::SourceRates,
-        Self::Conntrack,
-    ];
-
-    /// The stable name (appliance-file key, report row).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Connections => "connections",
-            Self::Persistence => "persistence",
-            Self::LocalityCache => "lblc_cache",
-            Self::Fragments => "fragments",
-            Self::KnownSessions => "known_sessions",
-            Self::SourceRates => "source_rates",
-            Self::Conntrack => "conntrack",
-        }
-    }
-}
-
-impl Pipeline {
-    /// QA: once `packets` packets have been processed, `table` refuses every new entry
-    /// exactly as if it were at capacity, so its overflow policy and counter fire from the
-    /// next packet that needs a new entry on. Tables of stages the pipeline does not have
-    /// are ignored. Deterministic: counted in packets, not time.
-    pub fn report_full_after(&mut self, table: QaTable, packets: u64) {
-        self.qa_full_after.retain(|(pending, _)| *pending != table);
-        self.qa_full_after.push((table, packets));
-    }
-
-    /// QA: every `full after` setting, pending or applied, in [`QaTable::ALL`] order, and
-    /// whether it has been applied yet.
-    pub fn report_full_settings(&self) -> Vec<(QaTable, u64, bool)> {
-        let pending = self.qa_full_after.iter().map(|&(t, n)| (t, n, false));
-        let applied = self.qa_full.iter().map(|&(t, n)| (t, n, true));
-        let mut settings: Vec<_> = pending.chain(applied).collect();
-        settings.sort_unstable();
-        settings
-    }
-
-    /// Make full the tables whose packet count has been reached (one comparison per packet
-    /// when nothing is pending).
-    fn apply_qa_full_after(&mut self) {
-        if self.qa_full_after.is_empty() {
-            return;
-        }
-        let processed = self.counters.packets;
-        let mut index = 0;
-        while index < self.qa_full_after.len() {
-            let (table, packets) = self.qa_full_after[index];
-            if packets > processed {
-                index += 1;
-                continue;
-            }
-            self.qa_full_after.swap_remove(index);
-            self.qa_full.push((table, packets));
-            self.set_table_full(table);
-        }
-    }
-
-    fn set_table_full(&mut self, table: QaTable) {
-        use crate::director::connection::TableKind;
-        let full = |t: QaTable| self.qa_full.iter().any(|(applied, _)| *applied == t);
-        let shield_tables = (full(QaTable::KnownSessions), full(QaTable::SourceRates));
-        match table {
-            QaTable::Connections | QaTable::Persistence | QaTable::LocalityCache => {
-                let Some(directors) = self.directors.as_mut() else {
-                    return;
-                };
-                match table {
-                    QaTable::Connections => {
-                        directors.report_table_full(TableKind::Connections, true)
-                    }
-                    QaTable::Persistence => directors.report_table_full(TableKind::Templates, true),
-                    _ => directors.report_locality_caches_full(true),
-                }
-            }
-            QaTable::Fragments => self.fragments.set_report_full(true),
-            QaTable::Conntrack => {
-                if let Some(nat) = self.nat.as_mut() {
-                    nat.conntrack.set_report_full(true);
-                }
-            }
-            QaTable::KnownSessions | QaTable::SourceRates => {
-                if let Some(shield) = self.shield.as_mut() {
-                    shield.set_tables_report_full(shield_tables.0, shield_tables.1);
-                }
-            }
-        }
     }
 }
 

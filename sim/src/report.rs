@@ -50,6 +50,8 @@ pub struct Report {
     pub sources: Vec<SourceRow>,
     /// Hosts.
     pub hosts: Vec<HostRow>,
+    /// Director and NAT state shared by every queue.
+    pub shared: SharedSection,
     /// Timed events.
     pub events: Vec<EventLogEntry>,
     /// Per-second time series.
@@ -74,8 +76,8 @@ pub struct Plots {
 /// One `[expect]` check.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Check {
-    /// Key as written in `[expect]`.
-    pub name: &'static str,
+    /// Key as written in `[expect]` (`source.<name>.<key>` for `[[expect.source]]`).
+    pub name: String,
     /// The limit.
     pub limit: f64,
     /// The measured value.
@@ -238,6 +240,58 @@ pub struct SourceRow {
     pub skipped: u64,
     /// First error.
     pub error: Option<String>,
+    /// Client sources: completed (answered) / finished attempts, as the `clients` section
+    /// counts them.
+    pub success_ratio: Option<f64>,
+}
+
+/// What the state every queue shares (directors, NAT) did, checked by `[expect]`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct SharedSection {
+    /// Clients with two connections to one persistent virtual service within its timeout
+    /// of each other on different real servers (`persistence_violations_max`).
+    pub persistence_violations: u64,
+    /// Translated tuples used for more than one client endpoint (`nat_tuple_reuse_max`).
+    pub nat_tuple_reuse: u64,
+}
+
+/// A client source's success ratio (`None` for other sources).
+fn source_success_ratio(actor: &crate::actors::ActorStats) -> Option<f64> {
+    if let Some(t) = &actor.tcp {
+        return Some(ratio(t.completed, t.failed_timeout + t.failed_reset));
+    }
+    actor
+        .udp
+        .as_ref()
+        .map(|u| ratio(u.answered, u.failed_timeout))
+}
+
+/// Clients (address, service) with two consecutive connections to one persistent
+/// service, within its persistence timeout of each other, on different real servers
+/// (addresses: an fwmark service's real keeps the client's port). `connections` in time
+/// order; `timeouts` per service (`None`: not persistent).
+pub fn persistence_violations(
+    connections: &[crate::engine::ConnectionLine],
+    timeouts: &[Option<u64>],
+) -> u64 {
+    use std::collections::BTreeMap;
+    let mut last: BTreeMap<(std::net::IpAddr, u16), (u64, std::net::IpAddr)> = BTreeMap::new();
+    let mut violators = std::collections::BTreeSet::new();
+    for line in connections {
+        let Some(Some(timeout)) = timeouts.get(usize::from(line.service)) else {
+            continue;
+        };
+        let key = (line.client.ip(), line.service);
+        let real = line.real.ip();
+        if let Some(&(at, previous)) = last.get(&key)
+            && previous != real
+            && line.at.saturating_sub(at) <= *timeout
+        {
+            violators.insert(key);
+        }
+        last.insert(key, (line.at, real));
+    }
+    violators.len() as u64
 }
 
 /// One host.
@@ -314,12 +368,7 @@ impl Measured {
     }
 }
 
-/// CPU time the calling thread has run so far (ns), from `/proc/thread-self/schedstat`;
-/// `None` where that file is unavailable. Measurement code only: never feeds a result.
-pub fn thread_cpu_ns() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    text.split_whitespace().next()?.parse().ok()
-}
+pub use crate::engine::shared::thread_cpu_ns;
 
 /// Success ratio over every attempt: `bad` includes the attempts still open when the run
 /// ends (a connection stranded by a failover has not succeeded). No attempt: 0 (no
@@ -435,8 +484,16 @@ pub fn build(scenario: &Scenario, world: &World, merged: &ShardResult) -> Report
                 received: a.packets_received,
                 skipped: a.packets_skipped,
                 error: a.error.clone(),
+                success_ratio: source_success_ratio(a),
             })
             .collect(),
+        shared: SharedSection {
+            persistence_violations: persistence_violations(
+                &merged.connections,
+                &merged.persistence,
+            ),
+            nat_tuple_reuse: crate::engine::reused_tuples(&merged.translated),
+        },
         hosts: world
             .hosts
             .iter()
@@ -491,10 +548,10 @@ fn checks(expect: &Expect, report: &Report) -> Vec<Check> {
         .and_then(|t| t.connect_ns.as_ref())
         .map_or(f64::INFINITY, |p| p.p99 as f64);
     let mut out = Vec::new();
-    let mut at_least = |name, limit: Option<f64>, value: f64| {
+    let mut at_least = |name: &str, limit: Option<f64>, value: f64| {
         if let Some(limit) = limit {
             out.push(Check {
-                name,
+                name: name.to_string(),
                 limit,
                 value,
                 passed: value >= limit,
@@ -517,10 +574,10 @@ fn checks(expect: &Expect, report: &Report) -> Vec<Check> {
         expect.min_packets.map(|v| v as f64),
         processed as f64,
     );
-    let mut at_most = |name, limit: Option<f64>, value: f64| {
+    let mut at_most = |name: &str, limit: Option<f64>, value: f64| {
         if let Some(limit) = limit {
             out.push(Check {
-                name,
+                name: name.to_string(),
                 limit,
                 value,
                 passed: value <= limit,
@@ -538,6 +595,45 @@ fn checks(expect: &Expect, report: &Report) -> Vec<Check> {
         expect.connect_p99_max.map(|d| d.0 as f64),
         connect_p99,
     );
+    at_most(
+        "persistence_violations_max",
+        expect.persistence_violations_max.map(|v| v as f64),
+        report.shared.persistence_violations as f64,
+    );
+    at_most(
+        "nat_tuple_reuse_max",
+        expect.nat_tuple_reuse_max.map(|v| v as f64),
+        report.shared.nat_tuple_reuse as f64,
+    );
+    out.extend(source_checks(expect, report));
+    out
+}
+
+/// `[[expect.source]]` checks (`source.<name>.success_ratio_min` / `_max`).
+fn source_checks(expect: &Expect, report: &Report) -> Vec<Check> {
+    let mut out = Vec::new();
+    for check in &expect.source {
+        let check = check.get_ref();
+        let row = report.sources.iter().find(|s| s.name == check.name);
+        let value = row.and_then(|r| r.success_ratio).unwrap_or(0.0);
+        let bounds = [
+            ("min", check.success_ratio_min, true),
+            ("max", check.success_ratio_max, false),
+        ];
+        for (bound, limit, at_least) in bounds {
+            let Some(limit) = limit else { continue };
+            out.push(Check {
+                name: format!("source.{}.success_ratio_{bound}", check.name),
+                limit,
+                value,
+                passed: if at_least {
+                    value >= limit
+                } else {
+                    value <= limit
+                },
+            });
+        }
+    }
     out
 }
 

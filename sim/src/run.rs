@@ -17,7 +17,6 @@ use datapath::TimeNs;
 use datapath::verdict::Stage;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::{DataLink, TsResolution};
-use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::engine::{Collect, Engine, PacketLine, ShardResult};
@@ -69,25 +68,17 @@ pub fn run_scenario_observed(
         .num_threads(options.threads.max(1))
         .build()?;
     let started = Instant::now();
-    let shards: Vec<(ShardResult, u64, u64)> = pool.install(|| {
-        (0..scenario.queues)
-            .into_par_iter()
-            .map(|queue| {
-                let shard_started = Instant::now();
-                let cpu_started = report::thread_cpu_ns();
-                let mut engine =
-                    Engine::new(scenario, &loaded.base_dir, &world, queue, options.collect)?;
-                if let Some((interval, observer)) = observer {
-                    engine.observe(interval, observer);
-                }
-                let result = engine.run(progress);
-                let cpu_ns = report::thread_cpu_ns()
-                    .zip(cpu_started)
-                    .map_or(0, |(end, start)| end.saturating_sub(start));
-                Ok((result, shard_started.elapsed().as_nanos() as u64, cpu_ns))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()
-    })?;
+    let engines = (0..scenario.queues)
+        .map(|queue| {
+            let mut engine =
+                Engine::new(scenario, &loaded.base_dir, &world, queue, options.collect)?;
+            if let Some((interval, observer)) = observer {
+                engine.observe(interval, observer);
+            }
+            Ok(engine)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let shards = crate::engine::shared::run_shards(engines, &pool, progress)?;
     let wall_ns = started.elapsed().as_nanos() as u64;
     let queue_wall_ns = shards.iter().map(|s| s.1).collect();
     let queue_cpu_ns = shards.iter().map(|s| s.2).collect();
@@ -101,6 +92,8 @@ pub fn run_scenario_observed(
     // Stable sorts: ties keep queue order, then each queue's own order.
     merged.records.sort_by_key(|r| r.time);
     merged.emitted.sort_by_key(|e| e.0);
+    merged.connections.sort_unstable();
+    merged.translated.sort_unstable();
     let report = report::build(scenario, &world, &merged);
     let measured = Measured::new(
         options.threads,

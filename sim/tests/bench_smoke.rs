@@ -7,13 +7,14 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const WORKLOADS: [&str; 8] = [
+const WORKLOADS: [&str; 9] = [
     "parse",
     "deny_drop",
     "cookie_ack_proxy",
     "schedule_mh",
     "replay_file",
     "threads_2_vs_1",
+    "director_threads_2_vs_1",
     "vs_kernel",
     "engine_synflood",
 ];
@@ -43,7 +44,10 @@ fn check_row(row: &Value, name: &str) {
     assert!(row["packets"].as_u64().unwrap_or_default() > 0, "{row}");
     let (ns, mpps) = (positive(row, "ns_per_packet"), positive(row, "mpps"));
     assert!((ns * mpps - 1_000.0).abs() < 1e-6, "{row}");
-    if matches!(name, "threads_2_vs_1" | "vs_kernel") {
+    if matches!(
+        name,
+        "threads_2_vs_1" | "director_threads_2_vs_1" | "vs_kernel"
+    ) {
         let (ratio, baseline) = (positive(row, "ratio"), positive(row, "baseline_mpps"));
         assert!(
             (ratio * baseline - mpps).abs() < 1e-9 * mpps.max(1.0),

@@ -1,5 +1,6 @@
-//! Determinism: every bundled scenario run twice at one thread and once at two threads gives
-//! byte-identical deterministic reports; on a mismatch the first differing per-packet record
+//! Determinism: every bundled scenario run twice at one thread and once at two threads (the
+//! shared-state ones also at four) gives byte-identical deterministic reports, emitted
+//! frames and director/NAT results; on a mismatch the first differing per-packet record
 //! (the first divergent event) is named.
 
 use std::path::Path;
@@ -60,7 +61,9 @@ fn assert_same(name: &str, what: &str, a: &RunOutput, b: &RunOutput) {
         sim::report::deterministic_json(&a.report),
         sim::report::deterministic_json(&b.report),
     );
-    if left != right || a.merged.emitted != b.merged.emitted {
+    let shared_same =
+        a.merged.connections == b.merged.connections && a.merged.translated == b.merged.translated;
+    if left != right || a.merged.emitted != b.merged.emitted || !shared_same {
         panic!(
             "{name}: {what} differ; first divergent event: {}",
             first_difference(a, b)
@@ -76,6 +79,20 @@ fn runs_are_identical_across_repeats_and_thread_counts() {
         let parallel = run(name, 2);
         assert_same(name, "two runs at 1 thread", &first, &again);
         assert_same(name, "1 and 2 threads", &first, &parallel);
+    }
+}
+
+/// The scenarios whose queues share a director (and NAT): also at 4 threads, and the
+/// shared stages' own results (connections, translated SYNs) too.
+#[test]
+fn shared_state_runs_are_identical_at_1_2_and_4_threads() {
+    for name in ["multiport-fwmark", "nat-masquerade", "failover"] {
+        let first = run(name, 1);
+        assert!(!first.merged.connections.is_empty(), "{name}");
+        for threads in [2, 4] {
+            let other = run(name, threads);
+            assert_same(name, &format!("1 and {threads} threads"), &first, &other);
+        }
     }
 }
 

@@ -80,7 +80,7 @@ impl Outbox {
 }
 
 /// Something the engine wakes and delivers frames to.
-pub trait Actor {
+pub trait Actor: Send {
     /// Do what is due at `now`; return when to be woken next.
     fn wake(&mut self, now: TimeNs, out: &mut Outbox) -> Option<TimeNs>;
     /// A frame addressed to the actor arrived at `now`; return when to be woken next.

@@ -1,6 +1,7 @@
 //! `tcp_clients`: real TCP clients on smoltcp. Connection `j` opens at `start + j / rate`
 //! from client host `j % clients` (addresses of the source network handed out by the engine) and local
-//! port `1024 + j / clients`, sends `GET <n>\n` and reads `n` response bytes. Connection
+//! port `1024 + j / clients` to `dst` (with `ports`, round `j / clients` goes to port
+//! `ports[(j / clients) % len]`: each client uses every port in turn), sends `GET <n>\n` and reads `n` response bytes. Connection
 //! setup time (connect → ESTABLISHED) and completion time (connect → last byte) go into
 //! HdrHistograms; a connection that is not complete after `timeout` is aborted and fails;
 //! one closed or reset early fails too.
@@ -124,6 +125,17 @@ impl TcpClients {
         (address, port)
     }
 
+    /// The destination port of connection `id`: the client's `k`-th connection goes to
+    /// `ports[k % len]` (`dst`'s port without `ports`).
+    fn destination_port(&self, id: u64) -> u16 {
+        let ports = &self.spec.ports;
+        if ports.is_empty() {
+            return self.spec.dst.port();
+        }
+        let round = id / self.addresses.len().max(1) as u64;
+        ports[(round % ports.len() as u64) as usize]
+    }
+
     /// Open every connection due at `now` that belongs to this queue.
     fn open_due(&mut self, now: TimeNs) {
         while self.next_connection < self.total && self.start_time(self.next_connection) <= now {
@@ -139,6 +151,7 @@ impl TcpClients {
 
     fn open(&mut self, now: TimeNs, id: u64, address: IpAddr, port: u16) {
         let seed = derive_u64(self.seed, &format!("{}/{address}", self.seed_name));
+        let dport = self.destination_port(id);
         let client = self.hosts.entry(address).or_insert_with(|| ClientHost {
             stack: Stack::new(&[address], seed, now),
             connections: BTreeMap::new(),
@@ -147,10 +160,7 @@ impl TcpClients {
         let rx = tcp::SocketBuffer::new(vec![0; CLIENT_RX_BUFFER]);
         let tx = tcp::SocketBuffer::new(vec![0; CLIENT_TX_BUFFER]);
         let mut socket = tcp::Socket::new(rx, tx);
-        let remote = (
-            smoltcp::wire::IpAddress::from(self.spec.dst.ip()),
-            self.spec.dst.port(),
-        );
+        let remote = (smoltcp::wire::IpAddress::from(self.spec.dst.ip()), dport);
         self.tcp.attempted += 1;
         if socket
             .connect(client.stack.iface.context(), remote, port)

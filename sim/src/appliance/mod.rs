@@ -33,7 +33,7 @@ use crate::diagnostics::{KeyPath, LocatedError, TomlSpans};
 
 pub use self::report::{
     ApplianceReport, FlowReport, NatReport, RealReport, ServiceReport, ShieldContextReport,
-    TableReport, render_report, report,
+    TableReport, render_report, report, report_with,
 };
 
 /// The appliance configuration, as written in an appliance file or a scenario's

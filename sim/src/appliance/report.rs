@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use datapath::pipeline::{Pipeline, QaTable};
+use datapath::pipeline::{Pipeline, QaTable, SharedStages};
 
 /// What the appliance's stages saw, for reports: per-context shield counters and mode
 /// timelines, per-flow and per-rule hits, and the directors in `ipvsadm -L -n --stats`
@@ -99,7 +99,9 @@ pub struct TableReport {
     pub full_after: Option<u64>,
 }
 
-fn table_reports(pipeline: &Pipeline) -> Vec<TableReport> {
+fn table_reports(pipeline: &Pipeline, shared: Option<&SharedStages>) -> Vec<TableReport> {
+    let shared_directors = shared.and_then(SharedStages::directors);
+    let shared_nat = shared.and_then(SharedStages::nat);
     let mut rows = Vec::new();
     let mut row = |table: QaTable, entries, capacity, overflows, policy| {
         rows.push(TableReport {
@@ -111,7 +113,7 @@ fn table_reports(pipeline: &Pipeline) -> Vec<TableReport> {
             full_after: None,
         });
     };
-    if let Some(directors) = pipeline.directors() {
+    if let Some(directors) = pipeline.directors().or(shared_directors) {
         let table = directors.table();
         let drop_new = "drop new (conn_table_full)";
         row(
@@ -160,7 +162,7 @@ fn table_reports(pipeline: &Pipeline) -> Vec<TableReport> {
             "evict least recently seen",
         );
     }
-    if let Some(nat) = pipeline.nat() {
+    if let Some(nat) = pipeline.nat().or(shared_nat) {
         row(
             QaTable::Conntrack,
             Some(nat.conntrack.len()),
@@ -325,6 +327,11 @@ pub struct FlowReport {
 
 /// Collect the report of a pipeline's stages.
 pub fn report(pipeline: &Pipeline) -> ApplianceReport {
+    report_with(pipeline, None)
+}
+
+/// [`report`] of a pipeline whose shared stages (directors, NAT) are in `shared`.
+pub fn report_with(pipeline: &Pipeline, shared: Option<&SharedStages>) -> ApplianceReport {
     let mut report = ApplianceReport::default();
     if let Some(shield) = pipeline.shield() {
         for context in shield.contexts() {
@@ -354,12 +361,13 @@ pub fn report(pipeline: &Pipeline) -> ApplianceReport {
         }
         report.unclassified = flows.counters.unclassified;
     }
-    report.directors = pipeline
+    let directors = pipeline
         .directors()
-        .map(service_reports)
-        .unwrap_or_default();
-    report.nat = pipeline.nat().map(NatReport::of);
-    report.tables = table_reports(pipeline);
+        .or(shared.and_then(SharedStages::directors));
+    report.directors = directors.map(service_reports).unwrap_or_default();
+    let nat = pipeline.nat().or(shared.and_then(SharedStages::nat));
+    report.nat = nat.map(NatReport::of);
+    report.tables = table_reports(pipeline, shared);
     report
 }
 

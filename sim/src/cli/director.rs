@@ -83,13 +83,17 @@ fn parse_packet(text: &str) -> anyhow::Result<PacketSpec> {
     })
 }
 
-/// One answer.
+/// One answer of `sim director which`.
 #[derive(Debug, Serialize)]
-struct Answer {
-    packet: String,
-    director: Option<String>,
-    verdict: String,
-    backend: Option<String>,
+pub struct Answer {
+    /// The packet as given.
+    pub packet: String,
+    /// The director that decided.
+    pub director: Option<String>,
+    /// Its verdict.
+    pub verdict: String,
+    /// The real server chosen, if any.
+    pub backend: Option<String>,
 }
 
 fn frame(spec: &PacketSpec) -> anyhow::Result<Vec<u8>> {
@@ -105,7 +109,9 @@ fn frame(spec: &PacketSpec) -> anyhow::Result<Vec<u8>> {
     })
 }
 
-fn answer(directors: &mut Directors, now: u64, text: &str) -> anyhow::Result<Answer> {
+/// What `sim director which` answers for one `--packet` fed at virtual time `now`: the
+/// real server (`backend`, as text) among the rest.
+pub fn answer(directors: &mut Directors, now: u64, text: &str) -> anyhow::Result<Answer> {
     let spec = parse_packet(text)?;
     let mut bytes = frame(&spec)?;
     let meta = parse(LinkType::Ethernet, &bytes, bytes.len() as u32, 0);

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use datapath::TimeNs;
+use datapath::director::Directors;
 use datapath::pipeline::Pipeline;
 
 use super::SecondRow;
@@ -94,15 +95,15 @@ impl Series {
     /// Buckets since the last sample had no event before this one, so the state at their
     /// start was the state now: they take it too (not the last sample, which would make the
     /// series depend on which events happen to fall in a bucket).
-    pub fn sample_active(&mut self, now: TimeNs, pipeline: &Pipeline) {
+    pub fn sample_active(&mut self, now: TimeNs, directors: Option<&Directors>) {
         let index = self.index(now);
-        self.fill_active(index + 1, pipeline);
+        self.fill_active(index + 1, directors);
     }
 
     /// Set every real server's ActiveConn in the buckets from the last sampled one up to
     /// (not including) `buckets` to the pipeline's current value.
-    pub fn fill_active(&mut self, buckets: usize, pipeline: &Pipeline) {
-        let Some(directors) = pipeline.directors() else {
+    pub fn fill_active(&mut self, buckets: usize, directors: Option<&Directors>) {
+        let Some(directors) = directors else {
             return;
         };
         let mut totals: BTreeMap<String, u64> = BTreeMap::new();

@@ -48,7 +48,7 @@ mod tests {
         );
         assert_eq!(
             error("rate = \"9/s\"\ndst = \"192.0.2.10:80\"\nclinets = 3\n"),
-            "t.toml:21:1: traffic[1].clinets: unknown field `clinets`, expected one of `name`, `from`, `clients`, `connections`, `rate`, `dst`, `response_bytes`, `timeout`, `start`"
+            "t.toml:21:1: traffic[1].clinets: unknown field `clinets`, expected one of `name`, `from`, `clients`, `connections`, `rate`, `dst`, `ports`, `response_bytes`, `timeout`, `start`"
         );
         assert_eq!(
             error("dst = \"192.0.2.10:80\"\n"),

@@ -271,6 +271,21 @@ pub enum TrafficSpec {
 }
 
 impl TrafficSpec {
+    /// The source's name in reports: its `name`, or `<kind><index>` (`index`: its place
+    /// among the scenario's sources).
+    pub fn source_name(&self, index: usize) -> String {
+        let given = match self {
+            TrafficSpec::Pcap(p) => p.name.clone(),
+            TrafficSpec::SynFlood(f)
+            | TrafficSpec::AckFlood(f)
+            | TrafficSpec::UdpFlood(f)
+            | TrafficSpec::IcmpFlood(f) => f.name.clone(),
+            TrafficSpec::TcpClients(t) => t.name.clone(),
+            TrafficSpec::UdpClients(u) => u.name.clone(),
+        };
+        given.unwrap_or_else(|| format!("{}{index}", self.kind()))
+    }
+
     /// `kind` as written.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -410,6 +425,10 @@ pub struct TcpClientsSpec {
     pub rate: Rate,
     /// Where to connect.
     pub dst: SocketAddr,
+    /// Destination ports to spread each client's connections over, in turn (a client's
+    /// `k`-th connection goes to `ports[k % len]`); absent: `dst`'s port only.
+    #[serde(default)]
+    pub ports: Vec<u16>,
     /// Response bytes each request asks for.
     #[serde(default = "default_response_bytes")]
     pub response_bytes: u32,
@@ -575,6 +594,27 @@ pub struct Expect {
     pub max_unroutable: Option<u64>,
     /// TCP connection setup time p99, at most.
     pub connect_p99_max: Option<DurationNs>,
+    /// Clients with two connections to one persistent virtual service, within its
+    /// persistence timeout of each other, on different real servers: at most.
+    pub persistence_violations_max: Option<u64>,
+    /// Translated tuples (source, destination as the appliance sent a NATed SYN) used for
+    /// more than one client endpoint during the run: at most.
+    pub nat_tuple_reuse_max: Option<u64>,
+    /// Per-source checks (`[[expect.source]]`).
+    #[serde(default)]
+    pub source: Vec<Spanned<SourceExpect>>,
+}
+
+/// `[[expect.source]]`: checks on one client source (`tcp_clients` or `udp_clients`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceExpect {
+    /// The source's name (its `name`, or `<kind><index>`).
+    pub name: String,
+    /// Its success ratio (as `legit_success_ratio_min` counts it), at least.
+    pub success_ratio_min: Option<f64>,
+    /// Its success ratio, at most (a denylisted source must fail).
+    pub success_ratio_max: Option<f64>,
 }
 
 /// A scenario file problem, located: renders as `file:line:col: message`.

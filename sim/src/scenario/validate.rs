@@ -70,7 +70,45 @@ pub(super) fn validate(
         }
         validate_traffic(spec).map_err(|(key, message)| at(spans, &element.key(key), message))?;
     }
-    events::validate_events(scenario, base_dir, spans)
+    events::validate_events(scenario, base_dir, spans)?;
+    validate_source_expects(scenario)
+}
+
+/// `[[expect.source]]` names a client source and sets a bound in 0..=1.
+fn validate_source_expects(scenario: &Scenario) -> Result<(), Failure> {
+    let clients: Vec<String> = scenario
+        .traffic
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| {
+            matches!(
+                t.get_ref(),
+                TrafficSpec::TcpClients(_) | TrafficSpec::UdpClients(_)
+            )
+        })
+        .map(|(index, t)| t.get_ref().source_name(index))
+        .collect();
+    for check in &scenario.expect.source {
+        let span = Some(check.span());
+        let expect = check.get_ref();
+        if !clients.contains(&expect.name) {
+            let known = clients.join(", ");
+            let message = format!(
+                "expect.source names {:?}, which is not a tcp_clients or udp_clients source (sources: {known})",
+                expect.name
+            );
+            return Err((span, message));
+        }
+        let bounds = [expect.success_ratio_min, expect.success_ratio_max];
+        if bounds.iter().all(Option::is_none) {
+            let message = "expect.source needs success_ratio_min or success_ratio_max".into();
+            return Err((span, message));
+        }
+        if bounds.iter().flatten().any(|b| !(0.0..=1.0).contains(b)) {
+            return Err((span, "success ratios must be between 0 and 1".into()));
+        }
+    }
+    Ok(())
 }
 
 fn validate_topology(scenario: &Scenario, spans: &TomlSpans<'_>) -> Result<(), Failure> {
@@ -181,6 +219,9 @@ fn validate_traffic(spec: &TrafficSpec) -> Result<(), (&'static str, String)> {
             }
             if tcp.clients == 0 {
                 return positive("clients");
+            }
+            if tcp.ports.contains(&0) {
+                return Err(("ports", "ports must be 1 to 65535".into()));
             }
         }
         TrafficSpec::UdpClients(udp) => {

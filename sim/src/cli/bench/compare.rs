@@ -10,6 +10,11 @@
 //!   the injecting syscalls too (that is how the kernel receives them here). Ratio = lbsim
 //!   Mpps / kernel Mpps. Without root or namespaces the workload is skipped, with the reason.
 //!
+//! - `director_threads_2_vs_1`: many new TCP connections (smoltcp clients, 80 and 443)
+//!   through a persistent fwmark wrr service with NAT forwarding, on 2 receive queues
+//!   sharing the director (see [`crate::engine::shared`]), 1 and 2 threads; ratio =
+//!   Mpps(2) / Mpps(1).
+//!
 //! Not here: per-packet workloads ([`super::workloads`]), the kernel runner itself (only
 //! its public API is called).
 
@@ -142,13 +147,94 @@ pub fn engine_synflood(settings: Settings, cookies: bool) -> anyhow::Result<Meas
 pub fn threads_2_vs_1(settings: Settings) -> anyhow::Result<SideBySide> {
     let text = flood_scenario(settings.packets);
     let loaded = crate::scenario::parse(Path::new("bench-synflood.toml"), &text)?;
+    let note = "SYN flood via run_scenario, 2 queues; baseline = 1 thread";
+    scenario_2_vs_1(&loaded, settings, note)
+}
+
+/// New connections per second (virtual) of the director workload.
+const DIRECTOR_RATE: u64 = 20_000;
+
+/// The director workload's scenario for about `packets` packets (about 10 per connection).
+pub fn director_scenario(packets: usize) -> String {
+    let duration_us = (packets as u64 * 100_000)
+        .div_ceil(DIRECTOR_RATE)
+        .max(1_000);
+    format!(
+        r#"
+name = "bench-director"
+seed = 1
+duration = "{duration_us}us"
+queues = 2
+
+[topology]
+interfaces = ["outside", "inside"]
+vips = ["192.0.2.10"]
+
+[[topology.network]]
+name = "clients"
+prefix = "198.51.0.0/16"
+iface = "outside"
+link = {{ latency = "200us" }}
+
+[[topology.backend]]
+name = "web1"
+addr = "10.0.1.2"
+iface = "inside"
+tcp_ports = [80, 443]
+link = {{ latency = "50us" }}
+
+[[topology.backend]]
+name = "web2"
+addr = "10.0.1.3"
+iface = "inside"
+tcp_ports = [80, 443]
+link = {{ latency = "50us" }}
+
+[appliance]
+flows = "flows/web-fwmark.flowmgr"
+
+[[appliance.director]]
+name = "web"
+fwmark = 80
+scheduler = "wrr"
+persistence = "300s"
+forward = "nat"
+real = [{{ addr = "10.0.1.2:0", weight = 3 }}, {{ addr = "10.0.1.3:0", weight = 1 }}]
+
+[[traffic]]
+kind = "tcp_clients"
+from = "clients"
+clients = 2000
+rate = "{DIRECTOR_RATE}/s"
+dst = "192.0.2.10:80"
+ports = [80, 443]
+response_bytes = 100
+"#
+    )
+}
+
+/// `director_threads_2_vs_1`: the director workload at 2 threads against 1.
+pub fn director_threads_2_vs_1(settings: Settings) -> anyhow::Result<SideBySide> {
+    let text = director_scenario(settings.packets);
+    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let loaded = crate::scenario::parse(&scenarios.join("bench-director.toml"), &text)?;
+    let note = "new connections through a persistent fwmark service (shared director), 2 queues; baseline = 1 thread";
+    scenario_2_vs_1(&loaded, settings, note)
+}
+
+/// Median Mpps of `loaded` at 2 threads against 1, interleaved repetitions.
+fn scenario_2_vs_1(
+    loaded: &crate::scenario::LoadedScenario,
+    settings: Settings,
+    note: &str,
+) -> anyhow::Result<SideBySide> {
     let run = |threads| -> anyhow::Result<(Duration, usize)> {
         let options = RunOptions {
             threads,
             collect: Collect::default(),
         };
         let started = Instant::now();
-        let output = run_scenario(&loaded, options, &|_| {})?;
+        let output = run_scenario(loaded, options, &|_| {})?;
         Ok((started.elapsed(), output.report.totals.processed as usize))
     };
     run(1)?;
@@ -167,7 +253,7 @@ pub fn threads_2_vs_1(settings: Settings) -> anyhow::Result<SideBySide> {
         ratio: two.mpps() / one.mpps(),
         baseline_mpps: one.mpps(),
         measured: two,
-        note: "SYN flood via run_scenario, 2 queues; baseline = 1 thread".into(),
+        note: note.into(),
     })
 }
 

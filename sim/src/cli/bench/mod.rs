@@ -6,7 +6,7 @@
 //! - [`workloads`] — the packets and configured pipelines (shared with the criterion
 //!   benches and the callgrind counter);
 //! - [`measure`] — warm-up, repetitions, median;
-//! - [`compare`] — `threads_2_vs_1` and `vs_kernel`, both sides in the same run, and the
+//! - [`compare`] — `threads_2_vs_1`, `director_threads_2_vs_1` and `vs_kernel`, both sides in the same run, and the
 //!   whole-scenario `engine_synflood` (per-core CPU time, as `sim run` measures it);
 //! - [`callgrind`] — the instruction-count baseline and its comparison.
 //!
@@ -154,6 +154,11 @@ pub fn run_workload(name: &str, settings: Settings) -> anyhow::Result<Row> {
         "threads_2_vs_1" => Ok(Row::compared(
             name,
             &compare::threads_2_vs_1(settings)?,
+            THREADS_TARGET_RATIO,
+        )),
+        "director_threads_2_vs_1" => Ok(Row::compared(
+            name,
+            &compare::director_threads_2_vs_1(settings)?,
             THREADS_TARGET_RATIO,
         )),
         "engine_synflood" => Ok(Row::measured(

@@ -61,6 +61,7 @@ pub fn names() -> Vec<String> {
             "replay_file",
             "vs_kernel",
             "threads_2_vs_1",
+            "director_threads_2_vs_1",
             "engine_synflood",
             "engine_synflood_cookies",
         ]
