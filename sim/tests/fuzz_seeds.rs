@@ -66,7 +66,17 @@ fn no_fuzz_artifact_is_left_outside_the_regressions() {
     for target in std::fs::read_dir(&regressions).unwrap() {
         let name = target.unwrap().file_name().to_string_lossy().into_owned();
         assert!(
-            ["parse", "capture", "flowmgr", "config", "pipeline", "import_keepalived", "import_ipvsadm", "import_iptables"].contains(&name.as_str()),
+            [
+                "parse",
+                "capture",
+                "flowmgr",
+                "config",
+                "pipeline",
+                "import_keepalived",
+                "import_ipvsadm",
+                "import_iptables"
+            ]
+            .contains(&name.as_str()),
             "fuzz/regressions/{name}: no such target, so nothing replays it"
         );
     }

@@ -16,7 +16,7 @@ use sim::run::{RunOptions, RunOutput, run_scenario};
 use sim::scenario;
 
 /// Scenarios bundled in `scenarios/`.
-pub const BUNDLED: [&str; 8] = [
+pub const BUNDLED: [&str; 9] = [
     "synflood",
     "udpflood",
     "replay-real",
@@ -25,6 +25,7 @@ pub const BUNDLED: [&str; 8] = [
     "nat-masquerade",
     "failover",
     "faults",
+    "ipvs-schedulers",
 ];
 
 const MS: u64 = 1_000_000;

@@ -37,16 +37,15 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 
-use super::inject::{
-    InputPacket, KernelPacket, KernelRun, TraceStatus, read_inputs, run_kernel_traced,
-};
+use super::backend_diff::{self, BackendChoice, BackendReport};
+use super::inject::{InputPacket, KernelPacket, KernelRun, TraceStatus, run_kernel_traced};
+pub use super::input_source::{DiffInput, InputSource};
 use super::known::{Case, kernel_drop_class, routing_refusal, simulator_drop_class};
 pub use super::known::{Explanation, parse_explanations};
 use super::outcome::Outcome;
 use super::rules::{BackendMatch, BackendRule, FeatureRow, KernelRules};
-use super::scenario_input::{self, DEFAULT_MAX_PACKETS};
+use super::scenario_input::DEFAULT_MAX_PACKETS;
 use super::simulate::{SimPacket, build, simulate};
-use crate::appliance::ApplianceConfig;
 use crate::report::Percentiles;
 
 /// The explanations shipped with lbsim.
@@ -89,6 +88,11 @@ pub struct DiffArgs {
     /// scenario's own) explains no packet; without it, a warning.
     #[arg(long)]
     pub strict: bool,
+    /// Which kernel answers: `guest` (user-mode Linux 6.1 with IPVS: directors are real
+    /// IPVS services), `host` (this machine's kernel: nft stand-ins for directors), or
+    /// `auto` (the guest when the appliance has directors and the guest can start here).
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub kernel_backend: BackendChoice,
 }
 
 /// Read explanation files.
@@ -191,6 +195,8 @@ pub struct DiffReport {
     pub kernel_rule_hits: BTreeMap<String, u64>,
     /// Injected packets the trace has nothing about (events lost).
     pub kernel_untraced: u64,
+    /// Which kernel answered which feature, and the directors compared with IPVS.
+    pub backend: BackendReport,
     /// IPv4 / ICMP counters of the LB namespace that moved during the run.
     pub kernel_counters: BTreeMap<String, u64>,
     /// Per known difference (by name), the packets it explained (0: unused here).
@@ -468,69 +474,6 @@ fn timing(sim: &[SimPacket], kernel: &KernelRun) -> Timing {
     }
 }
 
-/// What to diff: an appliance and packets.
-#[derive(Debug)]
-pub struct DiffInput {
-    /// What it is (for the report).
-    pub subject: String,
-    /// The appliance configuration.
-    pub appliance: ApplianceConfig,
-    /// Directory its relative paths start from.
-    pub base_dir: PathBuf,
-    /// The packets.
-    pub packets: Vec<InputPacket>,
-    /// Seed of the simulator's secrets.
-    pub seed: u64,
-    /// Inputs left out.
-    pub notes: Vec<String>,
-}
-
-impl DiffInput {
-    /// Captures through an appliance file (at most `max_packets`).
-    pub fn captures(
-        appliance: &Path,
-        files: &[PathBuf],
-        seed: u64,
-        max_packets: usize,
-    ) -> anyhow::Result<Self> {
-        let mut packets = read_inputs(files)?;
-        let mut notes = Vec::new();
-        if packets.len() > max_packets {
-            notes.push(format!(
-                "capped at the first {max_packets} of {} packets",
-                packets.len()
-            ));
-            packets.truncate(max_packets);
-        }
-        Ok(Self {
-            subject: files
-                .iter()
-                .map(|f| f.display().to_string())
-                .collect::<Vec<_>>()
-                .join(" "),
-            appliance: ApplianceConfig::load(appliance)?,
-            base_dir: appliance.parent().unwrap_or(Path::new(".")).to_path_buf(),
-            packets,
-            seed,
-            notes,
-        })
-    }
-
-    /// A scenario's appliance and open-loop traffic.
-    pub fn scenario(path: &Path, seed: Option<u64>, max_packets: usize) -> anyhow::Result<Self> {
-        let loaded = crate::scenario::load(path)?;
-        let input = scenario_input::collect(&loaded, max_packets)?;
-        Ok(Self {
-            subject: path.display().to_string(),
-            appliance: loaded.scenario.appliance.clone(),
-            base_dir: loaded.base_dir.clone(),
-            packets: input.packets,
-            seed: seed.unwrap_or(loaded.scenario.seed),
-            notes: input.notes,
-        })
-    }
-}
-
 /// Both sides' per-packet records of one input, kept so that they can be compared again
 /// (with other explanations) without running the kernel again.
 #[derive(Debug, Clone)]
@@ -573,16 +516,36 @@ pub fn built_in_explanations() -> Vec<Explanation> {
     parse_explanations(KNOWN_DIFFERENCES).expect("known-differences.toml is valid (tested)")
 }
 
-/// Run both sides and compare. `explanations` add to the built-in ones.
+/// Run both sides on the host kernel and compare. `explanations` add to the built-in
+/// ones.
 pub fn run_input(
     input: &DiffInput,
     explanations: &[Explanation],
     gap: Duration,
 ) -> anyhow::Result<DiffReport> {
-    let sides = run_sides(input, gap)?;
+    run_input_on(input, explanations, gap, BackendChoice::Host)
+}
+
+/// [`run_input`] on a chosen kernel backend (see `backend_diff`).
+pub fn run_input_on(
+    input: &DiffInput,
+    explanations: &[Explanation],
+    gap: Duration,
+    choice: BackendChoice,
+) -> anyhow::Result<DiffReport> {
+    // The guest backend leaves packets the kernel's routing refuses out of both sides.
+    let refused = |sim: &SimPacket| routing_refusal(&sim.input).is_some();
+    let kernel = backend_diff::run_kernel_side(input, gap, choice, &refused)?;
     let mut all = built_in_explanations();
     all.extend_from_slice(explanations);
-    Ok(sides.compare(input, &all, gap))
+    let mut report = compare(&kernel.sim, &kernel.run, &kernel.rules, &all);
+    report.subject = input.subject.clone();
+    report.features = kernel.rules.features.clone();
+    report.features.extend(kernel.host_features.iter().cloned());
+    report.backend = backend_diff::report(&kernel);
+    report.notes = input.notes.clone();
+    report.timing.gap_us = u64::try_from(gap.as_micros()).unwrap_or(u64::MAX);
+    Ok(report)
 }
 
 /// Captures through an appliance (the form `sim check --kernel` uses).
@@ -599,14 +562,17 @@ pub fn run_diff(
 
 /// Human-readable report.
 pub fn render(report: &DiffReport) -> String {
-    let mut out = format!("kernel diff: {}\nkernel mechanisms:\n", report.subject);
+    let mut out = format!("kernel diff: {}\n", report.subject);
+    backend_diff::render_kernels(&mut out, &report.backend);
+    out.push_str("kernel mechanisms:\n");
     for f in &report.features {
         let compared = if f.compared {
             ""
         } else {
             " [no kernel counterpart: simulator only]"
         };
-        let _ = writeln!(out, "  {}: {}{compared}", f.feature, f.mechanism);
+        let kernel = report.backend.kernel_of(&f.feature);
+        let _ = writeln!(out, "  {}: {}{compared} [{kernel}]", f.feature, f.mechanism);
     }
     for note in &report.notes {
         let _ = writeln!(out, "left out: {note}");
@@ -636,6 +602,7 @@ pub fn render(report: &DiffReport) -> String {
     }
     render_disagreements(&mut out, report);
     render_kernel_rules(&mut out, report);
+    backend_diff::render_directors(&mut out, &report.backend);
     render_timing(&mut out, &report.timing);
     out
 }
@@ -796,7 +763,7 @@ pub fn run(args: &DiffArgs) -> anyhow::Result<ExitCode> {
     };
     let explanations = load_explanations(&explanation_files)?;
     let gap = Duration::from_micros(args.gap_us);
-    let report = run_input(&input, &explanations, gap)?;
+    let report = run_input_on(&input, &explanations, gap, args.kernel_backend)?;
     let out_dir = args.out.clone().or(default_out);
     let text = render(&report);
     if let Some(dir) = &out_dir {
@@ -873,6 +840,7 @@ pub fn run_after_simulation(
         out: out.map(Path::to_path_buf),
         json: false,
         strict: false,
+        kernel_backend: BackendChoice::Auto,
     };
     run(&args)
 }

@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use datapath::packet::{LinkType, tcp_flags};
 use serde::Serialize;
 
+use super::backend::Backend;
 use super::outcome::{FrameSummary, Outcome};
 use super::rules::KernelRules;
 use super::tag;
@@ -51,6 +52,12 @@ use super::topology::{
 use super::trace::{self, Monitor, PROBE_TAG, RuleRef, Traces};
 use super::wire::{Observed, ObservedFrame, Observer, Port, inject};
 use crate::capture::CaptureReader;
+
+/// Why a packet was not injected into the guest on a split run.
+pub const LEFT_TO_HOST: &str = "left to the host kernel (split per feature)";
+
+/// Why guest runs are not traced.
+pub const GUEST_NO_TRACE: &str = "the guest kernel (Debian's user-mode Linux 6.1) builds nf_tables without the ip, ip6, inet and netdev families: no nft trace there";
 
 /// Packets per kernel run (tags are IPv4 IDs / IPv6 flow labels 1..=65535).
 pub const MAX_PACKETS_PER_RUN: usize = 65_535;
@@ -83,7 +90,7 @@ pub enum Side {
 }
 
 /// One packet's kernel outcome, by its ordinal over all inputs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct KernelPacket {
     /// 0-based ordinal.
     pub ordinal: usize,
@@ -101,7 +108,7 @@ pub struct KernelPacket {
 }
 
 /// A kernel run's per-packet outcomes plus what the observers saw.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct KernelRun {
     /// One entry per input packet, in order.
     pub packets: Vec<KernelPacket>,
@@ -128,7 +135,7 @@ pub struct KernelRun {
 }
 
 /// Whether a run's packets carry their deciding kernel rules.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state", content = "why")]
 pub enum TraceStatus {
     /// Not asked for.
@@ -245,7 +252,7 @@ impl Lab {
     /// Create a topology and install `rules` in it.
     pub fn start(rules: &KernelRules) -> anyhow::Result<Self> {
         super::topology::install_signal_cleanup();
-        let topology = Topology::create()?;
+        let topology = Topology::create_on(rules.backend)?;
         rules.install(&topology)?;
         let ipv6_refused = rules.ipv6_refused.clone().or_else(|| {
             rules
@@ -285,15 +292,16 @@ impl Lab {
             rules.flows_iptables.as_str()
         };
         let lb = self.topology.lb_ns();
-        self.topology.exec(&lb, &["iptables-restore"], Some(text))?;
+        let program = rules.backend.iptables_restore(false);
+        self.topology.exec(&lb, &[program], Some(text))?;
         if self.ipv6_refused.is_none() {
             let text = if rules.flows_ip6tables.is_empty() {
                 "*mangle\nCOMMIT\n"
             } else {
                 rules.flows_ip6tables.as_str()
             };
-            self.topology
-                .exec(&lb, &["ip6tables-restore"], Some(text))?;
+            let program = rules.backend.iptables_restore(true);
+            self.topology.exec(&lb, &[program], Some(text))?;
         }
         Ok(())
     }
@@ -307,7 +315,7 @@ impl Lab {
         gap: Duration,
         settle: Duration,
     ) -> anyhow::Result<KernelRun> {
-        self.run_with(packets, rules, gap, settle, false)
+        self.run_with(packets, rules, gap, settle, false, None)
     }
 
     /// [`Lab::run`], with every packet's deciding kernel rule read from the nftables
@@ -320,7 +328,19 @@ impl Lab {
         gap: Duration,
         settle: Duration,
     ) -> anyhow::Result<KernelRun> {
-        self.run_with(packets, rules, gap, settle, true)
+        self.run_with(packets, rules, gap, settle, true, None)
+    }
+
+    /// [`Lab::run_traced`] injecting only the packets `selected` says (the others are
+    /// [`Outcome::NotInjected`]: a split guest run leaves them to the host kernel).
+    pub fn run_traced_selected(
+        &self,
+        packets: &[InputPacket],
+        rules: &KernelRules,
+        gap: Duration,
+        selected: &[bool],
+    ) -> anyhow::Result<KernelRun> {
+        self.run_with(packets, rules, gap, SETTLE_TIME, true, Some(selected))
     }
 
     fn run_with(
@@ -330,6 +350,7 @@ impl Lab {
         gap: Duration,
         settle: Duration,
         traced: bool,
+        selected: Option<&[bool]>,
     ) -> anyhow::Result<KernelRun> {
         check_run_size(packets)?;
         // Fragments of one datagram share a tag (the first one's), or the kernel's
@@ -339,6 +360,9 @@ impl Lab {
             .iter()
             .enumerate()
             .map(|(ordinal, packet)| {
+                if selected.is_some_and(|s| !s.get(ordinal).copied().unwrap_or(true)) {
+                    return Err(LEFT_TO_HOST.to_string());
+                }
                 let tag = match tag::datagram_key(&packet.data) {
                     Some(key) => *datagram_tags.entry(key).or_insert(tag_of(ordinal)),
                     None => tag_of(ordinal),
@@ -356,7 +380,9 @@ impl Lab {
             .filter_map(|p| p.as_ref().ok().map(|p| (p.side, p.frame.clone())))
             .collect();
         let counters_before = trace::snmp_counters(&self.topology).unwrap_or_default();
-        let status = if traced {
+        let status = if traced && rules.backend == Backend::Guest {
+            TraceStatus::Failed(GUEST_NO_TRACE.into())
+        } else if traced {
             self.trace_begin()
         } else {
             TraceStatus::Off

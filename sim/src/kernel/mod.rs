@@ -25,12 +25,21 @@
 //! IPv6 director has no kernel counterpart (tun, mixed families; direct routing is plain
 //! forwarding).
 //!
-//! Not here: IPVS (this kernel has none: [`guest`] runs a guest kernel that has it, for
-//! the director oracle) and VLAN sub-interfaces, QinQ injection, the inline lab mode.
+//! Two backends ([`backend`]): the host's kernel (above), or a guest kernel with real IPVS
+//! ([`guest`]: user-mode Linux 6.1; [`guest_run`]: the kernel side of a diff run inside it
+//! by this same binary; [`backend_diff`]: choosing the backend, the split per feature, and
+//! the director comparison with `ipvsadm`'s listings).
+//!
+//! Not here: VLAN sub-interfaces (neither kernel has 8021q loaded), QinQ injection, the
+//! inline lab mode.
 
+pub mod backend;
+pub mod backend_diff;
 pub mod diff;
 pub mod guest;
+pub mod guest_run;
 pub mod inject;
+pub mod input_source;
 pub mod known;
 pub mod nftrace;
 pub mod outcome;
@@ -69,6 +78,19 @@ enum KernelCommand {
         /// The appliance file.
         #[arg(long, value_name = "APPLIANCE.toml")]
         appliance: PathBuf,
+        /// The kernel the rules are for (`guest`: directors as `ipvsadm` commands).
+        #[arg(long, value_enum, default_value_t = backend::Backend::Host)]
+        backend: backend::Backend,
+    },
+    /// Inside the guest kernel: run a diff's kernel side (see `guest_run`).
+    #[command(hide = true)]
+    GuestRun {
+        /// The job file the host wrote.
+        #[arg(long)]
+        job: PathBuf,
+        /// Where to write the result.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Build the topology with an appliance's rules and keep it until Ctrl-C (prints the
     /// namespace names, e.g. for `ip netns exec` by hand).
@@ -89,11 +111,16 @@ enum KernelCommand {
     },
 }
 
-/// Compile an appliance file's kernel rules.
+/// Compile an appliance file's kernel rules (host backend).
 pub fn rules_for(path: &Path) -> anyhow::Result<rules::KernelRules> {
+    rules_on(backend::Backend::Host, path)
+}
+
+/// Compile an appliance file's kernel rules for a backend.
+pub fn rules_on(backend: backend::Backend, path: &Path) -> anyhow::Result<rules::KernelRules> {
     let config = ApplianceConfig::load(path)?;
     let base = path.parent().unwrap_or(Path::new("."));
-    Ok(simulate::build(&config, base, 1)?.1)
+    Ok(simulate::build_on(backend, &config, base, 1)?.1)
 }
 
 /// Run `sim kernel ...`.
@@ -110,8 +137,8 @@ pub fn run(args: &KernelArgs) -> anyhow::Result<ExitCode> {
             }
             println!("{} namespace(s) removed", removed.len());
         }
-        KernelCommand::Rules { appliance } => {
-            let rules = rules_for(appliance)?;
+        KernelCommand::Rules { appliance, backend } => {
+            let rules = rules_on(*backend, appliance)?;
             let sections = [
                 ("shield (nft -f)", &rules.shield_nft),
                 ("flows (iptables-restore)", &rules.flows_iptables),
@@ -123,6 +150,11 @@ pub fn run(args: &KernelArgs) -> anyhow::Result<ExitCode> {
                     &rules.synproxy_ip6tables,
                 ),
                 ("nat (nft -f)", &rules.nat_nft),
+                (
+                    "directors (ipvsadm, in the guest)",
+                    &rules.ipvs.commands.join("\n"),
+                ),
+                ("host kernel only", &rules.host_only.join("\n")),
             ];
             for (title, text) in sections.iter().filter(|(_, text)| !text.is_empty()) {
                 println!("## {title}\n{text}");
@@ -130,6 +162,7 @@ pub fn run(args: &KernelArgs) -> anyhow::Result<ExitCode> {
             print!("## features\n{}", rules.render_features());
         }
         KernelCommand::Up { appliance } => up(appliance.as_deref())?,
+        KernelCommand::GuestRun { job, out } => guest_run::guest_main(job, out)?,
         KernelCommand::GuestDrive { job, out } => guest::driver::drive(job, out)?,
     }
     Ok(ExitCode::SUCCESS)

@@ -14,7 +14,7 @@ use datapath::packet::{LinkType, PacketMeta, parse, proto_name, tcp_flags};
 use serde::Serialize;
 
 /// The wire-visible facts of one frame.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct FrameSummary {
     /// Protocol name (`tcp`, `udp`, `icmp`, number).
     pub proto: String,
@@ -204,7 +204,7 @@ impl FrameSummary {
 }
 
 /// What happened to one packet, on either side.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
     /// Dropped (with the simulator's reason; the kernel has none).

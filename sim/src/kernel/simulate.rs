@@ -14,6 +14,7 @@ use datapath::pipeline::Pipeline;
 use datapath::verdict::Verdict;
 use serde::Serialize;
 
+use super::backend::Backend;
 use super::inject::InputPacket;
 use super::outcome::{FrameSummary, Outcome};
 use super::rules::KernelRules;
@@ -69,8 +70,20 @@ impl VirtualClock {
     }
 }
 
-/// Build the appliance's pipeline and its kernel rules (from the same tables).
+/// Build the appliance's pipeline and its kernel rules (from the same tables), for the
+/// host backend.
 pub fn build(
+    config: &ApplianceConfig,
+    base: &Path,
+    seed: u64,
+) -> anyhow::Result<(Pipeline, KernelRules)> {
+    build_on(Backend::Host, config, base, seed)
+}
+
+/// [`build`] for a backend. The guest kernel has no nft `nat` expressions: `[[nat]]`
+/// rules are left to the host ([`KernelRules::host_only`]).
+pub fn build_on(
+    backend: Backend,
     config: &ApplianceConfig,
     base: &Path,
     seed: u64,
@@ -84,13 +97,20 @@ pub fn build(
         }
         None => config,
     };
-    let mut rules = KernelRules::compile(
+    let mut rules = KernelRules::compile_on(
+        backend,
         config.shield.as_ref(),
         pipeline.flows().map(|stage| &stage.table),
         &config.director,
     )?;
-    rules.add_nat(&config.nat, &config.interfaces);
-    rules.add_ip(&crate::appliance::ip_config(config, &[])?);
+    match backend {
+        Backend::Host => {
+            rules.add_nat(&config.nat, &config.interfaces);
+            rules.add_ip(&crate::appliance::ip_config(config, &[])?);
+        }
+        Backend::Guest if !config.nat.is_empty() => rules.host_only.push("[[nat]] rules".into()),
+        Backend::Guest => {}
+    }
     Ok((pipeline, rules))
 }
 

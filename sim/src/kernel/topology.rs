@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context, bail};
 
+use super::backend::Backend;
+
 /// Every namespace this tool creates starts with this.
 pub const NAMESPACE_PREFIX: &str = "lbsim-";
 /// MTU of every veth (large enough for jumbo frames from captures).
@@ -130,13 +132,20 @@ impl Topology {
     /// Create the three namespaces and two veth pairs with a fresh run prefix
     /// (`lbsim-<pid>-<n>`). On any error, what was made so far is removed.
     pub fn create() -> anyhow::Result<Self> {
+        Self::create_on(Backend::Host)
+    }
+
+    /// [`Topology::create`] on a backend: the guest's kernel has no nf_tables netdev
+    /// family, so its LB gets no VLAN-untagging table (tagged frames are not forwarded
+    /// there).
+    pub fn create_on(backend: Backend) -> anyhow::Result<Self> {
         check_environment()?;
         let run = NEXT_RUN.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("{NAMESPACE_PREFIX}{}-{run}", std::process::id());
         lock_live().insert(prefix.clone());
         let topology = Self { prefix };
         topology
-            .build()
+            .build(backend)
             .with_context(|| format!("creating the kernel topology {}", topology.prefix))?;
         Ok(topology)
     }
@@ -186,7 +195,7 @@ impl Topology {
         self.exec(&self.lb_ns(), &args, None).map(drop)
     }
 
-    fn build(&self) -> anyhow::Result<()> {
+    fn build(&self, backend: Backend) -> anyhow::Result<()> {
         for ns in self.namespaces() {
             run_command("ip", &["netns", "add", &ns], None)?;
             self.exec(&ns, &["ip", "link", "set", "lo", "up"], None)?;
@@ -204,6 +213,9 @@ impl Topology {
         self.neighbour(&srv, SERVER_IFACE, LB_SERVER_ADDR, LB_SERVER_MAC)?;
         self.routes()?;
         self.ipv6()?;
+        if backend == Backend::Guest {
+            return Ok(());
+        }
         self.exec(&lb, &["nft", "-f", "-"], Some(&vlan_nft()))
             .map(drop)
     }

@@ -53,7 +53,7 @@ pub fn trace_nft() -> String {
 }
 
 /// One rule (or chain policy) that gave a packet a verdict.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 pub struct RuleRef {
     /// Table family (`netdev`, `ip`, …).
     pub family: String,
