@@ -19,9 +19,11 @@ const DEFAULT_CASES: u64 = 60;
 /// The default first seed (cases use `seed`, `seed + 1`, …).
 const DEFAULT_SEED: u64 = 1000;
 /// Cases that still disagree with the guest's IPVS (issue 18 stays open for them): seed 1031,
-/// wlc over NAT and TUN reals with a weight-0 real that has thresholds — after a NAT
-/// connection closes with a server FIN then a client FIN, the active/inactive counts differ
-/// and later SYNs go to other reals (suspect: the TCP state table of Linux 6.1 vs lbsim's).
+/// wlc, a SYN reusing the 5-tuple of a TIME_WAIT NAT connection. lbsim now schedules it with
+/// the old connection still counted, as `ip_vs_in` does (datapath/tests/director_reuse.rs);
+/// what remains is when the old one goes: the kernel's `ip_vs_conn_expire_now` fires on the
+/// next timer tick (HZ=100 in the guest, packets ~0.3 ms apart), lbsim drops it at once, so
+/// the next SYN or two can see different counts. Timing-dependent in the guest.
 const KNOWN_DISAGREEMENTS: &[u64] = &[1031];
 
 fn sim_binary() -> &'static Path {

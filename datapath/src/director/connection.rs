@@ -448,13 +448,17 @@ impl ConnectionTable {
     /// Remove a connection slot; returns the connection.
     pub fn remove_connection(&mut self, slot: u32) -> Option<Connection> {
         let connection = self.connections.get_mut(slot as usize)?.take()?;
-        self.by_client.remove(&connection.key);
-        if connection.forward == Forward::Nat {
-            self.by_real.remove(&RealKey {
-                proto: connection.key.proto,
-                real: connection.real,
-                client: connection.key.client,
-            });
+        // A reused 5-tuple's new connection may already hold the keys (see `process_input`).
+        if self.by_client.get(&connection.key) == Some(&slot) {
+            self.by_client.remove(&connection.key);
+        }
+        let real_key = RealKey {
+            proto: connection.key.proto,
+            real: connection.real,
+            client: connection.key.client,
+        };
+        if connection.forward == Forward::Nat && self.by_real.get(&real_key) == Some(&slot) {
+            self.by_real.remove(&real_key);
         }
         self.free_connections.push(slot);
         self.connection_count -= 1;

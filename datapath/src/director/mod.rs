@@ -399,11 +399,32 @@ impl Directors {
             client: flow.source,
             virtual_address: flow.destination,
         };
-        if let Some(&slot) = self.table.by_client.get(&client_key)
-            && let Some(decision) = self.existing_input(now, slot, frame, meta, &flow)
-        {
-            return ControlFlow::Break(decision);
+        let mut reused = None;
+        if let Some(&slot) = self.table.by_client.get(&client_key) {
+            match self.existing_input(now, slot, frame, meta, &flow) {
+                Some(decision) => return ControlFlow::Break(decision),
+                None => reused = Some(slot),
+            }
         }
+        let result = self.schedule_input(now, frame, meta, fwmark, &flow);
+        // `ip_vs_conn_expire_now` only fires the old connection's timer: the scheduler has
+        // just seen it still counted on its real server, and it goes before the next packet.
+        if let Some(slot) = reused {
+            self.expire_connection(slot);
+        }
+        result
+    }
+
+    /// A packet no connection claims: a new connection if it is for a virtual service.
+    fn schedule_input(
+        &mut self,
+        now: TimeNs,
+        frame: &mut Vec<u8>,
+        meta: &PacketMeta,
+        fwmark: Option<u32>,
+        flow: &FlowKey,
+    ) -> ControlFlow<Decision, ()> {
+        let flow = *flow;
         let Some(service) = self.find_service(flow.proto, flow.destination, fwmark) else {
             return ControlFlow::Continue(());
         };
@@ -457,7 +478,8 @@ impl Directors {
             ProtocolState::Tcp(TcpState::TimeWait | TcpState::Close)
         );
         if meta.tcp_flags & tcp_flags::SYN != 0 && connection.template.is_none() && reusable {
-            self.expire_connection(slot);
+            // `ip_vs_in` (conn_reuse_mode 1, `is_new_conn_expected`): a SYN on a TIME_WAIT /
+            // CLOSE connection schedules a new one; the caller expires this one afterwards.
             return None;
         }
         self.transition(now, slot, Direction::Input, meta.tcp_flags);
