@@ -1,5 +1,5 @@
 //! Every bundled scenario runs its whole duration (each takes well under a second of wall
-//! clock, even in a debug build), meets its `[expect]`, fires every timed event, and the
+//! clock, even in a debug build, but the line-rate one: 25 ms of a 14.88 Mpps flood), meets its `[expect]`, fires every timed event, and the
 //! deterministic part of its report is a snapshot. The failover and faults scenarios' events
 //! are asserted by their effect: the quiesced and the downed server get no new connection
 //! while out, the downed one gets new ones again once up, the link latency change shows in
@@ -16,7 +16,7 @@ use sim::run::{RunOptions, RunOutput, run_scenario};
 use sim::scenario;
 
 /// Scenarios bundled in `scenarios/`.
-pub const BUNDLED: [&str; 9] = [
+pub const BUNDLED: [&str; 10] = [
     "synflood",
     "udpflood",
     "replay-real",
@@ -26,6 +26,7 @@ pub const BUNDLED: [&str; 9] = [
     "failover",
     "faults",
     "ipvs-schedulers",
+    "linerate",
 ];
 
 const MS: u64 = 1_000_000;
@@ -166,5 +167,47 @@ fn stranded_connections_lower_the_success_ratio() {
     assert!(
         summary.contains(&format!("{} still open at the end", tcp.unfinished)),
         "{summary}"
+    );
+}
+
+/// The line-rate scenario's flood is 10 Gbit/s of minimum frames: 14.88 Mpps of virtual
+/// time. Its spread of TTLs trips the shield's TTL filter, the SYNs it lets through get
+/// cookies, no flood packet reaches a server, and every legitimate client's connection
+/// completes through the cookie proxy.
+#[test]
+fn linerate_floods_at_ten_gigabit_line_rate_and_clients_get_through() {
+    let (output, _) = run_full("linerate", false);
+    let report = &output.report;
+    let source = |name: &str| report.sources.iter().find(|s| s.name == name).unwrap();
+    let (flood, legit) = (source("flood"), source("legit"));
+    let expected = 14_880_000 * report.duration_ns / 1_000_000_000;
+    assert!(
+        flood.sent.abs_diff(expected) <= 1,
+        "flood sent {} in {} ns, line rate is {expected}",
+        flood.sent,
+        report.duration_ns
+    );
+    let tcp = report.clients.tcp.as_ref().unwrap();
+    assert_eq!(tcp.attempted, 300, "{tcp:?}");
+    assert!(tcp.completed >= 297 && tcp.success_ratio >= 0.99, "{tcp:?}");
+    let counter = |name: &str| -> u64 {
+        let shield = &report.appliance.shield;
+        shield.iter().filter_map(|s| s.counters.get(name)).sum()
+    };
+    assert!(
+        counter("dropped.ttl") > flood.sent / 2,
+        "{:?}",
+        report.appliance.shield
+    );
+    assert!(
+        counter("cookies_sent") > 10 * tcp.attempted,
+        "{:?}",
+        report.appliance.shield
+    );
+    assert_eq!(counter("cookies_validated"), tcp.attempted);
+    let to_servers: u64 = report.backends.iter().map(|b| b.packets).sum();
+    assert!(
+        to_servers <= legit.sent,
+        "{to_servers} packets reached the servers"
     );
 }
