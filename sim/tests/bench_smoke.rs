@@ -1,13 +1,14 @@
 //! `sim bench --json --quick` on a few workloads: one JSON object per line per workload,
 //! in the order asked, with positive finite figures (no timing assertions), the comparison
-//! fields on the side-by-side workloads, and a skip reason instead of figures when the
-//! kernel is unavailable. An unknown workload is an error naming the known ones.
+//! fields on the side-by-side workloads, the real-time factor of the line-rate scenario,
+//! and a skip reason instead of figures when the kernel is unavailable. An unknown workload
+//! is an error naming the known ones.
 
 use std::process::Command;
 
 use serde_json::Value;
 
-const WORKLOADS: [&str; 9] = [
+const WORKLOADS: [&str; 10] = [
     "parse",
     "deny_drop",
     "cookie_ack_proxy",
@@ -17,6 +18,7 @@ const WORKLOADS: [&str; 9] = [
     "director_threads_2_vs_1",
     "vs_kernel",
     "engine_synflood",
+    "realtime_10g_1t",
 ];
 
 fn positive(row: &Value, key: &str) -> f64 {
@@ -58,6 +60,15 @@ fn check_row(row: &Value, name: &str) {
     if matches!(name, "parse" | "replay_file" | "engine_synflood") {
         positive(row, "target_mpps");
         assert!(row["met"].is_boolean(), "{row}");
+    }
+    if name == "realtime_10g_1t" {
+        // The real-time factor is the ratio; one thread has no target.
+        let factor = positive(row, "realtime_factor");
+        assert_eq!(row["ratio"].as_f64(), Some(factor), "{row}");
+        assert!(row["rss_growth_mib"].as_f64().is_some_and(|m| m >= 0.0), "{row}");
+        assert!(row["target_ratio"].is_null() && row["met"].is_null(), "{row}");
+        let note = row["note"].as_str().unwrap_or_default();
+        assert!(note.contains("scenarios/linerate.toml on 1 thread(s)"), "{row}");
     }
     if name == "deny_drop" {
         // A whole-pipeline row: the denylist target is the stage's (criterion).

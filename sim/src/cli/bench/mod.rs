@@ -8,6 +8,8 @@
 //! - [`measure`] — warm-up, repetitions, median;
 //! - [`compare`] — `threads_2_vs_1`, `director_threads_2_vs_1` and `vs_kernel`, both sides in the same run, and the
 //!   whole-scenario `engine_synflood` (per-core CPU time, as `sim run` measures it);
+//! - [`realtime`] — `realtime_10g` / `realtime_10g_1t`: the line-rate scenario's real-time
+//!   factor (virtual seconds per wall second) and memory growth;
 //! - [`callgrind`] — the instruction-count baseline and its comparison.
 //!
 //! Not here: assertions on timings (there are none), the kernel runner (called, not owned).
@@ -15,6 +17,7 @@
 pub mod callgrind;
 pub mod compare;
 pub mod measure;
+pub mod realtime;
 pub mod workloads;
 
 use std::fmt::Write as _;
@@ -37,6 +40,8 @@ pub const THREADS_TARGET_RATIO: f64 = 1.8;
 pub const KERNEL_TARGET_RATIO: f64 = 10.0;
 /// `engine_synflood` target (issue #6): Mpps on one core for the whole simulated flood.
 pub const ENGINE_TARGET_MPPS: f64 = 8.0;
+/// `realtime_10g` target (issue #22): virtual seconds per wall second on 2 threads.
+pub const REALTIME_TARGET_FACTOR: f64 = 1.0;
 
 /// Arguments of `sim bench`.
 #[derive(clap::Args, Debug, Clone)]
@@ -86,6 +91,12 @@ pub struct Row {
     /// What a comparison compared.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Real-time workloads: virtual seconds simulated per wall second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub realtime_factor: Option<f64>,
+    /// Real-time workloads: peak resident memory added by the runs, MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_growth_mib: Option<f64>,
 }
 
 impl Row {
@@ -103,6 +114,21 @@ impl Row {
             met: target_mpps.map(|target| mpps >= target),
             skipped: None,
             note: None,
+            realtime_factor: None,
+            rss_growth_mib: None,
+        }
+    }
+
+    fn realtime(workload: &str, run: &realtime::Realtime, threads: usize) -> Self {
+        let target = (threads == 2).then_some(REALTIME_TARGET_FACTOR);
+        Self {
+            ratio: Some(run.factor),
+            target_ratio: target,
+            met: target.map(|t| run.factor >= t),
+            note: Some(run.note(threads)),
+            realtime_factor: Some(run.factor),
+            rss_growth_mib: run.rss_growth.map(|b| b as f64 / (1024.0 * 1024.0)),
+            ..Self::measured(workload, &run.measurement, None)
         }
     }
 
@@ -130,6 +156,8 @@ impl Row {
             met: None,
             skipped: Some(reason),
             note: None,
+            realtime_factor: None,
+            rss_growth_mib: None,
         }
     }
 }
@@ -171,6 +199,11 @@ pub fn run_workload(name: &str, settings: Settings) -> anyhow::Result<Row> {
             &compare::engine_synflood(settings, true)?,
             None,
         )),
+        "realtime_10g" | "realtime_10g_1t" => {
+            let threads = if name == "realtime_10g" { 2 } else { 1 };
+            let run = realtime::realtime_10g(settings, threads)?;
+            Ok(Row::realtime(name, &run, threads))
+        }
         "vs_kernel" => Ok(match compare::kernel_unavailable() {
             Some(reason) => Row::skipped(name, reason),
             None => Row::compared(name, &compare::vs_kernel(settings)?, KERNEL_TARGET_RATIO),
@@ -226,8 +259,9 @@ fn figures(row: &Row) -> [String; 3] {
     let number = |value: Option<f64>, digits: usize| {
         value.map_or("-".to_string(), |v| format!("{v:.digits$}"))
     };
-    let ratio = match (row.ratio, row.baseline_mpps) {
-        (Some(ratio), Some(base)) => format!("{ratio:.2}x (baseline {base:.3} Mpps)"),
+    let ratio = match (row.ratio, row.baseline_mpps, &row.note) {
+        (Some(ratio), Some(base), _) => format!("{ratio:.2}x (baseline {base:.3} Mpps)"),
+        (Some(ratio), None, Some(note)) => format!("{ratio:.2}x real time ({note})"),
         _ => String::new(),
     };
     [number(row.ns_per_packet, 1), number(row.mpps, 2), ratio]

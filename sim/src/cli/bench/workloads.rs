@@ -64,6 +64,8 @@ pub fn names() -> Vec<String> {
             "director_threads_2_vs_1",
             "engine_synflood",
             "engine_synflood_cookies",
+            "realtime_10g",
+            "realtime_10g_1t",
         ]
         .map(String::from),
     );
@@ -113,6 +115,7 @@ impl PipelineWorkload {
     /// Build and prime a pipeline, returning it and the virtual time to continue from.
     pub fn ready(&self) -> anyhow::Result<(Pipeline, u64)> {
         let mut pipeline = (self.build)()?;
+        pipeline.keep_spare_frames(true);
         let mut now = START_NS;
         for frame in &self.prime {
             let wire_len = frame.len() as u32;
