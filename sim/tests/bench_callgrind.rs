@@ -48,6 +48,11 @@ fn the_script_runs_the_key_workloads_and_they_exist() {
             assert!(sim::cli::bench::compare::engine_scenario(64, scenario == "_cookies").is_ok());
             continue;
         }
+        if name == "realtime_10g_1t" {
+            // The bundled line-rate scenario, sized for a few packets.
+            assert!(sim::cli::bench::realtime::linerate_scenario(64).is_ok());
+            continue;
+        }
         assert!(
             sim::cli::bench::workloads::workload(name)
                 .unwrap()

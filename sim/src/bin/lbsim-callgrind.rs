@@ -3,9 +3,11 @@
 //! - `lbsim-callgrind run WORKLOAD PACKETS` — builds a `sim bench` workload, runs one
 //!   checked pass (untimed, not counted), then whole passes through
 //!   `sim::cli::bench::measure::counted_pass` (or `counted_parse`) until at least PACKETS packets,
-//!   and prints `packets N`; `engine_synflood` and `engine_synflood_cookies` run their whole
-//!   scenario once (counted: the shard's `sim::engine::Engine::run`). Run it under `valgrind --tool=callgrind
-//!   --toggle-collect=<that function>` so only the measured loop's instructions count.
+//!   and prints `packets N`; `engine_synflood`, `engine_synflood_cookies` and
+//!   `realtime_10g_1t` (the line-rate scenario, sized for PACKETS flood packets) run their
+//!   whole scenario once on one thread (counted: the shards' event loop `run_until` and the
+//!   shared pass). Run it under `valgrind --tool=callgrind --toggle-collect=<those
+//!   functions>` so only the measured loop's instructions count.
 //! - `lbsim-callgrind check BASELINE.toml MEASURED.toml [--update]` — compares measured
 //!   instructions per packet with the baseline, prints the table, exits 1 on a regression;
 //!   `--update` rewrites the baseline from the measurement instead.
@@ -30,6 +32,17 @@ fn run_workload(name: &str, packets: usize) -> anyhow::Result<()> {
     } {
         // The whole scenario; the script counts the shard's `Engine::run` only.
         let loaded = sim::cli::bench::compare::engine_scenario(packets, cookies)?;
+        let options = sim::run::RunOptions {
+            threads: 1,
+            collect: sim::engine::Collect::default(),
+        };
+        let output = sim::run::run_scenario(&loaded, options, &|_| {})?;
+        println!("packets {}", output.report.totals.processed);
+        return Ok(());
+    }
+    if name == "realtime_10g_1t" {
+        // The line-rate scenario, sized for about `packets` flood packets, on one thread.
+        let loaded = sim::cli::bench::realtime::linerate_scenario(packets)?;
         let options = sim::run::RunOptions {
             threads: 1,
             collect: sim::engine::Collect::default(),

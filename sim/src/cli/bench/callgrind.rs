@@ -15,15 +15,17 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 /// Workloads the check counts, in table order.
-pub const KEY_WORKLOADS: [&str; 8] = [
+pub const KEY_WORKLOADS: [&str; 10] = [
     "parse",
     "deny_drop",
     "syn_cookie",
     "flows_100",
     "established",
+    "schedule_wlc",
     "pipeline_mixed",
     "engine_synflood",
     "engine_synflood_cookies",
+    "realtime_10g_1t",
 ];
 
 /// Default tolerance when a baseline is first written, percent.
