@@ -38,6 +38,7 @@ use self::connection::{
 use self::dest::{BindKind, DestId, DestStats, Dests, Forward, RealServer};
 use self::listing::RateEstimator;
 use self::scheduler::{DestChange, SchedulePacket, Scheduler};
+use crate::hash::fast::FastBuild;
 use crate::packet::flow::FlowKey;
 use crate::packet::{PacketMeta, ip_proto, tcp_flags};
 use crate::verdict::{DropReason, NS_PER_SEC, TimeNs, Verdict};
@@ -203,7 +204,9 @@ pub enum HealthError {
 #[derive(Clone, Debug)]
 pub struct Directors {
     services: Vec<Service>,
-    by_key: HashMap<ServiceKey, usize>,
+    /// Services by key: a read-only map of configured keys (never iterated), looked up for
+    /// every new connection, so hashed with the cheap unkeyed [`FastBuild`].
+    by_key: HashMap<ServiceKey, usize, FastBuild>,
     table: ConnectionTable,
     options: DirectorOptions,
     next_estimate: TimeNs,

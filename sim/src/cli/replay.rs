@@ -447,6 +447,10 @@ impl ReplayRun<'_> {
         self.builder
             .add_file(name, Some(reader.format()), reader.is_gzip());
         let mut meta = PacketMeta::default();
+        let mut buffers = FramePool::default();
+        if let Some(pipeline) = pipeline.as_deref_mut() {
+            pipeline.keep_spare_frames(true);
+        }
         loop {
             let packet = match reader.next_packet() {
                 Ok(Some(packet)) => packet,
@@ -461,7 +465,7 @@ impl ReplayRun<'_> {
                 Some(pipeline) => {
                     let now = self.clock.at(ts_ns);
                     let iface = u16::try_from(packet.interface).unwrap_or(u16::MAX);
-                    let frame = packet.data.to_vec();
+                    let frame = buffers.copy_of(packet.data);
                     Some(pipeline.process(now, iface, link, frame, packet.orig_len))
                 }
                 None => {
@@ -483,7 +487,46 @@ impl ReplayRun<'_> {
                 ReplayRecord::new(packet, outcome.as_ref(), pipeline.as_deref())
                     .write_jsonl(out)?;
             }
+            if let Some(pipeline) = pipeline.as_deref_mut() {
+                buffers.recycle(pipeline);
+            }
         }
+    }
+}
+
+/// Frame buffers of replayed packets, reused: what the pipeline emitted (nothing reads it
+/// after the packet's record) and the buffer of a frame it consumed come back here, so
+/// reading a capture allocates no buffer per packet.
+#[derive(Default)]
+struct FramePool {
+    free: Vec<Vec<u8>>,
+    emitted: Vec<datapath::pipeline::EmittedFrame>,
+}
+
+impl FramePool {
+    /// Buffers kept at most (a packet emits one or two frames).
+    const KEEP: usize = 8;
+
+    /// An owned copy of `data` in a reused buffer when there is one.
+    fn copy_of(&mut self, data: &[u8]) -> Vec<u8> {
+        let mut frame = self.free.pop().unwrap_or_default();
+        frame.clear();
+        frame.extend_from_slice(data);
+        frame
+    }
+
+    /// Take back the buffers of what `pipeline` emitted or consumed for the last packet.
+    fn recycle(&mut self, pipeline: &mut Pipeline) {
+        if let Some(spare) = pipeline.take_spare_frame() {
+            self.free.push(spare);
+        }
+        pipeline.drain_emitted_into(&mut self.emitted);
+        for sent in self.emitted.drain(..) {
+            if self.free.len() < Self::KEEP {
+                self.free.push(sent.frame);
+            }
+        }
+        self.free.truncate(Self::KEEP);
     }
 }
 

@@ -4,8 +4,9 @@
 //! never inside the datapath.
 //!
 //! Untimed: building and priming pipelines (for `fresh` workloads, before every pass) and
-//! copying the pass's frames into the owned buffers [`Pipeline::process`] consumes. Timed:
-//! `process` itself, including freeing each frame (the pipeline owns it).
+//! copying the pass's frames into the owned buffers [`Pipeline::process`] consumes (the
+//! buffers the previous pass gave back). Timed: `process` itself, and taking back the
+//! buffers of what it emitted or consumed, as the simulator and `sim replay` do.
 //!
 //! [`counted_pass`] and [`counted_parse`] are the loops the callgrind check counts
 //! (`--toggle-collect`), kept out of line so their instructions are attributed to them.
@@ -127,13 +128,41 @@ pub fn owned(frames: &[BenchFrame]) -> Vec<(Vec<u8>, u32)> {
         .collect()
 }
 
-/// Process one pass of frames from virtual time `*now` on (counted by callgrind).
+/// Owned copies of a pass's frames in the buffers of `spares` (then fresh ones).
+pub fn owned_reusing(frames: &[BenchFrame], spares: &mut Vec<Vec<u8>>) -> Vec<(Vec<u8>, u32)> {
+    frames
+        .iter()
+        .map(|f| {
+            let mut buffer = spares.pop().unwrap_or_default();
+            buffer.clear();
+            buffer.extend_from_slice(&f.frame);
+            (buffer, f.frame.len() as u32)
+        })
+        .collect()
+}
+
+/// Process one pass of frames from virtual time `*now` on (counted by callgrind), the way
+/// the simulator drives the pipeline: the buffers of what it emitted or consumed are taken
+/// back (returned, for the next pass's frames) rather than freed, so no packet allocates
+/// or frees. The pipeline must keep spare frames ([`PipelineWorkload::ready`] sets it).
 #[inline(never)]
-pub fn counted_pass(pipeline: &mut Pipeline, now: &mut u64, batch: Vec<(Vec<u8>, u32)>) {
+pub fn counted_pass(
+    pipeline: &mut Pipeline,
+    now: &mut u64,
+    batch: Vec<(Vec<u8>, u32)>,
+) -> Vec<Vec<u8>> {
+    let mut returned = Vec::with_capacity(batch.len() + 16);
+    let mut emitted = Vec::new();
     for (frame, wire_len) in batch {
         black_box(pipeline.process(*now, 0, LinkType::Ethernet, frame, wire_len));
         *now += PACKET_SPACING_NS;
+        if let Some(spare) = pipeline.take_spare_frame() {
+            returned.push(spare);
+        }
+        pipeline.drain_emitted_into(&mut emitted);
+        returned.extend(emitted.drain(..).map(|sent| sent.frame));
     }
+    returned
 }
 
 /// Run one pass checking every frame's outcome; the pipeline is left as it ends.
@@ -165,6 +194,8 @@ pub struct Runner<'a> {
     work: &'a PipelineWorkload,
     pipeline: Pipeline,
     now: u64,
+    /// Buffers the last pass gave back, for the next pass's frames.
+    spares: Vec<Vec<u8>>,
 }
 
 impl<'a> Runner<'a> {
@@ -176,6 +207,7 @@ impl<'a> Runner<'a> {
             work,
             pipeline,
             now,
+            spares: Vec::new(),
         })
     }
 
@@ -184,12 +216,12 @@ impl<'a> Runner<'a> {
         if self.work.fresh {
             (self.pipeline, self.now) = self.work.ready()?;
         }
-        Ok(owned(&self.work.frames))
+        Ok(owned_reusing(&self.work.frames, &mut self.spares))
     }
 
     /// Run one pass of `batch` (what callgrind counts).
     pub fn run(&mut self, batch: Vec<(Vec<u8>, u32)>) {
-        counted_pass(&mut self.pipeline, &mut self.now, batch);
+        self.spares = counted_pass(&mut self.pipeline, &mut self.now, batch);
     }
 }
 
