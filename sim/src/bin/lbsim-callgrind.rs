@@ -5,9 +5,10 @@
 //!   `sim::cli::bench::measure::counted_pass` (or `counted_parse`) until at least PACKETS packets,
 //!   and prints `packets N`; `engine_synflood`, `engine_synflood_cookies` and
 //!   `realtime_10g_1t` (the line-rate scenario, sized for PACKETS flood packets) run their
-//!   whole scenario once on one thread (counted: the shards' event loop `run_until` and the
-//!   shared pass). Run it under `valgrind --tool=callgrind --toggle-collect=<those
-//!   functions>` so only the measured loop's instructions count.
+//!   whole scenario once on one thread (counted: `sim::engine::shared::run_shards`, the
+//!   shards and the shared stages, all on the calling thread). Run it under `valgrind
+//!   --tool=callgrind --toggle-collect=<that function>` so only the measured loop's
+//!   instructions count.
 //! - `lbsim-callgrind check BASELINE.toml MEASURED.toml [--update]` — compares measured
 //!   instructions per packet with the baseline, prints the table, exits 1 on a regression;
 //!   `--update` rewrites the baseline from the measurement instead.
@@ -30,7 +31,7 @@ fn run_workload(name: &str, packets: usize) -> anyhow::Result<()> {
         "engine_synflood_cookies" => Some(true),
         _ => None,
     } {
-        // The whole scenario; the script counts the shard's `Engine::run` only.
+        // The whole scenario; the script counts `run_shards` only (not loading or the report).
         let loaded = sim::cli::bench::compare::engine_scenario(packets, cookies)?;
         let options = sim::run::RunOptions {
             threads: 1,
