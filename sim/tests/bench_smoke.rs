@@ -65,10 +65,19 @@ fn check_row(row: &Value, name: &str) {
         // The real-time factor is the ratio; one thread has no target.
         let factor = positive(row, "realtime_factor");
         assert_eq!(row["ratio"].as_f64(), Some(factor), "{row}");
-        assert!(row["rss_growth_mib"].as_f64().is_some_and(|m| m >= 0.0), "{row}");
-        assert!(row["target_ratio"].is_null() && row["met"].is_null(), "{row}");
+        assert!(
+            row["rss_growth_mib"].as_f64().is_some_and(|m| m >= 0.0),
+            "{row}"
+        );
+        assert!(
+            row["target_ratio"].is_null() && row["met"].is_null(),
+            "{row}"
+        );
         let note = row["note"].as_str().unwrap_or_default();
-        assert!(note.contains("scenarios/linerate.toml on 1 thread(s)"), "{row}");
+        assert!(
+            note.contains("scenarios/linerate.toml on 1 thread(s)"),
+            "{row}"
+        );
     }
     if name == "deny_drop" {
         // A whole-pipeline row: the denylist target is the stage's (criterion).
