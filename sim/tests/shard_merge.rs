@@ -59,14 +59,17 @@ fn plan_shards_merge_to_the_single_run_and_bad_sets_are_refused() {
         "{}",
         stderr(&out)
     );
+    let read = |path: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let from_env = read(env_shard.join("plan-shard-2-of-3.json"));
+    let from_flag = read(shards.join("plan-shard-2-of-3.json"));
+    assert_eq!(from_env["body"], from_flag["body"]);
     assert_eq!(
-        std::fs::read(env_shard.join("plan-shard-2-of-3.json"))
-            .unwrap()
-            .len(),
-        std::fs::read(shards.join("plan-shard-2-of-3.json"))
-            .unwrap()
-            .len()
+        from_env["shard"]["definition"],
+        from_flag["shard"]["definition"]
     );
+    assert_eq!(from_env["shard"]["items"], 4);
 
     let merged = dir.join("merged");
     let out = sim(&[
@@ -448,6 +451,62 @@ fn the_kubernetes_manifest_is_an_indexed_job_with_a_merge() {
     assert!(
         local
             .join(format!("plan-shard-1-of-{completions}.json"))
+            .exists()
+    );
+}
+
+#[test]
+fn the_ci_matrix_example_shards_and_merges_the_corpus() {
+    let documents = yaml_documents(&repository().join("deploy/ci/github-actions-check.yml"));
+    let Some(documents) = documents else { return };
+    let jobs = &documents[0]["jobs"];
+    let shards: Vec<u64> = jobs["check"]["strategy"]["matrix"]["shard"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    let count = shards.len() as u64;
+    assert_eq!(
+        shards,
+        (1..=count).collect::<Vec<_>>(),
+        "shards 1..=N, each once"
+    );
+    let partition = jobs["check"]["env"]["LBSIM_PARTITION"].as_str().unwrap();
+    assert_eq!(partition, format!("${{{{ matrix.shard }}}}/{count}"));
+    let steps = |job: &str| -> Vec<String> {
+        jobs[job]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["run"].as_str().map(String::from))
+            .collect()
+    };
+    assert!(
+        steps("check")
+            .iter()
+            .any(|r| r.contains("sim check pcaps/cases --shard-out shards"))
+    );
+    assert_eq!(jobs["merge"]["needs"], "check");
+    assert_eq!(
+        jobs["merge"]["if"], "always()",
+        "the merge reports failing shards too"
+    );
+    assert!(
+        steps("merge")
+            .iter()
+            .any(|r| r.contains("sim check merge shards"))
+    );
+    // What a matrix job runs, with LBSIM_PARTITION as the matrix sets it.
+    let dir = scratch("matrix");
+    let out = sim_env(
+        &["check", "pcaps/cases", "--shard-out", dir.to_str().unwrap()],
+        &[("LBSIM_PARTITION", &format!("{count}/{count}"))],
+    );
+    assert_ok(&out, "a matrix shard");
+    assert!(stderr(&out).contains(&format!("partition {count}/{count} from LBSIM_PARTITION")));
+    assert!(
+        dir.join(format!("check-shard-{count}-of-{count}.json"))
             .exists()
     );
 }

@@ -232,13 +232,12 @@ impl Slurm {
             tasks,
             "one line per array task: {tasks_state}"
         );
-        let code = state
+        state
             .split_whitespace()
             .find_map(|f| f.strip_prefix("ExitCode="))
             .and_then(|c| c.split(':').next())
             .and_then(|c| c.parse().ok())
-            .expect("ExitCode=");
-        code
+            .expect("ExitCode=")
     }
 
     fn job(&self, id: &str) -> String {
