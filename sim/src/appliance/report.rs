@@ -24,8 +24,9 @@ pub struct ApplianceReport {
     /// NAT rules with their hits and the tracking table's counters (absent without NAT).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nat: Option<NatReport>,
-    /// Bounded tables that overflowed or were made full by `[qa] full_after`, in
-    /// [`QaTable::ALL`] order (none: the key is left out).
+    /// The bounded tables of the configured stages with their occupancy, in
+    /// [`QaTable::ALL`] order; the text renderings list those that overflowed or were made
+    /// full by `[qa] full_after` ([`TableReport::notable`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tables: Vec<TableReport>,
 }
@@ -89,8 +90,12 @@ pub struct TableReport {
     pub name: &'static str,
     /// Entries now (`None` where the table does not expose it).
     pub entries: Option<usize>,
-    /// Capacity (per service for lblc caches).
+    /// Capacity (per service for lblc caches): in a sharded run, the sum over the receive
+    /// queues that each hold a copy of the table (see `copies`).
     pub capacity: usize,
+    /// How many copies of the table the row sums: one per receive queue for the per-queue
+    /// tables (shield, fragments), 1 for a table all queues share (director, NAT).
+    pub copies: usize,
     /// New entries the overflow policy handled.
     pub overflows: u64,
     /// The overflow policy, in words.
@@ -108,6 +113,7 @@ fn table_reports(pipeline: &Pipeline, shared: Option<&SharedStages>) -> Vec<Tabl
             name: table.name(),
             entries,
             capacity,
+            copies: 1,
             overflows,
             policy,
             full_after: None,
@@ -176,8 +182,14 @@ fn table_reports(pipeline: &Pipeline, shared: Option<&SharedStages>) -> Vec<Tabl
             found.full_after = Some(packets);
         }
     }
-    rows.retain(|r| r.overflows > 0 || r.full_after.is_some());
     rows
+}
+
+impl TableReport {
+    /// Whether the table is worth a line: it overflowed or a `[qa] full_after` is set.
+    pub fn notable(&self) -> bool {
+        self.overflows > 0 || self.full_after.is_some()
+    }
 }
 
 fn merge_tables(mine: &mut Vec<TableReport>, theirs: &[TableReport]) {
@@ -185,6 +197,8 @@ fn merge_tables(mine: &mut Vec<TableReport>, theirs: &[TableReport]) {
         match mine.iter_mut().find(|r| r.name == row.name) {
             Some(found) => {
                 found.overflows += row.overflows;
+                found.capacity += row.capacity;
+                found.copies += row.copies;
                 found.entries = found.entries.zip(row.entries).map(|(a, b)| a + b);
             }
             None => mine.push(row.clone()),
@@ -299,6 +313,60 @@ fn service_reports(directors: &datapath::director::Directors) -> Vec<ServiceRepo
         .collect()
 }
 
+/// Protection-mode status bits of a shield context, with their names.
+pub const MODE_BITS: [(u8, &str); 4] = [
+    (0x1, "syn cookies"),
+    (0x2, "ttl filter"),
+    (0x4, "unmatched drop"),
+    (0x8, "surge"),
+];
+
+/// Names of the protection-mode bits that are set, or `off`.
+pub fn mode_names(bits: u8) -> String {
+    let names: Vec<&str> = MODE_BITS
+        .iter()
+        .filter(|(bit, _)| bits & bit != 0)
+        .map(|(_, name)| *name)
+        .collect();
+    if names.is_empty() {
+        "off".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// A mode change in words: the modes turned on and off between `before` and `after`
+/// (`ttl filter on, syn cookies off`).
+pub fn mode_change_words(before: u8, after: u8) -> String {
+    let mut words = Vec::new();
+    for (bit, name) in MODE_BITS {
+        match (before & bit != 0, after & bit != 0) {
+            (false, true) => words.push(format!("{name} on")),
+            (true, false) => words.push(format!("{name} off")),
+            _ => {}
+        }
+    }
+    words.join(", ")
+}
+
+impl ShieldContextReport {
+    /// The context's mode changes as one timeline: in a sharded run each receive queue
+    /// changes modes on its own share of the traffic, so a change is kept when it changes
+    /// the bits of the timeline so far (the first queue to change shows it). Returns
+    /// (virtual ns, bits before, bits after).
+    pub fn mode_changes(&self) -> Vec<(u64, u8, u8)> {
+        let mut bits = 0u8;
+        let mut changes = Vec::new();
+        for &(time, after) in &self.modes {
+            if after != bits {
+                changes.push((time, bits, after));
+                bits = after;
+            }
+        }
+        changes
+    }
+}
+
 /// One shield context.
 #[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
 pub struct ShieldContextReport {
@@ -373,18 +441,28 @@ pub fn report_with(pipeline: &Pipeline, shared: Option<&SharedStages>) -> Applia
 
 fn render_tables(tables: &[TableReport]) -> String {
     let mut out = String::new();
+    let tables: Vec<&TableReport> = tables.iter().filter(|t| t.notable()).collect();
     if tables.is_empty() {
         return out;
     }
     out.push_str("Tables:     table            entries/capacity   overflows  policy\n");
-    for table in tables {
+    for table in &tables {
         let entries = table.entries.map_or("-".to_string(), |e| e.to_string());
         let qa = table
             .full_after
             .map_or(String::new(), |n| format!(" [qa: full after {n} packets]"));
+        let copies = if table.copies > 1 {
+            format!(
+                " ({} queues × {})",
+                table.copies,
+                table.capacity / table.copies
+            )
+        } else {
+            String::new()
+        };
         out.push_str(&format!(
-            "  {:<16} {:>8}/{:<9} {:>9}  {}{qa}\n",
-            table.name, entries, table.capacity, table.overflows, table.policy
+            "  {:<16} {:>8}/{:<9} {:>9}  {}{copies}{qa}\n",
+table.name, entries, table.capacity, table.overflows, table.policy
         ));
     }
     out
@@ -507,7 +585,8 @@ real = [{ addr = "10.0.1.2:80", weight = 1 }]
             pipeline.process(u64::from(client), 0, LinkType::Ethernet, frame, len);
         }
         let report = report(&pipeline);
-        let row = &report.tables[0];
+        let notable: Vec<&TableReport> = report.tables.iter().filter(|t| t.notable()).collect();
+        let row = notable[0];
         assert_eq!(
             (row.name, row.entries, row.overflows, row.full_after),
             ("connections", Some(2), 1, Some(2))
@@ -518,7 +597,8 @@ real = [{ addr = "10.0.1.2:80", weight = 1 }]
             "{text}"
         );
         // The shield table is not configured: its setting is ignored, not reported.
-        assert_eq!(report.tables.len(), 1);
+        assert_eq!(notable.len(), 1);
+        assert!(report.tables.iter().all(|t| t.name != "known_sessions"));
     }
 
     const QA_EVERY_TABLE: &str = r#"
@@ -590,6 +670,7 @@ real = [{ addr = "10.0.1.2:80", weight = 1 }]
         let rows: Vec<_> = report
             .tables
             .iter()
+            .filter(|t| t.notable())
             .map(|t| (t.name, t.overflows, t.full_after))
             .collect();
         assert_eq!(

@@ -22,13 +22,7 @@ pub const SPEED_EXPONENT_MIN: i32 = -6;
 pub const SPEED_EXPONENT_MAX: i32 = 10;
 /// Verdict names, in the order of the sparklines.
 pub const VERDICTS: [&str; 4] = ["pass", "drop", "reply", "forward"];
-/// Protection-mode status bits of a shield context, with their names.
-pub const MODE_BITS: [(u8, &str); 4] = [
-    (0x1, "syn cookies"),
-    (0x2, "ttl filter"),
-    (0x4, "unmatched drop"),
-    (0x8, "surge"),
-];
+pub use crate::appliance::{MODE_BITS, mode_names};
 
 /// A key press, independent of the terminal library.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1034,19 +1028,6 @@ pub fn percentiles_text(p: &PercentilesView) -> String {
     )
 }
 
-/// Names of the protection-mode bits that are set, or `off`.
-pub fn mode_names(bits: u8) -> String {
-    let names: Vec<&str> = MODE_BITS
-        .iter()
-        .filter(|(bit, _)| bits & bit != 0)
-        .map(|(_, name)| *name)
-        .collect();
-    if names.is_empty() {
-        "off".into()
-    } else {
-        names.join(", ")
-    }
-}
 
 #[cfg(test)]
 mod tests {
