@@ -253,11 +253,7 @@ fn modes_summary(report: &Report) -> String {
         } else {
             String::new()
         };
-        text += &format!(
-            "{}: {}{more}{queues}\n",
-            context.name,
-            words.join("; ")
-        );
+        text += &format!("{}: {}{more}{queues}\n", context.name, words.join("; "));
     }
     text
 }

@@ -462,7 +462,7 @@ fn render_tables(tables: &[TableReport]) -> String {
         };
         out.push_str(&format!(
             "  {:<16} {:>8}/{:<9} {:>9}  {}{copies}{qa}\n",
-table.name, entries, table.capacity, table.overflows, table.policy
+            table.name, entries, table.capacity, table.overflows, table.policy
         ));
     }
     out

@@ -1,18 +1,23 @@
 //! The TUI's model: what is on screen (the latest report frame, rates, history), where the
 //! virtual clock is and how fast it moves, which panel has the focus, how tables are sorted
-//! and filtered — and the key handlers that change it. It also renders the plain-text
-//! summary of the same state ([`App::summary`]).
+//! and filtered — and the key handlers that change it. Its plain-text summary
+//! ([`App::summary`]) is in [`super::text`], the frames it is fed in [`super::frame`].
 //!
 //! No drawing here (see [`super::view`]) and no terminal or data-source code (see
 //! [`super::feed`]): the model is fed [`ReportView`] frames and keys, so tests can drive it
 //! without a terminal.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use datapath::TimeNs;
-use serde::Deserialize;
+
+pub use super::frame::{
+    ApplianceView, ClientsView, DecisionView, FlowView, PercentilesView, PipelineView, RateBase,
+    RealView, ReportView, SecondView, ServiceView, ShieldView, TcpView, TotalsView, UdpView,
+};
+pub use super::text::{percentiles_text, rate_text, seconds, share};
+pub use crate::appliance::{MODE_BITS, mode_names};
 
 /// Rate samples kept per verdict for the sparklines.
 pub const HISTORY_CAPACITY: usize = 1024;
@@ -22,7 +27,6 @@ pub const SPEED_EXPONENT_MIN: i32 = -6;
 pub const SPEED_EXPONENT_MAX: i32 = 10;
 /// Verdict names, in the order of the sparklines.
 pub const VERDICTS: [&str; 4] = ["pass", "drop", "reply", "forward"];
-pub use crate::appliance::{MODE_BITS, mode_names};
 
 /// A key press, independent of the terminal library.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,260 +123,6 @@ pub enum DecisionSort {
     Rate,
 }
 
-/// The part of a run report the TUI shows. Deserialised from `report.json`'s `report` (and
-/// from a live [`crate::report::Report`] through the same serde shape), so both sources feed
-/// the same model. Unknown keys are ignored.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct ReportView {
-    /// Scenario name.
-    pub scenario: String,
-    /// Seed.
-    pub seed: u64,
-    /// Virtual duration.
-    pub duration_ns: u64,
-    /// Receive queues.
-    pub queues: u16,
-    /// Frame totals.
-    pub totals: TotalsView,
-    /// Pipeline decisions.
-    pub pipeline: PipelineView,
-    /// Legitimate clients.
-    pub clients: ClientsView,
-    /// Per-second rows.
-    pub timeline: Vec<SecondView>,
-    /// Shield contexts, flows and directors.
-    pub appliance: ApplianceView,
-}
-
-/// Frame totals.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct TotalsView {
-    /// Frames sent by sources and backends.
-    pub sent: u64,
-    /// Frames the pipeline processed.
-    pub processed: u64,
-    /// Frames the pipeline emitted.
-    pub emitted: u64,
-    /// Frames delivered to hosts.
-    pub delivered: u64,
-}
-
-/// Pipeline decisions.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct PipelineView {
-    /// Decisions per (stage, verdict, reason).
-    pub decisions: Vec<DecisionView>,
-}
-
-/// Decisions of one (stage, verdict, reason).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct DecisionView {
-    /// Stage.
-    pub stage: String,
-    /// Verdict.
-    pub verdict: String,
-    /// Drop reason, "" unless dropped.
-    pub reason: String,
-    /// Packets.
-    pub packets: u64,
-}
-
-/// Latency percentiles (ns): the report's own type.
-pub type PercentilesView = crate::report::Percentiles;
-
-/// TCP clients.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct TcpView {
-    /// Connections opened.
-    pub attempted: u64,
-    /// Reached ESTABLISHED.
-    pub established: u64,
-    /// Read their whole response.
-    pub completed: u64,
-    /// Timed out.
-    pub failed_timeout: u64,
-    /// Reset early.
-    pub failed_reset: u64,
-    /// Still open at the end of the run.
-    pub unfinished: u64,
-    /// Success over every attempt (still open counts as not succeeded).
-    pub success_ratio: f64,
-    /// Connection setup time.
-    pub connect_ns: Option<PercentilesView>,
-}
-
-/// UDP clients.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct UdpView {
-    /// Requests sent.
-    pub sent: u64,
-    /// Answered.
-    pub answered: u64,
-    /// Timed out.
-    pub failed_timeout: u64,
-    /// Still waiting at the end of the run.
-    pub unfinished: u64,
-    /// Success over every request (still waiting counts as not succeeded).
-    pub success_ratio: f64,
-    /// Round-trip time.
-    pub rtt_ns: Option<PercentilesView>,
-}
-
-/// Legitimate clients.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct ClientsView {
-    /// TCP clients.
-    pub tcp: Option<TcpView>,
-    /// UDP clients.
-    pub udp: Option<UdpView>,
-}
-
-/// One second of the run.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct SecondView {
-    /// Second since the start.
-    pub second: u64,
-    /// Frames processed.
-    pub processed: u64,
-    /// Verdict `pass`.
-    pub pass: u64,
-    /// Verdict `drop`.
-    pub drop: u64,
-    /// Verdict `reply`.
-    pub reply: u64,
-    /// Verdict `forward`.
-    pub forward: u64,
-}
-
-impl SecondView {
-    fn verdicts(&self) -> [u64; 4] {
-        [self.pass, self.drop, self.reply, self.forward]
-    }
-}
-
-/// Shield contexts, flows and directors.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct ApplianceView {
-    /// Shield contexts.
-    pub shield: Vec<ShieldView>,
-    /// Flows in file order.
-    pub flows: Vec<FlowView>,
-    /// IP packets no flow claimed.
-    pub unclassified: u64,
-    /// Virtual services.
-    pub directors: Vec<ServiceView>,
-}
-
-/// One shield context.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct ShieldView {
-    /// Context name.
-    pub name: String,
-    /// Non-zero counters.
-    pub counters: BTreeMap<String, u64>,
-    /// Protection-mode changes (virtual ns, status bits).
-    pub modes: Vec<(u64, u8)>,
-}
-
-/// One flow.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct FlowView {
-    /// Name.
-    pub name: String,
-    /// Policy as written.
-    pub policy: String,
-    /// Packets claimed.
-    pub hits: u64,
-    /// Packets per rule (1-based order).
-    pub rule_hits: Vec<u64>,
-}
-
-/// One virtual service.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct ServiceView {
-    /// Director name.
-    pub name: String,
-    /// `TCP 192.0.2.10:80` or `FWM 80`.
-    pub key: String,
-    /// Scheduler.
-    pub scheduler: String,
-    /// Real servers.
-    pub reals: Vec<RealView>,
-}
-
-/// One real server.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct RealView {
-    /// Address.
-    pub address: String,
-    /// `Masq`, `Route` or `Tunnel`.
-    pub forward: String,
-    /// Weight.
-    pub weight: i32,
-    /// ActiveConn.
-    pub active: u64,
-    /// InActConn.
-    pub inactive: u64,
-    /// Connections scheduled.
-    pub connections: u64,
-    /// Packets client → server.
-    pub packets_in: u64,
-    /// Packets server → client.
-    pub packets_out: u64,
-}
-
-impl ReportView {
-    /// The view of a live report (same serde shape as `report.json`).
-    pub fn from_report(report: &crate::report::Report) -> anyhow::Result<Self> {
-        Ok(serde_json::from_value(serde_json::to_value(report)?)?)
-    }
-
-    /// The view of a `report.json` file's text (`{"report": …, "measured": …}`).
-    pub fn from_report_json(text: &str) -> anyhow::Result<Self> {
-        #[derive(Deserialize)]
-        struct File {
-            report: ReportView,
-        }
-        Ok(serde_json::from_str::<File>(text)?.report)
-    }
-
-    /// Cumulative packets per verdict (pass, drop, reply, forward).
-    pub fn verdict_totals(&self) -> [u64; 4] {
-        self.timeline.iter().fold([0; 4], |mut sum, row| {
-            sum.iter_mut()
-                .zip(row.verdicts())
-                .for_each(|(a, b)| *a += b);
-            sum
-        })
-    }
-
-    /// Protection-mode bits of shield context `context` at `time` (the last change at or
-    /// before it; in a sharded run, whichever queue changed last).
-    pub fn mode_bits_at(&self, context: usize, time: TimeNs) -> u8 {
-        self.appliance.shield.get(context).map_or(0, |shield| {
-            shield
-                .modes
-                .iter()
-                .take_while(|(at, _)| *at <= time)
-                .last()
-                .map_or(0, |(_, bits)| *bits)
-        })
-    }
-}
-
 /// One line of the flow table: a flow, or one of its rules when drilled down.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FlowLine {
@@ -405,29 +155,6 @@ pub struct DecisionLine {
     pub packets: u64,
     /// Packets per second over the last interval (None in a replay).
     pub rate: Option<f64>,
-}
-
-/// The decision and flow counts at the boundary before a frame, which the frame's rates are
-/// taken against (a live feed keeps them for every interval; they are cheap).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct RateBase {
-    /// Virtual time of the counts.
-    pub at: TimeNs,
-    /// Hits per flow, in file order.
-    pub flow_hits: Vec<u64>,
-    /// Decisions per (stage, verdict, reason).
-    pub decisions: Vec<DecisionView>,
-}
-
-impl RateBase {
-    /// The counts of `view` at `at`.
-    pub fn of_view(at: TimeNs, view: &ReportView) -> Self {
-        Self {
-            at,
-            flow_hits: view.appliance.flows.iter().map(|f| f.hits).collect(),
-            decisions: view.pipeline.decisions.clone(),
-        }
-    }
 }
 
 /// Rates over the interval before the latest frame.
@@ -824,137 +551,6 @@ impl App {
             self.status()
         )
     }
-
-    /// Plain-text summary of the current state (the same tables as the panels).
-    pub fn summary(&self) -> String {
-        let mut text = self.header() + "\n";
-        let totals = &self.view.totals;
-        let _ = writeln!(
-            text,
-            "frames: {} processed, {} emitted, {} delivered",
-            totals.processed, totals.emitted, totals.delivered
-        );
-        self.summary_flows(&mut text);
-        self.summary_shield(&mut text);
-        self.summary_directors(&mut text);
-        text += &self.clients_text();
-        text
-    }
-
-    fn summary_flows(&self, text: &mut String) {
-        if self.view.appliance.flows.is_empty() {
-            return;
-        }
-        let _ = writeln!(
-            text,
-            "\nflows (sort {:?}, filter {:?}):",
-            self.flow_sort, self.filter
-        );
-        let _ = writeln!(
-            text,
-            "  {:<24} {:<20} {:>10} {:>10} {:>6}",
-            "flow", "policy", "hits", "rate/s", "share"
-        );
-        for line in self.flow_lines() {
-            let indent = if line.is_rule { "    " } else { "  " };
-            let _ = writeln!(
-                text,
-                "{indent}{:<24} {:<20} {:>10} {:>10} {:>5.1}%",
-                line.name,
-                line.policy,
-                line.hits,
-                rate_text(line.rate),
-                line.share * 100.0
-            );
-        }
-    }
-
-    fn summary_shield(&self, text: &mut String) {
-        let _ = writeln!(text, "\nverdicts (sort {:?}):", self.decision_sort);
-        for line in self.decision_lines() {
-            let _ = writeln!(
-                text,
-                "  {:<9} {:<8} {:<28} {:>10} {:>10}",
-                line.stage,
-                line.verdict,
-                line.reason,
-                line.packets,
-                rate_text(line.rate)
-            );
-        }
-        for (index, context) in self.view.appliance.shield.iter().enumerate() {
-            let bits = self.view.mode_bits_at(index, self.data_ns);
-            let _ = writeln!(
-                text,
-                "  {} mode {bits:#x} ({})",
-                context.name,
-                mode_names(bits)
-            );
-        }
-    }
-
-    fn summary_directors(&self, text: &mut String) {
-        for service in &self.view.appliance.directors {
-            let _ = writeln!(
-                text,
-                "\n{} {} ({})",
-                service.key, service.scheduler, service.name
-            );
-            let total: u64 = service.reals.iter().map(|r| r.packets_in).sum();
-            for real in &service.reals {
-                let _ = writeln!(
-                    text,
-                    "  -> {:<22} {:<6} {:>6} {:>10} {:>10} {:>6.1}%",
-                    real.address,
-                    real.forward,
-                    real.weight,
-                    real.active,
-                    real.inactive,
-                    share(real.packets_in, total) * 100.0
-                );
-            }
-        }
-    }
-
-    /// Legitimate-client figures: success, failures and latency percentiles per protocol.
-    pub fn clients_text(&self) -> String {
-        let mut text = String::new();
-        if let Some(tcp) = &self.view.clients.tcp {
-            let _ = writeln!(
-                text,
-                "tcp {}/{} completed, success {:.2}%",
-                tcp.completed,
-                tcp.attempted,
-                tcp.success_ratio * 100.0
-            );
-            let _ = writeln!(
-                text,
-                "  {} timeout, {} reset, {} still open",
-                tcp.failed_timeout, tcp.failed_reset, tcp.unfinished
-            );
-            if let Some(p) = &tcp.connect_ns {
-                let _ = writeln!(text, "  connect ms {}", percentiles_text(p));
-            }
-        }
-        if let Some(udp) = &self.view.clients.udp {
-            let _ = writeln!(
-                text,
-                "udp {}/{} answered, success {:.2}%, {} timeout, {} waiting",
-                udp.answered,
-                udp.sent,
-                udp.success_ratio * 100.0,
-                udp.failed_timeout,
-                udp.unfinished
-            );
-            if let Some(p) = &udp.rtt_ns {
-                let _ = writeln!(text, "  rtt ms {}", percentiles_text(p));
-            }
-        }
-        if text.is_empty() {
-            text.push_str("no legitimate clients in this scenario\n");
-        }
-        text
-    }
 }
 
 fn decision_key(d: &DecisionView) -> (String, String, String) {
@@ -991,43 +587,6 @@ fn rates_between(before: &RateBase, after: &ReportView, per_second: f64) -> Rate
         .collect();
     Rates { flows, decisions }
 }
-
-/// `part / whole`, 0 when `whole` is 0.
-pub fn share(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 / whole as f64
-    }
-}
-
-/// `1.234s`.
-pub fn seconds(ns: TimeNs) -> String {
-    format!("{:.3}s", ns as f64 / 1e9)
-}
-
-/// A rate as shown: `12.3k`, or `-` when unknown (replays).
-pub fn rate_text(rate: Option<f64>) -> String {
-    match rate {
-        None => "-".into(),
-        Some(r) if r >= 1e6 => format!("{:.1}M", r / 1e6),
-        Some(r) if r >= 1e3 => format!("{:.1}k", r / 1e3),
-        Some(r) => format!("{r:.0}"),
-    }
-}
-
-/// `p50 1.234 p90 … p99 … max …` in milliseconds.
-pub fn percentiles_text(p: &PercentilesView) -> String {
-    let ms = |ns: u64| ns as f64 / 1e6;
-    format!(
-        "p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}",
-        ms(p.p50),
-        ms(p.p90),
-        ms(p.p99),
-        ms(p.max)
-    )
-}
-
 
 #[cfg(test)]
 mod tests {
