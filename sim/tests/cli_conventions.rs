@@ -209,7 +209,10 @@ fn failing_failover() -> PathBuf {
         "legit_success_ratio_min = 0.95",
         "legit_success_ratio_min = 0.99\nmin_packets = 100",
     );
-    assert!(text.contains("min_packets = 100"), "failover's [expect] moved");
+    assert!(
+        text.contains("min_packets = 100"),
+        "failover's [expect] moved"
+    );
     let path = scratch("failing").join("failover.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -237,14 +240,24 @@ fn run_summary_ends_in_a_verdict_line() {
         .map(|l| format!("{l}\n"))
         .collect();
     insta::assert_snapshot!("run_summary_failing_failover", stable);
-    assert!(full.contains(&format!("report: {out}/report.md\n")), "{full}");
+    assert!(
+        full.contains(&format!("report: {out}/report.md\n")),
+        "{full}"
+    );
     let last = full.lines().last().unwrap();
-    assert!(last.starts_with("FAIL failover (seed 19): 1 of 2 checks failed: legit_success_ratio_min 0.9"));
+    assert!(
+        last.starts_with(
+            "FAIL failover (seed 19): 1 of 2 checks failed: legit_success_ratio_min 0.9"
+        )
+    );
     assert!(!full.contains('\x1b'), "colour on a pipe: {full:?}");
     let quiet = run(&["-q"]);
     assert_eq!(quiet, format!("{last}\n"));
     let coloured = run(&["--quiet", "--color", "always"]);
-    assert!(coloured.starts_with("\x1b[1;31mFAIL\x1b[0m failover"), "{coloured:?}");
+    assert!(
+        coloured.starts_with("\x1b[1;31mFAIL\x1b[0m failover"),
+        "{coloured:?}"
+    );
     let passing = sim(&["run", "scenarios/failover.toml", "-q", "--out", out])
         .output()
         .unwrap();

@@ -81,17 +81,36 @@ fn the_verdict_is_coloured_on_a_terminal_unless_no_color() {
         root.display()
     );
     tmux(&[
-        "new-session", "-d", "-s", &name, "-x", "120", "-y", "20", "sh", "-c", &command,
+        "new-session",
+        "-d",
+        "-s",
+        &name,
+        "-x",
+        "120",
+        "-y",
+        "20",
+        "sh",
+        "-c",
+        &command,
     ]);
     let session = Session(name.clone());
     let target = format!("{name}:0.0");
     wait_for(&target, "DONE");
     let screen = tmux(&["capture-pane", "-p", "-e", "-t", &target]);
-    let verdicts: Vec<&str> = screen.lines().filter(|l| l.contains("failover (seed")).collect();
+    let verdicts: Vec<&str> = screen
+        .lines()
+        .filter(|l| l.contains("failover (seed"))
+        .collect();
     assert_eq!(verdicts.len(), 3, "{screen}");
     // tmux re-renders the colour as its own SGR sequence: look for green (32) and none.
-    assert!(verdicts[0].contains("32m") && verdicts[0].contains("PASS"), "{screen:?}");
-    assert!(verdicts[1].starts_with("PASS") && !verdicts[1].contains('\x1b'), "{screen:?}");
+    assert!(
+        verdicts[0].contains("32m") && verdicts[0].contains("PASS"),
+        "{screen:?}"
+    );
+    assert!(
+        verdicts[1].starts_with("PASS") && !verdicts[1].contains('\x1b'),
+        "{screen:?}"
+    );
     assert!(verdicts[2].contains("32m"), "{screen:?}");
     drop(session);
     let _ = std::fs::remove_dir_all(&out);

@@ -391,6 +391,18 @@ pub struct FlowReport {
     pub hits: u64,
     /// Packets each rule decided (1-based order).
     pub rule_hits: Vec<u64>,
+    /// Each rule as written, normalised (`match proto tcp dport 80`).
+    pub rules: Vec<String>,
+}
+
+/// A rule as written (normalised): its keyword and conditions.
+fn rule_text(rule: &datapath::flows::Rule) -> String {
+    let mut text = rule.kind.keyword().to_string();
+    for condition in &rule.conditions {
+        text.push(' ');
+        text.push_str(&condition.to_string());
+    }
+    text
 }
 
 /// Collect the report of a pipeline's stages.
@@ -424,7 +436,8 @@ pub fn report_with(pipeline: &Pipeline, shared: Option<&SharedStages>) -> Applia
                 name: flow.name.clone(),
                 policy: flow.policy.to_string(),
                 hits: flows.counters.flow_hits[index],
-                rule_hits: flows.counters.rule_hits[rules].to_vec(),
+                rule_hits: flows.counters.rule_hits[rules.clone()].to_vec(),
+                rules: flows.table.rules()[rules].iter().map(rule_text).collect(),
             });
         }
         report.unclassified = flows.counters.unclassified;

@@ -197,6 +197,8 @@ pub struct App {
     pub decision_sort: DecisionSort,
     /// Selected line of the flow table (flows only, after sort and filter).
     pub selected_flow: usize,
+    /// The user moved the focus (Tab): frames no longer pick the panel.
+    pub focus_chosen: bool,
     /// Flows shown with their rules.
     pub drilled: Vec<String>,
     /// Flow-name filter (substring, case-insensitive).
@@ -231,6 +233,7 @@ impl App {
             flow_sort: FlowSort::File,
             decision_sort: DecisionSort::Stage,
             selected_flow: 0,
+            focus_chosen: false,
             drilled: Vec::new(),
             filter: String::new(),
             editing_filter: false,
@@ -239,6 +242,30 @@ impl App {
             rates: Rates::default(),
             history: Default::default(),
             sampled: (0, [0; 4]),
+        }
+        .with_telling_focus()
+    }
+
+    fn with_telling_focus(mut self) -> Self {
+        self.pick_telling_focus();
+        self
+    }
+
+    /// Focus the most telling panel for what the appliance has, unless the user chose one:
+    /// the flows when there is a flowmgr file, else the shield, else the directors (an
+    /// appliance without flows would open on an empty flow table). Nothing known yet (the
+    /// skeleton before the first frame): the focus stays.
+    fn pick_telling_focus(&mut self) {
+        let appliance = &self.view.appliance;
+        if self.focus_chosen {
+            return;
+        }
+        if !appliance.flows.is_empty() {
+            self.focus = Panel::Flows;
+        } else if !appliance.shield.is_empty() {
+            self.focus = Panel::Shield;
+        } else if !appliance.directors.is_empty() {
+            self.focus = Panel::Director;
         }
     }
 
@@ -316,7 +343,8 @@ impl App {
         if elapsed > 0 {
             self.rates = rates_between(base, &view, 1e9 / elapsed as f64);
         }
-        self.view = view;
+        self.keep_selection(|app| app.view = view);
+        self.pick_telling_focus();
         self.frames += 1;
         self.data_ns = now;
         self.target_ns = self.target_ns.max(now);
@@ -354,12 +382,16 @@ impl App {
             Key::Char('-' | '_') => {
                 self.speed_exponent = (self.speed_exponent - 1).max(SPEED_EXPONENT_MIN)
             }
-            Key::Tab => self.focus = Panel::ALL[(self.focus.index() + 1) % Panel::ALL.len()],
+            Key::Tab => {
+                self.focus_chosen = true;
+                self.focus = Panel::ALL[(self.focus.index() + 1) % Panel::ALL.len()];
+            }
             Key::BackTab => {
+                self.focus_chosen = true;
                 let count = Panel::ALL.len();
                 self.focus = Panel::ALL[(self.focus.index() + count - 1) % count];
             }
-            Key::Char('o') => self.cycle_sort(),
+            Key::Char('o') => self.keep_selection(Self::cycle_sort),
             Key::Char('/') => self.editing_filter = true,
             Key::Char('?') => self.help = true,
             Key::Esc => self.filter.clear(),
@@ -409,6 +441,17 @@ impl App {
                 FlowSort::Rate => FlowSort::Name,
                 FlowSort::Name => FlowSort::File,
             };
+        }
+    }
+
+    /// Apply `change` (a re-sort, a new frame) with the selection on the same flow, wherever
+    /// the new order puts it.
+    fn keep_selection(&mut self, change: impl FnOnce(&mut Self)) {
+        let selected = self.visible_flows().get(self.selected_flow).copied();
+        change(self);
+        let visible = self.visible_flows();
+        if let Some(position) = selected.and_then(|s| visible.iter().position(|&i| i == s)) {
+            self.selected_flow = position;
         }
     }
 
@@ -472,7 +515,10 @@ impl App {
                         .iter()
                         .enumerate()
                         .map(|(rule, &hits)| FlowLine {
-                            name: format!("rule {}", rule + 1),
+                            name: match flow.rules.get(rule) {
+                                Some(text) => format!("#{} {text}", rule + 1),
+                                None => format!("rule {}", rule + 1),
+                            },
                             policy: String::new(),
                             hits,
                             rate: None,
@@ -602,12 +648,14 @@ mod tests {
                         policy: "accept".into(),
                         hits: 10,
                         rule_hits: vec![6, 4],
+                        rules: vec!["match dport 80".into(), "match dport 443".into()],
                     },
                     FlowView {
                         name: "dns".into(),
                         policy: "drop".into(),
                         hits: 30,
                         rule_hits: vec![30],
+                        rules: Vec::new(),
                     },
                 ],
                 ..ApplianceView::default()
@@ -657,7 +705,7 @@ mod tests {
             app.on_key(key);
         }
         let names: Vec<String> = app.flow_lines().into_iter().map(|l| l.name).collect();
-        assert_eq!(names, ["web", "rule 1", "rule 2"]);
+        assert_eq!(names, ["web", "#1 match dport 80", "#2 match dport 443"]);
         assert_eq!(app.flow_lines()[1].share, 0.6);
     }
 

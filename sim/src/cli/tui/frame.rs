@@ -184,6 +184,9 @@ pub struct FlowView {
     pub hits: u64,
     /// Packets per rule (1-based order).
     pub rule_hits: Vec<u64>,
+    /// Each rule's text (`match proto tcp dport 80`); empty in reports written before they
+    /// were recorded.
+    pub rules: Vec<String>,
 }
 
 /// One virtual service.

@@ -41,12 +41,15 @@ impl App {
             "flow", "policy", "hits", "rate/s", "share"
         );
         for line in self.flow_lines() {
-            let indent = if line.is_rule { "    " } else { "  " };
+            // A rule line's text spans the flow and policy columns.
+            let name = if line.is_rule {
+                format!("    {:<43}", line.name)
+            } else {
+                format!("  {:<24} {:<20}", line.name, line.policy)
+            };
             let _ = writeln!(
                 text,
-                "{indent}{:<24} {:<20} {:>10} {:>10} {:>5.1}%",
-                line.name,
-                line.policy,
+                "{name} {:>10} {:>10} {:>5.1}%",
                 line.hits,
                 rate_text(line.rate),
                 line.share * 100.0
