@@ -3,7 +3,8 @@
 //! (text becomes SVG `<text>`, so no font library is needed) — packets per second by
 //! verdict, shield mode bits per context and queue, each real server's share of forwarded
 //! packets and its ActiveConn, legitimate clients' connection-time percentiles — then the
-//! Markdown report's tables and the measured (wall-clock) figures.
+//! Markdown report's tables as HTML tables (numbers right-aligned) and the measured
+//! (wall-clock) figures.
 //!
 //! Not here: the numbers (see [`crate::report`] and [`crate::engine::series`]).
 
@@ -203,7 +204,92 @@ pub fn plots(report: &Report) -> Vec<Chart> {
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:1000px}\
 pre{background:#f6f6f6;padding:1em;white-space:pre-wrap;font-size:12px}\
-figure{margin:1.5em 0}.pass{color:#2a7d2a}.fail{color:#b22222}";
+figure{margin:1.5em 0}.pass{color:#2a7d2a}.fail{color:#b22222}\
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}\
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}\
+th{background:#eee}td.num{text-align:right;font-variant-numeric:tabular-nums}\
+tbody tr:nth-child(even){background:#fafafa}";
+
+/// Whether a table cell holds a number (right-aligned): `49266`, `0.9672`, `4.004 / 4.207`.
+fn numeric(cell: &str) -> bool {
+    !cell.is_empty()
+        && cell
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | '/' | ' ' | '-' | '%'))
+        && cell.chars().any(|c| c.is_ascii_digit())
+}
+
+fn table_cells(line: &str) -> Vec<&str> {
+    let line = line.trim().trim_start_matches('|').trim_end_matches('|');
+    line.split('|').map(str::trim).collect()
+}
+
+/// A Markdown table (header, `|---|` rule, rows) as an HTML `<table>`.
+fn table_html(lines: &[&str]) -> String {
+    let escape = crate::svg::escape;
+    let mut html = String::from("<table>\n<thead><tr>");
+    for cell in table_cells(lines[0]) {
+        let _ = write!(html, "<th>{}</th>", escape(cell));
+    }
+    html.push_str("</tr></thead>\n<tbody>\n");
+    for line in lines.iter().skip(2) {
+        html.push_str("<tr>");
+        for cell in table_cells(line) {
+            let class = if numeric(cell) { " class=\"num\"" } else { "" };
+            let text = escape(cell.trim_matches('`'));
+            let _ = write!(html, "<td{class}>{text}</td>");
+        }
+        html.push_str("</tr>\n");
+    }
+    html.push_str("</tbody></table>\n");
+    html
+}
+
+/// The report's Markdown ([`crate::report::markdown`]: `##` headings, pipe tables, fenced
+/// blocks, plain lines) as HTML: real `<table>`s, fenced blocks as `<pre>`. The `#` title is
+/// left out (the page has its own).
+fn markdown_html(markdown: &str) -> String {
+    let escape = crate::svg::escape;
+    let lines: Vec<&str> = markdown.lines().collect();
+    let mut html = String::new();
+    let mut index = 0;
+    while index < lines.len() {
+        let line = lines[index];
+        if line.starts_with("```") {
+            let end = lines[index + 1..]
+                .iter()
+                .position(|l| l.starts_with("```"))
+                .map_or(lines.len(), |p| index + 1 + p);
+            let _ = writeln!(
+                html,
+                "<pre>{}</pre>",
+                escape(&lines[index + 1..end].join("\n"))
+            );
+            index = end + 1;
+            continue;
+        }
+        if line.starts_with('|') {
+            let end = lines[index..]
+                .iter()
+                .position(|l| !l.starts_with('|'))
+                .map_or(lines.len(), |p| index + p);
+            if end - index >= 2 && lines[index + 1].starts_with("|-") {
+                html.push_str(&table_html(&lines[index..end]));
+                index = end;
+                continue;
+            }
+        }
+        if let Some(heading) = line.strip_prefix("## ") {
+            let _ = writeln!(html, "<h2>{}</h2>", escape(heading));
+        } else if let Some(heading) = line.strip_prefix("### ") {
+            let _ = writeln!(html, "<h3>{}</h3>", escape(heading));
+        } else if !line.trim().is_empty() && !line.starts_with("# ") {
+            let _ = writeln!(html, "<p>{}</p>", escape(line));
+        }
+        index += 1;
+    }
+    html
+}
 
 /// The whole page.
 pub fn page(report: &Report, measured: Option<&Measured>) -> anyhow::Result<String> {
@@ -239,10 +325,7 @@ pub fn page(report: &Report, measured: Option<&Measured>) -> anyhow::Result<Stri
         let svg = svg(&plot, seconds(report.duration_ns))?;
         let _ = writeln!(html, "<figure>{svg}</figure>");
     }
-    let _ = writeln!(
-        html,
-        "<h2>Report</h2>\n<pre>{}</pre>\n</body></html>",
-        escape(&crate::report::markdown(report, measured))
-    );
+    html.push_str(&markdown_html(&crate::report::markdown(report, measured)));
+    html.push_str("</body></html>\n");
     Ok(html)
 }

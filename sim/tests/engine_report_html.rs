@@ -74,6 +74,14 @@ fn synflood_report_html_is_self_contained_well_formed_and_renders() {
     ] {
         assert!(html.contains(title), "{title}");
     }
+    // The report's tables are HTML tables (not Markdown in a <pre>), numbers right-aligned.
+    assert!(!html.contains("|---"), "Markdown table left in the page");
+    assert!(html.matches("<table>").count() >= 6, "too few tables");
+    assert!(html.contains("<thead><tr><th>check</th><th>limit</th><th>value</th><th>result</th></tr></thead>"));
+    assert!(html.contains("<td>legit_success_ratio_min</td><td class=\"num\">0.99</td>"));
+    assert!(html.contains("<h2>Pipeline decisions</h2>"));
+    // The appliance's text block (ipvsadm shape) stays preformatted.
+    assert!(html.contains("<pre>Shield shield/default"), "appliance block");
     let dir = std::env::temp_dir().join(format!("lbsim-report-html-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
