@@ -486,15 +486,22 @@ pub fn render_report(report: &ApplianceReport) -> String {
     let mut out = String::new();
     for context in &report.shield {
         let modes: Vec<String> = context
-            .modes
+            .mode_changes()
             .iter()
-            .map(|(t, bits)| format!("{:.3}s→{bits:#x}", *t as f64 / 1e9))
+            .map(|&(t, before, after)| {
+                format!(
+                    "{:.3} s {} ({after:#x})",
+                    t as f64 / 1e9,
+                    mode_change_words(before, after)
+                )
+            })
             .collect();
-        out.push_str(&format!(
-            "Shield {}: modes [{}]\n",
-            context.name,
-            modes.join(" ")
-        ));
+        let modes = if modes.is_empty() {
+            "no mode change".to_string()
+        } else {
+            format!("modes {}", modes.join("; "))
+        };
+        out.push_str(&format!("Shield {}: {modes}\n", context.name));
         for (name, value) in &context.counters {
             out.push_str(&format!("  {name:<34} {value}\n"));
         }
