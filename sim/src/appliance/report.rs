@@ -217,6 +217,9 @@ pub struct ServiceReport {
     pub key: String,
     /// Scheduler.
     pub scheduler: String,
+    /// Persistence as `ipvsadm -L -n` prints it (`persistent 60 mask 255.255.255.0`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persistent: Option<String>,
     /// Real servers in list order.
     pub reals: Vec<RealReport>,
 }
@@ -240,6 +243,10 @@ pub struct RealReport {
     pub packets_in: u64,
     /// Packets server → client.
     pub packets_out: u64,
+    /// Bytes client → server (`InBytes`).
+    pub bytes_in: u64,
+    /// Bytes server → client (`OutBytes`, seen only with NAT).
+    pub bytes_out: u64,
 }
 
 impl ApplianceReport {
@@ -282,9 +289,35 @@ impl ApplianceReport {
                 a.connections += b.connections;
                 a.packets_in += b.packets_in;
                 a.packets_out += b.packets_out;
+                a.bytes_in += b.bytes_in;
+                a.bytes_out += b.bytes_out;
             }
         }
     }
+}
+
+/// `persistent TIMEOUT [mask M]` as `ipvsadm -L -n` prints it for a service's persistence.
+fn persistent_text(spec: &datapath::director::config::ServiceSpec) -> Option<String> {
+    let persistence = spec.persistence.as_ref()?;
+    let ipv6 = spec.key_is_ipv6() || spec.reals.first().is_some_and(|r| r.address.is_ipv6());
+    Some(persistent_words(
+        persistence.timeout,
+        persistence.prefix,
+        ipv6,
+    ))
+}
+
+/// ipvsadm's words: the timeout in seconds, then the IPv4 mask dotted unless /32, the IPv6
+/// prefix length unless /128.
+fn persistent_words(timeout_ns: u64, prefix: u8, ipv6: bool) -> String {
+    let mut text = format!("persistent {}", timeout_ns / 1_000_000_000);
+    if ipv6 && prefix < 128 {
+        text += &format!(" mask {prefix}");
+    } else if !ipv6 && prefix < 32 {
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        text += &format!(" mask {}", std::net::Ipv4Addr::from(mask));
+    }
+    text
 }
 
 fn service_reports(directors: &datapath::director::Directors) -> Vec<ServiceReport> {
@@ -295,6 +328,7 @@ fn service_reports(directors: &datapath::director::Directors) -> Vec<ServiceRepo
             name: service.spec.name.clone(),
             key: service.spec.key.to_string(),
             scheduler: service.spec.scheduler.name().to_string(),
+            persistent: persistent_text(&service.spec),
             reals: service
                 .dests
                 .linked()
@@ -307,6 +341,8 @@ fn service_reports(directors: &datapath::director::Directors) -> Vec<ServiceRepo
                     connections: real.stats.connections,
                     packets_in: real.stats.packets_in,
                     packets_out: real.stats.packets_out,
+                    bytes_in: real.stats.bytes_in,
+                    bytes_out: real.stats.bytes_out,
                 })
                 .collect(),
         })
@@ -532,17 +568,23 @@ pub fn render_report(report: &ApplianceReport) -> String {
         }
     }
     if !report.directors.is_empty() {
-        out.push_str("Directors:  (ipvsadm -L -n shape, with --stats counters)\n");
-        out.push_str("  Prot LocalAddress:Port Scheduler\n    -> RemoteAddress:Port           Forward Weight ActiveConn InActConn    Conns   InPkts  OutPkts\n");
+        out.push_str(
+            "Directors:  (ipvsadm -L -n shape, with --stats counters; totals per service)\n",
+        );
+        out.push_str("  Prot LocalAddress:Port Scheduler Flags\n    -> RemoteAddress:Port           Forward Weight ActiveConn InActConn    Conns   InPkts  OutPkts    InBytes   OutBytes\n");
     }
     for service in &report.directors {
+        let persistent = service
+            .persistent
+            .as_ref()
+            .map_or(String::new(), |p| format!(" {p}"));
         out.push_str(&format!(
-            "  {} {} ({})\n",
+            "  {} {}{persistent} ({})\n",
             service.key, service.scheduler, service.name
         ));
         for r in &service.reals {
             out.push_str(&format!(
-                "    -> {:<28} {:<7} {:<6} {:<10} {:<9} {:>8} {:>8} {:>8}\n",
+                "    -> {:<28} {:<7} {:<6} {:<10} {:<9} {:>8} {:>8} {:>8} {:>10} {:>10}\n",
                 r.address,
                 r.forward,
                 r.weight,
@@ -550,9 +592,25 @@ pub fn render_report(report: &ApplianceReport) -> String {
                 r.inactive,
                 r.connections,
                 r.packets_in,
-                r.packets_out
+                r.packets_out,
+                r.bytes_in,
+                r.bytes_out
             ));
         }
+        let sum = |field: fn(&RealReport) -> u64| service.reals.iter().map(field).sum::<u64>();
+        out.push_str(&format!(
+            "       {:<28} {:<7} {:<6} {:<10} {:<9} {:>8} {:>8} {:>8} {:>10} {:>10}\n",
+            "(service totals)",
+            "",
+            "",
+            sum(|r| r.active),
+            sum(|r| r.inactive),
+            sum(|r| r.connections),
+            sum(|r| r.packets_in),
+            sum(|r| r.packets_out),
+            sum(|r| r.bytes_in),
+            sum(|r| r.bytes_out)
+        ));
     }
     out.push_str(&render_tables(&report.tables));
     out
@@ -706,5 +764,22 @@ real = [{ addr = "10.0.1.2:80", weight = 1 }]
             "{}",
             render_report(&report)
         );
+    }
+
+    /// The persistence words match ipvsadm -L -n's (print_service_entry).
+    #[test]
+    fn persistent_words_follow_ipvsadm() {
+        let minute = 60_000_000_000;
+        assert_eq!(persistent_words(minute, 32, false), "persistent 60");
+        assert_eq!(
+            persistent_words(minute, 24, false),
+            "persistent 60 mask 255.255.255.0"
+        );
+        assert_eq!(
+            persistent_words(300 * 1_000_000_000, 0, false),
+            "persistent 300 mask 0.0.0.0"
+        );
+        assert_eq!(persistent_words(minute, 128, true), "persistent 60");
+        assert_eq!(persistent_words(minute, 64, true), "persistent 60 mask 64");
     }
 }
