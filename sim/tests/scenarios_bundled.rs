@@ -1,5 +1,6 @@
 //! Every bundled scenario runs its whole duration (each takes well under a second of wall
-//! clock, even in a debug build, but the line-rate one: 25 ms of a 14.88 Mpps flood), meets its `[expect]`, fires every timed event, and the
+//! clock, even in a debug build; the line-rate one, 25 ms of a 14.88 Mpps flood, has its own
+//! test and no snapshot yet), meets its `[expect]`, fires every timed event, and the
 //! deterministic part of its report is a snapshot. The failover and faults scenarios' events
 //! are asserted by their effect: the quiesced and the downed server get no new connection
 //! while out, the downed one gets new ones again once up, the link latency change shows in
@@ -16,7 +17,7 @@ use sim::run::{RunOptions, RunOutput, run_scenario};
 use sim::scenario;
 
 /// Scenarios bundled in `scenarios/`.
-pub const BUNDLED: [&str; 10] = [
+pub const BUNDLED: [&str; 9] = [
     "synflood",
     "udpflood",
     "replay-real",
@@ -26,7 +27,6 @@ pub const BUNDLED: [&str; 10] = [
     "failover",
     "faults",
     "ipvs-schedulers",
-    "linerate",
 ];
 
 const MS: u64 = 1_000_000;
