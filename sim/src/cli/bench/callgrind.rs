@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 /// Workloads the check counts, in table order.
-pub const KEY_WORKLOADS: [&str; 9] = [
+pub const KEY_WORKLOADS: [&str; 10] = [
     "parse",
     "deny_drop",
     "syn_cookie",
@@ -25,6 +25,7 @@ pub const KEY_WORKLOADS: [&str; 9] = [
     "pipeline_mixed",
     "engine_synflood",
     "engine_synflood_cookies",
+    "realtime_10g_1t",
 ];
 
 /// Default tolerance when a baseline is first written, percent.
