@@ -29,8 +29,9 @@ use crate::scenario::{self, DurationNs, LoadedScenario};
 
 /// The flood rate of `scenarios/linerate.toml`: 10 Gbit/s of minimum Ethernet frames.
 pub const LINE_RATE_PPS: u64 = 14_880_000;
-/// Shortest virtual duration a real-time run simulates, ns.
-pub const MIN_DURATION_NS: u64 = 1_000_000;
+/// Shortest virtual duration a real-time run simulates, ns: twice the flood's 2 ms link
+/// latency, so that even a `--quick` run processes flood packets (none arrive before 2 ms).
+pub const MIN_DURATION_NS: u64 = 4_000_000;
 
 /// What one real-time workload measured (the median run by simulation wall time).
 #[derive(Clone, Debug)]
