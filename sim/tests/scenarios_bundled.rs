@@ -16,7 +16,7 @@ use sim::run::{RunOptions, RunOutput, run_scenario};
 use sim::scenario;
 
 /// Scenarios bundled in `scenarios/`.
-pub const BUNDLED: [&str; 9] = [
+pub const BUNDLED: [&str; 10] = [
     "synflood",
     "udpflood",
     "replay-real",
@@ -26,6 +26,7 @@ pub const BUNDLED: [&str; 9] = [
     "failover",
     "faults",
     "ipvs-schedulers",
+    "policy-routing",
 ];
 
 const MS: u64 = 1_000_000;
