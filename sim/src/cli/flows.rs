@@ -475,7 +475,7 @@ fn eval(
         } else {
             let report = text_report(&table, text, &trace, explain);
             match route {
-                Some((route, _)) => print!("{}; route: {route}\n", report.trim_end()),
+                Some((route, _)) => println!("{}; route: {route}", report.trim_end()),
                 None => print!("{report}"),
             }
         }
