@@ -21,7 +21,12 @@
 //!    Then an IPv6 packet from a link-local source gets ICMPv6 destination unreachable
 //!    2 (beyond scope of source address), as `ip6_forward` sends it; drop `martian_source`
 //!    when limited;
-//! 6. MTU (`ip_exceeds_mtu`, `ip6_pkt_too_big`): an IPv4 datagram longer than the egress
+//! 6. the route (see [`route`]): the flows' `table <id>` mark selects that routing table
+//!    (`ip rule add fwmark … lookup <id>`), falling through to main when it has no route;
+//!    its interface is the egress for the MTU check and, with a gateway, the frame is sent
+//!    to the gateway. Without any route the packet is forwarded as before (no ICMP
+//!    unreachable is modelled);
+//!    MTU (`ip_exceeds_mtu`, `ip6_pkt_too_big`): an IPv4 datagram longer than the egress
 //!    MTU with DF set gets ICMP fragmentation needed (3/4, next-hop MTU), an IPv6 one
 //!    packet too big (2/0, MTU at least 1280); drop `packet_too_big` when limited;
 //! 7. otherwise the TTL / hop limit is decremented (IPv4 header checksum updated as
