@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::boot::{Guest, GuestOutput};
 use super::oracle::{
     CONNECTION_LISTINGS, Case, LB_CLIENT_MAC, LB_SERVER_MAC, LB_SYSCTLS, PacketOutcome,
-    STATS_LISTING, Setup, event_frame, is_marker, is_noise, marker_frame, nat_target, setup_script,
-    teardown_batch, wire_text,
+    STATS_LISTING, Setup, event_frame, is_marker, is_noise, marker_frame, nat_target, reuses_tuple,
+    setup_script, teardown_batch, wire_text,
 };
 use crate::kernel::wire::{enter_namespace, open_channel};
 
@@ -26,6 +26,11 @@ const CASES_PER_BATCH: usize = 64;
 const STATS_SETTLE: Duration = Duration::from_millis(2600);
 /// How long to wait for a marker before giving up on a case.
 const MARKER_TIMEOUT: Duration = Duration::from_secs(3);
+/// The pause after a SYN that may reuse a closed connection's 5-tuple: longer than a
+/// timer tick of the guest (HZ=100), so that the old connection, which `ip_vs_in` only
+/// `ip_vs_conn_expire_now`s (its timer fires on the next jiffy), is gone before the next
+/// packet, as lbsim has it.
+const REUSE_PAUSE: Duration = Duration::from_millis(30);
 
 /// One case of a job: the case and its guest setup script.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -306,6 +311,9 @@ fn inject_case(index: usize, case: &Case) -> anyhow::Result<Vec<PacketOutcome>> 
             forwarded: text(&far),
             answered: text(&near),
         });
+        if reuses_tuple(case, n) {
+            std::thread::sleep(REUSE_PAUSE);
+        }
     }
     Ok(packets)
 }

@@ -218,6 +218,16 @@ pub fn event_frame(conn: &Conn, event: &Event, real: Option<SocketAddr>) -> Opti
     Some(builder.payload(payload).build())
 }
 
+/// Whether event `n` is a client SYN of a connection that had packets before (a repeat of
+/// its 5-tuple): IPVS may schedule it as a new connection and expire the old one on the
+/// next timer tick, so the guest driver waits a tick after it.
+pub fn reuses_tuple(case: &Case, n: usize) -> bool {
+    let event = &case.events[n];
+    event.from_client
+        && event.kind == Kind::Syn
+        && case.events[..n].iter().any(|e| e.conn == event.conn)
+}
+
 /// The marker datagram number `n` from the client side (true) or the server side.
 pub fn marker_frame(n: usize, from_client: bool) -> Vec<u8> {
     let payload = format!("lbsim-marker-{n}");
