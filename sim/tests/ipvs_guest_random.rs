@@ -78,8 +78,10 @@ fn random_appliances_agree_with_the_guest_ipvs() {
     let verdicts = check_cases(&guest, sim_binary(), &cases).expect("guest run");
     let packets: usize = cases.iter().map(|c| c.events.len()).sum();
     let connections: usize = cases.iter().map(|c| c.conns.len()).sum();
+    let edits: usize = cases.iter().map(|c| c.edits.len()).sum();
     eprintln!(
-        "ipvs oracle: {count} appliances, {connections} connections, {packets} packets in {:.1?}",
+        "ipvs oracle: {count} appliances, {connections} connections, {packets} packets, \
+         {edits} ipvsadm edits in {:.1?}",
         started.elapsed()
     );
     let millis = |i: usize| -> u64 { verdicts.iter().map(|v| v.millis[i]).sum() };

@@ -211,8 +211,8 @@ fn run_case(index: usize, job: JobCase) -> KernelRun {
         run.setup_error = Some(format!("{error:#}"));
         return run;
     }
-    let case = job.case;
-    match std::thread::spawn(move || inject_case(index, &case)).join() {
+    let (case, edits) = (job.case, job.setup.edits);
+    match std::thread::spawn(move || inject_case(index, &case, &edits)).join() {
         Ok(Ok(packets)) => run.packets = packets,
         Ok(Err(error)) => run.harness_error = Some(format!("{error:#}")),
         Err(_) => run.harness_error = Some("injection thread panicked".into()),
@@ -273,12 +273,28 @@ fn read_until_marker(
     bail!("marker {n} did not come back within {MARKER_TIMEOUT:?}")
 }
 
-fn inject_case(index: usize, case: &Case) -> anyhow::Result<Vec<PacketOutcome>> {
+/// Run the edits due before event `n` (`ipvsadm -R`, one line each, in the LB's namespace).
+fn run_edits(index: usize, edits: &[(usize, String)], n: usize) -> anyhow::Result<()> {
+    for (_, line) in edits.iter().filter(|(before, _)| *before == n) {
+        let line = format!("{line}\n");
+        in_namespace(&format!("lb{index}"), move || {
+            run_tool("ipvsadm", &["-R"], &line).map(drop)
+        })?;
+    }
+    Ok(())
+}
+
+fn inject_case(
+    index: usize,
+    case: &Case,
+    edits: &[(usize, String)],
+) -> anyhow::Result<Vec<PacketOutcome>> {
     let mut client = open_channel(&format!("e{index}"), "c0")?;
     let mut server = open_channel(&format!("e{index}"), "s0")?;
     let mut targets = vec![None; case.conns.len()];
     let mut packets = Vec::with_capacity(case.events.len());
     for (n, event) in case.events.iter().enumerate() {
+        run_edits(index, edits, n)?;
         let conn = &case.conns[event.conn];
         let Some(frame) = event_frame(conn, event, targets[event.conn]) else {
             packets.push(PacketOutcome::default());
@@ -315,5 +331,6 @@ fn inject_case(index: usize, case: &Case) -> anyhow::Result<Vec<PacketOutcome>> 
             std::thread::sleep(REUSE_PAUSE);
         }
     }
+    run_edits(index, edits, case.events.len())?;
     Ok(packets)
 }
