@@ -62,6 +62,7 @@ real = [{ addr = "10.100.0.1:80", weight = 4 }, { addr = "10.100.0.2:80", weight
 "#
         .into(),
         marks: vec![],
+        edits: vec![],
         events: (0..conns.len()).map(|i| ev(i, true, Kind::Syn)).collect(),
         conns,
     }
@@ -94,6 +95,7 @@ real = [{ addr = "10.100.0.1:8443" }, { addr = "10.100.0.2:8443" }, { addr = "10
 "#
         .into(),
         marks: vec![],
+        edits: vec![],
         conns,
         events,
     }
@@ -111,6 +113,7 @@ real = [{ addr = "10.100.0.1" }]
 "#
         .into(),
         marks: vec![],
+        edits: vec![],
         conns: vec![conn("198.18.2.1:4000", "10.200.0.3:80")],
         events: vec![ev(0, true, Kind::Syn)],
     }

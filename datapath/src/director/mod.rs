@@ -17,6 +17,7 @@
 //! ([`Directors::set_weight`], [`Directors::set_down`], [`Directors::set_up`]) also take
 //! `now`. This module does not parse packets and does not route.
 
+mod admin;
 pub mod config;
 pub mod connection;
 pub mod dest;
@@ -37,7 +38,7 @@ use self::connection::{
 };
 use self::dest::{BindKind, DestId, DestStats, Dests, Forward, RealServer};
 use self::listing::RateEstimator;
-use self::scheduler::{DestChange, SchedulePacket, Scheduler};
+use self::scheduler::{SchedulePacket, Scheduler};
 use crate::hash::fast::FastBuild;
 use crate::packet::flow::FlowKey;
 use crate::packet::{PacketMeta, ip_proto, tcp_flags};
@@ -180,7 +181,7 @@ pub struct DirectorCounters {
     /// Packets to a virtual service with no connection that IPVS leaves to the local
     /// stack (TCP without SYN).
     pub not_scheduled: u64,
-    /// Packets dropped because their server was removed (`expire_nodest_conn`).
+    /// Packets dropped because their connection's server left the service (`ipvsadm -d`).
     pub nodest_dropped: u64,
     /// Packets that could not be rewritten.
     pub rewrite_failed: u64,
@@ -210,6 +211,10 @@ pub struct Directors {
     table: ConnectionTable,
     options: DirectorOptions,
     next_estimate: TimeNs,
+    /// Whether IPVS's netfilter hooks are registered for IPv4, IPv6: while a service of
+    /// the family exists (Linux 6.1 registers them per family with the first service and
+    /// unregisters them with the last, `ip_vs_register_hooks`).
+    hooked: [bool; 2],
     /// Counters.
     pub counters: DirectorCounters,
 }
@@ -234,9 +239,10 @@ impl Directors {
             .enumerate()
             .map(|(i, s)| (s.spec.key, i))
             .collect();
-        Self {
+        let mut directors = Self {
             services,
             by_key,
+            hooked: [false; 2],
             table: ConnectionTable::new(
                 options.connection_capacity,
                 options.template_capacity,
@@ -245,7 +251,25 @@ impl Directors {
             options,
             next_estimate: listing::ESTIMATOR_INTERVAL,
             counters: DirectorCounters::default(),
-        }
+        };
+        directors.update_hooks();
+        directors
+    }
+
+    /// Recompute [`Directors::hooked`] from the configured services (a tuple service is of
+    /// its virtual address's family, a fwmark service of its real servers').
+    fn update_hooks(&mut self) {
+        self.hooked = [false, true].map(|ipv6| {
+            self.by_key.iter().any(|(key, &index)| match key {
+                ServiceKey::Tuple { vip, .. } => vip.is_ipv6() == ipv6,
+                ServiceKey::Fwmark(_) => self.services[index].serves_family(ipv6),
+            })
+        });
+    }
+
+    /// The flow of a packet IPVS sees: valid, with a 5-tuple, of a family it is hooked for.
+    fn hooked_flow(&self, meta: &PacketMeta) -> Option<FlowKey> {
+        Self::flow_of(meta).filter(|flow| self.hooked[usize::from(flow.source.is_ipv6())])
     }
 
     /// Services in configuration order.
@@ -352,7 +376,7 @@ impl Directors {
         meta: &PacketMeta,
     ) -> ControlFlow<Decision, ()> {
         self.advance(now);
-        let Some(flow) = Self::flow_of(meta) else {
+        let Some(flow) = self.hooked_flow(meta) else {
             return ControlFlow::Continue(());
         };
         let key = RealKey {
@@ -394,7 +418,7 @@ impl Directors {
         meta: &PacketMeta,
         fwmark: Option<u32>,
     ) -> ControlFlow<Decision, ()> {
-        let Some(flow) = Self::flow_of(meta) else {
+        let Some(flow) = self.hooked_flow(meta) else {
             return ControlFlow::Continue(());
         };
         let client_key = ClientKey {
@@ -466,16 +490,6 @@ impl Directors {
     ) -> Option<Decision> {
         let connection = self.table.connections[slot as usize].as_ref()?;
         let (service, dest) = (connection.service, connection.dest);
-        let available = self.services[service].dests.get(dest).available;
-        if !available && self.options.expire_nodest_conn {
-            self.expire_connection(slot);
-            self.counters.nodest_dropped += 1;
-            return Some(self.decision(
-                Verdict::Drop(DropReason::NoDestination),
-                service,
-                Direction::Input,
-            ));
-        }
         let reusable = matches!(
             connection.state,
             ProtocolState::Tcp(TcpState::TimeWait | TcpState::Close)
@@ -484,6 +498,20 @@ impl Directors {
             // `ip_vs_in` (conn_reuse_mode 1, `is_new_conn_expected`): a SYN on a TIME_WAIT /
             // CLOSE connection schedules a new one; the caller expires this one afterwards.
             return None;
+        }
+        if !self.services[service].dests.get(dest).available {
+            // `ip_vs_in` (Linux 6.1): a packet of a connection whose real server left the
+            // service (`ipvsadm -d`, `-D`) is dropped, uncounted, its state unchanged; with
+            // `expire_nodest_conn` the connection goes too.
+            if self.options.expire_nodest_conn {
+                self.expire_connection(slot);
+            }
+            self.counters.nodest_dropped += 1;
+            return Some(self.decision(
+                Verdict::Drop(DropReason::NoDestination),
+                service,
+                Direction::Input,
+            ));
         }
         self.transition(now, slot, Direction::Input, meta.tcp_flags);
         Some(self.forward_connection(slot, frame, meta, flow, false))
@@ -507,13 +535,7 @@ impl Directors {
             connection.forward,
         );
         let mac = self.services[service].dests.get(dest).mac;
-        let bytes = u64::from(meta.ip_len);
-        account(&mut self.services[service].stats, bytes, true);
-        account(
-            &mut self.services[service].dests.get_mut(dest).stats,
-            bytes,
-            true,
-        );
+        self.account(service, dest, u64::from(meta.ip_len), true);
         let result =
             forward::forward_input(frame, meta, flow, forward, real, mac, self.options.ethernet);
         self.finish(service, real, Direction::Input, new_connection, result)
@@ -562,15 +584,21 @@ impl Directors {
             connection.real,
             connection.key.virtual_address,
         );
-        let bytes = u64::from(meta.ip_len);
-        account(&mut self.services[service].stats, bytes, false);
-        account(
-            &mut self.services[service].dests.get_mut(dest).stats,
-            bytes,
-            false,
-        );
+        self.account(service, dest, u64::from(meta.ip_len), false);
         let result = forward::forward_reply(frame, meta, flow, virtual_address);
         self.finish(service, real, Direction::Output, false, result)
+    }
+
+    /// `ip_vs_in_stats` / `ip_vs_out_stats`: a packet counts for its real server and service
+    /// only while the server is in the service (`IP_VS_DEST_F_AVAILABLE`); the packets of a
+    /// deleted server's remaining connections are forwarded uncounted.
+    fn account(&mut self, service: usize, dest: DestId, bytes: u64, inbound: bool) {
+        let svc = &mut self.services[service];
+        let server = svc.dests.get_mut(dest);
+        if server.available {
+            account(&mut server.stats, bytes, inbound);
+            account(&mut svc.stats, bytes, inbound);
+        }
     }
 
     /// `set_tcp_state` / `udp_state_transition`, with the active/inactive accounting.
@@ -793,79 +821,6 @@ impl Directors {
                 .get_mut(template.dest)
                 .unbind(BindKind::Template);
         }
-    }
-
-    fn locate(&self, service: &str, real: SocketAddr) -> Result<(usize, DestId), HealthError> {
-        let index = self
-            .service_index(service)
-            .ok_or_else(|| HealthError::UnknownService(service.into()))?;
-        let dest = self.services[index]
-            .dests
-            .find(real)
-            .ok_or_else(|| HealthError::UnknownServer(service.into(), real))?;
-        Ok((index, dest))
-    }
-
-    /// Re-weight a real server at `now` (`ipvsadm -e -w`); 0 makes it quiescent.
-    pub fn set_weight(
-        &mut self,
-        now: TimeNs,
-        service: &str,
-        real: SocketAddr,
-        weight: i32,
-    ) -> Result<(), HealthError> {
-        if weight < 0 {
-            return Err(HealthError::Weight(weight));
-        }
-        self.advance(now);
-        let (index, dest) = self.locate(service, real)?;
-        let svc = &mut self.services[index];
-        let server = svc.dests.get_mut(dest);
-        if weight != 0 {
-            server.last_weight = weight;
-        }
-        server.weight = weight;
-        if server.available {
-            svc.scheduler
-                .dest_changed(&svc.dests, DestChange::Updated(dest));
-        }
-        Ok(())
-    }
-
-    /// Take a real server out of its service at `now` (`ipvsadm -d`, what a failed health
-    /// check does). Its connections continue unless `expire_nodest_conn` is set.
-    pub fn set_down(
-        &mut self,
-        now: TimeNs,
-        service: &str,
-        real: SocketAddr,
-    ) -> Result<(), HealthError> {
-        self.advance(now);
-        let (index, dest) = self.locate(service, real)?;
-        let svc = &mut self.services[index];
-        if let Some(position) = svc.dests.unlink(dest) {
-            svc.scheduler
-                .dest_changed(&svc.dests, DestChange::Removed(dest, position));
-        }
-        Ok(())
-    }
-
-    /// Put a real server back at `now` (`ipvsadm -a`: it is prepended to the list).
-    pub fn set_up(
-        &mut self,
-        now: TimeNs,
-        service: &str,
-        real: SocketAddr,
-    ) -> Result<(), HealthError> {
-        self.advance(now);
-        let (index, dest) = self.locate(service, real)?;
-        let svc = &mut self.services[index];
-        if !svc.dests.order.contains(&dest) {
-            svc.dests.relink(dest);
-            svc.scheduler
-                .dest_changed(&svc.dests, DestChange::Added(dest));
-        }
-        Ok(())
     }
 }
 

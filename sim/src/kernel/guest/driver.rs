@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::boot::{Guest, GuestOutput};
 use super::oracle::{
     CONNECTION_LISTINGS, Case, LB_CLIENT_MAC, LB_SERVER_MAC, LB_SYSCTLS, PacketOutcome,
-    STATS_LISTING, Setup, event_frame, is_marker, is_noise, marker_frame, nat_target, setup_script,
-    teardown_batch, wire_text,
+    STATS_LISTING, Setup, event_frame, is_marker, is_noise, marker_frame, nat_target, reuses_tuple,
+    setup_script, teardown_batch, wire_text,
 };
 use crate::kernel::wire::{enter_namespace, open_channel};
 
@@ -26,6 +26,11 @@ const CASES_PER_BATCH: usize = 64;
 const STATS_SETTLE: Duration = Duration::from_millis(2600);
 /// How long to wait for a marker before giving up on a case.
 const MARKER_TIMEOUT: Duration = Duration::from_secs(3);
+/// The pause after a SYN that may reuse a closed connection's 5-tuple: longer than a
+/// timer tick of the guest (HZ=100), so that the old connection, which `ip_vs_in` only
+/// `ip_vs_conn_expire_now`s (its timer fires on the next jiffy), is gone before the next
+/// packet, as lbsim has it.
+const REUSE_PAUSE: Duration = Duration::from_millis(30);
 
 /// One case of a job: the case and its guest setup script.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -206,8 +211,8 @@ fn run_case(index: usize, job: JobCase) -> KernelRun {
         run.setup_error = Some(format!("{error:#}"));
         return run;
     }
-    let case = job.case;
-    match std::thread::spawn(move || inject_case(index, &case)).join() {
+    let (case, edits) = (job.case, job.setup.edits);
+    match std::thread::spawn(move || inject_case(index, &case, &edits)).join() {
         Ok(Ok(packets)) => run.packets = packets,
         Ok(Err(error)) => run.harness_error = Some(format!("{error:#}")),
         Err(_) => run.harness_error = Some("injection thread panicked".into()),
@@ -268,12 +273,28 @@ fn read_until_marker(
     bail!("marker {n} did not come back within {MARKER_TIMEOUT:?}")
 }
 
-fn inject_case(index: usize, case: &Case) -> anyhow::Result<Vec<PacketOutcome>> {
+/// Run the edits due before event `n` (`ipvsadm -R`, one line each, in the LB's namespace).
+fn run_edits(index: usize, edits: &[(usize, String)], n: usize) -> anyhow::Result<()> {
+    for (_, line) in edits.iter().filter(|(before, _)| *before == n) {
+        let line = format!("{line}\n");
+        in_namespace(&format!("lb{index}"), move || {
+            run_tool("ipvsadm", &["-R"], &line).map(drop)
+        })?;
+    }
+    Ok(())
+}
+
+fn inject_case(
+    index: usize,
+    case: &Case,
+    edits: &[(usize, String)],
+) -> anyhow::Result<Vec<PacketOutcome>> {
     let mut client = open_channel(&format!("e{index}"), "c0")?;
     let mut server = open_channel(&format!("e{index}"), "s0")?;
     let mut targets = vec![None; case.conns.len()];
     let mut packets = Vec::with_capacity(case.events.len());
     for (n, event) in case.events.iter().enumerate() {
+        run_edits(index, edits, n)?;
         let conn = &case.conns[event.conn];
         let Some(frame) = event_frame(conn, event, targets[event.conn]) else {
             packets.push(PacketOutcome::default());
@@ -306,6 +327,10 @@ fn inject_case(index: usize, case: &Case) -> anyhow::Result<Vec<PacketOutcome>> 
             forwarded: text(&far),
             answered: text(&near),
         });
+        if reuses_tuple(case, n) {
+            std::thread::sleep(REUSE_PAUSE);
+        }
     }
+    run_edits(index, edits, case.events.len())?;
     Ok(packets)
 }

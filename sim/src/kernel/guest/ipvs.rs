@@ -15,7 +15,7 @@
 use std::net::SocketAddr;
 
 use anyhow::{Context, bail};
-use datapath::director::config::{ServiceKey, ServiceSpec};
+use datapath::director::config::{RealSpec, ServiceKey, ServiceSpec};
 use datapath::director::dest::Forward;
 use datapath::director::scheduler::SchedulerKind;
 use datapath::packet::ip_proto;
@@ -108,26 +108,29 @@ pub fn real_argument(address: SocketAddr) -> String {
     }
 }
 
+/// A real server's `ipvsadm -a` / `-e` arguments: `-r ADDR FORWARD -w W [-x U] [-y L]`.
+pub fn real_server_arguments(real: &RealSpec) -> String {
+    let mut arguments = format!(
+        "-r {} {} -w {}",
+        real_argument(real.address),
+        forward_flag(real.forward),
+        real.weight
+    );
+    if real.upper_threshold > 0 {
+        arguments.push_str(&format!(" -x {}", real.upper_threshold));
+    }
+    if real.lower_threshold > 0 {
+        arguments.push_str(&format!(" -y {}", real.lower_threshold));
+    }
+    arguments
+}
+
 /// `ipvsadm -a …` per real server, in the appliance's order.
 pub fn add_real_commands(spec: &ServiceSpec) -> Vec<String> {
     let service = service_argument(spec);
     spec.reals
         .iter()
-        .map(|real| {
-            let mut command = format!(
-                "ipvsadm -a {service} -r {} {} -w {}",
-                real_argument(real.address),
-                forward_flag(real.forward),
-                real.weight
-            );
-            if real.upper_threshold > 0 {
-                command.push_str(&format!(" -x {}", real.upper_threshold));
-            }
-            if real.lower_threshold > 0 {
-                command.push_str(&format!(" -y {}", real.lower_threshold));
-            }
-            command
-        })
+        .map(|real| format!("ipvsadm -a {service} {}", real_server_arguments(real)))
         .collect()
 }
 

@@ -102,6 +102,91 @@ pub struct Case {
     pub conns: Vec<Conn>,
     /// The packets, in order.
     pub events: Vec<Event>,
+    /// Operator changes between packets, in order.
+    #[serde(default)]
+    pub edits: Vec<Edit>,
+}
+
+/// An operator change made before a packet, as `ipvsadm` makes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Edit {
+    /// Made before event number `before` (the number of events: after the last).
+    pub before: usize,
+    /// The director, by its index in the appliance.
+    pub director: usize,
+    /// What changes.
+    pub change: Change,
+}
+
+/// What an [`Edit`] changes (`real` indexes the director's `real` list).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// `ipvsadm -e … -w weight` (forwarding method and thresholds given again, unchanged);
+    /// 0 makes the server quiescent.
+    Weight {
+        /// The real server.
+        real: usize,
+        /// Its new weight.
+        weight: u32,
+    },
+    /// `ipvsadm -d`: the server leaves the service; its connections continue.
+    Delete {
+        /// The real server.
+        real: usize,
+    },
+    /// `ipvsadm -a` of a deleted server, with its weight at deletion.
+    Add {
+        /// The real server.
+        real: usize,
+    },
+    /// `ipvsadm -D`: the whole service goes; its connections continue.
+    DeleteService,
+}
+
+/// The `ipvsadm -R` line of each edit of `case` (in order), `None` for an edit of a
+/// director or real server the case does not have.
+pub fn edit_commands(case: &Case) -> anyhow::Result<Vec<Option<String>>> {
+    let specs: Vec<_> = case_directors(case)?
+        .iter()
+        .map(|c| lenient_spec(c).ok())
+        .collect();
+    let mut weights: Vec<Vec<i32>> = specs
+        .iter()
+        .map(|s| s.iter().flat_map(|s| &s.reals).map(|r| r.weight).collect())
+        .collect();
+    let commands = case.edits.iter().map(|edit| {
+        let spec = specs.get(edit.director)?.as_ref()?;
+        let service = super::ipvs::service_argument(spec);
+        let real_of = |real: usize| spec.reals.get(real);
+        Some(match edit.change {
+            Change::DeleteService => format!("-D {service}"),
+            Change::Delete { real } => format!(
+                "-d {service} -r {}",
+                super::ipvs::real_argument(real_of(real)?.address)
+            ),
+            Change::Weight { real, weight } => {
+                *weights[edit.director].get_mut(real)? = weight as i32;
+                real_line("-e", &service, real_of(real)?, weight as i32)
+            }
+            Change::Add { real } => {
+                real_line("-a", &service, real_of(real)?, weights[edit.director][real])
+            }
+        })
+    });
+    Ok(commands.collect())
+}
+
+fn real_line(
+    verb: &str,
+    service: &str,
+    real: &datapath::director::config::RealSpec,
+    weight: i32,
+) -> String {
+    let mut spec = real.clone();
+    spec.weight = weight;
+    let mut line = super::ipvs::real_server_arguments(&spec);
+    line.insert_str(0, &format!("{verb} {service} "));
+    line
 }
 
 /// What one side did with one packet.
@@ -216,6 +301,16 @@ pub fn event_frame(conn: &Conn, event: &Event, real: Option<SocketAddr>) -> Opti
             .seq_ack(1000, if event.kind == Kind::Syn { 0 } else { 2000 })
     };
     Some(builder.payload(payload).build())
+}
+
+/// Whether event `n` is a client SYN of a connection that had packets before (a repeat of
+/// its 5-tuple): IPVS may schedule it as a new connection and expire the old one on the
+/// next timer tick, so the guest driver waits a tick after it.
+pub fn reuses_tuple(case: &Case, n: usize) -> bool {
+    let event = &case.events[n];
+    event.from_client
+        && event.kind == Kind::Syn
+        && case.events[..n].iter().any(|e| e.conn == event.conn)
 }
 
 /// The marker datagram number `n` from the client side (true) or the server side.
@@ -346,6 +441,9 @@ pub struct Setup {
     pub iptables: String,
     /// `ip6tables-legacy-restore` (empty: none).
     pub ip6tables: String,
+    /// `ipvsadm -R` lines run before event number `.0` (the case's [`Edit`]s).
+    #[serde(default)]
+    pub edits: Vec<(usize, String)>,
 }
 
 /// Sysctls of the LB namespace: forwarding on (replies of NAT connections are forwarded),
@@ -451,6 +549,12 @@ pub fn setup_script(case: &Case, index: usize) -> anyhow::Result<Setup> {
         ipvsadm: ipvs_commands_lenient(&configs).join("\n") + "\n",
         iptables,
         ip6tables,
+        edits: case
+            .edits
+            .iter()
+            .zip(edit_commands(case)?)
+            .filter_map(|(edit, line)| Some((edit.before, line?)))
+            .collect(),
     })
 }
 

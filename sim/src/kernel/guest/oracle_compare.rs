@@ -181,8 +181,17 @@ pub fn render_case(case: &Case) -> String {
         );
     }
     text.push_str("# events\n");
-    for n in 0..case.events.len() {
-        let _ = writeln!(text, "{}", event_text(case, n));
+    let commands = super::oracle::edit_commands(case).unwrap_or_default();
+    for n in 0..=case.events.len() {
+        for (edit, command) in case.edits.iter().zip(&commands) {
+            if edit.before == n {
+                let command = command.as_deref().unwrap_or("(no such server)");
+                let _ = writeln!(text, "ipvsadm {command}   # {:?}", edit.change);
+            }
+        }
+        if n < case.events.len() {
+            let _ = writeln!(text, "{}", event_text(case, n));
+        }
     }
     text
 }
@@ -226,9 +235,19 @@ pub fn shrink_candidates(case: &Case) -> Vec<Case> {
             }
         }
     }
+    for skip in 0..case.edits.len() {
+        let mut smaller = case.clone();
+        smaller.edits.remove(skip);
+        candidates.push(smaller);
+    }
     for skip in (0..case.events.len()).rev() {
         let mut smaller = case.clone();
         smaller.events.remove(skip);
+        for edit in &mut smaller.edits {
+            if edit.before > skip {
+                edit.before -= 1;
+            }
+        }
         candidates.push(smaller);
     }
     candidates.retain(|c| c != case);

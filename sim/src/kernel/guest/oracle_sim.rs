@@ -19,8 +19,8 @@ use datapath::verdict::Verdict;
 
 use super::ipvs;
 use super::oracle::{
-    Case, CaseRecord, Counters, PacketOutcome, case_directors, event_frame, mark_of, nat_target,
-    wire_text,
+    Case, CaseRecord, Change, Counters, PacketOutcome, case_directors, event_frame, mark_of,
+    nat_target, wire_text,
 };
 
 /// Virtual time between two packets.
@@ -45,6 +45,8 @@ pub fn simulate(case: &Case) -> anyhow::Result<CaseRecord> {
     let mut targets: Vec<Option<SocketAddr>> = vec![None; case.conns.len()];
     let mut record = CaseRecord::default();
     for (n, event) in case.events.iter().enumerate() {
+        let now = (n as u64 + 1) * PACKET_GAP_NS;
+        apply_edits(&mut directors, case, n, now - PACKET_GAP_NS / 2)?;
         let conn = &case.conns[event.conn];
         let Some(mut frame) = event_frame(conn, event, targets[event.conn]) else {
             record.packets.push(PacketOutcome::default());
@@ -57,7 +59,6 @@ pub fn simulate(case: &Case) -> anyhow::Result<CaseRecord> {
         } else {
             None
         };
-        let now = (n as u64 + 1) * PACKET_GAP_NS;
         let forwarded = match directors.process(now, &mut frame, &meta, mark) {
             ControlFlow::Break(decision) => decision.verdict == Verdict::Forward,
             // Not the director's: client packets go to the local stack, server packets are
@@ -76,10 +77,39 @@ pub fn simulate(case: &Case) -> anyhow::Result<CaseRecord> {
         }
         record.packets.push(outcome);
     }
+    let end = (case.events.len() as u64 + 1) * PACKET_GAP_NS;
+    apply_edits(&mut directors, case, case.events.len(), end)?;
     let (counters, connections) = simulated_state(&directors);
     record.counters = counters;
     record.connections = connections;
     Ok(record)
+}
+
+/// Make the case's edits due before event `n` (those of a director or real server the
+/// case does not have are skipped, as the guest skips them).
+fn apply_edits(directors: &mut Directors, case: &Case, n: usize, now: u64) -> anyhow::Result<()> {
+    for edit in case.edits.iter().filter(|e| e.before == n) {
+        let Some(spec) = directors
+            .services()
+            .get(edit.director)
+            .map(|s| s.spec.clone())
+        else {
+            continue;
+        };
+        let real = |real: usize| spec.reals.get(real).map(|r| r.address);
+        let done = match edit.change {
+            Change::DeleteService => Some(directors.remove_service(now, &spec.name)),
+            Change::Delete { real: r } => real(r).map(|a| directors.set_down(now, &spec.name, a)),
+            Change::Add { real: r } => real(r).map(|a| directors.set_up(now, &spec.name, a)),
+            Change::Weight { real: r, weight } => {
+                real(r).map(|a| directors.set_weight(now, &spec.name, a, weight as i32))
+            }
+        };
+        if let Some(result) = done {
+            result?;
+        }
+    }
+    Ok(())
 }
 
 fn service_name(key: &ServiceKey) -> String {
@@ -107,7 +137,10 @@ fn proto_name(proto: u8) -> &'static str {
 /// lbsim's final counters and connection lines, in the kernel's vocabulary.
 pub fn simulated_state(directors: &Directors) -> (BTreeMap<String, Counters>, Vec<String>) {
     let mut counters = BTreeMap::new();
-    for service in directors.services() {
+    for (index, service) in directors.services().iter().enumerate() {
+        if !directors.is_configured(index) {
+            continue;
+        }
         let name = service_name(&service.spec.key);
         let s = &service.stats;
         counters.insert(
@@ -159,10 +192,7 @@ pub fn simulated_state(directors: &Directors) -> (BTreeMap<String, Counters>, Ve
             connection.real
         ));
     }
-    for &slot in table.by_template_key.values() {
-        let Some(template) = table.templates[slot as usize].as_ref() else {
-            continue;
-        };
+    for template in table.templates.iter().flatten() {
         let mut real = directors
             .service(template.service)
             .dests
@@ -173,7 +203,7 @@ pub fn simulated_state(directors: &Directors) -> (BTreeMap<String, Counters>, Ve
             real.set_port(0);
         }
         let client = template.key.client_network;
-        let virtual_address = match template.key.target {
+        let mut virtual_address = match template.key.target {
             TemplateTarget::Virtual(vip, port) => SocketAddr::new(vip, port),
             TemplateTarget::Fwmark(mark) if client.is_ipv6() => {
                 // The mark in network order in the address's first 32 bits.
@@ -181,6 +211,12 @@ pub fn simulated_state(directors: &Directors) -> (BTreeMap<String, Counters>, Ve
             }
             TemplateTarget::Fwmark(mark) => SocketAddr::new(IpAddr::V4(Ipv4Addr::from(mark)), 0),
         };
+        if !template.hashed {
+            // `ip_vs_check_template` invalidates a template whose server left: rehashed
+            // with both ports 0xffff, it stays until it expires.
+            virtual_address.set_port(0xffff);
+            real.set_port(0xffff);
+        }
         lines.push(format!(
             "{} {} {virtual_address} > {real} NONE",
             proto_name(template.key.proto),

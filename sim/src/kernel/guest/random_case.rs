@@ -3,7 +3,9 @@
 //! UDP; 1–8 real servers with weights 0–5, thresholds, NAT / direct routing / tunnels;
 //! persistence with a per-client or per-network mask) and about 30 packets: new
 //! connections, handshakes, data, FIN and RST closes from either side, repeats of a 5-tuple
-//! after it closed, and a few packets for no service.
+//! after it closed, and a few packets for no service; in about half the cases, operator
+//! changes between packets (`ipvsadm -e` weights including 0, `-d` and `-a` of real servers,
+//! `-D` of a service).
 //!
 //! Direct-routing and tunnel servers get the service's port (ipvsadm forces it), and
 //! port-0 services are persistent (the other kind is refused); everything else is drawn.
@@ -14,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
-use super::oracle::{Case, Conn, Event, Kind, MarkRule};
+use super::oracle::{Case, Change, Conn, Edit, Event, Kind, MarkRule};
 
 const SCHEDULERS: [&str; 13] = [
     "rr", "wrr", "lc", "wlc", "sed", "nq", "sh", "dh", "mh", "lblc", "lblcr", "fo", "ovf",
@@ -41,6 +43,8 @@ struct Target {
     addresses: Vec<IpAddr>,
     ports: Vec<u16>,
     protos: Vec<u8>,
+    /// How many real servers.
+    reals: usize,
 }
 
 fn real_address(ipv6: bool, director: usize, real: usize) -> IpAddr {
@@ -71,6 +75,7 @@ fn director_toml(draw: &mut Draw, index: usize, marks: &mut Vec<MarkRule>) -> (S
         addresses: Vec::new(),
         ports: vec![80, 443],
         protos: Vec::new(),
+        reals: 0,
     };
     let mut service_port = 0;
     if fwmark {
@@ -193,6 +198,7 @@ fn director_toml(draw: &mut Draw, index: usize, marks: &mut Vec<MarkRule>) -> (S
             );
         }
         text.push_str(" },\n");
+        target.reals += 1;
     }
     text.push_str("]\n");
     (text, target)
@@ -301,10 +307,71 @@ pub fn random_case(seed: u64) -> Case {
         events.push(per_conn[chosen][cursors[chosen]]);
         cursors[chosen] += 1;
     }
+    let edits = random_edits(&mut draw, &targets, events.len());
     Case {
         appliance,
         marks,
         conns,
         events,
+        edits,
     }
+}
+
+/// Operator changes for about half the cases: up to three, at random points, each valid
+/// when made (no edit of a deleted server or service): re-weighting (0 = quiescent),
+/// deleting a real server, adding a deleted one back, deleting a service.
+fn random_edits(draw: &mut Draw, targets: &[Target], events: usize) -> Vec<Edit> {
+    if events == 0 || draw.chance(50) {
+        return Vec::new();
+    }
+    let mut points: Vec<usize> = (0..=draw.below(3))
+        .map(|_| 1 + draw.below(events as u64) as usize)
+        .collect();
+    points.sort_unstable();
+    let mut service_gone = vec![false; targets.len()];
+    let mut real_gone: Vec<Vec<bool>> = targets.iter().map(|t| vec![false; t.reals]).collect();
+    let mut edits = Vec::new();
+    for before in points {
+        let live: Vec<usize> = (0..targets.len()).filter(|&d| !service_gone[d]).collect();
+        if live.is_empty() {
+            break;
+        }
+        let director = *draw.pick(&live);
+        let gone: Vec<usize> = (0..targets[director].reals)
+            .filter(|&r| real_gone[director][r])
+            .collect();
+        let present: Vec<usize> = (0..targets[director].reals)
+            .filter(|&r| !real_gone[director][r])
+            .collect();
+        let change = if draw.chance(10) {
+            service_gone[director] = true;
+            Change::DeleteService
+        } else if !gone.is_empty() && (present.is_empty() || draw.chance(40)) {
+            let real = *draw.pick(&gone);
+            real_gone[director][real] = false;
+            Change::Add { real }
+        } else if present.is_empty() {
+            continue;
+        } else if draw.chance(55) {
+            let weight = if draw.chance(30) {
+                0
+            } else {
+                1 + draw.below(5) as u32
+            };
+            Change::Weight {
+                real: *draw.pick(&present),
+                weight,
+            }
+        } else {
+            let real = *draw.pick(&present);
+            real_gone[director][real] = true;
+            Change::Delete { real }
+        };
+        edits.push(Edit {
+            before,
+            director,
+            change,
+        });
+    }
+    edits
 }
