@@ -205,8 +205,9 @@ pub enum HealthError {
 #[derive(Clone, Debug)]
 pub struct Directors {
     services: Vec<Service>,
-    /// Services by key: a read-only map of configured keys (never iterated), looked up for
-    /// every new connection, so hashed with the cheap unkeyed [`FastBuild`].
+    /// Services by key: keys come from the configuration (not from packets), lookups come
+    /// with every new connection and no result depends on the map's order (only `any` runs
+    /// over it), so it is hashed with the cheap unkeyed [`FastBuild`].
     by_key: HashMap<ServiceKey, usize, FastBuild>,
     table: ConnectionTable,
     options: DirectorOptions,
