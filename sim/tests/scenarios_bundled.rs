@@ -17,7 +17,7 @@ use sim::run::{RunOptions, RunOutput, run_scenario};
 use sim::scenario;
 
 /// Scenarios bundled in `scenarios/`.
-pub const BUNDLED: [&str; 10] = [
+pub const BUNDLED: [&str; 11] = [
     "synflood",
     "udpflood",
     "replay-real",
@@ -28,6 +28,7 @@ pub const BUNDLED: [&str; 10] = [
     "faults",
     "ipvs-schedulers",
     "policy-routing",
+    "linerate",
 ];
 
 const MS: u64 = 1_000_000;
