@@ -177,7 +177,9 @@ fn nft_dnat_masquerade_text_and_json_match_the_hand_written_nat_appliance() {
             imported_pipeline(&[file, "dnat-masquerade.interfaces.toml"], "nftnat");
         assert_eq!(imported.config.nat.len(), 3, "{file}");
         assert!(
-            imported.render_warnings().contains("`numgen` has no appliance form"),
+            imported
+                .render_warnings()
+                .contains("`numgen` has no appliance form"),
             "{file}: {}",
             imported.render_warnings()
         );

@@ -9,7 +9,7 @@
 //! - [`plan`] — `sim plan`: capacity planning sweeps (plan.json/md/html).
 //! - [`tui`] — `sim tui` and `sim run --tui`: the live terminal UI.
 //! - [`check`] — `sim check`: the regression corpus, `--bless`, JUnit output.
-//! - [`confio`] — `sim import` / `sim export`: keepalived, ipvsadm, iptables, nft.
+//! - [`confio`] — `sim import` / `sim export`: keepalived, ldirectord, ipvsadm, iptables, nft.
 //! - [`generate`] — `sim gen`: deterministic synthetic captures.
 //! - [`docs`] — `sim completions SHELL` and `sim man`: generated from the CLI definition.
 //! - [`bench`](mod@bench) — `sim bench`: benchmark workloads and the callgrind baseline.

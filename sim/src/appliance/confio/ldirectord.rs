@@ -447,6 +447,9 @@ pub fn export(directors: &[DirectorConfig], notes: &mut Vec<String>) -> anyhow::
     );
     for d in directors {
         let head = match (d.fwmark, d.vip) {
+            (Some(mark), _) if d.real.iter().any(|r| r.addr.starts_with('[')) => {
+                format!("virtual6 = {mark}")
+            }
             (Some(mark), _) => format!("virtual = {mark}"),
             (None, Some(IpAddr::V6(vip))) => format!("virtual6 = [{vip}]:{}", d.port.unwrap_or(0)),
             (None, Some(vip)) => format!("virtual = {vip}:{}", d.port.unwrap_or(0)),
