@@ -107,7 +107,7 @@ fn seconds(settings: &[(String, String)], key: &str, default: f64) -> f64 {
 /// A whole number of milliseconds, as a duration string.
 fn duration(secs: f64) -> String {
     let ms = (secs * 1000.0).round() as u64;
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

@@ -109,9 +109,18 @@ impl Builder {
 
     /// Read one expression at `i`; the index after it.
     fn expression(&mut self, w: &[String], i: usize) -> Result<usize, String> {
+        match self.condition(w, i)? {
+            Some(next) => Ok(next),
+            None => self.statement(w, i),
+        }
+    }
+
+    /// A match (or a statement that changes nothing: `counter`, `comment`) at `i`: the index
+    /// after it, `None` when `w[i]` starts no match.
+    fn condition(&mut self, w: &[String], i: usize) -> Result<Option<usize>, String> {
         let word = w[i].as_str();
         let next = w.get(i + 1).map(String::as_str);
-        Ok(match (word, next) {
+        Ok(Some(match (word, next) {
             ("counter", _) => {
                 let mut j = i + 1;
                 while matches!(w.get(j).map(String::as_str), Some("packets" | "bytes")) {
@@ -182,6 +191,15 @@ impl Builder {
                     .push(format!(" -m conntrack{} --ctstate {states}", bang(neg)));
                 j
             }
+            _ => return Ok(None),
+        }))
+    }
+
+    /// A statement (mark, verdict, NAT) at `i`: the index after it.
+    fn statement(&mut self, w: &[String], i: usize) -> Result<usize, String> {
+        let word = w[i].as_str();
+        let next = w.get(i + 1).map(String::as_str);
+        Ok(match (word, next) {
             ("meta", Some("mark")) | ("mark", Some("set")) => {
                 let j = if word == "meta" { i + 2 } else { i + 1 };
                 if w.get(j).map(String::as_str) != Some("set") {
