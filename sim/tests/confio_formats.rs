@@ -464,3 +464,29 @@ fn a_check_event_without_a_health_check_is_a_located_error() {
         "{message}"
     );
 }
+
+#[test]
+fn flows_eval_reads_an_nft_ruleset_and_an_iptables_save_file() {
+    for file in ["web-fwmark.nft", "web-fwmark.iptables"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_sim"))
+            .args(["flows", "eval"])
+            .arg(examples().join(file))
+            .args(["--director", "web=80"])
+            .args(["--packet", "tcp 198.51.100.7:1000 > 192.0.2.10:443"])
+            .args(["--packet", "tcp 203.0.113.5:1000 > 192.0.2.10:80"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{file}: {output:?}");
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let verdicts: Vec<&str> = stdout
+            .lines()
+            .map(|l| l.rsplit(", ").next().unwrap())
+            .collect();
+        assert_eq!(verdicts, ["director web", "deny"], "{file}: {stdout}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(
+            stderr.contains("is not modelled by the appliance: rule not translated"),
+            "{file}: {stderr}"
+        );
+    }
+}

@@ -422,6 +422,40 @@ pub fn load_for_appliance(path: &Path, text: &str) -> anyhow::Result<ApplianceCo
     Ok(config)
 }
 
+/// The flowmgr text of a firewall file (iptables-save or an nft ruleset) for `sim flows`,
+/// its mark flows naming the directors of `marks` (name → firewall mark), and the warnings;
+/// `None` when the text is neither format.
+pub fn firewall_flows(
+    file: &str,
+    text: &str,
+    marks: &std::collections::BTreeMap<String, u32>,
+) -> Result<Option<(String, String)>, ConfigError> {
+    let format = detect(text);
+    if !matches!(format, Format::Iptables | Format::Nft) {
+        return Ok(None);
+    }
+    let mut imported = Imported::default();
+    for (name, mark) in marks {
+        imported.config.director.push(DirectorConfig {
+            name: name.clone(),
+            vip: None,
+            port: None,
+            proto: None,
+            fwmark: Some(*mark),
+            scheduler: None,
+            flags: Vec::new(),
+            persistence: None,
+            persistence_netmask: None,
+            forward: None,
+            real: Vec::new(),
+        });
+    }
+    import_text(file, text, format, &mut imported)?;
+    finish(&mut imported);
+    let flows = imported.flows().unwrap_or_default();
+    Ok(Some((flows, imported.render_warnings())))
+}
+
 /// Split a line into words, keeping `"quoted strings"` whole.
 pub fn words(line: &str) -> Vec<&str> {
     let mut out = Vec::new();
