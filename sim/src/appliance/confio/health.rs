@@ -104,9 +104,10 @@ fn seconds(settings: &[(String, String)], key: &str, default: f64) -> f64 {
         .unwrap_or(default)
 }
 
-/// A whole number of milliseconds, as a duration string.
+/// A whole number of milliseconds, as a duration string (at most 10⁹ s: a duration any
+/// run can hold).
 fn duration(secs: f64) -> String {
-    let ms = (secs * 1000.0).round() as u64;
+    let ms = (secs.min(1e9) * 1000.0).round() as u64;
     if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
