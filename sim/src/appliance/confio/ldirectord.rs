@@ -361,6 +361,9 @@ fn reals(value: &str) -> Result<Vec<RealConfig>, String> {
         .collect()
 }
 
+/// The most real servers one `real=A->B` range may add (a /22).
+const MAX_RANGE: u32 = 1024;
+
 /// Every address from `first` to `last` (IPv4 ranges only, as ldirectord).
 fn addresses(first: IpAddr, last: IpAddr) -> Result<Vec<IpAddr>, String> {
     if first == last {
@@ -369,8 +372,11 @@ fn addresses(first: IpAddr, last: IpAddr) -> Result<Vec<IpAddr>, String> {
     match (first, last) {
         (IpAddr::V4(a), IpAddr::V4(b)) if u32::from(a) <= u32::from(b) => {
             let count = u32::from(b) - u32::from(a);
-            if count > 65535 {
-                return Err("a real server range of more than 65536 addresses".into());
+            if count >= MAX_RANGE {
+                return Err(format!(
+                    "a range of {} real servers: lbsim reads at most {MAX_RANGE} per line",
+                    u64::from(count) + 1
+                ));
             }
             Ok((u32::from(a)..=u32::from(b))
                 .map(|n| IpAddr::V4(n.into()))
