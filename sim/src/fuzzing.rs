@@ -374,6 +374,10 @@ fn import(format: crate::appliance::confio::Format, data: &[u8]) {
         toml::from_str(&rendered).unwrap_or_else(|e| panic!("{e}\n{rendered}"));
     assert_eq!(back.director, imported.config.director, "{rendered}");
     assert_eq!(back.nat, imported.config.nat, "{rendered}");
+    assert_eq!(
+        back.health_check, imported.config.health_check,
+        "{rendered}"
+    );
     if let Some(flows) = imported.flows() {
         let config = TableConfig {
             iface_names: None,
@@ -398,6 +402,16 @@ pub fn import_ipvsadm(data: &[u8]) {
 /// Fuzz target `import_iptables`: iptables-save files.
 pub fn import_iptables(data: &[u8]) {
     import(crate::appliance::confio::Format::Iptables, data);
+}
+
+/// Fuzz target `import_ldirectord`: ldirectord.cf files.
+pub fn import_ldirectord(data: &[u8]) {
+    import(crate::appliance::confio::Format::Ldirectord, data);
+}
+
+/// Fuzz target `import_nft`: nft rulesets, text or JSON.
+pub fn import_nft(data: &[u8]) {
+    import(crate::appliance::confio::Format::Nft, data);
 }
 
 #[cfg(test)]

@@ -152,6 +152,42 @@ fn iptables_dnat_masquerade_matches_the_hand_written_nat_appliance() {
 }
 
 #[test]
+fn ldirectord_cf_and_nft_ruleset_match_the_hand_written_fwmark_appliance() {
+    let (imported, pipeline) = imported_pipeline(
+        &[
+            "web-fwmark.ldirectord.cf",
+            "web-fwmark.nft",
+            // Only its [interfaces] are taken (ldirectord has no VRRP to give them).
+            "web-fwmark.toml",
+        ],
+        "ldirectord",
+    );
+    assert_eq!(
+        imported.sorry_servers,
+        [("fwm-80".to_string(), "10.0.1.250:80 masq".to_string())]
+    );
+    assert_eq!(imported.config.health_check.len(), 2);
+    assert_same_outcomes(pipeline, hand_written("web-fwmark.toml"));
+}
+
+#[test]
+fn nft_dnat_masquerade_text_and_json_match_the_hand_written_nat_appliance() {
+    for file in ["dnat-masquerade.nft", "dnat-masquerade.nft.json"] {
+        let (imported, pipeline) =
+            imported_pipeline(&[file, "dnat-masquerade.interfaces.toml"], "nftnat");
+        assert_eq!(imported.config.nat.len(), 3, "{file}");
+        assert!(
+            imported
+                .render_warnings()
+                .contains("`numgen` has no appliance form"),
+            "{file}: {}",
+            imported.render_warnings()
+        );
+        assert_same_outcomes(pipeline, hand_written("dnat-masquerade.toml"));
+    }
+}
+
+#[test]
 fn the_appliance_loader_reads_a_keepalived_conf_directly() {
     let path = examples().join("web-fwmark.keepalived.conf");
     let config = ApplianceConfig::load(&path).unwrap();

@@ -175,6 +175,11 @@ proptest! {
     }
 
     #[test]
+    fn ldirectord_export_imports_back_to_the_same_directors(directors in directors()) {
+        prop_assert_eq!(round_trip(&directors, ExportFormat::Ldirectord), directors);
+    }
+
+    #[test]
     fn iptables_export_imports_back_to_the_same_nat_rules(rules in prop::collection::vec(nat_rule(), 1..6)) {
         let config = ApplianceConfig { nat: rules.clone(), ..Default::default() };
         let exported = export(&config, Path::new("."), ExportFormat::Iptables).unwrap();

@@ -74,7 +74,9 @@ fn no_fuzz_artifact_is_left_outside_the_regressions() {
                 "pipeline",
                 "import_keepalived",
                 "import_ipvsadm",
-                "import_iptables"
+                "import_iptables",
+                "import_ldirectord",
+                "import_nft"
             ]
             .contains(&name.as_str()),
             "fuzz/regressions/{name}: no such target, so nothing replays it"
@@ -87,4 +89,6 @@ fn import_seeds() {
     assert!(replay("import_keepalived", sim::fuzzing::import_keepalived) >= 3);
     assert!(replay("import_ipvsadm", sim::fuzzing::import_ipvsadm) >= 2);
     assert!(replay("import_iptables", sim::fuzzing::import_iptables) >= 5);
+    assert!(replay("import_ldirectord", sim::fuzzing::import_ldirectord) >= 3);
+    assert!(replay("import_nft", sim::fuzzing::import_nft) >= 4);
 }

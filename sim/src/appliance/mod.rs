@@ -66,6 +66,10 @@ pub struct ApplianceConfig {
     /// `[ip]` table: the Linux IP layer's settings (kernel defaults when absent).
     #[serde(default)]
     pub ip: datapath::ip::config::IpSettings,
+    /// `[[health_check]]`: what the checker does when a real server fails its check (a
+    /// scenario's `check_fail` / `check_ok` events use them).
+    #[serde(default)]
+    pub health_check: Vec<confio::health::HealthCheckConfig>,
 }
 
 /// `[qa]`: settings that make a run exercise rare paths deterministically.

@@ -1,5 +1,5 @@
-//! `sim import` and `sim export`: production configurations (keepalived.conf, ipvsadm,
-//! iptables-save) to an appliance TOML (+ flowmgr file), and an appliance to the files an
+//! `sim import` and `sim export`: production configurations (keepalived.conf, ldirectord.cf,
+//! ipvsadm, iptables-save, nft rulesets) to an appliance TOML (+ flowmgr file), and an appliance to the files an
 //! operator installs. The conversions live in [`crate::appliance::confio`]; this module
 //! reads arguments, writes files and prints warnings.
 
@@ -15,8 +15,9 @@ use crate::appliance::confio::{self, Imported, toml_out};
 /// `sim import FILE... [--out DIR|FILE]`.
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// keepalived.conf, `ipvsadm-save -n` / ipvsadm scripts, iptables-save files (format
-    /// found from the content), and optionally one appliance TOML whose tables are kept.
+    /// keepalived.conf, ldirectord.cf, `ipvsadm-save -n` / ipvsadm scripts, iptables-save
+    /// files, nft rulesets (text or `nft -j` JSON) (format found from the content), and
+    /// optionally one appliance TOML whose tables are kept.
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// Output: a `.toml` file (flows next to it as `.flowmgr`) or a directory

@@ -133,8 +133,22 @@ pub fn run(args: &FlowsArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn read(file: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))
+/// The flowmgr source: the file, or the flows of an iptables-save file or nft ruleset
+/// (converted as `sim import` does; its mark flows name the `--director NAME=MARK`s).
+fn read(file: &Path, context: &ContextArgs) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let marks = table_config(context, None)?
+        .director_marks
+        .unwrap_or_default();
+    let name = file.display().to_string();
+    match crate::appliance::confio::firewall_flows(&name, &text, &marks)? {
+        Some((flows, warnings)) => {
+            eprint!("{warnings}");
+            Ok(flows)
+        }
+        None => Ok(text),
+    }
 }
 
 fn table_config(
@@ -187,7 +201,7 @@ fn load(file: &Path, source: &str, config: &TableConfig) -> Result<FlowTable, Ex
 }
 
 fn check(file: &Path, context: &ContextArgs) -> anyhow::Result<ExitCode> {
-    let source = read(file)?;
+    let source = read(file, context)?;
     let config = table_config(context, None)?;
     match load(file, &source, &config) {
         Ok(table) => {
@@ -204,7 +218,7 @@ fn check(file: &Path, context: &ContextArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn compile_file(file: &Path, target: Target, context: &ContextArgs) -> anyhow::Result<ExitCode> {
-    let source = read(file)?;
+    let source = read(file, context)?;
     let config = table_config(context, None)?;
     let table = match load(file, &source, &config) {
         Ok(table) => table,
@@ -431,7 +445,7 @@ fn eval(
     context: &ContextArgs,
     routes: Option<&Routes>,
 ) -> anyhow::Result<ExitCode> {
-    let source = read(file)?;
+    let source = read(file, context)?;
     let specs = packets
         .iter()
         .map(|text| PacketSpec::parse(text))
@@ -491,7 +505,7 @@ fn eval_capture(
     json: bool,
     context: &ContextArgs,
 ) -> anyhow::Result<ExitCode> {
-    let source = read(file)?;
+    let source = read(file, context)?;
     let names = (!context.ifaces.is_empty()).then(|| context.ifaces.clone());
     let config = table_config(context, names)?;
     let table = match load(file, &source, &config) {

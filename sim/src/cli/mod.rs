@@ -10,7 +10,7 @@
 //! - [`tui`] — `sim tui` and `sim run --tui`: the live terminal UI.
 //! - [`check`] — `sim check`: the regression corpus, `--bless`, JUnit output.
 //! - [`shard`] — `--partition K/N` for `sim plan` / `sim check`, shard files, their merge.
-//! - [`confio`] — `sim import` / `sim export`: keepalived, ipvsadm, iptables, nft.
+//! - [`confio`] — `sim import` / `sim export`: keepalived, ldirectord, ipvsadm, iptables, nft.
 //! - [`generate`] — `sim gen`: deterministic synthetic captures.
 //! - [`docs`] — `sim completions SHELL` and `sim man`: generated from the CLI definition.
 //! - [`bench`](mod@bench) — `sim bench`: benchmark workloads and the callgrind baseline.

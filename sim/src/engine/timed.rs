@@ -123,6 +123,10 @@ pub fn apply_director_event(directors: Option<&mut Directors>, event: &TimedEven
             })
         }
         TimedEvent::Mode { .. } | TimedEvent::Link { .. } => "ignored: not a director event".into(),
+        // Replaced by the director event they cause when the scenario loads.
+        TimedEvent::CheckFail { .. } | TimedEvent::CheckOk { .. } => {
+            "ignored: a health-check event left unexpanded".into()
+        }
     }
 }
 

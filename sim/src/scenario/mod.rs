@@ -494,6 +494,27 @@ pub enum TimedEvent {
         /// Real server.
         server: SocketAddr,
     },
+    /// A real server fails its health check: the appliance's `[[health_check]]` for it says
+    /// when the checker notices (`detect`) and what it does (remove it, or weight 0); the
+    /// event becomes that `server_down` / `weight` when the scenario loads.
+    CheckFail {
+        /// When the server starts failing.
+        at: DurationNs,
+        /// Director name (the check's, or every director with the server, when absent).
+        director: Option<String>,
+        /// Real server.
+        server: SocketAddr,
+    },
+    /// A real server passes its health check again: after the check's `recover` delay it is
+    /// put back (`server_up`, or its configured weight).
+    CheckOk {
+        /// When the server starts passing.
+        at: DurationNs,
+        /// Director name (the check's, or every director with the server, when absent).
+        director: Option<String>,
+        /// Real server.
+        server: SocketAddr,
+    },
     /// A real server comes back.
     ServerUp {
         /// When.
@@ -568,6 +589,8 @@ impl TimedEvent {
     pub fn at(&self) -> DurationNs {
         match self {
             Self::ServerDown { at, .. }
+            | Self::CheckFail { at, .. }
+            | Self::CheckOk { at, .. }
             | Self::ServerUp { at, .. }
             | Self::Weight { at, .. }
             | Self::Mode { at, .. }
@@ -642,14 +665,16 @@ pub fn load(path: &Path) -> Result<LoadedScenario, ScenarioError> {
 /// Errors are located at the offending key (inside `[[traffic]]` and `[[events]]` elements
 /// too) and name it with its value.
 pub fn parse(path: &Path, text: &str) -> Result<LoadedScenario, ScenarioError> {
-    let scenario: Scenario =
+    let mut scenario: Scenario =
         toml::from_str(text).map_err(|e| locate::deserialize_error(path, text, &e))?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let spans = TomlSpans::parse(text);
-    validate::validate(&scenario, &base_dir, &spans).map_err(|(span, message)| {
-        // Never nowhere: a check without a place points at the start of the file.
+    // Never nowhere: a check without a place points at the start of the file.
+    let locate = |(span, message): (Option<std::ops::Range<usize>>, String)| {
         LocatedError::at(path, text, Some(span.unwrap_or(0..0)), message)
-    })?;
+    };
+    validate::validate(&scenario, &base_dir, &spans).map_err(locate)?;
+    validate::health::expand(&mut scenario, &base_dir, &spans).map_err(locate)?;
     Ok(LoadedScenario {
         scenario,
         base_dir,

@@ -14,6 +14,7 @@ use super::{Destinations, MAX_QUEUES, Scenario, TrafficSpec};
 use crate::diagnostics::{KeyPath, TomlSpans};
 
 mod events;
+pub(crate) mod health;
 
 type Failure = (Option<Range<usize>>, String);
 

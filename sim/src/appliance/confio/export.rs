@@ -1,5 +1,5 @@
 //! An appliance out to the files an operator installs: keepalived.conf `virtual_server`
-//! blocks, `ipvsadm-restore` input, `iptables-restore` input (the flows as flowmgr installs
+//! blocks, ldirectord.cf `virtual=` blocks, `ipvsadm-restore` input, `iptables-restore` input (the flows as flowmgr installs
 //! them in the mangle table, the `[[nat]]` rules in the nat table) and an `nft -f` ruleset
 //! (the same, in `inet lbsim_flows` and `ip lbsim_nat`). What a format cannot carry (the
 //! shield, flows in keepalived, …) is listed in the notes, never dropped silently.
@@ -11,7 +11,7 @@ use datapath::flows::{Family, FlowTable, TableConfig, compile};
 use datapath::nat::NatAction;
 use datapath::nat::config::{NatKind, NatRuleConfig};
 
-use super::{ipvsadm, keepalived};
+use super::{ipvsadm, keepalived, ldirectord};
 use crate::appliance::{ApplianceConfig, director_marks};
 
 /// An export target.
@@ -19,6 +19,8 @@ use crate::appliance::{ApplianceConfig, director_marks};
 pub enum ExportFormat {
     /// keepalived.conf `virtual_server` blocks.
     Keepalived,
+    /// ldirectord.cf `virtual=` blocks.
+    Ldirectord,
     /// `ipvsadm-restore` input.
     Ipvsadm,
     /// `iptables-restore` input (mangle flows + nat).
@@ -47,14 +49,14 @@ pub fn export(
         notes.push("[shield] has no equivalent in this format: not exported".into());
     }
     let text = match to {
-        ExportFormat::Keepalived | ExportFormat::Ipvsadm => {
+        ExportFormat::Keepalived | ExportFormat::Ldirectord | ExportFormat::Ipvsadm => {
             if config.flows.is_some() || !config.nat.is_empty() {
                 notes.push("flows and [[nat]] are firewall rules: export them with --to iptables or --to nft".into());
             }
-            if to == ExportFormat::Keepalived {
-                keepalived::export(&config.director, &mut notes)?
-            } else {
-                ipvsadm::export(&config.director, &mut notes)?
+            match to {
+                ExportFormat::Keepalived => keepalived::export(&config.director, &mut notes)?,
+                ExportFormat::Ldirectord => ldirectord::export(&config.director, &mut notes)?,
+                _ => ipvsadm::export(&config.director, &mut notes)?,
             }
         }
         ExportFormat::Iptables | ExportFormat::Nft => {

@@ -92,7 +92,7 @@ impl Rule {
 /// Import an iptables-save file.
 pub fn import(file: &str, text: &str, into: &mut Imported) -> Result<(), ConfigError> {
     let mut table = String::new();
-    let mut state = State::default();
+    let mut statements = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
         let content = raw.trim();
@@ -103,17 +103,20 @@ pub fn import(file: &str, text: &str, into: &mut Imported) -> Result<(), ConfigE
             table = name.trim().to_string();
         } else if content == "COMMIT" {
             continue;
-        } else if let Some(chain) = content.strip_prefix(':') {
-            declare_chain(file, line, &table, chain, &mut state, into);
-        } else if content.starts_with("-A ")
+        } else if content.starts_with(':')
+            || content.starts_with("-A ")
             || content.starts_with("-I ")
             || content.starts_with("--append ")
         {
-            if table.is_empty() {
+            if table.is_empty() && !content.starts_with(':') {
                 return Err(located(file, line, "a rule before any `*table` line"));
             }
-            let rule = parse_rule(file, line, content)?;
-            state.rules.push((table.clone(), rule));
+            statements.push(Statement {
+                table: table.clone(),
+                line,
+                statement: content.to_string(),
+                origin: content.to_string(),
+            });
         } else {
             return Err(located(
                 file,
@@ -122,6 +125,39 @@ pub fn import(file: &str, text: &str, into: &mut Imported) -> Result<(), ConfigE
                     "`{content}` is not an iptables-save line (`*table`, `:CHAIN`, `-A`, `COMMIT`)"
                 ),
             ));
+        }
+    }
+    import_statements(file, &statements, into)
+}
+
+/// One iptables-save statement (`:CHAIN POLICY` or `-A CHAIN …`) of a table, possibly
+/// translated from another syntax (nft): `origin` is the text warnings quote.
+#[derive(Debug, Clone)]
+pub struct Statement {
+    /// `filter`, `nat`, `mangle`, ...
+    pub table: String,
+    /// 1-based line in the file.
+    pub line: usize,
+    /// The iptables-save statement.
+    pub statement: String,
+    /// The source text it came from.
+    pub origin: String,
+}
+
+/// Import iptables-save statements (chain declarations and rules, in order).
+pub fn import_statements(
+    file: &str,
+    statements: &[Statement],
+    into: &mut Imported,
+) -> Result<(), ConfigError> {
+    let mut state = State::default();
+    for s in statements {
+        if let Some(chain) = s.statement.strip_prefix(':') {
+            declare_chain(file, (s.line, &s.origin), &s.table, chain, &mut state, into);
+        } else {
+            let mut rule = parse_rule(file, s.line, &s.statement)?;
+            rule.text = s.origin.clone();
+            state.rules.push((s.table.clone(), rule));
         }
     }
     translate(file, state, into);
@@ -139,7 +175,7 @@ struct State {
 
 fn declare_chain(
     file: &str,
-    line: usize,
+    (line, origin): (usize, &str),
     table: &str,
     decl: &str,
     state: &mut State,
@@ -151,13 +187,13 @@ fn declare_chain(
     match policy {
         "-" => state.user_chains.push((table.to_string(), name)),
         "DROP" if table == "filter" && (name == "INPUT" || name == "FORWARD") => {
-            state.drop_policies.push((name, line, format!(":{decl}")));
+            state.drop_policies.push((name, line, origin.to_string()));
         }
         "ACCEPT" => {}
         other => into.warn(
             file,
             line,
-            &format!(":{decl}"),
+            origin,
             format!("chain policy {other} of {table} {name} is not modelled"),
         ),
     }

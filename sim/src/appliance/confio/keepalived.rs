@@ -253,6 +253,13 @@ fn virtual_server(
     for child in node.block.iter().flatten() {
         service_setting(file, child, &mut template, &mut reals, into)?;
     }
+    // The checker's polling interval belongs to the service: each check keeps it.
+    let delay_loop = node
+        .block
+        .iter()
+        .flatten()
+        .filter(|c| c.words[0] == "delay_loop")
+        .find_map(|c| c.words.get(1).cloned());
     for (addr, mark) in keys {
         let mut director = template.clone();
         director.vip = addr.map(|a| a.ip());
@@ -274,9 +281,14 @@ fn virtual_server(
                     std::net::SocketAddr::new(a.ip(), director.port.unwrap_or(0)).to_string();
             }
             for check in checks {
+                let mut settings = check.settings.clone();
+                if let Some(delay) = delay_loop.as_ref().filter(|_| !settings.is_empty()) {
+                    settings.insert(0, ("delay_loop".to_string(), delay.clone()));
+                }
                 into.checks.push(HealthCheck {
                     director: director.name.clone(),
                     real: real.addr.clone(),
+                    settings,
                     ..check.clone()
                 });
             }
@@ -358,12 +370,7 @@ fn service_setting(
         "sorry_server" => into
             .sorry_servers
             .push((String::new(), node.words[1..].join(" "))),
-        "delay_loop" => into.warn(
-            file,
-            node.line,
-            &node.words.join(" "),
-            "health-check interval kept with the checks, not simulated",
-        ),
+        "delay_loop" => {} // kept with the checks (`[[health_check]]` detect / recover)
         other => into.warn(
             file,
             node.line,

@@ -1,5 +1,5 @@
-//! Production configurations in and out: keepalived.conf, `ipvsadm-save -n` dumps and
-//! ipvsadm scripts, and `iptables-save` files become an [`ApplianceConfig`] (plus a flowmgr
+//! Production configurations in and out: keepalived.conf, ldirectord.cf, `ipvsadm-save -n`
+//! dumps and ipvsadm scripts, `iptables-save` files and nft rulesets (text or JSON) become an [`ApplianceConfig`] (plus a flowmgr
 //! text when the firewall marks or filter rules need flows); an appliance becomes the files
 //! an operator installs (see [`export`]).
 //!
@@ -13,9 +13,12 @@
 //! Not here: building the pipeline (the parent module does it from the returned config).
 
 pub mod export;
+pub mod health;
 pub mod iptables;
 pub mod ipvsadm;
 pub mod keepalived;
+pub mod ldirectord;
+pub mod nft;
 pub mod toml_out;
 
 use std::fmt;
@@ -38,6 +41,10 @@ pub enum Format {
     Ipvsadm,
     /// `iptables-save` / `iptables-restore` input.
     Iptables,
+    /// ldirectord.cf (`virtual=`, `real=`).
+    Ldirectord,
+    /// An nft ruleset: `nft list ruleset` text or `nft -j list ruleset` JSON.
+    Nft,
 }
 
 impl Format {
@@ -48,6 +55,8 @@ impl Format {
             Self::Keepalived => "keepalived.conf",
             Self::Ipvsadm => "ipvsadm",
             Self::Iptables => "iptables-save",
+            Self::Ldirectord => "ldirectord.cf",
+            Self::Nft => "nft ruleset",
         }
     }
 }
@@ -63,7 +72,17 @@ pub fn detect(text: &str) -> Format {
             continue;
         }
         let first = line.split_whitespace().next().unwrap_or("");
+        let key = line.split('=').next().unwrap_or("").trim();
+        if line.contains('=') && ldirectord::is_key(key) {
+            return Format::Ldirectord;
+        }
+        if line.starts_with('{') && text.contains("\"nftables\"") {
+            return Format::Nft;
+        }
         return match first {
+            "table" | "flush" | "add" | "define" | "insert" | "delete" if nft::looks_like(line) => {
+                Format::Nft
+            }
             "*filter" | "*nat" | "*mangle" | "*raw" | "*security" => Format::Iptables,
             _ if first.starts_with('*') || first.starts_with(':') => Format::Iptables,
             "-A" | "-E" | "-a" | "-e" | "-C" | "-D" | "-d" | "ipvsadm" | "--set" => Format::Ipvsadm,
@@ -238,6 +257,8 @@ pub fn import_text(
         Format::Keepalived => keepalived::import(file, text, into),
         Format::Ipvsadm => ipvsadm::import(file, text, into),
         Format::Iptables => iptables::import(file, text, into),
+        Format::Ldirectord => ldirectord::import(file, text, into),
+        Format::Nft => nft::import(file, text, into),
         Format::Toml => Err(located(
             file,
             1,
@@ -272,8 +293,10 @@ fn mark_policy(marks: &std::collections::BTreeMap<String, u32>, mark: u32) -> Op
 /// flowmgr's `table N` sets mark `TABLE_MARK_BASE + N`.
 const TABLE_MARK_BASE: u32 = 0x10000;
 
-/// Checks once every file is read: marks without a director, addresses from VRRP.
+/// Checks once every file is read: marks without a director, addresses from VRRP; the
+/// `[[health_check]]` tables of the imported checks.
 pub fn finish(imported: &mut Imported) {
+    imported.config.health_check = health::from_imported(&imported.checks);
     let marks: Vec<(u32, String)> = imported
         .flow_rules
         .iter()
@@ -397,6 +420,40 @@ pub fn load_for_appliance(path: &Path, text: &str) -> anyhow::Result<ApplianceCo
         config.flows = Some(file);
     }
     Ok(config)
+}
+
+/// The flowmgr text of a firewall file (iptables-save or an nft ruleset) for `sim flows`,
+/// its mark flows naming the directors of `marks` (name → firewall mark), and the warnings;
+/// `None` when the text is neither format.
+pub fn firewall_flows(
+    file: &str,
+    text: &str,
+    marks: &std::collections::BTreeMap<String, u32>,
+) -> Result<Option<(String, String)>, ConfigError> {
+    let format = detect(text);
+    if !matches!(format, Format::Iptables | Format::Nft) {
+        return Ok(None);
+    }
+    let mut imported = Imported::default();
+    for (name, mark) in marks {
+        imported.config.director.push(DirectorConfig {
+            name: name.clone(),
+            vip: None,
+            port: None,
+            proto: None,
+            fwmark: Some(*mark),
+            scheduler: None,
+            flags: Vec::new(),
+            persistence: None,
+            persistence_netmask: None,
+            forward: None,
+            real: Vec::new(),
+        });
+    }
+    import_text(file, text, format, &mut imported)?;
+    finish(&mut imported);
+    let flows = imported.flows().unwrap_or_default();
+    Ok(Some((flows, imported.render_warnings())))
 }
 
 /// Split a line into words, keeping `"quoted strings"` whole.

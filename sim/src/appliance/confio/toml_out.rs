@@ -59,6 +59,30 @@ pub fn render(imported: &Imported, flows_file: Option<&str>) -> String {
         out.push('\n');
         out.push_str(&nat_table(rule));
     }
+    for check in &imported.config.health_check {
+        out.push('\n');
+        out.push_str(&health_table(check));
+    }
+    out
+}
+
+/// One `[[health_check]]` table.
+pub fn health_table(h: &super::health::HealthCheckConfig) -> String {
+    let mut out = String::from("[[health_check]]\n");
+    if let Some(director) = &h.director {
+        let _ = writeln!(out, "director = {}", quoted(director));
+    }
+    let _ = writeln!(out, "server = {}", quoted(&h.server.to_string()));
+    if !h.kind.is_empty() {
+        let _ = writeln!(out, "kind = {}", quoted(&h.kind));
+    }
+    let on_failure = match h.on_failure {
+        super::health::OnFailure::Remove => "remove",
+        super::health::OnFailure::Quiesce => "quiesce",
+    };
+    let _ = writeln!(out, "on_failure = \"{on_failure}\"");
+    let _ = writeln!(out, "detect = {}", quoted(&h.detect));
+    let _ = writeln!(out, "recover = {}", quoted(&h.recover));
     out
 }
 

@@ -43,6 +43,12 @@ pub(super) fn validate_events(
             TimedEvent::ServerDown {
                 director, server, ..
             }
+            | TimedEvent::CheckFail {
+                director, server, ..
+            }
+            | TimedEvent::CheckOk {
+                director, server, ..
+            }
             | TimedEvent::ServerUp {
                 director, server, ..
             }
@@ -61,7 +67,10 @@ pub(super) fn validate_events(
 
 /// The appliance the run will build: the inline tables, or the named file (`None` when that
 /// file does not load: building the pipeline reports why).
-fn effective_appliance(inline: &ApplianceConfig, base_dir: &Path) -> Option<ApplianceConfig> {
+pub(super) fn effective_appliance(
+    inline: &ApplianceConfig,
+    base_dir: &Path,
+) -> Option<ApplianceConfig> {
     match &inline.appliance {
         None => Some(inline.clone()),
         Some(file) => ApplianceConfig::load(&base_dir.join(file)).ok(),
@@ -184,7 +193,7 @@ fn check_server(
 
 /// Whether a real server written `addr` (`address:port`, or a bare address that takes the
 /// service's port) is `server`.
-fn is_server(addr: &str, service_port: Option<u16>, server: SocketAddr) -> bool {
+pub(super) fn is_server(addr: &str, service_port: Option<u16>, server: SocketAddr) -> bool {
     if let Ok(socket) = addr.parse::<SocketAddr>() {
         return socket == server;
     }
