@@ -16,7 +16,7 @@ pub use super::frame::{
     ApplianceView, ClientsView, DecisionView, FlowView, PercentilesView, PipelineView, RateBase,
     RealView, ReportView, SecondView, ServiceView, ShieldView, TcpView, TotalsView, UdpView,
 };
-pub use super::text::{percentiles_text, rate_text, seconds, share};
+pub use super::units::{percentiles_text, rate_text, seconds, share};
 pub use crate::appliance::{MODE_BITS, mode_names};
 
 /// Rate samples kept per verdict for the sparklines.

@@ -15,6 +15,7 @@ pub mod feed;
 pub mod frame;
 pub mod term;
 pub mod text;
+pub mod units;
 pub mod view;
 
 use std::path::PathBuf;

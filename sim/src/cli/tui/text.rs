@@ -1,12 +1,12 @@
 //! The TUI's plain-text side: [`App::summary`] (the panels' tables as text, printed when
-//! `sim tui` ends), the clients panel's text, and the number formats the panels share.
+//! `sim tui` ends) and the clients panel's text (number formats: `units`).
 
 use std::fmt::Write as _;
 
 use datapath::TimeNs;
 
 use super::app::App;
-use super::frame::PercentilesView;
+use super::units::{percentiles_text, rate_text, seconds, share};
 use crate::appliance::mode_names;
 
 impl App {
@@ -143,40 +143,4 @@ impl App {
         }
         text
     }
-}
-
-/// `part / whole`, 0 when `whole` is 0.
-pub fn share(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 / whole as f64
-    }
-}
-
-/// `1.234s`.
-pub fn seconds(ns: TimeNs) -> String {
-    format!("{:.3}s", ns as f64 / 1e9)
-}
-
-/// A rate as shown: `12.3k`, or `-` when unknown (replays).
-pub fn rate_text(rate: Option<f64>) -> String {
-    match rate {
-        None => "-".into(),
-        Some(r) if r >= 1e6 => format!("{:.1}M", r / 1e6),
-        Some(r) if r >= 1e3 => format!("{:.1}k", r / 1e3),
-        Some(r) => format!("{r:.0}"),
-    }
-}
-
-/// `p50 1.234 p90 … p99 … max …` in milliseconds.
-pub fn percentiles_text(p: &PercentilesView) -> String {
-    let ms = |ns: u64| ns as f64 / 1e6;
-    format!(
-        "p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}",
-        ms(p.p50),
-        ms(p.p90),
-        ms(p.p99),
-        ms(p.max)
-    )
 }
