@@ -122,6 +122,9 @@ struct RunRecord<'a> {
     flow_rule: Option<u16>,
     backend: Option<SocketAddr>,
     emitted: u16,
+    /// Appliance latency (RX ring wait + service), CPU model only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    appliance_ns: Option<TimeNs>,
 }
 
 /// Write per-packet records as JSON lines.
@@ -143,6 +146,7 @@ pub fn write_records(path: &Path, records: &[PacketLine]) -> anyhow::Result<()> 
             flow_rule: line.outcome.flow_rule,
             backend: line.outcome.backend,
             emitted: line.emitted,
+            appliance_ns: line.appliance_ns,
         };
         serde_json::to_writer(&mut out, &record)?;
         out.write_all(b"\n")?;
@@ -198,6 +202,19 @@ pub fn summary(report: &Report, measured: &Measured) -> String {
             udp.failed_timeout,
             udp.unfinished,
             udp.success_ratio * 100.0
+        );
+    }
+    if let Some(cpu) = &report.cpu {
+        let latency = cpu.latency.unwrap_or_default();
+        text += &format!(
+            "appliance CPU model: profile {}, {} CPU(s), RX ring {}: utilization {:.1}%, {} rx_ring_full drops, latency p50 {:.2} µs p99 {:.2} µs\n",
+            cpu.profile,
+            cpu.cpus,
+            cpu.rx_ring,
+            cpu.utilization * 100.0,
+            cpu.rx_ring_full,
+            latency.p50 as f64 / 1e3,
+            latency.p99 as f64 / 1e3,
         );
     }
     text += &format!(
