@@ -48,7 +48,13 @@ fn run(text: &str, threads: usize) -> RunOutput {
 }
 
 fn success(output: &RunOutput) -> f64 {
-    output.report.clients.tcp.as_ref().expect("tcp clients").success_ratio
+    output
+        .report
+        .clients
+        .tcp
+        .as_ref()
+        .expect("tcp clients")
+        .success_ratio
 }
 
 #[test]
@@ -77,7 +83,11 @@ fn a_flood_above_one_cpu_fills_the_ring_and_below_it_does_not() {
     );
     assert!(cookie.latency.p99 < 10_000, "{:?}", cookie.latency);
 
-    assert!(above.report.totals.rx_ring_full > 100_000, "{:?}", above.report.totals);
+    assert!(
+        above.report.totals.rx_ring_full > 100_000,
+        "{:?}",
+        above.report.totals
+    );
     assert_eq!(above.report.totals.rx_ring_full, cpu_above.rx_ring_full);
     // The flood runs for the last 200 of the 300 ms: the CPU is busy all that time.
     assert!(cpu_above.utilization > 0.64, "{}", cpu_above.utilization);
@@ -85,7 +95,10 @@ fn a_flood_above_one_cpu_fills_the_ring_and_below_it_does_not() {
     let latency = cpu_above.latency.expect("latency");
     // A full ring of 256 packets at ≥ 2 µs each ahead: ≥ 0.5 ms.
     assert!(latency.p50 > 400_000, "{latency:?}");
-    assert!(latency.p99 > 100 * cpu_below.latency.expect("latency").p99, "{latency:?}");
+    assert!(
+        latency.p99 > 100 * cpu_below.latency.expect("latency").p99,
+        "{latency:?}"
+    );
     assert!(
         success(&above) < success(&below) - 0.2,
         "success {} above vs {} below",
@@ -95,7 +108,13 @@ fn a_flood_above_one_cpu_fills_the_ring_and_below_it_does_not() {
     for output in [&below, &above] {
         assert_eq!(output.report.totals.frame_imbalance(), Some(0));
         // Every record carries its appliance latency, at least one service time.
-        assert!(output.merged.records.iter().all(|r| r.appliance_ns.is_some_and(|ns| ns >= 200)));
+        assert!(
+            output
+                .merged
+                .records
+                .iter()
+                .all(|r| r.appliance_ns.is_some_and(|ns| ns >= 200))
+        );
     }
 }
 
@@ -110,7 +129,11 @@ fn the_cpu_model_is_deterministic_across_threads() {
         sim::report::deterministic_json(&four.report)
     );
     let latencies = |o: &RunOutput| -> Vec<_> {
-        o.merged.records.iter().map(|r| (r.time, r.queue, r.appliance_ns)).collect()
+        o.merged
+            .records
+            .iter()
+            .map(|r| (r.time, r.queue, r.appliance_ns))
+            .collect()
     };
     assert_eq!(latencies(&one), latencies(&four));
 }
@@ -129,11 +152,31 @@ fn without_cpu_the_appliance_takes_no_time_and_the_report_says_nothing() {
 fn bad_cpu_tables_are_located_errors() {
     // (table, key named, detail, the line the error points at starts with)
     let cases = [
-        ("\n[cpu]\nprofile = \"nope.toml\"\n", "cpu.profile", "nope.toml", "profile"),
-        ("\n[cpu]\nprofile = \"lbsim\"\nrx_ring = 0\n", "cpu.rx_ring", "between 1", "rx_ring"),
-        ("\n[cpu]\n[cpu.ns]\nparse = -3\n", "cpu.ns", "ns.parse", "parse"),
+        (
+            "\n[cpu]\nprofile = \"nope.toml\"\n",
+            "cpu.profile",
+            "nope.toml",
+            "profile",
+        ),
+        (
+            "\n[cpu]\nprofile = \"lbsim\"\nrx_ring = 0\n",
+            "cpu.rx_ring",
+            "between 1",
+            "rx_ring",
+        ),
+        (
+            "\n[cpu]\n[cpu.ns]\nparse = -3\n",
+            "cpu.ns",
+            "ns.parse",
+            "parse",
+        ),
         ("\n[cpu]\nrx_ring = 8\n", "cpu.ns", "profile", "[cpu]"),
-        ("\n[cpu]\nprofil = \"lbsim\"\n", "profil", "unknown field", "profil"),
+        (
+            "\n[cpu]\nprofil = \"lbsim\"\n",
+            "profil",
+            "unknown field",
+            "profil",
+        ),
     ];
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/cpu-test.toml");
     for (cpu, key, detail, line_start) in cases {
@@ -142,7 +185,13 @@ fn bad_cpu_tables_are_located_errors() {
         let after = text.find("[cpu]").expect("cpu table");
         let offset = after + text[after..].find(line_start).expect("key line");
         let line = text[..offset].matches('\n').count() + 1;
-        assert!(error.contains(&format!("cpu-test.toml:{line}:")), "{cpu}: line {line}: {error}");
-        assert!(error.contains(key) && error.contains(detail), "{cpu}: {error}");
+        assert!(
+            error.contains(&format!("cpu-test.toml:{line}:")),
+            "{cpu}: line {line}: {error}"
+        );
+        assert!(
+            error.contains(key) && error.contains(detail),
+            "{cpu}: {error}"
+        );
     }
 }

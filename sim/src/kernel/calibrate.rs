@@ -7,11 +7,13 @@
 //! client-side veth receives to one CPU (the *LB CPU*), the replies and forwarded packets'
 //! receivers steered to another (and dropped at their ingress, so nothing answers back), and
 //! an injector thread pinned to that other CPU sending a prepared batch through an
-//! AF_PACKET socket as fast as it can. The cost is the LB CPU's kernel time (system + irq +
-//! softirq in `/proc/stat`) during the injection, less its rate during an idle interval just
-//! before (what other work on the machine spends there), over the packets it processed
-//! (sent minus its backlog drops in `/proc/net/softnet_stat`). Rounds repeat; the profile
-//! keeps the median and the spread ((max − min) / median).
+//! AF_PACKET socket as fast as it can. The cost is the LB CPU's packet-processing time
+//! during the injection — its irq + softirq time in `/proc/stat` plus its `ksoftirqd`
+//! thread's run time (schedstat) — less its rate during an idle interval just before (other
+//! work's softirqs), over the packets it processed (sent minus its backlog drops in
+//! `/proc/net/softnet_stat`; a run where that CPU did not see the packets fails: RPS not
+//! effective). Rounds repeat; the profile keeps the median and the spread
+//! ((max − min) / median).
 //!
 //! `/proc/stat` counts in clock ticks (10 ms): a round must last long enough (hundreds of
 //! milliseconds) for a figure to mean something; `--packets` sets it. On a busy machine the
@@ -131,9 +133,8 @@ impl Mechanism {
 
     /// Frame `i` of the batch (Ethernet addresses of the client side).
     fn frame(self, i: usize) -> Vec<u8> {
-        let client = |base: [u8; 4]| {
-            Ipv4Addr::from(u32::from(Ipv4Addr::from(base)) + (i % 200) as u32 + 1)
-        };
+        let client =
+            |base: [u8; 4]| Ipv4Addr::from(u32::from(Ipv4Addr::from(base)) + (i % 200) as u32 + 1);
         let port = 1024 + (i / 200 % 60_000) as u16;
         let eth = || PacketBuilder::eth().macs(CLIENT_MAC, LB_CLIENT_MAC);
         let vip = Ipv4Addr::new(192, 0, 2, 10);
@@ -216,8 +217,11 @@ impl Measured {
     }
 }
 
-/// Kernel time (system + irq + softirq) of `cpu` so far, in clock ticks.
-fn cpu_ticks(cpu: usize) -> anyhow::Result<u64> {
+/// Packet-processing time of `cpu` so far, ns: its irq + softirq time in `/proc/stat`
+/// (softirqs run at interrupt exit, in clock ticks) plus the run time of its `ksoftirqd`
+/// thread (softirqs deferred to it, ns from its schedstat). Other processes' system time
+/// on that CPU is not in it.
+fn softirq_ns(cpu: usize) -> anyhow::Result<f64> {
     let text = std::fs::read_to_string("/proc/stat")?;
     let label = format!("cpu{cpu}");
     let line = text
@@ -230,25 +234,51 @@ fn cpu_ticks(cpu: usize) -> anyhow::Result<u64> {
         .map(|f| f.parse().unwrap_or(0))
         .collect();
     // user nice system idle iowait irq softirq
-    Ok(fields.get(2).copied().unwrap_or(0)
-        + fields.get(5).copied().unwrap_or(0)
-        + fields.get(6).copied().unwrap_or(0))
+    let ticks = fields.get(5).copied().unwrap_or(0) + fields.get(6).copied().unwrap_or(0);
+    Ok(ticks as f64 * ns_per_tick() + ksoftirqd_ns(cpu)? as f64)
+}
+
+/// Run time (ns) of `ksoftirqd/<cpu>`.
+fn ksoftirqd_ns(cpu: usize) -> anyhow::Result<u64> {
+    let name = format!("ksoftirqd/{cpu}");
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let path = entry.path();
+        let is_it = std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim() == name);
+        if is_it {
+            let stat = std::fs::read_to_string(path.join("schedstat"))?;
+            let ns = stat.split_whitespace().next().context("empty schedstat")?;
+            return Ok(ns.parse()?);
+        }
+    }
+    bail!("no {name} thread in /proc")
 }
 
 /// Packets `cpu`'s backlog dropped so far (`/proc/net/softnet_stat`, second column, one
 /// line per CPU).
 pub fn backlog_drops(cpu: usize) -> anyhow::Result<u64> {
     let text = std::fs::read_to_string("/proc/net/softnet_stat")?;
-    let line = text.lines().nth(cpu).context("no such CPU in softnet_stat")?;
-    let field = line.split_whitespace().nth(1).context("short softnet_stat")?;
+    let line = text
+        .lines()
+        .nth(cpu)
+        .context("no such CPU in softnet_stat")?;
+    let field = line
+        .split_whitespace()
+        .nth(1)
+        .context("short softnet_stat")?;
     Ok(u64::from_str_radix(field, 16)?)
 }
 
 /// Packets `cpu` processed so far (`/proc/net/softnet_stat`, first column).
 fn processed(cpu: usize) -> anyhow::Result<u64> {
     let text = std::fs::read_to_string("/proc/net/softnet_stat")?;
-    let line = text.lines().nth(cpu).context("no such CPU in softnet_stat")?;
-    let field = line.split_whitespace().next().context("empty softnet_stat")?;
+    let line = text
+        .lines()
+        .nth(cpu)
+        .context("no such CPU in softnet_stat")?;
+    let field = line
+        .split_whitespace()
+        .next()
+        .context("empty softnet_stat")?;
     Ok(u64::from_str_radix(field, 16)?)
 }
 
@@ -275,7 +305,9 @@ fn sink(lab: &Lab, ns: &str, iface: &str) -> anyhow::Result<()> {
     let table = format!(
         "table netdev lbsim_sink {{\n chain in {{\n  type filter hook ingress device {iface} priority -500; policy drop;\n }}\n}}\n"
     );
-    lab.topology().exec(ns, &["nft", "-f", "-"], Some(&table)).map(drop)
+    lab.topology()
+        .exec(ns, &["nft", "-f", "-"], Some(&table))
+        .map(drop)
 }
 
 /// Send `count` frames cycling through `batch` from the client namespace, on a thread
@@ -379,22 +411,21 @@ impl Setup {
 pub fn measure(mechanism: Mechanism, args: &CalibrateArgs) -> anyhow::Result<Measured> {
     let setup = Setup::new(mechanism, args)?;
     let lb_cpu = setup.lb_cpu;
-    let tick = ns_per_tick();
     let mut rounds = Vec::with_capacity(args.rounds);
     let mut drops_total = 0;
     let mut rates = Vec::new();
     for _ in 0..args.rounds {
-        let (idle_ticks, idle) = {
-            let (before, started) = (cpu_ticks(lb_cpu)?, Instant::now());
+        let (idle_ns, idle) = {
+            let (before, started) = (softirq_ns(lb_cpu)?, Instant::now());
             std::thread::sleep(Duration::from_millis(300));
-            (cpu_ticks(lb_cpu)? - before, started.elapsed())
+            (softirq_ns(lb_cpu)? - before, started.elapsed())
         };
-        let (ticks_before, drops_before) = (cpu_ticks(lb_cpu)?, backlog_drops(lb_cpu)?);
+        let (busy_before, drops_before) = (softirq_ns(lb_cpu)?, backlog_drops(lb_cpu)?);
         let processed_before = processed(lb_cpu)?;
         let (sent, took) = setup.send(args.packets, None)?;
         // Let the backlog drain.
         std::thread::sleep(Duration::from_millis(20));
-        let ticks = cpu_ticks(lb_cpu)? - ticks_before;
+        let busy_ns = softirq_ns(lb_cpu)? - busy_before;
         let drops = backlog_drops(lb_cpu)? - drops_before;
         let seen = processed(lb_cpu)? - processed_before;
         if seen < (sent - drops.min(sent)) * 9 / 10 {
@@ -404,9 +435,8 @@ pub fn measure(mechanism: Mechanism, args: &CalibrateArgs) -> anyhow::Result<Mea
         }
         rates.push(sent as f64 / took.as_secs_f64());
         drops_total += drops;
-        let busy_ns = ticks as f64 * tick;
         let window = (took + Duration::from_millis(20)).as_secs_f64();
-        let background = idle_ticks as f64 * tick * window / idle.as_secs_f64();
+        let background = idle_ns * window / idle.as_secs_f64();
         let processed = sent.saturating_sub(drops).max(1);
         rounds.push(((busy_ns - background) / processed as f64).max(0.0));
     }
@@ -419,7 +449,10 @@ pub fn measure(mechanism: Mechanism, args: &CalibrateArgs) -> anyhow::Result<Mea
 
 /// The profile of measured mechanisms.
 pub fn profile(measured: &BTreeMap<Mechanism, Measured>, args: &CalibrateArgs) -> CostProfile {
-    let get = |m: Mechanism| measured.get(&m).map(Measured::median);
+    let get = |m: Mechanism| {
+        let median = measured.get(&m).map(Measured::median)?;
+        Some((median * 10.0).round() / 10.0)
+    };
     let ns = CostTable {
         parse: get(Mechanism::IpDrop).unwrap_or(1.0).max(1.0),
         shield_drop: get(Mechanism::NetdevDrop),
@@ -444,7 +477,12 @@ pub fn profile(measured: &BTreeMap<Mechanism, Measured>, args: &CalibrateArgs) -
         ),
         spread: measured
             .iter()
-            .map(|(m, r)| (m.profile_key().to_string(), (r.spread() * 1000.0).round() / 1000.0))
+            .map(|(m, r)| {
+                (
+                    m.profile_key().to_string(),
+                    (r.spread() * 1000.0).round() / 1000.0,
+                )
+            })
             .collect(),
         ns,
     }
@@ -478,8 +516,7 @@ pub fn run(args: &CalibrateArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let text = toml::to_string(&profile)?;
-    std::fs::write(&args.out, text)
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    std::fs::write(&args.out, text).with_context(|| format!("writing {}", args.out.display()))?;
     println!("wrote {}", args.out.display());
     Ok(())
 }

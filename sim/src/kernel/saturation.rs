@@ -32,7 +32,11 @@ pub struct SaturationArgs {
     #[arg(long, default_value = "scenarios/cpu-ramp.toml")]
     pub scenario: PathBuf,
     /// The ramp: flood rates in packets per second.
-    #[arg(long, value_delimiter = ',', default_value = "50000,100000,200000,300000,400000,600000,800000,1200000,2000000,3000000")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "50000,100000,200000,300000,400000,600000,800000,1200000,2000000,3000000"
+    )]
     pub rates: Vec<u64>,
     /// Kernel injection time per rate.
     #[arg(long, default_value_t = 300)]
@@ -204,7 +208,10 @@ fn plot(result: &Saturation) -> anyhow::Result<String> {
             .map(|s| (s.achieved, s.drop_ratio * 100.0))
             .collect(),
     };
-    let mut series = vec![curve(&format!("simulated ({})", result.profile), &result.simulated)];
+    let mut series = vec![curve(
+        &format!("simulated ({})", result.profile),
+        &result.simulated,
+    )];
     if !result.kernel.is_empty() {
         series.push(curve("kernel", &result.kernel));
     }

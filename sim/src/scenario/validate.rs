@@ -76,7 +76,11 @@ pub(super) fn validate(
 }
 
 /// `[cpu]`: a ring size in range and a profile that loads.
-fn validate_cpu(scenario: &Scenario, base_dir: &Path, spans: &TomlSpans<'_>) -> Result<(), Failure> {
+fn validate_cpu(
+    scenario: &Scenario,
+    base_dir: &Path,
+    spans: &TomlSpans<'_>,
+) -> Result<(), Failure> {
     use crate::engine::cpu::{CostProfile, MAX_RX_RING};
     let Some(cpu) = &scenario.cpu else {
         return Ok(());
@@ -91,12 +95,18 @@ fn validate_cpu(scenario: &Scenario, base_dir: &Path, spans: &TomlSpans<'_>) -> 
         let span = spans.span(&path).or_else(|| spans.span(&table));
         return Err((span, format!("cpu.{message}")));
     }
-    CostProfile::of_spec(cpu, base_dir).map(drop).map_err(|message| {
-        let key = table.key(if cpu.profile.is_some() { "profile" } else { "ns" });
-        // A key that is missing: at the table.
-        let span = spans.span(&key).or_else(|| spans.span(&table));
-        (span, format!("{key}: {message}"))
-    })
+    CostProfile::of_spec(cpu, base_dir)
+        .map(drop)
+        .map_err(|message| {
+            let key = table.key(if cpu.profile.is_some() {
+                "profile"
+            } else {
+                "ns"
+            });
+            // A key that is missing: at the table.
+            let span = spans.span(&key).or_else(|| spans.span(&table));
+            (span, format!("{key}: {message}"))
+        })
 }
 
 /// `[[expect.source]]` names a client source and sets a bound in 0..=1.

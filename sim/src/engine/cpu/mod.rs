@@ -419,7 +419,10 @@ impl CpuStats {
             let _ = mine.add(theirs);
         }
         for (class, theirs) in &other.by_class {
-            let mine = self.by_class.entry(*class).or_insert_with(latency_histogram);
+            let mine = self
+                .by_class
+                .entry(*class)
+                .or_insert_with(latency_histogram);
             let _ = mine.add(theirs);
         }
     }
@@ -474,7 +477,10 @@ mod tests {
     fn bad_tables_are_refused_with_the_key() {
         let error = CostProfile::parse("p.toml", "name = \"x\"\n[ns]\nparse = 10\nnat = -1\n")
             .expect_err("negative");
-        assert!(error.contains("p.toml") && error.contains("ns.nat"), "{error}");
+        assert!(
+            error.contains("p.toml") && error.contains("ns.nat"),
+            "{error}"
+        );
         let error = CostProfile::parse("p.toml", "name = \"x\"\n[ns]\nparse = 10\nnatt = 1\n")
             .expect_err("unknown key");
         assert!(error.contains("natt"), "{error}");

@@ -94,7 +94,11 @@ impl CpuSection {
             .latency
             .map(|l| ("all", self.classes.iter().map(|c| c.packets).sum(), l))
             .into_iter()
-            .chain(self.classes.iter().map(|c| (c.class.name(), c.packets, c.latency)));
+            .chain(
+                self.classes
+                    .iter()
+                    .map(|c| (c.class.name(), c.packets, c.latency)),
+            );
         for (name, packets, l) in rows {
             let _ = writeln!(
                 md,
