@@ -18,7 +18,15 @@ fn a_short_calibration_writes_a_usable_linux_profile() {
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("linux.toml");
     let child = Command::new(env!("CARGO_BIN_EXE_sim"))
-        .args(["kernel", "calibrate", "--packets", "20000", "--rounds", "2", "--out"])
+        .args([
+            "kernel",
+            "calibrate",
+            "--packets",
+            "20000",
+            "--rounds",
+            "2",
+            "--out",
+        ])
         .arg(&out)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -46,10 +54,21 @@ fn a_short_calibration_writes_a_usable_linux_profile() {
     ];
     for (class, ns) in measured {
         // A packet through the kernel costs more than 20 ns and less than 100 µs of CPU.
-        assert!((20.0..100_000.0).contains(&ns), "{}: {ns} ns\n{stdout}", class.name());
-        assert!(profile.spread.contains_key(class.name()), "{}", class.name());
+        assert!(
+            (20.0..100_000.0).contains(&ns),
+            "{}: {ns} ns\n{stdout}",
+            class.name()
+        );
+        assert!(
+            profile.spread.contains_key(class.name()),
+            "{}",
+            class.name()
+        );
     }
-    assert!(stdout.contains("synproxy") && stdout.contains("spread"), "{stdout}");
+    assert!(
+        stdout.contains("synproxy") && stdout.contains("spread"),
+        "{stdout}"
+    );
     let left = sim::kernel::topology::list_namespaces().unwrap();
     assert!(!left.iter().any(|n| n.starts_with(&prefix)), "{left:?}");
     std::fs::remove_dir_all(&dir).unwrap();
