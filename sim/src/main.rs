@@ -58,11 +58,13 @@ enum Command {
         #[arg(long)]
         kernel: bool,
     },
-    /// Kernel runner lab commands (check, cleanup, rules, up).
+    /// Kernel runner lab commands (check, cleanup, rules, up, calibrate, saturation).
     #[command(after_help = "Examples:
   sim kernel check
   sim kernel rules --appliance pcaps/cases/appliances/web-vip.toml
-  sudo sim kernel cleanup")]
+  sudo sim kernel cleanup
+  sudo sim kernel calibrate --packets 300000 --rounds 3 --out sim/profiles/linux.toml
+  sudo sim kernel saturation --scenario scenarios/cpu-ramp.toml")]
     Kernel(sim::kernel::KernelArgs),
     /// Run captures through the simulator and the Linux kernel and diff per-packet verdicts.
     #[command(after_help = "Examples:
@@ -81,6 +83,12 @@ enum Command {
   sim plan scenarios/synflood.toml --sweep flood.rate=100k..20M --partition 2/4 --shard-out shards/
   sim plan merge shards/ --out plan/")]
     Plan(sim::cli::plan::PlanArgs),
+    /// The CPU model's cost profiles: measure lbsim's (`calibrate`), print one (`show`).
+    #[command(after_help = "Examples:
+  sim profile calibrate --rounds 5 --out sim/profiles/lbsim.toml
+  sim profile show linux
+  sudo sim kernel calibrate --out sim/profiles/linux.toml")]
+    Profile(sim::cli::profile::ProfileArgs),
     /// Watch a scenario run live, or replay a finished run's report.json, in a terminal UI.
     #[command(after_help = "Examples:
   sim tui scenarios/synflood.toml
@@ -169,6 +177,7 @@ fn main() -> ExitCode {
         Command::Diff(args) => sim::kernel::diff::run(&args),
         Command::Inline(args) => sim::cli::inline::run(&args),
         Command::Plan(args) => sim::cli::plan::run(&args),
+        Command::Profile(args) => sim::cli::profile::run(&args),
         Command::Tui(args) => sim::cli::tui::run(&args),
         Command::Check(args) => sim::cli::check::run(&args),
         Command::Gen(args) => sim::cli::generate::run(&args),

@@ -59,6 +59,9 @@ pub struct Report {
     /// What the appliance's stages saw: shield contexts (counters, mode changes per queue),
     /// flowmgr hits, virtual services with ActiveConn/InActConn at the end of the run.
     pub appliance: crate::appliance::ApplianceReport,
+    /// The appliance's CPU model, when it ran (`[cpu]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<crate::engine::cpu::CpuSection>,
     /// Data for the plots of `report.html` (deterministic, not part of `report.json`).
     #[serde(skip)]
     pub plots: Plots,
@@ -510,6 +513,9 @@ pub fn build(scenario: &Scenario, world: &World, merged: &ShardResult) -> Report
             .collect(),
         events: merged.events.clone(),
         timeline: merged.timeline.clone(),
+        cpu: merged.cpu.as_ref().map(|stats| {
+            crate::engine::cpu::CpuSection::new(stats, scenario.queues, scenario.duration.0)
+        }),
         plots: Plots {
             series: merged.series.clone(),
             connect_samples: merged
@@ -526,14 +532,17 @@ pub fn build(scenario: &Scenario, world: &World, merged: &ShardResult) -> Report
 }
 
 fn checks(expect: &Expect, report: &Report) -> Vec<Check> {
-    let processed = report.totals.processed;
-    let dropped: u64 = report
-        .pipeline
-        .decisions
-        .iter()
-        .filter(|d| d.verdict == "drop")
-        .map(|d| d.packets)
-        .sum();
+    // Frames dropped at a full RX ring (CPU model) reached the appliance and were dropped.
+    let ring = report.totals.rx_ring_full;
+    let processed = report.totals.processed + ring;
+    let dropped: u64 = ring
+        + report
+            .pipeline
+            .decisions
+            .iter()
+            .filter(|d| d.verdict == "drop")
+            .map(|d| d.packets)
+            .sum::<u64>();
     let drop_ratio = if processed == 0 {
         0.0
     } else {
@@ -572,7 +581,7 @@ fn checks(expect: &Expect, report: &Report) -> Vec<Check> {
     at_least(
         "min_packets",
         expect.min_packets.map(|v| v as f64),
-        processed as f64,
+        report.totals.processed as f64,
     );
     let mut at_most = |name: &str, limit: Option<f64>, value: f64| {
         if let Some(limit) = limit {
@@ -697,6 +706,9 @@ pub fn markdown(report: &Report, measured: Option<&Measured>) -> String {
             "| {} | {} | {} | {invalid} |\n",
             t.link_duplicated, t.link_reordered, t.link_corrupted
         );
+    }
+    if let Some(cpu) = &report.cpu {
+        md.push_str(&cpu.markdown());
     }
     md.push_str(
         "## Pipeline decisions\n\n| stage | verdict | reason | packets |\n|---|---|---|---|\n",

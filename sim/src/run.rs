@@ -124,6 +124,9 @@ struct RunRecord<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     route: Option<crate::record::RouteRecord>,
     emitted: u16,
+    /// Appliance latency (RX ring wait + service), CPU model only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    appliance_ns: Option<TimeNs>,
 }
 
 /// Write per-packet records as JSON lines.
@@ -146,6 +149,7 @@ pub fn write_records(path: &Path, records: &[PacketLine]) -> anyhow::Result<()> 
             backend: line.outcome.backend,
             route: crate::record::RouteRecord::of(&line.outcome),
             emitted: line.emitted,
+            appliance_ns: line.appliance_ns,
         };
         serde_json::to_writer(&mut out, &record)?;
         out.write_all(b"\n")?;
@@ -185,6 +189,7 @@ pub fn summary(report: &Report, measured: &Measured) -> String {
     text += &clients_summary(report);
     text += &modes_summary(report);
     text += &tables_summary(report);
+    text += &cpu_summary(report);
     text += &format!(
         "measured: {:.1} ns/packet, {:.3} Mpps on {} thread(s); CPU time {:.1} ns/packet, {:.3} Mpps per core\n",
         measured.ns_per_packet,
@@ -194,6 +199,24 @@ pub fn summary(report: &Report, measured: &Measured) -> String {
         measured.mpps_per_core
     );
     text
+}
+
+/// The appliance's CPU model, when it ran: profile, CPUs, ring, utilization, drops, latency.
+fn cpu_summary(report: &Report) -> String {
+    let Some(cpu) = &report.cpu else {
+        return String::new();
+    };
+    let latency = cpu.latency.unwrap_or_default();
+    format!(
+        "appliance CPU model: profile {}, {} CPU(s), RX ring {}: utilization {:.1}%, {} rx_ring_full drops, latency p50 {:.2} µs p99 {:.2} µs\n",
+        cpu.profile,
+        cpu.cpus,
+        cpu.rx_ring,
+        cpu.utilization * 100.0,
+        cpu.rx_ring_full,
+        latency.p50 as f64 / 1e3,
+        latency.p99 as f64 / 1e3,
+    )
 }
 
 fn clients_summary(report: &Report) -> String {

@@ -26,6 +26,7 @@ pub mod flows;
 pub mod generate;
 pub mod inline;
 pub mod plan;
+pub mod profile;
 pub mod replay;
 pub mod run;
 pub mod shard;

@@ -19,10 +19,12 @@
 //!
 //! Files: `event` (queue events, lanes), `result` (what a shard produces), `setup`
 //! (building a shard), `shard` (its event loop), `timed` (timed scenario events),
-//! `shared` (the shared stages and the window schedule).
+//! `shared` (the shared stages and the window schedule), `cpu` (the appliance's CPU
+//! model: per-queue service times and RX rings, off unless the scenario has `[cpu]`).
 //!
 //! Not here: scenario parsing, report rendering, threads.
 
+pub mod cpu;
 mod event;
 pub mod queue;
 mod result;
@@ -129,6 +131,10 @@ pub struct Engine<'a> {
     pending: Vec<shared::Pending>,
     /// Keep translated SYNs (the pipeline has a NAT stage).
     track_tuples: bool,
+    /// The receive queue's CPU (`[cpu]`; `None`: the appliance takes no time).
+    cpu: Option<cpu::Cpu>,
+    /// Appliance latency of the packet being finished (CPU model only), for its record.
+    latency: Option<TimeNs>,
 }
 
 #[cfg(test)]

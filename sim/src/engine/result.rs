@@ -25,6 +25,8 @@ pub struct PacketLine {
     pub outcome: PacketOutcome,
     /// Frames it emitted.
     pub emitted: u16,
+    /// Appliance latency: RX ring wait + service (CPU model only).
+    pub appliance_ns: Option<TimeNs>,
 }
 
 /// Frame counts of a run.
@@ -64,6 +66,9 @@ pub struct Totals {
     pub in_flight: u64,
     /// Frames not kept for `--pcap-out` / records not kept for `--packets` (capacity).
     pub not_kept: u64,
+    /// Frames dropped at the appliance's full RX ring (CPU model only; `rx_missed_errors`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rx_ring_full: u64,
 }
 
 impl Totals {
@@ -83,7 +88,8 @@ impl Totals {
             + self.delivered
             + self.unroutable
             + self.non_ip
-            + self.in_flight;
+            + self.in_flight
+            + self.rx_ring_full;
         Some(entered as i64 - left as i64)
     }
 
@@ -103,6 +109,7 @@ impl Totals {
         self.event_overflow += other.event_overflow;
         self.in_flight += other.in_flight;
         self.not_kept += other.not_kept;
+        self.rx_ring_full += other.rx_ring_full;
     }
 }
 
@@ -179,6 +186,8 @@ pub struct ShardResult {
     pub emitted: Vec<(TimeNs, Vec<u8>)>,
     /// What the appliance's stages saw (shield contexts, flows, directors).
     pub appliance: crate::appliance::ApplianceReport,
+    /// What the CPU counted (CPU model only).
+    pub cpu: Option<super::cpu::CpuStats>,
     /// Fine-grained time series for plots.
     pub series: series::Series,
     /// Connections the directors created, in this shard's order (merged: by time).
@@ -236,6 +245,11 @@ impl ShardResult {
     pub fn merge(&mut self, other: ShardResult) {
         merge_counters(&mut self.counters, &other.counters);
         self.appliance.merge(&other.appliance);
+        match (&mut self.cpu, &other.cpu) {
+            (Some(mine), Some(theirs)) => mine.merge(theirs),
+            (None, Some(theirs)) => self.cpu = Some(theirs.clone()),
+            _ => {}
+        }
         self.totals.merge(&other.totals);
         for (key, value) in other.flows {
             *self.flows.entry(key).or_default() += value;
@@ -299,6 +313,8 @@ pub struct ShardProbe<'e> {
     pub(super) actors: &'e [Box<dyn Actor>],
     /// The shared stages, for the shard that shows them (queue 0) while they are out.
     pub(super) shared: Option<&'e datapath::pipeline::SharedStages>,
+    /// The queue's CPU (CPU model only).
+    pub(super) cpu: Option<&'e super::cpu::Cpu>,
 }
 
 impl<'e> ShardProbe<'e> {
@@ -338,6 +354,7 @@ impl<'e> ShardProbe<'e> {
             records: Vec::new(),
             emitted: Vec::new(),
             appliance: crate::appliance::report_with(self.pipeline, self.shared),
+            cpu: self.cpu.map(|cpu| cpu.stats().clone()),
             series: result.series.clone(),
             connections: result.connections.clone(),
             translated: result.translated.clone(),

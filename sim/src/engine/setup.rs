@@ -21,6 +21,14 @@ impl<'a> Engine<'a> {
         let mut pipeline =
             crate::appliance::build_pipeline(&scenario.appliance, base_dir, scenario.seed, &names)?;
         let pipeline_has_nat = pipeline.nat().is_some();
+        let cpu = match &scenario.cpu {
+            Some(spec) => {
+                let profile = cpu::CostProfile::of_spec(spec, base_dir)
+                    .map_err(|e| anyhow::anyhow!("[cpu]: {e}"))?;
+                Some(cpu::Cpu::new(&profile, spec.rx_ring))
+            }
+            None => None,
+        };
         // Dropped frames' buffers come back to the sources' pool instead of being freed.
         pipeline.keep_spare_frames(true);
         let links = world
@@ -71,6 +79,7 @@ impl<'a> Engine<'a> {
                 records: Vec::new(),
                 emitted: Vec::new(),
                 appliance: crate::appliance::ApplianceReport::default(),
+                cpu: None,
                 series: series::Series::new(series::bucket_ns(scenario.duration.0)),
                 connections: Vec::new(),
                 translated: Vec::new(),
@@ -88,6 +97,8 @@ impl<'a> Engine<'a> {
             split: false,
             track_tuples: pipeline_has_nat,
             pending: Vec::new(),
+            cpu,
+            latency: None,
         };
         engine.build_sources(base_dir)?;
         engine.build_backends();

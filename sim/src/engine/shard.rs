@@ -30,6 +30,7 @@ impl<'a> Engine<'a> {
             result: &self.result,
             actors: &self.actors,
             shared,
+            cpu: self.cpu.as_ref(),
         }
     }
 
@@ -140,6 +141,7 @@ impl<'a> Engine<'a> {
                 records: Vec::new(),
                 emitted: Vec::new(),
                 appliance: result.appliance.clone(),
+                cpu: result.cpu.clone(),
                 series: result.series.clone(),
                 connections: result.connections.clone(),
                 translated: result.translated.clone(),
@@ -364,36 +366,74 @@ impl<'a> Engine<'a> {
     pub(super) fn at_appliance(&mut self, now: TimeNs, host: HostId, frame: Vec<u8>) {
         let iface = self.world.hosts[usize::from(host)].iface;
         let wire_len = frame.len() as u32;
+        // With the CPU model: the ring may be full; else the service start.
+        let start = match self.cpu.as_mut().map(|cpu| cpu.admit(now)) {
+            None => None,
+            Some(Some(start)) => Some(start),
+            Some(None) => {
+                self.result.totals.rx_ring_full += 1;
+                self.outbox.recycle(frame);
+                return;
+            }
+        };
         if !self.split {
             let outcome = self
                 .pipeline
                 .process(now, iface, LinkType::Ethernet, frame, wire_len);
-            return self.after_pipeline(now, Some(outcome));
+            let leaves = start.map_or(now, |start| self.serve(now, start, path_of(&outcome)));
+            return self.after_pipeline_at(now, leaves, Some(outcome));
         }
-        match self
+        let local = self
             .pipeline
-            .process_local(now, iface, LinkType::Ethernet, frame, wire_len)
-        {
-            Local::Done(outcome) => self.after_pipeline(now, Some(outcome)),
-            Local::Deferred(work) => self.defer(now, work),
+            .process_local(now, iface, LinkType::Ethernet, frame, wire_len);
+        let leaves = start.map_or(now, |start| {
+            let path = match &local {
+                Local::Done(outcome) => path_of(outcome),
+                Local::Deferred(work) => (cpu::PathClass::of_deferred(work.meta()), 0),
+            };
+            self.serve(now, start, path)
+        });
+        match local {
+            Local::Done(outcome) => self.after_pipeline_at(now, leaves, Some(outcome)),
+            Local::Deferred(work) => self.defer(now, leaves, work),
         }
         if self.pipeline.has_deferred() {
             let frames: Vec<_> = self.pipeline.take_deferred().collect();
             for work in frames {
-                self.defer(now, work);
+                self.defer(now, leaves, work);
             }
         }
     }
 
-    /// Work for the shared stages, kept for the shared pass.
-    fn defer(&mut self, now: TimeNs, work: Deferred) {
+    /// Serve the packet that arrived at `now` on the CPU (it starts at `start`): when what
+    /// it makes leaves the appliance.
+    fn serve(&mut self, now: TimeNs, start: TimeNs, path: (cpu::PathClass, u32)) -> TimeNs {
+        let Some(cpu) = self.cpu.as_mut() else {
+            return now;
+        };
+        let leaves = cpu.serve(now, start, path.0, path.1);
+        self.latency = Some(leaves - now);
+        leaves
+    }
+
+    /// Work for the shared stages, kept for the shared pass; what it makes leaves at
+    /// `leaves`.
+    fn defer(&mut self, now: TimeNs, leaves: TimeNs, work: Deferred) {
         let order = self.pending.len() as u64;
-        self.pending.push(shared::Pending::work(now, order, work));
+        self.pending
+            .push(shared::Pending::work(now, order, work).leaving(leaves));
     }
 
     /// Count what the pipeline decided (`None`: frames the shield sent, no packet of their
-    /// own) and route what it emitted.
-    pub(super) fn after_pipeline(&mut self, now: TimeNs, outcome: Option<PacketOutcome>) {
+    /// own) and route what it emitted. The packet arrived at `now`; its frames leave the
+    /// appliance at `leaves` (`now` without the CPU model; its ring wait and service later
+    /// with it).
+    pub(super) fn after_pipeline_at(
+        &mut self,
+        now: TimeNs,
+        leaves: TimeNs,
+        outcome: Option<PacketOutcome>,
+    ) {
         if let Some(buffer) = self.pipeline.take_spare_frame() {
             self.outbox.recycle(buffer);
         }
@@ -417,7 +457,7 @@ impl<'a> Engine<'a> {
             }
         }
         for frame in emitted.drain(..) {
-            self.route(now, frame.frame, frame.next_hop);
+            self.route(leaves, frame.frame, frame.next_hop);
         }
         self.emitted = emitted;
     }
@@ -468,6 +508,7 @@ impl<'a> Engine<'a> {
                 meta: self.pipeline.last_meta().clone(),
                 outcome,
                 emitted: emitted as u16,
+                appliance_ns: self.latency,
             });
         } else {
             self.result.totals.not_kept += 1;
@@ -593,6 +634,7 @@ impl<'a> Engine<'a> {
         self.result.actors = self.actors.iter().map(|a| a.stats()).collect();
         self.result.counters = self.pipeline.counters().clone();
         self.result.appliance = crate::appliance::report(&self.pipeline);
+        self.result.cpu = self.cpu.as_mut().map(cpu::Cpu::take_stats);
         let series = &mut self.result.series;
         series.record_modes(self.queue_index, &self.pipeline);
         let buckets = self.end.div_ceil(series.bucket_ns) as usize;
@@ -617,4 +659,15 @@ impl<'a> Engine<'a> {
         self.result.totals.in_flight += (out_of_order + in_lanes) as u64;
         self.result
     }
+}
+
+/// The path class of a decided packet and the flow rules evaluated before the one that
+/// matched (flows before it count one rule each: an approximation, the table's shape is
+/// not known here).
+fn path_of(outcome: &PacketOutcome) -> (cpu::PathClass, u32) {
+    let rules = match (outcome.flow, outcome.flow_rule) {
+        (Some(flow), rule) => u32::from(flow) + u32::from(rule.unwrap_or(1)).saturating_sub(1),
+        (None, _) => 0,
+    };
+    (cpu::PathClass::of_outcome(outcome), rules)
 }

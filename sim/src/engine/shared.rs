@@ -55,6 +55,8 @@ pub struct Pending {
     at: TimeNs,
     order: u64,
     kind: PendingKind,
+    /// When what it makes leaves the appliance (`at` without the CPU model).
+    leaves: TimeNs,
 }
 
 enum PendingKind {
@@ -66,13 +68,29 @@ impl Pending {
     /// A packet (or a frame the shield sent) deferred at `at`, `order`-th of its shard.
     pub(super) fn work(at: TimeNs, order: u64, work: Deferred) -> Self {
         let kind = PendingKind::Work(work);
-        Self { at, order, kind }
+        Self {
+            at,
+            order,
+            kind,
+            leaves: at,
+        }
+    }
+
+    /// The same, its frames leaving the appliance at `leaves` (the CPU model).
+    pub(super) fn leaving(mut self, leaves: TimeNs) -> Self {
+        self.leaves = leaves;
+        self
     }
 
     /// Timed event `index` (server down/up, weight) due at `at`.
     pub(super) fn timed(at: TimeNs, index: u16) -> Self {
         let kind = PendingKind::Timed(index);
-        Self { at, order: 0, kind }
+        Self {
+            at,
+            order: 0,
+            kind,
+            leaves: at,
+        }
     }
 }
 
@@ -312,7 +330,10 @@ impl Engine<'_> {
         match pending.kind {
             PendingKind::Work(work) => {
                 let outcome = self.pipeline.resume(at, work, shared);
-                self.after_pipeline(at, outcome);
+                if self.cpu.is_some() {
+                    self.latency = Some(pending.leaves - at);
+                }
+                self.after_pipeline_at(at, pending.leaves, outcome);
             }
             PendingKind::Timed(index) => {
                 let event = self.scenario.events[usize::from(index)].get_ref().clone();

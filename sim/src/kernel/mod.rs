@@ -35,6 +35,7 @@
 
 pub mod backend;
 pub mod backend_diff;
+pub mod calibrate;
 pub mod diff;
 pub mod guest;
 pub mod guest_run;
@@ -44,6 +45,7 @@ pub mod known;
 pub mod nftrace;
 pub mod outcome;
 pub mod rules;
+pub mod saturation;
 pub mod scenario_input;
 pub mod simulate;
 pub mod tag;
@@ -99,6 +101,13 @@ enum KernelCommand {
         #[arg(long, value_name = "APPLIANCE.toml")]
         appliance: Option<PathBuf>,
     },
+    /// Measure the kernel's CPU cost per packet of each mechanism (netdev drop, allow-list
+    /// forward, synproxy, conntrack + DNAT, MASQUERADE) and write the `linux` cost profile
+    /// of the CPU model.
+    Calibrate(calibrate::CalibrateArgs),
+    /// Where one CPU starts dropping under a SYN flood: the CPU model's prediction (the
+    /// ramp scenario at each rate) and the host kernel's synproxy on one CPU, on one plot.
+    Saturation(saturation::SaturationArgs),
     /// Inside the guest kernel: run a director-oracle job file (see `guest::driver`).
     #[command(hide = true)]
     GuestDrive {
@@ -162,6 +171,8 @@ pub fn run(args: &KernelArgs) -> anyhow::Result<ExitCode> {
             print!("## features\n{}", rules.render_features());
         }
         KernelCommand::Up { appliance } => up(appliance.as_deref())?,
+        KernelCommand::Calibrate(calibrate_args) => calibrate::run(calibrate_args)?,
+        KernelCommand::Saturation(saturation_args) => saturation::run(saturation_args)?,
         KernelCommand::GuestRun { job, out } => guest_run::guest_main(job, out)?,
         KernelCommand::GuestDrive { job, out } => guest::driver::drive(job, out)?,
     }

@@ -60,6 +60,9 @@ pub struct Scenario {
     /// Pass/fail checks.
     #[serde(default)]
     pub expect: Expect,
+    /// `[cpu]`: the appliance's CPU model (absent: the appliance takes no time).
+    #[serde(default)]
+    pub cpu: Option<crate::engine::cpu::CpuSpec>,
 }
 
 fn default_queues() -> u16 {

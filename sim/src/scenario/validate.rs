@@ -72,7 +72,42 @@ pub(super) fn validate(
         validate_traffic(spec).map_err(|(key, message)| at(spans, &element.key(key), message))?;
     }
     events::validate_events(scenario, base_dir, spans)?;
+    validate_cpu(scenario, base_dir, spans)?;
     validate_source_expects(scenario)
+}
+
+/// `[cpu]`: a ring size in range and a profile that loads.
+fn validate_cpu(
+    scenario: &Scenario,
+    base_dir: &Path,
+    spans: &TomlSpans<'_>,
+) -> Result<(), Failure> {
+    use crate::engine::cpu::{CostProfile, MAX_RX_RING};
+    let Some(cpu) = &scenario.cpu else {
+        return Ok(());
+    };
+    let table = KeyPath::root().key("cpu");
+    if cpu.rx_ring == 0 || cpu.rx_ring > MAX_RX_RING {
+        let message = format!("must be between 1 and {MAX_RX_RING} descriptors");
+        return Err(at(spans, &table.key("rx_ring"), message));
+    }
+    if let Some((key, message)) = cpu.ns.as_ref().and_then(|ns| ns.invalid()) {
+        let path = table.key("ns").key(key);
+        let span = spans.span(&path).or_else(|| spans.span(&table));
+        return Err((span, format!("cpu.{message}")));
+    }
+    CostProfile::of_spec(cpu, base_dir)
+        .map(drop)
+        .map_err(|message| {
+            let key = table.key(if cpu.profile.is_some() {
+                "profile"
+            } else {
+                "ns"
+            });
+            // A key that is missing: at the table.
+            let span = spans.span(&key).or_else(|| spans.span(&table));
+            (span, format!("{key}: {message}"))
+        })
 }
 
 /// `[[expect.source]]` names a client source and sets a bound in 0..=1.

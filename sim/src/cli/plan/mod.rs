@@ -13,6 +13,7 @@
 //! Not here: the simulation itself ([`crate::run::run_scenario`]).
 
 pub mod calibrate;
+pub mod cpu_model;
 pub mod html;
 pub mod model;
 pub mod outcome;
@@ -74,6 +75,14 @@ pub struct PlanArgs {
     /// Output directory (default `reports/<name>/plan`).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also find cores needed with the appliance's CPU model under this cost profile
+    /// (`lbsim`, `linux` or a file; repeatable): each point run with 1, 2, … CPUs until
+    /// every SLO holds (`plan-cpu.md`, `plan-cpu.json`).
+    #[arg(long = "cpu-profile")]
+    pub cpu_profiles: Vec<String>,
+    /// Most CPUs the CPU-model search tries.
+    #[arg(long, default_value_t = 8)]
+    pub max_cpus: u16,
 }
 
 /// `sim plan` subcommands.
@@ -482,6 +491,20 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
     let plan = plan(&loaded, &options)?;
     write(&plan, &dir)?;
     print!("{}", render::answer(&plan));
+    if !args.cpu_profiles.is_empty() {
+        let plans = args
+            .cpu_profiles
+            .iter()
+            .map(|p| cpu_model::plan_cpus(&loaded, &options, p, args.max_cpus))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let md = cpu_model::markdown(&plans);
+        std::fs::write(dir.join("plan-cpu.md"), &md)?;
+        std::fs::write(
+            dir.join("plan-cpu.json"),
+            serde_json::to_string_pretty(&plans)? + "\n",
+        )?;
+        print!("{md}");
+    }
     println!(
         "{} points in {:.1} s; plan: {}",
         plan.deterministic.points.len(),
