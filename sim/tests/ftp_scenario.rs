@@ -52,6 +52,16 @@ fn ftp_sessions_complete_through_the_nat_director_with_the_helper() {
     assert_eq!(stats.files, 24 * files_per_session.len() as u64);
     assert_eq!(stats.bytes, 24 * files_per_session.iter().sum::<u64>());
     assert_eq!((stats.wrong_address, stats.corrupt), (0, 0));
+    // Per session: 3 PASV (each 227 two bytes longer: 10,0,1,x → 192,0,2,21), 1 EPSV
+    // (same length), 1 PORT, 1 EPRT; one data connection per file.
+    let helper = report.appliance.ftp.as_ref().expect("helper in the report");
+    let c = helper.counters;
+    assert_eq!(
+        (c.control_connections, c.passive_commands, c.port_commands),
+        (24, 96, 48)
+    );
+    assert_eq!((c.replies_rewritten, c.length_changes), (96, 72));
+    assert_eq!((c.data_connections, c.overflows, c.drops), (144, 0, 0));
 
     // Each client's control connection and all its data connections (client SYNs to
     // the VIP's passive ports, server SYNs from port 20 of a real server) share one real
@@ -73,7 +83,8 @@ fn ftp_sessions_complete_through_the_nat_director_with_the_helper() {
             (Some(port), _) if destination == vip && port >= 50000 => {
                 data.push((source, backend.ip()));
             }
-            (_, Some(20)) => data.push((destination, source)),
+            // Replies are recorded as they leave (from VIP:20); the backend names the real.
+            (_, Some(20)) => data.push((destination, backend.ip())),
             _ => {}
         }
     }
