@@ -455,3 +455,30 @@ fn a_control_connection_lives_while_it_controls_a_data_connection() {
     session.directors.advance(4 + 901 * second);
     assert_eq!(session.directors.table().connection_count, 0);
 }
+
+#[test]
+fn every_prefix_of_tricky_payloads_parses_without_panicking() {
+    let server = v4(10, 0, 1, 2);
+    let samples: [&[u8]; 8] = [
+        b"227 Entering Passive Mode (10,0,1,2,195,80).\r\n",
+        b"229 Entering Extended Passive Mode (|1|10.0.1.9|6446|)\r\n",
+        b"229 (|||65536|)\r\n",
+        b"EPRT |1|1.2.3.4.5|80|\r\n",
+        b"EPRT \x7f1\x7f1.2.3.4\x7f80\x7f\r\n",
+        b"EPSV 1",
+        b"PORT 999,1,1,1,1,1\r\n",
+        b"227 (((((((((((",
+    ];
+    for sample in samples {
+        for end in 0..=sample.len() {
+            let data = &sample[..end];
+            let _ = parse::scan_input(data, false);
+            let _ = parse::scan_input(data, true);
+            for mode in [Mode::Pasv, Mode::Epsv, Mode::Active] {
+                if let Some(found) = parse::parse_reply(data, mode, server) {
+                    assert!(found.start <= found.end && found.end <= data.len());
+                }
+            }
+        }
+    }
+}
