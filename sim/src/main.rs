@@ -76,7 +76,10 @@ enum Command {
     /// Capacity planning: sweep a scenario and report cores, memory and the first broken constraint.
     #[command(after_help = "Examples:
   sim plan scenarios/synflood.toml --sweep flood.rate=100k..20M
-  sim plan scenarios/synflood.toml --sweep queues=1..4 --duration 500ms")]
+  sim plan scenarios/synflood.toml --sweep queues=1..4 --duration 500ms
+  sim plan scenarios/failover.toml --sweep seed=1..1000 --duration 50ms
+  sim plan scenarios/synflood.toml --sweep flood.rate=100k..20M --partition 2/4 --shard-out shards/
+  sim plan merge shards/ --out plan/")]
     Plan(sim::cli::plan::PlanArgs),
     /// Watch a scenario run live, or replay a finished run's report.json, in a terminal UI.
     #[command(after_help = "Examples:
@@ -87,7 +90,9 @@ enum Command {
     #[command(after_help = "Examples:
   sim check pcaps/cases
   sim check pcaps/cases --junit junit.xml
-  sim check pcaps/cases --bless")]
+  sim check pcaps/cases --bless
+  sim check pcaps/cases --partition 2/4 --shard-out shards/
+  sim check merge shards/ --junit junit.xml")]
     Check(sim::cli::check::CheckArgs),
     /// Write deterministic synthetic captures (floods, conversations, malformed packets).
     #[command(after_help = "Examples:

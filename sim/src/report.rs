@@ -74,7 +74,7 @@ pub struct Plots {
 }
 
 /// One `[expect]` check.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Check {
     /// Key as written in `[expect]` (`source.<name>.<key>` for `[[expect.source]]`).
     pub name: String,

@@ -1,9 +1,11 @@
 //! `report.html` of `sim run`: one self-contained page (inline CSS and inline SVG, nothing
 //! fetched) with the run's verdict, plots of its time series drawn with plotters' SVG backend
 //! (text becomes SVG `<text>`, so no font library is needed) — packets per second by
-//! verdict, shield mode bits per context and queue, each real server's share of forwarded
+//! verdict, shield protection modes per context and queue as a state chart (a bar while a
+//! mode is on), each real server's share of forwarded
 //! packets and its ActiveConn, legitimate clients' connection-time percentiles — then the
-//! Markdown report's tables and the measured (wall-clock) figures.
+//! Markdown report's tables as HTML tables (numbers right-aligned) and the measured
+//! (wall-clock) figures.
 //!
 //! Not here: the numbers (see [`crate::report`] and [`crate::engine::series`]).
 
@@ -61,37 +63,111 @@ fn verdict_plot(report: &Report) -> Chart {
     plot("Packets per second by verdict", "packets/s", lines)
 }
 
-/// Shield mode bits as steps, one line per context and queue.
-fn mode_plot(report: &Report) -> Chart {
-    let end = seconds(report.duration_ns);
-    let lines = report
-        .plots
-        .series
-        .modes
-        .iter()
-        .filter(|track| !track.changes.is_empty())
-        .take(LINES_MAX)
-        .map(|track| {
-            let mut points = vec![(0.0, 0.0)];
-            let mut bits = 0.0;
-            for &(time, new_bits) in &track.changes {
-                let x = seconds(time);
-                points.push((x, bits));
-                bits = f64::from(new_bits);
-                points.push((x, bits));
+/// Geometry of the mode state chart (SVG user units).
+const STATE_WIDTH: f64 = 960.0;
+const STATE_LABEL: f64 = 300.0;
+const STATE_LANE: f64 = 20.0;
+const STATE_TOP: f64 = 30.0;
+/// Colour per mode bit, in [`crate::appliance::MODE_BITS`] order.
+const STATE_COLOURS: [&str; 4] = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"];
+
+/// The intervals during which `bit` was on in a track's changes, ending at `end` (ns).
+fn on_intervals(changes: &[(u64, u8)], bit: u8, end: u64) -> Vec<(u64, u64)> {
+    let mut intervals = Vec::new();
+    let mut since = None;
+    for &(time, bits) in changes {
+        match (since, bits & bit != 0) {
+            (None, true) => since = Some(time),
+            (Some(start), false) => {
+                intervals.push((start, time));
+                since = None;
             }
-            points.push((end, bits));
-            Series {
-                name: format!("{} q{}", track.context, track.queue),
-                points,
+            _ => {}
+        }
+    }
+    if let Some(start) = since {
+        intervals.push((start, end));
+    }
+    intervals
+}
+
+/// Shield protection modes as a state chart: one lane per context, queue and mode that was
+/// on at some point, a bar while it is on (modes are states, not quantities). `None` when no
+/// mode changed.
+fn mode_chart(report: &Report) -> Option<String> {
+    let escape = crate::svg::escape;
+    let end = report.duration_ns.max(1);
+    let mut lanes = Vec::new();
+    for track in report.plots.series.modes.iter().take(LINES_MAX) {
+        for (index, (bit, name)) in crate::appliance::MODE_BITS.iter().enumerate() {
+            let on = on_intervals(&track.changes, *bit, end);
+            if !on.is_empty() {
+                let label = format!("{} q{} · {name}", track.context, track.queue);
+                lanes.push((label, STATE_COLOURS[index], on));
             }
-        })
-        .collect();
-    plot(
-        "Shield mode bits (0x1 cookies, 0x2 TTL filter, 0x4 unmatched drop, 0x8 surge)",
-        "mode bits",
-        lines,
-    )
+        }
+    }
+    if lanes.is_empty() {
+        return None;
+    }
+    let plot_width = STATE_WIDTH - STATE_LABEL - 30.0;
+    let x = |ns: u64| STATE_LABEL + plot_width * ns as f64 / end as f64;
+    let height = STATE_TOP + STATE_LANE * lanes.len() as f64 + 40.0;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{STATE_WIDTH}\" height=\"{height}\" \
+         viewBox=\"0 0 {STATE_WIDTH} {height}\" font-family=\"sans-serif\" font-size=\"12\">\
+         <text x=\"{}\" y=\"18\" font-size=\"15\" text-anchor=\"middle\">Shield protection modes \
+         (bar: mode on)</text>",
+        STATE_WIDTH / 2.0
+    );
+    for (row, (label, colour, on)) in lanes.iter().enumerate() {
+        let y = STATE_TOP + STATE_LANE * row as f64;
+        let _ = write!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\
+             <rect x=\"{STATE_LABEL}\" y=\"{}\" width=\"{plot_width}\" height=\"{}\" fill=\"#f2f2f2\"/>",
+            STATE_LABEL - 8.0,
+            y + 14.0,
+            escape(label),
+            y + 3.0,
+            STATE_LANE - 6.0
+        );
+        for &(from, to) in on {
+            let _ = write!(
+                svg,
+                "<rect class=\"on\" x=\"{:.1}\" y=\"{}\" width=\"{:.1}\" height=\"{}\" fill=\"{colour}\">\
+                 <title>{} on {:.3} s – {:.3} s</title></rect>",
+                x(from),
+                y + 3.0,
+                (x(to) - x(from)).max(1.0),
+                STATE_LANE - 6.0,
+                escape(label),
+                seconds(from),
+                seconds(to)
+            );
+        }
+    }
+    let axis = STATE_TOP + STATE_LANE * lanes.len() as f64 + 4.0;
+    for tick in 0..=4u64 {
+        let ns = end * tick / 4;
+        let _ = write!(
+            svg,
+            "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1}\" y2=\"{2}\" stroke=\"#999\"/>\
+             <text x=\"{0:.1}\" y=\"{3}\" text-anchor=\"middle\">{4:.2}</text>",
+            x(ns),
+            axis,
+            axis + 5.0,
+            axis + 18.0,
+            seconds(ns)
+        );
+    }
+    let _ = write!(
+        svg,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">virtual time (s)</text></svg>",
+        STATE_LABEL + plot_width / 2.0,
+        axis + 34.0
+    );
+    Some(svg)
 }
 
 /// Each real server's share of the packets forwarded in each bucket.
@@ -194,7 +270,6 @@ pub fn svg(plot: &Chart, duration_s: f64) -> anyhow::Result<String> {
 pub fn plots(report: &Report) -> Vec<Chart> {
     vec![
         verdict_plot(report),
-        mode_plot(report),
         share_plot(report),
         active_plot(report),
         connect_plot(report),
@@ -203,7 +278,92 @@ pub fn plots(report: &Report) -> Vec<Chart> {
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:1000px}\
 pre{background:#f6f6f6;padding:1em;white-space:pre-wrap;font-size:12px}\
-figure{margin:1.5em 0}.pass{color:#2a7d2a}.fail{color:#b22222}";
+figure{margin:1.5em 0}.pass{color:#2a7d2a}.fail{color:#b22222}\
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}\
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}\
+th{background:#eee}td.num{text-align:right;font-variant-numeric:tabular-nums}\
+tbody tr:nth-child(even){background:#fafafa}";
+
+/// Whether a table cell holds a number (right-aligned): `49266`, `0.9672`, `4.004 / 4.207`.
+fn numeric(cell: &str) -> bool {
+    !cell.is_empty()
+        && cell
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | '/' | ' ' | '-' | '%'))
+        && cell.chars().any(|c| c.is_ascii_digit())
+}
+
+fn table_cells(line: &str) -> Vec<&str> {
+    let line = line.trim().trim_start_matches('|').trim_end_matches('|');
+    line.split('|').map(str::trim).collect()
+}
+
+/// A Markdown table (header, `|---|` rule, rows) as an HTML `<table>`.
+fn table_html(lines: &[&str]) -> String {
+    let escape = crate::svg::escape;
+    let mut html = String::from("<table>\n<thead><tr>");
+    for cell in table_cells(lines[0]) {
+        let _ = write!(html, "<th>{}</th>", escape(cell));
+    }
+    html.push_str("</tr></thead>\n<tbody>\n");
+    for line in lines.iter().skip(2) {
+        html.push_str("<tr>");
+        for cell in table_cells(line) {
+            let class = if numeric(cell) { " class=\"num\"" } else { "" };
+            let text = escape(cell.trim_matches('`'));
+            let _ = write!(html, "<td{class}>{text}</td>");
+        }
+        html.push_str("</tr>\n");
+    }
+    html.push_str("</tbody></table>\n");
+    html
+}
+
+/// The report's Markdown ([`crate::report::markdown`]: `##` headings, pipe tables, fenced
+/// blocks, plain lines) as HTML: real `<table>`s, fenced blocks as `<pre>`. The `#` title is
+/// left out (the page has its own).
+fn markdown_html(markdown: &str) -> String {
+    let escape = crate::svg::escape;
+    let lines: Vec<&str> = markdown.lines().collect();
+    let mut html = String::new();
+    let mut index = 0;
+    while index < lines.len() {
+        let line = lines[index];
+        if line.starts_with("```") {
+            let end = lines[index + 1..]
+                .iter()
+                .position(|l| l.starts_with("```"))
+                .map_or(lines.len(), |p| index + 1 + p);
+            let _ = writeln!(
+                html,
+                "<pre>{}</pre>",
+                escape(&lines[index + 1..end].join("\n"))
+            );
+            index = end + 1;
+            continue;
+        }
+        if line.starts_with('|') {
+            let end = lines[index..]
+                .iter()
+                .position(|l| !l.starts_with('|'))
+                .map_or(lines.len(), |p| index + p);
+            if end - index >= 2 && lines[index + 1].starts_with("|-") {
+                html.push_str(&table_html(&lines[index..end]));
+                index = end;
+                continue;
+            }
+        }
+        if let Some(heading) = line.strip_prefix("## ") {
+            let _ = writeln!(html, "<h2>{}</h2>", escape(heading));
+        } else if let Some(heading) = line.strip_prefix("### ") {
+            let _ = writeln!(html, "<h3>{}</h3>", escape(heading));
+        } else if !line.trim().is_empty() && !line.starts_with("# ") {
+            let _ = writeln!(html, "<p>{}</p>", escape(line));
+        }
+        index += 1;
+    }
+    html
+}
 
 /// The whole page.
 pub fn page(report: &Report, measured: Option<&Measured>) -> anyhow::Result<String> {
@@ -227,7 +387,16 @@ pub fn page(report: &Report, measured: Option<&Measured>) -> anyhow::Result<Stri
         report.totals.processed
     );
     html.push_str("<h2>Time series</h2>\n");
-    for plot in plots(report) {
+    for (index, plot) in plots(report).into_iter().enumerate() {
+        if index == 1 {
+            // After the verdicts: the protection modes that explain them.
+            match mode_chart(report) {
+                Some(chart) => {
+                    let _ = writeln!(html, "<figure>{chart}</figure>");
+                }
+                None => html.push_str("<p>Shield protection modes: no mode changed.</p>\n"),
+            }
+        }
         if plot.series.is_empty() {
             let _ = writeln!(
                 html,
@@ -239,10 +408,7 @@ pub fn page(report: &Report, measured: Option<&Measured>) -> anyhow::Result<Stri
         let svg = svg(&plot, seconds(report.duration_ns))?;
         let _ = writeln!(html, "<figure>{svg}</figure>");
     }
-    let _ = writeln!(
-        html,
-        "<h2>Report</h2>\n<pre>{}</pre>\n</body></html>",
-        escape(&crate::report::markdown(report, measured))
-    );
+    html.push_str(&markdown_html(&crate::report::markdown(report, measured)));
+    html.push_str("</body></html>\n");
     Ok(html)
 }

@@ -167,7 +167,8 @@ pub fn write_pcap(path: &Path, frames: &[(TimeNs, Vec<u8>)]) -> anyhow::Result<(
     Ok(())
 }
 
-/// One-paragraph summary for the terminal.
+/// One-paragraph summary for the terminal: frames, clients, shield mode changes in words,
+/// the bounded tables in use, the measured speed. The verdict is [`verdict_line`].
 pub fn summary(report: &Report, measured: &Measured) -> String {
     let mut text = format!(
         "scenario {} (seed {}): {} packets processed, {} emitted, {} delivered, {} unroutable\n",
@@ -178,6 +179,22 @@ pub fn summary(report: &Report, measured: &Measured) -> String {
         report.totals.delivered,
         report.totals.unroutable
     );
+    text += &clients_summary(report);
+    text += &modes_summary(report);
+    text += &tables_summary(report);
+    text += &format!(
+        "measured: {:.1} ns/packet, {:.3} Mpps on {} thread(s); CPU time {:.1} ns/packet, {:.3} Mpps per core\n",
+        measured.ns_per_packet,
+        measured.mpps,
+        measured.threads,
+        measured.cpu_ns_per_packet,
+        measured.mpps_per_core
+    );
+    text
+}
+
+fn clients_summary(report: &Report) -> String {
+    let mut text = String::new();
     if let Some(tcp) = &report.clients.tcp {
         text += &format!(
             "tcp clients: {} attempted: {} completed, {} failed ({} timed out, {} reset), {} still open at the end; {:.2}% success (still open counts as not succeeded)\n",
@@ -200,19 +217,143 @@ pub fn summary(report: &Report, measured: &Measured) -> String {
             udp.success_ratio * 100.0
         );
     }
-    text += &format!(
-        "measured: {:.1} ns/packet, {:.3} Mpps on {} thread(s); CPU time {:.1} ns/packet, {:.3} Mpps per core\n",
-        measured.ns_per_packet,
-        measured.mpps,
-        measured.threads,
-        measured.cpu_ns_per_packet,
-        measured.mpps_per_core
-    );
-    for check in report.checks.iter().filter(|c| !c.passed) {
+    text
+}
+
+/// Mode changes shown per shield context before the rest is left to report.md.
+const MODE_CHANGES_SHOWN: usize = 6;
+
+/// One line per shield context whose protection modes changed, in words with their times.
+fn modes_summary(report: &Report) -> String {
+    let mut text = String::new();
+    let queues = if report.queues > 1 {
+        format!(" (first of {} queues to change)", report.queues)
+    } else {
+        String::new()
+    };
+    for context in &report.appliance.shield {
+        let changes = context.mode_changes();
+        if changes.is_empty() {
+            continue;
+        }
+        let words: Vec<String> = changes
+            .iter()
+            .take(MODE_CHANGES_SHOWN)
+            .map(|&(time, before, after)| {
+                format!(
+                    "{:.3} s {}",
+                    time as f64 / 1e9,
+                    crate::appliance::mode_change_words(before, after)
+                )
+            })
+            .collect();
+        let more = changes.len().saturating_sub(MODE_CHANGES_SHOWN);
+        let more = if more > 0 {
+            format!("; {more} more in report.md")
+        } else {
+            String::new()
+        };
+        text += &format!("{}: {}{more}{queues}\n", context.name, words.join("; "));
+    }
+    text
+}
+
+/// One line per bounded table in use or overflowed, with its real capacity (the sum over
+/// the receive queues that each hold one).
+fn tables_summary(report: &Report) -> String {
+    let mut text = String::new();
+    for table in &report.appliance.tables {
+        if !table.notable() && table.entries.unwrap_or(0) == 0 {
+            continue;
+        }
+        let entries = table
+            .entries
+            .map_or("untracked entries".to_string(), |e| format!("{e} entries"));
+        let capacity = if table.copies > 1 {
+            format!(
+                "{} ({} queues × {})",
+                table.capacity,
+                table.copies,
+                table.capacity / table.copies
+            )
+        } else {
+            table.capacity.to_string()
+        };
+        let overflows = if table.overflows > 0 {
+            format!(", {} overflows: {}", table.overflows, table.policy)
+        } else {
+            String::new()
+        };
+        let qa = table
+            .full_after
+            .map_or(String::new(), |n| format!(" [qa: full after {n} packets]"));
         text += &format!(
-            "FAILED check {}: value {:.4}, limit {} (seed {})\n",
-            check.name, check.value, check.limit, report.seed
+            "table {}: {entries} of {capacity}{overflows}{qa}\n",
+            table.name
         );
     }
     text
+}
+
+/// A check's value and limit in words: `legit_success_ratio_min 0.9712 < 0.99`.
+fn check_words(check: &crate::report::Check) -> String {
+    let number = |v: f64| {
+        if v.fract() == 0.0 && v.abs() < 1e15 {
+            format!("{}", v as i64)
+        } else {
+            format!("{v:.4}")
+        }
+    };
+    let max = check.name.ends_with("_max");
+    let relation = match (max, check.passed) {
+        (true, true) => "≤",
+        (true, false) => ">",
+        (false, true) => "≥",
+        (false, false) => "<",
+    };
+    format!(
+        "{} {} {relation} {}",
+        check.name,
+        number(check.value),
+        check.limit
+    )
+}
+
+/// The verdict in one line, last on stdout: `PASS synflood (seed 7): 2 of 2 checks passed`,
+/// or `FAIL …` with each failing check, its value and limit. `colour` paints PASS green and
+/// FAIL red (ANSI; the caller decides from the terminal and `NO_COLOR`).
+pub fn verdict_line(report: &Report, colour: bool) -> String {
+    let (word, paint) = if report.passed {
+        ("PASS", "\x1b[1;32m")
+    } else {
+        ("FAIL", "\x1b[1;31m")
+    };
+    let word = if colour {
+        format!("{paint}{word}\x1b[0m")
+    } else {
+        word.to_string()
+    };
+    let total = report.checks.len();
+    let failed: Vec<String> = report
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(check_words)
+        .collect();
+    let checks = if total == 1 { "check" } else { "checks" };
+    let detail = if total == 0 {
+        "no [expect] checks".to_string()
+    } else if failed.is_empty() {
+        format!("{total} of {total} {checks} passed")
+    } else {
+        format!(
+            "{} of {total} {checks} failed: {}",
+            failed.len(),
+            failed.join("; ")
+        )
+    };
+    format!(
+        "{word} {} (seed {}): {detail}\n",
+        report.scenario, report.seed
+    )
 }

@@ -200,3 +200,70 @@ fn every_subcommand_help_has_examples() {
         .unwrap();
     assert!(check.ends_with("accepts new results"), "cut off: {check}");
 }
+
+/// failover with a stricter `[expect]` than the bundled one, cut right after its
+/// `server_down` so stranded connections fail `legit_success_ratio_min`.
+fn failing_failover() -> PathBuf {
+    let text = std::fs::read_to_string(repository().join("scenarios/failover.toml")).unwrap();
+    let text = text.replace(
+        "legit_success_ratio_min = 0.95",
+        "legit_success_ratio_min = 0.99\nmin_packets = 100",
+    );
+    assert!(
+        text.contains("min_packets = 100"),
+        "failover's [expect] moved"
+    );
+    let path = scratch("failing").join("failover.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The run summary ends in one PASS/FAIL line naming each failing check with its value and
+/// limit; completed, failed and still-open connections are counted apart; `-q` prints that
+/// line alone; piped output has no colour, `--color always` paints the verdict.
+#[test]
+fn run_summary_ends_in_a_verdict_line() {
+    let scenario = failing_failover();
+    let out = scratch("verdict");
+    let (scenario, out) = (scenario.to_str().unwrap(), out.to_str().unwrap());
+    let run = |extra: &[&str]| {
+        let mut arguments = vec!["run", scenario, "--duration", "203ms", "--out", out];
+        arguments.extend_from_slice(extra);
+        let output = sim(&arguments).output().unwrap();
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let full = run(&[]);
+    let stable: String = full
+        .lines()
+        .filter(|l| !l.starts_with("measured:") && !l.starts_with("report:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    insta::assert_snapshot!("run_summary_failing_failover", stable);
+    assert!(
+        full.contains(&format!("report: {out}/report.md\n")),
+        "{full}"
+    );
+    let last = full.lines().last().unwrap();
+    assert!(
+        last.starts_with(
+            "FAIL failover (seed 19): 1 of 2 checks failed: legit_success_ratio_min 0.9"
+        )
+    );
+    assert!(!full.contains('\x1b'), "colour on a pipe: {full:?}");
+    let quiet = run(&["-q"]);
+    assert_eq!(quiet, format!("{last}\n"));
+    let coloured = run(&["--quiet", "--color", "always"]);
+    assert!(
+        coloured.starts_with("\x1b[1;31mFAIL\x1b[0m failover"),
+        "{coloured:?}"
+    );
+    let passing = sim(&["run", "scenarios/failover.toml", "-q", "--out", out])
+        .output()
+        .unwrap();
+    assert_eq!(passing.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8(passing.stdout).unwrap(),
+        "PASS failover (seed 19): 1 of 1 check passed\n"
+    );
+}

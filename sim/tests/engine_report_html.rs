@@ -62,18 +62,41 @@ fn synflood_report_html_is_self_contained_well_formed_and_renders() {
     assert_eq!(svgs, 5, "every series has data in synflood");
     for svg in html.split("<svg").skip(1) {
         let svg = &svg[..svg.find("</svg>").unwrap()];
-        assert!(svg.contains("<polyline"), "a plot without a line");
+        if svg.contains("Shield protection modes") {
+            // A state chart: a bar per interval a mode is on, per context, queue and mode.
+            assert!(
+                svg.contains("<rect class=\"on\""),
+                "mode chart without a bar"
+            );
+            assert!(svg.contains("shield/192.0.2.10 q0 · syn cookies"), "{svg}");
+            assert!(svg.contains("shield/192.0.2.10 q1 · ttl filter"), "{svg}");
+        } else {
+            assert!(svg.contains("<polyline"), "a plot without a line");
+        }
         assert!(svg.contains("<text"), "a plot without text");
     }
     for title in [
         "Packets per second by verdict",
-        "Shield mode bits",
+        "Shield protection modes",
         "Real-server share",
         "ActiveConn per real server",
         "Client connection time percentiles",
     ] {
         assert!(html.contains(title), "{title}");
     }
+    // The report's tables are HTML tables (not Markdown in a <pre>), numbers right-aligned.
+    assert!(!html.contains("|---"), "Markdown table left in the page");
+    assert!(html.matches("<table>").count() >= 6, "too few tables");
+    assert!(html.contains(
+        "<thead><tr><th>check</th><th>limit</th><th>value</th><th>result</th></tr></thead>"
+    ));
+    assert!(html.contains("<td>legit_success_ratio_min</td><td class=\"num\">0.99</td>"));
+    assert!(html.contains("<h2>Pipeline decisions</h2>"));
+    // The appliance's text block (ipvsadm shape) stays preformatted.
+    assert!(
+        html.contains("<pre>Shield shield/default"),
+        "appliance block"
+    );
     let dir = std::env::temp_dir().join(format!("lbsim-report-html-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

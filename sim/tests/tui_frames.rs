@@ -65,6 +65,9 @@ fn live_synflood_pause_step_speed_panels_help_and_end() {
     insta::assert_snapshot!("live_synflood_start_120x40", screen(&session, 120, 40));
     tick(&mut session, 300);
     assert_eq!(app(&session).data_ns, 300_000_000);
+    // synflood's appliance has no flowmgr file: the TUI opens on the shield, not on an
+    // empty flow table.
+    assert_eq!(app(&session).focus, Panel::Shield);
     insta::assert_snapshot!("live_synflood_300ms_120x40", screen(&session, 120, 40));
     insta::assert_snapshot!("live_synflood_300ms_80x24", screen(&session, 80, 24));
 
@@ -83,7 +86,7 @@ fn live_synflood_pause_step_speed_panels_help_and_end() {
 
     keys(
         &mut session,
-        &[Key::Char('+'), Key::Char('+'), Key::Tab, Key::Char('o')],
+        &[Key::Char('+'), Key::Char('+'), Key::Char('o')],
     );
     assert_eq!(app(&session).focus, Panel::Shield);
     assert_eq!(app(&session).decision_sort, DecisionSort::Packets);
@@ -177,6 +180,24 @@ fn live_flows_sort_filter_and_rule_drill_down() {
     insta::assert_snapshot!("live_flows_filtered_summary", app(&session).summary());
     keys(&mut session, &[Key::Esc]);
     assert!(app(&session).filter.is_empty());
+    // Re-sorting keeps the highlight on the same flow, wherever the new order puts it.
+    let selected = |session: &Session| {
+        let lines = app(session).flow_lines();
+        lines.into_iter().find(|l| l.selected).map(|l| l.name)
+    };
+    let before = selected(&session);
+    for _ in 0..3 {
+        keys(&mut session, &[Key::Char('o')]);
+        assert_eq!(selected(&session), before, "{:?}", app(&session).flow_sort);
+    }
+    // At a small size the table scrolls with the selection: the last flow is in view.
+    keys(&mut session, &[Key::Char('o')]);
+    assert_eq!(app(&session).flow_sort, FlowSort::Hits);
+    keys(&mut session, &[Key::Down; 10]);
+    assert_eq!(selected(&session).as_deref(), Some("alltherest"));
+    let small = screen(&session, 80, 10);
+    assert!(small.contains("alltherest"), "{small}");
+    insta::assert_snapshot!("live_flows_scrolled_to_the_last_80x10", small);
     keys(&mut session, &[Key::Char('q')]);
     session.finish().unwrap();
 }

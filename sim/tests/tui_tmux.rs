@@ -49,14 +49,77 @@ impl Drop for Session {
     }
 }
 
-#[test]
-fn sim_run_tui_in_tmux_quits_cleanly_and_restores_the_terminal() {
+/// Whether tmux runs; without it the tests fail unless `LBSIM_SKIP_TMUX=1`.
+fn tmux_available() -> bool {
     if Command::new("tmux").arg("-V").output().is_err() {
         if std::env::var_os("LBSIM_SKIP_TMUX").is_some_and(|v| v == "1") {
             eprintln!("tmux missing: skipped because LBSIM_SKIP_TMUX=1");
-            return;
+            return false;
         }
         panic!("tmux is not installed: install it (apt-get install tmux) or set LBSIM_SKIP_TMUX=1");
+    }
+    true
+}
+
+/// On a terminal the verdict is coloured (green PASS); a non-empty `NO_COLOR` turns that
+/// off (<https://no-color.org>), `--color always` wins over it.
+#[test]
+fn the_verdict_is_coloured_on_a_terminal_unless_no_color() {
+    if !tmux_available() {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::env::temp_dir().join(format!("lbsim-colour-tmux-{}", std::process::id()));
+    let name = format!("lbsim-colour-{}", std::process::id());
+    let sim = format!(
+        "{} run scenarios/failover.toml -q --out {}",
+        env!("CARGO_BIN_EXE_sim"),
+        out.display()
+    );
+    let command = format!(
+        "cd {} && {sim} && NO_COLOR=1 {sim} && NO_COLOR=1 {sim} --color always; echo DONE; sleep 600",
+        root.display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &name,
+        "-x",
+        "120",
+        "-y",
+        "20",
+        "sh",
+        "-c",
+        &command,
+    ]);
+    let session = Session(name.clone());
+    let target = format!("{name}:0.0");
+    wait_for(&target, "DONE");
+    let screen = tmux(&["capture-pane", "-p", "-e", "-t", &target]);
+    let verdicts: Vec<&str> = screen
+        .lines()
+        .filter(|l| l.contains("failover (seed"))
+        .collect();
+    assert_eq!(verdicts.len(), 3, "{screen}");
+    // tmux re-renders the colour as its own SGR sequence: look for green (32) and none.
+    assert!(
+        verdicts[0].contains("32m") && verdicts[0].contains("PASS"),
+        "{screen:?}"
+    );
+    assert!(
+        verdicts[1].starts_with("PASS") && !verdicts[1].contains('\x1b'),
+        "{screen:?}"
+    );
+    assert!(verdicts[2].contains("32m"), "{screen:?}");
+    drop(session);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn sim_run_tui_in_tmux_quits_cleanly_and_restores_the_terminal() {
+    if !tmux_available() {
+        return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = std::env::temp_dir().join(format!("lbsim-tui-tmux-{}", std::process::id()));
@@ -104,8 +167,10 @@ fn sim_run_tui_in_tmux_quits_cleanly_and_restores_the_terminal() {
         );
         sleep(Duration::from_millis(100));
     }
+    // synflood has no flowmgr file: the TUI focuses the shield; Tab moves on.
+    wait_for(&target, "> Shield");
     tmux(&["send-keys", "-t", &target, "Tab"]);
-    let screen = wait_for(&target, "> Shield");
+    let screen = wait_for(&target, "> Director");
     assert!(
         screen.contains("Prot LocalAddress:Port Scheduler"),
         "{screen}"

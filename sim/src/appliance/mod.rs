@@ -32,8 +32,9 @@ use crate::diagnostics::elements::{ElementCheck, locate_in_arrays, whole};
 use crate::diagnostics::{KeyPath, LocatedError, TomlSpans};
 
 pub use self::report::{
-    ApplianceReport, FlowReport, NatReport, RealReport, ServiceReport, ShieldContextReport,
-    TableReport, render_report, report, report_with,
+    ApplianceReport, FlowReport, MODE_BITS, NatReport, RealReport, ServiceReport,
+    ShieldContextReport, TableReport, mode_change_words, mode_names, render_report, report,
+    report_with,
 };
 
 /// The appliance configuration, as written in an appliance file or a scenario's

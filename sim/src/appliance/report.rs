@@ -24,8 +24,9 @@ pub struct ApplianceReport {
     /// NAT rules with their hits and the tracking table's counters (absent without NAT).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nat: Option<NatReport>,
-    /// Bounded tables that overflowed or were made full by `[qa] full_after`, in
-    /// [`QaTable::ALL`] order (none: the key is left out).
+    /// The bounded tables of the configured stages with their occupancy, in
+    /// [`QaTable::ALL`] order; the text renderings list those that overflowed or were made
+    /// full by `[qa] full_after` ([`TableReport::notable`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tables: Vec<TableReport>,
     /// The directors' FTP helper (`[ip_vs_ftp]`; absent when it is not loaded).
@@ -103,8 +104,12 @@ pub struct TableReport {
     pub name: &'static str,
     /// Entries now (`None` where the table does not expose it).
     pub entries: Option<usize>,
-    /// Capacity (per service for lblc caches).
+    /// Capacity (per service for lblc caches): in a sharded run, the sum over the receive
+    /// queues that each hold a copy of the table (see `copies`).
     pub capacity: usize,
+    /// How many copies of the table the row sums: one per receive queue for the per-queue
+    /// tables (shield, fragments), 1 for a table all queues share (director, NAT).
+    pub copies: usize,
     /// New entries the overflow policy handled.
     pub overflows: u64,
     /// The overflow policy, in words.
@@ -122,6 +127,7 @@ fn table_reports(pipeline: &Pipeline, shared: Option<&SharedStages>) -> Vec<Tabl
             name: table.name(),
             entries,
             capacity,
+            copies: 1,
             overflows,
             policy,
             full_after: None,
@@ -190,8 +196,14 @@ fn table_reports(pipeline: &Pipeline, shared: Option<&SharedStages>) -> Vec<Tabl
             found.full_after = Some(packets);
         }
     }
-    rows.retain(|r| r.overflows > 0 || r.full_after.is_some());
     rows
+}
+
+impl TableReport {
+    /// Whether the table is worth a line: it overflowed or a `[qa] full_after` is set.
+    pub fn notable(&self) -> bool {
+        self.overflows > 0 || self.full_after.is_some()
+    }
 }
 
 fn merge_tables(mine: &mut Vec<TableReport>, theirs: &[TableReport]) {
@@ -199,6 +211,8 @@ fn merge_tables(mine: &mut Vec<TableReport>, theirs: &[TableReport]) {
         match mine.iter_mut().find(|r| r.name == row.name) {
             Some(found) => {
                 found.overflows += row.overflows;
+                found.capacity += row.capacity;
+                found.copies += row.copies;
                 found.entries = found.entries.zip(row.entries).map(|(a, b)| a + b);
             }
             None => mine.push(row.clone()),
@@ -217,6 +231,9 @@ pub struct ServiceReport {
     pub key: String,
     /// Scheduler.
     pub scheduler: String,
+    /// Persistence as `ipvsadm -L -n` prints it (`persistent 60 mask 255.255.255.0`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persistent: Option<String>,
     /// Real servers in list order.
     pub reals: Vec<RealReport>,
 }
@@ -240,6 +257,10 @@ pub struct RealReport {
     pub packets_in: u64,
     /// Packets server → client.
     pub packets_out: u64,
+    /// Bytes client → server (`InBytes`).
+    pub bytes_in: u64,
+    /// Bytes server → client (`OutBytes`, seen only with NAT).
+    pub bytes_out: u64,
 }
 
 impl ApplianceReport {
@@ -282,9 +303,35 @@ impl ApplianceReport {
                 a.connections += b.connections;
                 a.packets_in += b.packets_in;
                 a.packets_out += b.packets_out;
+                a.bytes_in += b.bytes_in;
+                a.bytes_out += b.bytes_out;
             }
         }
     }
+}
+
+/// `persistent TIMEOUT [mask M]` as `ipvsadm -L -n` prints it for a service's persistence.
+fn persistent_text(spec: &datapath::director::config::ServiceSpec) -> Option<String> {
+    let persistence = spec.persistence.as_ref()?;
+    let ipv6 = spec.key_is_ipv6() || spec.reals.first().is_some_and(|r| r.address.is_ipv6());
+    Some(persistent_words(
+        persistence.timeout,
+        persistence.prefix,
+        ipv6,
+    ))
+}
+
+/// ipvsadm's words: the timeout in seconds, then the IPv4 mask dotted unless /32, the IPv6
+/// prefix length unless /128.
+fn persistent_words(timeout_ns: u64, prefix: u8, ipv6: bool) -> String {
+    let mut text = format!("persistent {}", timeout_ns / 1_000_000_000);
+    if ipv6 && prefix < 128 {
+        text += &format!(" mask {prefix}");
+    } else if !ipv6 && prefix < 32 {
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        text += &format!(" mask {}", std::net::Ipv4Addr::from(mask));
+    }
+    text
 }
 
 fn service_reports(directors: &datapath::director::Directors) -> Vec<ServiceReport> {
@@ -295,6 +342,7 @@ fn service_reports(directors: &datapath::director::Directors) -> Vec<ServiceRepo
             name: service.spec.name.clone(),
             key: service.spec.key.to_string(),
             scheduler: service.spec.scheduler.name().to_string(),
+            persistent: persistent_text(&service.spec),
             reals: service
                 .dests
                 .linked()
@@ -307,10 +355,66 @@ fn service_reports(directors: &datapath::director::Directors) -> Vec<ServiceRepo
                     connections: real.stats.connections,
                     packets_in: real.stats.packets_in,
                     packets_out: real.stats.packets_out,
+                    bytes_in: real.stats.bytes_in,
+                    bytes_out: real.stats.bytes_out,
                 })
                 .collect(),
         })
         .collect()
+}
+
+/// Protection-mode status bits of a shield context, with their names.
+pub const MODE_BITS: [(u8, &str); 4] = [
+    (0x1, "syn cookies"),
+    (0x2, "ttl filter"),
+    (0x4, "unmatched drop"),
+    (0x8, "surge"),
+];
+
+/// Names of the protection-mode bits that are set, or `off`.
+pub fn mode_names(bits: u8) -> String {
+    let names: Vec<&str> = MODE_BITS
+        .iter()
+        .filter(|(bit, _)| bits & bit != 0)
+        .map(|(_, name)| *name)
+        .collect();
+    if names.is_empty() {
+        "off".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// A mode change in words: the modes turned on and off between `before` and `after`
+/// (`ttl filter on, syn cookies off`).
+pub fn mode_change_words(before: u8, after: u8) -> String {
+    let mut words = Vec::new();
+    for (bit, name) in MODE_BITS {
+        match (before & bit != 0, after & bit != 0) {
+            (false, true) => words.push(format!("{name} on")),
+            (true, false) => words.push(format!("{name} off")),
+            _ => {}
+        }
+    }
+    words.join(", ")
+}
+
+impl ShieldContextReport {
+    /// The context's mode changes as one timeline: in a sharded run each receive queue
+    /// changes modes on its own share of the traffic, so a change is kept when it changes
+    /// the bits of the timeline so far (the first queue to change shows it). Returns
+    /// (virtual ns, bits before, bits after).
+    pub fn mode_changes(&self) -> Vec<(u64, u8, u8)> {
+        let mut bits = 0u8;
+        let mut changes = Vec::new();
+        for &(time, after) in &self.modes {
+            if after != bits {
+                changes.push((time, bits, after));
+                bits = after;
+            }
+        }
+        changes
+    }
 }
 
 /// One shield context.
@@ -337,6 +441,18 @@ pub struct FlowReport {
     pub hits: u64,
     /// Packets each rule decided (1-based order).
     pub rule_hits: Vec<u64>,
+    /// Each rule as written, normalised (`match proto tcp dport 80`).
+    pub rules: Vec<String>,
+}
+
+/// A rule as written (normalised): its keyword and conditions.
+fn rule_text(rule: &datapath::flows::Rule) -> String {
+    let mut text = rule.kind.keyword().to_string();
+    for condition in &rule.conditions {
+        text.push(' ');
+        text.push_str(&condition.to_string());
+    }
+    text
 }
 
 /// Collect the report of a pipeline's stages.
@@ -370,7 +486,8 @@ pub fn report_with(pipeline: &Pipeline, shared: Option<&SharedStages>) -> Applia
                 name: flow.name.clone(),
                 policy: flow.policy.to_string(),
                 hits: flows.counters.flow_hits[index],
-                rule_hits: flows.counters.rule_hits[rules].to_vec(),
+                rule_hits: flows.counters.rule_hits[rules.clone()].to_vec(),
+                rules: flows.table.rules()[rules].iter().map(rule_text).collect(),
             });
         }
         report.unclassified = flows.counters.unclassified;
@@ -392,17 +509,27 @@ pub fn report_with(pipeline: &Pipeline, shared: Option<&SharedStages>) -> Applia
 
 fn render_tables(tables: &[TableReport]) -> String {
     let mut out = String::new();
+    let tables: Vec<&TableReport> = tables.iter().filter(|t| t.notable()).collect();
     if tables.is_empty() {
         return out;
     }
     out.push_str("Tables:     table            entries/capacity   overflows  policy\n");
-    for table in tables {
+    for table in &tables {
         let entries = table.entries.map_or("-".to_string(), |e| e.to_string());
         let qa = table
             .full_after
             .map_or(String::new(), |n| format!(" [qa: full after {n} packets]"));
+        let copies = if table.copies > 1 {
+            format!(
+                " ({} queues × {})",
+                table.copies,
+                table.capacity / table.copies
+            )
+        } else {
+            String::new()
+        };
         out.push_str(&format!(
-            "  {:<16} {:>8}/{:<9} {:>9}  {}{qa}\n",
+            "  {:<16} {:>8}/{:<9} {:>9}  {}{copies}{qa}\n",
             table.name, entries, table.capacity, table.overflows, table.policy
         ));
     }
@@ -414,15 +541,22 @@ pub fn render_report(report: &ApplianceReport) -> String {
     let mut out = String::new();
     for context in &report.shield {
         let modes: Vec<String> = context
-            .modes
+            .mode_changes()
             .iter()
-            .map(|(t, bits)| format!("{:.3}s→{bits:#x}", *t as f64 / 1e9))
+            .map(|&(t, before, after)| {
+                format!(
+                    "{:.3} s {} ({after:#x})",
+                    t as f64 / 1e9,
+                    mode_change_words(before, after)
+                )
+            })
             .collect();
-        out.push_str(&format!(
-            "Shield {}: modes [{}]\n",
-            context.name,
-            modes.join(" ")
-        ));
+        let modes = if modes.is_empty() {
+            "no mode change".to_string()
+        } else {
+            format!("modes {}", modes.join("; "))
+        };
+        out.push_str(&format!("Shield {}: {modes}\n", context.name));
         for (name, value) in &context.counters {
             out.push_str(&format!("  {name:<34} {value}\n"));
         }
@@ -468,17 +602,23 @@ pub fn render_report(report: &ApplianceReport) -> String {
         ));
     }
     if !report.directors.is_empty() {
-        out.push_str("Directors:  (ipvsadm -L -n shape, with --stats counters)\n");
-        out.push_str("  Prot LocalAddress:Port Scheduler\n    -> RemoteAddress:Port           Forward Weight ActiveConn InActConn    Conns   InPkts  OutPkts\n");
+        out.push_str(
+            "Directors:  (ipvsadm -L -n shape, with --stats counters; totals per service)\n",
+        );
+        out.push_str("  Prot LocalAddress:Port Scheduler Flags\n    -> RemoteAddress:Port           Forward Weight ActiveConn InActConn    Conns   InPkts  OutPkts    InBytes   OutBytes\n");
     }
     for service in &report.directors {
+        let persistent = service
+            .persistent
+            .as_ref()
+            .map_or(String::new(), |p| format!(" {p}"));
         out.push_str(&format!(
-            "  {} {} ({})\n",
+            "  {} {}{persistent} ({})\n",
             service.key, service.scheduler, service.name
         ));
         for r in &service.reals {
             out.push_str(&format!(
-                "    -> {:<28} {:<7} {:<6} {:<10} {:<9} {:>8} {:>8} {:>8}\n",
+                "    -> {:<28} {:<7} {:<6} {:<10} {:<9} {:>8} {:>8} {:>8} {:>10} {:>10}\n",
                 r.address,
                 r.forward,
                 r.weight,
@@ -486,9 +626,25 @@ pub fn render_report(report: &ApplianceReport) -> String {
                 r.inactive,
                 r.connections,
                 r.packets_in,
-                r.packets_out
+                r.packets_out,
+                r.bytes_in,
+                r.bytes_out
             ));
         }
+        let sum = |field: fn(&RealReport) -> u64| service.reals.iter().map(field).sum::<u64>();
+        out.push_str(&format!(
+            "       {:<28} {:<7} {:<6} {:<10} {:<9} {:>8} {:>8} {:>8} {:>10} {:>10}\n",
+            "(service totals)",
+            "",
+            "",
+            sum(|r| r.active),
+            sum(|r| r.inactive),
+            sum(|r| r.connections),
+            sum(|r| r.packets_in),
+            sum(|r| r.packets_out),
+            sum(|r| r.bytes_in),
+            sum(|r| r.bytes_out)
+        ));
     }
     out.push_str(&render_tables(&report.tables));
     out
@@ -541,7 +697,8 @@ real = [{ addr = "10.0.1.2:80", weight = 1 }]
             pipeline.process(u64::from(client), 0, LinkType::Ethernet, frame, len);
         }
         let report = report(&pipeline);
-        let row = &report.tables[0];
+        let notable: Vec<&TableReport> = report.tables.iter().filter(|t| t.notable()).collect();
+        let row = notable[0];
         assert_eq!(
             (row.name, row.entries, row.overflows, row.full_after),
             ("connections", Some(2), 1, Some(2))
@@ -552,7 +709,8 @@ real = [{ addr = "10.0.1.2:80", weight = 1 }]
             "{text}"
         );
         // The shield table is not configured: its setting is ignored, not reported.
-        assert_eq!(report.tables.len(), 1);
+        assert_eq!(notable.len(), 1);
+        assert!(report.tables.iter().all(|t| t.name != "known_sessions"));
     }
 
     const QA_EVERY_TABLE: &str = r#"
@@ -624,6 +782,7 @@ real = [{ addr = "10.0.1.2:80", weight = 1 }]
         let rows: Vec<_> = report
             .tables
             .iter()
+            .filter(|t| t.notable())
             .map(|t| (t.name, t.overflows, t.full_after))
             .collect();
         assert_eq!(
@@ -639,5 +798,22 @@ real = [{ addr = "10.0.1.2:80", weight = 1 }]
             "{}",
             render_report(&report)
         );
+    }
+
+    /// The persistence words match ipvsadm -L -n's (print_service_entry).
+    #[test]
+    fn persistent_words_follow_ipvsadm() {
+        let minute = 60_000_000_000;
+        assert_eq!(persistent_words(minute, 32, false), "persistent 60");
+        assert_eq!(
+            persistent_words(minute, 24, false),
+            "persistent 60 mask 255.255.255.0"
+        );
+        assert_eq!(
+            persistent_words(300 * 1_000_000_000, 0, false),
+            "persistent 300 mask 0.0.0.0"
+        );
+        assert_eq!(persistent_words(minute, 128, true), "persistent 60");
+        assert_eq!(persistent_words(minute, 64, true), "persistent 60 mask 64");
     }
 }

@@ -4,7 +4,8 @@
 //!   checked pass (untimed, not counted), then whole passes through
 //!   `sim::cli::bench::measure::counted_pass` (or `counted_parse`) until at least PACKETS packets,
 //!   and prints `packets N`; `engine_synflood` and `engine_synflood_cookies` run their whole
-//!   scenario once (counted: the shard's `sim::engine::Engine::run`). Run it under `valgrind --tool=callgrind
+//!   scenario once on one thread (counted: `sim::engine::shared::run_shards`, the shards and the
+//!   shared stages, all on the calling thread). Run it under `valgrind --tool=callgrind
 //!   --toggle-collect=<that function>` so only the measured loop's instructions count.
 //! - `lbsim-callgrind check BASELINE.toml MEASURED.toml [--update]` — compares measured
 //!   instructions per packet with the baseline, prints the table, exits 1 on a regression;
@@ -28,7 +29,7 @@ fn run_workload(name: &str, packets: usize) -> anyhow::Result<()> {
         "engine_synflood_cookies" => Some(true),
         _ => None,
     } {
-        // The whole scenario; the script counts the shard's `Engine::run` only.
+        // The whole scenario; the script counts `run_shards` only (not loading or the report).
         let loaded = sim::cli::bench::compare::engine_scenario(packets, cookies)?;
         let options = sim::run::RunOptions {
             threads: 1,

@@ -9,6 +9,7 @@
 //! - [`plan`] — `sim plan`: capacity planning sweeps (plan.json/md/html).
 //! - [`tui`] — `sim tui` and `sim run --tui`: the live terminal UI.
 //! - [`check`] — `sim check`: the regression corpus, `--bless`, JUnit output.
+//! - [`shard`] — `--partition K/N` for `sim plan` / `sim check`, shard files, their merge.
 //! - [`confio`] — `sim import` / `sim export`: keepalived, ipvsadm, iptables, nft.
 //! - [`generate`] — `sim gen`: deterministic synthetic captures.
 //! - [`docs`] — `sim completions SHELL` and `sim man`: generated from the CLI definition.
@@ -27,4 +28,5 @@ pub mod inline;
 pub mod plan;
 pub mod replay;
 pub mod run;
+pub mod shard;
 pub mod tui;

@@ -1,6 +1,8 @@
 //! `sim run SCENARIO`: load a scenario, run it ([`crate::run`]) with a progress bar or live in
-//! the terminal UI (`--tui`), check `[expect]`, print a summary and write `report.json` /
-//! `report.md` / `report.html` (plus `--packets` records and a `--pcap-out` capture).
+//! the terminal UI (`--tui`), check `[expect]`, print a summary ending in one PASS/FAIL line
+//! (only that line with `--quiet`; coloured on a terminal unless `NO_COLOR`) and write
+//! `report.json` / `report.md` / `report.html` (plus `--packets` records and a `--pcap-out`
+//! capture).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::engine::Collect;
 use crate::report;
-use crate::run::{RunOptions, run_scenario, summary, write_pcap, write_records};
+use crate::run::{RunOptions, run_scenario, summary, verdict_line, write_pcap, write_records};
 use crate::scenario;
 
 /// Arguments of `sim run`.
@@ -41,10 +43,44 @@ pub struct RunArgs {
     /// Watch the run live in a terminal UI (see `sim tui`); the report is written as usual.
     #[arg(long)]
     pub tui: bool,
+    /// Print only the PASS/FAIL line (no summary, no progress bar); errors still go to
+    /// stderr and the exit code is unchanged.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Colour the PASS/FAIL word: `auto` on a terminal unless `NO_COLOR` is set.
+    #[arg(long, value_enum, default_value_t = Colour::Auto, value_name = "WHEN")]
+    pub color: Colour,
 }
 
-fn progress_bar(total_ns: u64) -> ProgressBar {
-    let hidden = !std::io::stderr().is_terminal() || std::env::var_os("CI").is_some();
+/// When to colour the output (`--color`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Colour {
+    /// On a terminal, unless `NO_COLOR` is set (non-empty) or `TERM=dumb`.
+    Auto,
+    /// Always (e.g. for `less -R`).
+    Always,
+    /// Never.
+    Never,
+}
+
+impl Colour {
+    /// Whether to colour stdout (<https://no-color.org>: a non-empty `NO_COLOR` disables
+    /// colour whatever the terminal).
+    pub fn enabled(self) -> bool {
+        match self {
+            Colour::Always => true,
+            Colour::Never => false,
+            Colour::Auto => {
+                let no_colour = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+                let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
+                !no_colour && !dumb && std::io::stdout().is_terminal()
+            }
+        }
+    }
+}
+
+fn progress_bar(total_ns: u64, quiet: bool) -> ProgressBar {
+    let hidden = quiet || !std::io::stderr().is_terminal() || std::env::var_os("CI").is_some();
     if hidden {
         return ProgressBar::hidden();
     }
@@ -76,7 +112,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let output = if args.tui {
         super::tui::run_live(&loaded, options)?
     } else {
-        let bar = progress_bar(loaded.scenario.duration.0 * u64::from(loaded.scenario.queues));
+        let bar = progress_bar(
+            loaded.scenario.duration.0 * u64::from(loaded.scenario.queues),
+            args.quiet,
+        );
         let output = run_scenario(&loaded, options, &|ns| bar.inc(ns / 1_000_000))?;
         bar.finish_and_clear();
         output
@@ -116,8 +155,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.pcap_out {
         write_pcap(path, &output.merged.emitted)?;
     }
-    print!("{}", summary(&output.report, &output.measured));
-    println!("report: {}", out_dir.join("report.md").display());
+    if !args.quiet {
+        print!("{}", summary(&output.report, &output.measured));
+        println!("report: {}", out_dir.join("report.md").display());
+    }
+    print!("{}", verdict_line(&output.report, args.color.enabled()));
     Ok(if output.report.passed {
         ExitCode::SUCCESS
     } else {

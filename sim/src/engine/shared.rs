@@ -142,12 +142,12 @@ pub fn schedule(scenario: &Scenario, shares: bool) -> Schedule {
 pub type QueueRun = (ShardResult, u64, u64);
 
 /// Run built shards to the end (see the module doc) on `pool`; results in queue order.
+#[inline(never)]
 pub fn run_shards(
     mut engines: Vec<Engine<'_>>,
     pool: &rayon::ThreadPool,
     progress: &(dyn Fn(TimeNs) + Sync),
 ) -> anyhow::Result<Vec<QueueRun>> {
-    use rayon::prelude::*;
     let Some(first) = engines.first_mut() else {
         return Ok(Vec::new());
     };
@@ -156,11 +156,8 @@ pub fn run_shards(
     let mode = schedule(scenario, !shared.is_empty());
     if mode == Schedule::Independent {
         first.pipeline.restore_shared(shared);
-        return Ok(pool.install(|| {
-            engines
-                .into_par_iter()
-                .map(|engine| timed_run(|| engine.run(progress)))
-                .collect()
+        return Ok(map_shards(pool, engines, |engine| {
+            timed_run(|| engine.run(progress))
         }));
     }
     for engine in &mut engines[1..] {
@@ -180,17 +177,29 @@ pub fn run_shards(
     }
     let SharedRun { shared, costs, .. } = run;
     engines[0].pipeline.restore_shared(shared);
-    let results: Vec<ShardResult> = pool.install(|| {
-        engines
-            .into_par_iter()
-            .map(|engine| engine.end_run(progress))
-            .collect()
-    });
+    let results = map_shards(pool, engines, |engine| engine.end_run(progress));
     Ok(results
         .into_iter()
         .zip(costs)
         .map(|(result, (wall, cpu))| (result, wall, cpu))
         .collect())
+}
+
+/// `work` on every shard, in parallel on `pool`, results in queue order. With one thread
+/// the shards run one after the other on the calling thread (no hop to a pool worker):
+/// the same results, and every instruction of a one-thread run sits under `run_shards`
+/// (what `scripts/callgrind-check` counts).
+fn map_shards<'a, T: Send>(
+    pool: &rayon::ThreadPool,
+    engines: Vec<Engine<'a>>,
+    work: impl Fn(Engine<'a>) -> T + Sync + Send,
+) -> Vec<T> {
+    use rayon::prelude::*;
+    if pool.current_num_threads() > 1 {
+        pool.install(|| engines.into_par_iter().map(work).collect())
+    } else {
+        engines.into_iter().map(work).collect()
+    }
 }
 
 /// CPU time the calling thread has run so far (ns), from `/proc/thread-self/schedstat`;

@@ -9,11 +9,16 @@
 //! kernel with `--kernel` (root; [`crate::kernel::diff`]): an unexplained disagreement fails
 //! the case. Without `--kernel` they are skipped with the reason printed; nothing is skipped
 //! silently.
+//!
+//! `--partition K/N` checks only the cases whose name hashes to shard K (see
+//! [`crate::cli::shard`]); `--shard-out DIR` keeps its results for `sim check merge`
+//! ([`sharded`]).
 
 pub mod bless;
 pub mod case;
 pub mod compare;
 pub mod execute;
+pub mod sharded;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,7 +27,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
+use crate::cli::shard::{self, Partition};
 use case::{Case, KNOWN_NEEDS};
 
 /// Default corpus directory.
@@ -30,7 +37,11 @@ pub const DEFAULT_CORPUS: &str = "pcaps/cases";
 
 /// Arguments of `sim check`.
 #[derive(clap::Args, Debug, Clone)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct CheckArgs {
+    /// `sim check merge`: put shards back together.
+    #[command(subcommand)]
+    pub command: Option<CheckCommand>,
     /// Case files or directories of cases (searched recursively).
     #[arg(default_value = DEFAULT_CORPUS)]
     pub paths: Vec<PathBuf>,
@@ -45,6 +56,22 @@ pub struct CheckArgs {
     /// Linux kernel as from lbsim, or the difference must be explained.
     #[arg(long)]
     pub kernel: bool,
+    /// Check only shard K of N (1-based): the cases whose name hashes to K-1 modulo N.
+    /// Without the flag, also taken from LBSIM_PARTITION, a Slurm array task, a Kubernetes
+    /// Indexed Job or GitLab's parallel.
+    #[arg(long, value_name = "K/N", value_parser = shard::parse_partition)]
+    pub partition: Option<Partition>,
+    /// Write this shard's results as `check-shard-K-of-N.json` into DIR, for `sim check merge`.
+    #[arg(long, value_name = "DIR")]
+    pub shard_out: Option<PathBuf>,
+}
+
+/// `sim check` subcommands.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum CheckCommand {
+    /// Merge the shards of a partitioned `sim check`: the report, JUnit and exit code of one
+    /// whole run.
+    Merge(sharded::MergeArgs),
 }
 
 /// How cases are run.
@@ -57,7 +84,7 @@ pub struct CheckOptions {
 }
 
 /// How a case ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CaseStatus {
     /// Results as expected.
     Pass,
@@ -70,7 +97,7 @@ pub enum CaseStatus {
 }
 
 /// One case's result.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CaseResult {
     /// Case name.
     pub name: String,
@@ -101,10 +128,15 @@ pub fn check_paths_with(
     options: CheckOptions,
 ) -> anyhow::Result<Vec<CaseResult>> {
     let cases = case::discover(paths).context("finding cases")?;
-    Ok(cases
+    Ok(check_cases(&cases, options))
+}
+
+/// Run these `(path, name)` cases with `options`; results in the given order.
+pub fn check_cases(cases: &[(PathBuf, String)], options: CheckOptions) -> Vec<CaseResult> {
+    cases
         .par_iter()
         .map(|(path, name)| check_case_with(path, name, options))
-        .collect())
+        .collect()
 }
 
 /// Run one case file (simulator side only).
@@ -315,31 +347,48 @@ pub fn junit_report(results: &[CaseResult]) -> Report {
     report
 }
 
+/// Write the JUnit report of `results` to `path`.
+pub fn write_junit(results: &[CaseResult], path: &std::path::Path) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    junit_report(results).serialize(std::io::BufWriter::new(file))?;
+    Ok(())
+}
+
+/// Exit status of a run: 1 when a case failed.
+pub fn exit_code(results: &[CaseResult]) -> ExitCode {
+    if tally(results).failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 /// Run `sim check`.
 pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    if let Some(CheckCommand::Merge(merge)) = &args.command {
+        return sharded::merge(merge);
+    }
     let started = Instant::now();
     let options = CheckOptions {
         bless: args.bless,
         kernel: args.kernel,
     };
+    if let Some(partition) = shard::resolve(args.partition)? {
+        return sharded::run_shard(args, options, partition);
+    }
     let results = check_paths_with(&args.paths, options)?;
     print!("{}", render(&results));
     if let Some(path) = &args.junit {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)?;
-        }
-        let file =
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        junit_report(&results).serialize(std::io::BufWriter::new(file))?;
+        write_junit(&results, path)?;
     }
     eprintln!(
         "measured: {} cases in {:.2} s wall clock",
         results.len(),
         started.elapsed().as_secs_f64()
     );
-    Ok(if tally(&results).failed > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(exit_code(&results))
 }

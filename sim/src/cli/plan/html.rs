@@ -188,12 +188,61 @@ pub fn page(plan: &Plan) -> anyhow::Result<String> {
         }
         let _ = writeln!(html, "<figure>{}</figure>", svg(&chart, &x_desc, log_x)?);
     }
+    if let Some(study) = &plan.deterministic.seed_study {
+        seed_plots(study, &mut html)?;
+    }
     let _ = writeln!(
         html,
         "<h2>Tables</h2>\n<pre>{}</pre>\n</body></html>",
         escape(&render::markdown(plan))
     );
     Ok(html)
+}
+
+/// Per check of a seed study: its values over the seeds, sorted (x: the share of seeds at
+/// or below, %), with the limit.
+fn seed_plots(study: &super::seeds::SeedStudy, html: &mut String) -> anyhow::Result<()> {
+    html.push_str("<h2>Seed study</h2>\n");
+    for group in &study.groups {
+        for check in &group.checks {
+            let mut sorted = check.values.clone();
+            sorted.sort_by(f64::total_cmp);
+            let n = sorted.len().max(1) as f64;
+            let points = sorted
+                .iter()
+                .enumerate()
+                .map(|(i, v)| ((i + 1) as f64 * 100.0 / n, *v))
+                .collect();
+            let limit = vec![(0.0, check.limit), (100.0, check.limit)];
+            let title = format!(
+                "{} over {} seeds ({}): {:.1} % fail",
+                check.name,
+                group.seeds,
+                group.label,
+                check.failure_fraction * 100.0
+            );
+            let series = vec![
+                Series {
+                    name: "value".into(),
+                    points,
+                },
+                Series {
+                    name: "limit".into(),
+                    points: limit,
+                },
+            ];
+            let chart = chart(&title, &check.name, series, None);
+            let label = |v: f64| format!("{v:.0} %");
+            let axes = Axes {
+                x_desc: "seeds at or below (%)",
+                x_range: Some((0.0, 100.0)),
+                x_label: &label,
+                markers: false,
+            };
+            let _ = writeln!(html, "<figure>{}</figure>", svg_with(&chart, &axes)?);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,7 +7,9 @@
 //!
 //! Map: [`sweep`] (keys, ranges, applying a point to the scenario), [`outcome`] (what a
 //! point's report says), [`calibrate`] (measured cost), [`model`] (cores and memory
-//! arithmetic), [`render`] (JSON and Markdown, the answer in words), [`html`] (plots).
+//! arithmetic), [`render`] (JSON and Markdown, the answer in words), [`html`] (plots),
+//! [`seeds`] (seed studies: `--sweep seed=1..1000`), [`sharded`] (`--partition K/N` and
+//! `sim plan merge`).
 //! Not here: the simulation itself ([`crate::run::run_scenario`]).
 
 pub mod calibrate;
@@ -15,6 +17,8 @@ pub mod html;
 pub mod model;
 pub mod outcome;
 pub mod render;
+pub mod seeds;
+pub mod sharded;
 pub mod sweep;
 
 use std::path::{Path, PathBuf};
@@ -23,10 +27,11 @@ use std::time::Instant;
 
 use anyhow::Context;
 use datapath::TimeNs;
-use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::cli::shard::{self, Partition};
 use crate::engine::Collect;
+use crate::report::Check;
 use crate::run::{RunOptions, run_scenario};
 use crate::scenario::{self, DurationNs, Expect, LoadedScenario};
 use calibrate::Calibration;
@@ -36,14 +41,27 @@ use sweep::{Sweep, SweepValue};
 
 /// Arguments of `sim plan`.
 #[derive(clap::Args, Debug, Clone)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct PlanArgs {
+    /// `sim plan merge`: put shards back together.
+    #[command(subcommand)]
+    pub command: Option<PlanCommand>,
     /// The scenario file.
-    pub scenario: PathBuf,
+    #[arg(required = true)]
+    pub scenario: Option<PathBuf>,
     /// `KEY=RANGE`, e.g. `flood.rate=100k..20M`, `queues=1..4`,
-    /// `director.web.scheduler=rr,wlc,mh`, `conntrack.capacity=1k,64k` (repeatable; the
-    /// points are every combination).
+    /// `director.web.scheduler=rr,wlc,mh`, `conntrack.capacity=1k,64k`, `seed=1..1000` (a
+    /// seed study; repeatable; the points are every combination).
     #[arg(long = "sweep", required = true)]
     pub sweeps: Vec<String>,
+    /// Run only shard K of N (1-based): the points whose index is K-1 modulo N; writes
+    /// `plan-shard-K-of-N.json` for `sim plan merge`. Without the flag, also taken from
+    /// LBSIM_PARTITION, a Slurm array task, a Kubernetes Indexed Job or GitLab's parallel.
+    #[arg(long, value_name = "K/N", value_parser = shard::parse_partition)]
+    pub partition: Option<Partition>,
+    /// Directory for the shard file (default: the output directory).
+    #[arg(long, value_name = "DIR")]
+    pub shard_out: Option<PathBuf>,
     /// Points of a log range `a..b`.
     #[arg(long, default_value_t = 5)]
     pub points: usize,
@@ -56,6 +74,13 @@ pub struct PlanArgs {
     /// Output directory (default `reports/<name>/plan`).
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+/// `sim plan` subcommands.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum PlanCommand {
+    /// Merge the shards of a partitioned `sim plan` into plan.json, plan.md and plan.html.
+    Merge(sharded::MergeArgs),
 }
 
 /// How to plan.
@@ -79,7 +104,7 @@ pub struct SweepRow {
 }
 
 /// One point's settings and outcome.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PointRow {
     /// Index in sweep order.
     pub index: usize,
@@ -108,6 +133,9 @@ pub struct DeterministicPlan {
     pub x_axis: Option<usize>,
     /// The points.
     pub points: Vec<PointRow>,
+    /// The seed study, when the sweep has a `seed` key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed_study: Option<seeds::SeedStudy>,
 }
 
 /// One point's cost.
@@ -184,24 +212,32 @@ pub fn point_scenario(
     point
 }
 
+/// One simulated point: its row, its shield allocation in bytes and its `[expect]` checks.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PointResult {
+    /// Settings and outcome.
+    pub row: PointRow,
+    /// Bytes the shield allocates.
+    pub shield_bytes: u64,
+    /// The `[expect]` checks with their measured values (seed studies).
+    pub checks: Vec<Check>,
+}
+
 /// Simulate every point (in parallel); the deterministic part and each point's shield
 /// allocation in bytes.
 pub fn run_points(
     loaded: &LoadedScenario,
     options: &PlanOptions,
 ) -> anyhow::Result<(DeterministicPlan, Vec<u64>)> {
-    let combinations = sweep::combinations(&options.sweeps).map_err(anyhow::Error::msg)?;
-    let results: Vec<(PointRow, u64)> = combinations
-        .into_par_iter()
-        .enumerate()
-        .map(|(index, settings)| {
-            let point = point_scenario(loaded, &options.sweeps, &settings, options.duration);
-            run_point(&point, index, settings)
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let results = run_selected(loaded, options, None)?;
+    let path = loaded.path.display().to_string();
+    Ok(assemble(header(loaded, options), results, &path))
+}
+
+/// The deterministic part without its points.
+pub fn header(loaded: &LoadedScenario, options: &PlanOptions) -> DeterministicPlan {
     let scenario = &loaded.scenario;
-    let (points, shield_bytes) = results.into_iter().unzip();
-    let plan = DeterministicPlan {
+    DeterministicPlan {
         scenario: scenario.name.clone(),
         seed: scenario.seed,
         duration_ns: options.duration.unwrap_or(scenario.duration.0),
@@ -215,16 +251,93 @@ pub fn run_points(
             })
             .collect(),
         x_axis: options.sweeps.iter().position(Sweep::is_numeric),
-        points,
+        points: Vec::new(),
+        seed_study: None,
+    }
+}
+
+/// Simulate the points `partition` owns (all without one), in parallel, with a points-done
+/// bar on a terminal; the results in point order.
+pub fn run_selected(
+    loaded: &LoadedScenario,
+    options: &PlanOptions,
+    partition: Option<Partition>,
+) -> anyhow::Result<Vec<PointResult>> {
+    let combinations = sweep::combinations(&options.sweeps).map_err(anyhow::Error::msg)?;
+    let selected: Vec<(usize, Vec<SweepValue>)> = combinations
+        .into_iter()
+        .enumerate()
+        .filter(|(index, _)| partition.is_none_or(|p| p.owns_position(*index)))
+        .collect();
+    let what = match partition {
+        Some(p) => format!("sim plan shard {p}: points"),
+        None => "sim plan: points".to_string(),
     };
-    Ok((plan, shield_bytes))
+    let bar = shard::item_bar(&what, selected.len());
+    let results = run_on_threads(selected, &|(index, settings)| {
+        let point = point_scenario(loaded, &options.sweeps, &settings, options.duration);
+        let result = run_point(&point, index, settings);
+        bar.inc(1);
+        result
+    });
+    bar.finish_and_clear();
+    results.into_iter().collect()
+}
+
+/// Run `work` on every item with one plain thread per CPU, results in item order. Not rayon:
+/// each point's engine installs into its own rayon pool, and a rayon worker waiting on that
+/// would run other points on top of its stack (nested runs until the stack overflows).
+fn run_on_threads<T: Send, R: Send>(items: Vec<T>, work: &(dyn Fn(T) -> R + Sync)) -> Vec<R> {
+    let count = items.len();
+    let queue = std::sync::Mutex::new(items.into_iter().enumerate());
+    let slots: Vec<std::sync::Mutex<Option<R>>> =
+        (0..count).map(|_| std::sync::Mutex::new(None)).collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(count.max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let next = queue.lock().map(|mut q| q.next()).ok().flatten();
+                    let Some((index, item)) = next else { break };
+                    let result = work(item);
+                    if let Ok(mut slot) = slots[index].lock() {
+                        *slot = Some(result);
+                    }
+                }
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .filter_map(|slot| slot.into_inner().ok().flatten())
+        .collect()
+}
+
+/// The deterministic part from its header and every point's result (in point order; the
+/// seed study's commands name `scenario_path`), and each point's shield allocation.
+pub fn assemble(
+    mut plan: DeterministicPlan,
+    results: Vec<PointResult>,
+    scenario_path: &str,
+) -> (DeterministicPlan, Vec<u64>) {
+    let mut checks = Vec::with_capacity(results.len());
+    let mut shield_bytes = Vec::with_capacity(results.len());
+    for result in results {
+        plan.points.push(result.row);
+        shield_bytes.push(result.shield_bytes);
+        checks.push(result.checks);
+    }
+    plan.seed_study = seeds::study(&plan, &checks, scenario_path);
+    (plan, shield_bytes)
 }
 
 fn run_point(
     point: &LoadedScenario,
     index: usize,
     settings: Vec<SweepValue>,
-) -> anyhow::Result<(PointRow, u64)> {
+) -> anyhow::Result<PointResult> {
     let label = || {
         let values: Vec<String> = settings.iter().map(ToString::to_string).collect();
         format!("sweep point {index} ({})", values.join(", "))
@@ -242,7 +355,11 @@ fn run_point(
         settings,
         outcome,
     };
-    Ok((row, shield_bytes))
+    Ok(PointResult {
+        row,
+        shield_bytes,
+        checks: output.report.checks.clone(),
+    })
 }
 
 /// Bytes the shield of this point's appliance allocates when built (its slot arrays).
@@ -290,16 +407,27 @@ pub fn measure_points(
         .collect()
 }
 
-/// Run a whole plan: calibrate, simulate every point, cost them.
+/// Run a whole plan: simulate every point, calibrate, cost them.
 pub fn plan(loaded: &LoadedScenario, options: &PlanOptions) -> anyhow::Result<Plan> {
-    let started = Instant::now();
-    let calibration = calibrate::calibrate()?;
-    let calibration_wall_ms = started.elapsed().as_millis() as u64;
     let started = Instant::now();
     let (deterministic, shield_bytes) = run_points(loaded, options)?;
     let sweep_wall_ms = started.elapsed().as_millis() as u64;
-    let core_budget = options.cores.unwrap_or(calibration.machine.nproc);
-    let points = measure_points(&deterministic, &shield_bytes, &calibration, core_budget);
+    cost(deterministic, &shield_bytes, sweep_wall_ms, options.cores)
+}
+
+/// Calibrate this machine and cost simulated points (`cores`: the budget, default this
+/// machine's).
+pub fn cost(
+    deterministic: DeterministicPlan,
+    shield_bytes: &[u64],
+    sweep_wall_ms: u64,
+    cores: Option<usize>,
+) -> anyhow::Result<Plan> {
+    let started = Instant::now();
+    let calibration = calibrate::calibrate()?;
+    let calibration_wall_ms = started.elapsed().as_millis() as u64;
+    let core_budget = cores.unwrap_or(calibration.machine.nproc);
+    let points = measure_points(&deterministic, shield_bytes, &calibration, core_budget);
     Ok(Plan {
         deterministic,
         measured: MeasuredPlan {
@@ -322,21 +450,36 @@ pub fn write(plan: &Plan, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `reports/<name>/plan`.
+pub fn default_out(name: &str) -> PathBuf {
+    Path::new("reports").join(name).join("plan")
+}
+
 /// The `sim plan` command.
 pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
-    let loaded = scenario::load(&args.scenario)?;
+    if let Some(PlanCommand::Merge(merge)) = &args.command {
+        return sharded::merge(merge);
+    }
+    let path = args
+        .scenario
+        .as_ref()
+        .context("a scenario file is required")?;
+    let loaded = scenario::load(path)?;
     let sweeps = parse_sweeps(&loaded, &args.sweeps, args.points)?;
     let options = PlanOptions {
         sweeps,
         duration: args.duration,
         cores: args.cores,
     };
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&loaded.scenario.name));
+    if let Some(partition) = shard::resolve(args.partition)? {
+        let shard_dir = args.shard_out.as_ref().unwrap_or(&dir);
+        return sharded::run_shard(&loaded, &options, args, partition, shard_dir);
+    }
     let plan = plan(&loaded, &options)?;
-    let dir = args.out.clone().unwrap_or_else(|| {
-        Path::new("reports")
-            .join(&loaded.scenario.name)
-            .join("plan")
-    });
     write(&plan, &dir)?;
     print!("{}", render::answer(&plan));
     println!(

@@ -10,10 +10,10 @@ use std::mem::size_of;
 
 use datapath::TimeNs;
 use datapath::director::connection::{ClientKey, Connection, RealKey, TimerEntry};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A kind of packet work whose per-packet cost is measured.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CostClass {
     /// Parsed and decided at parse (invalid with no shield, or no stage at all).

@@ -9,14 +9,14 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::model::{ClassRates, CostClass};
 use crate::report::{Percentiles, Report};
 use crate::scenario::{Scenario, TrafficSpec};
 
 /// One real server's load in one point.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BackendLoad {
     /// Real server.
     pub server: String,
@@ -28,7 +28,7 @@ pub struct BackendLoad {
 
 /// Table occupancy at the end of the run (the sweep's runs are shorter than every table
 /// timeout, so this is also the peak).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tables {
     /// Shield sessions created (all contexts).
     pub shield_sessions_created: u64,
@@ -39,7 +39,7 @@ pub struct Tables {
 }
 
 /// The deterministic outcome of one sweep point.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PointOutcome {
     /// All `[expect]` checks passed.
     pub slo_passed: bool,

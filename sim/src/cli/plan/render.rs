@@ -203,6 +203,9 @@ pub fn answer(plan: &Plan) -> String {
         let _ = writeln!(out, "{}:", group.label);
         group_answer(plan, &group, &mut out);
     }
+    if let Some(study) = &deterministic.seed_study {
+        out.push_str(&super::seeds::answer(study));
+    }
     let costs: Vec<String> = plan
         .measured
         .calibration
@@ -270,6 +273,9 @@ pub fn markdown(plan: &Plan) -> String {
             ratio(outcome.imbalance),
             outcome.constraints.join(", ")
         );
+    }
+    if let Some(study) = &plan.deterministic.seed_study {
+        md.push_str(&super::seeds::markdown(study));
     }
     markdown_measured(plan, &mut md);
     md

@@ -4,7 +4,8 @@
 //! Keys: `<traffic name or kind>.rate` (a source's packet, connection or request rate),
 //! `queues` (alias `threads`: the receive queues, one pipeline shard each),
 //! `director.<name>.scheduler`, `shield.session_table_capacity` (alias
-//! `conntrack.capacity`) and `shield.source_table_capacity`. Ranges: `a..b` (log steps,
+//! `conntrack.capacity`), `shield.source_table_capacity` and `seed` (a seed study: every
+//! integer of `a..b`, up to [`MAX_SEEDS`]). Ranges: `a..b` (log steps,
 //! `--points` of them; every integer for `queues`), `a..b/step` (linear), or a list
 //! `a,b,c`; numbers take `k`, `M`, `G` suffixes. Not here: running the points (see
 //! [`super::run_points`]).
@@ -12,14 +13,17 @@
 use std::fmt;
 
 use datapath::director::scheduler::SchedulerKind;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::scenario::units::parse_rate;
 use crate::scenario::{MAX_QUEUES, Rate, Scenario, TrafficSpec};
 use crate::svg::human;
 
-/// Most points one sweep (all keys together) may have.
+/// Most points one sweep (all keys together) may have, not counting seeds.
 pub const MAX_SWEEP_POINTS: usize = 400;
+
+/// Most seeds a seed study (`--sweep seed=a..b`) may have.
+pub const MAX_SEEDS: usize = 100_000;
 
 /// What a sweep key changes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,10 +39,12 @@ pub enum SweepTarget {
     SessionTableCapacity,
     /// The shield's per-source table capacity.
     SourceTableCapacity,
+    /// The scenario's seed (a seed study).
+    Seed,
 }
 
 /// One value of a sweep key.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum SweepValue {
     /// A number (rate, queues, capacity).
@@ -88,6 +94,7 @@ fn target_of(key: &str) -> Result<SweepTarget, String> {
     let parts: Vec<&str> = key.split('.').collect();
     match parts.as_slice() {
         ["queues"] | ["threads"] => Ok(SweepTarget::Queues),
+        ["seed"] => Ok(SweepTarget::Seed),
         ["shield", "session_table_capacity"] | ["conntrack", "capacity"] => {
             Ok(SweepTarget::SessionTableCapacity)
         }
@@ -96,7 +103,7 @@ fn target_of(key: &str) -> Result<SweepTarget, String> {
         [source, "rate"] => Ok(SweepTarget::TrafficRate(source.to_string())),
         _ => Err(format!(
             "unknown sweep key `{key}` (expected <traffic>.rate, queues, director.<name>.scheduler, \
-             shield.session_table_capacity, conntrack.capacity or shield.source_table_capacity)"
+             shield.session_table_capacity, conntrack.capacity, shield.source_table_capacity or seed)"
         )),
     }
 }
@@ -112,6 +119,7 @@ pub fn parse_sweep(text: &str, points: usize) -> Result<Sweep, String> {
     let values = match &target {
         SweepTarget::Scheduler(_) => schedulers(range)?,
         SweepTarget::Queues => numbers(range, None)?,
+        SweepTarget::Seed => seeds(range)?,
         _ => numbers(range, Some(points))?,
     };
     if values.is_empty() {
@@ -141,6 +149,33 @@ fn schedulers(range: &str) -> Result<Vec<SweepValue>, String> {
                 .map_err(|_| format!("unknown scheduler `{name}`"))
         })
         .collect()
+}
+
+/// Seeds: `a..b` (every integer, both included), `a..b/step` or `a,b,c`; 0 allowed.
+fn seeds(range: &str) -> Result<Vec<SweepValue>, String> {
+    let values: Vec<u64> = match range.split_once("..") {
+        None => range.split(',').map(number).collect::<Result<_, _>>()?,
+        Some((low, high)) => {
+            let (high, step) = match high.split_once('/') {
+                Some((high, step)) => (high, number(step)?),
+                None => (high, 1),
+            };
+            let (low, high) = (number(low)?, number(high)?);
+            if low > high || step == 0 {
+                return Err(format!(
+                    "seeds `{range}`: expected low <= high and a positive step"
+                ));
+            }
+            let count = (high - low) / step + 1;
+            if count > MAX_SEEDS as u64 {
+                return Err(format!(
+                    "seeds `{range}`: {count} seeds (at most {MAX_SEEDS})"
+                ));
+            }
+            (low..=high).step_by(step as usize).collect()
+        }
+    };
+    Ok(values.into_iter().map(SweepValue::Number).collect())
 }
 
 fn number(text: &str) -> Result<u64, String> {
@@ -211,7 +246,7 @@ pub fn check_targets(scenario: &Scenario, sweeps: &[Sweep]) -> Result<(), String
                 .traffic
                 .iter()
                 .any(|t| matches_source(t.get_ref(), selector)),
-            SweepTarget::Queues => true,
+            SweepTarget::Queues | SweepTarget::Seed => true,
             SweepTarget::Scheduler(name) => {
                 scenario.appliance.director.iter().any(|d| &d.name == name)
             }
@@ -284,6 +319,7 @@ pub fn apply(scenario: &mut Scenario, target: &SweepTarget, value: &SweepValue) 
                 }
             }
         }
+        (SweepTarget::Seed, SweepValue::Number(seed)) => scenario.seed = *seed,
         (SweepTarget::Queues, SweepValue::Number(queues)) => {
             scenario.queues = u16::try_from(*queues).unwrap_or(MAX_QUEUES);
         }
@@ -313,9 +349,15 @@ pub fn apply(scenario: &mut Scenario, target: &SweepTarget, value: &SweepValue) 
 /// points walk its axis.
 pub fn combinations(sweeps: &[Sweep]) -> Result<Vec<Vec<SweepValue>>, String> {
     let total: usize = sweeps.iter().map(|s| s.values.len()).product();
-    if total > MAX_SWEEP_POINTS {
+    let seeds: usize = sweeps
+        .iter()
+        .filter(|s| s.target == SweepTarget::Seed)
+        .map(|s| s.values.len())
+        .product();
+    if total / seeds.max(1) > MAX_SWEEP_POINTS || total > MAX_SEEDS {
         return Err(format!(
-            "the sweep has {total} points (at most {MAX_SWEEP_POINTS})"
+            "the sweep has {total} points (at most {MAX_SWEEP_POINTS} per seed, \
+             {MAX_SEEDS} in all)"
         ));
     }
     let points = (0..total)
@@ -366,6 +408,26 @@ mod tests {
         assert_eq!(error, "unknown scheduler `fastest`");
         assert!(parse_sweep("nonsense", 5).is_err());
         assert!(parse_sweep("a.b.c=1", 5).is_err());
+    }
+
+    #[test]
+    fn seeds_are_every_integer() {
+        let sweep = parse_sweep("seed=0..999", 5).unwrap();
+        assert_eq!(sweep.target, SweepTarget::Seed);
+        assert_eq!(sweep.values.len(), 1000);
+        assert_eq!(sweep.values[0], SweepValue::Number(0));
+        assert!(sweep.is_numeric());
+        assert_eq!(parse_sweep("seed=7,9", 5).unwrap().values.len(), 2);
+        assert!(parse_sweep("seed=1..1000000", 5).is_err());
+        let rates = parse_sweep("flood.rate=1..400/1", 5).unwrap();
+        assert_eq!(rates.values.len(), 400);
+        assert_eq!(
+            combinations(&[rates.clone(), parse_sweep("seed=1..2", 5).unwrap()])
+                .unwrap()
+                .len(),
+            800
+        );
+        assert!(combinations(&[rates, sweep]).is_err());
     }
 
     #[test]

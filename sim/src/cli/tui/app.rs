@@ -1,18 +1,23 @@
 //! The TUI's model: what is on screen (the latest report frame, rates, history), where the
 //! virtual clock is and how fast it moves, which panel has the focus, how tables are sorted
-//! and filtered — and the key handlers that change it. It also renders the plain-text
-//! summary of the same state ([`App::summary`]).
+//! and filtered — and the key handlers that change it. Its plain-text summary
+//! ([`App::summary`]) is in [`super::text`], the frames it is fed in [`super::frame`].
 //!
 //! No drawing here (see [`super::view`]) and no terminal or data-source code (see
 //! [`super::feed`]): the model is fed [`ReportView`] frames and keys, so tests can drive it
 //! without a terminal.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use datapath::TimeNs;
-use serde::Deserialize;
+
+pub use super::frame::{
+    ApplianceView, ClientsView, DecisionView, FlowView, PercentilesView, PipelineView, RateBase,
+    RealView, ReportView, SecondView, ServiceView, ShieldView, TcpView, TotalsView, UdpView,
+};
+pub use super::text::{percentiles_text, rate_text, seconds, share};
+pub use crate::appliance::{MODE_BITS, mode_names};
 
 /// Rate samples kept per verdict for the sparklines.
 pub const HISTORY_CAPACITY: usize = 1024;
@@ -22,13 +27,6 @@ pub const SPEED_EXPONENT_MIN: i32 = -6;
 pub const SPEED_EXPONENT_MAX: i32 = 10;
 /// Verdict names, in the order of the sparklines.
 pub const VERDICTS: [&str; 4] = ["pass", "drop", "reply", "forward"];
-/// Protection-mode status bits of a shield context, with their names.
-pub const MODE_BITS: [(u8, &str); 4] = [
-    (0x1, "syn cookies"),
-    (0x2, "ttl filter"),
-    (0x4, "unmatched drop"),
-    (0x8, "surge"),
-];
 
 /// A key press, independent of the terminal library.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,260 +123,6 @@ pub enum DecisionSort {
     Rate,
 }
 
-/// The part of a run report the TUI shows. Deserialised from `report.json`'s `report` (and
-/// from a live [`crate::report::Report`] through the same serde shape), so both sources feed
-/// the same model. Unknown keys are ignored.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct ReportView {
-    /// Scenario name.
-    pub scenario: String,
-    /// Seed.
-    pub seed: u64,
-    /// Virtual duration.
-    pub duration_ns: u64,
-    /// Receive queues.
-    pub queues: u16,
-    /// Frame totals.
-    pub totals: TotalsView,
-    /// Pipeline decisions.
-    pub pipeline: PipelineView,
-    /// Legitimate clients.
-    pub clients: ClientsView,
-    /// Per-second rows.
-    pub timeline: Vec<SecondView>,
-    /// Shield contexts, flows and directors.
-    pub appliance: ApplianceView,
-}
-
-/// Frame totals.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct TotalsView {
-    /// Frames sent by sources and backends.
-    pub sent: u64,
-    /// Frames the pipeline processed.
-    pub processed: u64,
-    /// Frames the pipeline emitted.
-    pub emitted: u64,
-    /// Frames delivered to hosts.
-    pub delivered: u64,
-}
-
-/// Pipeline decisions.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct PipelineView {
-    /// Decisions per (stage, verdict, reason).
-    pub decisions: Vec<DecisionView>,
-}
-
-/// Decisions of one (stage, verdict, reason).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct DecisionView {
-    /// Stage.
-    pub stage: String,
-    /// Verdict.
-    pub verdict: String,
-    /// Drop reason, "" unless dropped.
-    pub reason: String,
-    /// Packets.
-    pub packets: u64,
-}
-
-/// Latency percentiles (ns): the report's own type.
-pub type PercentilesView = crate::report::Percentiles;
-
-/// TCP clients.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct TcpView {
-    /// Connections opened.
-    pub attempted: u64,
-    /// Reached ESTABLISHED.
-    pub established: u64,
-    /// Read their whole response.
-    pub completed: u64,
-    /// Timed out.
-    pub failed_timeout: u64,
-    /// Reset early.
-    pub failed_reset: u64,
-    /// Still open at the end of the run.
-    pub unfinished: u64,
-    /// Success over every attempt (still open counts as not succeeded).
-    pub success_ratio: f64,
-    /// Connection setup time.
-    pub connect_ns: Option<PercentilesView>,
-}
-
-/// UDP clients.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct UdpView {
-    /// Requests sent.
-    pub sent: u64,
-    /// Answered.
-    pub answered: u64,
-    /// Timed out.
-    pub failed_timeout: u64,
-    /// Still waiting at the end of the run.
-    pub unfinished: u64,
-    /// Success over every request (still waiting counts as not succeeded).
-    pub success_ratio: f64,
-    /// Round-trip time.
-    pub rtt_ns: Option<PercentilesView>,
-}
-
-/// Legitimate clients.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct ClientsView {
-    /// TCP clients.
-    pub tcp: Option<TcpView>,
-    /// UDP clients.
-    pub udp: Option<UdpView>,
-}
-
-/// One second of the run.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct SecondView {
-    /// Second since the start.
-    pub second: u64,
-    /// Frames processed.
-    pub processed: u64,
-    /// Verdict `pass`.
-    pub pass: u64,
-    /// Verdict `drop`.
-    pub drop: u64,
-    /// Verdict `reply`.
-    pub reply: u64,
-    /// Verdict `forward`.
-    pub forward: u64,
-}
-
-impl SecondView {
-    fn verdicts(&self) -> [u64; 4] {
-        [self.pass, self.drop, self.reply, self.forward]
-    }
-}
-
-/// Shield contexts, flows and directors.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct ApplianceView {
-    /// Shield contexts.
-    pub shield: Vec<ShieldView>,
-    /// Flows in file order.
-    pub flows: Vec<FlowView>,
-    /// IP packets no flow claimed.
-    pub unclassified: u64,
-    /// Virtual services.
-    pub directors: Vec<ServiceView>,
-}
-
-/// One shield context.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct ShieldView {
-    /// Context name.
-    pub name: String,
-    /// Non-zero counters.
-    pub counters: BTreeMap<String, u64>,
-    /// Protection-mode changes (virtual ns, status bits).
-    pub modes: Vec<(u64, u8)>,
-}
-
-/// One flow.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct FlowView {
-    /// Name.
-    pub name: String,
-    /// Policy as written.
-    pub policy: String,
-    /// Packets claimed.
-    pub hits: u64,
-    /// Packets per rule (1-based order).
-    pub rule_hits: Vec<u64>,
-}
-
-/// One virtual service.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct ServiceView {
-    /// Director name.
-    pub name: String,
-    /// `TCP 192.0.2.10:80` or `FWM 80`.
-    pub key: String,
-    /// Scheduler.
-    pub scheduler: String,
-    /// Real servers.
-    pub reals: Vec<RealView>,
-}
-
-/// One real server.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct RealView {
-    /// Address.
-    pub address: String,
-    /// `Masq`, `Route` or `Tunnel`.
-    pub forward: String,
-    /// Weight.
-    pub weight: i32,
-    /// ActiveConn.
-    pub active: u64,
-    /// InActConn.
-    pub inactive: u64,
-    /// Connections scheduled.
-    pub connections: u64,
-    /// Packets client → server.
-    pub packets_in: u64,
-    /// Packets server → client.
-    pub packets_out: u64,
-}
-
-impl ReportView {
-    /// The view of a live report (same serde shape as `report.json`).
-    pub fn from_report(report: &crate::report::Report) -> anyhow::Result<Self> {
-        Ok(serde_json::from_value(serde_json::to_value(report)?)?)
-    }
-
-    /// The view of a `report.json` file's text (`{"report": …, "measured": …}`).
-    pub fn from_report_json(text: &str) -> anyhow::Result<Self> {
-        #[derive(Deserialize)]
-        struct File {
-            report: ReportView,
-        }
-        Ok(serde_json::from_str::<File>(text)?.report)
-    }
-
-    /// Cumulative packets per verdict (pass, drop, reply, forward).
-    pub fn verdict_totals(&self) -> [u64; 4] {
-        self.timeline.iter().fold([0; 4], |mut sum, row| {
-            sum.iter_mut()
-                .zip(row.verdicts())
-                .for_each(|(a, b)| *a += b);
-            sum
-        })
-    }
-
-    /// Protection-mode bits of shield context `context` at `time` (the last change at or
-    /// before it; in a sharded run, whichever queue changed last).
-    pub fn mode_bits_at(&self, context: usize, time: TimeNs) -> u8 {
-        self.appliance.shield.get(context).map_or(0, |shield| {
-            shield
-                .modes
-                .iter()
-                .take_while(|(at, _)| *at <= time)
-                .last()
-                .map_or(0, |(_, bits)| *bits)
-        })
-    }
-}
-
 /// One line of the flow table: a flow, or one of its rules when drilled down.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FlowLine {
@@ -411,29 +155,6 @@ pub struct DecisionLine {
     pub packets: u64,
     /// Packets per second over the last interval (None in a replay).
     pub rate: Option<f64>,
-}
-
-/// The decision and flow counts at the boundary before a frame, which the frame's rates are
-/// taken against (a live feed keeps them for every interval; they are cheap).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct RateBase {
-    /// Virtual time of the counts.
-    pub at: TimeNs,
-    /// Hits per flow, in file order.
-    pub flow_hits: Vec<u64>,
-    /// Decisions per (stage, verdict, reason).
-    pub decisions: Vec<DecisionView>,
-}
-
-impl RateBase {
-    /// The counts of `view` at `at`.
-    pub fn of_view(at: TimeNs, view: &ReportView) -> Self {
-        Self {
-            at,
-            flow_hits: view.appliance.flows.iter().map(|f| f.hits).collect(),
-            decisions: view.pipeline.decisions.clone(),
-        }
-    }
 }
 
 /// Rates over the interval before the latest frame.
@@ -476,6 +197,8 @@ pub struct App {
     pub decision_sort: DecisionSort,
     /// Selected line of the flow table (flows only, after sort and filter).
     pub selected_flow: usize,
+    /// The user moved the focus (Tab): frames no longer pick the panel.
+    pub focus_chosen: bool,
     /// Flows shown with their rules.
     pub drilled: Vec<String>,
     /// Flow-name filter (substring, case-insensitive).
@@ -510,6 +233,7 @@ impl App {
             flow_sort: FlowSort::File,
             decision_sort: DecisionSort::Stage,
             selected_flow: 0,
+            focus_chosen: false,
             drilled: Vec::new(),
             filter: String::new(),
             editing_filter: false,
@@ -518,6 +242,30 @@ impl App {
             rates: Rates::default(),
             history: Default::default(),
             sampled: (0, [0; 4]),
+        }
+        .with_telling_focus()
+    }
+
+    fn with_telling_focus(mut self) -> Self {
+        self.pick_telling_focus();
+        self
+    }
+
+    /// Focus the most telling panel for what the appliance has, unless the user chose one:
+    /// the flows when there is a flowmgr file, else the shield, else the directors (an
+    /// appliance without flows would open on an empty flow table). Nothing known yet (the
+    /// skeleton before the first frame): the focus stays.
+    fn pick_telling_focus(&mut self) {
+        let appliance = &self.view.appliance;
+        if self.focus_chosen {
+            return;
+        }
+        if !appliance.flows.is_empty() {
+            self.focus = Panel::Flows;
+        } else if !appliance.shield.is_empty() {
+            self.focus = Panel::Shield;
+        } else if !appliance.directors.is_empty() {
+            self.focus = Panel::Director;
         }
     }
 
@@ -595,7 +343,8 @@ impl App {
         if elapsed > 0 {
             self.rates = rates_between(base, &view, 1e9 / elapsed as f64);
         }
-        self.view = view;
+        self.keep_selection(|app| app.view = view);
+        self.pick_telling_focus();
         self.frames += 1;
         self.data_ns = now;
         self.target_ns = self.target_ns.max(now);
@@ -633,12 +382,16 @@ impl App {
             Key::Char('-' | '_') => {
                 self.speed_exponent = (self.speed_exponent - 1).max(SPEED_EXPONENT_MIN)
             }
-            Key::Tab => self.focus = Panel::ALL[(self.focus.index() + 1) % Panel::ALL.len()],
+            Key::Tab => {
+                self.focus_chosen = true;
+                self.focus = Panel::ALL[(self.focus.index() + 1) % Panel::ALL.len()];
+            }
             Key::BackTab => {
+                self.focus_chosen = true;
                 let count = Panel::ALL.len();
                 self.focus = Panel::ALL[(self.focus.index() + count - 1) % count];
             }
-            Key::Char('o') => self.cycle_sort(),
+            Key::Char('o') => self.keep_selection(Self::cycle_sort),
             Key::Char('/') => self.editing_filter = true,
             Key::Char('?') => self.help = true,
             Key::Esc => self.filter.clear(),
@@ -688,6 +441,17 @@ impl App {
                 FlowSort::Rate => FlowSort::Name,
                 FlowSort::Name => FlowSort::File,
             };
+        }
+    }
+
+    /// Apply `change` (a re-sort, a new frame) with the selection on the same flow, wherever
+    /// the new order puts it.
+    fn keep_selection(&mut self, change: impl FnOnce(&mut Self)) {
+        let selected = self.visible_flows().get(self.selected_flow).copied();
+        change(self);
+        let visible = self.visible_flows();
+        if let Some(position) = selected.and_then(|s| visible.iter().position(|&i| i == s)) {
+            self.selected_flow = position;
         }
     }
 
@@ -751,7 +515,10 @@ impl App {
                         .iter()
                         .enumerate()
                         .map(|(rule, &hits)| FlowLine {
-                            name: format!("rule {}", rule + 1),
+                            name: match flow.rules.get(rule) {
+                                Some(text) => format!("#{} {text}", rule + 1),
+                                None => format!("rule {}", rule + 1),
+                            },
                             policy: String::new(),
                             hits,
                             rate: None,
@@ -830,137 +597,6 @@ impl App {
             self.status()
         )
     }
-
-    /// Plain-text summary of the current state (the same tables as the panels).
-    pub fn summary(&self) -> String {
-        let mut text = self.header() + "\n";
-        let totals = &self.view.totals;
-        let _ = writeln!(
-            text,
-            "frames: {} processed, {} emitted, {} delivered",
-            totals.processed, totals.emitted, totals.delivered
-        );
-        self.summary_flows(&mut text);
-        self.summary_shield(&mut text);
-        self.summary_directors(&mut text);
-        text += &self.clients_text();
-        text
-    }
-
-    fn summary_flows(&self, text: &mut String) {
-        if self.view.appliance.flows.is_empty() {
-            return;
-        }
-        let _ = writeln!(
-            text,
-            "\nflows (sort {:?}, filter {:?}):",
-            self.flow_sort, self.filter
-        );
-        let _ = writeln!(
-            text,
-            "  {:<24} {:<20} {:>10} {:>10} {:>6}",
-            "flow", "policy", "hits", "rate/s", "share"
-        );
-        for line in self.flow_lines() {
-            let indent = if line.is_rule { "    " } else { "  " };
-            let _ = writeln!(
-                text,
-                "{indent}{:<24} {:<20} {:>10} {:>10} {:>5.1}%",
-                line.name,
-                line.policy,
-                line.hits,
-                rate_text(line.rate),
-                line.share * 100.0
-            );
-        }
-    }
-
-    fn summary_shield(&self, text: &mut String) {
-        let _ = writeln!(text, "\nverdicts (sort {:?}):", self.decision_sort);
-        for line in self.decision_lines() {
-            let _ = writeln!(
-                text,
-                "  {:<9} {:<8} {:<28} {:>10} {:>10}",
-                line.stage,
-                line.verdict,
-                line.reason,
-                line.packets,
-                rate_text(line.rate)
-            );
-        }
-        for (index, context) in self.view.appliance.shield.iter().enumerate() {
-            let bits = self.view.mode_bits_at(index, self.data_ns);
-            let _ = writeln!(
-                text,
-                "  {} mode {bits:#x} ({})",
-                context.name,
-                mode_names(bits)
-            );
-        }
-    }
-
-    fn summary_directors(&self, text: &mut String) {
-        for service in &self.view.appliance.directors {
-            let _ = writeln!(
-                text,
-                "\n{} {} ({})",
-                service.key, service.scheduler, service.name
-            );
-            let total: u64 = service.reals.iter().map(|r| r.packets_in).sum();
-            for real in &service.reals {
-                let _ = writeln!(
-                    text,
-                    "  -> {:<22} {:<6} {:>6} {:>10} {:>10} {:>6.1}%",
-                    real.address,
-                    real.forward,
-                    real.weight,
-                    real.active,
-                    real.inactive,
-                    share(real.packets_in, total) * 100.0
-                );
-            }
-        }
-    }
-
-    /// Legitimate-client figures: success, failures and latency percentiles per protocol.
-    pub fn clients_text(&self) -> String {
-        let mut text = String::new();
-        if let Some(tcp) = &self.view.clients.tcp {
-            let _ = writeln!(
-                text,
-                "tcp {}/{} completed, success {:.2}%",
-                tcp.completed,
-                tcp.attempted,
-                tcp.success_ratio * 100.0
-            );
-            let _ = writeln!(
-                text,
-                "  {} timeout, {} reset, {} still open",
-                tcp.failed_timeout, tcp.failed_reset, tcp.unfinished
-            );
-            if let Some(p) = &tcp.connect_ns {
-                let _ = writeln!(text, "  connect ms {}", percentiles_text(p));
-            }
-        }
-        if let Some(udp) = &self.view.clients.udp {
-            let _ = writeln!(
-                text,
-                "udp {}/{} answered, success {:.2}%, {} timeout, {} waiting",
-                udp.answered,
-                udp.sent,
-                udp.success_ratio * 100.0,
-                udp.failed_timeout,
-                udp.unfinished
-            );
-            if let Some(p) = &udp.rtt_ns {
-                let _ = writeln!(text, "  rtt ms {}", percentiles_text(p));
-            }
-        }
-        if text.is_empty() {
-            text.push_str("no legitimate clients in this scenario\n");
-        }
-        text
-    }
 }
 
 fn decision_key(d: &DecisionView) -> (String, String, String) {
@@ -998,56 +634,6 @@ fn rates_between(before: &RateBase, after: &ReportView, per_second: f64) -> Rate
     Rates { flows, decisions }
 }
 
-/// `part / whole`, 0 when `whole` is 0.
-pub fn share(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 / whole as f64
-    }
-}
-
-/// `1.234s`.
-pub fn seconds(ns: TimeNs) -> String {
-    format!("{:.3}s", ns as f64 / 1e9)
-}
-
-/// A rate as shown: `12.3k`, or `-` when unknown (replays).
-pub fn rate_text(rate: Option<f64>) -> String {
-    match rate {
-        None => "-".into(),
-        Some(r) if r >= 1e6 => format!("{:.1}M", r / 1e6),
-        Some(r) if r >= 1e3 => format!("{:.1}k", r / 1e3),
-        Some(r) => format!("{r:.0}"),
-    }
-}
-
-/// `p50 1.234 p90 … p99 … max …` in milliseconds.
-pub fn percentiles_text(p: &PercentilesView) -> String {
-    let ms = |ns: u64| ns as f64 / 1e6;
-    format!(
-        "p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}",
-        ms(p.p50),
-        ms(p.p90),
-        ms(p.p99),
-        ms(p.max)
-    )
-}
-
-/// Names of the protection-mode bits that are set, or `off`.
-pub fn mode_names(bits: u8) -> String {
-    let names: Vec<&str> = MODE_BITS
-        .iter()
-        .filter(|(bit, _)| bits & bit != 0)
-        .map(|(_, name)| *name)
-        .collect();
-    if names.is_empty() {
-        "off".into()
-    } else {
-        names.join(", ")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1062,12 +648,14 @@ mod tests {
                         policy: "accept".into(),
                         hits: 10,
                         rule_hits: vec![6, 4],
+                        rules: vec!["match dport 80".into(), "match dport 443".into()],
                     },
                     FlowView {
                         name: "dns".into(),
                         policy: "drop".into(),
                         hits: 30,
                         rule_hits: vec![30],
+                        rules: Vec::new(),
                     },
                 ],
                 ..ApplianceView::default()
@@ -1117,7 +705,7 @@ mod tests {
             app.on_key(key);
         }
         let names: Vec<String> = app.flow_lines().into_iter().map(|l| l.name).collect();
-        assert_eq!(names, ["web", "rule 1", "rule 2"]);
+        assert_eq!(names, ["web", "#1 match dport 80", "#2 match dport 443"]);
         assert_eq!(app.flow_lines()[1].share, 0.6);
     }
 

@@ -3,7 +3,8 @@
 //! time, directors in `ipvsadm` shape with share bars, pps sparklines per verdict, legitimate
 //! clients, virtual clock and speed.
 //!
-//! Split as model ([`app`]: state and key handlers, no ratatui), view ([`view`]: drawing
+//! Split as model ([`app`]: state and key handlers, no ratatui; [`frame`]: the report frames
+//! it is fed; [`text`]: its plain-text summary and number formats), view ([`view`]: drawing
 //! only), data source ([`feed`]: a live run through an engine observer, or a finished run's
 //! time series) and terminal handling ([`term`]: setup and restore, also on panic).
 //! [`Session`] ties model and feed together so tests can drive the whole UI on ratatui's
@@ -11,7 +12,9 @@
 
 pub mod app;
 pub mod feed;
+pub mod frame;
 pub mod term;
+pub mod text;
 pub mod view;
 
 use std::path::PathBuf;

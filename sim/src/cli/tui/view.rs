@@ -8,7 +8,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Sparkline, Table, Tabs};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Sparkline, Table, TableState, Tabs};
 
 use super::app::{App, MODE_BITS, Panel, Source, VERDICTS, mode_names, rate_text, seconds, share};
 
@@ -154,6 +154,8 @@ fn draw_flows(frame: &mut Frame, app: &App, area: Rect) {
         frame.render_widget(Paragraph::new(text), area);
         return;
     }
+    // The table scrolls to keep the selected flow in view at small sizes.
+    let selected = lines.iter().position(|line| line.selected);
     let rows = lines.into_iter().map(|line| {
         let name = if line.is_rule {
             format!("  └ {}", line.name)
@@ -185,7 +187,8 @@ fn draw_flows(frame: &mut Frame, app: &App, area: Rect) {
         .style(Style::new().add_modifier(Modifier::BOLD));
     let footer = format!("unclassified {}", app.view.appliance.unclassified);
     let [table, note] = Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(area);
-    frame.render_widget(Table::new(rows, widths).header(header), table);
+    let mut state = TableState::default().with_selected(selected);
+    frame.render_stateful_widget(Table::new(rows, widths).header(header), table, &mut state);
     frame.render_widget(Paragraph::new(footer), note);
 }
 
