@@ -44,7 +44,7 @@
 //!
 //! Not here: configuration parsing (each stage's `build` does it) and any I/O.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
 
@@ -53,6 +53,7 @@ use std::ops::ControlFlow;
 use crate::director::Directors;
 use crate::flows::{FlowAction, FlowCounters, FlowTable};
 use crate::ip::defrag::Gathered;
+use crate::ip::route::RouteRef;
 use crate::ip::{IpDecision, IpLayer};
 use crate::nat::{Nat, NatOutcome};
 use crate::packet::fragments::{FragmentCounters, FragmentTracker};
@@ -83,6 +84,14 @@ pub struct PacketOutcome {
     /// created the connection (for the simulator's persistence checks; not serialized).
     #[serde(skip)]
     pub director: Option<(u16, bool)>,
+    /// The routing table and route the packet left by, when the appliance declares
+    /// routing tables besides main (`[[ip.table]]`) and the destination was not translated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteRef>,
+    /// Egress interface and gateway of that route (for the driver delivering the frame;
+    /// not serialized).
+    #[serde(skip)]
+    pub next_hop: Option<(IfaceId, Option<IpAddr>)>,
 }
 
 impl PacketOutcome {
@@ -94,6 +103,8 @@ impl PacketOutcome {
             flow_rule: None,
             backend: None,
             director: None,
+            route: None,
+            next_hop: None,
         }
     }
 }
@@ -105,6 +116,20 @@ pub struct EmittedFrame {
     pub iface: IfaceId,
     /// The bytes, link type as received.
     pub frame: Vec<u8>,
+    /// The gateway it is sent to, when a routing table's route has one (`None`: to its
+    /// destination).
+    pub next_hop: Option<IpAddr>,
+}
+
+impl EmittedFrame {
+    /// A frame leaving by `iface` toward its destination.
+    pub fn new(iface: IfaceId, frame: Vec<u8>) -> Self {
+        Self {
+            iface,
+            frame,
+            next_hop: None,
+        }
+    }
 }
 
 /// Verdict counters per stage and reason: fixed arrays, so counting never allocates.
@@ -405,7 +430,7 @@ impl Pipeline {
             && self.ip.is_none()
         {
             // What `classify` decides without any of its stages.
-            self.emitted.push(EmittedFrame { iface, frame });
+            self.emitted.push(EmittedFrame::new(iface, frame));
             return PacketOutcome::decided(Stage::Forward, Verdict::Pass);
         }
         self.after_shield(now, iface, frame)
@@ -443,10 +468,8 @@ impl Pipeline {
         if let Some(decided) = self.shield_stage(now, link, frame) {
             return Some(decided);
         }
-        self.emitted.push(EmittedFrame {
-            iface,
-            frame: std::mem::take(frame),
-        });
+        self.emitted
+            .push(EmittedFrame::new(iface, std::mem::take(frame)));
         Some(outcome)
     }
 
@@ -485,10 +508,7 @@ impl Pipeline {
                 _ => sent.bytes.clone(),
             };
             match toward {
-                Toward::Client => self.emitted.push(EmittedFrame {
-                    iface,
-                    frame: bytes,
-                }),
+                Toward::Client => self.emitted.push(EmittedFrame::new(iface, bytes)),
                 Toward::Server => self.forward_shield_frame(now, link, iface, bytes),
             }
         }
@@ -531,15 +551,13 @@ impl Pipeline {
         self.send_classified(iface, frame, &classified);
     }
 
-    /// Send what `classify` let through, or the ICMP error it answered with.
+    /// Send what `classify` let through (by its route's interface and gateway when a
+    /// routing table chose them), or the ICMP error it answered with.
     fn send_classified(&mut self, iface: IfaceId, frame: Vec<u8>, classified: &Classified) {
         if classified.forward {
-            self.emitted.push(EmittedFrame { iface, frame });
+            self.emitted.push(routed(iface, frame, &classified.outcome));
         } else if let Some(answer) = &classified.answer {
-            self.emitted.push(EmittedFrame {
-                iface,
-                frame: answer.clone(),
-            });
+            self.emitted.push(EmittedFrame::new(iface, answer.clone()));
         }
     }
 
@@ -686,8 +704,20 @@ impl Pipeline {
         };
         self.send_classified(iface, first, classified);
         for f in rest {
-            self.emitted.push(EmittedFrame { iface, frame: f });
+            self.emitted.push(routed(iface, f, &classified.outcome));
         }
+    }
+}
+
+/// A forwarded frame, by its route's interface and gateway when it has one.
+fn routed(iface: IfaceId, frame: Vec<u8>, outcome: &PacketOutcome) -> EmittedFrame {
+    match outcome.next_hop {
+        Some((egress, next_hop)) => EmittedFrame {
+            iface: egress,
+            frame,
+            next_hop,
+        },
+        None => EmittedFrame::new(iface, frame),
     }
 }
 
@@ -742,8 +772,15 @@ impl LaterStages<'_> {
             }
         }
         if let Some(ip) = self.ip.as_deref_mut() {
-            match ip.route_and_forward(now, meta, frame) {
-                IpDecision::Forward => {}
+            match ip.route_and_forward(now, meta, frame, fwmark) {
+                IpDecision::Forward => {
+                    if ip.routing().has_tables()
+                        && let Some((used, route)) = ip.last_route()
+                    {
+                        outcome.route = Some(used);
+                        outcome.next_hop = Some((route.iface, route.gateway));
+                    }
+                }
                 IpDecision::Drop(reason) => {
                     outcome.stage = Stage::Ip;
                     outcome.verdict = Verdict::Drop(reason);
@@ -779,6 +816,12 @@ impl LaterStages<'_> {
         let prerouted;
         let meta = match self.nat_prerouting(now, meta, frame, &mut outcome) {
             Ok(Some(rewritten)) => {
+                // The kernel routes the translated destination (after nat PREROUTING);
+                // the driver delivers it by that destination.
+                if rewritten.dst != meta.dst {
+                    outcome.route = None;
+                    outcome.next_hop = None;
+                }
                 prerouted = rewritten;
                 &prerouted
             }
@@ -796,6 +839,9 @@ impl LaterStages<'_> {
         {
             outcome.stage = Stage::Director;
             outcome.verdict = decision.verdict;
+            // IPVS sends to the real server by its own output route.
+            outcome.route = None;
+            outcome.next_hop = None;
             outcome.backend = decision.backend;
             let service = u16::try_from(decision.service).unwrap_or(u16::MAX);
             outcome.director = Some((service, decision.new_connection));
@@ -894,10 +940,8 @@ impl Pipeline {
         if let Some(decided) = self.shield_stage(now, link, frame) {
             return Some(decided);
         }
-        self.emitted.push(EmittedFrame {
-            iface,
-            frame: std::mem::take(frame),
-        });
+        self.emitted
+            .push(EmittedFrame::new(iface, std::mem::take(frame)));
         Some(PacketOutcome::decided(Stage::Nat, Verdict::Forward))
     }
 

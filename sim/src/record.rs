@@ -5,7 +5,10 @@
 //! `vlan` (outermost first), `src`, `dst`, `proto` (`"tcp"`, `"udp"`, `"icmp"`, `"icmpv6"`
 //! or the number), `sport`, `dport`, `tcp_flags` (FIN = 1 … CWR = 128), `icmp_type`, `ttl`,
 //! `invalid` (reason or null), plus `file` when several captures are replayed, `iface` and
-//! `len`. Later pipeline stages add `stage`, `verdict`, `reason`, `flow`, `backend`.
+//! `len`. Later pipeline stages add `stage`, `verdict`, `reason`, `flow`, `backend`, and
+//! `route` (`{"table": 100, "route": 0, "via": "10.0.9.1", "dev": 2}`: the routing table,
+//! the route's index in it, its gateway and egress interface index) when the appliance
+//! declares routing tables besides main.
 
 use std::io::{self, Write};
 use std::net::IpAddr;
@@ -100,5 +103,32 @@ impl<'a> PacketRecord<'a> {
     pub fn write_jsonl<W: Write + ?Sized>(&self, out: &mut W) -> io::Result<()> {
         serde_json::to_writer(&mut *out, self)?;
         out.write_all(b"\n")
+    }
+}
+
+/// The route a forwarded packet took (`route` in the records).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RouteRecord {
+    /// Routing table id (254: main).
+    pub table: u32,
+    /// Index of the route in that table.
+    pub route: u16,
+    /// Gateway, if the route has one.
+    pub via: Option<IpAddr>,
+    /// Egress interface index.
+    pub dev: u16,
+}
+
+impl RouteRecord {
+    /// From a pipeline outcome (`None` when it names no route).
+    pub fn of(outcome: &datapath::pipeline::PacketOutcome) -> Option<Self> {
+        let used = outcome.route?;
+        let (dev, via) = outcome.next_hop?;
+        Some(Self {
+            table: used.table,
+            route: used.route,
+            via,
+            dev,
+        })
     }
 }

@@ -121,6 +121,8 @@ struct RunRecord<'a> {
     flow: Option<u16>,
     flow_rule: Option<u16>,
     backend: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route: Option<crate::record::RouteRecord>,
     emitted: u16,
 }
 
@@ -142,6 +144,7 @@ pub fn write_records(path: &Path, records: &[PacketLine]) -> anyhow::Result<()> 
             flow: line.outcome.flow,
             flow_rule: line.outcome.flow_rule,
             backend: line.outcome.backend,
+            route: crate::record::RouteRecord::of(&line.outcome),
             emitted: line.emitted,
         };
         serde_json::to_writer(&mut out, &record)?;

@@ -202,3 +202,53 @@ fn eval_rejects_a_bad_packet() {
         String::from_utf8_lossy(&output.stderr).contains("expected 'PROTO SRC[:PORT] > DST[:PORT]")
     );
 }
+
+#[test]
+fn eval_with_an_appliance_names_each_packets_table_and_route() {
+    let appliance = write_temp(
+        "routes-appliance.toml",
+        "[interfaces]\nlan = \"192.168.0.254/24\"\nwan = \"203.0.113.254/24\"\ndmz = \"10.0.9.254/24\"\n\n[[ip.table]]\nid = 100\nroute = [\n  { to = \"default\", via = \"10.0.9.1\" },\n  { to = \"203.0.113.53/32\", dev = \"wan\" },\n]\n",
+    );
+    let flows = scenario("policy-routing.flowmgr");
+    let output = sim(&[
+        "flows",
+        "eval",
+        &flows,
+        "--appliance",
+        &appliance,
+        "--packet",
+        "tcp 192.168.0.130:4000 > 203.0.113.80:80 iface lan",
+        "--packet",
+        "udp 192.168.0.130:4000 > 203.0.113.53:53 iface lan",
+        "--packet",
+        "tcp 192.168.0.10:4000 > 203.0.113.80:80 iface lan",
+        "--packet",
+        "tcp 192.168.0.10:4000 > 198.18.0.1:80 iface lan",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "tcp 192.168.0.130:4000 > 203.0.113.80:80 iface lan: flow quarantine, rule 1, table 100; route: table 100 #0 default via 10.0.9.1 dev dmz",
+            "udp 192.168.0.130:4000 > 203.0.113.53:53 iface lan: flow quarantine, rule 1, table 100; route: table 100 #1 203.0.113.53 dev wan",
+            "tcp 192.168.0.10:4000 > 203.0.113.80:80 iface lan: flow rest, rule 1, permit; route: table 254 #2 203.0.113.0/24 dev wan",
+            "tcp 192.168.0.10:4000 > 198.18.0.1:80 iface lan: flow rest, rule 1, permit; route: no route",
+        ]
+    );
+    let json = sim(&[
+        "flows",
+        "eval",
+        &flows,
+        "--appliance",
+        &appliance,
+        "--json",
+        "--packet",
+        "tcp 192.168.0.130:4000 > 203.0.113.80:80 iface lan",
+    ]);
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(value["route"]["table"], 100);
+    assert_eq!(value["route"]["via"], "10.0.9.1");
+    assert_eq!(value["route"]["dev"], "dmz");
+}

@@ -16,7 +16,7 @@ use sim::run::{RunOptions, RunOutput, run_scenario};
 use sim::scenario;
 
 /// Scenarios bundled in `scenarios/`.
-pub const BUNDLED: [&str; 9] = [
+pub const BUNDLED: [&str; 10] = [
     "synflood",
     "udpflood",
     "replay-real",
@@ -26,6 +26,7 @@ pub const BUNDLED: [&str; 9] = [
     "failover",
     "faults",
     "ipvs-schedulers",
+    "policy-routing",
 ];
 
 const MS: u64 = 1_000_000;
@@ -167,4 +168,45 @@ fn stranded_connections_lower_the_success_ratio() {
         summary.contains(&format!("{} still open at the end", tcp.unfinished)),
         "{summary}"
     );
+}
+
+#[test]
+fn policy_routing_records_name_the_table_and_route_each_packet_took() {
+    let (output, _) = run_full("policy-routing", true);
+    let records = &output.merged.records;
+    let quarantined: ipnet::IpNet = "192.168.0.128/25".parse().unwrap();
+    let sinkhole: std::net::IpAddr = "10.0.9.1".parse().unwrap();
+    let (mut by_table, mut by_host_route, mut by_main) = (0, 0, 0);
+    for record in records {
+        let (Some(src), Some(dst)) = (record.meta.src, record.meta.dst) else {
+            continue;
+        };
+        let route = record
+            .outcome
+            .route
+            .expect("every forwarded packet has a route");
+        let (dev, via) = record.outcome.next_hop.expect("and a next hop");
+        if quarantined.contains(&src) {
+            assert_eq!(route.table, 100, "{src} > {dst}");
+            if dst == "203.0.113.53".parse::<std::net::IpAddr>().unwrap() {
+                assert_eq!((route.route, via, dev), (1, None, 1), "host route, wan");
+                by_host_route += 1;
+            } else {
+                assert_eq!(
+                    (route.route, via, dev),
+                    (0, Some(sinkhole), 2),
+                    "default, dmz"
+                );
+                by_table += 1;
+            }
+        } else {
+            assert_eq!(
+                (route.table, via),
+                (254, None),
+                "{src} > {dst}: main, on-link"
+            );
+            by_main += 1;
+        }
+    }
+    assert!(by_table > 0 && by_host_route > 0 && by_main > 0);
 }

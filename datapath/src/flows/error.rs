@@ -64,6 +64,8 @@ pub enum FlowErrorKind {
     UnknownInterface,
     /// A `director` name absent from the director list given to the table builder.
     UndefinedDirector,
+    /// A `table <id>` the appliance declares no routing table for.
+    UndefinedTable,
     /// A director mark that is 0 or collides with the routing-table mark range.
     BadMark,
     /// More flows or rules than the table capacity.
@@ -101,6 +103,7 @@ impl FlowErrorKind {
             Self::BadInterfaceName => "bad_interface_name",
             Self::UnknownInterface => "unknown_interface",
             Self::UndefinedDirector => "undefined_director",
+            Self::UndefinedTable => "undefined_table",
             Self::BadMark => "bad_mark",
             Self::TooLarge => "too_large",
         }

@@ -66,7 +66,7 @@ pub use error::{FlowError, FlowErrorKind};
 pub use parse::parse;
 pub use table::{
     Flow, FlowAction, FlowCounters, FlowTable, FlowTrace, FlowVerdict, Rule, StepOutcome,
-    TableConfig, TraceStep,
+    TableConfig, TraceStep, undefined_tables,
 };
 
 /// Longest flow name, in characters (the appliance's limit; iptables chain names allow 28).

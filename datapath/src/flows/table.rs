@@ -194,6 +194,34 @@ impl Builder<'_> {
     }
 }
 
+/// The `table <id>` policies of `file` naming none of the `defined` routing tables (nor
+/// main, 254), each at its id (the appliance's own check: the kernel's `ip rule … lookup <id>` of an empty
+/// table would silently fall through to main).
+pub fn undefined_tables(file: &FlowFile, defined: &[u32]) -> Vec<FlowError> {
+    file.flows
+        .iter()
+        .filter_map(|flow| match flow.policy {
+            Policy::Table(id) if id != crate::ip::route::MAIN_TABLE && !defined.contains(&id) => {
+                let known: Vec<String> = defined.iter().map(u32::to_string).collect();
+                let note = if known.is_empty() {
+                    "the appliance declares no routing table ([[ip.table]])".to_owned()
+                } else {
+                    format!("declared tables ([[ip.table]]): {}", known.join(", "))
+                };
+                Some(
+                    FlowError::new(
+                        FlowErrorKind::UndefinedTable,
+                        flow.policy_span,
+                        format!("routing table {id} is not defined"),
+                    )
+                    .with_note(note),
+                )
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 fn capacity_errors(file: &FlowFile) -> Vec<FlowError> {
     let mut errors = Vec::new();
     if let Some(flow) = file.flows.get(MAX_FLOWS) {

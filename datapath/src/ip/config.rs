@@ -17,7 +17,21 @@
 //! ipfrag_high_thresh = 4194304 # net.ipv4.ipfrag_high_thresh (bytes)
 //! ipfrag_low_thresh = 3145728  # net.ipv4.ipfrag_low_thresh
 //! ipfrag_time = 30             # net.ipv4.ipfrag_time (s; IPv6: nf_conntrack_frag6_timeout, 60)
+//!
+//! [[ip.table]]                 # a routing table for the flows' `table 100` policy
+//! id = 100                     # 1..=65535, not 253 / 255; 254 adds routes to main
+//! route = [
+//!   { to = "default", via = "10.0.9.1" },          # ip route add default via … table 100
+//!   { to = "192.0.2.0/25", dev = "servers" },      # on-link
+//!   { to = "2001:db8::/32", via = "2001:db8:9::1", dev = "dmz" },
+//! ]
 //! ```
+//!
+//! The main table holds the connected networks of `[interfaces]`, the `default_route`
+//! interface's default routes and the routes of `[[ip.table]] id = 254`. `to = "default"`
+//! is the default route of the gateway's family (without a gateway write `0.0.0.0/0` or
+//! `::/0`). A gateway must be inside a connected network (of `dev` when given), as the
+//! kernel requires ("Nexthop has invalid gateway"); see [`super::route`].
 //!
 //! Whether connection tracking runs (and so reassembly) follows from the other tables
 //! (NAT, directors, SYN-protected ports), not from a key here. Interfaces are those of
@@ -30,6 +44,7 @@ use serde::Deserialize;
 
 use super::defrag::DefragLimits;
 use super::icmp::IcmpLimits;
+use super::route::{self, RouteSpec, RoutingTable};
 use super::{IpConfig, IpInterface, RpFilter};
 use crate::nat::config::InterfaceAddress;
 use crate::packet::IfaceId;
@@ -68,6 +83,61 @@ pub struct IpSettings {
     pub ipfrag_low_thresh: Option<u64>,
     /// `ipfrag_time`, seconds.
     pub ipfrag_time: Option<u64>,
+    /// `[[ip.table]]`: routing tables.
+    #[serde(default)]
+    pub table: Vec<TableSettings>,
+}
+
+/// `[[ip.table]]` as written.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSettings {
+    /// Table id.
+    pub id: u32,
+    /// Routes, in order.
+    #[serde(default)]
+    pub route: Vec<RouteSettings>,
+}
+
+/// One route of `[[ip.table]]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSettings {
+    /// Destination: `address/prefix`, an address (a host route) or `default`.
+    pub to: String,
+    /// Gateway.
+    pub via: Option<std::net::IpAddr>,
+    /// Egress interface name.
+    pub dev: Option<String>,
+}
+
+/// A problem in `[ip]`: where (`table[0].route[1].via`, empty for `[ip]` as a whole) and
+/// what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpConfigError {
+    /// Key path under `[ip]`.
+    pub at: String,
+    /// The message.
+    pub message: String,
+}
+
+impl std::fmt::Display for IpConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.at.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.at, self.message)
+        }
+    }
+}
+
+impl From<String> for IpConfigError {
+    fn from(message: String) -> Self {
+        Self {
+            at: String::new(),
+            message,
+        }
+    }
 }
 
 /// Build the IP layer's settings. `interfaces` are the appliance's `[interfaces]`;
@@ -77,7 +147,7 @@ pub fn build(
     settings: &IpSettings,
     interfaces: &BTreeMap<String, InterfaceAddress>,
     iface_names: &[&str],
-) -> Result<IpConfig, String> {
+) -> Result<IpConfig, IpConfigError> {
     let index = |name: &str| -> Result<IfaceId, String> {
         let position = if iface_names.is_empty() {
             interfaces.keys().position(|n| n == name)
@@ -112,8 +182,9 @@ pub fn build(
         time_v6_ns: limits.time_v6_ns,
     };
     if defrag.low_thresh > defrag.high_thresh {
-        return Err("ipfrag_low_thresh is above ipfrag_high_thresh".into());
+        return Err(String::from("ipfrag_low_thresh is above ipfrag_high_thresh").into());
     }
+    let (routes, tables) = tables(settings, &addresses, &index)?;
     let icmp = IcmpLimits::default();
     Ok(IpConfig {
         forwarding: settings.forwarding.unwrap_or(defaults.forwarding),
@@ -130,8 +201,119 @@ pub fn build(
         interface_mtu,
         interfaces: addresses,
         default_route: settings.default_route.as_deref().map(index).transpose()?,
+        routes,
+        tables,
         defrag,
         conntrack: false,
+    })
+}
+
+/// The routes `[[ip.table]]` add to main (id 254), and the other tables by id.
+fn tables(
+    settings: &IpSettings,
+    addresses: &[IpInterface],
+    index: &dyn Fn(&str) -> Result<IfaceId, String>,
+) -> Result<(Vec<route::Route>, Vec<RoutingTable>), IpConfigError> {
+    let connected: Vec<(IfaceId, ipnet::IpNet)> = addresses
+        .iter()
+        .filter_map(|i| {
+            Some((
+                i.iface,
+                ipnet::IpNet::new(i.address, i.prefix).ok()?.trunc(),
+            ))
+        })
+        .collect();
+    let mut main = Vec::new();
+    let mut tables: Vec<RoutingTable> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (position, table) in settings.table.iter().enumerate() {
+        let at = |key: &str| IpConfigError {
+            at: format!("table[{position}]{key}"),
+            message: String::new(),
+        };
+        let located = |key: &str, message: String| IpConfigError { message, ..at(key) };
+        let id = route::check_table_id(table.id).map_err(|e| located(".id", e.to_string()))?;
+        if !seen.insert(id) {
+            let error = route::RouteError::DuplicateTable(id);
+            return Err(located(".id", error.to_string()));
+        }
+        let mut specs = Vec::new();
+        for (n, written) in table.route.iter().enumerate() {
+            let spec = route_spec(written, index)
+                .map_err(|(key, message)| located(&format!(".route[{n}]{key}"), message))?;
+            specs.push(spec);
+        }
+        let connected_main: Vec<route::Route> = if id == route::MAIN_TABLE {
+            connected
+                .iter()
+                .map(|&(iface, destination)| route::Route {
+                    destination,
+                    gateway: None,
+                    iface,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let routes = route::resolve_table(&specs, &connected, &connected_main).map_err(|e| {
+            let key = match &e {
+                route::RouteError::GatewayOffLink(n, _) => format!(".route[{n}].via"),
+                route::RouteError::Exists(n, _) | route::RouteError::Family(n) => {
+                    format!(".route[{n}].to")
+                }
+                route::RouteError::NoNextHop(n) => format!(".route[{n}]"),
+                _ => String::new(),
+            };
+            located(&key, e.to_string())
+        })?;
+        if id == route::MAIN_TABLE {
+            main.extend(routes.into_iter().skip(connected_main.len()));
+        } else {
+            tables.push(RoutingTable { id, routes });
+        }
+    }
+    tables.sort_by_key(|t| t.id);
+    Ok((main, tables))
+}
+
+/// A written route: its destination (`default` takes the gateway's family), gateway and
+/// interface; errors name the key (`.to`, `.dev`).
+fn route_spec(
+    written: &RouteSettings,
+    index: &dyn Fn(&str) -> Result<IfaceId, String>,
+) -> Result<RouteSpec, (&'static str, String)> {
+    let destination = match (written.to.as_str(), written.via) {
+        ("default", Some(std::net::IpAddr::V4(_))) => "0.0.0.0/0".parse().ok(),
+        ("default", Some(std::net::IpAddr::V6(_))) => "::/0".parse().ok(),
+        ("default", None) => {
+            return Err((
+                ".to",
+                "`default` without a gateway: write `0.0.0.0/0` or `::/0`".into(),
+            ));
+        }
+        (text, _) => text.parse::<ipnet::IpNet>().ok().or_else(|| {
+            text.parse::<std::net::IpAddr>()
+                .ok()
+                .map(ipnet::IpNet::from)
+        }),
+    };
+    let destination = destination.ok_or_else(|| {
+        (
+            ".to",
+            format!(
+                "`{}` is not a destination (`address/prefix`, an address or `default`)",
+                written.to
+            ),
+        )
+    })?;
+    let iface = match &written.dev {
+        Some(name) => Some(index(name).map_err(|e| (".dev", e))?),
+        None => None,
+    };
+    Ok(RouteSpec {
+        destination,
+        gateway: written.via,
+        iface,
     })
 }
 
@@ -168,7 +350,7 @@ mod tests {
         assert_eq!(config.icmp, IcmpLimits::default());
         assert!(config.forwarding && config.forwarding_v6);
         let unknown = build(&settings, &interfaces, &["a", "b"]).unwrap_err();
-        assert!(unknown.contains("`inside`"), "{unknown}");
+        assert!(unknown.message.contains("`inside`"), "{unknown}");
         assert!(toml::from_str::<IpSettings>("rp_filte = \"off\"").is_err());
     }
 }

@@ -21,7 +21,12 @@
 //!    Then an IPv6 packet from a link-local source gets ICMPv6 destination unreachable
 //!    2 (beyond scope of source address), as `ip6_forward` sends it; drop `martian_source`
 //!    when limited;
-//! 6. MTU (`ip_exceeds_mtu`, `ip6_pkt_too_big`): an IPv4 datagram longer than the egress
+//! 6. the route (see [`route`]): the flows' `table <id>` mark selects that routing table
+//!    (`ip rule add fwmark … lookup <id>`), falling through to main when it has no route;
+//!    its interface is the egress for the MTU check and, with a gateway, the frame is sent
+//!    to the gateway. Without any route the packet is forwarded as before (no ICMP
+//!    unreachable is modelled);
+//!    MTU (`ip_exceeds_mtu`, `ip6_pkt_too_big`): an IPv4 datagram longer than the egress
 //!    MTU with DF set gets ICMP fragmentation needed (3/4, next-hop MTU), an IPv6 one
 //!    packet too big (2/0, MTU at least 1280); drop `packet_too_big` when limited;
 //! 7. otherwise the TTL / hop limit is decremented (IPv4 header checksum updated as
@@ -38,6 +43,7 @@ pub mod defrag;
 pub mod fixtures;
 pub mod icmp;
 pub mod martian;
+pub mod route;
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -103,6 +109,11 @@ pub struct IpConfig {
     pub interfaces: Vec<IpInterface>,
     /// Interface of the default route, if any.
     pub default_route: Option<IfaceId>,
+    /// Routes of the main table besides the connected networks and `default_route`
+    /// (resolved: see [`route::resolve_table`]).
+    pub routes: Vec<route::Route>,
+    /// Routing tables other than main, for the flows' `table <id>` policies.
+    pub tables: Vec<route::RoutingTable>,
     /// Defragmentation limits.
     pub defrag: defrag::DefragLimits,
     /// Connection tracking runs (NAT, directors, SYN proxy): then, and only then,
@@ -122,6 +133,8 @@ impl Default for IpConfig {
             interface_mtu: Vec::new(),
             interfaces: Vec::new(),
             default_route: None,
+            routes: Vec::new(),
+            tables: Vec::new(),
             defrag: defrag::DefragLimits::default(),
             conntrack: false,
         }
@@ -171,6 +184,8 @@ pub struct IpLayer {
     config: IpConfig,
     broadcasts: Vec<Ipv4Addr>,
     limiter: IcmpLimiter,
+    routing: route::Routing,
+    last_route: Option<(route::RouteRef, route::Route)>,
     /// Reassembly queues.
     pub defrag: defrag::Defrag,
     counters: IpCounters,
@@ -190,10 +205,13 @@ impl IpLayer {
             })
             .collect();
         let defrag = defrag::Defrag::new(config.defrag);
+        let routing = main_routing(&config);
         Self {
             config,
             broadcasts,
             limiter: IcmpLimiter::default(),
+            routing,
+            last_route: None,
             defrag,
             counters: IpCounters::default(),
         }
@@ -209,15 +227,29 @@ impl IpLayer {
         &self.counters
     }
 
+    /// The routing tables (main from the interfaces, `default_route` and `routes`).
+    pub fn routing(&self) -> &route::Routing {
+        &self.routing
+    }
+
+    /// The route the last packet [`Self::route_and_forward`] forwarded took (`None`:
+    /// delivered locally, refused, or no route — forwarded as received).
+    pub fn last_route(&self) -> Option<(route::RouteRef, route::Route)> {
+        self.last_route
+    }
+
     /// The routing decision and the forwarding checks for `frame` (described by `meta`),
-    /// in the order of the module documentation. Non-IP packets go on untouched.
+    /// in the order of the module documentation, the route looked up with the flows'
+    /// firewall mark (see [`route`]). Non-IP packets go on untouched.
     #[inline]
     pub fn route_and_forward(
         &mut self,
         now: TimeNs,
         meta: &PacketMeta,
         frame: &mut [u8],
+        fwmark: Option<u32>,
     ) -> IpDecision {
+        self.last_route = None;
         let (Some(src), Some(dst)) = (meta.src, meta.dst) else {
             return IpDecision::Forward;
         };
@@ -248,6 +280,10 @@ impl IpLayer {
             // ip6_forward: "beyond scope of source address", back to the link-local source.
             return self.icmp_error(now, meta, frame, 1, 2, 0);
         }
+        self.last_route = self
+            .routing
+            .lookup(dst, fwmark)
+            .map(|(used, route)| (used, *route));
         if let Some(mtu) = self.too_big(meta, frame, dst) {
             let (icmp_type, code) = if dst.is_ipv4() { (3, 4) } else { (2, 0) };
             return self.icmp_error(now, meta, frame, icmp_type, code, mtu);
@@ -269,16 +305,10 @@ impl IpLayer {
         self.config.interfaces.iter().any(|i| i.address == dst)
     }
 
-    /// The interface of the route to `addr`: the longest connected network holding it,
-    /// else the default route.
+    /// The interface of the main table's route to `addr` (the longest connected network
+    /// holding it, else a shorter route, else the default route).
     fn route_of(&self, addr: IpAddr) -> Option<IfaceId> {
-        self.config
-            .interfaces
-            .iter()
-            .filter(|i| in_network(addr, i.address, i.prefix))
-            .max_by_key(|i| i.prefix)
-            .map(|i| i.iface)
-            .or(self.config.default_route)
+        self.routing.main.lookup(addr).map(|(_, route)| route.iface)
     }
 
     fn source_valid(&self, meta: &PacketMeta) -> bool {
@@ -295,7 +325,7 @@ impl IpLayer {
 
     /// The egress MTU when the datagram exceeds it and may not be fragmented here.
     fn too_big(&self, meta: &PacketMeta, frame: &[u8], dst: IpAddr) -> Option<u32> {
-        let egress = self.route_of(dst);
+        let egress = self.last_route.map(|(_, route)| route.iface);
         let mtu = egress
             .and_then(|e| self.config.interface_mtu.iter().find(|(i, _)| *i == e))
             .map_or(self.config.mtu, |&(_, mtu)| mtu);
@@ -392,6 +422,42 @@ pub fn copy_header_fields(first: &[u8], fragment: &mut [u8], l3: usize) {
             to[8..40].copy_from_slice(&from[8..40]);
         }
         _ => {}
+    }
+}
+
+/// The routing tables of `config`: main holds the connected networks (interface order),
+/// then the `default_route` interface's default routes (IPv4 and IPv6), then `routes`.
+fn main_routing(config: &IpConfig) -> route::Routing {
+    let mut main: Vec<route::Route> = config
+        .interfaces
+        .iter()
+        .filter_map(|i| {
+            let destination = ipnet::IpNet::new(i.address, i.prefix).ok()?.trunc();
+            Some(route::Route {
+                destination,
+                gateway: None,
+                iface: i.iface,
+            })
+        })
+        .collect();
+    if let Some(iface) = config.default_route {
+        for everything in ["0.0.0.0/0", "::/0"] {
+            if let Ok(destination) = everything.parse() {
+                main.push(route::Route {
+                    destination,
+                    gateway: None,
+                    iface,
+                });
+            }
+        }
+    }
+    main.extend(config.routes.iter().copied());
+    route::Routing {
+        main: route::RoutingTable {
+            id: route::MAIN_TABLE,
+            routes: main,
+        },
+        tables: config.tables.clone(),
     }
 }
 

@@ -46,6 +46,7 @@ pub fn check(
             return Err((base.key("nat").index(index).key("out"), message));
         }
     }
+    check_ip(config, base, iface_names)?;
     if let Err(error) = build_all(&config.director) {
         return Err((
             director_path(&error, &config.director, base),
@@ -53,6 +54,58 @@ pub fn check(
         ));
     }
     Ok(())
+}
+
+/// `[ip]` and its routing tables (`[[ip.table]]`: ids, destinations, gateways on-link,
+/// interfaces), built as the pipeline builds them. Without the appliance's interface list,
+/// the names `[ip]` uses are taken as existing.
+fn check_ip(
+    config: &ApplianceConfig,
+    base: &KeyPath,
+    iface_names: Option<&[&str]>,
+) -> Result<(), (KeyPath, String)> {
+    let mut assumed: Vec<&str> = config.interfaces.keys().map(String::as_str).collect();
+    let ip = &config.ip;
+    let named = ip
+        .table
+        .iter()
+        .flat_map(|t| t.route.iter().filter_map(|r| r.dev.as_deref()))
+        .chain(ip.interface_mtu.keys().map(String::as_str))
+        .chain(ip.default_route.as_deref());
+    for name in named {
+        if !assumed.contains(&name) {
+            assumed.push(name);
+        }
+    }
+    let names = iface_names.unwrap_or(&assumed);
+    match datapath::ip::config::build(ip, &config.interfaces, names) {
+        Ok(_) => Ok(()),
+        Err(error) => Err((
+            dotted_path(&error.at, &base.key("ip")),
+            if error.at.is_empty() {
+                format!("[ip]: {}", error.message)
+            } else {
+                format!("ip.{error}")
+            },
+        )),
+    }
+}
+
+/// `table[0].route[1].via` under `base` as a key path (empty: `base`).
+fn dotted_path(at: &str, base: &KeyPath) -> KeyPath {
+    let mut path = base.clone();
+    for segment in at.split('.').filter(|s| !s.is_empty()) {
+        match segment.split_once('[') {
+            Some((name, index)) => {
+                path = path.key(name);
+                if let Ok(index) = index.trim_end_matches(']').parse() {
+                    path = path.index(index);
+                }
+            }
+            None => path = path.key(segment),
+        }
+    }
+    path
 }
 
 /// `shield.instance[0].context[1]` (the error's `at`) as a key path, with the key of a value
@@ -70,18 +123,7 @@ fn shield_path(error: &ShieldConfigError, base: &KeyPath) -> KeyPath {
         | E::InterfaceTwice { at, .. }
         | E::NoInterfaces { at } => (at, None),
     };
-    let mut path = base.clone();
-    for segment in at.split('.') {
-        match segment.split_once('[') {
-            Some((name, index)) => {
-                path = path.key(name);
-                if let Ok(index) = index.trim_end_matches(']').parse() {
-                    path = path.index(index);
-                }
-            }
-            None => path = path.key(segment),
-        }
-    }
+    let path = dotted_path(at, base);
     match key {
         Some(key) => path.key(key),
         None => path,
@@ -146,6 +188,52 @@ mod tests {
         let (message, line, column) = located(&text);
         assert_eq!(message, "director[1].name: director \"web\" defined twice");
         assert_eq!((line, column), (9, 8));
+    }
+
+    #[test]
+    fn routing_table_errors_are_at_their_route_key() {
+        let table = |routes: &str| {
+            format!(
+                "[interfaces]\nlan = \"192.168.0.254/24\"\ndmz = \"10.0.9.254/24\"\n\n[[ip.table]]\nid = 100\nroute = [\n  {{ to = \"192.0.2.0/24\", dev = \"dmz\" }},\n  {routes},\n]\n"
+            )
+        };
+        let (message, line, column) = located(&table("{ to = \"default\", via = \"10.0.8.1\" }"));
+        assert_eq!(
+            message,
+            "ip.table[0].route[1].via: ip.table[0].route[1].via: gateway 10.0.8.1 is not in a connected network of the route's interface (Nexthop has invalid gateway)"
+        );
+        assert_eq!((line, column), (9, 27));
+        // On-link, but not on the named interface.
+        let (message, ..) = located(&table(
+            "{ to = \"default\", via = \"10.0.9.1\", dev = \"lan\" }",
+        ));
+        assert!(message.contains("Nexthop has invalid gateway"), "{message}");
+        let (message, line, column) = located(&table("{ to = \"192.0.2.9/24\", dev = \"lan\" }"));
+        assert!(
+            message.contains("192.0.2.0/24 is already in this table"),
+            "{message}"
+        );
+        assert_eq!((line, column), (9, 10));
+        let (message, ..) = located(&table("{ to = \"10.1.0.0/16\" }"));
+        assert!(message.contains("needs a gateway"), "{message}");
+        let (message, ..) = located(&table("{ to = \"default\", dev = \"lan\" }"));
+        assert!(message.contains("`default` without a gateway"), "{message}");
+        let reserved = "[[ip.table]]\nid = 255\n";
+        let (message, line, column) = located(reserved);
+        assert!(message.contains("table id 255 is not usable"), "{message}");
+        assert_eq!((line, column), (2, 6));
+        let twice = "[[ip.table]]\nid = 7\n[[ip.table]]\nid = 7\n";
+        let (message, line, _) = located(twice);
+        assert!(message.contains("table 7 is declared twice"), "{message}");
+        assert_eq!(line, 4);
+        // With the topology's interfaces, a `dev` outside them is refused.
+        let config: ApplianceConfig = toml::from_str(
+            "[[ip.table]]\nid = 1\nroute = [{ to = \"0.0.0.0/0\", dev = \"wan\" }]\n",
+        )
+        .unwrap();
+        let (path, message) = check(&config, &KeyPath::root(), Some(&["lan"])).unwrap_err();
+        assert_eq!(path.to_string(), "ip.table[0].route[0].dev");
+        assert!(message.contains("`wan` is not one of"), "{message}");
     }
 
     #[test]

@@ -231,8 +231,13 @@ pub fn ip_config(
     config: &ApplianceConfig,
     iface_names: &[&str],
 ) -> anyhow::Result<datapath::ip::IpConfig> {
-    datapath::ip::config::build(&config.ip, &config.interfaces, iface_names)
-        .map_err(|e| anyhow::anyhow!("[ip]: {e}"))
+    datapath::ip::config::build(&config.ip, &config.interfaces, iface_names).map_err(|e| {
+        if e.at.is_empty() {
+            anyhow::anyhow!("[ip]: {e}")
+        } else {
+            anyhow::anyhow!("ip.{e}")
+        }
+    })
 }
 
 /// The NAT stage of an appliance (`None` without `[[nat]]` rules). Interfaces named in
@@ -291,7 +296,7 @@ fn load_flows(
             .then(|| iface_names.iter().map(|n| n.to_string()).collect()),
         director_marks: (!config.director.is_empty()).then(|| director_marks(&config.director)),
     };
-    FlowTable::from_source(&source, &table_config).map_err(|errors| {
+    let render = |errors: Vec<datapath::flows::FlowError>| {
         let rendered =
             crate::diagnostics::render_errors(&path.display().to_string(), &source, &errors);
         anyhow::anyhow!(
@@ -299,7 +304,18 @@ fn load_flows(
             errors.len(),
             path.display()
         )
-    })
+    };
+    let table = FlowTable::from_source(&source, &table_config).map_err(render)?;
+    // Every `table <id>` must name a routing table the appliance declares (or main).
+    let defined: Vec<u32> = config.ip.table.iter().map(|t| t.id).collect();
+    if !table.table_marks().is_empty() {
+        let file = datapath::flows::parse(&source).map_err(render)?;
+        let undefined = datapath::flows::undefined_tables(&file, &defined);
+        if !undefined.is_empty() {
+            return Err(render(undefined));
+        }
+    }
+    Ok(table)
 }
 
 impl ApplianceConfig {
@@ -392,6 +408,32 @@ mod tests {
             error.contains("bad.toml:2:1: unknown field `shields`"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_table_policy_needs_a_declared_routing_table() {
+        let flows = write_temp(
+            "tables.flowmgr",
+            "flow a permit\n  match\nflow b table 7\n  match\n",
+        );
+        let with = |tables: &str| {
+            let text = format!("flows = \"tables.flowmgr\"\n{tables}");
+            let config: ApplianceConfig = toml::from_str(&text).unwrap();
+            build_pipeline(&config, flows.parent().unwrap(), 1, &[])
+        };
+        let error = format!("{:#}", with("").unwrap_err());
+        assert!(
+            error.contains("error[undefined_table]: routing table 7 is not defined"),
+            "{error}"
+        );
+        assert!(error.contains("tables.flowmgr:3:14"), "{error}");
+        assert!(error.contains("declares no routing table"), "{error}");
+        let error = format!("{:#}", with("[[ip.table]]\nid = 8\n").unwrap_err());
+        assert!(
+            error.contains("declared tables ([[ip.table]]): 8"),
+            "{error}"
+        );
+        assert!(with("[[ip.table]]\nid = 7\n").is_ok());
     }
 
     #[test]

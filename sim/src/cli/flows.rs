@@ -4,7 +4,9 @@
 //! - `sim flows compile FILE --to iptables|ip6tables|nft|ip-rules` — print the rules.
 //! - `sim flows eval FILE --packet 'PROTO SRC[:PORT] > DST[:PORT] [iface NAME] [type N]'`
 //!   — which flow, policy and rule decide each packet; `--explain` prints every rule
-//!   tried; `--json` one JSON object per packet (`flow`, `policy`, `rule`, `mark`, …).
+//!   tried; `--json` one JSON object per packet (`flow`, `policy`, `rule`, `mark`, …);
+//!   `--appliance FILE` adds the route each packet takes through that appliance's routing
+//!   tables (`route: table 100 #0 default via 10.0.9.1 dev dmz`), its mark applied.
 //!
 //! `--iface NAME` (repeatable) gives the interface list (index order) and makes unknown
 //! `iface` names errors; `--director NAME[=MARK]` (repeatable) gives the defined directors
@@ -71,6 +73,10 @@ pub enum FlowsCommand {
         /// One JSON object per packet.
         #[arg(long)]
         json: bool,
+        /// Also name the route each packet takes through this appliance file's routing
+        /// tables (`[[ip.table]]`, main from `[interfaces]`), its fwmark applied.
+        #[arg(long, value_name = "FILE", conflicts_with = "pcap")]
+        appliance: Option<PathBuf>,
         /// Caller context (interfaces, directors).
         #[command(flatten)]
         context: ContextArgs,
@@ -112,10 +118,17 @@ pub fn run(args: &FlowsArgs) -> anyhow::Result<ExitCode> {
             pcap,
             explain,
             json,
+            appliance,
             context,
         } => match pcap {
             Some(capture) => eval_capture(file, capture, *explain, *json, context),
-            None => eval(file, packets, *explain, *json, context),
+            None => {
+                let routes = appliance
+                    .as_deref()
+                    .map(|path| Routes::load(path, context))
+                    .transpose()?;
+                eval(file, packets, *explain, *json, context, routes.as_ref())
+            }
         },
     }
 }
@@ -364,12 +377,59 @@ fn eval_ifaces(file: &FlowFile, specs: &[PacketSpec], context: &ContextArgs) -> 
     names
 }
 
+/// The routing tables of `--appliance` and its interface names.
+struct Routes {
+    routing: datapath::ip::route::Routing,
+    names: Vec<String>,
+}
+
+impl Routes {
+    fn load(path: &Path, context: &ContextArgs) -> anyhow::Result<Self> {
+        let config = crate::appliance::ApplianceConfig::load(path)?;
+        let names: Vec<String> = if context.ifaces.is_empty() {
+            config.interfaces.keys().cloned().collect()
+        } else {
+            context.ifaces.clone()
+        };
+        let given: Vec<&str> = context.ifaces.iter().map(String::as_str).collect();
+        let ip = crate::appliance::ip_config(&config, &given)?;
+        let routing = datapath::ip::IpLayer::new(ip).routing().clone();
+        Ok(Self { routing, names })
+    }
+
+    /// `route: table 100 #0 default via 10.0.9.1 dev dmz` (or no route), and the JSON.
+    fn describe(&self, meta: &PacketMeta, mark: Option<u32>) -> (String, serde_json::Value) {
+        let Some(dst) = meta.dst else {
+            return ("no route (not IP)".into(), serde_json::Value::Null);
+        };
+        match self.routing.lookup(dst, mark) {
+            Some((used, route)) => {
+                let name = self
+                    .names
+                    .get(usize::from(route.iface))
+                    .map_or_else(|| format!("#{}", route.iface), Clone::clone);
+                let text = route.describe(&name);
+                let json = serde_json::json!({
+                    "table": used.table,
+                    "route": used.route,
+                    "via": route.gateway,
+                    "dev": name,
+                    "text": text,
+                });
+                (format!("table {} #{} {text}", used.table, used.route), json)
+            }
+            None => ("no route".into(), serde_json::Value::Null),
+        }
+    }
+}
+
 fn eval(
     file: &Path,
     packets: &[String],
     explain: bool,
     json: bool,
     context: &ContextArgs,
+    routes: Option<&Routes>,
 ) -> anyhow::Result<ExitCode> {
     let source = read(file)?;
     let specs = packets
@@ -405,10 +465,19 @@ fn eval(
         if table.classify(&meta) != trace.verdict {
             bail!("internal error: classify and trace disagree on `{text}`");
         }
+        let route = routes.map(|r| r.describe(&meta, mark(trace.verdict.as_ref())));
         if json {
-            println!("{}", json_line(&table, text, &trace, explain));
+            let mut line = json_line(&table, text, &trace, explain);
+            if let Some((_, value)) = route {
+                line["route"] = value;
+            }
+            println!("{line}");
         } else {
-            print!("{}", text_report(&table, text, &trace, explain));
+            let report = text_report(&table, text, &trace, explain);
+            match route {
+                Some((route, _)) => println!("{}; route: {route}", report.trim_end()),
+                None => print!("{report}"),
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -316,6 +316,9 @@ pub struct ReplayRecord<'a> {
     /// Real server chosen by the director.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<SocketAddr>,
+    /// The routing table and route it left by (appliances with `[[ip.table]]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<crate::record::RouteRecord>,
 }
 
 impl<'a> ReplayRecord<'a> {
@@ -339,6 +342,7 @@ impl<'a> ReplayRecord<'a> {
                 flow: None,
                 rule: None,
                 backend: None,
+                route: None,
             };
         };
         Self {
@@ -355,6 +359,7 @@ impl<'a> ReplayRecord<'a> {
             }),
             rule: outcome.flow_rule,
             backend: outcome.backend,
+            route: crate::record::RouteRecord::of(outcome),
         }
     }
 }

@@ -417,7 +417,7 @@ impl<'a> Engine<'a> {
             }
         }
         for frame in emitted.drain(..) {
-            self.route(now, frame.frame);
+            self.route(now, frame.frame, frame.next_hop);
         }
         self.emitted = emitted;
     }
@@ -508,7 +508,9 @@ impl<'a> Engine<'a> {
         );
     }
 
-    pub(super) fn route(&mut self, now: TimeNs, frame: Vec<u8>) {
+    /// Send a frame the appliance emitted to the host owning its destination, or its
+    /// route's gateway (`next_hop`, from a routing table) when it has one.
+    pub(super) fn route(&mut self, now: TimeNs, frame: Vec<u8>, next_hop: Option<IpAddr>) {
         if self.collect.emitted {
             if self.result.emitted.len() < CAPTURE_CAPACITY {
                 self.result.emitted.push((now, frame.clone()));
@@ -516,7 +518,7 @@ impl<'a> Engine<'a> {
                 self.result.totals.not_kept += 1;
             }
         }
-        let Some(destination) = frame_destination(&frame) else {
+        let Some(destination) = next_hop.or_else(|| frame_destination(&frame)) else {
             self.result.totals.non_ip += 1;
             self.outbox.recycle(frame);
             return;

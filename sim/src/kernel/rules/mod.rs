@@ -3,7 +3,8 @@
 //! ip6tables `SYNPROXY`), the flows ([`flows`]: the flowmgr compiler's iptables-restore
 //! output), the directors ([`director`]: nft DNAT maps on the host backend; real IPVS
 //! services in the guest, see `crate::kernel::guest`), the `[[nat]]` rules ([`nat`]: nft
-//! `nat` tables), and their installation in a topology ([`install`]).
+//! `nat` tables), the routing tables ([`routes`]: `ip route … table <id>`), and their
+//! installation in a topology ([`install`]).
 //! [`KernelRules::features`] says, per feature, which kernel and mechanism reproduces it or
 //! that it has no kernel counterpart in this runner (those are compared on the simulator
 //! side only).
@@ -22,6 +23,7 @@ pub mod flows;
 pub mod install;
 pub mod ipvs;
 pub mod nat;
+pub mod routes;
 pub mod shield;
 pub mod synproxy;
 
