@@ -274,6 +274,11 @@ pub struct Connection {
     pub timeout: TimeNs,
     /// Expiry time.
     pub expires: TimeNs,
+    /// The FTP control connection that created this data connection (`cp->control`).
+    pub controller: Option<u32>,
+    /// Data connections this one controls (`n_control`): it does not expire while any
+    /// is left.
+    pub controlled: u32,
 }
 
 /// One persistence template.

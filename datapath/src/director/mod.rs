@@ -7,6 +7,8 @@
 //! - [`connection`] — the bounded connection / template table and the TCP state machine.
 //! - [`hash`] — `hash_32` and `hsiphash`, bit-exact.
 //! - [`listing`] — `ipvsadm -L -n [--stats|--rate]`.
+//! - [`ftp`] — the FTP helper (`ip_vs_ftp`): PASV/EPSV replies rewritten, data
+//!   connections tied to the control connection's real server, sequence adjustment.
 //!
 //! [`Directors::process`] is the datapath entry: a pure function of (tables, state, `now`,
 //! packet). It returns `Continue` for packets that are not for a virtual service (or that
@@ -22,6 +24,7 @@ pub mod config;
 pub mod connection;
 pub mod dest;
 mod forward;
+pub mod ftp;
 pub mod hash;
 pub mod listing;
 mod persistence;
@@ -216,6 +219,8 @@ pub struct Directors {
     /// the family exists (Linux 6.1 registers them per family with the first service and
     /// unregisters them with the last, `ip_vs_register_hooks`).
     hooked: [bool; 2],
+    /// The FTP helper (`ip_vs_ftp`), when loaded.
+    ftp: Option<ftp::FtpHelper>,
     /// Counters.
     pub counters: DirectorCounters,
 }
@@ -251,6 +256,7 @@ impl Directors {
             ),
             options,
             next_estimate: listing::ESTIMATOR_INTERVAL,
+            ftp: None,
             counters: DirectorCounters::default(),
         };
         directors.update_hooks();
@@ -333,7 +339,8 @@ impl Directors {
         &self.options
     }
 
-    /// `ip_vs_service_find`: fwmark first, then `proto VIP:port`, then port zero.
+    /// `ip_vs_service_find`: fwmark first, then `proto VIP:port`, then (TCP to port 20 or
+    /// ≥ 1024) the VIP's FTP service on port 21, then port zero.
     pub fn find_service(
         &self,
         proto: u8,
@@ -351,8 +358,18 @@ impl Directors {
             vip: destination.ip(),
             port,
         };
+        // A TCP packet to port 20 or an unprivileged port (>= 1024,
+        // `ip_unprivileged_port_start`) of a VIP with an FTP service on port 21 may be an
+        // FTP data connection: that service takes it before a port-zero service.
+        let port = destination.port();
+        let ftp_data = proto == ip_proto::TCP && (port == ftp::FTP_DATA_PORT || port >= 1024);
         self.by_key
-            .get(&tuple(destination.port()))
+            .get(&tuple(port))
+            .or_else(|| {
+                ftp_data
+                    .then(|| self.by_key.get(&tuple(ftp::FTP_CONTROL_PORT)))
+                    .flatten()
+            })
             .or_else(|| self.by_key.get(&tuple(0)))
             .copied()
     }
@@ -373,7 +390,7 @@ impl Directors {
     pub fn process_reply(
         &mut self,
         now: TimeNs,
-        frame: &mut [u8],
+        frame: &mut Vec<u8>,
         meta: &PacketMeta,
     ) -> ControlFlow<Decision, ()> {
         self.advance(now);
@@ -428,7 +445,11 @@ impl Directors {
             virtual_address: flow.destination,
         };
         let mut reused = None;
-        if let Some(&slot) = self.table.by_client.get(&client_key) {
+        let found = match self.table.by_client.get(&client_key) {
+            Some(&slot) => Some(slot),
+            None => self.ftp_no_client_port(&client_key),
+        };
+        if let Some(slot) = found {
             match self.existing_input(now, slot, frame, meta, &flow) {
                 Some(decision) => return ControlFlow::Break(decision),
                 None => reused = Some(slot),
@@ -515,7 +536,39 @@ impl Directors {
             ));
         }
         self.transition(now, slot, Direction::Input, meta.tcp_flags);
-        Some(self.forward_connection(slot, frame, meta, flow, false))
+        if self.ftp_input(now, slot, frame, meta).is_err() {
+            return Some(self.decision(
+                Verdict::Drop(DropReason::ConnTableFull),
+                service,
+                Direction::Input,
+            ));
+        }
+        let decision = self.forward_connection(slot, frame, meta, flow, false);
+        Some(self.after_ftp_adjust(slot, frame, meta, false, decision))
+    }
+
+    /// The FTP helper's sequence adjustment of a forwarded control-connection segment;
+    /// a segment it cannot adjust is dropped.
+    fn after_ftp_adjust(
+        &mut self,
+        slot: u32,
+        frame: &mut [u8],
+        meta: &PacketMeta,
+        reply: bool,
+        decision: Decision,
+    ) -> Decision {
+        if decision.verdict != Verdict::Forward || self.ftp_adjust(slot, frame, meta, reply).is_ok()
+        {
+            return decision;
+        }
+        self.counters.forwarded -= 1;
+        self.counters.rewrite_failed += 1;
+        Decision {
+            verdict: Verdict::Drop(DropReason::Invalid(
+                crate::packet::InvalidReason::TruncatedIpv4,
+            )),
+            ..decision
+        }
     }
 
     fn forward_connection(
@@ -571,10 +624,12 @@ impl Directors {
         &mut self,
         now: TimeNs,
         slot: u32,
-        frame: &mut [u8],
+        frame: &mut Vec<u8>,
         meta: &PacketMeta,
         flow: &FlowKey,
     ) -> Decision {
+        // `handle_response`: the helper sees the state before this packet's transition.
+        let helper = self.ftp_output(now, slot, frame, meta);
         self.transition(now, slot, Direction::Output, meta.tcp_flags);
         let connection = self.table.connections[slot as usize]
             .as_ref()
@@ -586,8 +641,16 @@ impl Directors {
             connection.key.virtual_address,
         );
         self.account(service, dest, u64::from(meta.ip_len), false);
+        if helper.is_err() {
+            let verdict = Verdict::Drop(DropReason::ConnTableFull);
+            return Decision {
+                backend: Some(real),
+                ..self.decision(verdict, service, Direction::Output)
+            };
+        }
         let result = forward::forward_reply(frame, meta, flow, virtual_address);
-        self.finish(service, real, Direction::Output, false, result)
+        let decision = self.finish(service, real, Direction::Output, false, result);
+        self.after_ftp_adjust(slot, frame, meta, true, decision)
     }
 
     /// `ip_vs_in_stats` / `ip_vs_out_stats`: a packet counts for its real server and service
@@ -721,6 +784,8 @@ impl Directors {
             template,
             timeout: INITIAL_TIMEOUT,
             expires: now + INITIAL_TIMEOUT,
+            controller: None,
+            controlled: 0,
         };
         if let Some(template_slot) = template
             && let Some(t) = self.table.templates[template_slot as usize].as_mut()
@@ -728,7 +793,9 @@ impl Directors {
             t.controlled += 1;
             t.expires = now + t.timeout;
         }
-        self.table.insert_connection(connection)
+        let slot = self.table.insert_connection(connection);
+        self.ftp_bind(slot);
+        slot
     }
 
     /// Run every timer due by `now`: connection and template expiry, lblc garbage
@@ -762,11 +829,24 @@ impl Directors {
         }
     }
 
-    fn connection_timer(&mut self, _at: TimeNs, now: TimeNs, slot: u32) {
+    fn connection_timer(&mut self, at: TimeNs, now: TimeNs, slot: u32) {
         let Some(connection) = self.table.connections[slot as usize].as_ref() else {
             return;
         };
         if connection.expires > now {
+            let expires = connection.expires;
+            self.table
+                .timers
+                .insert((expires, TimerEntry::Connection(slot)));
+            return;
+        }
+        if connection.controlled > 0 {
+            // `ip_vs_conn_expire`: "do I control anybody?" — checked again in 60 s.
+            let connection = self.table.connections[slot as usize]
+                .as_mut()
+                .expect("live connection");
+            connection.timeout = ftp::CONTROLLER_RECHECK;
+            connection.expires = at.max(connection.expires) + ftp::CONTROLLER_RECHECK;
             let expires = connection.expires;
             self.table
                 .timers
@@ -780,6 +860,7 @@ impl Directors {
         let Some(connection) = self.table.remove_connection(slot) else {
             return;
         };
+        self.ftp_unbind(slot, &connection);
         let kind = if connection.inactive {
             BindKind::Inactive
         } else {

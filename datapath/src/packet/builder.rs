@@ -219,7 +219,8 @@ impl PacketBuilder {
         self
     }
 
-    fn tcp_option(mut self, bytes: &[u8]) -> Self {
+    /// Raw TCP option bytes, appended (NOP-padded to a multiple of 4 when built).
+    pub fn tcp_option(mut self, bytes: &[u8]) -> Self {
         if let L4::Tcp { options, .. } = &mut self.l4 {
             options.extend_from_slice(bytes);
         }

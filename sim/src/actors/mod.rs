@@ -4,12 +4,15 @@
 //! with frames to send (into its host's link towards the appliance) and the next time it
 //! wants to be woken. Sources: [`flood`] (`syn_flood`, `ack_flood`, `udp_flood`,
 //! `icmp_flood`), [`pcap`] (capture replay), [`tcp_clients`] (smoltcp clients),
-//! [`udp_clients`] (request/response).
+//! [`udp_clients`] (request/response), [`ftp`] (FTP sessions, and the FTP server a backend
+//! runs with `ftp = true`).
 //!
 //! Not here: links, routing and the pipeline (see [`crate::engine`]).
 
 pub mod backend;
 pub mod flood;
+pub mod ftp;
+pub mod ftp_server;
 pub mod pcap;
 pub mod tcp_clients;
 pub mod udp_clients;
@@ -257,6 +260,8 @@ pub struct ActorStats {
     pub udp: Option<UdpStats>,
     /// Backend results.
     pub backend: Option<BackendStats>,
+    /// FTP client results.
+    pub ftp: Option<ftp::FtpStats>,
 }
 
 impl ActorStats {
@@ -272,6 +277,7 @@ impl ActorStats {
             tcp: None,
             udp: None,
             backend: None,
+            ftp: None,
         }
     }
 
@@ -290,6 +296,9 @@ impl ActorStats {
             mine.merge(theirs);
         }
         if let (Some(mine), Some(theirs)) = (&mut self.backend, &other.backend) {
+            mine.merge(theirs);
+        }
+        if let (Some(mine), Some(theirs)) = (&mut self.ftp, &other.ftp) {
             mine.merge(theirs);
         }
     }

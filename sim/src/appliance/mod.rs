@@ -70,6 +70,21 @@ pub struct ApplianceConfig {
     /// scenario's `check_fail` / `check_ok` events use them).
     #[serde(default)]
     pub health_check: Vec<confio::health::HealthCheckConfig>,
+    /// `[ip_vs_ftp]`: the directors' FTP helper is loaded (`modprobe ip_vs_ftp`).
+    pub ip_vs_ftp: Option<FtpHelperConfig>,
+}
+
+/// `[ip_vs_ftp]`: the FTP application helper of the directors.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FtpHelperConfig {
+    /// Control ports (the module's `ports` parameter), 21 by default.
+    #[serde(default = "default_ftp_ports")]
+    pub ports: Vec<u16>,
+}
+
+fn default_ftp_ports() -> Vec<u16> {
+    datapath::director::ftp::FTP_DEFAULT_PORTS.to_vec()
 }
 
 /// `[qa]`: settings that make a run exercise rare paths deterministically.
@@ -142,6 +157,7 @@ pub fn build_pipeline(
             || !config.director.is_empty()
             || !config.nat.is_empty()
             || !config.interfaces.is_empty()
+            || config.ip_vs_ftp.is_some()
             || config.ip != datapath::ip::config::IpSettings::default();
         // `[qa]` may sit next to `appliance = "file"` in a scenario: it is not a table of
         // the appliance, it is how this run treats it.
@@ -179,8 +195,14 @@ pub fn build_pipeline(
             hash_seed: seed,
             ..DirectorOptions::default()
         };
-        let directors = Directors::build(&config.director, options)
+        let mut directors = Directors::build(&config.director, options)
             .map_err(|e| anyhow::anyhow!("[[director]]: {e}"))?;
+        if let Some(ftp) = &config.ip_vs_ftp {
+            if ftp.ports.contains(&0) {
+                anyhow::bail!("[ip_vs_ftp]: ports must be 1 to 65535");
+            }
+            directors = directors.with_ftp(&ftp.ports);
+        }
         pipeline = pipeline.with_directors(directors);
     }
     if let Some(nat) = build_nat(config, iface_names, seed)? {

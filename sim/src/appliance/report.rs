@@ -29,6 +29,20 @@ pub struct ApplianceReport {
     /// full by `[qa] full_after` ([`TableReport::notable`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tables: Vec<TableReport>,
+    /// The directors' FTP helper (`[ip_vs_ftp]`; absent when it is not loaded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ftp: Option<FtpReport>,
+}
+
+/// The FTP helper: its ports, what it did, its table.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+pub struct FtpReport {
+    /// Control ports.
+    pub ports: Vec<u16>,
+    /// Control connections with helper state now.
+    pub entries: usize,
+    /// Its counters.
+    pub counters: datapath::director::ftp::FtpCounters,
 }
 
 /// The NAT stage: connections per rule (like `iptables -t nat -L -v`) and conntrack.
@@ -482,6 +496,11 @@ pub fn report_with(pipeline: &Pipeline, shared: Option<&SharedStages>) -> Applia
         .directors()
         .or(shared.and_then(SharedStages::directors));
     report.directors = directors.map(service_reports).unwrap_or_default();
+    report.ftp = directors.and_then(|d| d.ftp()).map(|helper| FtpReport {
+        ports: helper.ports().to_vec(),
+        entries: helper.len(),
+        counters: helper.counters,
+    });
     let nat = pipeline.nat().or(shared.and_then(SharedStages::nat));
     report.nat = nat.map(NatReport::of);
     report.tables = table_reports(pipeline, shared);
@@ -566,6 +585,21 @@ pub fn render_report(report: &ApplianceReport) -> String {
         for (rule, hits) in &nat.rules {
             out.push_str(&format!("  {rule:<28} {hits:>8}\n"));
         }
+    }
+    if let Some(ftp) = &report.ftp {
+        let c = &ftp.counters;
+        out.push_str(&format!(
+            "FTP helper (ip_vs_ftp, ports {:?}): {} control connections ({} without the helper: table full), {} PASV/EPSV, {} PORT/EPRT, {} replies rewritten ({} changed length), {} data connections, {} drops\n",
+            ftp.ports,
+            c.control_connections,
+            c.overflows,
+            c.passive_commands,
+            c.port_commands,
+            c.replies_rewritten,
+            c.length_changes,
+            c.data_connections,
+            c.drops
+        ));
     }
     if !report.directors.is_empty() {
         out.push_str(

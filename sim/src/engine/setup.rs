@@ -182,6 +182,20 @@ impl<'a> Engine<'a> {
                     let addresses = clients.addresses();
                     (Box::new(clients), addresses)
                 }
+                TrafficSpec::FtpClients(f) => {
+                    let addresses =
+                        self.client_addresses(host, prefix, f.clients, &mut next_address);
+                    let clients = crate::actors::ftp::FtpClients::new(
+                        name.clone(),
+                        f,
+                        host,
+                        addresses,
+                        end,
+                        (seed, queue, queues),
+                    );
+                    let addresses = clients.addresses();
+                    (Box::new(clients), addresses)
+                }
                 TrafficSpec::UdpClients(u) => {
                     let addresses =
                         self.client_addresses(host, prefix, u.clients, &mut next_address);
@@ -230,8 +244,20 @@ impl<'a> Engine<'a> {
             let backend_spec = &self.scenario.topology.backends[index];
             let name = format!("backend/{}/q{}", backend_spec.name, self.queue_index);
             let seed = crate::net::rng::derive_u64(self.scenario.seed, &name);
-            let actor = crate::actors::backend::Backend::new(backend_spec, host as HostId, seed);
-            let id = self.add_actor(Box::new(actor));
+            let actor: Box<dyn Actor> = if backend_spec.ftp {
+                Box::new(crate::actors::ftp::FtpServer::new(
+                    backend_spec,
+                    host as HostId,
+                    seed,
+                ))
+            } else {
+                Box::new(crate::actors::backend::Backend::new(
+                    backend_spec,
+                    host as HostId,
+                    seed,
+                ))
+            };
+            let id = self.add_actor(actor);
             self.backend_actor[host] = Some(id);
         }
     }

@@ -111,7 +111,7 @@ pub fn collect(loaded: &LoadedScenario, max_packets: usize) -> anyhow::Result<Sc
                 let packets = flood_packets(traffic.kind(), spec, network, end, iface, seed, max_packets);
                 input.packets.extend(packets);
             }
-            TrafficSpec::TcpClients(_) | TrafficSpec::UdpClients(_) => input.notes.push(format!(
+            TrafficSpec::TcpClients(_) | TrafficSpec::UdpClients(_) | TrafficSpec::FtpClients(_) => input.notes.push(format!(
                 "[[traffic]] #{} ({}): closed loop (its packets answer the appliance's), not replayed",
                 index + 1,
                 traffic.kind()

@@ -244,6 +244,9 @@ pub struct BackendSpec {
     /// Time between a complete request and the response.
     #[serde(default)]
     pub service_time: DurationNs,
+    /// Serve FTP on `tcp_ports` instead of `GET <n>` (see [`crate::actors::ftp`]).
+    #[serde(default)]
+    pub ftp: bool,
     /// Its link.
     #[serde(default)]
     pub link: LinkSpec,
@@ -271,6 +274,8 @@ pub enum TrafficSpec {
     TcpClients(TcpClientsSpec),
     /// UDP request/response clients.
     UdpClients(UdpClientsSpec),
+    /// FTP sessions (smoltcp): passive, extended passive and active transfers.
+    FtpClients(FtpClientsSpec),
 }
 
 impl TrafficSpec {
@@ -285,6 +290,7 @@ impl TrafficSpec {
             | TrafficSpec::IcmpFlood(f) => f.name.clone(),
             TrafficSpec::TcpClients(t) => t.name.clone(),
             TrafficSpec::UdpClients(u) => u.name.clone(),
+            TrafficSpec::FtpClients(f) => f.name.clone(),
         };
         given.unwrap_or_else(|| format!("{}{index}", self.kind()))
     }
@@ -299,6 +305,7 @@ impl TrafficSpec {
             Self::IcmpFlood(_) => "icmp_flood",
             Self::TcpClients(_) => "tcp_clients",
             Self::UdpClients(_) => "udp_clients",
+            Self::FtpClients(_) => "ftp_clients",
         }
     }
 
@@ -311,6 +318,7 @@ impl TrafficSpec {
             }
             Self::TcpClients(s) => &s.from,
             Self::UdpClients(s) => &s.from,
+            Self::FtpClients(s) => &s.from,
         }
     }
 }
@@ -436,6 +444,51 @@ pub struct TcpClientsSpec {
     #[serde(default = "default_response_bytes")]
     pub response_bytes: u32,
     /// A connection not complete after this long fails.
+    #[serde(default = "default_timeout")]
+    pub timeout: DurationNs,
+    /// Start time.
+    #[serde(default)]
+    pub start: DurationNs,
+}
+
+/// How an FTP client opens a data connection.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FtpMode {
+    /// `PASV`, connect to the `227` reply's address.
+    Passive,
+    /// `EPSV`, connect to the control connection's address at the `229` reply's port.
+    Extended,
+    /// `PORT`: the server connects back from port 20.
+    Active,
+    /// `EPRT |1|…|`: the server connects back from port 20.
+    ExtendedActive,
+}
+
+/// `kind = "ftp_clients"`: FTP sessions on smoltcp. Each session logs in, fetches every
+/// file of `files` (sizes in bytes, `RETR <n>`), the `k`-th with `modes[k % len]`, checks
+/// every byte, and quits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FtpClientsSpec {
+    /// Source name in reports (default `ftp_clients<N>`).
+    pub name: Option<String>,
+    /// Network the clients live in.
+    pub from: String,
+    /// Number of client hosts.
+    #[serde(default = "default_clients")]
+    pub clients: u32,
+    /// Total sessions (default: `rate` for the whole run).
+    pub sessions: Option<u64>,
+    /// Session opening rate.
+    pub rate: Rate,
+    /// The FTP service (VIP:21).
+    pub dst: SocketAddr,
+    /// Sizes of the files each session fetches, in order.
+    pub files: Vec<u32>,
+    /// Data-connection modes, in turn.
+    pub modes: Vec<FtpMode>,
+    /// A session not complete after this long fails.
     #[serde(default = "default_timeout")]
     pub timeout: DurationNs,
     /// Start time.

@@ -119,7 +119,9 @@ fn validate_source_expects(scenario: &Scenario) -> Result<(), Failure> {
         .filter(|(_, t)| {
             matches!(
                 t.get_ref(),
-                TrafficSpec::TcpClients(_) | TrafficSpec::UdpClients(_)
+                TrafficSpec::TcpClients(_)
+                    | TrafficSpec::UdpClients(_)
+                    | TrafficSpec::FtpClients(_)
             )
         })
         .map(|(index, t)| t.get_ref().source_name(index))
@@ -130,7 +132,7 @@ fn validate_source_expects(scenario: &Scenario) -> Result<(), Failure> {
         if !clients.contains(&expect.name) {
             let known = clients.join(", ");
             let message = format!(
-                "expect.source names {:?}, which is not a tcp_clients or udp_clients source (sources: {known})",
+                "expect.source names {:?}, which is not a tcp_clients, udp_clients or ftp_clients source (sources: {known})",
                 expect.name
             );
             return Err((span, message));
@@ -258,6 +260,26 @@ fn validate_traffic(spec: &TrafficSpec) -> Result<(), (&'static str, String)> {
             }
             if tcp.ports.contains(&0) {
                 return Err(("ports", "ports must be 1 to 65535".into()));
+            }
+        }
+        TrafficSpec::FtpClients(ftp) => {
+            if ftp.rate.0 == 0 {
+                return positive("rate");
+            }
+            if ftp.clients == 0 {
+                return positive("clients");
+            }
+            if ftp.files.is_empty() || ftp.files.len() > crate::actors::ftp::MAX_FILES {
+                return Err((
+                    "files",
+                    format!(
+                        "must list 1 to {} file sizes",
+                        crate::actors::ftp::MAX_FILES
+                    ),
+                ));
+            }
+            if ftp.modes.is_empty() {
+                return Err(("modes", "must list at least one mode".into()));
             }
         }
         TrafficSpec::UdpClients(udp) => {

@@ -144,6 +144,7 @@ fn source_start(spec: &TrafficSpec) -> u64 {
         | TrafficSpec::IcmpFlood(s) => s.start.0,
         TrafficSpec::TcpClients(s) => s.start.0,
         TrafficSpec::UdpClients(s) => s.start.0,
+        TrafficSpec::FtpClients(s) => s.start.0,
     }
 }
 

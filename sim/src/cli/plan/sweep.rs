@@ -274,6 +274,7 @@ fn source_name(spec: &TrafficSpec) -> Option<&str> {
         | TrafficSpec::IcmpFlood(s) => s.name.as_deref(),
         TrafficSpec::TcpClients(s) => s.name.as_deref(),
         TrafficSpec::UdpClients(s) => s.name.as_deref(),
+        TrafficSpec::FtpClients(s) => s.name.as_deref(),
     }
 }
 
@@ -295,6 +296,7 @@ fn set_rate(spec: &mut TrafficSpec, rate: u64) {
         | TrafficSpec::IcmpFlood(s) => s.rate = Rate(rate),
         TrafficSpec::TcpClients(s) => s.rate = Rate(rate),
         TrafficSpec::UdpClients(s) => s.rate = Rate(rate),
+        TrafficSpec::FtpClients(s) => s.rate = Rate(rate),
     }
 }
 
