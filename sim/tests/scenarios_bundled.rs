@@ -17,7 +17,7 @@ use sim::run::{RunOptions, RunOutput, run_scenario};
 use sim::scenario;
 
 /// Scenarios bundled in `scenarios/`.
-pub const BUNDLED: [&str; 11] = [
+pub const BUNDLED: [&str; 12] = [
     "synflood",
     "udpflood",
     "replay-real",
@@ -29,6 +29,7 @@ pub const BUNDLED: [&str; 11] = [
     "ipvs-schedulers",
     "policy-routing",
     "linerate",
+    "ftp-fwmark",
 ];
 
 const MS: u64 = 1_000_000;

@@ -120,10 +120,10 @@ fn status_bytes(field: &str) -> Option<u64> {
 }
 
 /// One run: the output, its whole wall time, and the simulation's (virtual ns, wall).
-fn run_once(
-    loaded: &LoadedScenario,
-    threads: usize,
-) -> anyhow::Result<(crate::run::RunOutput, Duration, Option<(u64, Duration)>)> {
+type OneRun = (crate::run::RunOutput, Duration, Option<(u64, Duration)>);
+
+/// One run of `loaded` on `threads` threads ([`OneRun`]).
+fn run_once(loaded: &LoadedScenario, threads: usize) -> anyhow::Result<OneRun> {
     let clock = SimulationClock::default();
     let options = RunOptions {
         threads,

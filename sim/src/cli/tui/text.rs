@@ -3,10 +3,8 @@
 
 use std::fmt::Write as _;
 
-use datapath::TimeNs;
-
 use super::app::App;
-use super::units::{percentiles_text, rate_text, seconds, share};
+use super::units::{percentiles_text, rate_text, share};
 use crate::appliance::mode_names;
 
 impl App {
