@@ -4,6 +4,7 @@
 //! virtual time, and reports what happened.
 //!
 //! ## Map of the code (lowest layer first; a module only uses the ones above it)
+//! - [`stats`] — latency percentiles and the machine a cost was measured on (every layer uses them).
 //! - [`capture`] — streaming pcap / pcapng / gzip reader, errors located by packet and offset.
 //! - [`diagnostics`] — located errors: one type, TOML key spans, one rustc-style renderer.
 //! - [`svg`] — SVG charts (plotters) and HTML escaping for report.html and plan.html.
@@ -22,6 +23,8 @@
 //!
 //! The datapath crate's own map is in `datapath/src/lib.rs`. `tests/layers.rs` fails on any
 //! import cycle between modules.
+
+pub mod stats;
 
 pub mod capture;
 

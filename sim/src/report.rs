@@ -13,13 +13,13 @@ use std::net::SocketAddr;
 
 use datapath::InvalidReason;
 use datapath::packet::fragments::FragmentCounters;
-use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::actors::{BackendStats, TcpStats, UdpStats};
 use crate::engine::{EventLogEntry, SecondRow, ShardResult, Totals};
 use crate::net::world::World;
 use crate::scenario::{Expect, Scenario};
+pub use crate::stats::Percentiles;
 
 /// The deterministic report.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -135,48 +135,6 @@ pub struct BackendRow {
     pub packets: u64,
     /// Share of all director-forwarded packets.
     pub share: f64,
-}
-
-/// Latency percentiles in nanoseconds: the one percentile type of the crate (run reports,
-/// `sim diff`'s cost and latency, the TUI, `sim plan`).
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(default)]
-pub struct Percentiles {
-    /// Median.
-    pub p50: u64,
-    /// 90th.
-    pub p90: u64,
-    /// 99th.
-    pub p99: u64,
-    /// Maximum.
-    pub max: u64,
-}
-
-impl Percentiles {
-    /// Percentiles of a histogram (`None` when empty).
-    pub fn of_histogram(histogram: &Histogram<u64>) -> Option<Self> {
-        (!histogram.is_empty()).then(|| Self {
-            p50: histogram.value_at_quantile(0.50),
-            p90: histogram.value_at_quantile(0.90),
-            p99: histogram.value_at_quantile(0.99),
-            max: histogram.max(),
-        })
-    }
-
-    /// Percentiles of a sample, nearest rank (`None` when empty).
-    pub fn of(mut values: Vec<u64>) -> Option<Self> {
-        if values.is_empty() {
-            return None;
-        }
-        values.sort_unstable();
-        let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
-        Some(Self {
-            p50: at(0.5),
-            p90: at(0.9),
-            p99: at(0.99),
-            max: at(1.0),
-        })
-    }
 }
 
 /// TCP client results (all `tcp_clients` sources).

@@ -73,16 +73,14 @@ pub use table::{
 pub const FLOW_NAME_MAX_CHARS: usize = 27;
 /// Longest interface name (Linux `IFNAMSIZ` - 1).
 pub const IFACE_NAME_MAX_CHARS: usize = 15;
-/// Largest routing table id accepted by `table <id>`.
-pub const TABLE_ID_MAX: u32 = 0xffff;
 /// Capacity: flows per table.
 pub const MAX_FLOWS: usize = 4096;
 /// Capacity: rules per table (the index holds a bitset of this many bits per interval).
 pub const MAX_RULES: usize = 4096;
 /// First mark of the default director scheme.
 pub const DIRECTOR_MARK_BASE: u32 = 1;
-/// Routing tables are marked `TABLE_MARK_BASE | id`; director marks stay below it.
-pub const TABLE_MARK_BASE: u32 = 0x1_0000;
+/// Routing tables (`table <id>`): ids and marks, defined with the tables (`ip::route`).
+pub use crate::ip::route::{TABLE_ID_MAX, TABLE_MARK_BASE};
 
 impl FlowFile {
     /// Parse a flowmgr file (same as [`parse`]).

@@ -26,11 +26,15 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::flows::{TABLE_ID_MAX, TABLE_MARK_BASE};
 use crate::packet::IfaceId;
 
 /// The main table's id (`ip route … table main`).
 pub const MAIN_TABLE: u32 = 254;
+/// Largest routing table id accepted by `table <id>`.
+pub const TABLE_ID_MAX: u32 = 0xffff;
+/// Routing tables are marked `TABLE_MARK_BASE | id` by the flows' `table <id>` policy;
+/// director marks stay below it.
+pub const TABLE_MARK_BASE: u32 = 0x1_0000;
 
 /// One unicast route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -33,15 +33,13 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::wire::IpAddress;
 
-pub use super::ftp_server::FtpServer;
 use super::{Actor, ActorStats, Outbox, TcpStats};
 use crate::net::rng::derive_u64;
 use crate::net::stack::Stack;
 use crate::net::world::{HostId, queue_of};
 use crate::scenario::{FtpClientsSpec, FtpMode};
 
-/// Most files one session fetches.
-pub const MAX_FILES: usize = 64;
+pub use crate::scenario::FTP_MAX_FILES as MAX_FILES;
 const FIRST_CONTROL_PORT: u16 = 1024;
 const FIRST_DATA_PORT: u16 = 20000;
 const CONTROL_BUFFER: usize = 4096;

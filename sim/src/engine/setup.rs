@@ -245,7 +245,7 @@ impl<'a> Engine<'a> {
             let name = format!("backend/{}/q{}", backend_spec.name, self.queue_index);
             let seed = crate::net::rng::derive_u64(self.scenario.seed, &name);
             let actor: Box<dyn Actor> = if backend_spec.ftp {
-                Box::new(crate::actors::ftp::FtpServer::new(
+                Box::new(crate::actors::ftp_server::FtpServer::new(
                     backend_spec,
                     host as HostId,
                     seed,

@@ -463,7 +463,7 @@ pub fn profile(measured: &BTreeMap<Mechanism, Measured>, args: &CalibrateArgs) -
         new_connection: get(Mechanism::DnatNew),
         nat: get(Mechanism::Masquerade),
     };
-    let machine = crate::cli::plan::calibrate::Machine::detect();
+    let machine = crate::stats::Machine::detect();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     CostProfile {
         name: "linux".into(),

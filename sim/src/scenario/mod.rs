@@ -9,6 +9,7 @@
 //! Not here: running a scenario (see [`crate::engine`]) and building the pipeline (see
 //! [`crate::appliance::build_pipeline`]).
 
+pub mod cpu;
 mod locate;
 pub mod units;
 mod validate;
@@ -62,7 +63,7 @@ pub struct Scenario {
     pub expect: Expect,
     /// `[cpu]`: the appliance's CPU model (absent: the appliance takes no time).
     #[serde(default)]
-    pub cpu: Option<crate::engine::cpu::CpuSpec>,
+    pub cpu: Option<cpu::CpuSpec>,
 }
 
 fn default_queues() -> u16 {
@@ -464,6 +465,9 @@ pub enum FtpMode {
     /// `EPRT |1|…|`: the server connects back from port 20.
     ExtendedActive,
 }
+
+/// Most files one FTP session fetches (`ftp_clients.files`).
+pub const FTP_MAX_FILES: usize = 64;
 
 /// `kind = "ftp_clients"`: FTP sessions on smoltcp. Each session logs in, fetches every
 /// file of `files` (sizes in bytes, `RETR <n>`), the `k`-th with `modes[k % len]`, checks

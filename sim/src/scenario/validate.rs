@@ -82,7 +82,7 @@ fn validate_cpu(
     base_dir: &Path,
     spans: &TomlSpans<'_>,
 ) -> Result<(), Failure> {
-    use crate::engine::cpu::{CostProfile, MAX_RX_RING};
+    use super::cpu::{CostProfile, MAX_RX_RING};
     let Some(cpu) = &scenario.cpu else {
         return Ok(());
     };
@@ -269,13 +269,10 @@ fn validate_traffic(spec: &TrafficSpec) -> Result<(), (&'static str, String)> {
             if ftp.clients == 0 {
                 return positive("clients");
             }
-            if ftp.files.is_empty() || ftp.files.len() > crate::actors::ftp::MAX_FILES {
+            if ftp.files.is_empty() || ftp.files.len() > super::FTP_MAX_FILES {
                 return Err((
                     "files",
-                    format!(
-                        "must list 1 to {} file sizes",
-                        crate::actors::ftp::MAX_FILES
-                    ),
+                    format!("must list 1 to {} file sizes", super::FTP_MAX_FILES),
                 ));
             }
             if ftp.modes.is_empty() {

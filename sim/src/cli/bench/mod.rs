@@ -269,7 +269,7 @@ fn figures(row: &Row) -> [String; 3] {
 
 /// The table `sim bench` prints.
 pub fn render(rows: &[Row], settings: Settings) -> String {
-    let machine = crate::cli::plan::calibrate::Machine::detect();
+    let machine = crate::stats::Machine::detect();
     let mut out = format!(
         "sim bench: {} build, {} CPU(s), {}; median of {} repetitions (wall clock: noisy on a shared machine)\n",
         machine.profile, machine.nproc, machine.cpu_model, settings.repetitions

@@ -32,40 +32,7 @@ pub const BATCH: usize = 4096;
 /// the machine).
 pub const ROUNDS: usize = 7;
 
-/// The machine the costs were measured on.
-#[derive(Clone, Debug, Serialize)]
-pub struct Machine {
-    /// Logical CPUs available to this process.
-    pub nproc: usize,
-    /// `model name` of the first CPU in /proc/cpuinfo.
-    pub cpu_model: String,
-    /// `release` or `debug` (a debug build costs several times more per packet).
-    pub profile: &'static str,
-}
-
-impl Machine {
-    /// Describe this machine.
-    pub fn detect() -> Self {
-        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|text| {
-                text.lines()
-                    .find(|l| l.starts_with("model name"))
-                    .and_then(|l| l.split_once(':'))
-                    .map(|(_, model)| model.trim().to_string())
-            })
-            .unwrap_or_else(|| "unknown".into());
-        Self {
-            nproc: std::thread::available_parallelism().map_or(1, usize::from),
-            cpu_model,
-            profile: if cfg!(debug_assertions) {
-                "debug"
-            } else {
-                "release"
-            },
-        }
-    }
-}
+pub use crate::stats::Machine;
 
 /// One class's measurement.
 #[derive(Clone, Debug, Serialize)]

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::{CpuStats, PathClass};
-use crate::report::Percentiles;
+use crate::stats::Percentiles;
 
 /// The `cpu` section of a report.
 #[derive(Debug, Clone, Serialize, PartialEq)]
