@@ -245,7 +245,7 @@ fn source_expectations_are_validated_with_locations() {
         .unwrap_err()
         .to_string();
     assert!(
-        error.contains("not a tcp_clients or udp_clients source"),
+        error.contains("not a tcp_clients, udp_clients or ftp_clients source"),
         "{error}"
     );
     let typo = text.replace("success_ratio_max = 0.0", "success_ratio_maxx = 0.0");
