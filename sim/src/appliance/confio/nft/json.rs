@@ -17,7 +17,9 @@ pub(super) fn chains(
 ) -> Result<Vec<Chain>, ConfigError> {
     let root: Value = serde_json::from_str(text).map_err(|e| ConfigError {
         path: file.into(),
-        line: e.line(),
+        // serde_json puts an error at the end of input on the line after a final newline:
+        // clamp it to the file's last line.
+        line: e.line().clamp(1, text.lines().count().max(1)),
         column: e.column(),
         length: 0,
         message: format!("not nft JSON: {e}"),
