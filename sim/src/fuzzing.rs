@@ -17,6 +17,10 @@ use datapath::shield::ShieldConfig;
 
 use crate::capture::CaptureReader;
 
+mod scenario;
+
+pub use scenario::{MAX_FUZZ_DURATION_NS, mutate as mutate_scenario, scenario};
+
 const LINKS: [u32; 10] = [0, 1, 12, 101, 108, 113, 228, 229, 276, 147];
 
 /// Packet parsing: the first byte picks the link type (and whether the frame is snapped).

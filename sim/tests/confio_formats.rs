@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use datapath::director::config::DirectorConfig;
 use sim::appliance::ApplianceConfig;
 use sim::appliance::confio::export::{ExportFormat, export};
+use sim::appliance::confio::health::{HealthCheckConfig, OnFailure};
 use sim::appliance::confio::{self, Format, Imported};
 use sim::scenario::TimedEvent;
 
@@ -162,11 +163,41 @@ fn exported_ldirectord_cf_is_read_by_ldirectord_as_the_appliance() {
     }
     let game = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/appliances/game.toml");
     directors.extend(ApplianceConfig::load(&game).unwrap().director);
+    // The first service checked the ldirectord way, the second by a keepalived HTTP_GET
+    // (translated), the rest unchecked (`checktype = on`).
+    let checks: [(&str, &[&str]); 2] = [
+        (
+            "ldirectord negotiate",
+            &[
+                "service http",
+                "request health",
+                "receive OK",
+                "checkport 80",
+            ],
+        ),
+        ("HTTP_GET", &["url.path /health", "connect_port 8080"]),
+    ];
+    let mut health_check = Vec::new();
+    for (d, (kind, settings)) in directors.iter().zip(checks) {
+        for real in &d.real {
+            health_check.push(HealthCheckConfig {
+                director: Some(d.name.clone()),
+                server: real.addr.parse().unwrap(),
+                kind: kind.to_string(),
+                on_failure: OnFailure::Quiesce,
+                detect: "9s".into(),
+                recover: "6s".into(),
+                settings: settings.iter().map(|s| s.to_string()).collect(),
+            });
+        }
+    }
     let config = ApplianceConfig {
         director: directors,
+        health_check: health_check.clone(),
         ..Default::default()
     };
     let exported = export(&config, Path::new("."), ExportFormat::Ldirectord).unwrap();
+    assert!(exported.notes.is_empty(), "{:?}", exported.notes);
     let commands = ldirectord_commands("exported", &exported.text, &[]);
     let mut oracle = Imported::default();
     confio::import_text("ldirectord", &commands, Format::Ipvsadm, &mut oracle).unwrap();
@@ -178,6 +209,27 @@ fn exported_ldirectord_cf_is_read_by_ldirectord_as_the_appliance() {
         "{}\n{commands}",
         exported.text
     );
+    // Checks read back (under the imported directors' names): the ldirectord one as
+    // written (values unquoted, as ldirectord reads them), the HTTP_GET as ldirectord's
+    // negotiate check of the same path and port, with the same timing.
+    assert_eq!(back.config.health_check.len(), health_check.len());
+    for (h, written) in back.config.health_check.iter().zip(&health_check) {
+        let settings: &[&str] = if written.kind == "HTTP_GET" {
+            &["service http", "request /health", "checkport 8080"]
+        } else {
+            &[
+                "service http",
+                "request health",
+                "receive OK",
+                "checkport 80",
+            ]
+        };
+        assert_eq!(h.server, written.server);
+        assert_eq!(h.kind, "ldirectord negotiate");
+        assert_eq!(h.settings, settings);
+        assert_eq!((h.detect.as_str(), h.recover.as_str()), ("9s", "6s"));
+        assert_eq!(h.on_failure, OnFailure::Quiesce);
+    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Importing an export gives back the same appliance: random `[[director]]` sets through
-//! `--to ipvsadm` and `--to keepalived`, random `[[nat]]` rules through `--to iptables`, and
-//! the bundled flowmgr files through `--to iptables` (compiled again: the same rules).
+//! `--to ipvsadm` and `--to keepalived`, random `[[nat]]` rules through `--to iptables`,
+//! random `[[health_check]]` sets through `--to keepalived` and `--to ldirectord`, and the
+//! bundled flowmgr files through `--to iptables` (compiled again: the same rules).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -14,6 +15,7 @@ use ipnet::{IpNet, Ipv4Net};
 use proptest::prelude::*;
 use sim::appliance::ApplianceConfig;
 use sim::appliance::confio::export::{ExportFormat, export};
+use sim::appliance::confio::health::{HealthCheckConfig, OnFailure};
 use sim::appliance::confio::{self, Imported};
 
 const SCHEDULERS: [SchedulerKind; 13] = {
@@ -161,8 +163,133 @@ fn round_trip(directors: &[DirectorConfig], to: ExportFormat) -> Vec<DirectorCon
     imported.config.director
 }
 
+/// A duration as the importers write it: whole seconds as `"6s"`, others in milliseconds.
+fn duration(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// A check with its settings: of a keepalived kind, or (`ldirectord`) of an ldirectord
+/// checktype with its timing in whole seconds (ldirectord reads only those).
+fn check(ldirectord: bool) -> impl Strategy<Value = HealthCheckConfig> {
+    let kinds: [(&str, &[&str]); 3] = if ldirectord {
+        [
+            ("ldirectord connect", &["checkport 8080"]),
+            (
+                "ldirectord negotiate",
+                &["service http", "request health check", "receive OK"],
+            ),
+            (
+                "ldirectord external",
+                &["checkcommand /usr/local/bin/check-web"],
+            ),
+        ]
+    } else {
+        [
+            ("TCP_CHECK", &["connect_port 8080"]),
+            (
+                "HTTP_GET",
+                &[
+                    "url.path /health",
+                    "url.status_code 200",
+                    "url.path /ready",
+                    "connect_port 80",
+                ],
+            ),
+            ("MISC_CHECK", &["misc_path /usr/local/bin/check-web"]),
+        ]
+    };
+    let unit = if ldirectord { 1000 } else { 1 };
+    (0..3usize, any::<bool>(), 1..60_000u64, 1..30_000u64).prop_map(
+        move |(kind, quiesce, recover, timeout)| {
+            let (recover, timeout) = (recover / unit * unit, timeout / unit * unit);
+            let (recover, timeout) = (recover.max(unit), timeout.max(unit));
+            HealthCheckConfig {
+                director: None,
+                server: "0.0.0.0:0".parse().unwrap(),
+                kind: kinds[kind].0.to_string(),
+                on_failure: if quiesce {
+                    OnFailure::Quiesce
+                } else {
+                    OnFailure::Remove
+                },
+                detect: duration(recover + timeout),
+                recover: duration(recover),
+                settings: kinds[kind].1.iter().map(|s| s.to_string()).collect(),
+            }
+        },
+    )
+}
+
+/// Directors and checks for them: keepalived checks each real server on its own (some
+/// have none); ldirectord checks every real server of a service alike, or none.
+fn checked_directors(ldirectord: bool) -> impl Strategy<Value = ApplianceConfig> {
+    (
+        directors(),
+        prop::collection::vec((any::<bool>(), check(ldirectord)), 20),
+    )
+        .prop_map(move |(director, picks)| {
+            let mut health_check = Vec::new();
+            let mut picks = picks.into_iter().cycle();
+            for d in &director {
+                let (service_has, service_check) = picks.next().unwrap();
+                for real in &d.real {
+                    let (has, mut check) = if ldirectord {
+                        (service_has, service_check.clone())
+                    } else {
+                        picks.next().unwrap()
+                    };
+                    if has {
+                        check.director = Some(d.name.clone());
+                        check.server = real.addr.parse().unwrap();
+                        health_check.push(check);
+                    }
+                }
+            }
+            ApplianceConfig {
+                director,
+                health_check,
+                ..Default::default()
+            }
+        })
+}
+
+fn check_round_trip(config: &ApplianceConfig, to: ExportFormat) -> Imported {
+    let exported = export(config, Path::new("."), to).unwrap();
+    assert!(exported.notes.is_empty(), "{:?}", exported.notes);
+    let mut imported = Imported::default();
+    let format = confio::detect(&exported.text);
+    confio::import_text("exported", &exported.text, format, &mut imported)
+        .unwrap_or_else(|e| panic!("{e}\n{}", exported.text));
+    confio::finish(&mut imported);
+    assert!(
+        imported.warnings.is_empty(),
+        "{}\n{}",
+        imported.render_warnings(),
+        exported.text
+    );
+    imported
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn keepalived_export_keeps_the_health_checks(config in checked_directors(false)) {
+        let back = check_round_trip(&config, ExportFormat::Keepalived);
+        prop_assert_eq!(back.config.director, config.director);
+        prop_assert_eq!(back.config.health_check, config.health_check);
+    }
+
+    #[test]
+    fn ldirectord_export_keeps_the_health_checks(config in checked_directors(true)) {
+        let back = check_round_trip(&config, ExportFormat::Ldirectord);
+        prop_assert_eq!(back.config.director, config.director);
+        prop_assert_eq!(back.config.health_check, config.health_check);
+    }
 
     #[test]
     fn ipvsadm_export_imports_back_to_the_same_directors(directors in directors()) {

@@ -21,29 +21,32 @@ fn replay(target: &str, body: fn(&[u8])) -> usize {
     count
 }
 
-#[test]
-fn parse_seeds() {
-    assert!(replay("parse", sim::fuzzing::parse_frame) >= 100);
-}
+/// A fuzz target: its name (a `[[bin]]` of `fuzz/Cargo.toml`), its body, and how many
+/// seeds and regressions it has at least.
+type Target = (&'static str, fn(&[u8]), usize);
 
-#[test]
-fn capture_seeds() {
-    assert!(replay("capture", sim::fuzzing::read_capture) >= 50);
-}
+/// Every fuzz target.
+const TARGETS: [Target; 11] = [
+    ("parse", sim::fuzzing::parse_frame, 100),
+    ("capture", sim::fuzzing::read_capture, 50),
+    ("flowmgr", sim::fuzzing::flowmgr, 4),
+    ("config", sim::fuzzing::config, 10),
+    ("pipeline", sim::fuzzing::pipeline, 50),
+    ("scenario", sim::fuzzing::scenario, 0),
+    ("import_keepalived", sim::fuzzing::import_keepalived, 3),
+    ("import_ipvsadm", sim::fuzzing::import_ipvsadm, 2),
+    ("import_iptables", sim::fuzzing::import_iptables, 5),
+    ("import_ldirectord", sim::fuzzing::import_ldirectord, 3),
+    ("import_nft", sim::fuzzing::import_nft, 4),
+];
 
+/// Every seed and every regression input of every target.
 #[test]
-fn flowmgr_seeds() {
-    assert!(replay("flowmgr", sim::fuzzing::flowmgr) >= 4);
-}
-
-#[test]
-fn config_seeds() {
-    assert!(replay("config", sim::fuzzing::config) >= 10);
-}
-
-#[test]
-fn pipeline_seeds() {
-    assert!(replay("pipeline", sim::fuzzing::pipeline) >= 50);
+fn seeds_and_regressions_replay() {
+    for (name, body, at_least) in TARGETS {
+        let count = replay(name, body);
+        assert!(count >= at_least, "{name}: {count} inputs");
+    }
 }
 
 /// Every input a fuzzer once kept (crash, timeout, slow unit, out-of-memory) lives under
@@ -66,29 +69,59 @@ fn no_fuzz_artifact_is_left_outside_the_regressions() {
     for target in std::fs::read_dir(&regressions).unwrap() {
         let name = target.unwrap().file_name().to_string_lossy().into_owned();
         assert!(
-            [
-                "parse",
-                "capture",
-                "flowmgr",
-                "config",
-                "pipeline",
-                "import_keepalived",
-                "import_ipvsadm",
-                "import_iptables",
-                "import_ldirectord",
-                "import_nft"
-            ]
-            .contains(&name.as_str()),
+            TARGETS.iter().any(|(target, ..)| *target == name),
             "fuzz/regressions/{name}: no such target, so nothing replays it"
         );
     }
 }
 
+/// The list above names every `[[bin]]` of `fuzz/Cargo.toml` and every target
+/// `scripts/fuzz` runs by default, so a new target's regressions cannot go unreplayed.
 #[test]
-fn import_seeds() {
-    assert!(replay("import_keepalived", sim::fuzzing::import_keepalived) >= 3);
-    assert!(replay("import_ipvsadm", sim::fuzzing::import_ipvsadm) >= 2);
-    assert!(replay("import_iptables", sim::fuzzing::import_iptables) >= 5);
-    assert!(replay("import_ldirectord", sim::fuzzing::import_ldirectord) >= 3);
-    assert!(replay("import_nft", sim::fuzzing::import_nft) >= 4);
+fn every_target_is_replayed_and_fuzzed_by_default() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest = std::fs::read_to_string(root.join("fuzz/Cargo.toml")).unwrap();
+    let mut bins: Vec<&str> = manifest
+        .lines()
+        .filter_map(|line| line.strip_prefix("name = \""))
+        .filter_map(|rest| rest.strip_suffix('"'))
+        .filter(|name| *name != "lbsim-fuzz")
+        .collect();
+    let script = std::fs::read_to_string(root.join("scripts/fuzz")).unwrap();
+    let defaults = script
+        .lines()
+        .find_map(|line| line.split_once("|| targets=("))
+        .map(|(_, list)| list.trim_end_matches(')'))
+        .expect("scripts/fuzz's default target list");
+    let mut defaults: Vec<&str> = defaults.split_whitespace().collect();
+    let mut known: Vec<&str> = TARGETS.iter().map(|(name, ..)| *name).collect();
+    bins.sort_unstable();
+    defaults.sort_unstable();
+    known.sort_unstable();
+    assert_eq!(bins, known, "fuzz/Cargo.toml's targets and this file's");
+    assert_eq!(
+        defaults, known,
+        "scripts/fuzz's default targets and this file's"
+    );
+}
+
+/// The scenario target's seeds are the bundled scenarios (valid and invalid): each runs
+/// (capped to a few virtual milliseconds) or fails with a located error.
+#[test]
+fn scenario_seeds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut count = 0;
+    for dir in [root.clone(), root.join("invalid")] {
+        let mut paths: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            sim::fuzzing::scenario(&std::fs::read(&path).unwrap());
+            count += 1;
+        }
+    }
+    assert!(count >= 30, "{count}");
 }

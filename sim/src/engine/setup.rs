@@ -170,7 +170,7 @@ impl<'a> Engine<'a> {
                 }
                 TrafficSpec::TcpClients(t) => {
                     let addresses =
-                        self.client_addresses(host, prefix, t.clients, &mut next_address);
+                        self.client_addresses(host, prefix, t.clients, &mut next_address)?;
                     let clients = TcpClients::new(
                         name.clone(),
                         t,
@@ -184,7 +184,7 @@ impl<'a> Engine<'a> {
                 }
                 TrafficSpec::FtpClients(f) => {
                     let addresses =
-                        self.client_addresses(host, prefix, f.clients, &mut next_address);
+                        self.client_addresses(host, prefix, f.clients, &mut next_address)?;
                     let clients = crate::actors::ftp::FtpClients::new(
                         name.clone(),
                         f,
@@ -198,7 +198,7 @@ impl<'a> Engine<'a> {
                 }
                 TrafficSpec::UdpClients(u) => {
                     let addresses =
-                        self.client_addresses(host, prefix, u.clients, &mut next_address);
+                        self.client_addresses(host, prefix, u.clients, &mut next_address)?;
                     let clients =
                         UdpClients::new(name.clone(), u, host, addresses, end, (queue, queues));
                     let addresses = clients.addresses();
@@ -221,7 +221,7 @@ impl<'a> Engine<'a> {
         prefix: ipnet::IpNet,
         count: u32,
         next: &mut BTreeMap<HostId, u32>,
-    ) -> Vec<IpAddr> {
+    ) -> anyhow::Result<Vec<IpAddr>> {
         let index = next.entry(host).or_insert(0);
         let mut addresses = Vec::with_capacity(count as usize);
         let mut tries = 0u32;
@@ -233,7 +233,12 @@ impl<'a> Engine<'a> {
                 addresses.push(address);
             }
         }
-        addresses
+        if addresses.is_empty() {
+            anyhow::bail!(
+                "no address of network {prefix} is free for a client: the addresses after the network's own belong to backends, more specific networks or earlier sources"
+            );
+        }
+        Ok(addresses)
     }
 
     pub(super) fn build_backends(&mut self) {

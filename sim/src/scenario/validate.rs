@@ -70,6 +70,8 @@ pub(super) fn validate(
             return Err(at(spans, &element.key("from"), message));
         }
         validate_traffic(spec).map_err(|(key, message)| at(spans, &element.key(key), message))?;
+        validate_client_addresses(scenario, spec)
+            .map_err(|message| at(spans, &element.key("clients"), message))?;
     }
     events::validate_events(scenario, base_dir, spans)?;
     validate_cpu(scenario, base_dir, spans)?;
@@ -185,6 +187,17 @@ fn validate_topology(scenario: &Scenario, spans: &TomlSpans<'_>) -> Result<(), F
             return Err(at(spans, &path.key("name"), message));
         }
     }
+    for (index, backend) in topology.backends.iter().enumerate() {
+        let path = root.key("backend").index(index);
+        let addresses = std::iter::once(("addr", &backend.addr))
+            .chain(backend.also.iter().map(|a| ("also", a)));
+        for (key, addr) in addresses {
+            if let Some(what) = not_a_host_address(*addr) {
+                let message = format!("`{addr}` is {what}, not a host's address");
+                return Err(at(spans, &path.key(key), message));
+            }
+        }
+    }
     let mut prefixes = std::collections::BTreeMap::new();
     for (index, network) in topology.networks.iter().enumerate() {
         if let Some(first) = prefixes.insert(network.prefix.trunc(), &network.name) {
@@ -197,6 +210,73 @@ fn validate_topology(scenario: &Scenario, spans: &TomlSpans<'_>) -> Result<(), F
         }
     }
     Ok(())
+}
+
+/// Why `addr` cannot be a host's own address (a smoltcp host, a client, a backend).
+fn not_a_host_address(addr: std::net::IpAddr) -> Option<&'static str> {
+    match addr {
+        std::net::IpAddr::V4(v4) if v4.is_broadcast() => Some("the broadcast address"),
+        addr if addr.is_multicast() => Some("a multicast address"),
+        _ => None,
+    }
+}
+
+/// The client sources' hosts take the addresses after their network's own (`.1`, `.2`, …,
+/// see [`crate::actors::tcp_clients::client_address`]): the prefix must hold one, and none
+/// of those inside it may be a multicast or the broadcast address.
+fn validate_client_addresses(scenario: &Scenario, spec: &TrafficSpec) -> Result<(), String> {
+    let clients = match spec {
+        TrafficSpec::TcpClients(s) => s.clients,
+        TrafficSpec::UdpClients(s) => s.clients,
+        TrafficSpec::FtpClients(s) => s.clients,
+        _ => return Ok(()),
+    };
+    let Some(network) = scenario
+        .topology
+        .networks
+        .iter()
+        .find(|n| n.name == spec.network())
+    else {
+        return Ok(());
+    };
+    let first = crate::actors::tcp_clients::client_address(&network.prefix, 0);
+    let (start, last, bad): (u128, u128, &[(u128, u128)]) = match (first, network.prefix) {
+        (std::net::IpAddr::V4(v4), ipnet::IpNet::V4(net)) => (
+            u128::from(u32::from(v4)),
+            u128::from(u32::from(net.broadcast())),
+            &[(0xe000_0000, 0xefff_ffff), (0xffff_ffff, 0xffff_ffff)],
+        ),
+        (std::net::IpAddr::V6(v6), ipnet::IpNet::V6(net)) => (
+            u128::from(v6),
+            u128::from(net.broadcast()),
+            &[(0xff << 120, u128::MAX)],
+        ),
+        _ => return Ok(()),
+    };
+    if !network.prefix.contains(&first) {
+        return Err(format!(
+            "network {:?} ({}) holds no address for a client: clients take the addresses after the network's own (.1, .2, …); give it a shorter prefix",
+            network.name, network.prefix
+        ));
+    }
+    let end = start.saturating_add(u128::from(clients) - 1).min(last);
+    let hit = bad
+        .iter()
+        .find(|&&(low, high)| low <= end && high >= start)
+        .map(|&(low, _)| low.max(start));
+    let Some(address) = hit else {
+        return Ok(());
+    };
+    let address = match first {
+        std::net::IpAddr::V4(_) => std::net::IpAddr::V4((address as u32).into()),
+        std::net::IpAddr::V6(_) => std::net::IpAddr::V6(address.into()),
+    };
+    Err(format!(
+        "{clients} clients from network {:?} ({}) would include {address}, {}: a client's address must be unicast",
+        network.name,
+        network.prefix,
+        not_a_host_address(address).unwrap_or("not a host's address"),
+    ))
 }
 
 /// Range checks of one source: the failing key and what is wrong with it.

@@ -1,5 +1,5 @@
 //! An appliance out to the files an operator installs: keepalived.conf `virtual_server`
-//! blocks, ldirectord.cf `virtual=` blocks, `ipvsadm-restore` input, `iptables-restore` input (the flows as flowmgr installs
+//! blocks and ldirectord.cf `virtual=` blocks (with their health checks), `ipvsadm-restore` input, `iptables-restore` input (the flows as flowmgr installs
 //! them in the mangle table, the `[[nat]]` rules in the nat table) and an `nft -f` ruleset
 //! (the same, in `inet lbsim_flows` and `ip lbsim_nat`). What a format cannot carry (the
 //! shield, flows in keepalived, …) is listed in the notes, never dropped silently.
@@ -54,9 +54,18 @@ pub fn export(
                 notes.push("flows and [[nat]] are firewall rules: export them with --to iptables or --to nft".into());
             }
             match to {
-                ExportFormat::Keepalived => keepalived::export(&config.director, &mut notes)?,
-                ExportFormat::Ldirectord => ldirectord::export(&config.director, &mut notes)?,
-                _ => ipvsadm::export(&config.director, &mut notes)?,
+                ExportFormat::Keepalived => {
+                    keepalived::export(&config.director, &config.health_check, &mut notes)?
+                }
+                ExportFormat::Ldirectord => {
+                    ldirectord::export(&config.director, &config.health_check, &mut notes)?
+                }
+                _ => {
+                    if !config.health_check.is_empty() {
+                        notes.push("[[health_check]] is the checker's (keepalived, ldirectord): export them with --to keepalived or --to ldirectord".into());
+                    }
+                    ipvsadm::export(&config.director, &mut notes)?
+                }
             }
         }
         ExportFormat::Iptables | ExportFormat::Nft => {

@@ -47,6 +47,11 @@ pub struct HealthCheckConfig {
     pub detect: String,
     /// From the server passing again to the checker putting it back.
     pub recover: String,
+    /// The checker's own settings besides its timing, as `"key value"` in file order
+    /// (keepalived `"connect_port 80"`, `"url.path /health"`; ldirectord `"service http"`,
+    /// `"request \"health\""`): kept so that `sim export` writes the check back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settings: Vec<String>,
 }
 
 /// What the checker does at a `check_fail` / `check_ok` event.
@@ -92,6 +97,34 @@ impl HealthCheckConfig {
             }
         })
     }
+}
+
+/// keepalived checker keys that `detect` and `recover` stand for.
+pub(crate) const KEEPALIVED_TIMING: &[&str] = &[
+    "delay_loop",
+    "connect_timeout",
+    "retry",
+    "nb_get_retry",
+    "delay_before_retry",
+];
+
+/// ldirectord keys that `kind`, `on_failure`, `detect` and `recover` stand for.
+pub(crate) const LDIRECTORD_TIMING: &[&str] = &[
+    "checktype",
+    "checktimeout",
+    "negotiatetimeout",
+    "checkinterval",
+    "failurecount",
+    "quiescent",
+];
+
+/// The settings that are not timing (nor ldirectord's `global.` defaults), as `"key value"`.
+fn kept(settings: &[(String, String)], timing: &[&str]) -> Vec<String> {
+    settings
+        .iter()
+        .filter(|(k, _)| !k.starts_with("global.") && !timing.contains(&k.as_str()))
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect()
 }
 
 fn seconds(settings: &[(String, String)], key: &str, default: f64) -> f64 {
@@ -170,6 +203,7 @@ fn keepalived(
         },
         detect: duration(delay_loop + (retry + 1.0) * timeout + retry * before_retry),
         recover: duration(delay_loop),
+        settings: kept(s, KEEPALIVED_TIMING),
     }
 }
 
@@ -226,5 +260,6 @@ fn ldirectord(check: &HealthCheck, kind: &str, server: std::net::SocketAddr) -> 
         },
         detect: duration(count * (interval + timeout)),
         recover: duration(interval),
+        settings: kept(s, LDIRECTORD_TIMING),
     }
 }

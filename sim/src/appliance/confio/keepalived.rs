@@ -466,8 +466,13 @@ fn flatten<'a>(
     }
 }
 
-/// keepalived.conf `virtual_server` blocks for the appliance's directors.
-pub fn export(directors: &[DirectorConfig], notes: &mut Vec<String>) -> anyhow::Result<String> {
+/// keepalived.conf `virtual_server` blocks for the appliance's directors, each real server
+/// with its `[[health_check]]` as a checker block.
+pub fn export(
+    directors: &[DirectorConfig],
+    checks: &[super::health::HealthCheckConfig],
+    notes: &mut Vec<String>,
+) -> anyhow::Result<String> {
     let mut out =
         String::from("# Virtual servers exported by lbsim (sim export --to keepalived).\n");
     for d in directors {
@@ -533,6 +538,9 @@ pub fn export(directors: &[DirectorConfig], notes: &mut Vec<String>) -> anyhow::
                     "director {}: real server {addr}: `mac` has no keepalived form",
                     d.name
                 ));
+            }
+            if let Some(check) = super::health_export::of(checks, &d.name, &real.addr) {
+                out.push_str(&super::health_export::keepalived_block(check, notes));
             }
             out.push_str("    }\n");
         }

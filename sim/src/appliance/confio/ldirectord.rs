@@ -446,10 +446,15 @@ fn finish_service(
     Ok(())
 }
 
-/// ldirectord.cf for the appliance's directors; `notes` gets what is lost.
-pub fn export(directors: &[DirectorConfig], notes: &mut Vec<String>) -> anyhow::Result<String> {
+/// ldirectord.cf for the appliance's directors, with their `[[health_check]]`; `notes` gets
+/// what is lost.
+pub fn export(
+    directors: &[DirectorConfig],
+    checks: &[super::health::HealthCheckConfig],
+    notes: &mut Vec<String>,
+) -> anyhow::Result<String> {
     let mut out = String::from(
-        "# Virtual services exported by lbsim (sim export --to ldirectord).\n# checktype = on: add health checks (checktype, service, request, receive) before use.\nquiescent = no\n",
+        "# Virtual services exported by lbsim (sim export --to ldirectord).\n# checktype = on: a service without [[health_check]]; add its checks before use.\nquiescent = no\n",
     );
     for d in directors {
         let head = match (d.fwmark, d.vip) {
@@ -492,7 +497,7 @@ pub fn export(directors: &[DirectorConfig], notes: &mut Vec<String>) -> anyhow::
                 out.push_str(&format!("\tnetmask = {}\n", super::ipvsadm::dotted(mask)));
             }
         }
-        out.push_str("\tchecktype = on\n");
+        out.push_str(&super::health_export::ldirectord_lines(d, checks, notes));
     }
     Ok(out)
 }

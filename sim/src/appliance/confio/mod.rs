@@ -14,6 +14,7 @@
 
 pub mod export;
 pub mod health;
+pub mod health_export;
 pub mod iptables;
 pub mod ipvsadm;
 pub mod keepalived;

@@ -83,6 +83,10 @@ pub fn health_table(h: &super::health::HealthCheckConfig) -> String {
     let _ = writeln!(out, "on_failure = \"{on_failure}\"");
     let _ = writeln!(out, "detect = {}", quoted(&h.detect));
     let _ = writeln!(out, "recover = {}", quoted(&h.recover));
+    if !h.settings.is_empty() {
+        let items: Vec<String> = h.settings.iter().map(|s| quoted(s)).collect();
+        let _ = writeln!(out, "settings = [{}]", items.join(", "));
+    }
     out
 }
 
