@@ -404,6 +404,18 @@ fn cases() -> Vec<Case> {
             "scenario: two networks with the same prefix",
             vec!["run", "scenarios/invalid/duplicate_prefix.toml"],
         ),
+        plain(
+            "scenario: a backend at the broadcast address (found by the scenario fuzz target)",
+            vec!["run", "scenarios/invalid/broadcast_backend.toml"],
+        ),
+        plain(
+            "scenario: clients from a multicast network",
+            vec!["run", "scenarios/invalid/multicast_clients.toml"],
+        ),
+        plain(
+            "scenario: clients from a /32 network (found by the scenario fuzz target)",
+            vec!["run", "scenarios/invalid/single_address_clients.toml"],
+        ),
         Case {
             input: "kernel runner: not root",
             args: vec!["kernel", "check"],
