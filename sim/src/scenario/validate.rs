@@ -72,6 +72,8 @@ pub(super) fn validate(
         validate_traffic(spec).map_err(|(key, message)| at(spans, &element.key(key), message))?;
         validate_client_addresses(scenario, spec)
             .map_err(|message| at(spans, &element.key("clients"), message))?;
+        validate_flood_family(scenario, spec)
+            .map_err(|(key, message)| at(spans, &element.key(key), message))?;
     }
     events::validate_events(scenario, base_dir, spans)?;
     validate_cpu(scenario, base_dir, spans)?;
@@ -277,6 +279,47 @@ fn validate_client_addresses(scenario: &Scenario, spec: &TrafficSpec) -> Result<
         network.prefix,
         not_a_host_address(address).unwrap_or("not a host's address"),
     ))
+}
+
+/// A flood's packets go from its `src` (or its network's prefix) to each destination: the
+/// two must be of one family (an IPv6 source cannot send to an IPv4 VIP).
+fn validate_flood_family(
+    scenario: &Scenario,
+    spec: &TrafficSpec,
+) -> Result<(), (&'static str, String)> {
+    let flood = match spec {
+        TrafficSpec::SynFlood(f)
+        | TrafficSpec::AckFlood(f)
+        | TrafficSpec::UdpFlood(f)
+        | TrafficSpec::IcmpFlood(f) => f,
+        _ => return Ok(()),
+    };
+    let network = scenario
+        .topology
+        .networks
+        .iter()
+        .find(|n| n.name == spec.network());
+    let (key, source) = match (flood.src, network) {
+        (Some(src), _) => ("src", src),
+        (None, Some(network)) => ("from", network.prefix),
+        (None, None) => return Ok(()),
+    };
+    let list = match &flood.dst {
+        Destinations::One(one) => std::slice::from_ref(one),
+        Destinations::Many(many) => many.as_slice(),
+    };
+    for dst in list {
+        let Ok((address, _)) = super::parse_destination(dst) else {
+            continue;
+        };
+        if address.is_ipv4() != source.addr().is_ipv4() {
+            return Err((
+                key,
+                format!("`{source}` and destination `{dst}` are of different address families"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Range checks of one source: the failing key and what is wrong with it.
