@@ -203,6 +203,12 @@ pub enum HealthError {
     /// Negative weight.
     #[error("weight {0} is negative")]
     Weight(i32),
+    /// `ipvsadm -A` of a service that exists.
+    #[error("director {0:?} already exists")]
+    ServiceExists(String),
+    /// A deleted service added back with other real servers than it had.
+    #[error("director {0:?} comes back with other real servers than it had (not modelled)")]
+    OtherReals(String),
 }
 
 /// All virtual services of an appliance and their shared connection table.
