@@ -250,6 +250,32 @@ pub fn shrink_candidates(case: &Case) -> Vec<Case> {
         }
         candidates.push(smaller);
     }
-    candidates.retain(|c| c != case);
+    candidates.retain(|c| c != case && edits_apply(c));
     candidates
+}
+
+/// Whether every edit of `case` is one `ipvsadm` accepts when it is made (removing an edit
+/// can leave, say, a `-A` of a service that was never deleted): no edit of a deleted
+/// service but its `-A`, no `-d` of a deleted server, no `-a` of a present one.
+fn edits_apply(case: &Case) -> bool {
+    use super::oracle::Change;
+    let mut gone = std::collections::BTreeSet::new();
+    let mut reals_gone = std::collections::BTreeSet::new();
+    let mut edits: Vec<_> = case.edits.iter().collect();
+    edits.sort_by_key(|e| e.before);
+    edits.iter().all(|edit| {
+        let d = edit.director;
+        match edit.change {
+            Change::AddService => {
+                reals_gone.retain(|&(director, _)| director != d);
+                gone.remove(&d)
+            }
+            _ if gone.contains(&d) => false,
+            Change::DeleteService => gone.insert(d),
+            Change::Delete { real } => reals_gone.insert((d, real)),
+            Change::Add { real } => reals_gone.remove(&(d, real)),
+            Change::Weight { real, .. } => !reals_gone.contains(&(d, real)),
+            Change::EditService { .. } => true,
+        }
+    })
 }
