@@ -145,10 +145,12 @@ impl Directors {
 
     /// Add a virtual service at `now` (`ipvsadm -A`, then `-a` for each real server in
     /// order). A service deleted before ([`Directors::remove_service`]) under the same name
-    /// comes back in its old place with a fresh scheduler and service counters; its real
-    /// servers are the same ones, counters included (IPVS takes them back from its trash:
-    /// Linux 6.1 keeps their Conns/packets/bytes, seen by the guest oracle), so their
-    /// connections and templates still in the table count for them again.
+    /// comes back in its old place with a fresh scheduler and counters; its real servers
+    /// are the same ones (IPVS takes them back from its trash), so their connections and
+    /// templates still in the table count for them again. Their traffic counters restart
+    /// at zero: `__ip_vs_update_dest` zeroes them when the server's old service is not the
+    /// new one (`old_svc != svc`, a pointer comparison: when the new service struct
+    /// happens to reuse the old one's memory, Linux keeps them; the guest oracle saw both).
     pub fn add_service(&mut self, now: TimeNs, spec: ServiceSpec) -> Result<(), HealthError> {
         self.advance(now);
         let name = spec.name.clone();
@@ -175,15 +177,12 @@ impl Directors {
                     server.active = old.active;
                     server.inactive = old.inactive;
                     server.persistent = old.persistent;
-                    server.stats = old.stats;
                     // `__ip_vs_update_dest`: the overload flag goes only with the threshold
                     // removed or raised (seed 3048 of the guest oracle).
                     server.overloaded = old.overloaded
                         && server.upper_threshold != 0
                         && server.upper_threshold <= old.upper_threshold;
                 }
-                let rates = &self.services[index].rates;
-                fresh.rates[1..].clone_from_slice(&rates[1..]);
                 self.services[index] = fresh;
                 index
             }

@@ -126,7 +126,8 @@ fn apply_edits(directors: &mut Directors, case: &Case, n: usize, now: u64) -> an
     Ok(())
 }
 
-fn service_name(key: &ServiceKey) -> String {
+/// A service as `ipvsadm -L -n` names it (`TCP 10.0.0.1:80`, `FWM 3`).
+pub fn service_name(key: &ServiceKey) -> String {
     match key {
         ServiceKey::Tuple { proto, vip, port } => {
             let proto = if *proto == ip_proto::UDP {
