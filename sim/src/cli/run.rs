@@ -150,7 +150,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         crate::report_html::page(&output.report, Some(&output.measured))?,
     )?;
     if let Some(path) = &args.packets {
-        write_records(path, &output.merged.records)?;
+        let names: Vec<&str> = (output.report.appliance.flows.iter())
+            .map(|f| f.name.as_str())
+            .collect();
+        write_records(path, &output.merged.records, &names)?;
     }
     if let Some(path) = &args.pcap_out {
         write_pcap(path, &output.merged.emitted)?;
