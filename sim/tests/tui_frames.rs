@@ -71,7 +71,9 @@ fn live_synflood_pause_step_speed_panels_help_and_end() {
     insta::assert_snapshot!("live_synflood_300ms_120x40", screen(&session, 120, 40));
     let small = screen(&session, 80, 24);
     assert!(
-        small.lines().any(|l| l.contains("web") && l.contains("director")),
+        small
+            .lines()
+            .any(|l| l.contains("web") && l.contains("director")),
         "no per-flow hits at 80×24:\n{small}"
     );
     insta::assert_snapshot!("live_synflood_300ms_80x24", small);
