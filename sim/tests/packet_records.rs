@@ -155,32 +155,8 @@ fn pick(record: &Map<String, Value>, fields: &[&str]) -> Vec<Value> {
     fields.iter().map(|f| record[*f].clone()).collect()
 }
 
-#[test]
-fn run_replay_and_diff_write_one_record_schema() {
-    let packet = documented("The packet");
-    let decision = documented("The decision");
-    let run_own = documented("`sim run`'s own keys");
-    let diff_own = documented("`sim diff`'s own keys");
-    assert!(packet.contains("ts_ns") && decision.contains("flow") && run_own.contains("queue"));
-    // `file` appears only when several captures are replayed.
-    let packet: BTreeSet<String> = packet.into_iter().filter(|k| k != "file").collect();
-
-    let replay = records(
-        &[
-            "replay",
-            "--appliance",
-            APPLIANCE,
-            CAPTURE,
-            "--packets",
-            "-",
-        ],
-        None,
-    );
-    assert_keys("sim replay", &replay, &union(&[&packet, &decision]));
-    let plain = records(&["replay", CAPTURE, "--packets", "-"], None);
-    assert_keys("sim replay (no appliance)", &plain, &packet);
-
-    let dir = scratch();
+/// `sim run` of a scenario that replays the capture through the appliance.
+fn run_records(dir: &Path) -> Vec<Map<String, Value>> {
     let scenario = dir.join("records.toml");
     let repo = repository().canonicalize().unwrap();
     std::fs::write(
@@ -208,6 +184,36 @@ fn run_replay_and_diff_write_one_record_schema() {
         ],
         Some(&run_out),
     );
+    run
+}
+
+#[test]
+fn run_replay_and_diff_write_one_record_schema() {
+    let packet = documented("The packet");
+    let decision = documented("The decision");
+    let run_own = documented("`sim run`'s own keys");
+    let diff_own = documented("`sim diff`'s own keys");
+    assert!(packet.contains("ts_ns") && decision.contains("flow") && run_own.contains("queue"));
+    // `file` appears only when several captures are replayed.
+    let packet: BTreeSet<String> = packet.into_iter().filter(|k| k != "file").collect();
+
+    let replay = records(
+        &[
+            "replay",
+            "--appliance",
+            APPLIANCE,
+            CAPTURE,
+            "--packets",
+            "-",
+        ],
+        None,
+    );
+    assert_keys("sim replay", &replay, &union(&[&packet, &decision]));
+    let plain = records(&["replay", CAPTURE, "--packets", "-"], None);
+    assert_keys("sim replay (no appliance)", &plain, &packet);
+
+    let dir = scratch();
+    let run = run_records(&dir);
     assert_keys("sim run", &run, &union(&[&packet, &decision, &run_own]));
     assert_same_types(("sim replay", &replay), ("sim run", &run));
     // Every packet of the capture is in the run (queues interleave them), with the same

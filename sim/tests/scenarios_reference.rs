@@ -52,6 +52,15 @@ fn tables() -> Vec<(&'static str, String)> {
         ),
         ("`[cpu]`", "[cpu]\nzzz_unknown = 1".into()),
         ("`[cpu.ns]`", "[cpu.ns]\nzzz_unknown = 1".into()),
+    ];
+    cases.extend(appliance_tables());
+    cases.extend(kinds());
+    cases
+}
+
+/// The appliance's tables, as a scenario's `[appliance]` holds them.
+fn appliance_tables() -> Vec<(&'static str, String)> {
+    vec![
         (
             "Appliance: top level",
             "[appliance]\nzzz_unknown = 1".into(),
@@ -105,7 +114,12 @@ fn tables() -> Vec<(&'static str, String)> {
             "`full_after = { … }`",
             "[appliance.qa]\nfull_after = { zzz_unknown = 1 }".into(),
         ),
-    ];
+    ]
+}
+
+/// Each `kind` of `[[traffic]]` and `[[events]]`.
+fn kinds() -> Vec<(&'static str, String)> {
+    let mut cases = Vec::new();
     for (marker, kind) in [
         ("`[[traffic]] kind = \"pcap\"`", "pcap"),
         ("`[[traffic]]` floods", "syn_flood"),

@@ -52,7 +52,7 @@ use crate::report::Percentiles;
 mod records;
 mod render;
 pub use records::PacketDiff;
-use records::write_packet_records;
+use records::{open_records, write_packet_records};
 pub use render::{render, write_disagreements_pcap};
 
 /// The explanations shipped with lbsim.
@@ -636,6 +636,7 @@ pub fn run(args: &DiffArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let explanations = load_explanations(&explanation_files)?;
+    let records = args.packets.as_deref().map(open_records).transpose()?;
     let gap = Duration::from_micros(args.gap_us);
     let report = run_input_on(&input, &explanations, gap, args.kernel_backend)?;
     let out_dir = args.out.clone().or(default_out);
@@ -656,8 +657,8 @@ pub fn run(args: &DiffArgs) -> anyhow::Result<ExitCode> {
         write_disagreements_pcap(pcap, &report, &input.packets)?;
     }
     let records_on_stdout = args.packets.as_deref() == Some(Path::new("-"));
-    if let Some(path) = &args.packets {
-        write_packet_records(path, &report)?;
+    if let Some(out) = records {
+        write_packet_records(out, &report)?;
     }
     if records_on_stdout {
         // stdout carries the records: the report stays in the report directory.

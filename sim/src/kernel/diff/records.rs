@@ -33,15 +33,22 @@ impl PacketDiff {
     }
 }
 
-/// Write a diff's per-packet records as JSON lines (`sim diff --packets`).
-pub(super) fn write_packet_records(path: &Path, report: &DiffReport) -> anyhow::Result<()> {
-    let mut out: Box<dyn std::io::Write> = if path == Path::new("-") {
-        Box::new(std::io::stdout().lock())
-    } else {
-        let file = std::fs::File::create(path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        Box::new(std::io::BufWriter::new(file))
-    };
+/// Where `--packets` goes (`-`: stdout), opened before the run so that a bad path fails at
+/// once rather than after the kernel side.
+pub(super) fn open_records(path: &Path) -> anyhow::Result<Box<dyn std::io::Write>> {
+    if path == Path::new("-") {
+        return Ok(Box::new(std::io::BufWriter::new(std::io::stdout())));
+    }
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    Ok(Box::new(std::io::BufWriter::new(file)))
+}
+
+/// Write a diff's per-packet records as JSON lines into `out`.
+pub(super) fn write_packet_records(
+    mut out: Box<dyn std::io::Write>,
+    report: &DiffReport,
+) -> anyhow::Result<()> {
     for (index, packet) in report.packets.iter().enumerate() {
         Record {
             packet: PacketRecord::new(None, index as u64, packet.ts_ns, &packet.meta),
