@@ -172,7 +172,7 @@ fn run_records(dir: &Path) -> Vec<Map<String, Value>> {
     )
     .unwrap();
     let run_out = dir.join("run.jsonl");
-    let run = records(
+    records(
         &[
             "run",
             scenario.to_str().unwrap(),
@@ -183,8 +183,7 @@ fn run_records(dir: &Path) -> Vec<Map<String, Value>> {
             run_out.to_str().unwrap(),
         ],
         Some(&run_out),
-    );
-    run
+    )
 }
 
 #[test]
