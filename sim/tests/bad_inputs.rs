@@ -406,6 +406,19 @@ fn cases() -> Vec<Case> {
             "scenario: two networks with the same prefix",
             vec!["run", "scenarios/invalid/duplicate_prefix.toml"],
         ),
+        plain(
+            "`sim run --packets -` (stdout carries the summary)",
+            vec!["run", "scenarios/synflood.toml", "--packets", "-"],
+        ),
+        plain(
+            "`sim run --packets` into a missing directory (refused before the run)",
+            vec![
+                "run",
+                "scenarios/synflood.toml",
+                "--packets",
+                "no/such/dir/packets.jsonl",
+            ],
+        ),
         Case {
             input: "kernel runner: not root",
             args: vec!["kernel", "check"],
