@@ -118,6 +118,14 @@ enum KernelCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Inside the guest kernel: play the FTP comparison's script through IPVS with
+    /// `ip_vs_ftp` (see `guest::ftp_run`).
+    #[command(hide = true)]
+    GuestFtp {
+        /// Where to write the result (JSON).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// Compile an appliance file's kernel rules (host backend).
@@ -175,6 +183,7 @@ pub fn run(args: &KernelArgs) -> anyhow::Result<ExitCode> {
         KernelCommand::Saturation(saturation_args) => saturation::run(saturation_args)?,
         KernelCommand::GuestRun { job, out } => guest_run::guest_main(job, out)?,
         KernelCommand::GuestDrive { job, out } => guest::driver::drive(job, out)?,
+        KernelCommand::GuestFtp { out } => guest::ftp_run::drive(out)?,
     }
     Ok(ExitCode::SUCCESS)
 }
