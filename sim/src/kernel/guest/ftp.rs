@@ -5,7 +5,8 @@
 //! `Directors` with the FTP helper ([`SimWire`]), or the guest kernel's IPVS with
 //! `ip_vs_ftp` (see [`super::ftp_run`]) — and every frame the director forwards is
 //! recorded as text: addresses, ports, flags, sequence and acknowledgement numbers and the
-//! payload bytes ([`frame_text`]).
+//! payload bytes ([`frame_text`]). Two services ([`Service`]): a NAT service on port 21,
+//! and the seeds' fwmark service with persistence.
 //!
 //! Both ends behave like TCP peers of what they *received*: each acknowledges the
 //! sequence numbers the director delivered to it (so the client acknowledges the grown
@@ -41,6 +42,49 @@ port = 21
 scheduler = "rr"
 real = [{ addr = "10.100.0.2:21" }, { addr = "10.100.0.3:21" }]
 "#;
+
+/// The seeds' form of an FTP service: one firewall mark for every TCP port of the virtual
+/// address (control, active data port 20, passive range), persistence 300 s, real servers
+/// without a port.
+pub const FWMARK_APPLIANCE: &str = r#"
+[[director]]
+name = "ftp"
+fwmark = 21
+scheduler = "rr"
+persistence = "300s"
+real = [{ addr = "10.100.0.2:0" }, { addr = "10.100.0.3:0" }]
+"#;
+
+/// Which service the script goes through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Service {
+    /// [`APPLIANCE`]: the virtual address's port 21.
+    Port,
+    /// [`FWMARK_APPLIANCE`] and its mark rule.
+    Fwmark,
+}
+
+impl Service {
+    /// The `[[director]]` table.
+    pub fn appliance(self) -> &'static str {
+        match self {
+            Self::Port => APPLIANCE,
+            Self::Fwmark => FWMARK_APPLIANCE,
+        }
+    }
+
+    /// The mark rules (mangle PREROUTING in the guest; the same classifier in lbsim).
+    pub fn marks(self) -> Vec<super::oracle::MarkRule> {
+        match self {
+            Self::Port => Vec::new(),
+            Self::Fwmark => vec![super::oracle::MarkRule {
+                proto: "tcp".into(),
+                network: format!("{VIP}/32"),
+                mark: 21,
+            }],
+        }
+    }
+}
 
 /// What a connection is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -519,22 +563,27 @@ pub fn frame_text(frame: &[u8]) -> String {
 pub struct SimWire {
     directors: Directors,
     now: u64,
+    marks: Vec<super::oracle::MarkRule>,
 }
 
 impl SimWire {
-    /// The director of [`APPLIANCE`] with the helper on `ports`.
-    pub fn new(ports: &[u16]) -> anyhow::Result<Self> {
+    /// The director of `service` with the helper on `ports`.
+    pub fn new(service: Service, ports: &[u16]) -> anyhow::Result<Self> {
         #[derive(Deserialize)]
         struct File {
             director: Vec<datapath::director::config::DirectorConfig>,
         }
-        let file: File = toml::from_str(APPLIANCE)?;
+        let file: File = toml::from_str(service.appliance())?;
         let options = DirectorOptions {
             ethernet: true,
             ..DirectorOptions::default()
         };
         let directors = Directors::build(&file.director, options)?.with_ftp(ports);
-        Ok(Self { directors, now: 0 })
+        Ok(Self {
+            directors,
+            now: 0,
+            marks: service.marks(),
+        })
     }
 
     /// The helper's counters.
@@ -548,7 +597,11 @@ impl Wire for SimWire {
         self.now += 1_000_000;
         let mut frame = frame;
         let meta = parse(LinkType::Ethernet, &frame, frame.len() as u32, 0);
-        let forwarded = match self.directors.process(self.now, &mut frame, &meta, None) {
+        let mark = meta
+            .dst
+            .filter(|_| from_client)
+            .and_then(|dst| super::oracle::mark_of(&self.marks, ip_proto::TCP, dst));
+        let forwarded = match self.directors.process(self.now, &mut frame, &meta, mark) {
             ControlFlow::Break(decision) => decision.verdict == datapath::verdict::Verdict::Forward,
             ControlFlow::Continue(()) => !from_client,
         };

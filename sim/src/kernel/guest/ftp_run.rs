@@ -20,7 +20,7 @@ use pnet_datalink::{DataLinkReceiver, DataLinkSender};
 use serde::{Deserialize, Serialize};
 
 use super::boot::Guest;
-use super::ftp::{APPLIANCE, FtpRecord, Wire, play, script};
+use super::ftp::{FtpRecord, Service, Wire, play, script};
 use super::oracle::{
     Case, LB_CLIENT_MAC, LB_SERVER_MAC, LB_SYSCTLS, is_marker, is_noise, marker_frame, setup_script,
 };
@@ -28,6 +28,10 @@ use crate::kernel::wire::{enter_namespace, open_channel};
 
 /// Modules of the run; `ip_vs_ftp` comes after them, with its `ports` argument.
 const MODULES: &[&str] = &[
+    "ip_tables",
+    "iptable_mangle",
+    "xt_mark",
+    "xt_tcpudp",
     "ipv6",
     "veth",
     "af_packet",
@@ -52,14 +56,21 @@ pub struct FtpGuestResult {
     pub connections: String,
     /// `/sys/module/ip_vs_ftp/parameters/ports`: the helper really loaded with them.
     pub ports: String,
+    /// The LB namespace's conntrack table at the end (`/proc/net/nf_conntrack`).
+    pub conntrack: String,
 }
 
 /// Host side: boot the guest, play the script through its IPVS, return what it saw.
-pub fn run_in_guest(guest: &Guest, sim: &Path) -> anyhow::Result<FtpGuestResult> {
+pub fn run_in_guest(guest: &Guest, sim: &Path, service: Service) -> anyhow::Result<FtpGuestResult> {
+    let fwmark = if service == Service::Fwmark {
+        " --fwmark"
+    } else {
+        ""
+    };
     let body = format!(
         "load_modules {} || exit 3\n\
          modprobe -d \"$MODDIR\" {FTP_MODULE} || exit 4\n\
-         exec {} kernel guest-ftp --out \"$OUT/result.json\"\n",
+         exec {} kernel guest-ftp{fwmark} --out \"$OUT/result.json\"\n",
         MODULES.join(" "),
         sim.display()
     );
@@ -76,10 +87,10 @@ pub fn run_in_guest(guest: &Guest, sim: &Path) -> anyhow::Result<FtpGuestResult>
 }
 
 /// Guest side (`sim kernel guest-ftp`): set up, play, list, write `out`.
-pub fn drive(out: &Path) -> anyhow::Result<()> {
+pub fn drive(out: &Path, service: Service) -> anyhow::Result<()> {
     let case = Case {
-        appliance: APPLIANCE.to_string(),
-        marks: Vec::new(),
+        appliance: service.appliance().to_string(),
+        marks: service.marks(),
         conns: Vec::new(),
         events: Vec::new(),
         edits: Vec::new(),
@@ -88,7 +99,7 @@ pub fn drive(out: &Path) -> anyhow::Result<()> {
     run_tool("ip", &["-batch", "-"], &setup.root_batch)?;
     run_tool("ip", &["-n", "lb0", "-batch", "-"], &setup.lb_batch)?;
     run_tool("ip", &["-n", "e0", "-batch", "-"], &setup.ends_batch)?;
-    let ipvsadm = setup.ipvsadm.clone();
+    let (ipvsadm, iptables) = (setup.ipvsadm.clone(), setup.iptables.clone());
     in_namespace("lb0", move || {
         for (key, value) in LB_SYSCTLS
             .iter()
@@ -97,6 +108,9 @@ pub fn drive(out: &Path) -> anyhow::Result<()> {
         {
             std::fs::write(format!("/proc/sys/{key}"), value)
                 .with_context(|| format!("sysctl {key}"))?;
+        }
+        if !iptables.is_empty() {
+            run_tool("iptables-legacy-restore", &[], &iptables)?;
         }
         run_tool("ipvsadm", &["-R"], &ipvsadm).map(drop)
     })?;
@@ -111,12 +125,16 @@ pub fn drive(out: &Path) -> anyhow::Result<()> {
     .join()
     .map_err(|_| anyhow!("the FTP injection thread panicked"))??;
     let connections = in_namespace("lb0", || run_tool("ipvsadm", &["-Lcn"], ""))?;
+    let conntrack = in_namespace("lb0", || {
+        Ok(std::fs::read_to_string("/proc/net/nf_conntrack").unwrap_or_default())
+    })?;
     let result = FtpGuestResult {
         release: std::fs::read_to_string("/proc/sys/kernel/osrelease")?
             .trim()
             .to_string(),
         record,
         connections,
+        conntrack,
         ports: std::fs::read_to_string("/sys/module/ip_vs_ftp/parameters/ports")
             .unwrap_or_default()
             .trim()
