@@ -48,7 +48,9 @@ use super::scenario_input::DEFAULT_MAX_PACKETS;
 use super::simulate::{SimPacket, build, simulate};
 use crate::report::Percentiles;
 
+mod egress;
 mod render;
+use egress::{egress_routes, route_text, tally_routes};
 pub use render::{render, write_disagreements_pcap};
 
 /// The explanations shipped with lbsim.
@@ -389,30 +391,6 @@ fn stand_in_destinations_ok(sim: &SimPacket, kernel: &Outcome, rules: &KernelRul
     destination(ours) == Some(at_port(backend)) && destination(theirs).is_some_and(a_real)
 }
 
-/// With the appliance's routing tables installed (see `rules::routes::runner_routes`), a
-/// packet both sides forwarded left by a route on each side: the simulator's table route
-/// (`None`: the main table) and the one the kernel's frame names by its next hop's MAC
-/// (`None`: the runner's own routes, standing for main).
-fn egress_routes(
-    sim: &SimPacket,
-    kernel: &super::inject::KernelPacket,
-    rules: &KernelRules,
-) -> Option<(
-    Option<datapath::ip::route::RouteRef>,
-    Option<datapath::ip::route::RouteRef>,
-)> {
-    if rules.routes.next_hops.is_empty() {
-        return None;
-    }
-    let (Outcome::Forward { .. }, Outcome::Forward { .. }) = (&sim.outcome, &kernel.outcome) else {
-        return None;
-    };
-    let theirs = kernel
-        .next_hop_mac
-        .and_then(|mac| rules.routes.next_hops.get(&mac).copied());
-    Some((sim.route, theirs))
-}
-
 /// Compare simulator records with kernel outcomes, packet by packet; counts the packets
 /// each explanation explained (the first that matches) in `explained_per_entry`.
 pub fn compare(
@@ -479,24 +457,7 @@ pub fn compare(
             entry.agreed += u64::from(agreed);
             entry.explained += u64::from(explained_by.is_some());
         }
-        if let Some((ours, theirs)) = routes {
-            for table in [ours, theirs].into_iter().flatten().map(|r| r.table) {
-                let entry = report
-                    .by_feature
-                    .entry(format!("routing table {table} (egress route)"))
-                    .or_default();
-                entry.compared += 1;
-                entry.agreed += u64::from(ours == theirs);
-                if ours == theirs {
-                    break;
-                }
-            }
-        }
-        let route_text = |route: Option<Option<datapath::ip::route::RouteRef>>| match route {
-            Some(Some(r)) => format!(" by table {} route #{}", r.table, r.route),
-            Some(None) => " by no table route".to_string(),
-            None => String::new(),
-        };
+        tally_routes(&mut report, routes);
         if !agreed {
             report.disagreements.push(Disagreement {
                 ordinal: sim.ordinal,
