@@ -62,6 +62,7 @@ fn sim_packet(
             backend,
             route: None,
         },
+        route: None,
         cost_ns: 1,
     }
 }
@@ -76,6 +77,7 @@ fn kernel_run(outcome: Outcome, rule: Option<RuleRef>) -> KernelRun {
             rule,
             dropped_by_rule,
             last_hook: None,
+            next_hop_mac: None,
         }],
         ..KernelRun::default()
     }

@@ -200,6 +200,7 @@ fn simulate_routable(
             backend: None,
             route: None,
         },
+        route: None,
         cost_ns: 0,
     };
     let refused: Vec<bool> = input

@@ -49,8 +49,10 @@ use super::simulate::{SimPacket, build, simulate};
 use crate::record::DiffExtra;
 use crate::report::Percentiles;
 
+mod egress;
 mod records;
 mod render;
+use egress::{egress_routes, route_text, tally_routes};
 pub use records::PacketDiff;
 use records::{open_records, write_packet_records};
 pub use render::{render, write_disagreements_pcap};
@@ -443,9 +445,11 @@ pub fn compare(
             .backend
             .and_then(|b| rules.backend_rule(b))
             .map(|r| r.matching);
+        let routes = egress_routes(sim, kernel, rules);
         let agreed = agrees(&sim.outcome, &kernel_outcome, matching)
             && (matching != Some(BackendMatch::StandIn)
-                || stand_in_destinations_ok(sim, &kernel_outcome, rules));
+                || stand_in_destinations_ok(sim, &kernel_outcome, rules))
+            && routes.is_none_or(|(ours, theirs)| ours == theirs);
         let feature = feature_of(sim, rules);
         let kernel_rule = kernel_rule(sim, kernel, rules);
         let case = Case {
@@ -485,12 +489,18 @@ pub fn compare(
             explained_by: explained_by.clone(),
         };
         report.packets.push(PacketDiff::new(sim, extra));
+        tally_routes(&mut report, routes);
         if !agreed {
             report.disagreements.push(Disagreement {
                 ordinal: sim.ordinal,
                 decode: sim.input.decode(),
-                simulator: format!("{}: {}", sim.decision.stage, sim.outcome.text()),
-                kernel: kernel_outcome.text(),
+                simulator: format!(
+                    "{}: {}{}",
+                    sim.decision.stage,
+                    sim.outcome.text(),
+                    route_text(routes.map(|r| r.0))
+                ),
+                kernel: kernel_outcome.text() + &route_text(routes.map(|r| r.1)),
                 simulator_rule: sim.deciding_rule(),
                 kernel_rule,
                 explained_by,

@@ -39,6 +39,8 @@ pub struct SimPacket {
     /// The pipeline's decision, as the per-packet records carry it (stage, verdict, flow,
     /// rule, backend, route).
     pub decision: Decision<'static>,
+    /// The routing table (not main) and route the packet left by.
+    pub route: Option<datapath::ip::route::RouteRef>,
     /// Wall-clock cost of `Pipeline::process`, ns.
     pub cost_ns: u64,
 }
@@ -109,7 +111,9 @@ pub fn build_on(
     match backend {
         Backend::Host => {
             rules.add_nat(&config.nat, &config.interfaces);
-            rules.add_ip(&crate::appliance::ip_config(config, &[])?);
+            let ip = crate::appliance::ip_config(config, &[])?;
+            rules.add_ip(&ip);
+            rules.add_routes(&ip, pipeline.flows().map(|stage| &stage.table));
         }
         Backend::Guest if !config.nat.is_empty() => rules.host_only.push("[[nat]] rules".into()),
         Backend::Guest => {}
@@ -196,6 +200,9 @@ fn simulate_each(pipeline: &mut Pipeline, inputs: &[InputPacket]) -> Vec<SimPack
             meta: pipeline.last_meta().clone(),
             outcome,
             decision,
+            route: decided
+                .route
+                .filter(|r| r.table != datapath::ip::route::MAIN_TABLE),
             cost_ns,
         });
     }
