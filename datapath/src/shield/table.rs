@@ -379,7 +379,7 @@ mod tests {
                     let policy = move |v: &u64| match mode {
                         0 => Victim::Keep,
                         1 if *v < horizon => Victim::Reclaim,
-                        _ if v % 3 == 0 => Victim::Keep,
+                        _ if v.is_multiple_of(3) => Victim::Keep,
                         _ => Victim::Evict(*v),
                     };
                     let placed = table.insert(key, step, policy);
