@@ -65,11 +65,20 @@ fn live_synflood_pause_step_speed_panels_help_and_end() {
     insta::assert_snapshot!("live_synflood_start_120x40", screen(&session, 120, 40));
     tick(&mut session, 300);
     assert_eq!(app(&session).data_ns, 300_000_000);
-    // synflood's appliance has no flowmgr file: the TUI opens on the shield, not on an
-    // empty flow table.
-    assert_eq!(app(&session).focus, Panel::Shield);
+    // synflood's flows (`web` directed, the rest denied) have hits: the TUI opens on them,
+    // per-flow hits visible at 80×24 (the README's quick start).
+    assert_eq!(app(&session).focus, Panel::Flows);
     insta::assert_snapshot!("live_synflood_300ms_120x40", screen(&session, 120, 40));
-    insta::assert_snapshot!("live_synflood_300ms_80x24", screen(&session, 80, 24));
+    let small = screen(&session, 80, 24);
+    assert!(
+        small
+            .lines()
+            .any(|l| l.contains("web") && l.contains("director")),
+        "no per-flow hits at 80×24:\n{small}"
+    );
+    insta::assert_snapshot!("live_synflood_300ms_80x24", small);
+    keys(&mut session, &[Key::Tab]);
+    assert_eq!(app(&session).focus, Panel::Shield);
 
     keys(&mut session, &[Key::Char(' ')]);
     tick(&mut session, 1000);
