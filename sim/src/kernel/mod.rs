@@ -249,9 +249,24 @@ fn optional_checks() -> Vec<String> {
             "missing: the guest kernel cannot start here ({why}): sim diff uses the host kernel's nft stand-ins for directors"
         ),
     };
-    let inline = match crate::cli::inline::netns::check_environment() {
+    // `sim inline` needs what the host backend needs (checked above) plus ethtool, to switch
+    // the veths' checksum offload off; its own check lives in the front-end above this layer.
+    let ethtool = std::process::Command::new("ethtool")
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("starting `ethtool` (is it installed?): {e}"))
+        .and_then(|out| {
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!("`ethtool --version` exited with {}", out.status))
+            }
+        });
+    let inline = match ethtool {
         Ok(()) => "ok: ethtool and ip netns (sim inline)".to_string(),
-        Err(why) => format!("missing: sim inline cannot run: {why:#}"),
+        Err(why) => format!(
+            "missing: sim inline cannot run: `ethtool` is needed to switch veth checksum offload off (install ethtool): {why}"
+        ),
     };
     vec![guest, inline]
 }
