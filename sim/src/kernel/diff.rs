@@ -46,9 +46,15 @@ use super::outcome::Outcome;
 use super::rules::{BackendMatch, BackendRule, FeatureRow, KernelRules};
 use super::scenario_input::DEFAULT_MAX_PACKETS;
 use super::simulate::{SimPacket, build, simulate};
+use crate::record::DiffExtra;
 use crate::report::Percentiles;
 
+mod egress;
+mod records;
 mod render;
+use egress::{egress_routes, route_text, tally_routes};
+pub use records::PacketDiff;
+use records::{open_records, write_packet_records};
 pub use render::{render, write_disagreements_pcap};
 
 /// The explanations shipped with lbsim.
@@ -84,6 +90,10 @@ pub struct DiffArgs {
     /// Write the disagreeing packets here (default: `<out>/kernel-disagreements.pcap`).
     #[arg(long, value_name = "FILE.pcap")]
     pub disagreements_pcap: Option<PathBuf>,
+    /// Write one JSON record per packet (the `sim run` / `sim replay` keys plus the kernel's
+    /// side: `kernel`, `kernel_rule`, `agree`, `explained_by`); `-` for stdout.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub packets: Option<PathBuf>,
     /// Report directory (default for scenarios: `reports/<name>`): kernel-diff.txt/.json.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -207,6 +217,10 @@ pub struct DiffReport {
     pub kernel_counters: BTreeMap<String, u64>,
     /// Per known difference (by name), the packets it explained (0: unused here).
     pub explained_per_entry: BTreeMap<String, u64>,
+    /// Every packet's simulator decision and kernel side, in order (`--packets`; not in
+    /// kernel-diff.json).
+    #[serde(skip)]
+    pub packets: Vec<PacketDiff>,
 }
 
 impl DiffReport {
@@ -229,7 +243,7 @@ impl DiffReport {
 /// The director rule that decided a packet: by its virtual service (the destination of a
 /// request, the source of an un-NATed reply), else by its real server.
 fn director_rule<'r>(sim: &SimPacket, rules: &'r KernelRules) -> Option<&'r BackendRule> {
-    let backend = sim.backend?;
+    let backend = sim.decision.backend?;
     let socket = |addr: Option<std::net::IpAddr>, port: Option<u16>| {
         addr.zip(port).map(|(a, p)| std::net::SocketAddr::new(a, p))
     };
@@ -247,13 +261,13 @@ fn director_rule<'r>(sim: &SimPacket, rules: &'r KernelRules) -> Option<&'r Back
 
 /// The feature a simulator decision belongs to.
 fn feature_of(sim: &SimPacket, rules: &KernelRules) -> String {
-    if sim.backend.is_some() {
+    if sim.decision.backend.is_some() {
         return match director_rule(sim, rules) {
             Some(rule) => format!("director {}", rule.director),
             None => "director (no kernel counterpart)".into(),
         };
     }
-    match (sim.stage.as_str(), &sim.outcome) {
+    match (sim.decision.stage, &sim.outcome) {
         ("shield", Outcome::Answer { .. } | Outcome::Proxy { .. }) => "shield SYN cookies".into(),
         ("shield", Outcome::Drop { reason: Some(r) })
             if r.contains("cookie") || r == "no_session" =>
@@ -358,7 +372,7 @@ pub fn agrees(sim: &Outcome, kernel: &Outcome, matching: Option<BackendMatch>) -
 /// port-less real): a wrong DNAT address or port is a disagreement.
 fn stand_in_destinations_ok(sim: &SimPacket, kernel: &Outcome, rules: &KernelRules) -> bool {
     let (Outcome::Forward { frame: ours }, Outcome::Forward { frame: theirs }, Some(backend)) =
-        (&sim.outcome, kernel, sim.backend)
+        (&sim.outcome, kernel, sim.decision.backend)
     else {
         return true;
     };
@@ -407,6 +421,14 @@ pub fn compare(
     for (sim, kernel) in sim.iter().zip(&kernel.packets) {
         if let Outcome::NotInjected { why } = &kernel.outcome {
             *report.not_injected.entry(why.clone()).or_default() += 1;
+            let extra = DiffExtra {
+                simulator: sim.outcome.text(),
+                kernel: kernel.outcome.text(),
+                kernel_rule: String::new(),
+                agree: None,
+                explained_by: None,
+            };
+            report.packets.push(PacketDiff::new(sim, extra));
             continue;
         }
         let kernel_outcome = match &kernel.outcome {
@@ -419,12 +441,15 @@ pub fn compare(
             other => other.clone(),
         };
         let matching = sim
+            .decision
             .backend
             .and_then(|b| rules.backend_rule(b))
             .map(|r| r.matching);
+        let routes = egress_routes(sim, kernel, rules);
         let agreed = agrees(&sim.outcome, &kernel_outcome, matching)
             && (matching != Some(BackendMatch::StandIn)
-                || stand_in_destinations_ok(sim, &kernel_outcome, rules));
+                || stand_in_destinations_ok(sim, &kernel_outcome, rules))
+            && routes.is_none_or(|(ours, theirs)| ours == theirs);
         let feature = feature_of(sim, rules);
         let kernel_rule = kernel_rule(sim, kernel, rules);
         let case = Case {
@@ -436,7 +461,7 @@ pub fn compare(
                 .input
                 .dst
                 .is_some_and(|d| rules.cookie_auto.contains(&d)),
-            director: sim.backend.is_some(),
+            director: sim.decision.backend.is_some(),
         };
         let explained_by = (!agreed)
             .then(|| explanations.iter().find(|e| e.matches(&case)))
@@ -446,19 +471,36 @@ pub fn compare(
             *report.explained_per_entry.entry(name.clone()).or_default() += 1;
         }
         for entry in [
-            report.stages.entry(sim.stage.clone()).or_default(),
+            report
+                .stages
+                .entry(sim.decision.stage.to_string())
+                .or_default(),
             report.by_feature.entry(feature).or_default(),
         ] {
             entry.compared += 1;
             entry.agreed += u64::from(agreed);
             entry.explained += u64::from(explained_by.is_some());
         }
+        let extra = DiffExtra {
+            simulator: sim.outcome.text(),
+            kernel: kernel_outcome.text(),
+            kernel_rule: kernel_rule.clone(),
+            agree: Some(agreed),
+            explained_by: explained_by.clone(),
+        };
+        report.packets.push(PacketDiff::new(sim, extra));
+        tally_routes(&mut report, routes);
         if !agreed {
             report.disagreements.push(Disagreement {
                 ordinal: sim.ordinal,
                 decode: sim.input.decode(),
-                simulator: format!("{}: {}", sim.stage, sim.outcome.text()),
-                kernel: kernel_outcome.text(),
+                simulator: format!(
+                    "{}: {}{}",
+                    sim.decision.stage,
+                    sim.outcome.text(),
+                    route_text(routes.map(|r| r.0))
+                ),
+                kernel: kernel_outcome.text() + &route_text(routes.map(|r| r.1)),
                 simulator_rule: sim.deciding_rule(),
                 kernel_rule,
                 explained_by,
@@ -604,6 +646,7 @@ pub fn run(args: &DiffArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let explanations = load_explanations(&explanation_files)?;
+    let records = args.packets.as_deref().map(open_records).transpose()?;
     let gap = Duration::from_micros(args.gap_us);
     let report = run_input_on(&input, &explanations, gap, args.kernel_backend)?;
     let out_dir = args.out.clone().or(default_out);
@@ -623,7 +666,13 @@ pub fn run(args: &DiffArgs) -> anyhow::Result<ExitCode> {
     if let Some(pcap) = &pcap {
         write_disagreements_pcap(pcap, &report, &input.packets)?;
     }
-    if args.json {
+    let records_on_stdout = args.packets.as_deref() == Some(Path::new("-"));
+    if let Some(out) = records {
+        write_packet_records(out, &report)?;
+    }
+    if records_on_stdout {
+        // stdout carries the records: the report stays in the report directory.
+    } else if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{text}");
@@ -679,6 +728,7 @@ pub fn run_after_simulation(
         seed,
         max_packets: DEFAULT_MAX_PACKETS,
         disagreements_pcap: None,
+        packets: None,
         out: out.map(Path::to_path_buf),
         json: false,
         strict: false,

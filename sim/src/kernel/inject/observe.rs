@@ -14,6 +14,8 @@ pub(super) struct Seen {
     tag: u16,
     quoted: Option<(u16, u8)>,
     summary: FrameSummary,
+    /// The frame's destination MAC.
+    mac: [u8; 6],
 }
 
 pub(super) fn seen_frames(exchange: &Exchange) -> Vec<Seen> {
@@ -33,6 +35,10 @@ pub(super) fn seen_frames(exchange: &Exchange) -> Vec<Seen> {
                 tag: tag::read(frame, ip),
                 quoted: tag::quoted(frame),
                 summary: FrameSummary::of(LinkType::Ethernet, frame),
+                mac: frame
+                    .get(..6)
+                    .and_then(|m| m.try_into().ok())
+                    .unwrap_or_default(),
             });
         }
     }
@@ -99,6 +105,7 @@ pub(super) fn outcomes(
     };
     let mut sent = exchange.sent_at.iter();
     for (ordinal, packet) in prepared.iter().enumerate() {
+        let mut next_hop_mac = None;
         let (outcome, latency_ns) = match packet {
             Err(why) => (Outcome::NotInjected { why: why.clone() }, None),
             Ok(packet) => match sent.next().copied().flatten() {
@@ -109,6 +116,8 @@ pub(super) fn outcomes(
                 }
                 Some(at) => {
                     run.injected += 1;
+                    next_hop_mac =
+                        forwarded_frame(packet, at, &seen, &index, source_nat).map(|s| s.mac);
                     outcome_of(packet, at, &seen, &index, source_nat)
                 }
             },
@@ -120,6 +129,7 @@ pub(super) fn outcomes(
             rule: None,
             dropped_by_rule: false,
             last_hook: None,
+            next_hop_mac,
         });
     }
     run
@@ -163,6 +173,27 @@ pub(super) fn first_after<'s>(
         .find(|s| s.at >= sent && wanted(s))
 }
 
+/// The frame the LB forwarded `packet` as: its tag, protocol and SYN bit, on the other
+/// side, with the unchanged end of its tuple (unless sources are translated).
+pub(super) fn forwarded_frame<'s>(
+    packet: &Prepared,
+    sent: Instant,
+    seen: &'s [Seen],
+    index: &Index,
+    source_nat: bool,
+) -> Option<&'s Seen> {
+    let input = &packet.summary;
+    let syn = input.tcp_flags & tcp_flags::SYN;
+    let key = (packet.tag, input.proto.clone());
+    first_after(seen, index.by_tag.get(&key), sent, |s| {
+        let same_end = match packet.side {
+            Side::Client => s.side == Side::Server && (source_nat || s.summary.src == input.src),
+            Side::Server => s.side == Side::Client && (source_nat || s.summary.dst == input.dst),
+        };
+        same_end && s.summary.tcp_flags & tcp_flags::SYN == syn
+    })
+}
+
 pub(super) fn outcome_of(
     packet: &Prepared,
     sent: Instant,
@@ -174,16 +205,7 @@ pub(super) fn outcome_of(
         u64::try_from(frame.at.saturating_duration_since(sent).as_nanos()).unwrap_or(u64::MAX)
     };
     let input = &packet.summary;
-    let syn = input.tcp_flags & tcp_flags::SYN;
-    let key = (packet.tag, input.proto.clone());
-    let forwarded = first_after(seen, index.by_tag.get(&key), sent, |s| {
-        let same_end = match packet.side {
-            Side::Client => s.side == Side::Server && (source_nat || s.summary.src == input.src),
-            Side::Server => s.side == Side::Client && (source_nat || s.summary.dst == input.dst),
-        };
-        same_end && s.summary.tcp_flags & tcp_flags::SYN == syn
-    });
-    if let Some(frame) = forwarded {
+    if let Some(frame) = forwarded_frame(packet, sent, seen, index, source_nat) {
         let outcome = Outcome::Forward {
             frame: frame.summary.clone(),
         };
