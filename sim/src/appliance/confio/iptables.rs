@@ -671,6 +671,10 @@ fn nat_rule(rule: &Rule) -> Result<NatRuleConfig, String> {
             ));
         }
     };
+    if kind == NatKind::Dnat && rule.out.is_some() {
+        // iptables refuses it too ("Can't use -o with PREROUTING").
+        return Err("`-o` in PREROUTING: DNAT happens before routing (no output interface)".into());
+    }
     let conds: Vec<&String> = rule
         .conds
         .iter()
