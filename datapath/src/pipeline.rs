@@ -94,6 +94,10 @@ pub struct PacketOutcome {
     /// not serialized).
     #[serde(skip)]
     pub next_hop: Option<(IfaceId, Option<IpAddr>)>,
+    /// The egress MTU a forwarded IPv4 datagram without DF is cut to as it is sent (see
+    /// `ip::fragment`), and the offset of its IP header; not serialized.
+    #[serde(skip)]
+    pub fragment_mtu: Option<(u32, u16)>,
 }
 
 impl PacketOutcome {
@@ -107,6 +111,7 @@ impl PacketOutcome {
             director: None,
             route: None,
             next_hop: None,
+            fragment_mtu: None,
         }
     }
 }
@@ -554,12 +559,45 @@ impl Pipeline {
     }
 
     /// Send what `classify` let through (by its route's interface and gateway when a
-    /// routing table chose them), or the ICMP error it answered with.
+    /// routing table chose them; in fragments when the IP layer said so), or the ICMP
+    /// error it answered with.
     fn send_classified(&mut self, iface: IfaceId, frame: Vec<u8>, classified: &Classified) {
         if classified.forward {
-            self.emitted.push(routed(iface, frame, &classified.outcome));
+            if let Some((mtu, l3)) = classified.outcome.fragment_mtu {
+                self.send_fragments(iface, frame, &classified.outcome, mtu, l3);
+            } else {
+                self.emitted.push(routed(iface, frame, &classified.outcome));
+            }
         } else if let Some(answer) = &classified.answer {
             self.emitted.push(EmittedFrame::new(iface, answer.clone()));
+        }
+    }
+
+    /// A datagram the IP layer found longer than the egress MTU, without DF: sent as its
+    /// fragments (as parsed now: after NAT, with the decremented TTL).
+    #[cold]
+    fn send_fragments(
+        &mut self,
+        iface: IfaceId,
+        frame: Vec<u8>,
+        outcome: &PacketOutcome,
+        mtu: u32,
+        l3: u16,
+    ) {
+        let l3 = usize::from(l3);
+        let total = frame
+            .get(l3 + 2..l3 + 4)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]));
+        let pieces = total.and_then(|total| {
+            crate::ip::fragment::fragment_v4(&frame, l3, usize::from(total), mtu as usize)
+        });
+        match pieces {
+            Some(pieces) => {
+                for piece in pieces {
+                    self.emitted.push(routed(iface, piece, outcome));
+                }
+            }
+            None => self.emitted.push(routed(iface, frame, outcome)),
         }
     }
 

@@ -203,6 +203,7 @@ pub fn build(
         default_route: settings.default_route.as_deref().map(index).transpose()?,
         routes,
         tables,
+        unreachable_without_route: settings.table.iter().any(|t| t.id == route::MAIN_TABLE),
         defrag,
         conntrack: false,
     })

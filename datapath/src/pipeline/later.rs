@@ -66,6 +66,7 @@ impl LaterStages<'_> {
         if let Some(ip) = self.ip.as_deref_mut() {
             match ip.route_and_forward(now, meta, frame, fwmark) {
                 IpDecision::Forward => {
+                    outcome.fragment_mtu = ip.last_fragment_mtu().map(|mtu| (mtu, meta.l3_offset));
                     if ip.routing().has_tables()
                         && let Some((used, route)) = ip.last_route()
                     {
