@@ -573,34 +573,6 @@ impl Pipeline {
         }
     }
 
-    /// A datagram the IP layer found longer than the egress MTU, without DF: sent as its
-    /// fragments (as parsed now: after NAT, with the decremented TTL).
-    #[cold]
-    fn send_fragments(
-        &mut self,
-        iface: IfaceId,
-        frame: Vec<u8>,
-        outcome: &PacketOutcome,
-        mtu: u32,
-        l3: u16,
-    ) {
-        let l3 = usize::from(l3);
-        let total = frame
-            .get(l3 + 2..l3 + 4)
-            .map(|b| u16::from_be_bytes([b[0], b[1]]));
-        let pieces = total.and_then(|total| {
-            crate::ip::fragment::fragment_v4(&frame, l3, usize::from(total), mtu as usize)
-        });
-        match pieces {
-            Some(pieces) => {
-                for piece in pieces {
-                    self.emitted.push(routed(iface, piece, outcome));
-                }
-            }
-            None => self.emitted.push(routed(iface, frame, outcome)),
-        }
-    }
-
     /// Flows, then the director; forward what survives.
     fn after_shield(&mut self, now: TimeNs, iface: IfaceId, mut frame: Vec<u8>) -> PacketOutcome {
         let (mut later, meta) = self.later_stages();
@@ -678,7 +650,20 @@ impl Pipeline {
             Err(outcome) => return outcome,
         };
         let (mut later, meta) = self.later_stages();
-        let classified = later.classify(now, meta, &mut first);
+        let mut classified = later.classify(now, meta, &mut first);
+        if let (Some(answer), Stage::Ip) = (&classified.answer, classified.outcome.stage) {
+            // The IP layer's ICMP error quotes the reassembled datagram, not its first
+            // fragment, as the kernel's does after nf_defrag.
+            let l3 = usize::from(self.last_meta.l3_offset);
+            let mut frames = vec![first.clone()];
+            frames.extend(rest.iter().cloned());
+            let whole = crate::ip::defrag::reassembled(&frames, l3);
+            if let Some(requoted) =
+                whole.and_then(|w| crate::ip::icmp::requote(answer, l3, &w[l3..]))
+            {
+                classified.answer = Some(requoted);
+            }
+        }
         self.send_datagram(iface, first, rest, &classified);
         classified.outcome
     }

@@ -281,6 +281,9 @@ pub fn fragment_cases() -> Vec<Case> {
         0x2004,
         &[(0, 24, true), (16, 32, false)],
     );
+    let halves = [(0, 24, true), (24, 24, false)];
+    let expiring = fragments(&udp(src, dst, 1, 40), 0x1005, &halves);
+    let expiring6 = fragments(&udp(src6, dst6, 1, 40), 0x2005, &halves);
     let gone = Expect::Drop("reassembly_incomplete");
     // The parser's overlap check (an invalid packet) sees the overlap before reassembly.
     let failed = Expect::Drop("invalid:fragment_overlap");
@@ -302,6 +305,15 @@ pub fn fragment_cases() -> Vec<Case> {
         Case {
             name: "fragments overlapping",
             frames: pair(overlapping, failed.clone(), failed.clone()),
+        },
+        // The error quotes the reassembled datagram (offset and MF cleared).
+        Case {
+            name: "fragments with TTL 1",
+            frames: pair(expiring, Expect::Icmp(11, 0), Expect::Icmp(11, 0)),
+        },
+        Case {
+            name: "IPv6 fragments with hop limit 1",
+            frames: pair(expiring6, Expect::Icmp(3, 0), Expect::Icmp(3, 0)),
         },
         Case {
             name: "IPv6 fragments complete",

@@ -207,6 +207,7 @@ pub fn error_frame(
     let l3 = usize::from(meta.l3_offset);
     let dest = meta.src?;
     let datagram = frame.get(l3..)?;
+    let datagram = &datagram[..datagram.len().min(meta.ip_len as usize)];
     let mut out = Vec::with_capacity(l3 + 576);
     out.extend_from_slice(frame.get(..l3)?);
     if l3 >= 14 {
@@ -214,10 +215,48 @@ pub fn error_frame(
         out.copy_within(6..12, 0);
         out[6..12].copy_from_slice(&frame[0..6]);
     }
+    append_error(&mut out, datagram, dest, source, (icmp_type, code, info))?;
+    Some(out)
+}
+
+/// The error `answer` (made by [`error_frame`], IP header at `l3`) quoting `datagram`
+/// instead of the packet it was made for: the same link header, addresses, type, code
+/// and rest-of-header word.
+pub fn requote(answer: &[u8], l3: usize, datagram: &[u8]) -> Option<Vec<u8>> {
+    let ip = answer.get(l3..)?;
+    let (source, dest, icmp): (IpAddr, IpAddr, &[u8]) = match ip.first()? >> 4 {
+        4 => {
+            let src: [u8; 4] = ip.get(12..16)?.try_into().ok()?;
+            let dst: [u8; 4] = ip.get(16..20)?.try_into().ok()?;
+            (src.into(), dst.into(), ip.get(20..28)?)
+        }
+        6 => {
+            let src: [u8; 16] = ip.get(8..24)?.try_into().ok()?;
+            let dst: [u8; 16] = ip.get(24..40)?.try_into().ok()?;
+            (src.into(), dst.into(), ip.get(40..48)?)
+        }
+        _ => return None,
+    };
+    let source = (!source.is_unspecified()).then_some(source);
+    let info = u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]);
+    let mut out = answer[..l3].to_vec();
+    append_error(&mut out, datagram, dest, source, (icmp[0], icmp[1], info))?;
+    Some(out)
+}
+
+/// Append the IP header and ICMP / ICMPv6 error (type, code, rest-of-header word)
+/// quoting as much of `datagram` as fits, from `source` to `dest`.
+fn append_error(
+    out: &mut Vec<u8>,
+    datagram: &[u8],
+    dest: IpAddr,
+    source: Option<IpAddr>,
+    (icmp_type, code, info): (u8, u8, u32),
+) -> Option<()> {
     match dest {
         IpAddr::V4(dest) => {
             let tos = datagram.get(1).copied().unwrap_or(0) & 0x1e | 0xc0;
-            let quoted = &datagram[..datagram.len().min(576 - 28).min(meta.ip_len as usize)];
+            let quoted = &datagram[..datagram.len().min(576 - 28)];
             let total = (28 + quoted.len()) as u16;
             let src = match source {
                 Some(IpAddr::V4(a)) => a,
@@ -240,7 +279,7 @@ pub fn error_frame(
             out[icmp + 2..icmp + 4].copy_from_slice(&sum);
         }
         IpAddr::V6(dest) => {
-            let quoted = &datagram[..datagram.len().min(1280 - 48).min(meta.ip_len as usize)];
+            let quoted = &datagram[..datagram.len().min(1280 - 48)];
             let length = (8 + quoted.len()) as u32;
             let src = match source {
                 Some(IpAddr::V6(a)) => a,
@@ -260,7 +299,7 @@ pub fn error_frame(
             out[icmp + 2..icmp + 4].copy_from_slice(&sum);
         }
     }
-    Some(out)
+    Some(())
 }
 
 #[cfg(test)]

@@ -307,6 +307,12 @@ fn kernel_rule(sim: &SimPacket, packet: &KernelPacket, rules: &KernelRules) -> S
         }
     }
     match kernel {
+        Outcome::Answer { frame } if frame.icmp == Some((3, 0)) && frame.proto == "icmp" => {
+            "IPv4 routing: no route (ip_error: net unreachable)".into()
+        }
+        Outcome::Answer { frame } if frame.icmp == Some((1, 0)) && frame.proto == "icmpv6" => {
+            "IPv6 routing: no route (ip6_pkt_discard)".into()
+        }
         Outcome::Answer { frame } if frame.icmp.is_some() && frame.proto == "icmpv6" => {
             "IPv6 forwarding (ICMPv6 error)".into()
         }
