@@ -16,7 +16,11 @@
 //! packet, else the stack's refusal), never drop = drop,
 //! forwards by the 5-tuple as it left (after DNAT / reply un-NAT; the destination is masked
 //! for directors whose scheduler the kernel only stands in for), answers by kind and the
-//! SYN-ACK's option set, proxy SYNs by their options and tuple. Packets the kernel runner
+//! SYN-ACK's option set, proxy SYNs by their options and tuple. Beyond the text, an ICMP
+//! error must quote the same bytes on both sides (the offending datagram's header and what
+//! follows, as much as the sender quoted: the kernel's quote is given back the injected
+//! packet's own ID / flow label first), and a whole datagram that left in IP fragments
+//! must leave in the same fragments (offset, length, MF, DF of each, in order). Packets the kernel runner
 //! cannot inject are counted, not compared.
 //!
 //! The kernel's deciding rule of a disagreement (`kernel_rule`) comes from the nft trace:
