@@ -189,3 +189,62 @@ fn policy_routing_tables_agree_with_the_kernel() {
     drop(ns);
     assert_eq!(own_namespaces(), before, "namespaces left behind");
 }
+
+/// A SYN (TCP) or a datagram (UDP) from `src` to `dst:port`.
+fn probe(src: &str, dst: &str, port: u16, tcp: bool) -> Vec<u8> {
+    let builder = datapath::packet::builder::PacketBuilder::eth()
+        .ipv4(src.parse().expect("src"), dst.parse().expect("dst"));
+    if tcp {
+        builder.tcp(40_000, port).syn().build()
+    } else {
+        builder.udp(40_000, port).payload(b"probe").build()
+    }
+}
+
+/// `sim diff` with the policy-routing appliance: the kernel runner installs table 100 and
+/// the flows' fwmark rule in the LB namespace, and every packet the simulator routed by
+/// table 100 leaves the kernel by the same route of table 100 (the next hop's MAC names
+/// it) — the default route to the sinkhole or the update server's host route — while
+/// unmarked packets are routed by neither table's routes on both sides.
+#[test]
+fn a_diff_compares_the_table_route_of_every_packet() {
+    if !kernel_tests_enabled() {
+        return;
+    }
+    let _serial = lock();
+    let mut frames = Vec::new();
+    for round in 0..4 {
+        for src in ["192.168.0.10", "192.168.0.130", "192.168.0.200"] {
+            frames.push(probe(src, "203.0.113.80", 80 + round, true));
+            frames.push(probe(src, "203.0.113.53", 53, false));
+            frames.push(probe(src, "10.0.9.7", 443, true));
+        }
+        frames.push(probe("192.168.0.140", "198.18.0.1", 80, true));
+    }
+    let pcap = kernel_support::write_pcap("policy-routing-diff.pcap", &frames);
+    let appliance = kernel_support::data("policy-routing.toml");
+    let input = sim::kernel::diff::DiffInput::captures(&appliance, &[pcap], 1, frames.len())
+        .expect("input");
+    let started = std::time::Instant::now();
+    let report = sim::kernel::diff::run_input_on(
+        &input,
+        &[],
+        std::time::Duration::from_micros(200),
+        sim::kernel::backend_diff::BackendChoice::Host,
+    )
+    .expect("diff runs");
+    let text = sim::kernel::diff::render(&report);
+    eprintln!("diff in {:?}", started.elapsed());
+    assert!(report.disagreements.is_empty(), "{text}");
+    assert_eq!(report.totals(), (40, 40), "{text}");
+    let table = &report.by_feature["routing table 100 (egress route)"];
+    // 2 quarantined sources × 3 destinations × 4 rounds, and the 4 to 198.18.0.1.
+    assert_eq!((table.compared, table.agreed), (28, 28), "{text}");
+    assert!(
+        report
+            .features
+            .iter()
+            .any(|f| f.feature == "routing table 100" && f.compared),
+        "{text}"
+    );
+}

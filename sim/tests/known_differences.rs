@@ -46,6 +46,7 @@ fn sim_packet(
         flow: None,
         rule: None,
         backend,
+        route: None,
         cost_ns: 1,
     }
 }
@@ -60,6 +61,7 @@ fn kernel_run(outcome: Outcome, rule: Option<RuleRef>) -> KernelRun {
             rule,
             dropped_by_rule,
             last_hook: None,
+            next_hop_mac: None,
         }],
         ..KernelRun::default()
     }

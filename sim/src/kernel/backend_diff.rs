@@ -193,6 +193,7 @@ fn simulate_routable(
         flow: None,
         rule: None,
         backend: None,
+        route: None,
         cost_ns: 0,
     };
     let refused: Vec<bool> = input

@@ -52,7 +52,9 @@ use super::scenario_input::DEFAULT_MAX_PACKETS;
 use super::simulate::{SimPacket, build, simulate};
 use crate::report::Percentiles;
 
+mod egress;
 mod render;
+use egress::{egress_routes, route_text, tally_routes};
 pub use render::{render, write_disagreements_pcap};
 
 /// The explanations shipped with lbsim.
@@ -499,9 +501,11 @@ pub fn compare(
             .backend
             .and_then(|b| rules.backend_rule(b))
             .map(|r| r.matching);
+        let routes = egress_routes(sim, kernel, rules);
         let agreed = agrees(&sim.outcome, &kernel_outcome, matching)
             && (matching != Some(BackendMatch::StandIn)
-                || stand_in_destinations_ok(sim, &kernel_outcome, rules));
+                || stand_in_destinations_ok(sim, &kernel_outcome, rules))
+            && routes.is_none_or(|(ours, theirs)| ours == theirs);
         let feature = feature_of(sim, rules);
         let kernel_rule = kernel_rule(sim, kernel, rules);
         let case = Case {
@@ -530,13 +534,14 @@ pub fn compare(
             entry.agreed += u64::from(agreed);
             entry.explained += u64::from(explained_by.is_some());
         }
+        tally_routes(&mut report, routes);
         if !agreed {
             let (ours, theirs) = disagreement_texts(&sim.outcome, &kernel_outcome);
             report.disagreements.push(Disagreement {
                 ordinal: sim.ordinal,
                 decode: sim.input.decode(),
-                simulator: format!("{}: {ours}", sim.stage),
-                kernel: theirs,
+                simulator: format!("{}: {ours}{}", sim.stage, route_text(routes.map(|r| r.0))),
+                kernel: theirs + &route_text(routes.map(|r| r.1)),
                 simulator_rule: sim.deciding_rule(),
                 kernel_rule,
                 explained_by,

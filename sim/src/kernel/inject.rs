@@ -108,6 +108,10 @@ pub struct KernelPacket {
     pub dropped_by_rule: bool,
     /// The last netfilter hook it reached (`family table chain`; traced runs only).
     pub last_hook: Option<String>,
+    /// The destination MAC of the frame it was forwarded as (the runner's next hop of an
+    /// appliance route: see `rules::routes::runner_routes`).
+    #[serde(default)]
+    pub next_hop_mac: Option<[u8; 6]>,
 }
 
 /// A kernel run's per-packet outcomes plus what the observers saw.

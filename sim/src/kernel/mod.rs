@@ -118,6 +118,17 @@ enum KernelCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Inside the guest kernel: play the FTP comparison's script through IPVS with
+    /// `ip_vs_ftp` (see `guest::ftp_run`).
+    #[command(hide = true)]
+    GuestFtp {
+        /// Where to write the result (JSON).
+        #[arg(long)]
+        out: PathBuf,
+        /// Through the fwmark service with persistence (else the port-21 service).
+        #[arg(long)]
+        fwmark: bool,
+    },
 }
 
 /// Compile an appliance file's kernel rules (host backend).
@@ -175,6 +186,14 @@ pub fn run(args: &KernelArgs) -> anyhow::Result<ExitCode> {
         KernelCommand::Saturation(saturation_args) => saturation::run(saturation_args)?,
         KernelCommand::GuestRun { job, out } => guest_run::guest_main(job, out)?,
         KernelCommand::GuestDrive { job, out } => guest::driver::drive(job, out)?,
+        KernelCommand::GuestFtp { out, fwmark } => {
+            let service = if *fwmark {
+                guest::ftp::Service::Fwmark
+            } else {
+                guest::ftp::Service::Port
+            };
+            guest::ftp_run::drive(out, service)?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

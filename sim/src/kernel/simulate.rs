@@ -37,6 +37,8 @@ pub struct SimPacket {
     pub rule: Option<u16>,
     /// Real server chosen by the director.
     pub backend: Option<SocketAddr>,
+    /// The routing table (not main) and route the packet left by.
+    pub route: Option<datapath::ip::route::RouteRef>,
     /// Wall-clock cost of `Pipeline::process`, ns.
     pub cost_ns: u64,
 }
@@ -106,7 +108,9 @@ pub fn build_on(
     match backend {
         Backend::Host => {
             rules.add_nat(&config.nat, &config.interfaces);
-            rules.add_ip(&crate::appliance::ip_config(config, &[])?);
+            let ip = crate::appliance::ip_config(config, &[])?;
+            rules.add_ip(&ip);
+            rules.add_routes(&ip, pipeline.flows().map(|stage| &stage.table));
         }
         Backend::Guest if !config.nat.is_empty() => rules.host_only.push("[[nat]] rules".into()),
         Backend::Guest => {}
@@ -200,6 +204,9 @@ fn simulate_each(pipeline: &mut Pipeline, inputs: &[InputPacket]) -> Vec<SimPack
             flow,
             rule: decided.flow_rule,
             backend: decided.backend,
+            route: decided
+                .route
+                .filter(|r| r.table != datapath::ip::route::MAIN_TABLE),
             cost_ns,
         });
     }

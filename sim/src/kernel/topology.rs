@@ -66,8 +66,9 @@ const LB_SERVER_ADDR6: &str = "fd6c:6273:696d:2::1";
 pub const SERVER_ADDR6: &str = "fd6c:6273:696d:2::2";
 /// The nft table (family netdev) that untags 802.1Q frames after the shield.
 pub const VLAN_TABLE: &str = "lbsim_vlan";
-/// Policy routing table for traffic arriving from the client side.
-pub const FROM_CLIENT_TABLE: u32 = 100;
+/// Policy routing table for traffic arriving from the client side (an id far from the
+/// appliances' own `[[ip.table]]` ids, which the runner installs too).
+pub const FROM_CLIENT_TABLE: u32 = 32_000;
 
 static LIVE_PREFIXES: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 static NEXT_RUN: AtomicU32 = AtomicU32::new(0);

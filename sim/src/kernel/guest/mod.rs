@@ -11,6 +11,9 @@
 //!   `ipvsadm -Lcn` ([`ipvs::parse_connections`]) and `ipvsadm -L -n [--stats|--rate]
 //!   --exact` ([`ipvs::parse_listing`]).
 //!
+//! - [`ftp`], [`ftp_run`] — an FTP exchange through IPVS with `ip_vs_ftp` (rewritten
+//!   `227` / `229` replies, sequence adjustment, data connections) against lbsim's helper.
+//!
 //! A body typically does:
 //! ```sh
 //! load_modules ip_vs ip_vs_wrr dummy veth
@@ -27,6 +30,8 @@
 
 pub mod boot;
 pub mod driver;
+pub mod ftp;
+pub mod ftp_run;
 pub mod ipvs;
 pub mod oracle;
 pub mod oracle_compare;

@@ -15,6 +15,8 @@ pub(super) struct Seen {
     quoted: Option<(u16, u8)>,
     summary: FrameSummary,
     shape: Option<FragmentShape>,
+    /// The frame's destination MAC.
+    mac: [u8; 6],
 }
 
 pub(super) fn seen_frames(exchange: &Exchange) -> Vec<Seen> {
@@ -36,6 +38,10 @@ pub(super) fn seen_frames(exchange: &Exchange) -> Vec<Seen> {
                 quoted: tag::quoted(frame),
                 summary: FrameSummary::of(LinkType::Ethernet, frame),
                 shape: FragmentShape::of(&meta, frame),
+                mac: frame
+                    .get(..6)
+                    .and_then(|m| m.try_into().ok())
+                    .unwrap_or_default(),
             });
         }
     }
@@ -102,6 +108,7 @@ pub(super) fn outcomes(
     };
     let mut sent = exchange.sent_at.iter();
     for (ordinal, packet) in prepared.iter().enumerate() {
+        let mut next_hop_mac = None;
         let (outcome, latency_ns) = match packet {
             Err(why) => (Outcome::NotInjected { why: why.clone() }, None),
             Ok(packet) => match sent.next().copied().flatten() {
@@ -112,6 +119,8 @@ pub(super) fn outcomes(
                 }
                 Some(at) => {
                     run.injected += 1;
+                    next_hop_mac =
+                        forwarded_frame(packet, at, &seen, &index, source_nat).map(|s| s.mac);
                     outcome_of(packet, at, &seen, &index, source_nat)
                 }
             },
@@ -123,6 +132,7 @@ pub(super) fn outcomes(
             rule: None,
             dropped_by_rule: false,
             last_hook: None,
+            next_hop_mac,
         });
     }
     run
@@ -166,6 +176,27 @@ pub(super) fn first_after<'s>(
         .find(|s| s.at >= sent && wanted(s))
 }
 
+/// The frame the LB forwarded `packet` as: its tag, protocol and SYN bit, on the other
+/// side, with the unchanged end of its tuple (unless sources are translated).
+pub(super) fn forwarded_frame<'s>(
+    packet: &Prepared,
+    sent: Instant,
+    seen: &'s [Seen],
+    index: &Index,
+    source_nat: bool,
+) -> Option<&'s Seen> {
+    let input = &packet.summary;
+    let syn = input.tcp_flags & tcp_flags::SYN;
+    let key = (packet.tag, input.proto.clone());
+    first_after(seen, index.by_tag.get(&key), sent, |s| {
+        let same_end = match packet.side {
+            Side::Client => s.side == Side::Server && (source_nat || s.summary.src == input.src),
+            Side::Server => s.side == Side::Client && (source_nat || s.summary.dst == input.dst),
+        };
+        same_end && s.summary.tcp_flags & tcp_flags::SYN == syn
+    })
+}
+
 pub(super) fn outcome_of(
     packet: &Prepared,
     sent: Instant,
@@ -177,19 +208,11 @@ pub(super) fn outcome_of(
         u64::try_from(frame.at.saturating_duration_since(sent).as_nanos()).unwrap_or(u64::MAX)
     };
     let input = &packet.summary;
-    let syn = input.tcp_flags & tcp_flags::SYN;
-    let key = (packet.tag, input.proto.clone());
-    let forwarded = first_after(seen, index.by_tag.get(&key), sent, |s| {
-        let same_end = match packet.side {
-            Side::Client => s.side == Side::Server && (source_nat || s.summary.src == input.src),
-            Side::Server => s.side == Side::Client && (source_nat || s.summary.dst == input.dst),
-        };
-        same_end && s.summary.tcp_flags & tcp_flags::SYN == syn
-    });
-    if let Some(frame) = forwarded {
+    if let Some(frame) = forwarded_frame(packet, sent, seen, index, source_nat) {
         let mut summary = frame.summary.clone();
         if !input.fragment && frame.shape.is_some() {
             // A whole datagram the LB fragmented: every fragment of it that left.
+            let key = (packet.tag, input.proto.clone());
             let positions = index.by_tag.get(&key).map_or(&[][..], Vec::as_slice);
             summary.fragments = positions
                 .iter()

@@ -1,6 +1,7 @@
 //! Installing compiled rules in a topology's LB namespace: flows first (marks are set in
 //! mangle before the nat hook's DNAT reads them), the appliance's server-side interface
-//! addresses, the nft tables, then the routes toward the server side.
+//! addresses, the nft tables, then the routes toward the server side and the appliance's
+//! routing tables with their fwmark rules (see `routes::runner_routes`).
 //!
 //! Not here: compiling them (the other modules of `rules`).
 
@@ -47,6 +48,10 @@ impl KernelRules {
         if let Some(mtu) = self.server_mtu {
             let mtu = mtu.to_string();
             let args = ["ip", "link", "set", LB_SERVER_IFACE, "mtu", &mtu];
+            topology.exec(&lb, &args, None)?;
+        }
+        for command in &self.routes.commands {
+            let args: Vec<&str> = command.iter().map(String::as_str).collect();
             topology.exec(&lb, &args, None)?;
         }
         if let Some(destinations) = &self.routed_destinations {

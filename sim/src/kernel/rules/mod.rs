@@ -125,6 +125,9 @@ pub struct KernelRules {
     /// Features of the appliance the guest kernel cannot reproduce (it lacks the modules):
     /// a guest diff runs them on the host kernel (see `crate::kernel::guest_run`).
     pub host_only: Vec<String>,
+    /// The appliance's routing tables and fwmark rules in the LB namespace (host backend;
+    /// empty without `[[ip.table]]`).
+    pub routes: routes::RunnerRoutes,
 }
 
 pub(crate) fn row(
