@@ -7,7 +7,7 @@
 //!
 //! ## Map of the code (lowest layer first)
 //! - [`hash`] — SipHash, the keyed hash packet-keyed tables must use, the fast hash for config keys.
-//! - [`packet`] — frames: link/VLAN, the parser and `PacketMeta`, checksums, fragments, `FlowKey`, in-place rewrites (RFC 1624), a frame builder.
+//! - [`packet`] — frames: link/VLAN, the parser and `PacketMeta`, checksums, fragments, `FlowKey`, TCP option walking, in-place rewrites (RFC 1624), a frame builder.
 //! - [`verdict`] — `Verdict`, `DropReason`, `Stage`, virtual time: the vocabulary every stage answers in.
 //! - [`shield`] — PacketShield: contexts, invalid/deny/allow stages, protection modes, SYN cookies and proxy.
 //! - [`flows`] — the flowmgr language: parser, table and evaluator, iptables/nft compilers.

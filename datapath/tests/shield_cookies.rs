@@ -8,8 +8,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use datapath::shield::SessionKey;
 use datapath::shield::cookie::{
-    COOKIE_MASK, COOKIE_PERIOD_NS, CookieError, CookieFlow, MSS_TABLE_V4, MSS_TABLE_V6,
+    COOKIE_MASK, COOKIE_PERIOD_NS, CookieError, MSS_TABLE_V4, MSS_TABLE_V6,
     SECRET_ROTATION_PERIODS, SynCookies,
 };
 use proptest::prelude::*;
@@ -21,14 +22,14 @@ fn address() -> impl Strategy<Value = IpAddr> {
     ]
 }
 
-fn flow() -> impl Strategy<Value = CookieFlow> {
+fn flow() -> impl Strategy<Value = SessionKey> {
     (address(), any::<[u8; 16]>(), any::<u16>(), any::<u16>()).prop_map(
         |(src, other, sport, dport)| {
             let dst = match src {
                 IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::new(other[0], other[1], other[2], 1)),
                 IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(other)),
             };
-            CookieFlow {
+            SessionKey {
                 src,
                 dst,
                 sport,
@@ -51,7 +52,7 @@ fn far_delta() -> impl Strategy<Value = u32> {
     })
 }
 
-fn expected_mss(flow: &CookieFlow, offered: u16) -> u16 {
+fn expected_mss(flow: &SessionKey, offered: u16) -> u16 {
     let table = if flow.src.is_ipv6() {
         MSS_TABLE_V6
     } else {
@@ -149,7 +150,7 @@ proptest! {
 
 #[test]
 fn seeds_give_different_cookies_and_runs_repeat() {
-    let flow = CookieFlow {
+    let flow = SessionKey {
         src: "198.51.100.7".parse().unwrap(),
         dst: "192.0.2.10".parse().unwrap(),
         sport: 40_000,
@@ -162,7 +163,7 @@ fn seeds_give_different_cookies_and_runs_repeat() {
 
 #[test]
 fn secrets_rotate_but_cookies_survive_the_boundary() {
-    let flow = CookieFlow {
+    let flow = SessionKey {
         src: "2001:db8::7".parse().unwrap(),
         dst: "2001:db8::10".parse().unwrap(),
         sport: 40_000,

@@ -8,7 +8,8 @@ use std::ops::ControlFlow;
 
 use datapath::packet::builder::{DST_MAC, PacketBuilder, SRC_MAC};
 use datapath::packet::{InvalidReason, tcp_flags};
-use datapath::shield::cookie::{CookieFlow, SynCookies};
+use datapath::shield::SessionKey;
+use datapath::shield::cookie::SynCookies;
 use datapath::verdict::{DropReason, Verdict};
 use shield_common::*;
 
@@ -59,7 +60,7 @@ fn cookie_syn_ack(syn: &PacketBuilder, vlan: Option<u16>, isn: u32, mss: u16) ->
     let meta = meta_of(&frame);
     let (src, dst) = (meta.src.unwrap(), meta.dst.unwrap());
     let (sport, dport) = (meta.sport.unwrap(), meta.dport.unwrap());
-    let flow = CookieFlow {
+    let flow = SessionKey {
         src,
         dst,
         sport,

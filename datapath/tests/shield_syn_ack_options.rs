@@ -18,8 +18,9 @@ mod shield_common;
 
 use datapath::packet::builder::PacketBuilder;
 use datapath::packet::tcp_flags;
+use datapath::shield::SessionKey;
 use datapath::shield::Toward;
-use datapath::shield::cookie::{CookieFlow, SynCookies};
+use datapath::shield::cookie::SynCookies;
 use shield_common::*;
 
 const CONFIG: &str = r#"
@@ -269,7 +270,7 @@ fn cookie_syn_ack_options_follow_nft_synproxy() {
         assert_eq!(tcp.window, 0, "{}: window", row.name);
         assert_eq!(tcp.ack, ISN.wrapping_add(1), "{}: ack", row.name);
         let request = meta_of(&syn);
-        let flow = CookieFlow {
+        let flow = SessionKey {
             src: request.src.unwrap(),
             dst: request.dst.unwrap(),
             sport: 40_000,

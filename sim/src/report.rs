@@ -4,9 +4,13 @@
 //! byte-identical for the same scenario and seed whatever the thread count, and a separate
 //! `measured` part (wall-clock cost) excluded from determinism checks.
 //!
-//! Rendered as JSON (`report.json`: `{"report": …, "measured": …}`) and Markdown.
+//! Rendered as JSON (`report.json`: `{"report": …, "measured": …}`) and Markdown, and read
+//! back from that JSON ([`from_report_json`]: the TUI replays a finished run's report in
+//! the same types it shows a live run's). Reading back is lenient: keys a report of an
+//! earlier version did not write take their defaults.
 //! Not here: running (see [`crate::run`]).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -22,7 +26,8 @@ use crate::scenario::{Expect, Scenario};
 pub use crate::stats::Percentiles;
 
 /// The deterministic report.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Report {
     /// Scenario name.
     pub scenario: String,
@@ -62,7 +67,8 @@ pub struct Report {
     /// The appliance's CPU model, when it ran (`[cpu]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu: Option<crate::engine::cpu::CpuSection>,
-    /// Data for the plots of `report.html` (deterministic, not part of `report.json`).
+    /// Data for the plots of `report.html` (deterministic, not part of `report.json`:
+    /// empty in a report read back).
     #[serde(skip)]
     pub plots: Plots,
 }
@@ -82,15 +88,24 @@ pub struct Check {
     /// Key as written in `[expect]` (`source.<name>.<key>` for `[[expect.source]]`).
     pub name: String,
     /// The limit.
+    #[serde(deserialize_with = "null_is_infinite")]
     pub limit: f64,
-    /// The measured value.
+    /// The measured value (infinite for `connect_p99_max` without a connection).
+    #[serde(deserialize_with = "null_is_infinite")]
     pub value: f64,
     /// Whether it holds.
     pub passed: bool,
 }
 
+/// A check's limit or value: JSON has no infinity (serde_json writes a non-finite number as
+/// `null`, as the p99 of no connection), so `null` reads back as infinity.
+fn null_is_infinite<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::INFINITY))
+}
+
 /// Pipeline counters.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct PipelineSection {
     /// Packets processed.
     pub packets: u64,
@@ -103,12 +118,12 @@ pub struct PipelineSection {
 }
 
 /// Decisions of one (stage, verdict, reason).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DecisionRow {
     /// Stage.
-    pub stage: &'static str,
+    pub stage: Cow<'static, str>,
     /// Verdict.
-    pub verdict: &'static str,
+    pub verdict: Cow<'static, str>,
     /// Drop reason ("" unless dropped).
     pub reason: String,
     /// Packets.
@@ -116,7 +131,7 @@ pub struct DecisionRow {
 }
 
 /// Hits of one flow rule.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FlowRow {
     /// Flow index.
     pub flow: u16,
@@ -127,7 +142,7 @@ pub struct FlowRow {
 }
 
 /// One real server's share.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BackendRow {
     /// Real server.
     pub server: SocketAddr,
@@ -138,7 +153,8 @@ pub struct BackendRow {
 }
 
 /// TCP client results (all `tcp_clients` sources).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct TcpSection {
     /// Connections opened.
     pub attempted: u64,
@@ -161,7 +177,8 @@ pub struct TcpSection {
 }
 
 /// UDP client results (all `udp_clients` sources).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct UdpSection {
     /// Requests sent.
     pub sent: u64,
@@ -178,7 +195,8 @@ pub struct UdpSection {
 }
 
 /// Legitimate clients.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct ClientsSection {
     /// TCP clients.
     pub tcp: Option<TcpSection>,
@@ -187,12 +205,12 @@ pub struct ClientsSection {
 }
 
 /// One traffic source.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SourceRow {
     /// Name.
     pub name: String,
     /// Kind.
-    pub kind: &'static str,
+    pub kind: Cow<'static, str>,
     /// Frames sent.
     pub sent: u64,
     /// Frames received.
@@ -207,7 +225,8 @@ pub struct SourceRow {
 }
 
 /// What the state every queue shares (directors, NAT) did, checked by `[expect]`.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct SharedSection {
     /// Clients with two connections to one persistent virtual service within its timeout
     /// of each other on different real servers (`persistence_violations_max`).
@@ -256,7 +275,7 @@ pub fn persistence_violations(
 }
 
 /// One host.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct HostRow {
     /// Name.
     pub name: String,
@@ -388,8 +407,8 @@ fn pipeline_section(merged: &ShardResult) -> PipelineSection {
         .rows()
         .into_iter()
         .map(|row| DecisionRow {
-            stage: row.stage.name(),
-            verdict: row.verdict,
+            stage: row.stage.name().into(),
+            verdict: row.verdict.into(),
             reason: row.reason.unwrap_or_default(),
             packets: row.count,
         })
@@ -443,7 +462,7 @@ pub fn build(scenario: &Scenario, world: &World, merged: &ShardResult) -> Report
             .filter(|a| a.backend.is_none())
             .map(|a| SourceRow {
                 name: a.name.clone(),
-                kind: a.kind,
+                kind: a.kind.into(),
                 sent: a.packets_sent,
                 received: a.packets_received,
                 skipped: a.packets_skipped,
@@ -612,6 +631,16 @@ pub fn deterministic_json(report: &Report) -> String {
     serde_json::to_string_pretty(report).unwrap_or_default()
 }
 
+/// The report of a `report.json` file's text (`{"report": …, "measured": …}`; the
+/// `measured` part is not read).
+pub fn from_report_json(text: &str) -> serde_json::Result<Report> {
+    #[derive(Deserialize)]
+    struct File {
+        report: Report,
+    }
+    Ok(serde_json::from_str::<File>(text)?.report)
+}
+
 /// `report.json`: `{"report": …, "measured": …}`.
 pub fn full_json(report: &Report, measured: &Measured) -> String {
     #[derive(Serialize)]
@@ -620,4 +649,96 @@ pub fn full_json(report: &Report, measured: &Measured) -> String {
         measured: &'a Measured,
     }
     serde_json::to_string_pretty(&Full { report, measured }).unwrap_or_default() + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kind of timed event reads back from the report's JSON as it was (durations,
+    /// bandwidths and ppm values are written as plain numbers, absent ones as `null`).
+    #[test]
+    fn timed_events_read_back_from_json() {
+        #[derive(Deserialize)]
+        struct Events {
+            events: Vec<crate::scenario::TimedEvent>,
+        }
+        let toml = r#"
+            [[events]]
+            kind = "server_down"
+            at = "200ms"
+            server = "10.0.1.3:80"
+            [[events]]
+            kind = "server_up"
+            at = "1.5s"
+            director = "web"
+            server = "[2001:db8::3]:80"
+            [[events]]
+            kind = "weight"
+            at = "150ms"
+            server = "10.0.1.4:80"
+            weight = 0
+            [[events]]
+            kind = "mode"
+            at = "1s"
+            context = "192.0.2.10"
+            syn_cookies = "on"
+            [[events]]
+            kind = "link"
+            at = "300ms"
+            host = "clients"
+            latency = "5ms"
+            bandwidth = "10Mbit/s"
+            [[events]]
+            kind = "link"
+            at = "600ms"
+            host = "clients"
+            loss_ppm = 1000
+            duplicate_ppm = 50000
+            reorder_ppm = 5000
+            reorder_delay = "2ms"
+            corrupt_ppm = 20000
+        "#;
+        let events = toml::from_str::<Events>(toml).unwrap().events;
+        let log: Vec<EventLogEntry> = events
+            .into_iter()
+            .map(|event| EventLogEntry {
+                at_ns: event.at().0,
+                event,
+                status: "applied".into(),
+            })
+            .collect();
+        let json = serde_json::to_string(&log).unwrap();
+        let back: Vec<EventLogEntry> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, log, "{json}");
+    }
+
+    /// A check without a measurement (p99 of no connection: infinite, written `null`) and
+    /// the `&'static str`-born fields read back.
+    #[test]
+    fn a_report_reads_back_from_json() {
+        let report = Report {
+            scenario: "s".into(),
+            checks: vec![Check {
+                name: "connect_p99_max".into(),
+                limit: 5e6,
+                value: f64::INFINITY,
+                passed: false,
+            }],
+            pipeline: PipelineSection {
+                decisions: vec![DecisionRow {
+                    stage: "shield".into(),
+                    verdict: "drop".into(),
+                    reason: "ttl_filter".into(),
+                    packets: 7,
+                }],
+                ..PipelineSection::default()
+            },
+            ..Report::default()
+        };
+        let measured = Measured::new(1, 0, Vec::new(), 0);
+        let back = from_report_json(&full_json(&report, &measured)).unwrap();
+        assert_eq!(back, report);
+        assert_eq!(deterministic_json(&back), deterministic_json(&report));
+    }
 }

@@ -8,22 +8,20 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use datapath::TimeNs;
-use datapath::verdict::Stage;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::{DataLink, TsResolution};
-use serde::Serialize;
 
 use crate::engine::{Collect, Engine, PacketLine, ShardResult};
 use crate::net::world::World;
-use crate::record::PacketRecord;
+use crate::record::{Decision, PacketRecord, Record, RunExtra};
 use crate::report::{self, Measured, Report};
 use crate::scenario::LoadedScenario;
+use std::borrow::Cow;
 
 /// How to run.
 #[derive(Clone, Copy, Debug)]
@@ -109,50 +107,27 @@ pub fn run_scenario_observed(
     })
 }
 
-/// A per-packet record of `sim run`: the `sim replay` keys plus the pipeline's decision.
-#[derive(Serialize)]
-struct RunRecord<'a> {
-    #[serde(flatten)]
-    packet: PacketRecord<'a>,
-    queue: u16,
-    stage: Stage,
-    verdict: &'static str,
-    reason: Option<String>,
-    flow: Option<u16>,
-    flow_rule: Option<u16>,
-    backend: Option<SocketAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    route: Option<crate::record::RouteRecord>,
-    emitted: u16,
-    /// Appliance latency (RX ring wait + service), CPU model only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    appliance_ns: Option<TimeNs>,
-}
-
-/// Write per-packet records as JSON lines.
-pub fn write_records(path: &Path, records: &[PacketLine]) -> anyhow::Result<()> {
+/// Write per-packet records as JSON lines ([`crate::record::Record`] with `sim run`'s own
+/// keys); `flow_names` names the flow indices (the appliance report's flows, in order).
+pub fn write_records(
+    path: &Path,
+    records: &[PacketLine],
+    flow_names: &[&str],
+) -> anyhow::Result<()> {
     let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut out = BufWriter::new(file);
     for (index, line) in records.iter().enumerate() {
-        let record = RunRecord {
+        let name = |flow: u16| flow_names.get(usize::from(flow)).map(|&n| Cow::Borrowed(n));
+        Record {
             packet: PacketRecord::new(None, index as u64, line.time, &line.meta),
-            queue: line.queue,
-            stage: line.outcome.stage,
-            verdict: line.outcome.verdict.name(),
-            reason: line
-                .outcome
-                .verdict
-                .drop_reason()
-                .map(|r| r.name().into_owned()),
-            flow: line.outcome.flow,
-            flow_rule: line.outcome.flow_rule,
-            backend: line.outcome.backend,
-            route: crate::record::RouteRecord::of(&line.outcome),
-            emitted: line.emitted,
-            appliance_ns: line.appliance_ns,
-        };
-        serde_json::to_writer(&mut out, &record)?;
-        out.write_all(b"\n")?;
+            decision: Some(Decision::named(&line.outcome, name)),
+            extra: RunExtra {
+                queue: line.queue,
+                emitted: line.emitted,
+                appliance_ns: line.appliance_ns,
+            },
+        }
+        .write_jsonl(&mut out)?;
     }
     out.flush()?;
     Ok(())

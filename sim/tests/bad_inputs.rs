@@ -31,6 +31,8 @@ enum Environment {
     NotRoot,
     /// With a `PATH` holding only `ip` and `sh` (no `nft`, no `iptables`).
     PathWithoutNft,
+    /// With a `PATH` holding what the kernel runner needs, but no `ethtool` nor `ipvsadm`.
+    PathWithoutEthtool,
 }
 
 const SUMMARY: &[&str] = &["Actual:", "Invalid:"];
@@ -404,6 +406,19 @@ fn cases() -> Vec<Case> {
             "scenario: two networks with the same prefix",
             vec!["run", "scenarios/invalid/duplicate_prefix.toml"],
         ),
+        plain(
+            "`sim run --packets -` (stdout carries the summary)",
+            vec!["run", "scenarios/synflood.toml", "--packets", "-"],
+        ),
+        plain(
+            "`sim run --packets` into a missing directory (refused before the run)",
+            vec![
+                "run",
+                "scenarios/synflood.toml",
+                "--packets",
+                "no/such/dir/packets.jsonl",
+            ],
+        ),
         Case {
             input: "kernel runner: not root",
             args: vec!["kernel", "check"],
@@ -416,6 +431,12 @@ fn cases() -> Vec<Case> {
             stdout_prefixes: &[],
             environment: Environment::PathWithoutNft,
         },
+        Case {
+            input: "kernel runner: `PATH` without `ethtool` (`sim inline` needs it)",
+            args: vec!["kernel", "check"],
+            stdout_prefixes: &["ok: root", "missing: sim inline"],
+            environment: Environment::PathWithoutEthtool,
+        },
     ]
 }
 
@@ -425,16 +446,24 @@ fn is_root() -> bool {
 
 /// A directory holding only `ip` and `sh`, for a `PATH` without `nft`.
 fn path_without_nft() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lbsim-bad-inputs-path-{}", std::process::id()));
+    path_with("nft", &["ip", "sh"])
+}
+
+/// A directory holding `tools` only (symlinks), named after what it lacks.
+fn path_with(lacking: &str, tools: &[&str]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "lbsim-bad-inputs-path-{}-no-{lacking}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
-    for tool in ["ip", "sh"] {
+    for &tool in tools {
         let link = dir.join(tool);
         if !link.exists() {
             let found = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
                 .iter()
                 .map(|d| Path::new(d).join(tool))
                 .find(|p| p.exists())
-                .expect("ip and sh are installed");
+                .unwrap_or_else(|| panic!("{tool} is installed"));
             std::os::unix::fs::symlink(found, &link).unwrap();
         }
     }
@@ -450,12 +479,18 @@ fn run(case: &Case) -> Option<(i32, String)> {
             command.args(["--reuid=65534", "--regid=65534", "--clear-groups", binary]);
             command
         }
-        Environment::PathWithoutNft if !is_root() => return None,
+        Environment::PathWithoutNft | Environment::PathWithoutEthtool if !is_root() => {
+            return None;
+        }
         _ => Command::new(binary),
     };
     command.args(&case.args).current_dir(repository());
     if case.environment == Environment::PathWithoutNft {
         command.env("PATH", path_without_nft());
+    }
+    if case.environment == Environment::PathWithoutEthtool {
+        let tools = ["ip", "sh", "nft", "iptables-restore"];
+        command.env("PATH", path_with("ethtool", &tools));
     }
     let output = command.output().expect("run sim");
     let stdout = String::from_utf8_lossy(&output.stdout);

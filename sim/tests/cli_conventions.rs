@@ -164,10 +164,12 @@ fn completions_and_the_man_page_are_generated_from_the_cli() {
     }
 }
 
-/// The subcommand names listed under "Commands:" in `sim --help` (clap's own list, so new
-/// subcommands are covered without touching this test).
-fn subcommands() -> Vec<String> {
-    let help = String::from_utf8(sim(&["--help"]).output().unwrap().stdout).unwrap();
+/// The subcommand names listed under "Commands:" in `sim PATH --help` (clap's own list, so
+/// new subcommands are covered without touching this test; hidden ones are not listed).
+fn subcommands(path: &[&str]) -> Vec<String> {
+    let mut arguments = path.to_vec();
+    arguments.push("--help");
+    let help = String::from_utf8(sim(&arguments).output().unwrap().stdout).unwrap();
     help.lines()
         .skip_while(|line| !line.starts_with("Commands:"))
         .skip(1)
@@ -178,19 +180,54 @@ fn subcommands() -> Vec<String> {
         .collect()
 }
 
+/// Walks the whole command tree (`sim kernel calibrate`, `sim plan merge`, …): every command
+/// with subcommands lists them, and every command's `--help` ends in examples of itself.
 #[test]
 fn every_subcommand_help_has_examples() {
-    let names = subcommands();
-    assert!(names.len() >= 14, "too few subcommands parsed: {names:?}");
-    for name in &names {
-        let output = sim(&[name, "--help"]).output().unwrap();
-        let help = String::from_utf8(output.stdout).unwrap();
+    let mut pending: Vec<Vec<String>> = subcommands(&[])
+        .into_iter()
+        .map(|name| vec![name])
+        .collect();
+    assert!(
+        pending.len() >= 14,
+        "too few subcommands parsed: {pending:?}"
+    );
+    let mut walked = Vec::new();
+    while let Some(path) = pending.pop() {
+        let words: Vec<&str> = path.iter().map(String::as_str).collect();
+        let mut arguments = words.clone();
+        arguments.push("--help");
+        let help = String::from_utf8(sim(&arguments).output().unwrap().stdout).unwrap();
+        let command = format!("sim {}", words.join(" "));
+        let examples = help
+            .split_once("Examples:")
+            .map(|(_, rest)| rest)
+            .unwrap_or_else(|| panic!("`{command} --help` has no examples"));
         assert!(
-            help.contains("Examples:"),
-            "`sim {name} --help` has no examples"
+            examples.lines().any(|l| {
+                let l = l.trim_start();
+                l.starts_with(&format!("{command} "))
+                    || l.starts_with(&format!("sudo {command} "))
+                    || l == command
+            }),
+            "`{command} --help`: no example runs `{command}`:{examples}"
         );
+        for child in subcommands(&words) {
+            let mut deeper = path.clone();
+            deeper.push(child);
+            pending.push(deeper);
+        }
+        walked.push(command);
+    }
+    for nested in [
+        "sim kernel calibrate",
+        "sim profile show",
+        "sim plan merge",
+        "sim flows eval",
+    ] {
         assert!(
-            help.contains(&format!("  sim {name}")) || help.contains(&format!("sudo sim {name}"))
+            walked.iter().any(|c| c == nested),
+            "{nested} not walked: {walked:?}"
         );
     }
     let top = String::from_utf8(sim(&["--help"]).output().unwrap().stdout).unwrap();

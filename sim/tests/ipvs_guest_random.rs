@@ -1,5 +1,6 @@
 //! Randomized agreement between lbsim's director and a real IPVS (the guest kernel, Linux
 //! 6.1): random appliances × random connection sequences (`sim::kernel::guest::random_case`),
+//! with operator edits (`ipvsadm -e`, `-d`, `-a`, `-E`, `-D`, `-A` again),
 //! all in one guest boot, compared per packet, by the final connection table and by
 //! `ipvsadm -L -n --stats --exact` / `--persistent-conn`. The seed is printed; set
 //! `LBSIM_ORACLE_SEED` to replay one, `LBSIM_ORACLE_CASES` to change the count. On a
@@ -8,7 +9,7 @@
 
 use std::path::Path;
 
-use sim::kernel::guest::oracle::Case;
+use sim::kernel::guest::oracle::{Case, Change};
 use sim::kernel::guest::oracle_compare::{check_cases, render_case, shrink_candidates};
 use sim::kernel::guest::random_case::random_case;
 use sim::kernel::guest::{self, Guest};
@@ -79,9 +80,18 @@ fn random_appliances_agree_with_the_guest_ipvs() {
     let packets: usize = cases.iter().map(|c| c.events.len()).sum();
     let connections: usize = cases.iter().map(|c| c.conns.len()).sum();
     let edits: usize = cases.iter().map(|c| c.edits.len()).sum();
+    let of_kind = |wanted: fn(&Change) -> bool| -> usize {
+        cases
+            .iter()
+            .flat_map(|c| &c.edits)
+            .filter(|e| wanted(&e.change))
+            .count()
+    };
+    let service_edits = of_kind(|c| matches!(c, Change::EditService { .. }));
+    let readded = of_kind(|c| matches!(c, Change::AddService));
     eprintln!(
         "ipvs oracle: {count} appliances, {connections} connections, {packets} packets, \
-         {edits} ipvsadm edits in {:.1?}",
+         {edits} ipvsadm edits ({service_edits} -E, {readded} services added back) in {:.1?}",
         started.elapsed()
     );
     let millis = |i: usize| -> u64 { verdicts.iter().map(|v| v.millis[i]).sum() };

@@ -34,18 +34,34 @@ fn syn_from(src: Ipv4Addr, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
 
 fn sim_packet(
     input: &[u8],
-    stage: &str,
+    stage: &'static str,
     outcome: Outcome,
     backend: Option<SocketAddr>,
 ) -> SimPacket {
+    let verdict = match outcome {
+        Outcome::Drop { .. } => "drop",
+        _ => "forward",
+    };
     SimPacket {
         ordinal: 0,
         input: summary(input),
-        stage: stage.into(),
+        ts_ns: 0,
+        meta: datapath::packet::parse(
+            datapath::packet::LinkType::Ethernet,
+            input,
+            input.len() as u32,
+            0,
+        ),
         outcome,
-        flow: None,
-        rule: None,
-        backend,
+        decision: sim::record::Decision {
+            stage,
+            verdict,
+            reason: None,
+            flow: None,
+            rule: None,
+            backend,
+            route: None,
+        },
         route: None,
         cost_ns: 1,
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
-use sim::cli::tui::app::{App, DecisionSort, FlowSort, Key, Panel, ReportView};
+use sim::cli::tui::app::{App, DecisionSort, FlowSort, Key, Panel};
 use sim::cli::tui::feed::Wait;
 use sim::cli::tui::{Input, Session};
 use sim::engine::Collect;
@@ -65,11 +65,20 @@ fn live_synflood_pause_step_speed_panels_help_and_end() {
     insta::assert_snapshot!("live_synflood_start_120x40", screen(&session, 120, 40));
     tick(&mut session, 300);
     assert_eq!(app(&session).data_ns, 300_000_000);
-    // synflood's appliance has no flowmgr file: the TUI opens on the shield, not on an
-    // empty flow table.
-    assert_eq!(app(&session).focus, Panel::Shield);
+    // synflood's flows (`web` directed, the rest denied) have hits: the TUI opens on them,
+    // per-flow hits visible at 80×24 (the README's quick start).
+    assert_eq!(app(&session).focus, Panel::Flows);
     insta::assert_snapshot!("live_synflood_300ms_120x40", screen(&session, 120, 40));
-    insta::assert_snapshot!("live_synflood_300ms_80x24", screen(&session, 80, 24));
+    let small = screen(&session, 80, 24);
+    assert!(
+        small
+            .lines()
+            .any(|l| l.contains("web") && l.contains("director")),
+        "no per-flow hits at 80×24:\n{small}"
+    );
+    insta::assert_snapshot!("live_synflood_300ms_80x24", small);
+    keys(&mut session, &[Key::Tab]);
+    assert_eq!(app(&session).focus, Panel::Shield);
 
     keys(&mut session, &[Key::Char(' ')]);
     tick(&mut session, 1000);
@@ -115,9 +124,8 @@ fn live_synflood_pause_step_speed_panels_help_and_end() {
         report::deterministic_json(&plain.report),
         "observing the run does not change it"
     );
-    let from_report = ReportView::from_report(&plain.report).unwrap();
     assert_eq!(
-        last_frame, from_report,
+        last_frame, plain.report,
         "the last frame is the final report"
     );
 }
@@ -154,7 +162,7 @@ fn live_full_speed_samples_every_interval_and_frames_per_refresh() {
     }
     let last_frame = app(&session).view.clone();
     let live = session.finish().unwrap().expect("a live run");
-    assert_eq!(last_frame, ReportView::from_report(&live.report).unwrap());
+    assert_eq!(last_frame, live.report);
 }
 
 #[test]
@@ -211,8 +219,14 @@ fn replay_of_report_json_second_by_second() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("report.json");
     std::fs::write(&path, report::full_json(&output.report, &output.measured)).unwrap();
-    let view = ReportView::from_report_json(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let view = report::from_report_json(&std::fs::read_to_string(&path).unwrap()).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
+    let mut without_plots = output.report.clone();
+    without_plots.plots = Default::default();
+    assert_eq!(
+        view, without_plots,
+        "report.json reads back as the report (but its plots)"
+    );
 
     let mut session = Session::replay(view);
     insta::assert_snapshot!("replay_start_80x24", screen(&session, 80, 24));
@@ -229,4 +243,36 @@ fn replay_of_report_json_second_by_second() {
     assert!(app(&session).finished);
     insta::assert_snapshot!("replay_end_120x40", screen(&session, 120, 40));
     insta::assert_snapshot!("replay_end_summary", app(&session).summary());
+}
+
+/// `report.json` reads back as the report it was written from (the TUI replays it in the
+/// report's own types), for the sections the synflood replay above does not have: directors
+/// and timed events (failover), link faults (faults), the CPU model (cpu-ramp), NAT and
+/// its table (nat-masquerade), the FTP helper (ftp-fwmark).
+#[test]
+fn report_json_reads_back_with_every_section() {
+    let runs = [
+        ("failover.toml", None),
+        ("faults.toml", Some(700)),
+        ("cpu-ramp.toml", Some(50)),
+        ("nat-masquerade.toml", Some(100)),
+        ("ftp-fwmark.toml", Some(300)),
+    ];
+    for (name, millis) in runs {
+        let mut loaded = load(name);
+        if let Some(millis) = millis {
+            loaded.scenario.duration = DurationNs(millis * 1_000_000);
+        }
+        let output = run_scenario(&loaded, options(), &|_| {}).unwrap();
+        let json = report::full_json(&output.report, &output.measured);
+        let back = report::from_report_json(&json).unwrap();
+        assert_eq!(
+            report::deterministic_json(&back),
+            report::deterministic_json(&output.report),
+            "{name}"
+        );
+        let mut without_plots = output.report.clone();
+        without_plots.plots = Default::default();
+        assert_eq!(back, without_plots, "{name}");
+    }
 }

@@ -167,7 +167,10 @@ fn sim_run_tui_in_tmux_quits_cleanly_and_restores_the_terminal() {
         );
         sleep(Duration::from_millis(100));
     }
-    // synflood has no flowmgr file: the TUI focuses the shield; Tab moves on.
+    // synflood's flows have hits: the TUI focuses the flows panel; Tab moves on.
+    let screen = wait_for(&target, "> Flows");
+    assert!(screen.contains("director web"), "{screen}");
+    tmux(&["send-keys", "-t", &target, "Tab"]);
     wait_for(&target, "> Shield");
     tmux(&["send-keys", "-t", &target, "Tab"]);
     let screen = wait_for(&target, "> Director");

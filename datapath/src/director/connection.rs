@@ -20,11 +20,12 @@
 //! addresses as one integer, no discriminants). They are never iterated, so hash order
 //! never reaches any output.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 
 use super::dest::{DestId, Forward};
+use super::timers::Timers;
 use crate::hash::keyed::{KeyedState, write_address, write_socket};
 use crate::verdict::{NS_PER_SEC, TimeNs};
 
@@ -342,7 +343,7 @@ pub struct ConnectionTable {
     /// Template index (hashed templates only).
     pub by_template_key: HashMap<TemplateKey, u32, KeyedState>,
     /// One pending expiry check per entry, ordered by (time, entry).
-    pub timers: BTreeSet<(TimeNs, TimerEntry)>,
+    pub timers: Timers<TimerEntry>,
     /// Connection capacity.
     pub connection_capacity: usize,
     /// Template capacity.
@@ -391,7 +392,7 @@ impl ConnectionTable {
                 hash_seed,
                 0x6970_7673_746d_706c,
             )),
-            timers: BTreeSet::new(),
+            timers: Timers::new(),
             connection_capacity,
             template_capacity,
             connection_count: 0,
@@ -514,7 +515,7 @@ impl ConnectionTable {
 
     /// Pop the earliest timer due at or before `now`.
     pub fn pop_due(&mut self, now: TimeNs) -> Option<(TimeNs, TimerEntry)> {
-        let first = *self.timers.first()?;
+        let first = self.timers.first()?;
         if first.0 > now {
             return None;
         }

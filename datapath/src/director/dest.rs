@@ -201,13 +201,18 @@ impl Dests {
         id
     }
 
-    /// Relink a previously removed server (prepended, as a fresh `ipvsadm -a` would).
+    /// Relink a previously removed server (prepended, as a fresh `ipvsadm -a` would). Its
+    /// overload flag stays while it has an upper threshold: `__ip_vs_update_dest` (the
+    /// server comes back from IPVS's trash) clears it only when the threshold is removed
+    /// or raised.
     pub fn relink(&mut self, id: DestId) {
         if !self.order.contains(&id) {
             self.order.insert(0, id);
             let server = &mut self.servers[id];
             server.available = true;
-            server.overloaded = false;
+            if server.upper_threshold == 0 {
+                server.overloaded = false;
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 //! - [`scheduler`] — rr wrr lc wlc sed nq sh dh mh lblc lblcr fo ovf.
 //! - [`connection`] — the bounded connection / template table and the TCP state machine.
 //! - [`hash`] — `hash_32` and `hsiphash`, bit-exact.
+//! - [`timers`] — the connection table's expiry timers (a heap in the set's order).
 //! - [`listing`] — `ipvsadm -L -n [--stats|--rate]`.
 //! - [`ftp`] — the FTP helper (`ip_vs_ftp`): PASV/EPSV replies rewritten, data
 //!   connections tied to the control connection's real server, sequence adjustment.
@@ -30,6 +31,7 @@ mod lifecycle;
 pub mod listing;
 mod persistence;
 pub mod scheduler;
+pub mod timers;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -203,6 +205,12 @@ pub enum HealthError {
     /// Negative weight.
     #[error("weight {0} is negative")]
     Weight(i32),
+    /// `ipvsadm -A` of a service that exists.
+    #[error("director {0:?} already exists")]
+    ServiceExists(String),
+    /// A deleted service added back with other real servers than it had.
+    #[error("director {0:?} comes back with other real servers than it had (not modelled)")]
+    OtherReals(String),
 }
 
 /// All virtual services of an appliance and their shared connection table.

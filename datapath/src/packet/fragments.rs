@@ -55,7 +55,8 @@ struct Datagram {
 }
 
 /// Counters of the fragment tracker.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct FragmentCounters {
     /// Fragments observed.
     pub fragments: u64,

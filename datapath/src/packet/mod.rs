@@ -18,6 +18,7 @@ mod invalid;
 mod link;
 mod parse;
 pub mod rewrite;
+pub mod tcp_options;
 pub mod vlan;
 
 pub use invalid::InvalidReason;

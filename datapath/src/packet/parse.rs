@@ -649,43 +649,30 @@ fn check_ipv4_options(mut options: &[u8]) -> Step {
     Ok(())
 }
 
-/// Walk the TCP option list into `options` (left at its defaults for absent options).
-/// The options the pipeline reads are matched with their exact lengths in one step; any
-/// other option is skipped by its length byte. A known option with a wrong length, a length
-/// below 2 or past the list, or a kind without a length byte is malformed.
-fn parse_tcp_options(mut bytes: &[u8], options: &mut TcpOptions) -> Step {
-    loop {
-        bytes = match *bytes {
-            [] | [0, ..] => return Ok(()),
-            [1, ref rest @ ..] => rest,
-            [2, 4, high, low, ref rest @ ..] => {
-                options.mss = Some(u16::from_be_bytes([high, low]));
-                rest
-            }
-            [3, 3, shift, ref rest @ ..] => {
-                options.window_scale = Some(shift);
-                rest
-            }
-            [4, 2, ref rest @ ..] => {
-                options.sack_permitted = true;
-                rest
-            }
-            [8, 10, a, b, c, d, e, f, g, h, ref rest @ ..] => {
+/// Read the TCP option list into `options` (left at its defaults for absent options). The
+/// options the pipeline reads must have their exact lengths; any other option is skipped
+/// by its length byte. A known option with a wrong length, a length below 2 or past the
+/// list, or a kind without a length byte is malformed.
+fn parse_tcp_options(bytes: &[u8], options: &mut TcpOptions) -> Step {
+    use super::tcp_options::kind::{MSS, SACK_PERMITTED, TIMESTAMPS, WINDOW_SCALE};
+    for option in super::tcp_options::walk(bytes, 0..bytes.len()) {
+        let option = option.map_err(|_| InvalidReason::BadTcpOptions)?;
+        match (option.kind, &bytes[option.data()]) {
+            (MSS, &[high, low]) => options.mss = Some(u16::from_be_bytes([high, low])),
+            (WINDOW_SCALE, &[shift]) => options.window_scale = Some(shift),
+            (SACK_PERMITTED, []) => options.sack_permitted = true,
+            (TIMESTAMPS, &[a, b, c, d, e, f, g, h]) => {
                 let tsval = u32::from_be_bytes([a, b, c, d]);
                 let tsecr = u32::from_be_bytes([e, f, g, h]);
                 options.timestamps = Some((tsval, tsecr));
-                rest
             }
-            [2 | 3 | 4 | 8, ..] | [_] => return Err(InvalidReason::BadTcpOptions),
-            [_, len, ..] => {
-                let len = usize::from(len);
-                if len < 2 || len > bytes.len() {
-                    return Err(InvalidReason::BadTcpOptions);
-                }
-                &bytes[len..]
+            (MSS | WINDOW_SCALE | SACK_PERMITTED | TIMESTAMPS, _) => {
+                return Err(InvalidReason::BadTcpOptions);
             }
-        };
+            _ => {}
+        }
     }
+    Ok(())
 }
 
 /// Flag combinations no legitimate stack sends.

@@ -24,6 +24,7 @@ use std::net::IpAddr;
 
 use siphasher::sip::SipHasher24;
 
+use super::SessionKey;
 use crate::verdict::{NS_PER_SEC, TimeNs};
 
 /// Bits of the cookie below the counter.
@@ -51,20 +52,7 @@ pub const TS_OPT_ECN: u32 = 1 << 5;
 /// Number of option bits at the bottom of the cookie timestamp.
 pub const TS_BITS: u32 = 6;
 
-/// The 4-tuple a cookie is bound to, in the client → server direction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct CookieFlow {
-    /// Client address.
-    pub src: IpAddr,
-    /// Server (protected) address.
-    pub dst: IpAddr,
-    /// Client port.
-    pub sport: u16,
-    /// Server port.
-    pub dport: u16,
-}
-
-impl CookieFlow {
+impl SessionKey {
     fn mss_table(&self) -> &'static [u16; 4] {
         if self.src.is_ipv6() {
             &MSS_TABLE_V6
@@ -147,14 +135,14 @@ impl SynCookies {
 
     /// The keyed hash of the 4-tuple and counter with secret `which` (0 or 1) of the
     /// epoch that `count` belongs to (see [`FlowWords`] for the message).
-    fn hash(&mut self, flow: &CookieFlow, count: u64, which: usize, epoch_count: u64) -> u32 {
+    fn hash(&mut self, flow: &SessionKey, count: u64, which: usize, epoch_count: u64) -> u32 {
         let (k0, k1) = self.keys(epoch_count / SECRET_ROTATION_PERIODS)[which];
         FlowWords::of(flow).hash(k0, k1, count)
     }
 
     /// The MSS index and table value for an offered MSS, rounded down (never below the
     /// first entry).
-    pub fn mss_index(flow: &CookieFlow, offered_mss: u16) -> (u32, u16) {
+    pub fn mss_index(flow: &SessionKey, offered_mss: u16) -> (u32, u16) {
         let table = flow.mss_table();
         // The last entry not above `offered_mss` (0 when all are): the table ascends, so
         // that is the number of entries after the first that are not above it.
@@ -170,7 +158,7 @@ impl SynCookies {
     pub fn generate(
         &mut self,
         now: TimeNs,
-        flow: &CookieFlow,
+        flow: &SessionKey,
         client_isn: u32,
         offered_mss: u16,
     ) -> (u32, u16) {
@@ -181,7 +169,7 @@ impl SynCookies {
     }
 
     #[inline]
-    fn cookie_at(&mut self, count: u64, flow: &CookieFlow, client_isn: u32, index: u32) -> u32 {
+    fn cookie_at(&mut self, count: u64, flow: &SessionKey, client_isn: u32, index: u32) -> u32 {
         // Both hashes use the secrets of `count`'s epoch and the same flow words.
         let [(k00, k01), (k10, k11)] = self.keys(count / SECRET_ROTATION_PERIODS);
         let (hash0, hash1) = flow_hash_pair(flow, (k00, k01, 0), (k10, k11, count));
@@ -196,7 +184,7 @@ impl SynCookies {
     pub fn check(
         &mut self,
         now: TimeNs,
-        flow: &CookieFlow,
+        flow: &SessionKey,
         client_isn: u32,
         cookie: u32,
     ) -> Result<u16, CookieError> {
@@ -223,7 +211,7 @@ impl SynCookies {
         &mut self,
         count: u64,
         epoch: u64,
-        flow: &CookieFlow,
+        flow: &SessionKey,
         client_isn: u32,
         cookie: u32,
     ) -> Option<(u64, u32)> {
@@ -288,7 +276,7 @@ fn half_word(bytes: [u8; 4]) -> u64 {
 
 /// `sport << 16 | dport` as SipHash reads its native-endian bytes.
 #[inline(always)]
-fn ports_word(flow: &CookieFlow) -> u64 {
+fn ports_word(flow: &SessionKey) -> u64 {
     half_word((u32::from(flow.sport) << 16 | u32::from(flow.dport)).to_ne_bytes())
 }
 
@@ -297,7 +285,7 @@ fn ports_word(flow: &CookieFlow) -> u64 {
 /// [`FlowWords::hash`] with that key and counter.
 #[inline(always)]
 fn flow_hash_pair(
-    flow: &CookieFlow,
+    flow: &SessionKey,
     first: (u64, u64, u64),
     second: (u64, u64, u64),
 ) -> (u32, u32) {
@@ -343,7 +331,7 @@ fn hash_pair_words<const N: usize>(
 
 impl FlowWords {
     #[inline(always)]
-    fn of(flow: &CookieFlow) -> Self {
+    fn of(flow: &SessionKey) -> Self {
         let ports = ports_word(flow);
         if let (IpAddr::V4(s), IpAddr::V4(d)) = (&flow.src, &flow.dst) {
             return Self {
@@ -357,7 +345,7 @@ impl FlowWords {
 
     /// IPv6 (or mixed) addresses: both as 16 bytes, IPv4 mapped.
     #[inline(never)]
-    fn wide(flow: &CookieFlow, ports: u64) -> Self {
+    fn wide(flow: &SessionKey, ports: u64) -> Self {
         let (s, d) = (ip_bytes(flow.src), ip_bytes(flow.dst));
         let half = |bytes: &[u8; 16], at: usize| {
             let mut eight = [0; 8];
@@ -442,8 +430,8 @@ fn ip_bytes(address: IpAddr) -> [u8; 16] {
 mod tests {
     use super::*;
 
-    fn flow() -> CookieFlow {
-        CookieFlow {
+    fn flow() -> SessionKey {
+        SessionKey {
             src: "198.51.100.7".parse().unwrap(),
             dst: "192.0.2.10".parse().unwrap(),
             sport: 40_000,
@@ -477,13 +465,13 @@ mod tests {
         let mut cookies = SynCookies::new(0x5eed);
         let flows = [
             flow(),
-            CookieFlow {
+            SessionKey {
                 src: "2001:db8::7".parse().unwrap(),
                 dst: "2001:db8:1::10".parse().unwrap(),
                 sport: 1,
                 dport: 65_535,
             },
-            CookieFlow {
+            SessionKey {
                 src: "2001:db8::7".parse().unwrap(),
                 dst: "192.0.2.1".parse().unwrap(),
                 sport: 9,

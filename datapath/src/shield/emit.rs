@@ -9,6 +9,7 @@
 
 use std::net::IpAddr;
 
+use crate::packet::tcp_options::{self, SACK_BLOCK_LEN, TIMESTAMPS_LEN, TcpOption, kind};
 use crate::packet::{IfaceId, PacketMeta, checksum, ip_proto};
 
 /// Which way an emitted frame goes.
@@ -511,58 +512,34 @@ pub fn refresh_tcp_checksum(frame: &mut [u8], meta: &PacketMeta) {
 
 /// Offset (within the frame) of the 8 bytes TSval+TSecr of the timestamps option.
 pub fn timestamps_offset(frame: &[u8], meta: &PacketMeta) -> Option<usize> {
-    option_offset(frame, meta, TCP_OPTION_TIMESTAMPS)
-        .filter(|(_, len)| *len == 10)
-        .map(|(at, _)| at + 2)
+    find_tcp_option(frame, meta, kind::TIMESTAMPS)
+        .filter(|option| option.len == TIMESTAMPS_LEN)
+        .map(|option| option.tsval().start)
 }
 
-/// TCP option kind of timestamps.
-pub const TCP_OPTION_TIMESTAMPS: u8 = 8;
-/// TCP option kind of SACK blocks.
-pub const TCP_OPTION_SACK: u8 = 5;
-
-/// Offset (within the frame) and length of the first TCP option of `kind`, if the
-/// segment's options hold one that fits.
-pub fn option_offset(frame: &[u8], meta: &PacketMeta, kind: u8) -> Option<(usize, usize)> {
+/// The first TCP option of `kind` of the segment (positions within the frame), if its
+/// options hold one that fits before the list ends or turns malformed.
+pub fn find_tcp_option(frame: &[u8], meta: &PacketMeta, kind: u8) -> Option<TcpOption> {
     let range = tcp_segment_range(meta, frame.len())?;
-    let header = &frame[range.clone()];
-    let header_len = usize::from(header[12] >> 4) * 4;
-    let options = header.get(20..header_len)?;
-    let mut at = 0;
-    while at < options.len() {
-        match options[at] {
-            0 => return None,
-            1 => at += 1,
-            found => {
-                let len = usize::from(*options.get(at + 1)?);
-                if len < 2 || at + len > options.len() {
-                    return None;
-                }
-                if found == kind {
-                    return Some((range.start + 20 + at, len));
-                }
-                at += len;
-            }
-        }
+    let header_len = usize::from(frame[range.start + 12] >> 4) * 4;
+    if header_len < 20 || header_len > range.len() {
+        return None;
     }
-    None
+    tcp_options::find(frame, range.start + 20..range.start + header_len, kind)
 }
 
 /// Apply `shift` to both edges of every block of the SACK option (if any) of a frame; the
 /// checksum is left to the caller. Returns the number of blocks rewritten.
 pub fn shift_sack_blocks(frame: &mut [u8], meta: &PacketMeta, shift: impl Fn(u32) -> u32) -> usize {
-    let Some((at, len)) = option_offset(frame, meta, TCP_OPTION_SACK) else {
+    let Some(sack) = find_tcp_option(frame, meta, kind::SACK) else {
         return 0;
     };
-    let blocks = (len - 2) / 8;
-    for edge in 0..blocks * 2 {
-        let offset = at + 2 + edge * 4;
+    for edge in sack.sack_edges() {
         let mut bytes = [0; 4];
-        bytes.copy_from_slice(&frame[offset..offset + 4]);
-        let value = shift(u32::from_be_bytes(bytes));
-        frame[offset..offset + 4].copy_from_slice(&value.to_be_bytes());
+        bytes.copy_from_slice(&frame[edge.clone()]);
+        frame[edge].copy_from_slice(&shift(u32::from_be_bytes(bytes)).to_be_bytes());
     }
-    blocks
+    (sack.len - 2) / SACK_BLOCK_LEN
 }
 
 #[cfg(test)]

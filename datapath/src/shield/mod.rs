@@ -77,16 +77,28 @@ pub const PROXY_SYN_TIMEOUT_NS: TimeNs = 5_000_000_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ContextId(pub u32);
 
-/// The 4-tuple of a TCP connection, client → server.
+/// The 4-tuple of a TCP connection in the client → server direction: the key of the
+/// shield's known-session table and what a SYN cookie is bound to (see [`cookie`]).
+///
+/// Not [`crate::packet::flow::FlowKey`], on purpose: the shield sees TCP only (no protocol
+/// field), the key is always oriented client → server (a server's segment is looked up
+/// [`reversed`](Self::reversed)), and its derived `Hash` bytes (addresses, then ports) place
+/// sessions in the keyed [`BoundedTable`], whose buckets decide which session an overflow
+/// evicts, and feed the cookie hash: a different byte layout would change both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct FlowKey {
+pub struct SessionKey {
+    /// Client address.
     pub src: IpAddr,
+    /// Server (protected) address.
     pub dst: IpAddr,
+    /// Client port.
     pub sport: u16,
+    /// Server port.
     pub dport: u16,
 }
 
-impl FlowKey {
+impl SessionKey {
+    /// The key of a parsed TCP segment as it travels (client → server for a client's).
     #[inline]
     pub fn of(meta: &PacketMeta) -> Option<Self> {
         Some(Self {
@@ -97,6 +109,7 @@ impl FlowKey {
         })
     }
 
+    /// The same connection seen from the other end.
     pub fn reversed(self) -> Self {
         Self {
             src: self.dst,
@@ -185,7 +198,7 @@ impl ContextState {
 pub(crate) struct State {
     pub contexts: Vec<ContextState>,
     pub cookies: SynCookies,
-    pub sessions: BoundedTable<FlowKey, Session>,
+    pub sessions: BoundedTable<SessionKey, Session>,
     pub sources: BoundedTable<SourceKey, SourceEntry>,
     pub sessions_refused: u64,
     pub sources_evicted: u64,
@@ -352,7 +365,7 @@ impl Shield {
         meta: &PacketMeta,
         emit: &mut EmitBuffer,
     ) -> Option<(ContextId, ControlFlow<Verdict>)> {
-        let key = FlowKey::of(meta)?.reversed();
+        let key = SessionKey::of(meta)?.reversed();
         let index = self.state.sessions.find(&key)?;
         let session = self.state.sessions.get(index)?;
         session.proxy.as_ref()?;

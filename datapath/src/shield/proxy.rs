@@ -27,7 +27,7 @@ use super::emit::{
     shift_sack_blocks, tcp_segment_range, timestamps_offset, write_segment,
 };
 use super::run::Run;
-use super::{FlowKey, Session, SessionState, State};
+use super::{Session, SessionKey, SessionState, State};
 use crate::packet::rewrite::{read_u32, write_u32};
 use crate::packet::{IfaceId, PacketMeta, tcp_flags};
 use crate::verdict::{DropReason, TimeNs, Verdict};
@@ -61,7 +61,7 @@ pub(crate) struct ProxyState {
 /// A cookie ACK validated with `mss`: open the connection to the server.
 pub(crate) fn open(
     run: &mut Run<'_>,
-    key: FlowKey,
+    key: SessionKey,
     mss: u16,
     frame: &[u8],
     meta: &PacketMeta,

@@ -7,14 +7,14 @@
 use std::ops::ControlFlow::{self, Break, Continue};
 
 use super::config::BadCookieAction;
-use super::cookie::{CookieError, CookieFlow, CookieOptions, SynCookies};
+use super::cookie::{CookieError, CookieOptions, SynCookies};
 use super::emit::{
     EmitBuffer, LinkHeader, Segment, SegmentOptions, SynAckFields, Toward, write_segment,
 };
 use super::modes::{Mode, ModeSetting};
 use super::run::Run;
 use super::table::{Placed, Victim};
-use super::{FlowKey, Session, SessionState, SourceEntry, SourceKey, State, proxy};
+use super::{Session, SessionKey, SessionState, SourceEntry, SourceKey, State, proxy};
 use crate::packet::{PacketMeta, ip_proto, tcp_flags};
 use crate::verdict::{DropReason, TimeNs, Verdict};
 
@@ -87,7 +87,7 @@ impl Run<'_> {
 
     /// Stage 4: a TCP packet to a protected port.
     fn protect(&mut self, frame: &mut [u8], meta: &PacketMeta, emit: &mut EmitBuffer) -> Flow {
-        let Some(key) = FlowKey::of(meta) else {
+        let Some(key) = SessionKey::of(meta) else {
             return drop(DropReason::NoSession);
         };
         if let Some(index) = self.state.sessions.find(&key) {
@@ -144,7 +144,7 @@ impl Run<'_> {
     /// A SYN without a session: surge limit, TTL filter, then cookie or half-open entry.
     fn new_syn(
         &mut self,
-        key: FlowKey,
+        key: SessionKey,
         frame: &mut [u8],
         meta: &PacketMeta,
         emit: &mut EmitBuffer,
@@ -167,7 +167,7 @@ impl Run<'_> {
         self.half_open(key)
     }
 
-    fn surge(&mut self, key: FlowKey) -> Option<Flow> {
+    fn surge(&mut self, key: SessionKey) -> Option<Flow> {
         if self.state.contexts[self.id.0 as usize]
             .modes
             .setting(Mode::Surge)
@@ -207,7 +207,7 @@ impl Run<'_> {
             .then(|| drop(DropReason::Ttl))
     }
 
-    fn half_open(&mut self, key: FlowKey) -> Flow {
+    fn half_open(&mut self, key: SessionKey) -> Flow {
         let session = Session {
             context: self.id,
             state: SessionState::HalfOpen,
@@ -225,7 +225,7 @@ impl Run<'_> {
 
     fn send_cookie(
         &mut self,
-        key: FlowKey,
+        key: SessionKey,
         frame: &[u8],
         meta: &PacketMeta,
         emit: &mut EmitBuffer,
@@ -237,7 +237,7 @@ impl Run<'_> {
         let Some(tcp) = meta.tcp else {
             return drop(DropReason::NoSession);
         };
-        let flow = cookie_flow(key);
+        let flow = key;
         // As nft synproxy: no MSS option encodes index 0 (536, IPv6 1220), the kernel's
         // `__cookie_v4_init_sequence` with MSS 0.
         let offered_mss = tcp.options.mss.unwrap_or(0);
@@ -291,7 +291,7 @@ impl Run<'_> {
     /// A pure ACK without a session: the third packet of a cookie handshake, or not.
     fn cookie_ack(
         &mut self,
-        key: FlowKey,
+        key: SessionKey,
         frame: &[u8],
         meta: &PacketMeta,
         emit: &mut EmitBuffer,
@@ -301,10 +301,7 @@ impl Run<'_> {
         };
         let client_isn = tcp.seq.wrapping_sub(1);
         let cookie = tcp.ack.wrapping_sub(1);
-        let checked = self
-            .state
-            .cookies
-            .check(self.now, &cookie_flow(key), client_isn, cookie);
+        let checked = self.state.cookies.check(self.now, &key, client_isn, cookie);
         match checked {
             Ok(mss) => {
                 self.context_state().counters.cookies_validated += 1;
@@ -320,7 +317,7 @@ impl Run<'_> {
     fn refuse_cookie(
         &mut self,
         error: CookieError,
-        key: FlowKey,
+        key: SessionKey,
         frame: &[u8],
         meta: &PacketMeta,
         emit: &mut EmitBuffer,
@@ -348,15 +345,6 @@ impl Run<'_> {
             CookieError::Bad => DropReason::BadCookie,
             CookieError::Stale => DropReason::StaleCookie,
         })
-    }
-}
-
-pub(crate) fn cookie_flow(key: FlowKey) -> CookieFlow {
-    CookieFlow {
-        src: key.src,
-        dst: key.dst,
-        sport: key.sport,
-        dport: key.dport,
     }
 }
 
@@ -399,7 +387,12 @@ impl State {
 
     /// Insert a session: reclaim an expired slot, else evict the oldest half-open one,
     /// else refuse (false).
-    pub(crate) fn insert_session(&mut self, key: FlowKey, session: Session, now: TimeNs) -> bool {
+    pub(crate) fn insert_session(
+        &mut self,
+        key: SessionKey,
+        session: Session,
+        now: TimeNs,
+    ) -> bool {
         if self.qa_full.0 {
             self.sessions_refused += 1;
             return false;

@@ -214,7 +214,8 @@ impl UdpStats {
 }
 
 /// Backend results.
-#[derive(Clone, Debug, Default, serde::Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct BackendStats {
     /// TCP connections accepted.
     pub tcp_accepted: u64,

@@ -4,6 +4,7 @@
 //!
 //! Not here: building the pipeline (see [`crate::appliance`]).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use datapath::pipeline::{Pipeline, QaTable, SharedStages};
@@ -11,7 +12,8 @@ use datapath::pipeline::{Pipeline, QaTable, SharedStages};
 /// What the appliance's stages saw, for reports: per-context shield counters and mode
 /// timelines, per-flow and per-rule hits, and the directors in `ipvsadm -L -n --stats`
 /// shape. Deterministic: every collection is ordered.
-#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct ApplianceReport {
     /// Shield contexts, in configuration order (default context first per instance).
     pub shield: Vec<ShieldContextReport>,
@@ -35,7 +37,8 @@ pub struct ApplianceReport {
 }
 
 /// The FTP helper: its ports, what it did, its table.
-#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct FtpReport {
     /// Control ports.
     pub ports: Vec<u16>,
@@ -46,7 +49,8 @@ pub struct FtpReport {
 }
 
 /// The NAT stage: connections per rule (like `iptables -t nat -L -v`) and conntrack.
-#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct NatReport {
     /// `rule N (kind)` → connections it translated, in rule order.
     pub rules: Vec<(String, u64)>,
@@ -98,10 +102,10 @@ impl NatReport {
 }
 
 /// One bounded table's occupancy and overflow.
-#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct TableReport {
     /// The table ([`QaTable::name`]).
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// Entries now (`None` where the table does not expose it).
     pub entries: Option<usize>,
     /// Capacity (per service for lblc caches): in a sharded run, the sum over the receive
@@ -113,7 +117,7 @@ pub struct TableReport {
     /// New entries the overflow policy handled.
     pub overflows: u64,
     /// The overflow policy, in words.
-    pub policy: &'static str,
+    pub policy: Cow<'static, str>,
     /// `[qa] full_after` setting, in packets.
     pub full_after: Option<u64>,
 }
@@ -122,14 +126,14 @@ fn table_reports(pipeline: &Pipeline, shared: Option<&SharedStages>) -> Vec<Tabl
     let shared_directors = shared.and_then(SharedStages::directors);
     let shared_nat = shared.and_then(SharedStages::nat);
     let mut rows = Vec::new();
-    let mut row = |table: QaTable, entries, capacity, overflows, policy| {
+    let mut row = |table: QaTable, entries, capacity, overflows, policy: &'static str| {
         rows.push(TableReport {
-            name: table.name(),
+            name: table.name().into(),
             entries,
             capacity,
             copies: 1,
             overflows,
-            policy,
+            policy: policy.into(),
             full_after: None,
         });
     };
@@ -219,11 +223,12 @@ fn merge_tables(mine: &mut Vec<TableReport>, theirs: &[TableReport]) {
         }
     }
     let order = |name: &str| QaTable::ALL.iter().position(|t| t.name() == name);
-    mine.sort_by_key(|r| order(r.name));
+    mine.sort_by_key(|r| order(&r.name));
 }
 
 /// One virtual service.
-#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct ServiceReport {
     /// Director name.
     pub name: String,
@@ -239,12 +244,13 @@ pub struct ServiceReport {
 }
 
 /// One real server.
-#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct RealReport {
     /// Address.
     pub address: String,
     /// `Masq`, `Route` or `Tunnel`.
-    pub forward: &'static str,
+    pub forward: Cow<'static, str>,
     /// Weight.
     pub weight: i32,
     /// ActiveConn.
@@ -348,7 +354,7 @@ fn service_reports(directors: &datapath::director::Directors) -> Vec<ServiceRepo
                 .linked()
                 .map(|(_, real)| RealReport {
                     address: real.address.to_string(),
-                    forward: real.forward.ipvsadm_name(),
+                    forward: real.forward.ipvsadm_name().into(),
                     weight: real.weight,
                     active: u64::from(real.active),
                     inactive: u64::from(real.inactive),
@@ -418,7 +424,8 @@ impl ShieldContextReport {
 }
 
 /// One shield context.
-#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct ShieldContextReport {
     /// Context name, e.g. `shield/192.0.2.10 vlan 100`.
     pub name: String,
@@ -431,7 +438,8 @@ pub struct ShieldContextReport {
 }
 
 /// One flow's hits.
-#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct FlowReport {
     /// Flow name.
     pub name: String,

@@ -6,9 +6,11 @@
 //!   and prints `packets N`; `engine_synflood`, `engine_synflood_cookies` and
 //!   `realtime_10g_1t` (the line-rate scenario, sized for PACKETS flood packets) run their
 //!   whole scenario once on one thread (counted: `sim::engine::shared::run_shards`, the
-//!   shards and the shared stages, all on the calling thread). Run it under `valgrind
-//!   --tool=callgrind --toggle-collect=<that function>` so only the measured loop's
-//!   instructions count.
+//!   shards and the shared stages, all on the calling thread); so does `threads_2_vs_1_1t`
+//!   (`threads_2_vs_1`'s two-queue flood on one thread: not in the check, for measuring
+//!   what of a run is serial — everything outside the shards' `Engine::run`). Run it
+//!   under `valgrind --tool=callgrind --toggle-collect=<that function>` so only the
+//!   measured loop's instructions count.
 //! - `lbsim-callgrind check BASELINE.toml MEASURED.toml [--update]` — compares measured
 //!   instructions per packet with the baseline, prints the table, exits 1 on a regression;
 //!   `--update` rewrites the baseline from the measurement instead.
@@ -41,9 +43,14 @@ fn run_workload(name: &str, packets: usize) -> anyhow::Result<()> {
         println!("packets {}", output.report.totals.processed);
         return Ok(());
     }
-    if name == "realtime_10g_1t" {
-        // The line-rate scenario, sized for about `packets` flood packets, on one thread.
-        let loaded = sim::cli::bench::realtime::linerate_scenario(packets)?;
+    if name == "realtime_10g_1t" || name == "threads_2_vs_1_1t" {
+        let loaded = if name == "realtime_10g_1t" {
+            // The line-rate scenario, sized for about `packets` flood packets, on one thread.
+            sim::cli::bench::realtime::linerate_scenario(packets)?
+        } else {
+            let text = sim::cli::bench::compare::flood_scenario_on(packets, 2, "");
+            sim::scenario::parse(Path::new("bench-synflood.toml"), &text)?
+        };
         let options = sim::run::RunOptions {
             threads: 1,
             collect: sim::engine::Collect::default(),

@@ -29,6 +29,9 @@ pub struct DirectorArgs {
 #[derive(Subcommand, Debug)]
 enum DirectorCommand {
     /// Which real server a new connection would get (packets are fed in order).
+    #[command(after_help = "Examples:
+  sim director which --appliance scenarios/appliances/game.toml --packet 'tcp 198.51.100.7:40000 > 10.10.10.10:25565'
+  sim director which --appliance scenarios/appliances/game.toml --packet 'tcp 198.51.100.7:40000 > 10.10.10.10:25565' --packet 'tcp 198.51.100.8:40000 > 10.10.10.10:25565' --json")]
     Which(WhichArgs),
 }
 

@@ -39,6 +39,9 @@ pub struct FlowsArgs {
 #[derive(clap::Subcommand, Debug)]
 pub enum FlowsCommand {
     /// Check a flowmgr file; exit 1 with every error rendered.
+    #[command(after_help = "Examples:
+  sim flows check scenarios/flows/game.flowmgr
+  sim flows check my.flowmgr --iface eth0 --iface eth1 --director web=80")]
     Check {
         /// The flowmgr file.
         file: PathBuf,
@@ -47,6 +50,9 @@ pub enum FlowsCommand {
         context: ContextArgs,
     },
     /// Compile a flowmgr file to kernel rules.
+    #[command(after_help = "Examples:
+  sim flows compile scenarios/flows/game.flowmgr --to nft
+  sim flows compile scenarios/flows/game.flowmgr --to iptables | iptables-restore --test")]
     Compile {
         /// The flowmgr file.
         file: PathBuf,
@@ -58,6 +64,10 @@ pub enum FlowsCommand {
         context: ContextArgs,
     },
     /// Say which flow, policy and rule decide each packet.
+    #[command(after_help = "Examples:
+  sim flows eval scenarios/flows/game.flowmgr --packet 'tcp 198.51.100.7:40000 > 10.10.10.10:25565'
+  sim flows eval scenarios/flows/game.flowmgr --packet 'icmp 192.168.0.1 > 10.10.10.10 type 8' --explain
+  sim flows eval scenarios/flows/game.flowmgr --pcap pcaps/gen/synflood-game.pcap --json | head")]
     Eval {
         /// The flowmgr file.
         file: PathBuf,

@@ -24,6 +24,9 @@ pub struct ProfileArgs {
 #[derive(clap::Subcommand, Debug, Clone)]
 enum ProfileCommand {
     /// Measure lbsim's datapath per path on this machine and write the `lbsim` profile.
+    #[command(after_help = "Examples:
+  sim profile calibrate
+  sim profile calibrate --rounds 5 --out sim/profiles/lbsim.toml")]
     Calibrate {
         /// Calibrations (each times every class); the median is kept, the spread reported.
         #[arg(long, default_value_t = 5)]
@@ -33,6 +36,10 @@ enum ProfileCommand {
         out: PathBuf,
     },
     /// Print a profile (`lbsim`, `linux` or a file) with every path's cost resolved.
+    #[command(after_help = "Examples:
+  sim profile show lbsim
+  sim profile show linux
+  sim profile show reports/calibrate/lbsim.toml")]
     Show {
         /// Profile name or file.
         profile: String,

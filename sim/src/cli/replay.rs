@@ -19,9 +19,8 @@ use serde::Serialize;
 
 use crate::appliance::{ApplianceConfig, build_pipeline};
 use crate::capture::{CaptureError, CaptureReader, Format};
-use crate::record::{PacketRecord, ProtoField};
-use datapath::pipeline::{DecisionRow, PacketOutcome, Pipeline};
-use std::net::SocketAddr;
+use crate::record::{Decision, NoExtra, PacketRecord, ProtoField, Record};
+use datapath::pipeline::{DecisionRow, Pipeline};
 
 /// Distinct flows tracked for the top-flows table; beyond it packets count as untracked.
 pub const FLOW_TABLE_CAPACITY: usize = 1 << 20;
@@ -291,79 +290,6 @@ impl SummaryBuilder {
     }
 }
 
-/// One packet's record in replay output: the packet fields plus, when a pipeline ran, its
-/// decision.
-#[derive(Debug, Serialize)]
-pub struct ReplayRecord<'a> {
-    /// The parsed packet.
-    #[serde(flatten)]
-    pub packet: PacketRecord<'a>,
-    /// Deciding stage.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stage: Option<&'static str>,
-    /// `pass`, `drop`, `reply` or `forward`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub verdict: Option<&'static str>,
-    /// Drop reason.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Name of the flow that classified the packet.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub flow: Option<&'a str>,
-    /// 1-based index of the deciding rule within that flow.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<u16>,
-    /// Real server chosen by the director.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backend: Option<SocketAddr>,
-    /// The routing table and route it left by (appliances with `[[ip.table]]`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub route: Option<crate::record::RouteRecord>,
-}
-
-impl<'a> ReplayRecord<'a> {
-    /// Write the record as one JSON line.
-    pub fn write_jsonl<W: Write + ?Sized>(&self, out: &mut W) -> io::Result<()> {
-        serde_json::to_writer(&mut *out, self)?;
-        out.write_all(b"\n")
-    }
-
-    fn new(
-        packet: PacketRecord<'a>,
-        outcome: Option<&PacketOutcome>,
-        pipeline: Option<&'a Pipeline>,
-    ) -> Self {
-        let Some(outcome) = outcome else {
-            return Self {
-                packet,
-                stage: None,
-                verdict: None,
-                reason: None,
-                flow: None,
-                rule: None,
-                backend: None,
-                route: None,
-            };
-        };
-        Self {
-            packet,
-            stage: Some(outcome.stage.name()),
-            verdict: Some(outcome.verdict.name()),
-            reason: outcome.verdict.drop_reason().map(|r| r.name().into_owned()),
-            flow: outcome.flow.and_then(|index| {
-                let table = &pipeline?.flows()?.table;
-                table
-                    .flows()
-                    .get(usize::from(index))
-                    .map(|f| f.name.as_str())
-            }),
-            rule: outcome.flow_rule,
-            backend: outcome.backend,
-            route: crate::record::RouteRecord::of(outcome),
-        }
-    }
-}
-
 /// Result of replaying captures: the summary plus how fast parsing went.
 #[derive(Debug)]
 pub struct ReplayOutcome {
@@ -489,8 +415,16 @@ impl ReplayRun<'_> {
             self.builder.add(ts_ns, link, meta);
             if let Some(out) = records.as_deref_mut() {
                 let packet = PacketRecord::new(file_label, index, ts_ns, meta);
-                ReplayRecord::new(packet, outcome.as_ref(), pipeline.as_deref())
-                    .write_jsonl(out)?;
+                let flows = pipeline
+                    .as_deref()
+                    .and_then(|p| p.flows())
+                    .map(|s| &s.table);
+                Record {
+                    packet,
+                    decision: outcome.as_ref().map(|o| Decision::of(o, flows)),
+                    extra: NoExtra {},
+                }
+                .write_jsonl(out)?;
             }
             if let Some(pipeline) = pipeline.as_deref_mut() {
                 buffers.recycle(pipeline);

@@ -93,9 +93,30 @@ fn progress_bar(total_ns: u64, quiet: bool) -> ProgressBar {
     bar
 }
 
+/// The report directory, created; fails before the run, not after it, on an output that
+/// cannot be written (the directory first: `--packets` may be inside it).
+fn prepare_outputs(args: &RunArgs, name: &str) -> anyhow::Result<PathBuf> {
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| Path::new("reports").join(name));
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    for path in [&args.packets, &args.pcap_out].into_iter().flatten() {
+        if path.as_os_str() == "-" {
+            anyhow::bail!(
+                "`-` is not a file: sim run prints its summary on stdout; give a file name (e.g. `--packets packets.jsonl`)"
+            );
+        }
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    }
+    Ok(out_dir)
+}
+
 /// The `sim run` command.
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let mut loaded = scenario::load(&args.scenario)?;
+    let out_dir = prepare_outputs(args, &loaded.scenario.name)?;
     if let Some(seed) = args.seed {
         loaded.scenario.seed = seed;
     }
@@ -131,12 +152,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             output.report.seed
         );
     }
-    let out_dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| Path::new("reports").join(&output.report.scenario));
-    std::fs::create_dir_all(&out_dir)
-        .with_context(|| format!("cannot create {}", out_dir.display()))?;
     std::fs::write(
         out_dir.join("report.json"),
         report::full_json(&output.report, &output.measured),
@@ -150,7 +165,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         crate::report_html::page(&output.report, Some(&output.measured))?,
     )?;
     if let Some(path) = &args.packets {
-        write_records(path, &output.merged.records)?;
+        let names: Vec<&str> = (output.report.appliance.flows.iter())
+            .map(|f| f.name.as_str())
+            .collect();
+        write_records(path, &output.merged.records, &names)?;
     }
     if let Some(path) = &args.pcap_out {
         write_pcap(path, &output.merged.emitted)?;

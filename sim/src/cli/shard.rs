@@ -432,8 +432,18 @@ pub fn wait_for_shards(
     }
 }
 
-/// A points-done bar for one shard's own work (hidden when stderr is not a terminal).
+/// Whether progress bars are drawn: only when stderr is a terminal and `CI` is not set (logs
+/// of CI runs and redirected stderr stay free of bar redraws).
+pub fn progress_visible() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("CI").is_none()
+}
+
+/// A points-done bar for one shard's own work (hidden unless [`progress_visible`]).
 pub fn item_bar(what: &str, total: usize) -> indicatif::ProgressBar {
+    if !progress_visible() {
+        return indicatif::ProgressBar::hidden();
+    }
     let bar = indicatif::ProgressBar::new(total as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta})")
@@ -441,6 +451,22 @@ pub fn item_bar(what: &str, total: usize) -> indicatif::ProgressBar {
     );
     bar.set_message(what.to_string());
     bar
+}
+
+/// A spinner with elapsed time for a step of unknown length (hidden unless
+/// [`progress_visible`]); clear it with `finish_and_clear`.
+pub fn step_spinner(what: &str) -> indicatif::ProgressBar {
+    if !progress_visible() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    spinner.set_message(what.to_string());
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    spinner
 }
 
 #[cfg(test)]

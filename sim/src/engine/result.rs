@@ -30,7 +30,8 @@ pub struct PacketLine {
 }
 
 /// Frame counts of a run.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct Totals {
     /// Frames sent by sources and backends.
     pub sent: u64,
@@ -118,7 +119,8 @@ fn is_zero(value: &u64) -> bool {
 }
 
 /// One second of the run.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct SecondRow {
     /// Second since the start.
     pub second: u64,
@@ -151,7 +153,7 @@ impl SecondRow {
 }
 
 /// A timed event as it happened.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct EventLogEntry {
     /// When (virtual ns).
     pub at_ns: TimeNs,

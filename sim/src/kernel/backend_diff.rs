@@ -140,7 +140,7 @@ pub fn run_kernel_side(
     // that IPVS sees what lbsim's director saw (the guest has no shield to drop the rest).
     let selected = (!rules.host_only.is_empty()).then(|| {
         sim.iter()
-            .map(|p| p.backend.is_some())
+            .map(|p| p.decision.backend.is_some())
             .collect::<Vec<bool>>()
     });
     let guest = run_in_guest(input, &rules, gap, selected)?;
@@ -186,13 +186,20 @@ fn simulate_routable(
     let stub = |ordinal: usize, packet: &super::inject::InputPacket| SimPacket {
         ordinal,
         input: super::outcome::FrameSummary::of(packet.link, &packet.data),
-        stage: "routing".into(),
+        ts_ns: packet.ts_ns,
+        meta: datapath::packet::parse(packet.link, &packet.data, packet.orig_len, 0),
         outcome: Outcome::NotInjected {
             why: REFUSED_BY_ROUTING.into(),
         },
-        flow: None,
-        rule: None,
-        backend: None,
+        decision: crate::record::Decision {
+            stage: "routing",
+            verdict: "drop",
+            reason: Some("routing_refused".into()),
+            flow: None,
+            rule: None,
+            backend: None,
+            route: None,
+        },
         route: None,
         cost_ns: 0,
     };
@@ -237,7 +244,7 @@ fn leave_out_refused(run: &mut KernelRun, sim: &[SimPacket]) {
 /// outcome, every other packet takes the host kernel's.
 fn merge_split(run: &mut KernelRun, host: KernelRun, sim: &[SimPacket]) {
     for ((packet, host_packet), sim) in run.packets.iter_mut().zip(host.packets).zip(sim) {
-        if sim.backend.is_none() {
+        if sim.decision.backend.is_none() {
             *packet = host_packet;
         }
     }
@@ -354,7 +361,9 @@ fn director_agreement(
 ) -> Vec<DirectorAgreement> {
     let mut by_director: BTreeMap<String, DirectorAgreement> = BTreeMap::new();
     for (sim, kernel) in sim.iter().zip(&run.packets) {
-        let (Some(backend), Outcome::Forward { frame: ours }) = (sim.backend, &sim.outcome) else {
+        let (Some(backend), Outcome::Forward { frame: ours }) =
+            (sim.decision.backend, &sim.outcome)
+        else {
             continue;
         };
         // A request: the simulator rewrote its destination to the real server.

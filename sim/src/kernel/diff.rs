@@ -50,12 +50,18 @@ use super::outcome::Outcome;
 use super::rules::{BackendMatch, BackendRule, FeatureRow, KernelRules};
 use super::scenario_input::DEFAULT_MAX_PACKETS;
 use super::simulate::{SimPacket, build, simulate};
+use crate::record::DiffExtra;
 use crate::report::Percentiles;
 
 mod egress;
+mod records;
 mod render;
+mod wire;
 use egress::{egress_routes, route_text, tally_routes};
+pub use records::PacketDiff;
+use records::{open_records, write_packet_records};
 pub use render::{render, write_disagreements_pcap};
+use wire::{disagreement_texts, same_wire};
 
 /// The explanations shipped with lbsim.
 pub const KNOWN_DIFFERENCES: &str = include_str!("known-differences.toml");
@@ -90,6 +96,10 @@ pub struct DiffArgs {
     /// Write the disagreeing packets here (default: `<out>/kernel-disagreements.pcap`).
     #[arg(long, value_name = "FILE.pcap")]
     pub disagreements_pcap: Option<PathBuf>,
+    /// Write one JSON record per packet (the `sim run` / `sim replay` keys plus the kernel's
+    /// side: `kernel`, `kernel_rule`, `agree`, `explained_by`); `-` for stdout.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub packets: Option<PathBuf>,
     /// Report directory (default for scenarios: `reports/<name>`): kernel-diff.txt/.json.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -213,6 +223,10 @@ pub struct DiffReport {
     pub kernel_counters: BTreeMap<String, u64>,
     /// Per known difference (by name), the packets it explained (0: unused here).
     pub explained_per_entry: BTreeMap<String, u64>,
+    /// Every packet's simulator decision and kernel side, in order (`--packets`; not in
+    /// kernel-diff.json).
+    #[serde(skip)]
+    pub packets: Vec<PacketDiff>,
 }
 
 impl DiffReport {
@@ -235,7 +249,7 @@ impl DiffReport {
 /// The director rule that decided a packet: by its virtual service (the destination of a
 /// request, the source of an un-NATed reply), else by its real server.
 fn director_rule<'r>(sim: &SimPacket, rules: &'r KernelRules) -> Option<&'r BackendRule> {
-    let backend = sim.backend?;
+    let backend = sim.decision.backend?;
     let socket = |addr: Option<std::net::IpAddr>, port: Option<u16>| {
         addr.zip(port).map(|(a, p)| std::net::SocketAddr::new(a, p))
     };
@@ -253,13 +267,13 @@ fn director_rule<'r>(sim: &SimPacket, rules: &'r KernelRules) -> Option<&'r Back
 
 /// The feature a simulator decision belongs to.
 fn feature_of(sim: &SimPacket, rules: &KernelRules) -> String {
-    if sim.backend.is_some() {
+    if sim.decision.backend.is_some() {
         return match director_rule(sim, rules) {
             Some(rule) => format!("director {}", rule.director),
             None => "director (no kernel counterpart)".into(),
         };
     }
-    match (sim.stage.as_str(), &sim.outcome) {
+    match (sim.decision.stage, &sim.outcome) {
         ("shield", Outcome::Answer { .. } | Outcome::Proxy { .. }) => "shield SYN cookies".into(),
         ("shield", Outcome::Drop { reason: Some(r) })
             if r.contains("cookie") || r == "no_session" =>
@@ -365,79 +379,12 @@ pub fn agrees(sim: &Outcome, kernel: &Outcome, matching: Option<BackendMatch>) -
     }
 }
 
-/// Beyond the outcome's text: an ICMP error's quoted bytes and a fragmented datagram's
-/// fragments must be the same on both sides.
-fn same_wire(sim: &Outcome, kernel: &Outcome) -> bool {
-    match (frame_of(sim), frame_of(kernel)) {
-        (Some(a), Some(b)) => a.quote == b.quote && a.fragments == b.fragments,
-        _ => true,
-    }
-}
-
-fn frame_of(outcome: &Outcome) -> Option<&super::outcome::FrameSummary> {
-    match outcome {
-        Outcome::Forward { frame } | Outcome::Answer { frame } | Outcome::Proxy { frame } => {
-            Some(frame)
-        }
-        _ => None,
-    }
-}
-
-/// The outcomes' texts for a disagreement report, each with the part of the wire
-/// comparison ([`same_wire`]) that differs: where the quotes part and what each side
-/// quoted from there, or the fragments each side sent.
-fn disagreement_texts(sim: &Outcome, kernel: &Outcome) -> (String, String) {
-    let (mut ours, mut theirs) = (sim.text(), kernel.text());
-    let (Some(a), Some(b)) = (frame_of(sim), frame_of(kernel)) else {
-        return (ours, theirs);
-    };
-    if a.quote != b.quote {
-        let (qa, qb) = (
-            a.quote.as_deref().unwrap_or(""),
-            b.quote.as_deref().unwrap_or(""),
-        );
-        let at = qa
-            .as_bytes()
-            .chunks(2)
-            .zip(qb.as_bytes().chunks(2))
-            .take_while(|(x, y)| x == y)
-            .count();
-        let from = |q: &str| {
-            let tail = q.get(2 * at..).unwrap_or("");
-            tail.get(..16).unwrap_or(tail).to_string()
-        };
-        let _ = write!(
-            ours,
-            ", quoting {} bytes (from byte {at}: {})",
-            qa.len() / 2,
-            from(qa)
-        );
-        let _ = write!(
-            theirs,
-            ", quoting {} bytes (from byte {at}: {})",
-            qb.len() / 2,
-            from(qb)
-        );
-    }
-    if a.fragments != b.fragments {
-        let list = |f: &[super::outcome::FragmentShape]| {
-            f.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let _ = write!(ours, " in fragments [{}]", list(&a.fragments));
-        let _ = write!(theirs, " in fragments [{}]", list(&b.fragments));
-    }
-    (ours, theirs)
-}
-
 /// A stand-in scheduler's backend is not compared, but a request it DNATed must go, on
 /// each side, to a real server of that director, at its port (the virtual port for a
 /// port-less real): a wrong DNAT address or port is a disagreement.
 fn stand_in_destinations_ok(sim: &SimPacket, kernel: &Outcome, rules: &KernelRules) -> bool {
     let (Outcome::Forward { frame: ours }, Outcome::Forward { frame: theirs }, Some(backend)) =
-        (&sim.outcome, kernel, sim.backend)
+        (&sim.outcome, kernel, sim.decision.backend)
     else {
         return true;
     };
@@ -486,6 +433,14 @@ pub fn compare(
     for (sim, kernel) in sim.iter().zip(&kernel.packets) {
         if let Outcome::NotInjected { why } = &kernel.outcome {
             *report.not_injected.entry(why.clone()).or_default() += 1;
+            let extra = DiffExtra {
+                simulator: sim.outcome.text(),
+                kernel: kernel.outcome.text(),
+                kernel_rule: String::new(),
+                agree: None,
+                explained_by: None,
+            };
+            report.packets.push(PacketDiff::new(sim, extra));
             continue;
         }
         let kernel_outcome = match &kernel.outcome {
@@ -498,6 +453,7 @@ pub fn compare(
             other => other.clone(),
         };
         let matching = sim
+            .decision
             .backend
             .and_then(|b| rules.backend_rule(b))
             .map(|r| r.matching);
@@ -517,7 +473,7 @@ pub fn compare(
                 .input
                 .dst
                 .is_some_and(|d| rules.cookie_auto.contains(&d)),
-            director: sim.backend.is_some(),
+            director: sim.decision.backend.is_some(),
         };
         let explained_by = (!agreed)
             .then(|| explanations.iter().find(|e| e.matches(&case)))
@@ -527,20 +483,35 @@ pub fn compare(
             *report.explained_per_entry.entry(name.clone()).or_default() += 1;
         }
         for entry in [
-            report.stages.entry(sim.stage.clone()).or_default(),
+            report
+                .stages
+                .entry(sim.decision.stage.to_string())
+                .or_default(),
             report.by_feature.entry(feature).or_default(),
         ] {
             entry.compared += 1;
             entry.agreed += u64::from(agreed);
             entry.explained += u64::from(explained_by.is_some());
         }
+        let extra = DiffExtra {
+            simulator: sim.outcome.text(),
+            kernel: kernel_outcome.text(),
+            kernel_rule: kernel_rule.clone(),
+            agree: Some(agreed),
+            explained_by: explained_by.clone(),
+        };
+        report.packets.push(PacketDiff::new(sim, extra));
         tally_routes(&mut report, routes);
         if !agreed {
             let (ours, theirs) = disagreement_texts(&sim.outcome, &kernel_outcome);
             report.disagreements.push(Disagreement {
                 ordinal: sim.ordinal,
                 decode: sim.input.decode(),
-                simulator: format!("{}: {ours}{}", sim.stage, route_text(routes.map(|r| r.0))),
+                simulator: format!(
+                    "{}: {ours}{}",
+                    sim.decision.stage,
+                    route_text(routes.map(|r| r.0))
+                ),
                 kernel: theirs + &route_text(routes.map(|r| r.1)),
                 simulator_rule: sim.deciding_rule(),
                 kernel_rule,
@@ -687,6 +658,7 @@ pub fn run(args: &DiffArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let explanations = load_explanations(&explanation_files)?;
+    let records = args.packets.as_deref().map(open_records).transpose()?;
     let gap = Duration::from_micros(args.gap_us);
     let report = run_input_on(&input, &explanations, gap, args.kernel_backend)?;
     let out_dir = args.out.clone().or(default_out);
@@ -706,7 +678,13 @@ pub fn run(args: &DiffArgs) -> anyhow::Result<ExitCode> {
     if let Some(pcap) = &pcap {
         write_disagreements_pcap(pcap, &report, &input.packets)?;
     }
-    if args.json {
+    let records_on_stdout = args.packets.as_deref() == Some(Path::new("-"));
+    if let Some(out) = records {
+        write_packet_records(out, &report)?;
+    }
+    if records_on_stdout {
+        // stdout carries the records: the report stays in the report directory.
+    } else if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{text}");
@@ -762,6 +740,7 @@ pub fn run_after_simulation(
         seed,
         max_packets: DEFAULT_MAX_PACKETS,
         disagreements_pcap: None,
+        packets: None,
         out: out.map(Path::to_path_buf),
         json: false,
         strict: false,
@@ -787,47 +766,6 @@ mod tests {
         Outcome::Forward {
             frame: FrameSummary::of(LinkType::Ethernet, &frame),
         }
-    }
-
-    #[test]
-    fn icmp_errors_agree_on_their_quote_and_forwards_on_their_fragments() {
-        let error = |ttl: u8| {
-            let offending = PacketBuilder::eth()
-                .ipv4(Ipv4Addr::new(10, 9, 9, 9), Ipv4Addr::new(10, 0, 2, 1))
-                .ttl(ttl)
-                .udp(1000, 53)
-                .build();
-            let frame = PacketBuilder::eth()
-                .ipv4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 9, 9, 9))
-                .icmp(11, 0)
-                .payload(&offending[14..])
-                .build();
-            Outcome::Answer {
-                frame: FrameSummary::of(LinkType::Ethernet, &frame),
-            }
-        };
-        let (quoted_1, quoted_0) = (error(1), error(0));
-        assert!(agrees(&quoted_1, &error(1), None));
-        assert_eq!(quoted_1.text(), quoted_0.text());
-        assert!(
-            !agrees(&quoted_1, &quoted_0, None),
-            "the quoted TTL differs"
-        );
-        let (ours, theirs) = disagreement_texts(&quoted_1, &quoted_0);
-        assert!(ours.contains("from byte 8: 01"), "{ours}");
-        assert!(theirs.contains("from byte 8: 00"), "{theirs}");
-        let whole = forward([10, 0, 2, 1]);
-        let mut cut = whole.clone();
-        if let Outcome::Forward { frame } = &mut cut {
-            frame.fragments = vec![crate::kernel::outcome::FragmentShape {
-                offset: 0,
-                length: 1396,
-                more: true,
-                df: false,
-            }];
-        }
-        assert!(!agrees(&whole, &cut, Some(BackendMatch::Exact)));
-        assert!(!agrees(&whole, &cut, Some(BackendMatch::StandIn)));
     }
 
     #[test]

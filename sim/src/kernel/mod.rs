@@ -68,14 +68,23 @@ pub struct KernelArgs {
 #[derive(clap::Subcommand, Debug, Clone)]
 enum KernelCommand {
     /// Check that kernel runs are possible here (root, namespaces, nft, iptables).
+    #[command(after_help = "Examples:
+  sudo sim kernel check
+  sudo sim kernel check && sudo sim diff scenarios/synflood.toml")]
     Check,
     /// Remove namespaces left by kernel runs whose process is gone.
+    #[command(after_help = "Examples:
+  sudo sim kernel cleanup
+  sudo sim kernel cleanup --force    # also namespaces of live runs")]
     Cleanup {
         /// Remove every `lbsim-` namespace, even of live processes.
         #[arg(long)]
         force: bool,
     },
     /// Print the kernel rules an appliance compiles to, and the per-feature mechanisms.
+    #[command(after_help = "Examples:
+  sim kernel rules --appliance scenarios/appliances/game.toml
+  sim kernel rules --appliance scenarios/appliances/game.toml --backend guest")]
     Rules {
         /// The appliance file.
         #[arg(long, value_name = "APPLIANCE.toml")]
@@ -96,6 +105,9 @@ enum KernelCommand {
     },
     /// Build the topology with an appliance's rules and keep it until Ctrl-C (prints the
     /// namespace names, e.g. for `ip netns exec` by hand).
+    #[command(after_help = "Examples:
+  sudo sim kernel up --appliance scenarios/appliances/game.toml
+  sudo ip netns list    # in another terminal, while it is up")]
     Up {
         /// The appliance file.
         #[arg(long, value_name = "APPLIANCE.toml")]
@@ -104,9 +116,15 @@ enum KernelCommand {
     /// Measure the kernel's CPU cost per packet of each mechanism (netdev drop, allow-list
     /// forward, synproxy, conntrack + DNAT, MASQUERADE) and write the `linux` cost profile
     /// of the CPU model.
+    #[command(after_help = "Examples:
+  sudo sim kernel calibrate
+  sudo sim kernel calibrate --packets 300000 --rounds 3 --out sim/profiles/linux.toml")]
     Calibrate(calibrate::CalibrateArgs),
     /// Where one CPU starts dropping under a SYN flood: the CPU model's prediction (the
     /// ramp scenario at each rate) and the host kernel's synproxy on one CPU, on one plot.
+    #[command(after_help = "Examples:
+  sudo sim kernel saturation
+  sudo sim kernel saturation --scenario scenarios/cpu-ramp.toml")]
     Saturation(saturation::SaturationArgs),
     /// Inside the guest kernel: run a director-oracle job file (see `guest::driver`).
     #[command(hide = true)]
@@ -148,7 +166,12 @@ pub fn run(args: &KernelArgs) -> anyhow::Result<ExitCode> {
     match &args.command {
         KernelCommand::Check => {
             topology::check_environment()?;
-            println!("ok: root, network namespaces, ip, nft and iptables-restore are available");
+            println!(
+                "ok: root, network namespaces, ip, nft and iptables-restore are available (sim diff --kernel-backend host, sim check --kernel, sim kernel calibrate)"
+            );
+            for line in optional_checks() {
+                println!("{line}");
+            }
         }
         KernelCommand::Cleanup { force } => {
             let removed = topology::cleanup_leftovers(*force)?;
@@ -214,4 +237,36 @@ fn up(appliance: Option<&Path>) -> anyhow::Result<()> {
     loop {
         std::thread::park();
     }
+}
+
+/// What the other kernel-side commands need beyond [`topology::check_environment`]: one
+/// `ok:` or `missing:` line each, naming the command that needs it (`sim kernel check`).
+fn optional_checks() -> Vec<String> {
+    let guest = match guest::boot::Guest::check() {
+        Ok(()) => "ok: the guest kernel can start (sim diff --kernel-backend guest: real IPVS)"
+            .to_string(),
+        Err(why) => format!(
+            "missing: the guest kernel cannot start here ({why}): sim diff uses the host kernel's nft stand-ins for directors"
+        ),
+    };
+    // `sim inline` needs what the host backend needs (checked above) plus ethtool, to switch
+    // the veths' checksum offload off; its own check lives in the front-end above this layer.
+    let ethtool = std::process::Command::new("ethtool")
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("starting `ethtool` (is it installed?): {e}"))
+        .and_then(|out| {
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!("`ethtool --version` exited with {}", out.status))
+            }
+        });
+    let inline = match ethtool {
+        Ok(()) => "ok: ethtool and ip netns (sim inline)".to_string(),
+        Err(why) => format!(
+            "missing: sim inline cannot run: `ethtool` is needed to switch veth checksum offload off (install ethtool): {why}"
+        ),
+    };
+    vec![guest, inline]
 }

@@ -6,10 +6,11 @@
 //!
 //! Not here: the kernel side (see `inject`) and the comparison (see `diff`).
 
-use std::net::SocketAddr;
+use std::borrow::Cow;
 use std::path::Path;
 use std::time::Instant;
 
+use datapath::packet::PacketMeta;
 use datapath::pipeline::Pipeline;
 use datapath::verdict::Verdict;
 use serde::Serialize;
@@ -19,6 +20,7 @@ use super::inject::InputPacket;
 use super::outcome::{FragmentShape, FrameSummary, Outcome};
 use super::rules::KernelRules;
 use crate::appliance::{ApplianceConfig, build_pipeline};
+use crate::record::Decision;
 
 /// The simulator's record of one packet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -27,16 +29,16 @@ pub struct SimPacket {
     pub ordinal: usize,
     /// The packet as it arrived.
     pub input: FrameSummary,
-    /// The deciding stage.
-    pub stage: String,
+    /// Its capture timestamp, ns.
+    pub ts_ns: u64,
+    /// The pipeline's parse of it (for the per-packet records).
+    #[serde(skip)]
+    pub meta: PacketMeta,
     /// What the pipeline did.
     pub outcome: Outcome,
-    /// Deciding flow name.
-    pub flow: Option<String>,
-    /// Rule within the flow (1-based).
-    pub rule: Option<u16>,
-    /// Real server chosen by the director.
-    pub backend: Option<SocketAddr>,
+    /// The pipeline's decision, as the per-packet records carry it (stage, verdict, flow,
+    /// rule, backend, route).
+    pub decision: Decision<'static>,
     /// The routing table (not main) and route the packet left by.
     pub route: Option<datapath::ip::route::RouteRef>,
     /// Wall-clock cost of `Pipeline::process`, ns.
@@ -46,13 +48,14 @@ pub struct SimPacket {
 impl SimPacket {
     /// The deciding rule: `flow#rule`, `director → backend`, or the stage.
     pub fn deciding_rule(&self) -> String {
-        match (&self.flow, self.backend) {
+        let d = &self.decision;
+        match (&d.flow, d.backend) {
             (Some(flow), Some(backend)) => {
-                format!("flow {flow}#{} → {backend}", self.rule.unwrap_or(0))
+                format!("flow {flow}#{} → {backend}", d.rule.unwrap_or(0))
             }
-            (Some(flow), None) => format!("flow {flow}#{}", self.rule.unwrap_or(0)),
-            (None, Some(backend)) => format!("{} → {backend}", self.stage),
-            (None, None) => self.stage.clone(),
+            (Some(flow), None) => format!("flow {flow}#{}", d.rule.unwrap_or(0)),
+            (None, Some(backend)) => format!("{} → {backend}", d.stage),
+            (None, None) => d.stage.to_string(),
         }
     }
 }
@@ -131,7 +134,7 @@ pub fn simulate(pipeline: &mut Pipeline, inputs: &[InputPacket]) -> Vec<SimPacke
             continue;
         };
         let packet = &packets[index];
-        let waiting = packet.stage == "ip"
+        let waiting = packet.decision.stage == "ip"
             && match &packet.outcome {
                 Outcome::Forward { frame } => frame == &packet.input,
                 Outcome::Drop { reason } => reason.as_deref() == Some("fragment_duplicate"),
@@ -189,21 +192,18 @@ fn simulate_each(pipeline: &mut Pipeline, inputs: &[InputPacket]) -> Vec<SimPack
                 },
             },
         };
-        let flow = decided.flow.and_then(|index| {
-            let table = &pipeline.flows()?.table;
-            table
-                .flows()
-                .get(usize::from(index))
-                .map(|f| f.name.clone())
+        let flows = pipeline.flows().map(|stage| &stage.table);
+        let decision = Decision::named(&decided, |index| {
+            let flow = flows?.flows().get(usize::from(index))?;
+            Some(Cow::Owned(flow.name.clone()))
         });
         packets.push(SimPacket {
             ordinal,
             input,
-            stage: decided.stage.name().to_string(),
+            ts_ns: packet.ts_ns,
+            meta: pipeline.last_meta().clone(),
             outcome,
-            flow,
-            rule: decided.flow_rule,
-            backend: decided.backend,
+            decision,
             route: decided
                 .route
                 .filter(|r| r.table != datapath::ip::route::MAIN_TABLE),

@@ -65,7 +65,7 @@ pub struct CostTable {
 }
 
 /// The path a packet took, as a cost profile prices it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PathClass {
     /// See [`CostTable::parse`].

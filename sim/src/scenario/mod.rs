@@ -151,7 +151,10 @@ fn is_zero(value: &u32) -> bool {
 
 /// A probability in parts per million (at most 1000000), named `key` in errors.
 fn ppm<'de, D: serde::Deserializer<'de>>(deserializer: D, key: &str) -> Result<u32, D::Error> {
-    let value = u32::deserialize(deserializer)?;
+    check_ppm(u32::deserialize(deserializer)?, key)
+}
+
+fn check_ppm<E: serde::de::Error>(value: u32, key: &str) -> Result<u32, E> {
     if value > 1_000_000 {
         return Err(serde::de::Error::custom(format!(
             "{key} {value} is above 1000000 (parts per million)"
@@ -176,11 +179,15 @@ fn corrupt_ppm<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32,
     ppm(deserializer, "corrupt_ppm")
 }
 
+/// An optional ppm value; `null` (how a report writes an absent one) is absent.
 fn optional_ppm<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
     key: &str,
 ) -> Result<Option<u32>, D::Error> {
-    ppm(deserializer, key).map(Some)
+    match Option::<u32>::deserialize(deserializer)? {
+        Some(value) => check_ppm(value, key).map(Some),
+        None => Ok(None),
+    }
 }
 
 fn optional_loss_ppm<'de, D: serde::Deserializer<'de>>(

@@ -109,7 +109,10 @@ fn parse_range(text: &str) -> Result<(u32, u32), String> {
     Ok((low, high))
 }
 
-struct StringVisitor<F>(F, &'static str);
+/// Reads a value written as a string (or a TOML integer, read as its digits); an unsigned
+/// integer of another format (the JSON of a report: how these types serialize) is a count
+/// of the base unit (the third field: `ns`, `/s`, `bit/s`), so reports read back.
+struct StringVisitor<F>(F, &'static str, &'static str);
 
 impl<T, F: Fn(&str) -> Result<T, String>> Visitor<'_> for StringVisitor<F> {
     type Value = T;
@@ -122,6 +125,9 @@ impl<T, F: Fn(&str) -> Result<T, String>> Visitor<'_> for StringVisitor<F> {
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
         (self.0)(&v.to_string()).map_err(E::custom)
     }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        (self.0)(&format!("{v}{}", self.2)).map_err(E::custom)
+    }
 }
 
 impl<'de> Deserialize<'de> for DurationNs {
@@ -129,6 +135,7 @@ impl<'de> Deserialize<'de> for DurationNs {
         let visitor = StringVisitor(
             |s: &str| parse_duration(s).map(DurationNs),
             "a duration string such as \"500ms\"",
+            "ns",
         );
         d.deserialize_any(visitor)
     }
@@ -139,6 +146,7 @@ impl<'de> Deserialize<'de> for Rate {
         let visitor = StringVisitor(
             |s: &str| parse_rate(s).map(Rate),
             "a rate such as \"2000/s\"",
+            "/s",
         );
         d.deserialize_any(visitor)
     }
@@ -149,6 +157,7 @@ impl<'de> Deserialize<'de> for Bandwidth {
         let visitor = StringVisitor(
             |s: &str| parse_bandwidth(s).map(Bandwidth),
             "a bandwidth such as \"1Gbit/s\"",
+            "bit/s",
         );
         d.deserialize_any(visitor)
     }

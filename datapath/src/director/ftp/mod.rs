@@ -66,7 +66,8 @@ pub struct FtpControl {
 }
 
 /// What the helper did, counted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct FtpCounters {
     /// Control connections the helper attached to.
     pub control_connections: u64,

@@ -11,10 +11,8 @@
 //! previous change gets the previous offset, as in the kernel.
 
 use crate::packet::rewrite::checksum_adjust;
+use crate::packet::tcp_options::{self, SACK_BLOCK_LEN, kind};
 use crate::packet::{L3, PacketMeta, tcp_flags};
-
-/// `TCPOPT_SACK`.
-const OPTION_SACK: u8 = 5;
 
 /// `struct nf_ct_seqadj`: one direction's sequence offsets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -127,36 +125,25 @@ pub fn adjust(
     adjust_sack(frame, l4, other_way)
 }
 
-/// `nf_ct_sack_adjust` / `nf_ct_sack_block_adjust`.
+/// `nf_ct_sack_adjust` / `nf_ct_sack_block_adjust`: every SACK option of whole blocks
+/// (a malformed option list is refused, after the options before it were adjusted).
 fn adjust_sack(frame: &mut [u8], l4: usize, other_way: &SeqAdjust) -> Result<(), AdjustError> {
     let header_len = usize::from(frame[l4 + 12] >> 4) * 4;
     let end = l4 + header_len;
     if frame.len() < end {
         return Err(AdjustError::Truncated);
     }
+    // One option at a time: the frame is rewritten between steps.
     let mut at = l4 + 20;
-    while at < end {
-        match frame[at] {
-            0 => return Ok(()),
-            1 => at += 1,
-            kind => {
-                let length = frame.get(at + 1).copied().map(usize::from);
-                let length = match length {
-                    Some(length) if at + 1 != end && at + length <= end && length >= 2 => length,
-                    _ => return Err(AdjustError::PartialOption),
-                };
-                if kind == OPTION_SACK && length >= 10 && (length - 2) % 8 == 0 {
-                    let mut block = at + 2;
-                    while block < at + length {
-                        for edge in [block, block + 4] {
-                            let value = read_u32(frame, edge)?;
-                            let value = other_way.acknowledgement(value);
-                            replace_u32(frame, edge, value, l4 + 16);
-                        }
-                        block += 8;
-                    }
-                }
-                at += length;
+    while let Some(option) = tcp_options::walk(frame, at..end).next() {
+        let option = option.map_err(|_| AdjustError::PartialOption)?;
+        at = option.range().end;
+        let data_len = option.len - 2;
+        if option.kind == kind::SACK && data_len >= SACK_BLOCK_LEN && data_len % SACK_BLOCK_LEN == 0
+        {
+            for edge in option.sack_edges() {
+                let value = other_way.acknowledgement(read_u32(frame, edge.start)?);
+                replace_u32(frame, edge.start, value, l4 + 16);
             }
         }
     }

@@ -302,6 +302,13 @@ impl Scheduler {
         }
     }
 
+    /// New scheduler flags (`ipvsadm -E -b`): sh and mh read them at every schedule.
+    pub fn set_flags(&mut self, new: SchedulerFlags) {
+        if let Self::Sh(_, flags) | Self::Mh(_, flags) = self {
+            *flags = new;
+        }
+    }
+
     /// Periodic housekeeping (the lblc/lblcr garbage-collection timers).
     pub fn tick(&mut self, now: TimeNs) {
         if let Self::Lblc(cache) | Self::Lblcr(cache) = self {

@@ -47,7 +47,12 @@ fn qa_full_after_makes_the_table_overflow_and_the_report_shows_it() {
     let notable: Vec<&TableReport> = report.tables.iter().filter(|t| t.notable()).collect();
     let row = notable[0];
     assert_eq!(
-        (row.name, row.entries, row.overflows, row.full_after),
+        (
+            row.name.as_ref(),
+            row.entries,
+            row.overflows,
+            row.full_after
+        ),
         ("connections", Some(2), 1, Some(2))
     );
     let text = render_report(&report);
@@ -130,7 +135,7 @@ fn every_qa_table_shows_in_the_report() {
         .tables
         .iter()
         .filter(|t| t.notable())
-        .map(|t| (t.name, t.overflows, t.full_after))
+        .map(|t| (t.name.as_ref(), t.overflows, t.full_after))
         .collect();
     assert_eq!(
         rows,

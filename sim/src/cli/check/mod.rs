@@ -71,6 +71,10 @@ pub struct CheckArgs {
 pub enum CheckCommand {
     /// Merge the shards of a partitioned `sim check`: the report, JUnit and exit code of one
     /// whole run.
+    #[command(after_help = "Examples:
+  sim check pcaps/cases --partition 1/2 --shard-out shards/
+  sim check pcaps/cases --partition 2/2 --shard-out shards/
+  sim check merge shards/ --junit junit.xml")]
     Merge(sharded::MergeArgs),
 }
 
@@ -133,10 +137,17 @@ pub fn check_paths_with(
 
 /// Run these `(path, name)` cases with `options`; results in the given order.
 pub fn check_cases(cases: &[(PathBuf, String)], options: CheckOptions) -> Vec<CaseResult> {
-    cases
+    let bar = crate::cli::shard::item_bar("sim check: cases", cases.len());
+    let results = cases
         .par_iter()
-        .map(|(path, name)| check_case_with(path, name, options))
-        .collect()
+        .map(|(path, name)| {
+            let result = check_case_with(path, name, options);
+            bar.inc(1);
+            result
+        })
+        .collect();
+    bar.finish_and_clear();
+    results
 }
 
 /// Run one case file (simulator side only).

@@ -89,6 +89,10 @@ pub struct PlanArgs {
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum PlanCommand {
     /// Merge the shards of a partitioned `sim plan` into plan.json, plan.md and plan.html.
+    #[command(after_help = "Examples:
+  sim plan scenarios/synflood.toml --sweep flood.rate=100k..20M --partition 1/2 --shard-out shards/
+  sim plan scenarios/synflood.toml --sweep flood.rate=100k..20M --partition 2/2 --shard-out shards/
+  sim plan merge shards/ --out plan/")]
     Merge(sharded::MergeArgs),
 }
 
@@ -433,7 +437,10 @@ pub fn cost(
     cores: Option<usize>,
 ) -> anyhow::Result<Plan> {
     let started = Instant::now();
-    let calibration = calibrate::calibrate()?;
+    let spinner = shard::step_spinner("sim plan: measuring this machine's datapath costs");
+    let calibration = calibrate::calibrate();
+    spinner.finish_and_clear();
+    let calibration = calibration?;
     let calibration_wall_ms = started.elapsed().as_millis() as u64;
     let core_budget = cores.unwrap_or(calibration.machine.nproc);
     let points = measure_points(&deterministic, shield_bytes, &calibration, core_budget);

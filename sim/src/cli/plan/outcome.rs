@@ -79,7 +79,7 @@ pub fn from_report(scenario: &Scenario, report: &Report) -> PointOutcome {
         if decision.verdict == "drop" {
             *drops.entry(decision.reason.clone()).or_insert(0) += decision.packets;
         }
-        let class = CostClass::of_decision(decision.stage, decision.verdict);
+        let class = CostClass::of_decision(&decision.stage, &decision.verdict);
         *class_packets.entry(class).or_insert(0) += decision.packets;
     }
     let window_ns = rate_window(scenario, report);

@@ -4,7 +4,7 @@
 //! ([`App::summary`]) is in [`super::text`], the frames it is fed in [`super::frame`].
 //!
 //! No drawing here (see [`super::view`]) and no terminal or data-source code (see
-//! [`super::feed`]): the model is fed [`ReportView`] frames and keys, so tests can drive it
+//! [`super::feed`]): the model is fed report frames ([`Report`]) and keys, so tests can drive it
 //! without a terminal.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -12,12 +12,10 @@ use std::time::Duration;
 
 use datapath::TimeNs;
 
-pub use super::frame::{
-    ApplianceView, ClientsView, DecisionView, FlowView, PercentilesView, PipelineView, RateBase,
-    RealView, ReportView, SecondView, ServiceView, ShieldView, TcpView, TotalsView, UdpView,
-};
+pub use super::frame::{RateBase, mode_bits_at, verdict_totals};
 pub use super::units::{percentiles_text, rate_text, seconds, share};
 pub use crate::appliance::{MODE_BITS, mode_names};
+use crate::report::{DecisionRow, Report};
 
 /// Rate samples kept per verdict for the sparklines.
 pub const HISTORY_CAPACITY: usize = 1024;
@@ -172,7 +170,7 @@ pub struct App {
     /// Where frames come from.
     pub source: Source,
     /// The latest frame.
-    pub view: ReportView,
+    pub view: Report,
     /// Virtual time of the latest frame.
     pub data_ns: TimeNs,
     /// Where the clock is heading: frames up to here may be shown.
@@ -217,7 +215,7 @@ pub struct App {
 
 impl App {
     /// A model with an empty frame of `skeleton`'s scenario (name, seed, duration, queues).
-    pub fn new(source: Source, skeleton: ReportView, interval_ns: TimeNs) -> Self {
+    pub fn new(source: Source, skeleton: Report, interval_ns: TimeNs) -> Self {
         Self {
             source,
             view: skeleton,
@@ -330,12 +328,12 @@ impl App {
 
     /// Show a new frame at virtual time `now`; rates are taken against `base` (the counts at
     /// the boundary before), or against the previous frame when there is none.
-    pub fn push_frame(&mut self, now: TimeNs, view: ReportView, base: Option<&RateBase>) {
+    pub fn push_frame(&mut self, now: TimeNs, view: Report, base: Option<&RateBase>) {
         let previous;
         let base = match base {
             Some(base) => base,
             None => {
-                previous = RateBase::of_view(self.data_ns, &self.view);
+                previous = RateBase::of_frame(self.data_ns, &self.view);
                 &previous
             }
         };
@@ -540,8 +538,8 @@ impl App {
             .decisions
             .iter()
             .map(|d| DecisionLine {
-                stage: d.stage.clone(),
-                verdict: d.verdict.clone(),
+                stage: d.stage.to_string(),
+                verdict: d.verdict.to_string(),
                 reason: d.reason.clone(),
                 packets: d.packets,
                 rate: self.live_rate(
@@ -572,7 +570,7 @@ impl App {
                 let time = (duration as u128 * column as u128 / width.max(1) as u128) as TimeNs;
                 if time > self.data_ns {
                     ' '
-                } else if self.view.mode_bits_at(context, time) & bit != 0 {
+                } else if mode_bits_at(&self.view, context, time) & bit != 0 {
                     '#'
                 } else {
                     '.'
@@ -599,11 +597,11 @@ impl App {
     }
 }
 
-fn decision_key(d: &DecisionView) -> (String, String, String) {
-    (d.stage.clone(), d.verdict.clone(), d.reason.clone())
+fn decision_key(d: &DecisionRow) -> (String, String, String) {
+    (d.stage.to_string(), d.verdict.to_string(), d.reason.clone())
 }
 
-fn rates_between(before: &RateBase, after: &ReportView, per_second: f64) -> Rates {
+fn rates_between(before: &RateBase, after: &Report, per_second: f64) -> Rates {
     let flows = after
         .appliance
         .flows
@@ -638,19 +636,21 @@ fn rates_between(before: &RateBase, after: &ReportView, per_second: f64) -> Rate
 mod tests {
     use super::*;
 
+    use crate::appliance::{ApplianceReport, FlowReport};
+
     fn app() -> App {
-        let view = ReportView {
+        let view = Report {
             duration_ns: 1_000_000_000,
-            appliance: ApplianceView {
+            appliance: ApplianceReport {
                 flows: vec![
-                    FlowView {
+                    FlowReport {
                         name: "web".into(),
                         policy: "accept".into(),
                         hits: 10,
                         rule_hits: vec![6, 4],
                         rules: vec!["match dport 80".into(), "match dport 443".into()],
                     },
-                    FlowView {
+                    FlowReport {
                         name: "dns".into(),
                         policy: "drop".into(),
                         hits: 30,
@@ -658,9 +658,9 @@ mod tests {
                         rules: Vec::new(),
                     },
                 ],
-                ..ApplianceView::default()
+                ..ApplianceReport::default()
             },
-            ..ReportView::default()
+            ..Report::default()
         };
         App::new(Source::Live, view, 10_000_000)
     }

@@ -28,9 +28,10 @@ use datapath::TimeNs;
 use datapath::pipeline::PipelineCounters;
 use datapath::verdict::NS_PER_SEC;
 
-use super::app::{App, DecisionView, RateBase, ReportView};
+use super::app::{App, RateBase, verdict_totals};
 use crate::engine::{SecondRow, ShardProbe, ShardResult, ShardSnapshot, ShardState};
 use crate::net::world::World;
+use crate::report::{DecisionRow, Report};
 use crate::run::{RunOptions, RunOutput, run_scenario_observed};
 use crate::scenario::LoadedScenario;
 
@@ -176,9 +177,9 @@ impl Tally {
             .counters
             .rows()
             .into_iter()
-            .map(|row| DecisionView {
-                stage: row.stage.name().to_string(),
-                verdict: row.verdict.to_string(),
+            .map(|row| DecisionRow {
+                stage: row.stage.name().into(),
+                verdict: row.verdict.into(),
                 reason: row.reason.unwrap_or_default(),
                 packets: row.count,
             })
@@ -299,7 +300,7 @@ impl Merger {
                 results.for_each(|result| merged.merge(*result));
                 let report = crate::report::build(&self.loaded.scenario, &self.world, &merged);
                 let base = self.last.1.rate_base(self.last.0);
-                app.push_frame(now, ReportView::from_report(&report)?, Some(&base));
+                app.push_frame(now, report, Some(&base));
             }
         }
         self.last = (now, tally);
@@ -491,12 +492,12 @@ fn run_gated(
 /// A finished run replayed second by second.
 #[derive(Debug)]
 pub struct ReplayFeed {
-    report: ReportView,
+    report: Report,
 }
 
 impl ReplayFeed {
     /// Replay `report`.
-    pub fn new(report: ReportView) -> Self {
+    pub fn new(report: Report) -> Self {
         Self { report }
     }
 
@@ -516,14 +517,14 @@ impl ReplayFeed {
         while next.min(end) <= app.target_ns && !app.finished {
             let now = next.min(end);
             let view = self.frame_at(now);
-            app.push_sample(now, view.verdict_totals());
+            app.push_sample(now, verdict_totals(&view));
             app.push_frame(now, view, None);
             next += NS_PER_SEC;
         }
     }
 
     /// The report as of `now`: the time series and mode changes up to then, the rest final.
-    pub fn frame_at(&self, now: TimeNs) -> ReportView {
+    pub fn frame_at(&self, now: TimeNs) -> Report {
         let mut view = self.report.clone();
         let seconds = now.div_ceil(NS_PER_SEC);
         view.timeline.retain(|row| row.second < seconds);

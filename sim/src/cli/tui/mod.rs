@@ -29,9 +29,10 @@ use ratatui::Terminal;
 use ratatui::backend::Backend;
 
 use crate::engine::Collect;
+use crate::report::Report;
 use crate::run::{RunOptions, RunOutput};
 use crate::scenario::{self, LoadedScenario};
-use app::{App, Key, ReportView, SPEED_EXPONENT_MAX, SPEED_EXPONENT_MIN, Source};
+use app::{App, Key, SPEED_EXPONENT_MAX, SPEED_EXPONENT_MIN, Source};
 use feed::{LiveFeed, ReplayFeed, Wait};
 
 /// Time between screen refreshes (and input polls).
@@ -85,14 +86,14 @@ pub struct Session {
 }
 
 /// The empty frame of a scenario (name, seed, duration, queues).
-fn skeleton(loaded: &LoadedScenario) -> ReportView {
+fn skeleton(loaded: &LoadedScenario) -> Report {
     let scenario = &loaded.scenario;
-    ReportView {
+    Report {
         scenario: scenario.name.clone(),
         seed: scenario.seed,
         duration_ns: scenario.duration.0,
         queues: scenario.queues,
-        ..ReportView::default()
+        ..Report::default()
     }
 }
 
@@ -107,7 +108,7 @@ impl Session {
     }
 
     /// Replay a finished run's report.
-    pub fn replay(report: ReportView) -> Self {
+    pub fn replay(report: Report) -> Self {
         let feed = ReplayFeed::new(report);
         Self {
             app: feed.app(),
@@ -220,7 +221,7 @@ pub fn run(args: &TuiArgs) -> anyhow::Result<ExitCode> {
     let mut session = if is_report {
         let text = std::fs::read_to_string(&args.path)
             .with_context(|| format!("cannot read {}", args.path.display()))?;
-        let view = ReportView::from_report_json(&text)
+        let view = crate::report::from_report_json(&text)
             .with_context(|| format!("{} is not a report.json", args.path.display()))?;
         Session::replay(view)
     } else {

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::app::App;
+use super::app::{App, mode_bits_at};
 use super::units::{percentiles_text, rate_text, share};
 use crate::appliance::mode_names;
 
@@ -69,7 +69,7 @@ impl App {
             );
         }
         for (index, context) in self.view.appliance.shield.iter().enumerate() {
-            let bits = self.view.mode_bits_at(index, self.data_ns);
+            let bits = mode_bits_at(&self.view, index, self.data_ns);
             let _ = writeln!(
                 text,
                 "  {} mode {bits:#x} ({})",

@@ -5,7 +5,7 @@
 
 use datapath::TimeNs;
 
-use super::frame::PercentilesView;
+use crate::stats::Percentiles;
 
 /// `part / whole`, 0 when `whole` is 0.
 pub fn share(part: u64, whole: u64) -> f64 {
@@ -32,7 +32,7 @@ pub fn rate_text(rate: Option<f64>) -> String {
 }
 
 /// `p50 1.234 p90 … p99 … max …` in milliseconds.
-pub fn percentiles_text(p: &PercentilesView) -> String {
+pub fn percentiles_text(p: &Percentiles) -> String {
     let ms = |ns: u64| ns as f64 / 1e6;
     format!(
         "p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}",

@@ -10,7 +10,9 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Sparkline, Table, TableState, Tabs};
 
-use super::app::{App, MODE_BITS, Panel, Source, VERDICTS, mode_names, rate_text, seconds, share};
+use super::app::{
+    App, MODE_BITS, Panel, Source, VERDICTS, mode_bits_at, mode_names, rate_text, seconds, share,
+};
 
 /// Narrowest terminal that shows every panel at once.
 pub const GRID_MIN_WIDTH: u16 = 120;
@@ -227,7 +229,7 @@ fn mode_lines(app: &App, width: u16) -> Vec<Line<'static>> {
     let strip_width = usize::from(width).saturating_sub(label_width + 1);
     let mut lines = Vec::new();
     for (index, context) in app.view.appliance.shield.iter().enumerate().take(2) {
-        let bits = app.view.mode_bits_at(index, app.data_ns);
+        let bits = mode_bits_at(&app.view, index, app.data_ns);
         lines.push(Line::from(format!(
             "{} mode {bits:#x} {}",
             context.name,

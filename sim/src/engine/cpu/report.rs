@@ -4,16 +4,18 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 use super::{CpuStats, PathClass};
 use crate::stats::Percentiles;
 
 /// The `cpu` section of a report.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CpuSection {
     /// The model that ran: `per-queue CPU` (the only one besides none).
-    pub model: &'static str,
+    pub model: Cow<'static, str>,
     /// Cost profile name.
     pub profile: String,
     /// Where its figures come from.
@@ -35,7 +37,7 @@ pub struct CpuSection {
 }
 
 /// Appliance latency of one path class.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClassLatency {
     /// Path class.
     pub class: PathClass,
@@ -50,7 +52,7 @@ impl CpuSection {
     pub fn new(stats: &CpuStats, cpus: u16, duration_ns: u64) -> Self {
         let capacity = (u64::from(cpus) * duration_ns).max(1) as f64;
         Self {
-            model: "per-queue CPU",
+            model: "per-queue CPU".into(),
             profile: stats.profile.clone(),
             profile_source: stats.profile_source.clone(),
             rx_ring: stats.rx_ring,

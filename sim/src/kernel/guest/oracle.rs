@@ -141,6 +141,47 @@ pub enum Change {
     },
     /// `ipvsadm -D`: the whole service goes; its connections continue.
     DeleteService,
+    /// `ipvsadm -A` of a deleted service, then `-a` of each of its real servers as
+    /// configured.
+    AddService,
+    /// `ipvsadm -E`: the service's scheduler, scheduler flags and persistence change
+    /// (what `-E` does not name is reset: no `-b` clears the flags, no `-p` persistence).
+    EditService {
+        /// The scheduler.
+        scheduler: datapath::director::scheduler::SchedulerKind,
+        /// sh / mh: hash the source port too (`-b …-port`).
+        port: bool,
+        /// sh / mh: look further when the hashed server is unusable (`-b …-fallback`).
+        fallback: bool,
+        /// Persistence: timeout in seconds and netmask prefix length; `None`: off.
+        persistence: Option<(u32, u8)>,
+    },
+}
+
+/// A director's spec with an [`Change::EditService`]'s settings.
+pub fn edited_spec(
+    spec: &datapath::director::config::ServiceSpec,
+    change: &Change,
+) -> datapath::director::config::ServiceSpec {
+    let mut edited = spec.clone();
+    if let Change::EditService {
+        scheduler,
+        port,
+        fallback,
+        persistence,
+    } = *change
+    {
+        edited.scheduler = scheduler;
+        edited.flags = datapath::director::scheduler::SchedulerFlags { fallback, port };
+        edited.persistence =
+            persistence.map(
+                |(seconds, prefix)| datapath::director::config::Persistence {
+                    timeout: u64::from(seconds) * datapath::verdict::NS_PER_SEC,
+                    prefix,
+                },
+            );
+    }
+    edited
 }
 
 /// The `ipvsadm -R` line of each edit of `case` (in order), `None` for an edit of a
@@ -160,6 +201,20 @@ pub fn edit_commands(case: &Case) -> anyhow::Result<Vec<Option<String>>> {
         let real_of = |real: usize| spec.reals.get(real);
         Some(match edit.change {
             Change::DeleteService => format!("-D {service}"),
+            Change::AddService => {
+                weights[edit.director] = spec.reals.iter().map(|r| r.weight).collect();
+                let mut lines = vec![super::ipvs::add_service_command(spec)];
+                lines.extend(super::ipvs::add_real_commands(spec));
+                let lines: Vec<&str> = lines
+                    .iter()
+                    .map(|l| l.trim_start_matches("ipvsadm "))
+                    .collect();
+                lines.join("\n")
+            }
+            Change::EditService { .. } => {
+                let command = super::ipvs::add_service_command(&edited_spec(spec, &edit.change));
+                command.replacen("ipvsadm -A ", "-E ", 1)
+            }
             Change::Delete { real } => format!(
                 "-d {service} -r {}",
                 super::ipvs::real_argument(real_of(real)?.address)

@@ -19,8 +19,8 @@ use datapath::verdict::Verdict;
 
 use super::ipvs;
 use super::oracle::{
-    Case, CaseRecord, Change, Counters, PacketOutcome, case_directors, event_frame, mark_of,
-    nat_target, wire_text,
+    Case, CaseRecord, Change, Counters, PacketOutcome, case_directors, edited_spec, event_frame,
+    mark_of, nat_target, wire_text,
 };
 
 /// Virtual time between two packets.
@@ -99,6 +99,20 @@ fn apply_edits(directors: &mut Directors, case: &Case, n: usize, now: u64) -> an
         let real = |real: usize| spec.reals.get(real).map(|r| r.address);
         let done = match edit.change {
             Change::DeleteService => Some(directors.remove_service(now, &spec.name)),
+            Change::AddService => {
+                let config = &case_directors(case)?[edit.director];
+                Some(directors.add_service(now, config.build()?))
+            }
+            Change::EditService { .. } => {
+                let edited = edited_spec(&spec, &edit.change);
+                Some(directors.edit_service(
+                    now,
+                    &spec.name,
+                    edited.scheduler,
+                    edited.flags,
+                    edited.persistence,
+                ))
+            }
             Change::Delete { real: r } => real(r).map(|a| directors.set_down(now, &spec.name, a)),
             Change::Add { real: r } => real(r).map(|a| directors.set_up(now, &spec.name, a)),
             Change::Weight { real: r, weight } => {
@@ -112,7 +126,8 @@ fn apply_edits(directors: &mut Directors, case: &Case, n: usize, now: u64) -> an
     Ok(())
 }
 
-fn service_name(key: &ServiceKey) -> String {
+/// A service as `ipvsadm -L -n` names it (`TCP 10.0.0.1:80`, `FWM 3`).
+pub fn service_name(key: &ServiceKey) -> String {
     match key {
         ServiceKey::Tuple { proto, vip, port } => {
             let proto = if *proto == ip_proto::UDP {

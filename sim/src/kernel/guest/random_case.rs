@@ -5,7 +5,8 @@
 //! connections, handshakes, data, FIN and RST closes from either side, repeats of a 5-tuple
 //! after it closed, and a few packets for no service; in about half the cases, operator
 //! changes between packets (`ipvsadm -e` weights including 0, `-d` and `-a` of real servers,
-//! `-D` of a service).
+//! `-E` of a service's scheduler, flags and persistence, `-D` of a service and `-A` of it
+//! again with its real servers).
 //!
 //! Direct-routing and tunnel servers get the service's port (ipvsadm forces it), and
 //! port-0 services are persistent (the other kind is refused); everything else is drawn.
@@ -45,6 +46,8 @@ struct Target {
     protos: Vec<u8>,
     /// How many real servers.
     reals: usize,
+    /// A port-0 virtual service (it must stay persistent: `ipvsadm` refuses it otherwise).
+    port_zero: bool,
 }
 
 fn real_address(ipv6: bool, director: usize, real: usize) -> IpAddr {
@@ -76,6 +79,7 @@ fn director_toml(draw: &mut Draw, index: usize, marks: &mut Vec<MarkRule>) -> (S
         ports: vec![80, 443],
         protos: Vec::new(),
         reals: 0,
+        port_zero: false,
     };
     let mut service_port = 0;
     if fwmark {
@@ -134,25 +138,19 @@ fn director_toml(draw: &mut Draw, index: usize, marks: &mut Vec<MarkRule>) -> (S
             if udp { "udp" } else { "tcp" }
         );
         target.addresses.push(vip);
+        target.port_zero = service_port == 0;
         target.protos = vec![if udp { 17 } else { 6 }];
         if service_port != 0 {
             target.ports = vec![service_port];
         }
     }
-    let flags = match scheduler {
-        "sh" | "mh" => {
-            let mut flags = Vec::new();
-            if draw.chance(50) {
-                flags.push(format!("\"{scheduler}-port\""));
-            }
-            if draw.chance(50) {
-                flags.push(format!("\"{scheduler}-fallback\""));
-            }
-            flags.join(", ")
-        }
-        _ => String::new(),
-    };
-    let _ = writeln!(text, "flags = [{flags}]");
+    let (port_flag, fallback) = scheduler_flags(draw, scheduler);
+    let flags: Vec<String> = [(port_flag, "port"), (fallback, "fallback")]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, flag)| format!("\"{scheduler}-{flag}\""))
+        .collect();
+    let _ = writeln!(text, "flags = [{}]", flags.join(", "));
     if persistent {
         let mask = match (ipv6, draw.chance(50)) {
             (false, true) => "255.255.255.255",
@@ -202,6 +200,53 @@ fn director_toml(draw: &mut Draw, index: usize, marks: &mut Vec<MarkRule>) -> (S
     }
     text.push_str("]\n");
     (text, target)
+}
+
+/// sh / mh flags drawn for `scheduler`: (hash the port, fall back).
+fn scheduler_flags(draw: &mut Draw, scheduler: &str) -> (bool, bool) {
+    match scheduler {
+        "sh" | "mh" => (draw.chance(50), draw.chance(50)),
+        _ => (false, false),
+    }
+}
+
+/// An `ipvsadm -E` of `target`'s service: any scheduler (and its flags), persistence on or
+/// off (a port-0 service stays persistent), another timeout and netmask.
+fn edit_service(draw: &mut Draw, target: &Target) -> Change {
+    use datapath::director::scheduler::SchedulerKind as K;
+    const KINDS: [K; 13] = [
+        K::Rr,
+        K::Wrr,
+        K::Lc,
+        K::Wlc,
+        K::Sed,
+        K::Nq,
+        K::Sh,
+        K::Dh,
+        K::Mh,
+        K::Lblc,
+        K::Lblcr,
+        K::Fo,
+        K::Ovf,
+    ];
+    let scheduler = *draw.pick(&KINDS);
+    let (port, fallback) = scheduler_flags(draw, scheduler.name());
+    let persistence = (target.port_zero || draw.chance(50)).then(|| {
+        let timeout = *draw.pick(&[60u32, 300, 900]);
+        let prefix = match (target.ipv6, draw.chance(50)) {
+            (false, true) => 32,
+            (false, false) => 24,
+            (true, true) => 128,
+            (true, false) => 64,
+        };
+        (timeout, prefix)
+    });
+    Change::EditService {
+        scheduler,
+        port,
+        fallback,
+        persistence,
+    }
 }
 
 fn client_address(draw: &mut Draw, ipv6: bool) -> IpAddr {
@@ -319,12 +364,13 @@ pub fn random_case(seed: u64) -> Case {
 
 /// Operator changes for about half the cases: up to three, at random points, each valid
 /// when made (no edit of a deleted server or service): re-weighting (0 = quiescent),
-/// deleting a real server, adding a deleted one back, deleting a service.
+/// deleting a real server, adding a deleted one back, changing the service (`-E`),
+/// deleting a service, adding a deleted service back with its real servers.
 fn random_edits(draw: &mut Draw, targets: &[Target], events: usize) -> Vec<Edit> {
     if events == 0 || draw.chance(50) {
         return Vec::new();
     }
-    let mut points: Vec<usize> = (0..=draw.below(3))
+    let mut points: Vec<usize> = (0..=draw.below(4))
         .map(|_| 1 + draw.below(events as u64) as usize)
         .collect();
     points.sort_unstable();
@@ -332,20 +378,30 @@ fn random_edits(draw: &mut Draw, targets: &[Target], events: usize) -> Vec<Edit>
     let mut real_gone: Vec<Vec<bool>> = targets.iter().map(|t| vec![false; t.reals]).collect();
     let mut edits = Vec::new();
     for before in points {
-        let live: Vec<usize> = (0..targets.len()).filter(|&d| !service_gone[d]).collect();
-        if live.is_empty() {
-            break;
+        let director = draw.below(targets.len() as u64) as usize;
+        if service_gone[director] {
+            if draw.chance(60) {
+                service_gone[director] = false;
+                real_gone[director].fill(false);
+                edits.push(Edit {
+                    before,
+                    director,
+                    change: Change::AddService,
+                });
+            }
+            continue;
         }
-        let director = *draw.pick(&live);
         let gone: Vec<usize> = (0..targets[director].reals)
             .filter(|&r| real_gone[director][r])
             .collect();
         let present: Vec<usize> = (0..targets[director].reals)
             .filter(|&r| !real_gone[director][r])
             .collect();
-        let change = if draw.chance(10) {
+        let change = if draw.chance(15) {
             service_gone[director] = true;
             Change::DeleteService
+        } else if draw.chance(20) {
+            edit_service(draw, &targets[director])
         } else if !gone.is_empty() && (present.is_empty() || draw.chance(40)) {
             let real = *draw.pick(&gone);
             real_gone[director][real] = false;
