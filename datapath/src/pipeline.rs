@@ -94,6 +94,10 @@ pub struct PacketOutcome {
     /// not serialized).
     #[serde(skip)]
     pub next_hop: Option<(IfaceId, Option<IpAddr>)>,
+    /// The egress MTU a forwarded IPv4 datagram without DF is cut to as it is sent (see
+    /// `ip::fragment`), and the offset of its IP header; not serialized.
+    #[serde(skip)]
+    pub fragment_mtu: Option<(u32, u16)>,
 }
 
 impl PacketOutcome {
@@ -107,6 +111,7 @@ impl PacketOutcome {
             director: None,
             route: None,
             next_hop: None,
+            fragment_mtu: None,
         }
     }
 }
@@ -554,10 +559,15 @@ impl Pipeline {
     }
 
     /// Send what `classify` let through (by its route's interface and gateway when a
-    /// routing table chose them), or the ICMP error it answered with.
+    /// routing table chose them; in fragments when the IP layer said so), or the ICMP
+    /// error it answered with.
     fn send_classified(&mut self, iface: IfaceId, frame: Vec<u8>, classified: &Classified) {
         if classified.forward {
-            self.emitted.push(routed(iface, frame, &classified.outcome));
+            if let Some((mtu, l3)) = classified.outcome.fragment_mtu {
+                self.send_fragments(iface, frame, &classified.outcome, mtu, l3);
+            } else {
+                self.emitted.push(routed(iface, frame, &classified.outcome));
+            }
         } else if let Some(answer) = &classified.answer {
             self.emitted.push(EmittedFrame::new(iface, answer.clone()));
         }
@@ -640,7 +650,20 @@ impl Pipeline {
             Err(outcome) => return outcome,
         };
         let (mut later, meta) = self.later_stages();
-        let classified = later.classify(now, meta, &mut first);
+        let mut classified = later.classify(now, meta, &mut first);
+        if let (Some(answer), Stage::Ip) = (&classified.answer, classified.outcome.stage) {
+            // The IP layer's ICMP error quotes the reassembled datagram, not its first
+            // fragment, as the kernel's does after nf_defrag.
+            let l3 = usize::from(self.last_meta.l3_offset);
+            let mut frames = vec![first.clone()];
+            frames.extend(rest.iter().cloned());
+            let whole = crate::ip::defrag::reassembled(&frames, l3);
+            if let Some(requoted) =
+                whole.and_then(|w| crate::ip::icmp::requote(answer, l3, &w[l3..]))
+            {
+                classified.answer = Some(requoted);
+            }
+        }
         self.send_datagram(iface, first, rest, &classified);
         classified.outcome
     }

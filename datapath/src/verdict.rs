@@ -114,11 +114,13 @@ pub enum DropReason {
     ReassemblyFailed,
     /// A duplicate of a fragment already queued for reassembly.
     FragmentDuplicate,
+    /// IP routing: no route to the destination and the ICMP error was rate-limited.
+    NoRoute,
 }
 
 impl DropReason {
     /// The reasons other than `Invalid(_)`, in declaration order.
-    pub const OTHERS: [DropReason; 21] = [
+    pub const OTHERS: [DropReason; 22] = [
         Self::Denylist,
         Self::BadCookie,
         Self::StaleCookie,
@@ -140,6 +142,7 @@ impl DropReason {
         Self::PacketTooBig,
         Self::ReassemblyFailed,
         Self::FragmentDuplicate,
+        Self::NoRoute,
     ];
 
     /// Number of distinct reasons (size of a counter array indexed by [`DropReason::index`]).
@@ -189,6 +192,7 @@ impl DropReason {
             Self::PacketTooBig => "packet_too_big".into(),
             Self::ReassemblyFailed => "reassembly_failed".into(),
             Self::FragmentDuplicate => "fragment_duplicate".into(),
+            Self::NoRoute => "no_route".into(),
         }
     }
 }

@@ -64,7 +64,7 @@ fn outcomes(pipeline: &mut Pipeline, frames: &[Vec<u8>]) -> Vec<Expect> {
             }
             Verdict::Pass | Verdict::Forward => {
                 assert!(!emitted.is_empty(), "a forwarded packet is sent");
-                Expect::Forward
+                forwarded(&emitted, frame)
             }
         };
         for earlier in held.drain(..) {
@@ -75,6 +75,26 @@ fn outcomes(pipeline: &mut Pipeline, frames: &[Vec<u8>]) -> Vec<Expect> {
     out.into_iter()
         .map(|o| o.unwrap_or(Expect::Drop("reassembly_incomplete")))
         .collect()
+}
+
+/// A forward, or the fragments a whole datagram (`input`) left as (each a valid IPv4
+/// packet with the datagram's ID and the TTL decremented).
+fn forwarded(emitted: &[datapath::pipeline::EmittedFrame], input: &[u8]) -> Expect {
+    let opts = ParseOptions::default();
+    let parse = |f: &[u8]| parse_with(&opts, LinkType::Ethernet, f, f.len() as u32, 0);
+    let metas: Vec<_> = emitted.iter().map(|e| parse(&e.frame)).collect();
+    if parse(input).frag.is_fragment || !metas[0].frag.is_fragment {
+        return Expect::Forward;
+    }
+    let shapes: Vec<(u32, u32, bool)> = metas
+        .iter()
+        .map(|m| {
+            assert_eq!(m.invalid, None, "a valid fragment");
+            assert_eq!((m.frag.id, m.ttl), (metas[0].frag.id, 63));
+            (m.frag.offset, m.ip_len, m.frag.more)
+        })
+        .collect();
+    Expect::Fragments(Box::leak(shapes.into_boxed_slice()))
 }
 
 #[test]
@@ -285,4 +305,118 @@ fn an_incomplete_datagram_times_out_after_ipfrag_time() {
     assert_eq!((outcome.stage, outcome.verdict), (Stage::Ip, Verdict::Pass));
     assert!(p.emitted().is_empty());
     assert_eq!(p.ip().unwrap().defrag.counters().timeouts, 1);
+}
+
+fn answer_type(p: &Pipeline) -> Option<(u8, u8)> {
+    let answer = &p.emitted().first()?.frame;
+    let meta = parse_with(
+        &ParseOptions::default(),
+        LinkType::Ethernet,
+        answer,
+        answer.len() as u32,
+        0,
+    );
+    meta.icmp_type.zip(meta.icmp_code)
+}
+
+#[test]
+fn without_a_route_a_written_main_table_answers_net_unreachable_rate_limited() {
+    let config = IpConfig {
+        interfaces: vec![IpInterface {
+            iface: 0,
+            address: "198.51.100.254".parse().unwrap(),
+            prefix: 24,
+        }],
+        unreachable_without_route: true,
+        ..IpConfig::default()
+    };
+    let mut p = pipeline(config.clone());
+    // 192.0.2.80: no route (only 198.51.100.0/24 is connected).
+    let frame = udp_from("198.51.100.1", 64);
+    let mut sent = Vec::new();
+    for i in 0..4 {
+        let outcome = p.process(i, 0, LinkType::Ethernet, frame.clone(), frame.len() as u32);
+        sent.push((outcome.verdict, answer_type(&p)));
+    }
+    let limited = Verdict::Drop(datapath::DropReason::NoRoute);
+    // ip_error's bucket (5 s, 1 s each) and the ICMP one (6 s, 1 s each) share the peer's
+    // tokens: two answers in a burst.
+    let reply = (Verdict::Reply, Some((3, 0)));
+    assert_eq!(sent, [reply, reply, (limited, None), (limited, None)]);
+    // TTL 1 without a route: the routing decision comes first (net unreachable).
+    let mut p = pipeline(config.clone());
+    let expiring = udp_from("198.51.100.2", 1);
+    p.process(0, 0, LinkType::Ethernet, expiring.clone(), 60);
+    assert_eq!(answer_type(&p), Some((3, 0)));
+    // A routed destination is forwarded; IPv6 without a route gets "no route" (1/0).
+    let mut p = pipeline(config.clone());
+    let routed = PacketBuilder::eth()
+        .ipv4(
+            "203.0.113.1".parse().unwrap(),
+            "198.51.100.7".parse().unwrap(),
+        )
+        .udp(1, 53)
+        .build();
+    let outcome = p.process(0, 0, LinkType::Ethernet, routed.clone(), 60);
+    assert_eq!(outcome.verdict, Verdict::Pass);
+    let v6 = PacketBuilder::eth()
+        .ipv6(
+            "2001:db8:1::1".parse().unwrap(),
+            "2001:db8::80".parse().unwrap(),
+        )
+        .udp(1, 53)
+        .build();
+    p.process(1, 0, LinkType::Ethernet, v6.clone(), v6.len() as u32);
+    assert_eq!(answer_type(&p), Some((1, 0)));
+    // Without a written main table the same packet is forwarded.
+    let mut p = pipeline(IpConfig {
+        unreachable_without_route: false,
+        ..config
+    });
+    let outcome = p.process(0, 0, LinkType::Ethernet, frame.clone(), 60);
+    assert_eq!(outcome.verdict, Verdict::Pass);
+}
+
+#[test]
+fn icmp_errors_and_later_fragments_get_no_icmp_error() {
+    let mut p = pipeline(IpConfig::default());
+    let error = PacketBuilder::eth()
+        .ipv4(
+            "198.51.100.1".parse().unwrap(),
+            "192.0.2.80".parse().unwrap(),
+        )
+        .ttl(1)
+        .icmp(3, 1)
+        .build();
+    let outcome = p.process(0, 0, LinkType::Ethernet, error.clone(), error.len() as u32);
+    let expired = Verdict::Drop(datapath::DropReason::TtlExceeded);
+    assert_eq!(outcome.verdict, expired);
+    assert!(p.emitted().is_empty());
+    let echo = PacketBuilder::eth()
+        .ipv4(
+            "198.51.100.1".parse().unwrap(),
+            "192.0.2.80".parse().unwrap(),
+        )
+        .ttl(1)
+        .icmp(8, 0)
+        .build();
+    let outcome = p.process(1, 0, LinkType::Ethernet, echo.clone(), echo.len() as u32);
+    assert_eq!(
+        outcome.verdict,
+        Verdict::Reply,
+        "an echo request is answered"
+    );
+    let whole = PacketBuilder::eth()
+        .ipv4(
+            "198.51.100.3".parse().unwrap(),
+            "192.0.2.80".parse().unwrap(),
+        )
+        .ttl(1)
+        .udp(40_000, 53)
+        .payload(&[0x61; 32])
+        .build();
+    let later = &datapath::ip::fixtures::fragments(&whole, 7, &[(8, 8, false)])[0];
+    let outcome = p.process(2, 0, LinkType::Ethernet, later.clone(), 60);
+    assert_eq!(outcome.verdict, expired);
+    assert!(p.emitted().is_empty());
 }

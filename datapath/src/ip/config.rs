@@ -28,7 +28,10 @@
 //! ```
 //!
 //! The main table holds the connected networks of `[interfaces]`, the `default_route`
-//! interface's default routes and the routes of `[[ip.table]] id = 254`. `to = "default"`
+//! interface's default routes and the routes of `[[ip.table]] id = 254`. Writing
+//! `id = 254` declares the main table complete: a destination no table routes then gets
+//! ICMP net unreachable (ICMPv6 no route), as from a router without a route; without it,
+//! such a packet is forwarded as received. `to = "default"`
 //! is the default route of the gateway's family (without a gateway write `0.0.0.0/0` or
 //! `::/0`). A gateway must be inside a connected network (of `dev` when given), as the
 //! kernel requires ("Nexthop has invalid gateway"); see [`super::route`].
@@ -203,6 +206,7 @@ pub fn build(
         default_route: settings.default_route.as_deref().map(index).transpose()?,
         routes,
         tables,
+        unreachable_without_route: settings.table.iter().any(|t| t.id == route::MAIN_TABLE),
         defrag,
         conntrack: false,
     })

@@ -21,7 +21,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::packet::PacketMeta;
+use crate::packet::{PacketMeta, checksum};
 use crate::verdict::{NS_PER_SEC, TimeNs};
 
 /// Limits (`net.ipv4.ipfrag_*`, `net.ipv6.ip6frag_*`).
@@ -271,6 +271,69 @@ fn complete(queue: &Queue) -> bool {
         covered = stop;
     }
     covered == end
+}
+
+/// The datagram a complete set of fragments makes (`frames` in offset order, IP header
+/// at `l3`), as `ip_frag_reasm` / `nf_ct_frag6_reasm` leave it for the stages after
+/// reassembly: the first fragment's header with the whole length; IPv4 offset and MF
+/// cleared, DF kept when the largest fragment had it (`max_df_size`), the header checksum
+/// recomputed; IPv6 without its fragment header. `None` for an IPv6 fragment header that
+/// does not follow the fixed header.
+pub fn reassembled(frames: &[Vec<u8>], l3: usize) -> Option<Vec<u8>> {
+    let first = frames.first()?.get(l3..)?;
+    let v6 = first.first()? >> 4 == 6;
+    let mut data: Vec<u8> = Vec::new();
+    let mut largest = (0, false);
+    for frame in frames {
+        let ip = frame.get(l3..)?;
+        let (start, end, offset) = if v6 {
+            if ip.get(6) != Some(&44) {
+                return None;
+            }
+            let field = u16::from_be_bytes([*ip.get(42)?, *ip.get(43)?]);
+            let end = 40 + usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+            (48, end, usize::from(field & 0xfff8))
+        } else {
+            let hlen = usize::from(ip[0] & 0x0f) * 4;
+            let field = u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]);
+            if end_of(ip) > largest.0 {
+                largest = (end_of(ip), field & 0x4000 != 0);
+            }
+            (hlen, end_of(ip), usize::from(field & 0x1fff) * 8)
+        };
+        let piece = ip.get(start..end)?;
+        if data.len() < offset + piece.len() {
+            data.resize(offset + piece.len(), 0);
+        }
+        data[offset..offset + piece.len()].copy_from_slice(piece);
+    }
+    let mut out = frames[0].get(..l3)?.to_vec();
+    if v6 {
+        out.extend_from_slice(first.get(..40)?);
+        out[l3 + 6] = *first.get(40)?;
+        let length = u16::try_from(data.len()).ok()?;
+        out[l3 + 4..l3 + 6].copy_from_slice(&length.to_be_bytes());
+    } else {
+        let hlen = usize::from(first[0] & 0x0f) * 4;
+        out.extend_from_slice(first.get(..hlen)?);
+        let total = u16::try_from(hlen + data.len()).ok()?;
+        out[l3 + 2..l3 + 4].copy_from_slice(&total.to_be_bytes());
+        let flags: u16 = if largest.1 { 0x4000 } else { 0 };
+        out[l3 + 6..l3 + 8].copy_from_slice(&flags.to_be_bytes());
+        out[l3 + 10..l3 + 12].fill(0);
+        let sum = checksum::field_bytes(checksum::partial(&out[l3..l3 + hlen]));
+        out[l3 + 10..l3 + 12].copy_from_slice(&sum);
+    }
+    out.extend_from_slice(&data);
+    Some(out)
+}
+
+/// IPv4 total length, bounded by the bytes there.
+fn end_of(ip: &[u8]) -> usize {
+    let total = ip
+        .get(2..4)
+        .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+    total.min(ip.len())
 }
 
 #[cfg(test)]

@@ -22,6 +22,8 @@ pub enum Expect {
     Drop(&'static str),
     /// Answered with this ICMP / ICMPv6 error (type, code).
     Icmp(u8, u8),
+    /// Forwarded in IPv4 fragments: (offset, total length, MF) of each, in order.
+    Fragments(&'static [(u32, u32, bool)]),
 }
 
 /// One case: frames in order, each with its expected outcome.
@@ -227,7 +229,35 @@ pub fn forwarding_cases() -> Vec<Case> {
             udp(v6("2001:db8:1::13"), dst6, 64, big),
             Expect::Icmp(2, 0),
         ),
+        // ip_do_fragment: 1380 bytes of room after the header, 1376 (a multiple of 8) per
+        // fragment but the last.
+        single(
+            "no DF over the MTU",
+            without_df(udp(v4("198.51.100.15"), dst, 64, big)),
+            Expect::Fragments(&[(0, 1396, true), (1376, 52, false)]),
+        ),
+        single(
+            "no DF over twice the MTU",
+            without_df(udp(v4("198.51.100.16"), dst, 64, 3000)),
+            Expect::Fragments(&[(0, 1396, true), (1376, 1396, true), (2752, 276, false)]),
+        ),
+        single(
+            "no DF at the MTU",
+            without_df(udp(v4("198.51.100.17"), dst, 64, big - 28)),
+            Expect::Forward,
+        ),
     ]
+}
+
+/// The same IPv4 frame with DF clear (header checksum recomputed).
+pub fn without_df(mut frame: Vec<u8>) -> Vec<u8> {
+    const L3: usize = 14;
+    let header_len = usize::from(frame[L3] & 0x0f) * 4;
+    frame[L3 + 6] &= !0x40;
+    frame[L3 + 10..L3 + 12].fill(0);
+    let sum = checksum::field_bytes(checksum::partial(&frame[L3..L3 + header_len]));
+    frame[L3 + 10..L3 + 12].copy_from_slice(&sum);
+    frame
 }
 
 /// Fragment sets: complete (in and out of order), incomplete, overlapping; IPv4 and IPv6.
@@ -251,6 +281,9 @@ pub fn fragment_cases() -> Vec<Case> {
         0x2004,
         &[(0, 24, true), (16, 32, false)],
     );
+    let halves = [(0, 24, true), (24, 24, false)];
+    let expiring = fragments(&udp(src, dst, 1, 40), 0x1005, &halves);
+    let expiring6 = fragments(&udp(src6, dst6, 1, 40), 0x2005, &halves);
     let gone = Expect::Drop("reassembly_incomplete");
     // The parser's overlap check (an invalid packet) sees the overlap before reassembly.
     let failed = Expect::Drop("invalid:fragment_overlap");
@@ -272,6 +305,15 @@ pub fn fragment_cases() -> Vec<Case> {
         Case {
             name: "fragments overlapping",
             frames: pair(overlapping, failed.clone(), failed.clone()),
+        },
+        // The error quotes the reassembled datagram (offset and MF cleared).
+        Case {
+            name: "fragments with TTL 1",
+            frames: pair(expiring, Expect::Icmp(11, 0), Expect::Icmp(11, 0)),
+        },
+        Case {
+            name: "IPv6 fragments with hop limit 1",
+            frames: pair(expiring6, Expect::Icmp(3, 0), Expect::Icmp(3, 0)),
         },
         Case {
             name: "IPv6 fragments complete",

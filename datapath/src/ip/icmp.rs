@@ -7,6 +7,10 @@
 //! datagram as fits in 576 bytes (IPv4, `__icmp_send`) or 1280 bytes (IPv6,
 //! `icmp6_send`), as received.
 //!
+//! Destination unreachable for a packet without a route (`ip_error`: net unreachable 3/0;
+//! `ip6_pkt_discard`: ICMPv6 no route 1/0) is limited first by `ip_error`'s own bucket on
+//! the same per-peer tokens (IPv4 only; see [`IcmpLimiter::route_error_allow`]).
+//!
 //! Rate limits (`icmpv4_xrlim_allow`, `icmpv6_xrlim_allow`, `inet_peer_xrlim_allow`): per
 //! destination a token bucket of `icmp_ratelimit` ms per message and a burst of
 //! `XRLIM_BURST_FACTOR` (6) messages, a new peer starting full; IPv4 types in
@@ -28,6 +32,10 @@ pub const XRLIM_BURST_FACTOR: u64 = 6;
 /// still finds no room is not limited per peer (as `inet_getpeer` failing).
 pub const PEER_CAPACITY: usize = 4_096;
 const PEER_IDLE_MS: u64 = 60_000;
+/// `ip_rt_error_cost` (`net.ipv4.route.error_cost`, HZ): ms of tokens per unreachable.
+pub const ROUTE_ERROR_COST_MS: u64 = 1_000;
+/// `ip_rt_error_burst` (`net.ipv4.route.error_burst`, 5 × HZ).
+pub const ROUTE_ERROR_BURST_MS: u64 = 5_000;
 
 /// Rate-limit settings (the kernel's sysctls).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +135,25 @@ impl IcmpLimiter {
         if timeout == 0 {
             return true;
         }
+        self.take_tokens(dest, ms, timeout, XRLIM_BURST_FACTOR * timeout)
+    }
+
+    /// `ip_error`'s own limit on ICMP destination unreachable for packets without a route
+    /// (`net.ipv4.route.error_cost` 1 s per message, `error_burst` 5 s), on the same
+    /// per-peer tokens as the ICMP limit (`inet_peer.rate_tokens`), before it.
+    pub fn route_error_allow(&mut self, dest: IpAddr, now: TimeNs) -> bool {
+        self.take_tokens(
+            dest,
+            now / 1_000_000,
+            ROUTE_ERROR_COST_MS,
+            ROUTE_ERROR_BURST_MS,
+        )
+    }
+
+    /// Refill `dest`'s tokens (ms elapsed, at most `cap`), then take `cost` if there are
+    /// that many. A new peer starts as the kernel's, last refilled a minute ago; a peer
+    /// that finds no room in a full table is not limited.
+    fn take_tokens(&mut self, dest: IpAddr, ms: u64, cost: u64, cap: u64) -> bool {
         if !self.peers.contains_key(&dest) && self.peers.len() >= PEER_CAPACITY {
             if self
                 .last_sweep_ms
@@ -140,17 +167,30 @@ impl IcmpLimiter {
                 return true;
             }
         }
-        let max = XRLIM_BURST_FACTOR * timeout;
-        let (tokens, last) = self.peers.entry(dest).or_insert((max, ms));
-        let mut token = (*tokens + ms.saturating_sub(*last)).min(max);
+        let (tokens, last) = self.peers.entry(dest).or_insert((PEER_IDLE_MS, ms));
+        let mut token = (*tokens + ms.saturating_sub(*last)).min(cap);
         *last = ms;
-        let allowed = token >= timeout;
+        let allowed = token >= cost;
         if allowed {
-            token -= timeout;
+            token -= cost;
         }
         *tokens = token;
         allowed
     }
+}
+
+/// Whether an ICMP error may answer the packet at all (`__icmp_send`, `icmp6_send`'s
+/// `is_ineligible`): never a non-first IPv4 fragment, nor an ICMP error (IPv4 types 3, 4,
+/// 5, 11, 12 and unknown types above 18; ICMPv6 types below 128). Checked before the rate
+/// limits, which it does not draw on.
+pub fn may_answer(meta: &PacketMeta) -> bool {
+    let first = !meta.frag.is_fragment || meta.frag.offset == 0;
+    let error = match (meta.proto, meta.icmp_type) {
+        (Some(ip_proto::ICMP), Some(t)) => matches!(t, 3 | 4 | 5 | 11 | 12) || t > 18,
+        (Some(ip_proto::ICMPV6), Some(t)) => t < 128,
+        _ => false,
+    };
+    (first || meta.dst.is_some_and(|d| d.is_ipv6())) && !error
 }
 
 /// Build the error `icmp_type`/`code` (`info`: the next-hop MTU of fragmentation needed /
@@ -167,6 +207,7 @@ pub fn error_frame(
     let l3 = usize::from(meta.l3_offset);
     let dest = meta.src?;
     let datagram = frame.get(l3..)?;
+    let datagram = &datagram[..datagram.len().min(meta.ip_len as usize)];
     let mut out = Vec::with_capacity(l3 + 576);
     out.extend_from_slice(frame.get(..l3)?);
     if l3 >= 14 {
@@ -174,10 +215,48 @@ pub fn error_frame(
         out.copy_within(6..12, 0);
         out[6..12].copy_from_slice(&frame[0..6]);
     }
+    append_error(&mut out, datagram, dest, source, (icmp_type, code, info))?;
+    Some(out)
+}
+
+/// The error `answer` (made by [`error_frame`], IP header at `l3`) quoting `datagram`
+/// instead of the packet it was made for: the same link header, addresses, type, code
+/// and rest-of-header word.
+pub fn requote(answer: &[u8], l3: usize, datagram: &[u8]) -> Option<Vec<u8>> {
+    let ip = answer.get(l3..)?;
+    let (source, dest, icmp): (IpAddr, IpAddr, &[u8]) = match ip.first()? >> 4 {
+        4 => {
+            let src: [u8; 4] = ip.get(12..16)?.try_into().ok()?;
+            let dst: [u8; 4] = ip.get(16..20)?.try_into().ok()?;
+            (src.into(), dst.into(), ip.get(20..28)?)
+        }
+        6 => {
+            let src: [u8; 16] = ip.get(8..24)?.try_into().ok()?;
+            let dst: [u8; 16] = ip.get(24..40)?.try_into().ok()?;
+            (src.into(), dst.into(), ip.get(40..48)?)
+        }
+        _ => return None,
+    };
+    let source = (!source.is_unspecified()).then_some(source);
+    let info = u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]);
+    let mut out = answer[..l3].to_vec();
+    append_error(&mut out, datagram, dest, source, (icmp[0], icmp[1], info))?;
+    Some(out)
+}
+
+/// Append the IP header and ICMP / ICMPv6 error (type, code, rest-of-header word)
+/// quoting as much of `datagram` as fits, from `source` to `dest`.
+fn append_error(
+    out: &mut Vec<u8>,
+    datagram: &[u8],
+    dest: IpAddr,
+    source: Option<IpAddr>,
+    (icmp_type, code, info): (u8, u8, u32),
+) -> Option<()> {
     match dest {
         IpAddr::V4(dest) => {
             let tos = datagram.get(1).copied().unwrap_or(0) & 0x1e | 0xc0;
-            let quoted = &datagram[..datagram.len().min(576 - 28).min(meta.ip_len as usize)];
+            let quoted = &datagram[..datagram.len().min(576 - 28)];
             let total = (28 + quoted.len()) as u16;
             let src = match source {
                 Some(IpAddr::V4(a)) => a,
@@ -200,7 +279,7 @@ pub fn error_frame(
             out[icmp + 2..icmp + 4].copy_from_slice(&sum);
         }
         IpAddr::V6(dest) => {
-            let quoted = &datagram[..datagram.len().min(1280 - 48).min(meta.ip_len as usize)];
+            let quoted = &datagram[..datagram.len().min(1280 - 48)];
             let length = (8 + quoted.len()) as u32;
             let src = match source {
                 Some(IpAddr::V6(a)) => a,
@@ -220,7 +299,7 @@ pub fn error_frame(
             out[icmp + 2..icmp + 4].copy_from_slice(&sum);
         }
     }
-    Some(out)
+    Some(())
 }
 
 #[cfg(test)]
@@ -241,6 +320,21 @@ mod tests {
         // Fragmentation needed is never limited; nor are types outside the mask.
         assert!(limiter.allow(&limits, 1_000_000_000, dest, 3, 4, 32));
         assert!(limiter.allow(&limits, 1_000_000_000, dest, 0, 0, 32));
+    }
+
+    #[test]
+    fn unreachables_draw_on_the_route_error_bucket_then_the_icmp_one() {
+        let mut limiter = IcmpLimiter::default();
+        let limits = IcmpLimits::default();
+        let dest: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut send = |at: u64| {
+            limiter.route_error_allow(dest, at) && limiter.allow(&limits, at, dest, 3, 0, 32)
+        };
+        // 5 s of burst, 2 s per message (1 s each bucket): two at once, then one every 2 s.
+        let at_once = (0..6).filter(|_| send(0)).count();
+        assert_eq!(at_once, 2);
+        assert!(!send(1_500_000_000));
+        assert!(send(4_000_000_000));
     }
 
     #[test]

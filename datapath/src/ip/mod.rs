@@ -10,6 +10,13 @@
 //!    forwarding checks (the director / NAT may still take it, as IPVS on LOCAL_IN);
 //! 3. `forwarding` off (`net.ipv4.ip_forward`, `net.ipv6.conf.all.forwarding`): drop
 //!    `forwarding_off` (`ip_error` sends nothing when forwarding is off);
+//!    the route (see [`route`]): the flows' `table <id>` mark selects that routing table
+//!    (`ip rule add fwmark … lookup <id>`), falling through to main when it has no route.
+//!    No route at all, when the main table is written out
+//!    ([`IpConfig::unreachable_without_route`]): ICMP net unreachable (3/0, `ip_error`,
+//!    with its own rate limit first) or ICMPv6 no route (1/0, `ip6_pkt_discard`); drop
+//!    `no_route` when limited. Without a written main table such a packet is forwarded
+//!    as received;
 //! 4. reverse-path filter (IPv4, `fib_validate_source`, `rp_filter` = strict / loose):
 //!    drop `rp_filter` when the route back to the source does not leave by the ingress
 //!    interface (strict) or does not exist (loose). The routes are the appliance's
@@ -21,26 +28,26 @@
 //!    Then an IPv6 packet from a link-local source gets ICMPv6 destination unreachable
 //!    2 (beyond scope of source address), as `ip6_forward` sends it; drop `martian_source`
 //!    when limited;
-//! 6. the route (see [`route`]): the flows' `table <id>` mark selects that routing table
-//!    (`ip rule add fwmark … lookup <id>`), falling through to main when it has no route;
-//!    its interface is the egress for the MTU check and, with a gateway, the frame is sent
-//!    to the gateway. Without any route the packet is forwarded as before (no ICMP
-//!    unreachable is modelled);
+//! 6. the route's interface is the egress for the MTU check and, with a gateway, the
+//!    frame is sent to the gateway;
 //!    MTU (`ip_exceeds_mtu`, `ip6_pkt_too_big`): an IPv4 datagram longer than the egress
 //!    MTU with DF set gets ICMP fragmentation needed (3/4, next-hop MTU), an IPv6 one
 //!    packet too big (2/0, MTU at least 1280); drop `packet_too_big` when limited;
 //! 7. otherwise the TTL / hop limit is decremented (IPv4 header checksum updated as
-//!    `ip_decrease_ttl` does) and the packet goes on.
+//!    `ip_decrease_ttl` does) and the packet goes on. An IPv4 datagram longer than the
+//!    egress MTU without DF leaves in fragments (`ip_do_fragment`, see [`fragment`]): the
+//!    pipeline cuts it as it sends it, after NAT ([`IpLayer::last_fragment_mtu`]).
 //!
 //! `ip_rcv`'s sanity checks (version, IHL, lengths, header checksum) are the parser's
 //! invalid reasons (stage `parse`); defragmentation is [`defrag`].
 //!
-//! Not here: IPv4 fragmentation of oversized datagrams without DF (forwarded whole), ICMP
+//! Not here: ICMP
 //! redirects, multicast routing, `accept_local` / `route_localnet`.
 
 pub mod config;
 pub mod defrag;
 pub mod fixtures;
+pub mod fragment;
 pub mod icmp;
 pub mod martian;
 pub mod route;
@@ -114,6 +121,10 @@ pub struct IpConfig {
     pub routes: Vec<route::Route>,
     /// Routing tables other than main, for the flows' `table <id>` policies.
     pub tables: Vec<route::RoutingTable>,
+    /// The main table is written out (`[[ip.table]] id = 254`): a destination no table
+    /// routes gets ICMP destination unreachable. Otherwise the appliance file says
+    /// nothing of routes beyond its connected networks, and such a packet is forwarded.
+    pub unreachable_without_route: bool,
     /// Defragmentation limits.
     pub defrag: defrag::DefragLimits,
     /// Connection tracking runs (NAT, directors, SYN proxy): then, and only then,
@@ -135,6 +146,7 @@ impl Default for IpConfig {
             default_route: None,
             routes: Vec::new(),
             tables: Vec::new(),
+            unreachable_without_route: false,
             defrag: defrag::DefragLimits::default(),
             conntrack: false,
         }
@@ -163,8 +175,12 @@ pub struct IpCounters {
     pub time_exceeded_sent: u64,
     /// ICMP fragmentation needed / packet too big sent.
     pub too_big_sent: u64,
+    /// ICMP destination unreachable sent (no route; IPv6 beyond scope).
+    pub unreachable_sent: u64,
     /// ICMP errors held back by the rate limits.
     pub icmp_rate_limited: u64,
+    /// Datagrams to forward in fragments (the kernel's `FragOKs` once sent).
+    pub fragmented: u64,
 }
 
 impl IpCounters {
@@ -174,7 +190,9 @@ impl IpCounters {
         self.local += other.local;
         self.time_exceeded_sent += other.time_exceeded_sent;
         self.too_big_sent += other.too_big_sent;
+        self.unreachable_sent += other.unreachable_sent;
         self.icmp_rate_limited += other.icmp_rate_limited;
+        self.fragmented += other.fragmented;
     }
 }
 
@@ -186,6 +204,7 @@ pub struct IpLayer {
     limiter: IcmpLimiter,
     routing: route::Routing,
     last_route: Option<(route::RouteRef, route::Route)>,
+    last_fragment_mtu: Option<u32>,
     /// Reassembly queues.
     pub defrag: defrag::Defrag,
     counters: IpCounters,
@@ -212,6 +231,7 @@ impl IpLayer {
             limiter: IcmpLimiter::default(),
             routing,
             last_route: None,
+            last_fragment_mtu: None,
             defrag,
             counters: IpCounters::default(),
         }
@@ -238,6 +258,12 @@ impl IpLayer {
         self.last_route
     }
 
+    /// The egress MTU the last packet [`Self::route_and_forward`] forwarded must be cut
+    /// to: an IPv4 datagram longer than it, without DF (see [`fragment`]).
+    pub fn last_fragment_mtu(&self) -> Option<u32> {
+        self.last_fragment_mtu
+    }
+
     /// The routing decision and the forwarding checks for `frame` (described by `meta`),
     /// in the order of the module documentation, the route looked up with the flows'
     /// firewall mark (see [`route`]). Non-IP packets go on untouched.
@@ -250,6 +276,7 @@ impl IpLayer {
         fwmark: Option<u32>,
     ) -> IpDecision {
         self.last_route = None;
+        self.last_fragment_mtu = None;
         let (Some(src), Some(dst)) = (meta.src, meta.dst) else {
             return IpDecision::Forward;
         };
@@ -269,27 +296,35 @@ impl IpLayer {
         if !forwarding {
             return IpDecision::Drop(DropReason::ForwardingOff);
         }
+        self.last_route = self
+            .routing
+            .lookup(dst, fwmark)
+            .map(|(used, route)| (used, *route));
+        if self.last_route.is_none() && self.config.unreachable_without_route {
+            return self.no_route(now, meta, frame, dst);
+        }
         if self.config.rp_filter != RpFilter::Off && src.is_ipv4() && !self.source_valid(meta) {
             return IpDecision::Drop(DropReason::RpFilter);
         }
         if meta.ttl <= 1 {
             let (icmp_type, code) = if dst.is_ipv4() { (11, 0) } else { (3, 0) };
-            return self.icmp_error(now, meta, frame, icmp_type, code, 0);
+            let reason = DropReason::TtlExceeded;
+            return self.icmp_error(now, meta, frame, (icmp_type, code, 0), reason);
         }
         if link_local_source {
             // ip6_forward: "beyond scope of source address", back to the link-local source.
-            return self.icmp_error(now, meta, frame, 1, 2, 0);
+            return self.icmp_error(now, meta, frame, (1, 2, 0), DropReason::MartianSource);
         }
-        self.last_route = self
-            .routing
-            .lookup(dst, fwmark)
-            .map(|(used, route)| (used, *route));
         if let Some(mtu) = self.too_big(meta, frame, dst) {
             let (icmp_type, code) = if dst.is_ipv4() { (3, 4) } else { (2, 0) };
-            return self.icmp_error(now, meta, frame, icmp_type, code, mtu);
+            let reason = DropReason::PacketTooBig;
+            return self.icmp_error(now, meta, frame, (icmp_type, code, mtu), reason);
         }
         decrement_ttl(frame, meta);
         self.counters.forwarded += 1;
+        if self.last_fragment_mtu.is_some() {
+            self.counters.fragmented += 1;
+        }
         IpDecision::Forward
     }
 
@@ -323,8 +358,9 @@ impl IpLayer {
         }
     }
 
-    /// The egress MTU when the datagram exceeds it and may not be fragmented here.
-    fn too_big(&self, meta: &PacketMeta, frame: &[u8], dst: IpAddr) -> Option<u32> {
+    /// The egress MTU when the datagram exceeds it and may not be fragmented here; one
+    /// that may is marked for fragmenting ([`Self::last_fragment_mtu`]).
+    fn too_big(&mut self, meta: &PacketMeta, frame: &[u8], dst: IpAddr) -> Option<u32> {
         let egress = self.last_route.map(|(_, route)| route.iface);
         let mtu = egress
             .and_then(|e| self.config.interface_mtu.iter().find(|(i, _)| *i == e))
@@ -335,30 +371,55 @@ impl IpLayer {
         match dst {
             IpAddr::V4(_) => {
                 let df = frame.get(usize::from(meta.l3_offset) + 6)? & 0x40 != 0;
+                if !df {
+                    self.last_fragment_mtu = Some(mtu);
+                }
                 df.then_some(mtu)
             }
             IpAddr::V6(_) => Some(mtu.max(1280)),
         }
     }
 
+    /// No table routes `dst` (`ip_route_input_slow` / `ip6_route_input` find no route):
+    /// ICMP net unreachable (3/0) after `ip_error`'s own limit, ICMPv6 no route (1/0).
+    #[cold]
+    fn no_route(
+        &mut self,
+        now: TimeNs,
+        meta: &PacketMeta,
+        frame: &[u8],
+        dst: IpAddr,
+    ) -> IpDecision {
+        let reason = DropReason::NoRoute;
+        if dst.is_ipv6() {
+            return self.icmp_error(now, meta, frame, (1, 0, 0), reason);
+        }
+        let Some(source) = meta.src else {
+            return IpDecision::Drop(reason);
+        };
+        if !self.limiter.route_error_allow(source, now) {
+            self.counters.icmp_rate_limited += 1;
+            return IpDecision::Drop(reason);
+        }
+        self.icmp_error(now, meta, frame, (3, 0, 0), reason)
+    }
+
+    /// Answer with the ICMP error (type, code, rest-of-header word) if the rate limits
+    /// let it go, else drop for `reason`.
     fn icmp_error(
         &mut self,
         now: TimeNs,
         meta: &PacketMeta,
         frame: &[u8],
-        icmp_type: u8,
-        code: u8,
-        info: u32,
+        (icmp_type, code, info): (u8, u8, u32),
+        reason: DropReason,
     ) -> IpDecision {
-        let too_big = info != 0;
-        let reason = match icmp_type {
-            1 => DropReason::MartianSource,
-            _ if too_big => DropReason::PacketTooBig,
-            _ => DropReason::TtlExceeded,
-        };
         let Some(dest) = meta.src else {
             return IpDecision::Drop(reason);
         };
+        if !icmp::may_answer(meta) {
+            return IpDecision::Drop(reason);
+        }
         let prefix = if self.config.interfaces.is_empty() {
             0
         } else {
@@ -386,10 +447,10 @@ impl IpLayer {
             .map(|i| i.address);
         match icmp::error_frame(frame, meta, source, icmp_type, code, info) {
             Some(answer) => {
-                if too_big {
-                    self.counters.too_big_sent += 1;
-                } else {
-                    self.counters.time_exceeded_sent += 1;
+                match reason {
+                    DropReason::PacketTooBig => self.counters.too_big_sent += 1,
+                    DropReason::TtlExceeded => self.counters.time_exceeded_sent += 1,
+                    _ => self.counters.unreachable_sent += 1,
                 }
                 IpDecision::Answer(answer)
             }

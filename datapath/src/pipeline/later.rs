@@ -66,6 +66,7 @@ impl LaterStages<'_> {
         if let Some(ip) = self.ip.as_deref_mut() {
             match ip.route_and_forward(now, meta, frame, fwmark) {
                 IpDecision::Forward => {
+                    outcome.fragment_mtu = ip.last_fragment_mtu().map(|mtu| (mtu, meta.l3_offset));
                     if ip.routing().has_tables()
                         && let Some((used, route)) = ip.last_route()
                     {
@@ -235,6 +236,34 @@ impl Pipeline {
         self.emitted
             .push(EmittedFrame::new(iface, std::mem::take(frame)));
         Some(PacketOutcome::decided(Stage::Nat, Verdict::Forward))
+    }
+
+    /// A datagram the IP layer found longer than the egress MTU, without DF: sent as its
+    /// fragments (as parsed now: after NAT, with the decremented TTL).
+    #[cold]
+    pub(super) fn send_fragments(
+        &mut self,
+        iface: IfaceId,
+        frame: Vec<u8>,
+        outcome: &PacketOutcome,
+        mtu: u32,
+        l3: u16,
+    ) {
+        let l3 = usize::from(l3);
+        let total = frame
+            .get(l3 + 2..l3 + 4)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]));
+        let pieces = total.and_then(|total| {
+            crate::ip::fragment::fragment_v4(&frame, l3, usize::from(total), mtu as usize)
+        });
+        match pieces {
+            Some(pieces) => {
+                for piece in pieces {
+                    self.emitted.push(routed(iface, piece, outcome));
+                }
+            }
+            None => self.emitted.push(routed(iface, frame, outcome)),
+        }
     }
 
     /// The parsed description of the last packet processed.

@@ -16,7 +16,11 @@
 //! packet, else the stack's refusal), never drop = drop,
 //! forwards by the 5-tuple as it left (after DNAT / reply un-NAT; the destination is masked
 //! for directors whose scheduler the kernel only stands in for), answers by kind and the
-//! SYN-ACK's option set, proxy SYNs by their options and tuple. Packets the kernel runner
+//! SYN-ACK's option set, proxy SYNs by their options and tuple. Beyond the text, an ICMP
+//! error must quote the same bytes on both sides (the offending datagram's header and what
+//! follows, as much as the sender quoted: the kernel's quote is given back the injected
+//! packet's own ID / flow label first), and a whole datagram that left in IP fragments
+//! must leave in the same fragments (offset, length, MF, DF of each, in order). Packets the kernel runner
 //! cannot inject are counted, not compared.
 //!
 //! The kernel's deciding rule of a disagreement (`kernel_rule`) comes from the nft trace:
@@ -52,10 +56,12 @@ use crate::report::Percentiles;
 mod egress;
 mod records;
 mod render;
+mod wire;
 use egress::{egress_routes, route_text, tally_routes};
 pub use records::PacketDiff;
 use records::{open_records, write_packet_records};
 pub use render::{render, write_disagreements_pcap};
+use wire::{disagreement_texts, same_wire};
 
 /// The explanations shipped with lbsim.
 pub const KNOWN_DIFFERENCES: &str = include_str!("known-differences.toml");
@@ -321,6 +327,12 @@ fn kernel_rule(sim: &SimPacket, packet: &KernelPacket, rules: &KernelRules) -> S
         }
     }
     match kernel {
+        Outcome::Answer { frame } if frame.icmp == Some((3, 0)) && frame.proto == "icmp" => {
+            "IPv4 routing: no route (ip_error: net unreachable)".into()
+        }
+        Outcome::Answer { frame } if frame.icmp == Some((1, 0)) && frame.proto == "icmpv6" => {
+            "IPv6 routing: no route (ip6_pkt_discard)".into()
+        }
         Outcome::Answer { frame } if frame.icmp.is_some() && frame.proto == "icmpv6" => {
             "IPv6 forwarding (ICMPv6 error)".into()
         }
@@ -361,9 +373,9 @@ pub fn agrees(sim: &Outcome, kernel: &Outcome, matching: Option<BackendMatch>) -
         (Outcome::Forward { .. } | Outcome::Proxy { .. }, _)
             if matching == Some(BackendMatch::StandIn) =>
         {
-            masked(&sim_text) == masked(&kernel_text)
+            masked(&sim_text) == masked(&kernel_text) && same_wire(sim, kernel)
         }
-        _ => sim_text == kernel_text,
+        _ => sim_text == kernel_text && same_wire(sim, kernel),
     }
 }
 
@@ -491,16 +503,16 @@ pub fn compare(
         report.packets.push(PacketDiff::new(sim, extra));
         tally_routes(&mut report, routes);
         if !agreed {
+            let (ours, theirs) = disagreement_texts(&sim.outcome, &kernel_outcome);
             report.disagreements.push(Disagreement {
                 ordinal: sim.ordinal,
                 decode: sim.input.decode(),
                 simulator: format!(
-                    "{}: {}{}",
+                    "{}: {ours}{}",
                     sim.decision.stage,
-                    sim.outcome.text(),
                     route_text(routes.map(|r| r.0))
                 ),
-                kernel: kernel_outcome.text() + &route_text(routes.map(|r| r.1)),
+                kernel: theirs + &route_text(routes.map(|r| r.1)),
                 simulator_rule: sim.deciding_rule(),
                 kernel_rule,
                 explained_by,

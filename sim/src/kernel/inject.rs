@@ -42,7 +42,7 @@ use datapath::packet::{LinkType, tcp_flags};
 use serde::Serialize;
 
 use super::backend::Backend;
-use super::outcome::{FrameSummary, Outcome};
+use super::outcome::{FragmentShape, FrameSummary, Outcome};
 use super::rules::KernelRules;
 use super::tag;
 use super::topology::{
@@ -177,6 +177,8 @@ struct Prepared {
     frame: Vec<u8>,
     side: Side,
     tag: u16,
+    /// The IPv4 ID / IPv6 flow label the tag replaced (see `tag::original`).
+    untagged: u32,
     summary: FrameSummary,
 }
 
@@ -210,11 +212,13 @@ fn prepare(
         _ => Side::Client,
     };
     set_macs(&mut frame, side);
+    let untagged = tag::original(&frame, at);
     tag::write(&mut frame, at, tag);
     Ok(Prepared {
         frame,
         side,
         tag,
+        untagged,
         summary,
     })
 }

@@ -48,6 +48,79 @@ pub struct FrameSummary {
     /// length >= header length, header checksum), computed here from the bytes.
     #[serde(skip)]
     pub ipv4_header_ok: Option<bool>,
+    /// An ICMP / ICMPv6 error's quote: the offending datagram's IP header and as many of
+    /// the following bytes as the sender quoted, in hex (`None` for other frames). The
+    /// kernel side's is given back the injected packet's own ID / flow label (see
+    /// `tag::restore`), so both sides quote the same packet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote: Option<String>,
+    /// A forwarded datagram that left as IP fragments: each fragment's offset, total
+    /// length and flags, in the order sent (empty: it left whole).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fragments: Vec<FragmentShape>,
+}
+
+/// One IP fragment as it left: what `ip_do_fragment` chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct FragmentShape {
+    /// Offset of its data in the datagram, bytes.
+    pub offset: u32,
+    /// Its IP length (IPv4 total length; IPv6 payload length + 40).
+    pub length: u32,
+    /// More fragments follow.
+    pub more: bool,
+    /// IPv4 DF.
+    pub df: bool,
+}
+
+impl FragmentShape {
+    /// The shape of a fragment (`None` for a whole datagram or a frame without IP).
+    pub fn of(meta: &PacketMeta, frame: &[u8]) -> Option<Self> {
+        if !meta.frag.is_fragment {
+            return None;
+        }
+        let df = match frame.get(usize::from(meta.l3_offset)..) {
+            Some(ip) if ip.first().is_some_and(|b| b >> 4 == 4) => {
+                ip.get(6).is_some_and(|b| b & 0x40 != 0)
+            }
+            _ => false,
+        };
+        Some(Self {
+            offset: meta.frag.offset,
+            length: meta.ip_len,
+            more: meta.frag.more,
+            df,
+        })
+    }
+}
+
+impl std::fmt::Display for FragmentShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}+{}", self.offset, self.length)?;
+        if self.more {
+            f.write_str(" MF")?;
+        }
+        if self.df {
+            f.write_str(" DF")?;
+        }
+        Ok(())
+    }
+}
+
+/// The quoted bytes of an ICMP / ICMPv6 error (types 3, 4, 5, 11, 12; ICMPv6 1-4).
+fn icmp_quote(meta: &PacketMeta, frame: &[u8]) -> Option<String> {
+    let (icmp_type, _) = meta.icmp_type.zip(meta.icmp_code)?;
+    let error = match meta.proto? {
+        1 => matches!(icmp_type, 3 | 4 | 5 | 11 | 12),
+        58 => (1..=4).contains(&icmp_type),
+        _ => false,
+    };
+    if !error || meta.l4_offset == 0 || meta.frag.is_fragment {
+        return None;
+    }
+    let end = (usize::from(meta.l3_offset) + meta.ip_len as usize).min(frame.len());
+    let quoted = frame.get(usize::from(meta.l4_offset) + 8..end)?;
+    Some(quoted.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// `ip_rcv_core`'s IPv4 header checks on the bytes at the packet's L3 offset.
@@ -121,6 +194,7 @@ impl FrameSummary {
         Self {
             l4_checksum_ok: l4_checksum_ok(&meta, frame),
             ipv4_header_ok: ipv4_header_ok(&meta, frame),
+            quote: icmp_quote(&meta, frame),
             ..Self::of_meta(&meta)
         }
     }
@@ -144,7 +218,19 @@ impl FrameSummary {
             ttl: meta.ttl,
             l4_checksum_ok: None,
             ipv4_header_ok: None,
+            quote: None,
+            fragments: Vec::new(),
         }
+    }
+
+    /// Change the quoted bytes of an ICMP error in place.
+    pub fn edit_quote(&mut self, edit: impl FnOnce(&mut [u8])) {
+        let Some(hex) = &self.quote else { return };
+        let mut bytes: Vec<u8> = (0..hex.len() / 2)
+            .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+            .collect();
+        edit(&mut bytes);
+        self.quote = Some(bytes.iter().map(|b| format!("{b:02x}")).collect());
     }
 
     /// `tcp 10.0.0.1:1234 > 192.168.0.1:22`.

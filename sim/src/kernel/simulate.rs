@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::backend::Backend;
 use super::inject::InputPacket;
-use super::outcome::{FrameSummary, Outcome};
+use super::outcome::{FragmentShape, FrameSummary, Outcome};
 use super::rules::KernelRules;
 use crate::appliance::{ApplianceConfig, build_pipeline};
 use crate::record::Decision;
@@ -181,7 +181,11 @@ fn simulate_each(pipeline: &mut Pipeline, inputs: &[InputPacket]) -> Vec<SimPack
             },
             _ => match emitted.first() {
                 Some(sent) => {
-                    Outcome::from_sent(&input, FrameSummary::of(packet.link, &sent.frame))
+                    let mut frame = FrameSummary::of(packet.link, &sent.frame);
+                    if !input.fragment && frame.fragment {
+                        frame.fragments = fragment_shapes(packet.link, &emitted);
+                    }
+                    Outcome::from_sent(&input, frame)
                 }
                 None => Outcome::Forward {
                     frame: input.clone(),
@@ -207,4 +211,18 @@ fn simulate_each(pipeline: &mut Pipeline, inputs: &[InputPacket]) -> Vec<SimPack
         });
     }
     packets
+}
+
+/// The fragments a whole datagram left as (the pipeline emits nothing else for it).
+fn fragment_shapes(
+    link: datapath::packet::LinkType,
+    emitted: &[datapath::pipeline::EmittedFrame],
+) -> Vec<FragmentShape> {
+    emitted
+        .iter()
+        .filter_map(|sent| {
+            let meta = datapath::packet::parse(link, &sent.frame, sent.frame.len() as u32, 0);
+            FragmentShape::of(&meta, &sent.frame)
+        })
+        .collect()
 }

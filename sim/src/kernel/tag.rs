@@ -101,6 +101,42 @@ pub fn write(frame: &mut [u8], at: IpAt, tag: u16) {
     frame[offset + 10..offset + 12].copy_from_slice(&sum);
 }
 
+/// What a tag overwrites in the IP header at `at`: the IPv4 ID, or the IPv6 flow label
+/// (20 bits).
+pub fn original(frame: &[u8], at: IpAt) -> u32 {
+    let ip = &frame[at.offset..];
+    if at.v6 {
+        u32::from_be_bytes([0, ip[1] & 0x0f, ip[2], ip[3]])
+    } else {
+        u32::from(u16::from_be_bytes([ip[4], ip[5]]))
+    }
+}
+
+/// Undo [`write`] on the IP header an ICMP / ICMPv6 error quotes (`quoted` starts with
+/// it): the [`original`] ID / flow label back, the IPv4 header checksum adjusted
+/// incrementally (RFC 1624), so that anything else the sender changed in the quoted header
+/// (TTL, checksum) stays visible.
+pub fn restore(quoted: &mut [u8], original: u32) {
+    match quoted.first().map(|b| b >> 4) {
+        Some(6) if quoted.len() >= 4 => {
+            quoted[1] = (quoted[1] & 0xf0) | ((original >> 16) as u8 & 0x0f);
+            quoted[2..4].copy_from_slice(&(original as u16).to_be_bytes());
+        }
+        Some(4) if quoted.len() >= 12 => {
+            let old = u16::from_be_bytes([quoted[4], quoted[5]]);
+            let new = original as u16;
+            let check = u16::from_be_bytes([quoted[10], quoted[11]]);
+            // HC' = ~(~HC + ~m + m')
+            let sum = u32::from(!check) + u32::from(!old) + u32::from(new);
+            let folded = (sum & 0xffff) + (sum >> 16);
+            let folded = (folded & 0xffff) + (folded >> 16);
+            quoted[4..6].copy_from_slice(&new.to_be_bytes());
+            quoted[10..12].copy_from_slice(&(!(folded as u16)).to_be_bytes());
+        }
+        _ => {}
+    }
+}
+
 /// The (tag, protocol) an ICMP or ICMPv6 error quotes (the quoted header's protocol /
 /// next header).
 pub fn quoted(frame: &[u8]) -> Option<(u16, u8)> {
@@ -179,6 +215,38 @@ mod tests {
             .build();
         let at = ip_at(&tagged).expect("tagged IPv4");
         assert_eq!((at.offset, at.header_len, at.v6), (18, 20, false));
+    }
+
+    #[test]
+    fn restoring_a_quoted_header_gives_back_the_original_bytes() {
+        let frame = PacketBuilder::eth()
+            .ipv4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2))
+            .ttl(9)
+            .udp(1, 53)
+            .build();
+        let at = ip_at(&frame).expect("IPv4");
+        for tag in [0u16, 1, 0x1234, 0xffff] {
+            let mut tagged = frame.clone();
+            write(&mut tagged, at, tag);
+            let mut quoted = tagged[14..].to_vec();
+            restore(&mut quoted, original(&frame, at));
+            assert_eq!(quoted, frame[14..], "tag {tag:#x}");
+        }
+        let v6 = PacketBuilder::eth()
+            .ipv6(
+                "2001:db8::1".parse().unwrap(),
+                "2001:db8::2".parse().unwrap(),
+            )
+            .udp(1, 53)
+            .build();
+        let mut labelled = v6.clone();
+        labelled[15] |= 0x0a;
+        let at = ip_at(&labelled).expect("IPv6");
+        let mut tagged = labelled.clone();
+        write(&mut tagged, at, 0xbeef);
+        let mut quoted = tagged[14..].to_vec();
+        restore(&mut quoted, original(&labelled, at));
+        assert_eq!(quoted, labelled[14..]);
     }
 
     #[test]

@@ -54,14 +54,16 @@ pub const CLIENT_ADDR_OCTETS: [u8; 4] = [100, 127, 255, 2];
 /// Address of the LB's client-side veth.
 pub const LB_CLIENT_ADDR: &str = "100.127.255.1";
 const LB_SERVER_ADDR: &str = "100.127.255.5";
-const SERVER_ADDR: &str = "100.127.255.6";
+/// Address of the server veth (the LB's next hop toward the server side).
+pub const SERVER_ADDR: &str = "100.127.255.6";
 /// IPv6 link networks (unique local addresses, unlikely in captures): client side
 /// `…:1::/64`, server side `…:2::/64`; the LB is `::1` on both, the peers `::2`.
 pub const CLIENT_ADDR6: &str = "fd6c:6273:696d:1::2";
 /// The LB's IPv6 address on its client-side veth.
 pub const LB_CLIENT_ADDR6: &str = "fd6c:6273:696d:1::1";
 const LB_SERVER_ADDR6: &str = "fd6c:6273:696d:2::1";
-const SERVER_ADDR6: &str = "fd6c:6273:696d:2::2";
+/// The server veth's IPv6 address.
+pub const SERVER_ADDR6: &str = "fd6c:6273:696d:2::2";
 /// The nft table (family netdev) that untags 802.1Q frames after the shield.
 pub const VLAN_TABLE: &str = "lbsim_vlan";
 /// Policy routing table for traffic arriving from the client side (an id far from the

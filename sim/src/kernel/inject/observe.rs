@@ -14,6 +14,7 @@ pub(super) struct Seen {
     tag: u16,
     quoted: Option<(u16, u8)>,
     summary: FrameSummary,
+    shape: Option<FragmentShape>,
     /// The frame's destination MAC.
     mac: [u8; 6],
 }
@@ -29,12 +30,14 @@ pub(super) fn seen_frames(exchange: &Exchange) -> Vec<Seen> {
             let Some(ip) = tag::ip_at(frame) else {
                 continue;
             };
+            let meta = datapath::packet::parse(LinkType::Ethernet, frame, frame.len() as u32, 0);
             seen.push(Seen {
                 side,
                 at: *at,
                 tag: tag::read(frame, ip),
                 quoted: tag::quoted(frame),
                 summary: FrameSummary::of(LinkType::Ethernet, frame),
+                shape: FragmentShape::of(&meta, frame),
                 mac: frame
                     .get(..6)
                     .and_then(|m| m.try_into().ok())
@@ -206,9 +209,19 @@ pub(super) fn outcome_of(
     };
     let input = &packet.summary;
     if let Some(frame) = forwarded_frame(packet, sent, seen, index, source_nat) {
-        let outcome = Outcome::Forward {
-            frame: frame.summary.clone(),
-        };
+        let mut summary = frame.summary.clone();
+        if !input.fragment && frame.shape.is_some() {
+            // A whole datagram the LB fragmented: every fragment of it that left.
+            let key = (packet.tag, input.proto.clone());
+            let positions = index.by_tag.get(&key).map_or(&[][..], Vec::as_slice);
+            summary.fragments = positions
+                .iter()
+                .map(|&p| &seen[p])
+                .filter(|s| s.at >= sent && s.side == frame.side)
+                .filter_map(|s| s.shape)
+                .collect();
+        }
+        let outcome = Outcome::Forward { frame: summary };
         return (outcome, Some(latency(frame)));
     }
     if let Some(frame) = tcp_answer(packet, sent, seen, index) {
@@ -222,9 +235,10 @@ pub(super) fn outcome_of(
         sent,
         |_| true,
     ) {
-        let outcome = Outcome::Answer {
-            frame: frame.summary.clone(),
-        };
+        // The error quotes the packet as injected: give it back its own ID / flow label.
+        let mut summary = frame.summary.clone();
+        summary.edit_quote(|quoted| tag::restore(quoted, packet.untagged));
+        let outcome = Outcome::Answer { frame: summary };
         return (outcome, Some(latency(frame)));
     }
     (Outcome::Drop { reason: None }, None)

@@ -11,7 +11,8 @@ use ipnet::IpNet;
 
 use super::KernelRules;
 use crate::kernel::topology::{
-    FROM_CLIENT_TABLE, LB_CLIENT_IFACE, LB_SERVER_IFACE, SERVER_MAC, Topology, mac_text,
+    FROM_CLIENT_TABLE, LB_CLIENT_IFACE, LB_SERVER_IFACE, SERVER_ADDR, SERVER_ADDR6, SERVER_MAC,
+    Topology, mac_text,
 };
 
 impl KernelRules {
@@ -53,6 +54,9 @@ impl KernelRules {
             let args: Vec<&str> = command.iter().map(String::as_str).collect();
             topology.exec(&lb, &args, None)?;
         }
+        if let Some(destinations) = &self.routed_destinations {
+            install_routed_only(topology, destinations)?;
+        }
         self.ipvs.install(topology)
     }
 
@@ -78,6 +82,11 @@ impl KernelRules {
             format!("net.ipv4.ipfrag_time={}", ip.defrag.time_ns / 1_000_000_000),
         ];
         self.server_mtu = Some(ip.mtu);
+        self.routed_destinations = ip.unreachable_without_route.then(|| {
+            let layer = datapath::ip::IpLayer::new(ip.clone());
+            let main = &layer.routing().main.routes;
+            main.iter().map(|route| route.destination).collect()
+        });
     }
 
     /// The IPv6 rules: the flows' `ip6tables-restore` output (the shield's IPv6 sets are
@@ -169,6 +178,53 @@ fn install_interface_address(topology: &Topology, address: &IpNet) -> anyhow::Re
             &table,
         ];
         topology.exec(&lb, &route, None)?;
+    }
+    Ok(())
+}
+
+/// The from-client table holds only `destinations` (through the server-side peer), and a
+/// rule after it makes every other destination unreachable (`ip rule … unreachable`:
+/// `fib_lookup` fails with `-ENETUNREACH`, so `ip_error` sends net unreachable and IPv6
+/// `ip6_pkt_discard` no route), as a router without a route to them.
+fn install_routed_only(topology: &Topology, destinations: &[IpNet]) -> anyhow::Result<()> {
+    let lb = topology.lb_ns();
+    let table = FROM_CLIENT_TABLE.to_string();
+    for family in ["-4", "-6"] {
+        let flush = ["ip", family, "route", "flush", "table", &table];
+        topology.exec(&lb, &flush, None)?;
+        let rule = [
+            "ip",
+            family,
+            "rule",
+            "add",
+            "iif",
+            LB_CLIENT_IFACE,
+            "unreachable",
+            "pref",
+            "101",
+        ];
+        topology.exec(&lb, &rule, None)?;
+    }
+    for destination in destinations {
+        let gateway = if destination.addr().is_ipv6() {
+            SERVER_ADDR6
+        } else {
+            SERVER_ADDR
+        };
+        let to = destination.to_string();
+        let args = [
+            "ip",
+            "route",
+            "replace",
+            &to,
+            "via",
+            gateway,
+            "dev",
+            LB_SERVER_IFACE,
+            "table",
+            &table,
+        ];
+        topology.exec(&lb, &args, None)?;
     }
     Ok(())
 }

@@ -103,6 +103,11 @@ pub struct KernelRules {
     /// The egress MTU of the LB's server-side veth (`[ip] mtu`; the client-side veth keeps
     /// its jumbo MTU so that any captured frame can enter).
     pub server_mtu: Option<u32>,
+    /// With the main table written out (`[[ip.table]] id = 254`): its destinations, the
+    /// only ones the LB routes (toward the server side) for packets from the client side;
+    /// any other gets ICMP net unreachable / ICMPv6 no route, as in the simulator. `None`:
+    /// everything from the client side is routed to the server side.
+    pub routed_destinations: Option<Vec<IpNet>>,
     /// The appliance interfaces placed on the LB's server-side veth (per address family,
     /// the first `out` of that family's source NAT rules), with their addresses: added to
     /// that veth, their networks routed there through a gateway inside them (so MASQUERADE
