@@ -651,11 +651,20 @@ impl Pipeline {
         };
         let (mut later, meta) = self.later_stages();
         let mut classified = later.classify(now, meta, &mut first);
+        self.requote_reassembled(&mut classified, &first, &rest);
+        self.send_datagram(iface, first, rest, &classified);
+        classified.outcome
+    }
+
+    /// The IP layer's ICMP error for a reassembled datagram (`first` and `rest`) quotes the
+    /// whole datagram, not its first fragment, as the kernel's does after nf_defrag.
+    fn requote_reassembled(&self, classified: &mut Classified, first: &[u8], rest: &[Vec<u8>]) {
+        if rest.is_empty() {
+            return;
+        }
         if let (Some(answer), Stage::Ip) = (&classified.answer, classified.outcome.stage) {
-            // The IP layer's ICMP error quotes the reassembled datagram, not its first
-            // fragment, as the kernel's does after nf_defrag.
             let l3 = usize::from(self.last_meta.l3_offset);
-            let mut frames = vec![first.clone()];
+            let mut frames = vec![first.to_vec()];
             frames.extend(rest.iter().cloned());
             let whole = crate::ip::defrag::reassembled(&frames, l3);
             if let Some(requoted) =
@@ -664,8 +673,6 @@ impl Pipeline {
                 classified.answer = Some(requoted);
             }
         }
-        self.send_datagram(iface, first, rest, &classified);
-        classified.outcome
     }
 
     /// Reassembly's first half: hold `frame` (a fragment) until its datagram is complete;

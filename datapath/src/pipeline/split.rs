@@ -223,7 +223,8 @@ impl Pipeline {
                 let entry = Entry::AfterFlows(outcome, fwmark, rest);
                 Local::Deferred(self.deferred(frame, iface, link, entry))
             }
-            Err(classified) => {
+            Err(mut classified) => {
+                self.requote_reassembled(&mut classified, &frame, &rest);
                 if classified.answer.is_some() {
                     self.send_classified(iface, Vec::new(), &classified);
                 }

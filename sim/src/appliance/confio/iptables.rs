@@ -742,6 +742,15 @@ fn nat_rule(rule: &Rule) -> Result<NatRuleConfig, String> {
     if kind == NatKind::Masquerade && rule.out.is_none() {
         return Err("MASQUERADE without `-o IFACE`".into());
     }
+    let action_port = match action {
+        NatAction::Dnat { port, .. } => port.is_some(),
+        NatAction::Snat { ports, .. } | NatAction::Masquerade { ports } => ports.is_some(),
+    };
+    if proto.is_none() && (port.is_some() || action_port) {
+        // iptables refuses it too ("Need TCP, UDP, SCTP or DCCP with port specification"),
+        // and nft ("transport protocol mapping is only valid after transport protocol match").
+        return Err("a port needs `-p tcp` or `-p udp`".into());
+    }
     Ok(NatRuleConfig {
         kind,
         proto,
