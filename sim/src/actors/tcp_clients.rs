@@ -14,7 +14,6 @@ use std::net::IpAddr;
 
 use datapath::TimeNs;
 use datapath::verdict::NS_PER_SEC;
-use ipnet::IpNet;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 
@@ -33,15 +32,7 @@ const FIRST_PORT: u16 = 1024;
 /// Local ports per client address.
 const PORTS_PER_CLIENT: u64 = 64_000;
 
-/// The `index`-th host address of `net` (from `.1`; wraps around).
-pub fn client_address(net: &IpNet, index: u32) -> IpAddr {
-    match net {
-        IpNet::V4(v4) => IpAddr::V4((u32::from(v4.network()).wrapping_add(1 + index)).into()),
-        IpNet::V6(v6) => {
-            IpAddr::V6((u128::from(v6.network()).wrapping_add(1 + u128::from(index))).into())
-        }
-    }
-}
+pub use crate::scenario::client_address;
 
 struct Connection {
     id: u64,

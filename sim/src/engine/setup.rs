@@ -226,7 +226,7 @@ impl<'a> Engine<'a> {
         let mut addresses = Vec::with_capacity(count as usize);
         let mut tries = 0u32;
         while addresses.len() < count as usize && tries < count.saturating_mul(4).max(16) {
-            let address = crate::actors::tcp_clients::client_address(&prefix, *index);
+            let address = crate::scenario::client_address(&prefix, *index);
             *index = index.wrapping_add(1);
             tries += 1;
             if self.world.route(address) == Some(host) {

@@ -26,6 +26,17 @@ use crate::appliance::ApplianceConfig;
 use crate::diagnostics::{LocatedError, TomlSpans};
 pub use units::{Bandwidth, DurationNs, RangeSet, Rate};
 
+/// The `index`-th host address of `net` (from `.1`; wraps around): where the client sources
+/// put their hosts, and what validation checks a client network against.
+pub fn client_address(net: &IpNet, index: u32) -> IpAddr {
+    match net {
+        IpNet::V4(v4) => IpAddr::V4((u32::from(v4.network()).wrapping_add(1 + index)).into()),
+        IpNet::V6(v6) => {
+            IpAddr::V6((u128::from(v6.network()).wrapping_add(1 + u128::from(index))).into())
+        }
+    }
+}
+
 /// Default number of receive queues (pipeline shards) a scenario runs with.
 pub const DEFAULT_QUEUES: u16 = 2;
 /// Most receive queues a scenario may ask for.

@@ -224,7 +224,7 @@ fn not_a_host_address(addr: std::net::IpAddr) -> Option<&'static str> {
 }
 
 /// The client sources' hosts take the addresses after their network's own (`.1`, `.2`, …,
-/// see [`crate::actors::tcp_clients::client_address`]): the prefix must hold one, and none
+/// see [`super::client_address`]): the prefix must hold one, and none
 /// of those inside it may be a multicast or the broadcast address.
 fn validate_client_addresses(scenario: &Scenario, spec: &TrafficSpec) -> Result<(), String> {
     let clients = match spec {
@@ -241,7 +241,7 @@ fn validate_client_addresses(scenario: &Scenario, spec: &TrafficSpec) -> Result<
     else {
         return Ok(());
     };
-    let first = crate::actors::tcp_clients::client_address(&network.prefix, 0);
+    let first = super::client_address(&network.prefix, 0);
     let (start, last, bad): (u128, u128, &[(u128, u128)]) = match (first, network.prefix) {
         (std::net::IpAddr::V4(v4), ipnet::IpNet::V4(net)) => (
             u128::from(u32::from(v4)),
