@@ -45,7 +45,9 @@ pub struct Report {
     pub totals: Totals,
     /// Pipeline counters.
     pub pipeline: PipelineSection,
-    /// Hits per flow and rule.
+    /// Packets whose final outcome names a flow and rule (the flow's index in
+    /// `appliance.flows`). Every evaluation, by flow name, is in `appliance.flows`: packets a
+    /// later stage (director, IP layer) decided and frames the SYN proxy sent count there.
     pub flows: Vec<FlowRow>,
     /// Packets per real server.
     pub backends: Vec<BackendRow>,

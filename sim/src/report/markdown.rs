@@ -77,13 +77,9 @@ pub fn markdown(report: &Report, measured: Option<&Measured>) -> String {
         }
         md.push('\n');
     }
-    if !report.flows.is_empty() {
-        md.push_str("## Flow hits\n\n| flow | rule | hits |\n|---|---|---|\n");
-        for f in &report.flows {
-            let _ = writeln!(md, "| {} | {} | {} |", f.flow, f.rule, f.hits);
-        }
-        md.push('\n');
-    }
+    // Per-flow and per-rule hits are in the appliance section's Flowmgr block, by name and
+    // counted where the flow manager evaluates (frames the SYN proxy sends on its own and
+    // packets a later stage decided included); `report.flows` counts only final outcomes.
     markdown_tail(&mut md, report);
     if let Some(m) = measured {
         let _ = writeln!(
