@@ -68,8 +68,18 @@ pub fn parse_duration(text: &str) -> Result<TimeNs, String> {
         _ => return Err(bad()),
     };
     let ns = nano_units.saturating_mul(ns_per_unit) / 1_000_000_000;
-    TimeNs::try_from(ns).map_err(|_| format!("duration {text:?} is too large"))
+    match TimeNs::try_from(ns) {
+        Ok(ns) if ns <= MAX_DURATION_NS => Ok(ns),
+        _ => Err(format!(
+            "duration {text:?} is too large (at most 2^60 ns, about 36 years)"
+        )),
+    }
 }
+
+/// The longest duration a file may give: virtual times add several durations (arrival,
+/// link latency, service time, timeouts), and 2^60 ns leaves room for sixteen of them in a
+/// `TimeNs` without overflow.
+pub const MAX_DURATION_NS: TimeNs = 1 << 60;
 
 fn parse_scaled(text: &str, units: &[&str], what: &str, example: &str) -> Result<u64, String> {
     let bad = || format!("invalid {what} {text:?}: expected e.g. {example:?}");
