@@ -757,7 +757,8 @@ mod tests {
     use datapath::packet::builder::PacketBuilder;
     use std::net::Ipv4Addr;
 
-    fn forward(dst: [u8; 4]) -> Outcome {
+    /// A forwarded TCP SYN to `dst` (also used by `wire`'s tests).
+    pub(super) fn forward(dst: [u8; 4]) -> Outcome {
         let frame = PacketBuilder::eth()
             .ipv4(Ipv4Addr::new(10, 9, 9, 9), Ipv4Addr::from(dst))
             .tcp(1000, 25)

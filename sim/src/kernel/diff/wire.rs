@@ -76,23 +76,13 @@ pub(super) fn disagreement_texts(sim: &Outcome, kernel: &Outcome) -> (String, St
 #[cfg(test)]
 mod tests {
     use super::super::agrees;
+    use super::super::tests::forward;
     use super::*;
     use crate::kernel::outcome::FrameSummary;
     use crate::kernel::rules::BackendMatch;
     use datapath::packet::LinkType;
     use datapath::packet::builder::PacketBuilder;
     use std::net::Ipv4Addr;
-
-    fn forward(dst: [u8; 4]) -> Outcome {
-        let frame = PacketBuilder::eth()
-            .ipv4(Ipv4Addr::new(10, 9, 9, 9), Ipv4Addr::from(dst))
-            .tcp(1000, 25)
-            .syn()
-            .build();
-        Outcome::Forward {
-            frame: FrameSummary::of(LinkType::Ethernet, &frame),
-        }
-    }
 
     #[test]
     fn icmp_errors_agree_on_their_quote_and_forwards_on_their_fragments() {
